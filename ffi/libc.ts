@@ -1,0 +1,82 @@
+// The libc symbols pvx calls, each with its C prototype. Every call is
+// synchronous: a `nonblocking` call would hop threads, which KVM punishes.
+
+export const libcSymbols = {
+  // int open(const char *path, int flags, mode_t mode);
+  open: { parameters: ["buffer", "i32", "u32"], result: "i32" },
+  // int close(int fd);
+  close: { parameters: ["i32"], result: "i32" },
+  // int ioctl(int fd, unsigned long request, void *arg);
+  ioctl: { parameters: ["i32", "u64", "buffer"], result: "i32" },
+  // int ioctl(int fd, unsigned long request, unsigned long arg);
+  ioctl_int: { name: "ioctl", parameters: ["i32", "u64", "u64"], result: "i32" },
+  // void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off);
+  mmap: { parameters: ["pointer", "usize", "i32", "i32", "i32", "i64"], result: "pointer" },
+  // int munmap(void *addr, size_t len);
+  munmap: { parameters: ["pointer", "usize"], result: "i32" },
+  // int mprotect(void *addr, size_t len, int prot);
+  mprotect: { parameters: ["pointer", "usize", "i32"], result: "i32" },
+  // int *__errno_location(void);
+  __errno_location: { parameters: [], result: "pointer" },
+  // pid_t getpid(void);
+  getpid: { parameters: [], result: "i32" },
+  // pid_t gettid(void);
+  gettid: { parameters: [], result: "i32" },
+  // int tgkill(pid_t tgid, pid_t tid, int sig);
+  tgkill: { parameters: ["i32", "i32", "i32"], result: "i32" },
+} as const satisfies Deno.ForeignLibraryInterface;
+
+let lib: Deno.DynamicLibrary<typeof libcSymbols> | undefined;
+
+/** libc, opened once per thread (each Worker has its own isolate). */
+export function libc(): Deno.DynamicLibrary<typeof libcSymbols>["symbols"] {
+  lib ??= Deno.dlopen("libc.so.6", libcSymbols);
+  return lib.symbols;
+}
+
+export const O_RDWR = 0x2;
+export const O_CLOEXEC = 0x80000;
+export const PROT_NONE = 0;
+export const PROT_READ = 1;
+export const PROT_WRITE = 2;
+export const MAP_SHARED = 0x01;
+export const MAP_PRIVATE = 0x02;
+export const MAP_ANONYMOUS = 0x20;
+export const MAP_NORESERVE = 0x4000;
+export const MAP_FAILED = -1n;
+export const SIGUSR1 = 10;
+
+const errnoNames: Record<number, string> = {
+  1: "EPERM", 2: "ENOENT", 4: "EINTR", 5: "EIO", 9: "EBADF", 11: "EAGAIN", 12: "ENOMEM",
+  13: "EACCES", 14: "EFAULT", 16: "EBUSY", 17: "EEXIST", 19: "ENODEV", 22: "EINVAL",
+  24: "EMFILE", 25: "ENOTTY", 28: "ENOSPC", 38: "ENOSYS", 95: "EOPNOTSUPP",
+};
+
+export function errnoName(errno: number): string {
+  return errnoNames[errno] ?? `errno ${errno}`;
+}
+
+/** Must be called on the thread that made the failing call, before any other libc call. */
+export function lastErrno(): number {
+  const p = libc().__errno_location();
+  return new Deno.UnsafePointerView(p!).getInt32();
+}
+
+/** A failed system call: which operation, and the errno it returned. */
+export class SysError extends Error {
+  constructor(readonly operation: string, readonly errno: number) {
+    super(`${operation} failed: ${errnoName(errno)} (${errno})`);
+    this.name = "SysError";
+  }
+}
+
+/** Throws SysError when a libc call returned -1; returns the result otherwise. */
+export function check(operation: string, result: number): number {
+  if (result === -1) throw new SysError(operation, lastErrno());
+  return result;
+}
+
+/** NUL-terminated C string in a buffer kept alive by the caller. */
+export function cString(s: string): Uint8Array {
+  return new TextEncoder().encode(s + "\0");
+}

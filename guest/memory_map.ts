@@ -1,0 +1,43 @@
+// Where the portable kernel puts things in guest memory. Guest virtual
+// addresses equal guest physical ones (identity map), so a guest pointer is
+// also the address the host checks; everything lives below 4 GiB so a
+// hypercall can carry an address in one 32-bit `out`.
+
+export const PAGE = 0x1000;
+export const MiB = 1024 * 1024;
+
+/** [0, nullGuardEnd) is never mapped: NULL and small offsets from it fault. */
+export const nullGuardEnd = 0x10000;
+export const gdtBase = 0x10000;
+export const idtBase = 0x11000;
+/** One 128-byte TSS slot per vCPU. */
+export const tssBase = 0x12000;
+export const tssSlot = 128;
+/** Read-only block the app reads its heap and stack bounds from (struct pvx_info). */
+export const infoBase = 0x13000;
+/** Kernel text: exception stubs. */
+export const kernelTextBase = 0x14000;
+export const kernelTextSize = 2 * PAGE;
+/** Per-vCPU exception stacks: [guard][IST1: 2 pages][IST2: 1 page]. */
+export const cpuStacksBase = 0x20000;
+export const cpuStacksSlot = 4 * PAGE;
+export const maxVcpus = 32;
+/** Page tables come from this pool. */
+export const pageTablePoolBase = 0x100000;
+export const pageTablePoolEnd = 0x400000;
+/** Lowest address an app image may occupy. */
+export const appBase = 0x400000;
+/** Guest RAM bounds pvx accepts; the top must stay addressable by a 32-bit frame pointer. */
+export const minMemory = 8 * MiB;
+export const maxMemory = 1024 * MiB;
+export const stackSize = 1 * MiB;
+
+export function ist1Top(cpu: number): number {
+  return cpuStacksBase + cpu * cpuStacksSlot + 3 * PAGE;
+}
+export function ist2Top(cpu: number): number {
+  return cpuStacksBase + cpu * cpuStacksSlot + 4 * PAGE;
+}
+
+export const pageDown = (a: number) => Math.floor(a / PAGE) * PAGE;
+export const pageUp = (a: number) => Math.ceil(a / PAGE) * PAGE;

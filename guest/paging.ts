@@ -1,0 +1,72 @@
+// 4-level x86-64 page tables with 4 KiB leaves, so that every page can carry
+// its own write and execute permission (text read-only, data no-execute).
+
+import { PAGE, pageTablePoolBase, pageTablePoolEnd } from "./memory_map.ts";
+
+const P = 1n, RW = 2n, ACCESSED = 0x20n, DIRTY = 0x40n, NX = 1n << 63n;
+const ADDR_MASK = 0x000f_ffff_ffff_f000n;
+
+export interface Protection {
+  write: boolean;
+  exec: boolean;
+}
+
+export class PageTables {
+  #mem: DataView;
+  #next = pageTablePoolBase;
+  readonly root: number;
+
+  constructor(mem: Uint8Array) {
+    this.#mem = new DataView(mem.buffer, mem.byteOffset, mem.byteLength);
+    this.root = this.#allocate();
+  }
+
+  #allocate(): number {
+    if (this.#next >= pageTablePoolEnd) throw new Error("page-table pool exhausted: guest memory map too large");
+    const page = this.#next;
+    this.#next += PAGE;
+    new Uint8Array(this.#mem.buffer, this.#mem.byteOffset + page, PAGE).fill(0);
+    return page;
+  }
+
+  #entry(table: number, index: number): number {
+    return table + index * 8;
+  }
+
+  /** Walks to the leaf table covering `va`, creating intermediate tables if asked. */
+  #leafTable(va: number, create: boolean): number | undefined {
+    let table = this.root;
+    for (const shift of [39, 30, 21]) {
+      const e = this.#entry(table, Math.floor(va / 2 ** shift) & 511);
+      let v = this.#mem.getBigUint64(e, true);
+      if (!(v & P)) {
+        if (!create) return undefined;
+        v = BigInt(this.#allocate()) | P | RW | ACCESSED;
+        this.#mem.setBigUint64(e, v, true);
+      }
+      table = Number(v & ADDR_MASK);
+    }
+    return table;
+  }
+
+  /** Identity-maps [va, va+len) page by page; both must be page aligned. */
+  map(va: number, len: number, prot: Protection): void {
+    if (va % PAGE || len % PAGE) throw new Error(`map 0x${va.toString(16)}+0x${len.toString(16)} is not page aligned`);
+    for (let a = va; a < va + len; a += PAGE) {
+      const leaf = this.#leafTable(a, true)!;
+      let v = BigInt(a) | P | ACCESSED | DIRTY;
+      if (prot.write) v |= RW;
+      if (!prot.exec) v |= NX;
+      this.#mem.setBigUint64(this.#entry(leaf, Math.floor(a / PAGE) & 511), v, true);
+    }
+  }
+
+  /** The protection of the page at `va`, or undefined when it is not mapped. */
+  lookup(va: number): Protection | undefined {
+    const leaf = this.#leafTable(va, false);
+    if (leaf === undefined) return undefined;
+    const v = this.#mem.getBigUint64(this.#entry(leaf, Math.floor(va / PAGE) & 511), true);
+    if (!(v & P)) return undefined;
+    return { write: (v & RW) !== 0n, exec: (v & NX) === 0n };
+  }
+}

@@ -1,0 +1,51 @@
+// Guest RAM: one anonymous mapping registered as KVM memory slot 0. Every
+// access the host makes on the guest's behalf goes through a bounds check.
+
+import { check, libc, MAP_ANONYMOUS, MAP_NORESERVE, MAP_PRIVATE, PROT_READ, PROT_WRITE } from "../ffi/libc.ts";
+
+/** A guest address or length the host refused to touch. */
+export class GuestAccessError extends Error {
+  constructor(readonly address: number, readonly length: number, readonly limit: number) {
+    super(`guest range 0x${address.toString(16)}+0x${length.toString(16)} is outside guest RAM (0..0x${limit.toString(16)})`);
+    this.name = "GuestAccessError";
+  }
+}
+
+/** Views of guest RAM valid in whichever thread made them (the mapping itself is process-wide). */
+export class GuestRam {
+  readonly bytes: Uint8Array;
+  readonly view: DataView;
+
+  constructor(readonly hostAddress: bigint, readonly size: number) {
+    const ptr = Deno.UnsafePointer.create(hostAddress);
+    if (!ptr) throw new Error("guest RAM at host address 0");
+    const ab = Deno.UnsafePointerView.getArrayBuffer(ptr, size);
+    this.bytes = new Uint8Array(ab);
+    this.view = new DataView(ab);
+  }
+
+  /** Throws unless [address, address+length) lies inside guest RAM. */
+  check(address: number, length: number): void {
+    if (!Number.isSafeInteger(address) || !Number.isSafeInteger(length) || address < 0 || length < 0 || address + length > this.size) {
+      throw new GuestAccessError(address, length, this.size);
+    }
+  }
+
+  /** A checked window onto guest memory; writes through it land in the guest. */
+  slice(address: number, length: number): Uint8Array {
+    this.check(address, length);
+    return this.bytes.subarray(address, address + length);
+  }
+}
+
+/** Maps `size` bytes of zeroed anonymous memory for a guest. */
+export function mapGuestRam(size: number): GuestRam {
+  const p = libc().mmap(null, BigInt(size), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0n);
+  const addr = BigInt(Deno.UnsafePointer.value(p));
+  if (addr === 0xffffffffffffffffn) check("mmap guest RAM", -1);
+  return new GuestRam(addr, size);
+}
+
+export function unmapGuestRam(ram: GuestRam): void {
+  check("munmap guest RAM", libc().munmap(Deno.UnsafePointer.create(ram.hostAddress), BigInt(ram.size)));
+}

@@ -1,0 +1,258 @@
+// A vCPU, driven by exactly one host thread (the Worker in hv/vcpu_worker.ts):
+// KVM penalises a vCPU that moves between threads.
+
+import { lastErrno, libc, SysError } from "../ffi/libc.ts";
+import {
+  exitReasons, ioctls, KVM_EXIT_IO_OUT, kvm_cpuid2, kvm_cpuid_entry2, kvm_dtable, kvm_fpu, kvm_msr_entry,
+  kvm_msrs, kvm_regs, kvm_run, KVM_RUN_EXIT_UNION, kvm_run_fail_entry, kvm_run_internal, kvm_run_io,
+  kvm_run_mmio, kvm_run_system_event, kvm_segment, kvm_sregs,
+} from "../ffi/kvm.ts";
+import { type CpuidEntry, ioctlBuf, ioctlInt } from "./kvm.ts";
+
+export type RegName = keyof typeof kvm_regs.fields & string;
+export type Regs = Record<RegName, bigint>;
+
+export interface Segment {
+  base: bigint; limit: number; selector: number; type: number; present: number; dpl: number;
+  db: number; s: number; l: number; g: number; avl: number; unusable: number;
+}
+export interface DTable { base: bigint; limit: number }
+export interface Sregs {
+  cs: Segment; ds: Segment; es: Segment; fs: Segment; gs: Segment; ss: Segment; tr: Segment; ldt: Segment;
+  gdt: DTable; idt: DTable;
+  cr0: bigint; cr2: bigint; cr3: bigint; cr4: bigint; cr8: bigint; efer: bigint; apicBase: bigint;
+}
+
+/** A KVM exit, decoded from kvm_run before anyone switches on it. */
+export type VmExit =
+  | { kind: "io-out"; port: number; size: number; value: number }
+  | { kind: "io-in"; port: number; size: number }
+  | { kind: "mmio"; address: bigint; isWrite: boolean; length: number }
+  | { kind: "hlt" }
+  | { kind: "shutdown" }
+  | { kind: "interrupted" }
+  | { kind: "fail-entry"; reason: bigint }
+  | { kind: "internal-error"; suberror: number; data: bigint[] }
+  | { kind: "system-event"; type: number }
+  | { kind: "unknown"; reason: number };
+
+const segFields = ["type", "present", "dpl", "db", "s", "l", "g", "avl", "unusable"] as const;
+const regNames = kvm_regs.order.map((f) => f.name) as RegName[];
+
+export class Vcpu {
+  #fd: number;
+  #run: DataView;
+  #runBytes: Uint8Array;
+  #regsBuf = new Uint8Array(kvm_regs.size);
+  #regsView = new DataView(this.#regsBuf.buffer);
+
+  constructor(fd: number, runPage: Deno.PointerObject, runSize: number) {
+    this.#fd = fd;
+    const ab = Deno.UnsafePointerView.getArrayBuffer(runPage, runSize);
+    this.#run = new DataView(ab);
+    this.#runBytes = new Uint8Array(ab);
+  }
+
+  get fd(): number {
+    return this.#fd;
+  }
+
+  /** Runs until the next exit. A pending stop request surfaces as `interrupted`. */
+  run(): VmExit {
+    if (libc().ioctl_int(this.#fd, ioctls.KVM_RUN, 0n) === -1) {
+      const errno = lastErrno();
+      if (errno === 4 /* EINTR */) return { kind: "interrupted" };
+      throw new SysError("KVM_RUN", errno);
+    }
+    return this.#decodeExit();
+  }
+
+  #decodeExit(): VmExit {
+    const run = this.#run;
+    const reason = run.getUint32(kvm_run.fields.exit_reason.offset, true);
+    const u = KVM_RUN_EXIT_UNION;
+    switch (reason) {
+      case exitReasons.KVM_EXIT_IO: {
+        const f = kvm_run_io.fields;
+        const port = run.getUint16(u + f.port.offset, true);
+        const size = run.getUint8(u + f.size.offset);
+        if (run.getUint8(u + f.direction.offset) !== KVM_EXIT_IO_OUT) return { kind: "io-in", port, size };
+        const dataOffset = Number(run.getBigUint64(u + f.data_offset.offset, true));
+        const value = size === 4 ? run.getUint32(dataOffset, true)
+          : size === 2 ? run.getUint16(dataOffset, true) : run.getUint8(dataOffset);
+        return { kind: "io-out", port, size, value };
+      }
+      case exitReasons.KVM_EXIT_MMIO: {
+        const f = kvm_run_mmio.fields;
+        return {
+          kind: "mmio",
+          address: run.getBigUint64(u + f.phys_addr.offset, true),
+          isWrite: run.getUint8(u + f.is_write.offset) !== 0,
+          length: run.getUint32(u + f.len.offset, true),
+        };
+      }
+      case exitReasons.KVM_EXIT_HLT:
+        return { kind: "hlt" };
+      case exitReasons.KVM_EXIT_SHUTDOWN:
+        return { kind: "shutdown" };
+      case exitReasons.KVM_EXIT_INTR:
+        return { kind: "interrupted" };
+      case exitReasons.KVM_EXIT_FAIL_ENTRY:
+        return {
+          kind: "fail-entry",
+          reason: run.getBigUint64(u + kvm_run_fail_entry.fields.hardware_entry_failure_reason.offset, true),
+        };
+      case exitReasons.KVM_EXIT_INTERNAL_ERROR: {
+        const f = kvm_run_internal.fields;
+        const n = Math.min(run.getUint32(u + f.ndata.offset, true), 16);
+        const data = Array.from({ length: n }, (_, i) => run.getBigUint64(u + f.data.offset + 8 * i, true));
+        return { kind: "internal-error", suberror: run.getUint32(u + f.suberror.offset, true), data };
+      }
+      case exitReasons.KVM_EXIT_SYSTEM_EVENT:
+        return { kind: "system-event", type: run.getUint32(u + kvm_run_system_event.fields.type.offset, true) };
+      default:
+        return { kind: "unknown", reason };
+    }
+  }
+
+  /** Answers a port-I/O `in` exit before the next run. */
+  setIoInValue(value: number): void {
+    const u = KVM_RUN_EXIT_UNION;
+    const f = kvm_run_io.fields;
+    const size = this.#run.getUint8(u + f.size.offset);
+    const off = Number(this.#run.getBigUint64(u + f.data_offset.offset, true));
+    for (let i = 0; i < size; i++) this.#runBytes[off + i] = (value >>> (8 * i)) & 0xff;
+  }
+
+  getRegs(): Regs {
+    ioctlBuf(this.#fd, "KVM_GET_REGS", this.#regsBuf);
+    const regs = {} as Regs;
+    for (const name of regNames) regs[name] = this.#regsView.getBigUint64(kvm_regs.fields[name].offset, true);
+    return regs;
+  }
+
+  setRegs(regs: Regs): void {
+    for (const name of regNames) this.#regsView.setBigUint64(kvm_regs.fields[name].offset, regs[name], true);
+    ioctlBuf(this.#fd, "KVM_SET_REGS", this.#regsBuf);
+  }
+
+  getSregs(): Sregs {
+    const buf = new Uint8Array(kvm_sregs.size);
+    ioctlBuf(this.#fd, "KVM_GET_SREGS", buf);
+    return decodeSregs(new DataView(buf.buffer));
+  }
+
+  setSregs(s: Sregs): void {
+    // Read-modify-write keeps fields pvx does not model (the interrupt bitmap) as KVM has them.
+    const buf = new Uint8Array(kvm_sregs.size);
+    ioctlBuf(this.#fd, "KVM_GET_SREGS", buf);
+    encodeSregs(new DataView(buf.buffer), s);
+    ioctlBuf(this.#fd, "KVM_SET_SREGS", buf);
+  }
+
+  /** The raw kvm_fpu block (x87, SSE registers, MXCSR), for snapshots. */
+  getFpu(): Uint8Array {
+    const buf = new Uint8Array(kvm_fpu.size);
+    ioctlBuf(this.#fd, "KVM_GET_FPU", buf);
+    return buf;
+  }
+
+  setFpu(fpu: Uint8Array): void {
+    if (fpu.length !== kvm_fpu.size) throw new Error(`kvm_fpu must be ${kvm_fpu.size} bytes, got ${fpu.length}`);
+    ioctlBuf(this.#fd, "KVM_SET_FPU", fpu);
+  }
+
+  getMsrs(indices: readonly number[]): Map<number, bigint> {
+    const buf = msrBuffer(indices.map((i) => [i, 0n]));
+    const n = ioctlBuf(this.#fd, "KVM_GET_MSRS", buf);
+    if (n !== indices.length) throw new Error(`KVM_GET_MSRS read ${n} of ${indices.length} MSRs (first missing 0x${indices[n].toString(16)})`);
+    const dv = new DataView(buf.buffer);
+    return new Map(indices.map((idx, i) => [idx, dv.getBigUint64(kvm_msrs.size + i * kvm_msr_entry.size + kvm_msr_entry.fields.data.offset, true)]));
+  }
+
+  setMsrs(values: ReadonlyMap<number, bigint>): void {
+    const entries = [...values];
+    const n = ioctlBuf(this.#fd, "KVM_SET_MSRS", msrBuffer(entries));
+    if (n !== entries.length) throw new Error(`KVM_SET_MSRS wrote ${n} of ${entries.length} MSRs (first refused 0x${entries[n][0].toString(16)})`);
+  }
+
+  setCpuid(entries: readonly CpuidEntry[]): void {
+    const buf = new Uint8Array(kvm_cpuid2.size + entries.length * kvm_cpuid_entry2.size);
+    const dv = new DataView(buf.buffer);
+    dv.setUint32(kvm_cpuid2.fields.nent.offset, entries.length, true);
+    entries.forEach((e, i) => {
+      const base = kvm_cpuid2.size + i * kvm_cpuid_entry2.size;
+      const f = kvm_cpuid_entry2.fields;
+      for (const k of ["function", "index", "flags", "eax", "ebx", "ecx", "edx"] as const) {
+        dv.setUint32(base + f[k].offset, e[k], true);
+      }
+    });
+    ioctlBuf(this.#fd, "KVM_SET_CPUID2", buf);
+  }
+
+  close(): void {
+    if (this.#fd >= 0) libc().close(this.#fd);
+    this.#fd = -1;
+  }
+}
+
+function msrBuffer(entries: ReadonlyArray<readonly [number, bigint]>): Uint8Array {
+  const buf = new Uint8Array(kvm_msrs.size + entries.length * kvm_msr_entry.size);
+  const dv = new DataView(buf.buffer);
+  dv.setUint32(kvm_msrs.fields.nmsrs.offset, entries.length, true);
+  entries.forEach(([index, data], i) => {
+    const base = kvm_msrs.size + i * kvm_msr_entry.size;
+    dv.setUint32(base + kvm_msr_entry.fields.index.offset, index, true);
+    dv.setBigUint64(base + kvm_msr_entry.fields.data.offset, data, true);
+  });
+  return buf;
+}
+
+function decodeSegment(dv: DataView, at: number): Segment {
+  const f = kvm_segment.fields;
+  const seg = {
+    base: dv.getBigUint64(at + f.base.offset, true),
+    limit: dv.getUint32(at + f.limit.offset, true),
+    selector: dv.getUint16(at + f.selector.offset, true),
+  } as Segment;
+  for (const k of segFields) seg[k] = dv.getUint8(at + f[k].offset);
+  return seg;
+}
+
+function encodeSegment(dv: DataView, at: number, seg: Segment): void {
+  const f = kvm_segment.fields;
+  dv.setBigUint64(at + f.base.offset, seg.base, true);
+  dv.setUint32(at + f.limit.offset, seg.limit, true);
+  dv.setUint16(at + f.selector.offset, seg.selector, true);
+  for (const k of segFields) dv.setUint8(at + f[k].offset, seg[k]);
+}
+
+const segNames = ["cs", "ds", "es", "fs", "gs", "ss", "tr", "ldt"] as const;
+const crNames = [["cr0", "cr0"], ["cr2", "cr2"], ["cr3", "cr3"], ["cr4", "cr4"], ["cr8", "cr8"], ["efer", "efer"], ["apicBase", "apic_base"]] as const;
+
+function decodeSregs(dv: DataView): Sregs {
+  const s = {} as Sregs;
+  for (const n of segNames) s[n] = decodeSegment(dv, kvm_sregs.fields[n].offset);
+  for (const n of ["gdt", "idt"] as const) {
+    const at = kvm_sregs.fields[n].offset;
+    s[n] = { base: dv.getBigUint64(at + kvm_dtable.fields.base.offset, true), limit: dv.getUint16(at + kvm_dtable.fields.limit.offset, true) };
+  }
+  for (const [k, c] of crNames) s[k] = dv.getBigUint64(kvm_sregs.fields[c].offset, true);
+  return s;
+}
+
+function encodeSregs(dv: DataView, s: Sregs): void {
+  for (const n of segNames) encodeSegment(dv, kvm_sregs.fields[n].offset, s[n]);
+  for (const n of ["gdt", "idt"] as const) {
+    const at = kvm_sregs.fields[n].offset;
+    dv.setBigUint64(at + kvm_dtable.fields.base.offset, s[n].base, true);
+    dv.setUint16(at + kvm_dtable.fields.limit.offset, s[n].limit, true);
+  }
+  for (const [k, c] of crNames) dv.setBigUint64(kvm_sregs.fields[c].offset, s[k], true);
+}
+
+/** Requests that the vCPU leave KVM_RUN: set before signalling its thread. */
+export function requestImmediateExit(runPage: Deno.PointerObject, on: boolean): void {
+  new DataView(Deno.UnsafePointerView.getArrayBuffer(runPage, kvm_run.size))
+    .setUint8(kvm_run.fields.immediate_exit.offset, on ? 1 : 0);
+}
