@@ -16,81 +16,158 @@ const iow = (nr: number, s: StructLayout) => ioc(IOC_WRITE, nr, s.size);
 const iowr = (nr: number, s: StructLayout) => ioc(IOC_READ | IOC_WRITE, nr, s.size);
 
 export const kvm_regs = struct("struct kvm_regs", [
-  ["rax", "u64"], ["rbx", "u64"], ["rcx", "u64"], ["rdx", "u64"],
-  ["rsi", "u64"], ["rdi", "u64"], ["rsp", "u64"], ["rbp", "u64"],
-  ["r8", "u64"], ["r9", "u64"], ["r10", "u64"], ["r11", "u64"],
-  ["r12", "u64"], ["r13", "u64"], ["r14", "u64"], ["r15", "u64"],
-  ["rip", "u64"], ["rflags", "u64"],
+  ["rax", "u64"],
+  ["rbx", "u64"],
+  ["rcx", "u64"],
+  ["rdx", "u64"],
+  ["rsi", "u64"],
+  ["rdi", "u64"],
+  ["rsp", "u64"],
+  ["rbp", "u64"],
+  ["r8", "u64"],
+  ["r9", "u64"],
+  ["r10", "u64"],
+  ["r11", "u64"],
+  ["r12", "u64"],
+  ["r13", "u64"],
+  ["r14", "u64"],
+  ["r15", "u64"],
+  ["rip", "u64"],
+  ["rflags", "u64"],
 ]);
 
 export const kvm_segment = struct("struct kvm_segment", [
-  ["base", "u64"], ["limit", "u32"], ["selector", "u16"], ["type", "u8"],
-  ["present", "u8"], ["dpl", "u8"], ["db", "u8"], ["s", "u8"], ["l", "u8"],
-  ["g", "u8"], ["avl", "u8"], ["unusable", "u8"], ["padding", "u8"],
+  ["base", "u64"],
+  ["limit", "u32"],
+  ["selector", "u16"],
+  ["type", "u8"],
+  ["present", "u8"],
+  ["dpl", "u8"],
+  ["db", "u8"],
+  ["s", "u8"],
+  ["l", "u8"],
+  ["g", "u8"],
+  ["avl", "u8"],
+  ["unusable", "u8"],
+  ["padding", "u8"],
 ]);
 
 export const kvm_dtable = struct("struct kvm_dtable", [
-  ["base", "u64"], ["limit", "u16"], ["padding", array("u16", 3)],
+  ["base", "u64"],
+  ["limit", "u16"],
+  ["padding", array("u16", 3)],
 ]);
 
 export const kvm_sregs = struct("struct kvm_sregs", [
-  ["cs", kvm_segment], ["ds", kvm_segment], ["es", kvm_segment], ["fs", kvm_segment],
-  ["gs", kvm_segment], ["ss", kvm_segment], ["tr", kvm_segment], ["ldt", kvm_segment],
-  ["gdt", kvm_dtable], ["idt", kvm_dtable],
-  ["cr0", "u64"], ["cr2", "u64"], ["cr3", "u64"], ["cr4", "u64"], ["cr8", "u64"],
-  ["efer", "u64"], ["apic_base", "u64"], ["interrupt_bitmap", array("u64", 4)],
+  ["cs", kvm_segment],
+  ["ds", kvm_segment],
+  ["es", kvm_segment],
+  ["fs", kvm_segment],
+  ["gs", kvm_segment],
+  ["ss", kvm_segment],
+  ["tr", kvm_segment],
+  ["ldt", kvm_segment],
+  ["gdt", kvm_dtable],
+  ["idt", kvm_dtable],
+  ["cr0", "u64"],
+  ["cr2", "u64"],
+  ["cr3", "u64"],
+  ["cr4", "u64"],
+  ["cr8", "u64"],
+  ["efer", "u64"],
+  ["apic_base", "u64"],
+  ["interrupt_bitmap", array("u64", 4)],
 ]);
 
 export const kvm_fpu = struct("struct kvm_fpu", [
-  ["fpr", array("u8", 128)], ["fcw", "u16"], ["fsw", "u16"], ["ftwx", "u8"], ["pad1", "u8"],
-  ["last_opcode", "u16"], ["last_ip", "u64"], ["last_dp", "u64"], ["xmm", array("u8", 256)],
-  ["mxcsr", "u32"], ["pad2", "u32"],
+  ["fpr", array("u8", 128)],
+  ["fcw", "u16"],
+  ["fsw", "u16"],
+  ["ftwx", "u8"],
+  ["pad1", "u8"],
+  ["last_opcode", "u16"],
+  ["last_ip", "u64"],
+  ["last_dp", "u64"],
+  ["xmm", array("u8", 256)],
+  ["mxcsr", "u32"],
+  ["pad2", "u32"],
 ]);
 
 export const kvm_userspace_memory_region = struct("struct kvm_userspace_memory_region", [
-  ["slot", "u32"], ["flags", "u32"], ["guest_phys_addr", "u64"],
-  ["memory_size", "u64"], ["userspace_addr", "u64"],
+  ["slot", "u32"],
+  ["flags", "u32"],
+  ["guest_phys_addr", "u64"],
+  ["memory_size", "u64"],
+  ["userspace_addr", "u64"],
 ]);
 
 export const kvm_msr_entry = struct("struct kvm_msr_entry", [
-  ["index", "u32"], ["reserved", "u32"], ["data", "u64"],
+  ["index", "u32"],
+  ["reserved", "u32"],
+  ["data", "u64"],
 ]);
 /** Header only; `nmsrs` entries of kvm_msr_entry follow. */
 export const kvm_msrs = struct("struct kvm_msrs", [["nmsrs", "u32"], ["pad", "u32"]]);
 
 export const kvm_cpuid_entry2 = struct("struct kvm_cpuid_entry2", [
-  ["function", "u32"], ["index", "u32"], ["flags", "u32"],
-  ["eax", "u32"], ["ebx", "u32"], ["ecx", "u32"], ["edx", "u32"], ["padding", array("u32", 3)],
+  ["function", "u32"],
+  ["index", "u32"],
+  ["flags", "u32"],
+  ["eax", "u32"],
+  ["ebx", "u32"],
+  ["ecx", "u32"],
+  ["edx", "u32"],
+  ["padding", array("u32", 3)],
 ]);
 /** Header only; `nent` entries of kvm_cpuid_entry2 follow. */
 export const kvm_cpuid2 = struct("struct kvm_cpuid2", [["nent", "u32"], ["padding", "u32"]]);
 
 export const kvm_dirty_log = struct("struct kvm_dirty_log", [
-  ["slot", "u32"], ["padding1", "u32"], ["dirty_bitmap", "u64"],
+  ["slot", "u32"],
+  ["padding1", "u32"],
+  ["dirty_bitmap", "u64"],
 ]);
 
 /** The head of the shared kvm_run page, and the exit-union members pvx decodes. */
 export const kvm_run = struct("struct kvm_run", [
-  ["request_interrupt_window", "u8"], ["immediate_exit", "u8"], ["padding1", array("u8", 6)],
-  ["exit_reason", "u32"], ["ready_for_interrupt_injection", "u8"], ["if_flag", "u8"],
-  ["flags", "u16"], ["cr8", "u64"], ["apic_base", "u64"],
+  ["request_interrupt_window", "u8"],
+  ["immediate_exit", "u8"],
+  ["padding1", array("u8", 6)],
+  ["exit_reason", "u32"],
+  ["ready_for_interrupt_injection", "u8"],
+  ["if_flag", "u8"],
+  ["flags", "u16"],
+  ["cr8", "u64"],
+  ["apic_base", "u64"],
 ]);
 /** Offset of the exit union inside kvm_run; the members below are relative to it. */
 export const KVM_RUN_EXIT_UNION = kvm_run.size;
 export const kvm_run_io = struct("kvm_run.io", [
-  ["direction", "u8"], ["size", "u8"], ["port", "u16"], ["count", "u32"], ["data_offset", "u64"],
+  ["direction", "u8"],
+  ["size", "u8"],
+  ["port", "u16"],
+  ["count", "u32"],
+  ["data_offset", "u64"],
 ]);
 export const kvm_run_mmio = struct("kvm_run.mmio", [
-  ["phys_addr", "u64"], ["data", array("u8", 8)], ["len", "u32"], ["is_write", "u8"],
+  ["phys_addr", "u64"],
+  ["data", array("u8", 8)],
+  ["len", "u32"],
+  ["is_write", "u8"],
 ]);
 export const kvm_run_fail_entry = struct("kvm_run.fail_entry", [
-  ["hardware_entry_failure_reason", "u64"], ["cpu", "u32"],
+  ["hardware_entry_failure_reason", "u64"],
+  ["cpu", "u32"],
 ]);
 export const kvm_run_internal = struct("kvm_run.internal", [
-  ["suberror", "u32"], ["ndata", "u32"], ["data", array("u64", 16)],
+  ["suberror", "u32"],
+  ["ndata", "u32"],
+  ["data", array("u64", 16)],
 ]);
 export const kvm_run_system_event = struct("kvm_run.system_event", [
-  ["type", "u32"], ["ndata", "u32"], ["data", array("u64", 16)],
+  ["type", "u32"],
+  ["ndata", "u32"],
+  ["data", array("u64", 16)],
 ]);
 
 export const KVM_API_VERSION = 12;
@@ -121,23 +198,47 @@ export const KVM_CAP_IMMEDIATE_EXIT = 136;
 export const KVM_MEM_LOG_DIRTY_PAGES = 1;
 
 export const exitReasons = {
-  KVM_EXIT_UNKNOWN: 0, KVM_EXIT_EXCEPTION: 1, KVM_EXIT_IO: 2, KVM_EXIT_HYPERCALL: 3,
-  KVM_EXIT_DEBUG: 4, KVM_EXIT_HLT: 5, KVM_EXIT_MMIO: 6, KVM_EXIT_IRQ_WINDOW_OPEN: 7,
-  KVM_EXIT_SHUTDOWN: 8, KVM_EXIT_FAIL_ENTRY: 9, KVM_EXIT_INTR: 10,
-  KVM_EXIT_INTERNAL_ERROR: 17, KVM_EXIT_SYSTEM_EVENT: 24,
+  KVM_EXIT_UNKNOWN: 0,
+  KVM_EXIT_EXCEPTION: 1,
+  KVM_EXIT_IO: 2,
+  KVM_EXIT_HYPERCALL: 3,
+  KVM_EXIT_DEBUG: 4,
+  KVM_EXIT_HLT: 5,
+  KVM_EXIT_MMIO: 6,
+  KVM_EXIT_IRQ_WINDOW_OPEN: 7,
+  KVM_EXIT_SHUTDOWN: 8,
+  KVM_EXIT_FAIL_ENTRY: 9,
+  KVM_EXIT_INTR: 10,
+  KVM_EXIT_INTERNAL_ERROR: 17,
+  KVM_EXIT_SYSTEM_EVENT: 24,
 } as const;
 
 export const KVM_EXIT_IO_OUT = 1;
 
 // MSRs pvx sets for the guest (SDM vol. 4).
 export const msrs = {
-  MSR_EFER: 0xc0000080, MSR_STAR: 0xc0000081, MSR_LSTAR: 0xc0000082, MSR_SYSCALL_MASK: 0xc0000084,
-  MSR_FS_BASE: 0xc0000100, MSR_GS_BASE: 0xc0000101, MSR_KERNEL_GS_BASE: 0xc0000102,
-  MSR_IA32_TSC: 0x10, MSR_IA32_PAT: 0x277,
+  MSR_EFER: 0xc0000080,
+  MSR_STAR: 0xc0000081,
+  MSR_LSTAR: 0xc0000082,
+  MSR_SYSCALL_MASK: 0xc0000084,
+  MSR_FS_BASE: 0xc0000100,
+  MSR_GS_BASE: 0xc0000101,
+  MSR_KERNEL_GS_BASE: 0xc0000102,
+  MSR_IA32_TSC: 0x10,
+  MSR_IA32_PAT: 0x277,
 } as const;
 
 /** Every layout the C comparison test checks. */
 export const layouts = [
-  kvm_regs, kvm_segment, kvm_dtable, kvm_sregs, kvm_fpu, kvm_userspace_memory_region,
-  kvm_msr_entry, kvm_msrs, kvm_cpuid_entry2, kvm_cpuid2, kvm_dirty_log,
+  kvm_regs,
+  kvm_segment,
+  kvm_dtable,
+  kvm_sregs,
+  kvm_fpu,
+  kvm_userspace_memory_region,
+  kvm_msr_entry,
+  kvm_msrs,
+  kvm_cpuid_entry2,
+  kvm_cpuid2,
+  kvm_dirty_log,
 ] as const;

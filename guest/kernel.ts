@@ -2,11 +2,21 @@
 // vector lands in a stub that hands the host a fault frame, and the boot
 // state that puts a vCPU straight into 64-bit long mode.
 
-import type { Sregs, Segment } from "../hv/vcpu.ts";
+import type { Segment, Sregs } from "../hv/vcpu.ts";
 import { Asm, Reg } from "./x86.ts";
 import {
-  cpuStacksBase, cpuStacksSlot, gdtBase, idtBase, ist1Top, ist2Top, kernelTextBase, kernelTextSize,
-  maxVcpus, PAGE, tssBase, tssSlot,
+  cpuStacksBase,
+  cpuStacksSlot,
+  gdtBase,
+  idtBase,
+  ist1Top,
+  ist2Top,
+  kernelTextBase,
+  kernelTextSize,
+  maxVcpus,
+  PAGE,
+  tssBase,
+  tssSlot,
 } from "./memory_map.ts";
 import type { PageTables } from "./paging.ts";
 import { FAULT_PORT } from "../abi/ports.ts";
@@ -17,11 +27,28 @@ const tssSelector = (cpu: number) => 0x18 + 16 * cpu;
 const TSS_LIMIT = 103;
 
 export const vectorNames = [
-  "#DE divide error", "#DB debug", "NMI", "#BP breakpoint", "#OF overflow", "#BR bound range",
-  "#UD invalid opcode", "#NM device not available", "#DF double fault", "coprocessor overrun",
-  "#TS invalid TSS", "#NP segment not present", "#SS stack fault", "#GP general protection",
-  "#PF page fault", "reserved", "#MF x87 error", "#AC alignment check", "#MC machine check",
-  "#XM SIMD error", "#VE virtualization", "#CP control protection",
+  "#DE divide error",
+  "#DB debug",
+  "NMI",
+  "#BP breakpoint",
+  "#OF overflow",
+  "#BR bound range",
+  "#UD invalid opcode",
+  "#NM device not available",
+  "#DF double fault",
+  "coprocessor overrun",
+  "#TS invalid TSS",
+  "#NP segment not present",
+  "#SS stack fault",
+  "#GP general protection",
+  "#PF page fault",
+  "reserved",
+  "#MF x87 error",
+  "#AC alignment check",
+  "#MC machine check",
+  "#XM SIMD error",
+  "#VE virtualization",
+  "#CP control protection",
 ];
 export function vectorName(v: number): string {
   return vectorNames[v] ?? `interrupt ${v}`;
@@ -30,10 +57,40 @@ const hasErrorCode = new Set([8, 10, 11, 12, 13, 14, 17, 21, 29, 30]);
 const DOUBLE_FAULT = 8;
 
 const savedGprs = [
-  Reg.rax, Reg.rbx, Reg.rcx, Reg.rdx, Reg.rsi, Reg.rdi, Reg.rbp,
-  Reg.r8, Reg.r9, Reg.r10, Reg.r11, Reg.r12, Reg.r13, Reg.r14, Reg.r15,
+  Reg.rax,
+  Reg.rbx,
+  Reg.rcx,
+  Reg.rdx,
+  Reg.rsi,
+  Reg.rdi,
+  Reg.rbp,
+  Reg.r8,
+  Reg.r9,
+  Reg.r10,
+  Reg.r11,
+  Reg.r12,
+  Reg.r13,
+  Reg.r14,
+  Reg.r15,
 ] as const;
-const regNames = ["rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi", "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15"];
+const regNames = [
+  "rax",
+  "rcx",
+  "rdx",
+  "rbx",
+  "rsp",
+  "rbp",
+  "rsi",
+  "rdi",
+  "r8",
+  "r9",
+  "r10",
+  "r11",
+  "r12",
+  "r13",
+  "r14",
+  "r15",
+];
 
 /**
  * The fault frame, lowest address first, as the stubs leave it on the IST
@@ -42,7 +99,13 @@ const regNames = ["rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi", "r8", 
 export const faultFrameFields: readonly string[] = [
   "cr2",
   ...[...savedGprs].reverse().map((r) => regNames[r]),
-  "vector", "error", "rip", "cs", "rflags", "rsp", "ss",
+  "vector",
+  "error",
+  "rip",
+  "cs",
+  "rflags",
+  "rsp",
+  "ss",
 ];
 export const faultFrameSize = faultFrameFields.length * 8;
 
@@ -124,8 +187,18 @@ const EFER_SCE = 1n, EFER_LME = 0x100n, EFER_LMA = 0x400n, EFER_NXE = 0x800n;
 
 function segment(selector: number, type: number, code: boolean): Segment {
   return {
-    base: 0n, limit: 0xffffffff, selector, type, present: 1, dpl: 0, db: code ? 0 : 1, s: 1,
-    l: code ? 1 : 0, g: 1, avl: 0, unusable: 0,
+    base: 0n,
+    limit: 0xffffffff,
+    selector,
+    type,
+    present: 1,
+    dpl: 0,
+    db: code ? 0 : 1,
+    s: 1,
+    l: code ? 1 : 0,
+    g: 1,
+    avl: 0,
+    unusable: 0,
   };
 }
 
@@ -133,10 +206,25 @@ function segment(selector: number, type: number, code: boolean): Segment {
 export function bootSregs(cpu: number, pageTableRoot: number): Sregs {
   const data = segment(DATA_SELECTOR, 3, false);
   return {
-    cs: segment(CODE_SELECTOR, 11, true), ds: data, es: data, fs: data, gs: data, ss: data,
+    cs: segment(CODE_SELECTOR, 11, true),
+    ds: data,
+    es: data,
+    fs: data,
+    gs: data,
+    ss: data,
     tr: {
-      base: BigInt(tssBase + cpu * tssSlot), limit: TSS_LIMIT, selector: tssSelector(cpu), type: 11,
-      present: 1, dpl: 0, db: 0, s: 0, l: 0, g: 0, avl: 0, unusable: 0,
+      base: BigInt(tssBase + cpu * tssSlot),
+      limit: TSS_LIMIT,
+      selector: tssSelector(cpu),
+      type: 11,
+      present: 1,
+      dpl: 0,
+      db: 0,
+      s: 0,
+      l: 0,
+      g: 0,
+      avl: 0,
+      unusable: 0,
     },
     ldt: { ...data, selector: 0, type: 2, s: 0, db: 0, g: 0, limit: 0, present: 0, unusable: 1 },
     gdt: { base: BigInt(gdtBase), limit: 0x18 + 16 * maxVcpus - 1 },

@@ -16,9 +16,10 @@ export class PageTables {
   #next = pageTablePoolBase;
   readonly root: number;
 
-  constructor(mem: Uint8Array) {
+  /** Starts fresh tables in `mem`, or reads the ones already at `root`. */
+  constructor(mem: Uint8Array, root?: number) {
     this.#mem = new DataView(mem.buffer, mem.byteOffset, mem.byteLength);
-    this.root = this.#allocate();
+    this.root = root ?? this.#allocate();
   }
 
   #allocate(): number {
@@ -33,12 +34,18 @@ export class PageTables {
     return table + index * 8;
   }
 
-  /** Walks to the leaf table covering `va`, creating intermediate tables if asked. */
+  /**
+   * Walks to the leaf table covering `va`, creating intermediate tables if
+   * asked. The guest can rewrite its tables, so a walk that leads outside
+   * guest RAM counts as unmapped rather than trusting the entry.
+   */
   #leafTable(va: number, create: boolean): number | undefined {
     let table = this.root;
     for (const shift of [39, 30, 21]) {
+      if (table + PAGE > this.#mem.byteLength) return undefined;
       const e = this.#entry(table, Math.floor(va / 2 ** shift) & 511);
       let v = this.#mem.getBigUint64(e, true);
+      if ((v & P) && (v & 0x80n)) return undefined; // large pages: pvx never writes them
       if (!(v & P)) {
         if (!create) return undefined;
         v = BigInt(this.#allocate()) | P | RW | ACCESSED;
@@ -66,7 +73,28 @@ export class PageTables {
     const leaf = this.#leafTable(va, false);
     if (leaf === undefined) return undefined;
     const v = this.#mem.getBigUint64(this.#entry(leaf, Math.floor(va / PAGE) & 511), true);
-    if (!(v & P)) return undefined;
+    if (!(v & P) || Number(v & ADDR_MASK) !== pageOf(va)) return undefined;
     return { write: (v & RW) !== 0n, exec: (v & NX) === 0n };
   }
+
+  /**
+   * True when every page of [va, va+len) is mapped (and writable if asked)
+   * onto itself inside guest RAM. One walk per 2 MiB: a leaf table covers that.
+   */
+  accessible(va: number, len: number, write: boolean): boolean {
+    if (len === 0) return true;
+    const end = va + len;
+    if (va < 0 || end > this.#mem.byteLength) return false;
+    let leaf: number | undefined;
+    for (let page = pageOf(va); page < end; page += PAGE) {
+      if (leaf === undefined || page % LEAF_SPAN === 0) leaf = this.#leafTable(page, false);
+      if (leaf === undefined) return false;
+      const v = this.#mem.getBigUint64(this.#entry(leaf, Math.floor(page / PAGE) & 511), true);
+      if (!(v & P) || (write && !(v & RW)) || Number(v & ADDR_MASK) !== page) return false;
+    }
+    return true;
+  }
 }
+
+const LEAF_SPAN = 512 * PAGE;
+const pageOf = (a: number) => Math.floor(a / PAGE) * PAGE;

@@ -1,11 +1,14 @@
 // Thin typed wrappers over /dev/kvm: one method per ioctl, every failure a
 // SysError naming the ioctl and its errno (the kvm-ioctls shape).
 
+import { check, cString, libc, MAP_FAILED, MAP_SHARED, O_CLOEXEC, O_RDWR, PROT_READ, PROT_WRITE } from "../ffi/libc.ts";
 import {
-  check, cString, libc, MAP_FAILED, MAP_SHARED, O_CLOEXEC, O_RDWR, PROT_READ, PROT_WRITE,
-} from "../ffi/libc.ts";
-import {
-  ioctls, KVM_API_VERSION, KVM_CAP_IMMEDIATE_EXIT, kvm_cpuid2, kvm_cpuid_entry2, kvm_dirty_log,
+  ioctls,
+  KVM_API_VERSION,
+  KVM_CAP_IMMEDIATE_EXIT,
+  kvm_cpuid2,
+  kvm_cpuid_entry2,
+  kvm_dirty_log,
   kvm_userspace_memory_region,
 } from "../ffi/kvm.ts";
 
@@ -19,8 +22,13 @@ function ioctlInt(fd: number, name: IoctlName, arg: number | bigint = 0): number
 }
 
 export interface CpuidEntry {
-  function: number; index: number; flags: number;
-  eax: number; ebx: number; ecx: number; edx: number;
+  function: number;
+  index: number;
+  flags: number;
+  eax: number;
+  ebx: number;
+  ecx: number;
+  edx: number;
 }
 
 /** The /dev/kvm system handle. */
@@ -61,8 +69,13 @@ export class Kvm {
       const f = kvm_cpuid_entry2.fields;
       const u32 = (o: number) => dv.getUint32(base + o, true);
       entries.push({
-        function: u32(f.function.offset), index: u32(f.index.offset), flags: u32(f.flags.offset),
-        eax: u32(f.eax.offset), ebx: u32(f.ebx.offset), ecx: u32(f.ecx.offset), edx: u32(f.edx.offset),
+        function: u32(f.function.offset),
+        index: u32(f.index.offset),
+        flags: u32(f.flags.offset),
+        eax: u32(f.eax.offset),
+        ebx: u32(f.ebx.offset),
+        ecx: u32(f.ecx.offset),
+        edx: u32(f.edx.offset),
       });
     }
     return entries;
@@ -134,4 +147,4 @@ export function mapKvmRun(vcpuFd: number, size: number): Deno.PointerObject {
   return p!;
 }
 
-export { ioctlBuf, ioctlInt };
+export { ioctlBuf };

@@ -6,7 +6,11 @@ import { check, libc, MAP_ANONYMOUS, MAP_NORESERVE, MAP_PRIVATE, PROT_READ, PROT
 /** A guest address or length the host refused to touch. */
 export class GuestAccessError extends Error {
   constructor(readonly address: number, readonly length: number, readonly limit: number) {
-    super(`guest range 0x${address.toString(16)}+0x${length.toString(16)} is outside guest RAM (0..0x${limit.toString(16)})`);
+    super(
+      `guest range 0x${address.toString(16)}+0x${length.toString(16)} is outside guest RAM (0..0x${
+        limit.toString(16)
+      })`,
+    );
     this.name = "GuestAccessError";
   }
 }
@@ -26,7 +30,10 @@ export class GuestRam {
 
   /** Throws unless [address, address+length) lies inside guest RAM. */
   check(address: number, length: number): void {
-    if (!Number.isSafeInteger(address) || !Number.isSafeInteger(length) || address < 0 || length < 0 || address + length > this.size) {
+    if (
+      !Number.isSafeInteger(address) || !Number.isSafeInteger(length) || address < 0 || length < 0 ||
+      address + length > this.size
+    ) {
       throw new GuestAccessError(address, length, this.size);
     }
   }
@@ -40,7 +47,14 @@ export class GuestRam {
 
 /** Maps `size` bytes of zeroed anonymous memory for a guest. */
 export function mapGuestRam(size: number): GuestRam {
-  const p = libc().mmap(null, BigInt(size), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0n);
+  const p = libc().mmap(
+    null,
+    BigInt(size),
+    PROT_READ | PROT_WRITE,
+    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+    -1,
+    0n,
+  );
   const addr = BigInt(Deno.UnsafePointer.value(p));
   if (addr === 0xffffffffffffffffn) check("mmap guest RAM", -1);
   return new GuestRam(addr, size);

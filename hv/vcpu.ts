@@ -3,24 +3,67 @@
 
 import { lastErrno, libc, SysError } from "../ffi/libc.ts";
 import {
-  exitReasons, ioctls, KVM_EXIT_IO_OUT, kvm_cpuid2, kvm_cpuid_entry2, kvm_dtable, kvm_fpu, kvm_msr_entry,
-  kvm_msrs, kvm_regs, kvm_run, KVM_RUN_EXIT_UNION, kvm_run_fail_entry, kvm_run_internal, kvm_run_io,
-  kvm_run_mmio, kvm_run_system_event, kvm_segment, kvm_sregs,
+  exitReasons,
+  ioctls,
+  kvm_cpuid2,
+  kvm_cpuid_entry2,
+  kvm_dtable,
+  KVM_EXIT_IO_OUT,
+  kvm_fpu,
+  kvm_msr_entry,
+  kvm_msrs,
+  kvm_regs,
+  kvm_run,
+  KVM_RUN_EXIT_UNION,
+  kvm_run_fail_entry,
+  kvm_run_internal,
+  kvm_run_io,
+  kvm_run_mmio,
+  kvm_run_system_event,
+  kvm_segment,
+  kvm_sregs,
 } from "../ffi/kvm.ts";
-import { type CpuidEntry, ioctlBuf, ioctlInt } from "./kvm.ts";
+import { type CpuidEntry, ioctlBuf } from "./kvm.ts";
 
 export type RegName = keyof typeof kvm_regs.fields & string;
 export type Regs = Record<RegName, bigint>;
 
 export interface Segment {
-  base: bigint; limit: number; selector: number; type: number; present: number; dpl: number;
-  db: number; s: number; l: number; g: number; avl: number; unusable: number;
+  base: bigint;
+  limit: number;
+  selector: number;
+  type: number;
+  present: number;
+  dpl: number;
+  db: number;
+  s: number;
+  l: number;
+  g: number;
+  avl: number;
+  unusable: number;
 }
-export interface DTable { base: bigint; limit: number }
+export interface DTable {
+  base: bigint;
+  limit: number;
+}
 export interface Sregs {
-  cs: Segment; ds: Segment; es: Segment; fs: Segment; gs: Segment; ss: Segment; tr: Segment; ldt: Segment;
-  gdt: DTable; idt: DTable;
-  cr0: bigint; cr2: bigint; cr3: bigint; cr4: bigint; cr8: bigint; efer: bigint; apicBase: bigint;
+  cs: Segment;
+  ds: Segment;
+  es: Segment;
+  fs: Segment;
+  gs: Segment;
+  ss: Segment;
+  tr: Segment;
+  ldt: Segment;
+  gdt: DTable;
+  idt: DTable;
+  cr0: bigint;
+  cr2: bigint;
+  cr3: bigint;
+  cr4: bigint;
+  cr8: bigint;
+  efer: bigint;
+  apicBase: bigint;
 }
 
 /** A KVM exit, decoded from kvm_run before anyone switches on it. */
@@ -78,8 +121,11 @@ export class Vcpu {
         const size = run.getUint8(u + f.size.offset);
         if (run.getUint8(u + f.direction.offset) !== KVM_EXIT_IO_OUT) return { kind: "io-in", port, size };
         const dataOffset = Number(run.getBigUint64(u + f.data_offset.offset, true));
-        const value = size === 4 ? run.getUint32(dataOffset, true)
-          : size === 2 ? run.getUint16(dataOffset, true) : run.getUint8(dataOffset);
+        const value = size === 4
+          ? run.getUint32(dataOffset, true)
+          : size === 2
+          ? run.getUint16(dataOffset, true)
+          : run.getUint8(dataOffset);
         return { kind: "io-out", port, size, value };
       }
       case exitReasons.KVM_EXIT_MMIO: {
@@ -165,15 +211,26 @@ export class Vcpu {
   getMsrs(indices: readonly number[]): Map<number, bigint> {
     const buf = msrBuffer(indices.map((i) => [i, 0n]));
     const n = ioctlBuf(this.#fd, "KVM_GET_MSRS", buf);
-    if (n !== indices.length) throw new Error(`KVM_GET_MSRS read ${n} of ${indices.length} MSRs (first missing 0x${indices[n].toString(16)})`);
+    if (n !== indices.length) {
+      throw new Error(`KVM_GET_MSRS read ${n} of ${indices.length} MSRs (first missing 0x${indices[n].toString(16)})`);
+    }
     const dv = new DataView(buf.buffer);
-    return new Map(indices.map((idx, i) => [idx, dv.getBigUint64(kvm_msrs.size + i * kvm_msr_entry.size + kvm_msr_entry.fields.data.offset, true)]));
+    return new Map(
+      indices.map((
+        idx,
+        i,
+      ) => [idx, dv.getBigUint64(kvm_msrs.size + i * kvm_msr_entry.size + kvm_msr_entry.fields.data.offset, true)]),
+    );
   }
 
   setMsrs(values: ReadonlyMap<number, bigint>): void {
     const entries = [...values];
     const n = ioctlBuf(this.#fd, "KVM_SET_MSRS", msrBuffer(entries));
-    if (n !== entries.length) throw new Error(`KVM_SET_MSRS wrote ${n} of ${entries.length} MSRs (first refused 0x${entries[n][0].toString(16)})`);
+    if (n !== entries.length) {
+      throw new Error(
+        `KVM_SET_MSRS wrote ${n} of ${entries.length} MSRs (first refused 0x${entries[n][0].toString(16)})`,
+      );
+    }
   }
 
   setCpuid(entries: readonly CpuidEntry[]): void {
@@ -228,14 +285,20 @@ function encodeSegment(dv: DataView, at: number, seg: Segment): void {
 }
 
 const segNames = ["cs", "ds", "es", "fs", "gs", "ss", "tr", "ldt"] as const;
-const crNames = [["cr0", "cr0"], ["cr2", "cr2"], ["cr3", "cr3"], ["cr4", "cr4"], ["cr8", "cr8"], ["efer", "efer"], ["apicBase", "apic_base"]] as const;
+const crNames = [["cr0", "cr0"], ["cr2", "cr2"], ["cr3", "cr3"], ["cr4", "cr4"], ["cr8", "cr8"], ["efer", "efer"], [
+  "apicBase",
+  "apic_base",
+]] as const;
 
 function decodeSregs(dv: DataView): Sregs {
   const s = {} as Sregs;
   for (const n of segNames) s[n] = decodeSegment(dv, kvm_sregs.fields[n].offset);
   for (const n of ["gdt", "idt"] as const) {
     const at = kvm_sregs.fields[n].offset;
-    s[n] = { base: dv.getBigUint64(at + kvm_dtable.fields.base.offset, true), limit: dv.getUint16(at + kvm_dtable.fields.limit.offset, true) };
+    s[n] = {
+      base: dv.getBigUint64(at + kvm_dtable.fields.base.offset, true),
+      limit: dv.getUint16(at + kvm_dtable.fields.limit.offset, true),
+    };
   }
   for (const [k, c] of crNames) s[k] = dv.getBigUint64(kvm_sregs.fields[c].offset, true);
   return s;

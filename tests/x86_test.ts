@@ -1,0 +1,133 @@
+// guest/x86.ts and the kernel stubs built with it, read back by objdump: an
+// independent decoder is the only witness that the bytes mean what the
+// method names say.
+
+import assert from "node:assert/strict";
+import { Asm, type Reg } from "../guest/x86.ts";
+import { faultFrameFields, writeKernel } from "../guest/kernel.ts";
+import { kernelTextBase, kernelTextSize, MiB } from "../guest/memory_map.ts";
+import { PageTables } from "../guest/paging.ts";
+import { FAULT_PORT } from "../abi/ports.ts";
+
+interface Instruction {
+  readonly address: number;
+  /** Mnemonic and operands as objdump prints them (AT&T syntax). */
+  readonly text: string;
+}
+
+const hex = (n: number) => `0x${n.toString(16)}`;
+
+async function disassemble(code: Uint8Array, origin: number): Promise<Instruction[]> {
+  const dir = await Deno.makeTempDir({ prefix: "pvx_x86_" });
+  try {
+    const file = `${dir}/code.bin`;
+    await Deno.writeFile(file, code);
+    const args = ["-D", "-b", "binary", "-mi386:x86-64", `--adjust-vma=${hex(origin)}`, file];
+    const { success, stdout, stderr } = await new Deno.Command("objdump", { args }).output();
+    if (!success) throw new Error(`objdump failed:\n${new TextDecoder().decode(stderr)}`);
+    return new TextDecoder().decode(stdout).split("\n").flatMap((line) => {
+      const listing = /^\s*([0-9a-f]+):\t[0-9a-f ]+\t(.+)$/.exec(line);
+      return listing ? [{ address: parseInt(listing[1], 16), text: listing[2].trimEnd() }] : [];
+    });
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+/** Register names in encoding order, so that index i is `Reg` value i. */
+const registerNames = [
+  "rax",
+  "rcx",
+  "rdx",
+  "rbx",
+  "rsp",
+  "rbp",
+  "rsi",
+  "rdi",
+  "r8",
+  "r9",
+  "r10",
+  "r11",
+  "r12",
+  "r13",
+  "r14",
+  "r15",
+];
+const allRegisters = registerNames.map((_, i) => i as Reg);
+
+Deno.test("every Asm method encodes the instruction objdump decodes", async () => {
+  const origin = 0x401000;
+  const asm = new Asm(origin).label("top");
+  for (const r of allRegisters) asm.push(r);
+  for (const r of allRegisters.toReversed()) asm.pop(r);
+  asm.pushImm(0x12345678).pushImm(-2);
+  asm.movRaxCr2().movEaxEsp().movEdxImm(0x12345678).outDxEax().hlt().cli();
+  asm.jmp("forward").jmp("top").alignTo(16).label("forward").hlt();
+  const code = asm.finish();
+
+  // The code before the padding is 81 bytes, so alignment puts "forward" at origin + 96.
+  assert.equal(asm.address("forward"), origin + 96);
+  const listing = await disassemble(code, origin);
+  assert.deepEqual(listing.map((i) => i.text), [
+    ...registerNames.map((name) => `push   %${name}`),
+    ...registerNames.toReversed().map((name) => `pop    %${name}`),
+    "push   $0x12345678",
+    "push   $0xfffffffffffffffe",
+    "mov    %cr2,%rax",
+    "mov    %esp,%eax",
+    "mov    $0x12345678,%edx",
+    "out    %eax,(%dx)",
+    "hlt",
+    "cli",
+    `jmp    ${hex(origin + 96)}`,
+    `jmp    ${hex(origin)}`,
+    ...Array(15).fill("int3"),
+    "hlt",
+  ]);
+  assert.equal(listing.at(-1)!.address, origin + 96);
+});
+
+Deno.test("Asm rejects a label defined twice or never defined", () => {
+  assert.throws(() => new Asm(0).label("a").label("a"), /label a defined twice/);
+  assert.throws(() => new Asm(0).jmp("nowhere").finish(), /label nowhere is not defined/);
+});
+
+Deno.test("the kernel's exception stubs push the vector and the frame the host decodes", async () => {
+  const memory = new Uint8Array(8 * MiB);
+  writeKernel(memory, new PageTables(memory), 1);
+  const text = await disassemble(memory.subarray(kernelTextBase, kernelTextBase + kernelTextSize), kernelTextBase);
+  const instructionsIn = (start: number, end: number) =>
+    text.filter((i) => i.address >= start && i.address < end).map((i) => i.text);
+
+  // One 16-byte stub per vector (the IDT points at kernelTextBase + 16 * vector), then the common stub.
+  const stubStride = 16;
+  const stub = (vector: number) => kernelTextBase + vector * stubStride;
+  const common = stub(256);
+  const jmpCommon = `jmp    ${hex(common)}`;
+  // SDM vol. 3, table 6-1: the CPU pushes an error code for these; the stub supplies a 0 for the rest.
+  const withErrorCode = new Set([8, 10, 11, 12, 13, 14, 17, 21, 29, 30]);
+  for (let vector = 0; vector < 256; vector++) {
+    const code = [...withErrorCode.has(vector) ? [] : ["push   $0x0"], `push   $${hex(vector)}`, jmpCommon];
+    const slot = instructionsIn(stub(vector), stub(vector + 1));
+    const padding = Array(Math.max(0, slot.length - code.length)).fill("int3");
+    assert.deepEqual(slot, [...code, ...padding], `stub for vector ${vector}`);
+  }
+
+  // Pushed in the reverse of the frame's memory order: the last push lands lowest.
+  const pushed = faultFrameFields.slice(0, faultFrameFields.indexOf("vector")).toReversed();
+  assert.equal(pushed.at(-1), "cr2");
+  const expected = [
+    ...pushed.slice(0, -1).map((name) => `push   %${name}`),
+    "mov    %cr2,%rax",
+    "push   %rax",
+    "mov    %esp,%eax",
+    `mov    $${hex(FAULT_PORT)},%edx`,
+    "out    %eax,(%dx)",
+    "hlt",
+  ];
+  const start = text.findIndex((i) => i.address === common);
+  assert.notEqual(start, -1, "an instruction starts at the common stub");
+  const commonStub = text.slice(start, start + expected.length + 1);
+  const halt = commonStub.at(-2)!;
+  assert.deepEqual(commonStub.map((i) => i.text), [...expected, `jmp    ${hex(halt.address)}`]);
+});
