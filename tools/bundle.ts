@@ -1,0 +1,462 @@
+// The `.pvx` bundle, format v0: one app (an executable entry plus the files it
+// needs) and a JSON manifest saying how to run it. Layout and rationale are in
+// docs/bundle.md. Every byte of a bundle is either header, hashed manifest, or
+// a hashed entry at an offset derived from the manifest, so a reader never has
+// to trust a length or offset that nothing else checks.
+
+import { dirname } from "node:path";
+
+export const MAGIC = new TextEncoder().encode("PVXBNDL\0");
+export const FORMAT_VERSION = 0;
+export const HEADER_SIZE = 48;
+/** The manifest is parsed as JSON in one piece, so its size is what bounds that work. */
+export const MAX_MANIFEST_BYTES = 1 << 20;
+
+const VERSION_OFFSET = 8;
+const MANIFEST_LENGTH_OFFSET = 12;
+const MANIFEST_HASH_OFFSET = 16;
+const MAX_PATH_BYTES = 255;
+const MIN_MEMORY_MIB = 8;
+const MAX_MEMORY_MIB = 1024;
+const MAX_NAME_CHARS = 64;
+const NAME_PATTERN = /^[A-Za-z0-9._-]+$/;
+const CALL_NAME_PATTERN = /^[A-Za-z0-9_]+$/;
+const SHA256_HEX_PATTERN = /^[0-9a-f]{64}$/;
+const KINDS = ["elf", "pe"] as const;
+/** Names the bundle being built in encodeBundle's errors, which have no file yet. */
+const ENCODING_LABEL = "(bundle being encoded)";
+
+export interface ManifestFile {
+  /** Relative, `/`-separated; unique case-insensitively among the bundle's files. */
+  path: string;
+  size: number;
+  /** Lowercase hex SHA-256 of the file's bytes. */
+  sha256: string;
+}
+
+export interface Manifest {
+  format: 0;
+  name: string;
+  /** Path of the executable among `files`. */
+  entry: string;
+  kind: (typeof KINDS)[number];
+  memoryMiB: number;
+  abiVersion: number;
+  allowedCalls: string[];
+  /** Default arguments for the entry. */
+  args: string[];
+  /** In the order their bytes follow the manifest. */
+  files: ManifestFile[];
+}
+
+/** A bundle that is malformed, corrupt or inconsistent, and where the problem was found. */
+export class BundleError extends Error {
+  constructor(readonly file: string, readonly offset: number, readonly reason: string) {
+    super(`${file}: offset ${offset}: ${reason}`);
+    this.name = "BundleError";
+  }
+}
+
+export interface Bundle {
+  manifest: Manifest;
+  /** Bytes of each file by path, in manifest order. */
+  files: Map<string, Uint8Array>;
+  entryBytes(): Uint8Array;
+}
+
+const MANIFEST_FIELDS = ["format", "name", "entry", "kind", "memoryMiB", "abiVersion", "allowedCalls", "args", "files"];
+const FILE_FIELDS = ["path", "size", "sha256"];
+
+/** A value as it should appear in an error message; never throws, whatever the value. */
+function describeValue(value: unknown): string {
+  switch (typeof value) {
+    case "string":
+      return JSON.stringify(value.length > 80 ? `${value.slice(0, 80)}…` : value);
+    case "number":
+    case "boolean":
+      return String(value);
+    case "bigint":
+      return `${value}n`;
+    case "object":
+      return value === null ? "null" : Array.isArray(value) ? "an array" : "an object";
+    default:
+      return typeof value;
+  }
+}
+
+/**
+ * Paths are compared the way a Windows app would see them. Folding through both
+ * cases also catches pairs that only meet in one direction (KELVIN SIGN and "k",
+ * LONG S and "s"), so this refuses a superset of what Windows calls equal.
+ */
+function foldCase(path: string): string {
+  return path.toUpperCase().toLowerCase();
+}
+
+/**
+ * Checks a parsed manifest against every rule of format v0 and returns a fresh
+ * copy of it. Unknown fields are refused: a v0 reader that skipped a field a
+ * newer writer relies on would run the app wrongly, so new fields need a new format.
+ */
+export function validateManifest(value: unknown, file: string): Manifest {
+  const fail = (field: string, problem: string): never => {
+    throw new BundleError(file, HEADER_SIZE, `${field}: ${problem}`);
+  };
+
+  const record = (value: unknown, field: string, keys: string[]): Record<string, unknown> => {
+    if (typeof value !== "object" || value === null || Array.isArray(value)) {
+      return fail(field, `must be an object, got ${describeValue(value)}`);
+    }
+    const fields = value as Record<string, unknown>;
+    for (const key of Object.keys(fields)) {
+      if (!keys.includes(key)) fail(field, `unknown field ${JSON.stringify(key)}`);
+    }
+    for (const key of keys) {
+      if (!Object.hasOwn(fields, key)) fail(`${field}.${key}`, "missing");
+    }
+    return fields;
+  };
+
+  const string = (value: unknown, field: string): string => {
+    if (typeof value !== "string") return fail(field, `must be a string, got ${describeValue(value)}`);
+    // A lone surrogate has no UTF-8 form: the guest would see U+FFFD instead of what the manifest says.
+    if (!value.isWellFormed()) fail(field, `${describeValue(value)} contains a lone UTF-16 surrogate`);
+    return value;
+  };
+
+  const integer = (value: unknown, field: string, min: number, max: number): number => {
+    if (typeof value !== "number" || !Number.isInteger(value) || value < min || value > max) {
+      fail(field, `must be an integer in ${min}..${max}, got ${describeValue(value)}`);
+    }
+    // JSON may spell zero "-0"; adding 0 turns it into plain 0, so a manifest equals its own JSON round trip.
+    return (value as number) + 0;
+  };
+
+  const array = (value: unknown, field: string): unknown[] => {
+    if (!Array.isArray(value)) return fail(field, `must be an array, got ${describeValue(value)}`);
+    return value;
+  };
+
+  const path = (value: unknown, field: string): string => {
+    const p = string(value, field);
+    const shown = describeValue(p);
+    if (p === "") fail(field, "must not be empty");
+    if (p.includes("\0")) fail(field, `NUL is not allowed in ${shown}`);
+    if (p.includes("\\")) fail(field, `backslash is not allowed in ${shown} (paths are "/"-separated)`);
+    if (p.startsWith("/")) fail(field, `must be relative, got ${shown}`);
+    for (const component of p.split("/")) {
+      if (component === "") fail(field, `empty component is not allowed in ${shown}`);
+      if (component === "." || component === "..") fail(field, `"${component}" is not allowed in ${shown}`);
+    }
+    const bytes = new TextEncoder().encode(p).length;
+    if (bytes > MAX_PATH_BYTES) fail(field, `is ${bytes} bytes of UTF-8, more than ${MAX_PATH_BYTES}: ${shown}`);
+    return p;
+  };
+
+  const m = record(value, "manifest", MANIFEST_FIELDS);
+
+  if (m.format !== FORMAT_VERSION) fail("manifest.format", `must be ${FORMAT_VERSION}, got ${describeValue(m.format)}`);
+
+  const name = string(m.name, "manifest.name");
+  if (name.length < 1 || name.length > MAX_NAME_CHARS || !NAME_PATTERN.test(name)) {
+    fail("manifest.name", `must be 1..${MAX_NAME_CHARS} of [A-Za-z0-9._-], got ${describeValue(name)}`);
+  }
+
+  const kind = m.kind;
+  if (!KINDS.includes(kind as Manifest["kind"])) {
+    fail("manifest.kind", `must be one of ${KINDS.map((k) => `"${k}"`).join(", ")}, got ${describeValue(kind)}`);
+  }
+
+  const memoryMiB = integer(m.memoryMiB, "manifest.memoryMiB", MIN_MEMORY_MIB, MAX_MEMORY_MIB);
+  const abiVersion = integer(m.abiVersion, "manifest.abiVersion", 1, Number.MAX_SAFE_INTEGER);
+
+  const allowedCalls = array(m.allowedCalls, "manifest.allowedCalls").map((call, i) => {
+    const field = `manifest.allowedCalls[${i}]`;
+    const c = string(call, field);
+    if (!CALL_NAME_PATTERN.test(c)) fail(field, `must be a non-empty name of [A-Za-z0-9_], got ${describeValue(c)}`);
+    return c;
+  });
+  allowedCalls.forEach((call, i) => {
+    const first = allowedCalls.indexOf(call);
+    if (first !== i) {
+      fail(`manifest.allowedCalls[${i}]`, `${describeValue(call)} repeats manifest.allowedCalls[${first}]`);
+    }
+  });
+
+  const args = array(m.args, "manifest.args").map((arg, i) => {
+    const field = `manifest.args[${i}]`;
+    const a = string(arg, field);
+    // The guest receives argv as C strings, where a NUL would silently cut the argument short.
+    if (a.includes("\0")) fail(field, `NUL is not allowed in ${describeValue(a)}`);
+    return a;
+  });
+
+  const files = array(m.files, "manifest.files").map((entry, i): ManifestFile => {
+    const field = `manifest.files[${i}]`;
+    const f = record(entry, field, FILE_FIELDS);
+    const p = path(f.path, `${field}.path`);
+    const size = integer(f.size, `${field}.size`, 0, Number.MAX_SAFE_INTEGER);
+    const sha256 = string(f.sha256, `${field}.sha256`);
+    if (!SHA256_HEX_PATTERN.test(sha256)) {
+      fail(`${field}.sha256`, `must be 64 lowercase hex digits, got ${describeValue(sha256)}`);
+    }
+    return { path: p, size, sha256 };
+  });
+  checkPathsCanCoexist(files, fail);
+
+  const entry = string(m.entry, "manifest.entry");
+  if (!files.some((f) => f.path === entry)) {
+    const caseTwin = files.findIndex((f) => foldCase(f.path) === foldCase(entry));
+    fail(
+      "manifest.entry",
+      caseTwin >= 0
+        ? `${describeValue(entry)} differs only in case from manifest.files[${caseTwin}].path; it must match exactly`
+        : `${describeValue(entry)} is not a path in manifest.files`,
+    );
+  }
+
+  return {
+    format: FORMAT_VERSION,
+    name,
+    entry,
+    kind: kind as Manifest["kind"],
+    memoryMiB,
+    abiVersion,
+    allowedCalls,
+    args,
+    files,
+  };
+}
+
+/**
+ * The files must be extractable onto a case-insensitive filesystem: no two paths
+ * may fold to the same name, and no path may be a file where another needs a directory.
+ * Each conflict is reported at the later of the two files.
+ */
+function checkPathsCanCoexist(files: ManifestFile[], fail: (field: string, problem: string) => never): void {
+  const fileByFolded = new Map<string, number>();
+  const directoryNeededBy = new Map<string, number>();
+  files.forEach((f, i) => {
+    const field = `manifest.files[${i}].path`;
+    const other = (j: number) => `manifest.files[${j}].path ${describeValue(files[j].path)}`;
+    const folded = foldCase(f.path);
+    const twin = fileByFolded.get(folded);
+    if (twin !== undefined) {
+      fail(field, `${describeValue(f.path)} collides with ${other(twin)} (paths are compared case-insensitively)`);
+    }
+    const child = directoryNeededBy.get(folded);
+    if (child !== undefined) fail(field, `${describeValue(f.path)} is a file where ${other(child)} needs a directory`);
+    const components = folded.split("/");
+    for (let depth = 1; depth < components.length; depth++) {
+      const directory = components.slice(0, depth).join("/");
+      const file = fileByFolded.get(directory);
+      if (file !== undefined) fail(field, `${describeValue(f.path)} needs a directory where ${other(file)} is a file`);
+      if (!directoryNeededBy.has(directory)) directoryNeededBy.set(directory, i);
+    }
+    fileByFolded.set(folded, i);
+  });
+}
+
+function toHex(bytes: Uint8Array): string {
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+async function sha256Hex(bytes: Uint8Array<ArrayBuffer>): Promise<string> {
+  return toHex(new Uint8Array(await crypto.subtle.digest("SHA-256", bytes)));
+}
+
+function hexToBytes(hex: string): Uint8Array {
+  return Uint8Array.from(hex.match(/../g)!, (pair) => parseInt(pair, 16));
+}
+
+/** Validates every byte of `bytes`, which the caller must not modify while or after this runs. */
+async function parseOwnedBytes(bytes: Uint8Array<ArrayBuffer>, file: string): Promise<Bundle> {
+  const fail = (offset: number, reason: string): never => {
+    throw new BundleError(file, offset, reason);
+  };
+
+  const magicSeen = bytes.subarray(0, MAGIC.length);
+  if (magicSeen.some((b, i) => b !== MAGIC[i])) fail(0, "bad magic: not a .pvx bundle");
+  if (bytes.length < HEADER_SIZE) {
+    fail(bytes.length, `truncated: the header needs ${HEADER_SIZE} bytes, file has ${bytes.length}`);
+  }
+
+  const header = new DataView(bytes.buffer, bytes.byteOffset, HEADER_SIZE);
+  const version = header.getUint32(VERSION_OFFSET, true);
+  if (version !== FORMAT_VERSION) {
+    fail(VERSION_OFFSET, `format version ${version} is not supported (this reader knows ${FORMAT_VERSION})`);
+  }
+
+  const manifestLength = header.getUint32(MANIFEST_LENGTH_OFFSET, true);
+  if (manifestLength > MAX_MANIFEST_BYTES) {
+    fail(MANIFEST_LENGTH_OFFSET, `manifest length ${manifestLength} exceeds the ${MAX_MANIFEST_BYTES}-byte limit`);
+  }
+  const manifestEnd = HEADER_SIZE + manifestLength;
+  if (bytes.length < manifestEnd) {
+    fail(
+      bytes.length,
+      `truncated: the ${manifestLength}-byte manifest at offset ${HEADER_SIZE} ends at ${manifestEnd}`,
+    );
+  }
+
+  const manifestBytes = bytes.subarray(HEADER_SIZE, manifestEnd);
+  const declaredHash = bytes.subarray(MANIFEST_HASH_OFFSET, MANIFEST_HASH_OFFSET + 32);
+  const actualHash = new Uint8Array(await crypto.subtle.digest("SHA-256", manifestBytes));
+  if (actualHash.some((b, i) => b !== declaredHash[i])) {
+    fail(
+      MANIFEST_HASH_OFFSET,
+      `manifest sha256 mismatch: header says ${toHex(declaredHash)}, manifest bytes hash to ${toHex(actualHash)}`,
+    );
+  }
+
+  let manifestText: string;
+  try {
+    // ignoreBOM keeps a BOM in the text, where JSON.parse refuses it: the writer never emits one.
+    manifestText = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true }).decode(manifestBytes);
+  } catch {
+    return fail(HEADER_SIZE, "manifest is not valid UTF-8");
+  }
+  let manifestValue: unknown;
+  try {
+    manifestValue = JSON.parse(manifestText);
+  } catch (e) {
+    return fail(HEADER_SIZE, `manifest is not valid JSON: ${(e as Error).message}`);
+  }
+  const manifest = validateManifest(manifestValue, file);
+
+  const files = new Map<string, Uint8Array>();
+  let offset = manifestEnd;
+  for (const entry of manifest.files) {
+    const where = `file ${describeValue(entry.path)} at offset ${offset}`;
+    if (entry.size > bytes.length - offset) {
+      fail(offset, `truncated: ${where} needs ${entry.size} bytes, only ${bytes.length - offset} remain`);
+    }
+    const content = bytes.subarray(offset, offset + entry.size);
+    const actual = await sha256Hex(content);
+    if (actual !== entry.sha256) {
+      fail(offset, `${where} (size ${entry.size}): sha256 is ${actual}, manifest says ${entry.sha256}`);
+    }
+    files.set(entry.path, content);
+    offset += entry.size;
+  }
+  if (offset !== bytes.length) fail(offset, `${bytes.length - offset} trailing bytes after the last file`);
+
+  return { manifest, files, entryBytes: () => files.get(manifest.entry)! };
+}
+
+/** Parses and fully validates a bundle, including every file's sha256. */
+export async function parseBundle(bytes: Uint8Array, file: string): Promise<Bundle> {
+  // The copy makes the checked bytes immutable to the caller: the returned file views would
+  // otherwise change whenever `bytes` did, after their hashes were checked.
+  return await parseOwnedBytes(bytes.slice(), file);
+}
+
+export async function readBundle(path: string): Promise<Bundle> {
+  return parseOwnedBytes(await Deno.readFile(path), path);
+}
+
+/** Builds a bundle from `files` in the given order; refuses anything parseBundle would. */
+export async function encodeBundle(
+  manifest: Omit<Manifest, "files" | "format">,
+  files: { path: string; bytes: Uint8Array }[],
+): Promise<Uint8Array> {
+  const contents = files.map((f) => f.bytes.slice());
+  const full: Manifest = {
+    format: FORMAT_VERSION,
+    name: manifest.name,
+    entry: manifest.entry,
+    kind: manifest.kind,
+    memoryMiB: manifest.memoryMiB,
+    abiVersion: manifest.abiVersion,
+    allowedCalls: manifest.allowedCalls,
+    args: manifest.args,
+    files: await Promise.all(
+      files.map(async (f, i) => ({ path: f.path, size: contents[i].length, sha256: await sha256Hex(contents[i]) })),
+    ),
+  };
+  // Checked before serialising so errors show the caller's values (NaN, not the null JSON would make of it). A
+  // manifest that passes holds only strings, safe integers and arrays of them, which JSON carries unchanged.
+  const manifestBytes = new TextEncoder().encode(JSON.stringify(validateManifest(full, ENCODING_LABEL)));
+  if (manifestBytes.length > MAX_MANIFEST_BYTES) {
+    throw new BundleError(
+      ENCODING_LABEL,
+      MANIFEST_LENGTH_OFFSET,
+      `manifest length ${manifestBytes.length} exceeds the ${MAX_MANIFEST_BYTES}-byte limit`,
+    );
+  }
+
+  const manifestEnd = HEADER_SIZE + manifestBytes.length;
+  const out = new Uint8Array(manifestEnd + contents.reduce((sum, c) => sum + c.length, 0));
+  const header = new DataView(out.buffer);
+  out.set(MAGIC, 0);
+  header.setUint32(VERSION_OFFSET, FORMAT_VERSION, true);
+  header.setUint32(MANIFEST_LENGTH_OFFSET, manifestBytes.length, true);
+  out.set(hexToBytes(await sha256Hex(manifestBytes)), MANIFEST_HASH_OFFSET);
+  out.set(manifestBytes, HEADER_SIZE);
+  let offset = manifestEnd;
+  for (const content of contents) {
+    out.set(content, offset);
+    offset += content.length;
+  }
+  return out;
+}
+
+/**
+ * Replaces `path` atomically: readers see the old bundle or the new one, never a
+ * mix, even if the process or machine dies part-way.
+ */
+export async function writeBundle(path: string, bytes: Uint8Array): Promise<void> {
+  // Same directory as the target, because rename is only atomic within one filesystem.
+  const temp = `${path}.tmp-${crypto.randomUUID()}`;
+  try {
+    { // Closed before the rename, which Windows refuses on an open file.
+      using out = await Deno.open(temp, { write: true, createNew: true });
+      for (let written = 0; written < bytes.length;) written += await out.write(bytes.subarray(written));
+      // Without the fsync, a crash soon after the rename could leave the name pointing at unwritten blocks.
+      await out.sync();
+    }
+    await Deno.rename(temp, path);
+  } catch (e) {
+    await Deno.remove(temp).catch(() => {});
+    throw e;
+  }
+  // Persists the rename itself. Best-effort: some filesystems refuse to fsync a directory, and the
+  // bundle is complete under its name either way; only durability across a power cut is weaker.
+  try {
+    using dir = await Deno.open(dirname(path), { read: true });
+    await dir.sync();
+  } catch {
+    // See above: nothing is wrong with the bundle.
+  }
+}
+
+function formatSize(bytes: number): string {
+  return bytes.toLocaleString("en-US");
+}
+
+/** Paths may hold spaces, quotes or control characters that would break a table row, so those get quoted. */
+function displayPath(path: string): string {
+  return /^[\p{L}\p{N}\p{P}\p{S}]+$/u.test(path) && !path.includes('"') ? path : JSON.stringify(path);
+}
+
+/** The human-readable summary `pvx inspect` prints. */
+export function describeBundle(b: Bundle): string {
+  const m = b.manifest;
+  const totalSize = m.files.reduce((sum, f) => sum + f.size, 0);
+  const sizeWidth = Math.max(4, ...m.files.map((f) => formatSize(f.size).length));
+  const lines = [
+    `name:          ${m.name}`,
+    `kind:          ${m.kind}`,
+    `entry:         ${displayPath(m.entry)}`,
+    `memory:        ${m.memoryMiB} MiB`,
+    `ABI version:   ${m.abiVersion}`,
+    `allowed calls: ${m.allowedCalls.length > 0 ? m.allowedCalls.join(", ") : "(none)"}`,
+    `args:          ${m.args.length > 0 ? m.args.map((a) => JSON.stringify(a)).join(" ") : "(none)"}`,
+    `files:         ${m.files.length} (${formatSize(totalSize)} bytes; * marks the entry)`,
+    `  ${"size".padStart(sizeWidth)}  ${"sha256".padEnd(64)}  path`,
+    ...m.files.map((f) =>
+      `${f.path === m.entry ? "*" : " "} ${formatSize(f.size).padStart(sizeWidth)}  ${f.sha256}  ${displayPath(f.path)}`
+    ),
+  ];
+  return lines.join("\n");
+}
