@@ -1,0 +1,46 @@
+// From bundle to outcome: parse the entry, build the guest, run it, clean up.
+
+import type { Bundle } from "../tools/bundle.ts";
+import { type ElfImage, nearestSymbol, parseElf } from "../guest/elf.ts";
+import { bootElf } from "../guest/boot.ts";
+import { MiB } from "../guest/memory_map.ts";
+import { windowsCommandLine } from "../abi/host.ts";
+import { Instance, type Outcome } from "./instance.ts";
+
+export interface LaunchOptions {
+  args: readonly string[];
+  timeoutMs?: number;
+}
+
+export interface Launched {
+  outcome: Outcome;
+  /** Names a guest address as `<symbol+offset>` from the app's ELF symbols. */
+  symbolize(address: number): string;
+}
+
+export function symbolizer(elf: ElfImage): (address: number) => string {
+  return (address) => {
+    const s = nearestSymbol(elf, address);
+    return s ? `<${s.name}+0x${s.offset.toString(16)}>` : "<no symbol>";
+  };
+}
+
+export async function launchBundle(bundle: Bundle, opts: LaunchOptions): Promise<Launched> {
+  const m = bundle.manifest;
+  if (m.kind !== "elf") throw new Error(`${m.name}: bundles of kind "${m.kind}" are not runnable yet`);
+  const bytes = bundle.entryBytes();
+  const elf = parseElf(bytes, `${m.name}:${m.entry}`);
+  const argv = [m.name, ...(opts.args.length ? opts.args : m.args)];
+  const instance = Instance.create(m.memoryMiB * MiB);
+  try {
+    const plan = bootElf(instance.ram.bytes, elf, bytes, { argv, envp: [], cpus: 1 });
+    const outcome = await instance.run(plan, {
+      allowedCalls: m.allowedCalls,
+      commandLine: windowsCommandLine(argv),
+      timeoutMs: opts.timeoutMs,
+    });
+    return { outcome, symbolize: symbolizer(elf) };
+  } finally {
+    instance.close();
+  }
+}

@@ -1,0 +1,41 @@
+// The protocol between an instance (main thread) and the Worker that runs one
+// of its vCPUs. The control block is shared memory so the main thread can
+// stop a vCPU without waiting for the Worker's event loop, which is blocked in
+// KVM_RUN while the guest runs.
+
+import type { CpuidEntry } from "./kvm.ts";
+import type { Sregs } from "./vcpu.ts";
+
+export interface VcpuInit {
+  cpu: number;
+  vcpuFd: number;
+  runPage: bigint;
+  runSize: number;
+  ram: { hostAddress: bigint; size: number };
+  pageTableRoot: number;
+  sregs: Sregs;
+  entry: number;
+  stackPointer: number;
+  cpuid: CpuidEntry[];
+  allowedCalls: string[];
+  commandLine: string;
+  /** Int32Array over: [0] = Control request, [1] = host thread id once running. */
+  control: SharedArrayBuffer;
+}
+
+export const enum Control {
+  Run = 0,
+  Stop = 1,
+}
+export const CONTROL_REQUEST = 0;
+export const CONTROL_TID = 1;
+export const CONTROL_WORDS = 2;
+
+/** Why a vCPU stopped, as the Worker reports it. */
+export type VcpuReport =
+  | { kind: "exit"; code: number }
+  | { kind: "fault"; frame: Record<string, bigint> }
+  | { kind: "stopped"; rip: bigint }
+  | { kind: "violation"; message: string; rip: bigint }
+  | { kind: "crash"; message: string; rip?: bigint }
+  | { kind: "host-error"; message: string };

@@ -1,0 +1,125 @@
+// Worker entry: owns one vCPU for its whole life and runs the exit loop. Every
+// KVM_RUN is a synchronous FFI call on this thread, so the vCPU never migrates.
+
+/// <reference lib="deno.worker" />
+import { libc } from "../ffi/libc.ts";
+import { Vcpu, type VmExit } from "./vcpu.ts";
+import { Control, CONTROL_REQUEST, CONTROL_TID, type VcpuInit, type VcpuReport } from "./vcpu_thread.ts";
+import { GuestRam } from "./memory.ts";
+import { PageTables } from "../guest/paging.ts";
+import { faultFrameFields, faultFrameSize } from "../guest/kernel.ts";
+import { AbiViolation, Dispatcher, type Thread } from "../abi/dispatch.ts";
+import { hostHandlers } from "../abi/host.ts";
+import { HandleTable } from "../abi/handles.ts";
+import { FAULT_PORT, HYPERCALL_PORT_BASE, HYPERCALL_PORT_COUNT } from "../abi/ports.ts";
+import { msrs } from "../ffi/kvm.ts";
+
+function writeAll(stream: { writeSync(p: Uint8Array): number }, bytes: Uint8Array): void {
+  for (let off = 0; off < bytes.length;) off += stream.writeSync(bytes.subarray(off));
+}
+
+function run(init: VcpuInit): VcpuReport {
+  const control = new Int32Array(init.control);
+  Atomics.store(control, CONTROL_TID, libc().gettid());
+  const vcpu = new Vcpu(init.vcpuFd, Deno.UnsafePointer.create(init.runPage)!, init.runSize);
+  vcpu.setCpuid(init.cpuid);
+  vcpu.setSregs(init.sregs);
+  // SYSCALL is not used yet, but a sane STAR keeps a stray one from loading garbage selectors.
+  vcpu.setMsrs(new Map([[msrs.MSR_STAR, 0x0010_0008n << 32n]]));
+  const regs = vcpu.getRegs();
+  for (const k of Object.keys(regs) as (keyof typeof regs)[]) regs[k] = 0n;
+  regs.rip = BigInt(init.entry);
+  regs.rsp = BigInt(init.stackPointer);
+  regs.rflags = 2n;
+  vcpu.setRegs(regs);
+
+  const ram = new GuestRam(init.ram.hostAddress, init.ram.size);
+  const pages = new PageTables(ram.bytes, init.pageTableRoot);
+  let exitCode: number | undefined;
+  const dispatcher = new Dispatcher(
+    { bytes: ram.bytes, view: ram.view, pages },
+    hostHandlers({
+      handles: new HandleTable(),
+      commandLine: init.commandLine,
+      console: { write: (s, b) => writeAll(s === "stderr" ? Deno.stderr : Deno.stdout, b) },
+      exit: (code) => exitCode = code,
+    }),
+    init.allowedCalls,
+  );
+  const thread: Thread = { lastError: 0 };
+  const rip = () => vcpu.getRegs().rip;
+
+  for (;;) {
+    const exit: VmExit = vcpu.run();
+    switch (exit.kind) {
+      case "io-out": {
+        const nr = exit.port - HYPERCALL_PORT_BASE;
+        if (nr >= 0 && nr < HYPERCALL_PORT_COUNT && exit.size === 4) {
+          try {
+            dispatcher.dispatch(nr, exit.value, thread);
+          } catch (e) {
+            if (e instanceof AbiViolation) return { kind: "violation", message: e.message, rip: rip() };
+            throw e;
+          }
+          if (exitCode !== undefined) return { kind: "exit", code: exitCode };
+          continue;
+        }
+        if (exit.port === FAULT_PORT && exit.size === 4) {
+          return { kind: "fault", frame: readFaultFrame(ram, exit.value) };
+        }
+        return {
+          kind: "crash",
+          message: `out to unknown port 0x${exit.port.toString(16)} (size ${exit.size})`,
+          rip: rip(),
+        };
+      }
+      case "io-in":
+        return {
+          kind: "crash",
+          message: `in from port 0x${exit.port.toString(16)}: pvx guests have no input ports`,
+          rip: rip(),
+        };
+      case "interrupted":
+        if (Atomics.load(control, CONTROL_REQUEST) === Control.Stop) return { kind: "stopped", rip: rip() };
+        continue;
+      case "hlt":
+        return { kind: "crash", message: "guest executed HLT with interrupts off: it can never resume", rip: rip() };
+      case "shutdown":
+        return { kind: "crash", message: "triple fault (the exception handlers themselves faulted)", rip: rip() };
+      case "mmio":
+        return {
+          kind: "crash",
+          message: `access to unbacked guest-physical address 0x${exit.address.toString(16)}`,
+          rip: rip(),
+        };
+      case "fail-entry":
+        return {
+          kind: "crash",
+          message: `KVM could not enter the guest (hardware reason 0x${exit.reason.toString(16)})`,
+        };
+      case "internal-error":
+        return { kind: "crash", message: `KVM internal error, suberror ${exit.suberror}`, rip: rip() };
+      case "system-event":
+        return { kind: "crash", message: `KVM system event ${exit.type}`, rip: rip() };
+      case "unknown":
+        return { kind: "crash", message: `unhandled KVM exit reason ${exit.reason}`, rip: rip() };
+    }
+  }
+}
+
+function readFaultFrame(ram: GuestRam, address: number): Record<string, bigint> {
+  ram.check(address, faultFrameSize);
+  const frame: Record<string, bigint> = {};
+  faultFrameFields.forEach((name, i) => frame[name] = ram.view.getBigUint64(address + 8 * i, true));
+  return frame;
+}
+
+self.onmessage = (e: MessageEvent<VcpuInit>) => {
+  let report: VcpuReport;
+  try {
+    report = run(e.data);
+  } catch (err) {
+    report = { kind: "host-error", message: err instanceof Error ? `${err.message}\n${err.stack}` : String(err) };
+  }
+  self.postMessage(report);
+};

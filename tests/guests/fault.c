@@ -1,0 +1,26 @@
+/* Commits the fault named by its first argument. */
+#include "util.h"
+
+static volatile int zero;
+
+__attribute__((noinline)) int divide(int a, int b) { return a / b; }
+
+int main(int argc, char **argv, char **envp) {
+  (void)envp;
+  const char *what = argc > 1 ? argv[1] : "";
+  if (what[0] == 'n') *(volatile int *)0 = 1;                       /* null: write to NULL */
+  if (what[0] == 'd') return divide(1, zero);                        /* divide by zero */
+  if (what[0] == 't') *(volatile unsigned char *)(void *)divide = 0; /* write to text */
+  if (what[0] == 'x') {                                              /* execute data */
+    static unsigned char ret = 0xc3;
+    ((void (*)(void))(void *)&ret)();
+  }
+  if (what[0] == 's') {                                              /* stack overflow into the guard page */
+    volatile char big[4096];
+    big[0] = 1;
+    return main(argc, argv, envp) + big[0];
+  }
+  if (what[0] == 'u') __asm__ volatile("ud2");
+  put("no fault requested\n");
+  return 0;
+}

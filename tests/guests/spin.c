@@ -1,0 +1,9 @@
+/* Never finishes: only --timeout can stop it. */
+#include "util.h"
+
+int main(int argc, char **argv, char **envp) {
+  (void)argc, (void)argv, (void)envp;
+  put("spinning\n");
+  for (volatile unsigned long i = 0;; i++) {
+  }
+}

@@ -1,0 +1,152 @@
+// End to end: real C guests, packed into real bundles, run by the real `pvx`
+// command on real KVM. Each test looks at what a user would see.
+
+import assert from "node:assert/strict";
+import { guestBundle, pvxCli, runGuest } from "./support/guests.ts";
+import { EXIT_GUEST_FAILED, EXIT_PVX_ERROR, EXIT_TIMEOUT } from "../tools/report.ts";
+import { encodeBundle, readBundle, writeBundle } from "../tools/bundle.ts";
+
+Deno.test("hello: argv, the Windows command line and the exit code reach the guest", async () => {
+  const r = await runGuest("hello", ["one", "two words", 'q"uote']);
+  assert.equal(r.stderr, "");
+  assert.equal(
+    r.stdout,
+    'argc=4\nargv[0]=hello\nargv[1]=one\nargv[2]=two words\nargv[3]=q"uote\ncmdline=hello one "two words" "q\\"uote"\n',
+  );
+  assert.equal(r.code, 4);
+});
+
+Deno.test("exit codes: main's return value and ExitProcess both become the process status", async () => {
+  for (const [args, code] of [[["0"], 0], [["7"], 7], [["255"], 255], [["42", "via-ExitProcess"], 42]] as const) {
+    const r = await runGuest("exit_code", [...args]);
+    assert.equal(r.code, code, `exit_code ${args.join(" ")}: ${r.stderr}`);
+    assert.equal(r.stderr, "");
+  }
+});
+
+async function faultReport(kind: string): Promise<string> {
+  const r = await runGuest("fault", [kind]);
+  assert.equal(r.code, EXIT_GUEST_FAILED, r.stderr);
+  assert.equal(r.stdout, "");
+  return r.stderr;
+}
+
+Deno.test("a NULL write is a page fault reported with RIP, symbol and CR2", async () => {
+  const report = await faultReport("null");
+  assert.match(report, /#PF page fault \(vector 14\)/);
+  assert.match(report, /at RIP 0x[0-9a-f]+ <main\+0x[0-9a-f]+>/);
+  assert.match(report, /write of 0x0 \(NULL pointer\): page not mapped/);
+  assert.match(report, /rax 0x[0-9a-f]{16}/);
+});
+
+Deno.test("a divide by zero is #DE in the function that divided", async () => {
+  const report = await faultReport("divide");
+  assert.match(report, /#DE divide error \(vector 0\)/);
+  assert.match(report, /at RIP 0x[0-9a-f]+ <divide\+0x[0-9a-f]+>/);
+});
+
+Deno.test("app text is not writable and data is not executable", async () => {
+  assert.match(await faultReport("text"), /write of 0x[0-9a-f]+: protection violation/);
+  assert.match(await faultReport("xdata"), /instruction fetch of 0x[0-9a-f]+: protection violation/);
+});
+
+Deno.test("a stack overflow hits the guard page and still reports (IST stack)", async () => {
+  const report = await faultReport("stack");
+  assert.match(report, /#PF page fault/);
+  assert.match(report, /<main\+0x[0-9a-f]+>/);
+});
+
+Deno.test("an invalid opcode is #UD", async () => {
+  assert.match(await faultReport("ud2"), /#UD invalid opcode \(vector 6\)/);
+});
+
+Deno.test("--timeout stops a guest spinning forever and names where it was", async () => {
+  const r = await runGuest("spin", [], ["--timeout", "300ms"]);
+  assert.equal(r.code, EXIT_TIMEOUT);
+  assert.equal(r.stdout, "spinning\n");
+  assert.match(r.stderr, /did not finish within 300 ms; stopped vCPU 0 at RIP 0x[0-9a-f]+ <main\+0x[0-9a-f]+>/);
+});
+
+Deno.test("pointers outside guest RAM or mapped memory are refused to the guest, not fatal", async () => {
+  const r = await runGuest("bad_pointers");
+  assert.equal(r.stderr, "");
+  for (
+    const what of [
+      "outside RAM",
+      "NULL buffer",
+      "past the end of RAM",
+      "wrapping length",
+      "written into text",
+      "into the guard page",
+    ]
+  ) {
+    assert.ok(r.stdout.includes(`${what}: refused\n`), `${what}:\n${r.stdout}`);
+  }
+  assert.ok(r.stdout.endsWith("still alive\n"));
+  assert.equal(r.code, 0);
+});
+
+Deno.test("a frame the host cannot use stops the guest with the hypercall's name", async () => {
+  for (const args of [[], ["outside-ram"]]) {
+    const r = await runGuest("bad_frame", args);
+    assert.equal(r.code, EXIT_GUEST_FAILED);
+    assert.equal(r.stdout, "about to break the ABI\n");
+    assert.match(
+      r.stderr,
+      /broke the hypercall ABI on vCPU 0 at RIP 0x[0-9a-f]+ <main\+0x[0-9a-f]+>: hypercall WriteFile: argument frame 0x(8|fffff000)\+48 is not mapped/,
+    );
+  }
+});
+
+Deno.test("a call the manifest does not allow stops the guest", async () => {
+  const original = await readBundle(await guestBundle("hello"));
+  const { files: _files, format: _format, ...manifest } = original.manifest;
+  const path = (await Deno.makeTempDir()) + "/restricted.pvx";
+  await writeBundle(
+    path,
+    await encodeBundle(
+      { ...manifest, allowedCalls: manifest.allowedCalls.filter((c) => c !== "PvxGetCommandLineW") },
+      [...original.files].map(([p, bytes]) => ({ path: p, bytes })),
+    ),
+  );
+  const r = await pvxCli(["run", path]);
+  assert.equal(r.code, EXIT_GUEST_FAILED);
+  assert.match(r.stderr, /hypercall PvxGetCommandLineW: not allowed by this bundle's manifest/);
+  await Deno.remove(path);
+});
+
+Deno.test("bad bundles and ELFs are refused with file and offset, and nothing runs", async () => {
+  const dir = await Deno.makeTempDir();
+  const good = await Deno.readFile(await guestBundle("hello"));
+  await Deno.writeFile(`${dir}/truncated.pvx`, good.subarray(0, good.length - 1));
+  const tampered = good.slice();
+  tampered[tampered.length - 100] ^= 1;
+  await Deno.writeFile(`${dir}/tampered.pvx`, tampered);
+  await Deno.writeFile(
+    `${dir}/notelf`,
+    new TextEncoder().encode("#!/bin/sh\n# a shell script is no ELF, however long it is\necho hi\n".repeat(2)),
+  );
+
+  let r = await pvxCli(["run", `${dir}/truncated.pvx`]);
+  assert.equal(r.code, EXIT_PVX_ERROR);
+  assert.match(r.stderr, /truncated\.pvx: offset \d+: .*hello/);
+  r = await pvxCli(["run", `${dir}/tampered.pvx`]);
+  assert.equal(r.code, EXIT_PVX_ERROR);
+  assert.match(r.stderr, /tampered\.pvx: offset \d+: .*sha256/i);
+  r = await pvxCli(["pack", `${dir}/notelf`, "-o", `${dir}/x.pvx`]);
+  assert.equal(r.code, EXIT_PVX_ERROR);
+  assert.match(r.stderr, /notelf: offset 0x0: .*magic/i);
+  r = await pvxCli(["run", `${dir}/missing.pvx`]);
+  assert.equal(r.code, EXIT_PVX_ERROR);
+  assert.match(r.stderr, /missing\.pvx/);
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("inspect lists the manifest: name, memory, allowed calls and hashed files", async () => {
+  const r = await pvxCli(["inspect", await guestBundle("hello")]);
+  assert.equal(r.code, 0, r.stderr);
+  for (const s of ["hello", "WriteFile", "GetStdHandle", "PvxGetCommandLineW", "hello.elf"]) {
+    assert.ok(r.stdout.includes(s), s);
+  }
+  assert.match(r.stdout, /[0-9a-f]{64}/);
+});

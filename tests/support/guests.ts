@@ -1,0 +1,70 @@
+// Test plumbing: build a C guest from tests/guests, pack it, run it through
+// the real `pvx` command in a child process, and collect what it printed.
+
+import { compileGuest } from "../../tools/guest_cc.ts";
+import { main as pvx } from "../../tools/pvx.ts";
+
+const guestsDir = new URL("../guests/", import.meta.url).pathname;
+const pvxScript = new URL("../../tools/pvx.ts", import.meta.url).pathname;
+const built = new Map<string, Promise<string>>();
+let workDir: string | undefined;
+
+async function scratch(): Promise<string> {
+  if (!workDir) {
+    workDir = await Deno.makeTempDir({ prefix: "pvx-test-" });
+    const dir = workDir;
+    globalThis.addEventListener("unload", () => Deno.removeSync(dir, { recursive: true }));
+  }
+  return workDir;
+}
+
+/** Compiles tests/guests/<name>.c once per test process and returns the ELF path. */
+export function guestElf(name: string): Promise<string> {
+  let p = built.get(name);
+  if (!p) {
+    p = (async () => {
+      const out = `${await scratch()}/${name}.elf`;
+      await compileGuest(`${guestsDir}${name}.c`, out);
+      return out;
+    })();
+    built.set(name, p);
+  }
+  return p;
+}
+
+/** Packs a guest with `pvx pack` and returns the bundle path. */
+export async function guestBundle(name: string, extra: string[] = []): Promise<string> {
+  const elf = await guestElf(name);
+  const bundle = `${await scratch()}/${name}${extra.length ? "-" + extra.join("_").replace(/\W/g, "") : ""}.pvx`;
+  const quiet = console.log;
+  console.log = () => {};
+  try {
+    const status = await pvx(["pack", elf, "-o", bundle, ...extra]);
+    if (status !== 0) throw new Error(`pvx pack ${name} exited ${status}`);
+  } finally {
+    console.log = quiet;
+  }
+  return bundle;
+}
+
+export interface RunResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs `pvx <args>` as a separate process, as a user would. */
+export async function pvxCli(args: string[]): Promise<RunResult> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", pvxScript, ...args],
+    stdout: "piped",
+    stderr: "piped",
+    stdin: "null",
+  }).output();
+  const dec = new TextDecoder();
+  return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
+}
+
+export async function runGuest(name: string, args: string[] = [], runFlags: string[] = []): Promise<RunResult> {
+  return pvxCli(["run", ...runFlags, await guestBundle(name), ...(args.length ? ["--", ...args] : [])]);
+}

@@ -1,0 +1,85 @@
+// One-screen explanations of how a guest run ended, for people.
+
+import type { Outcome } from "../hv/instance.ts";
+import { vectorName } from "../guest/kernel.ts";
+import { nullGuardEnd } from "../guest/memory_map.ts";
+
+export type Symbolize = (address: number) => string;
+
+const hex = (v: bigint | number, width = 16) => "0x" + v.toString(16).padStart(width, "0");
+const PAGE_FAULT = 14;
+
+function pageFaultCause(error: bigint, cr2: bigint): string {
+  const what = error & 0x10n ? "instruction fetch" : error & 2n ? "write" : "read";
+  const why = error & 1n ? "protection violation" : "page not mapped";
+  const where = cr2 < BigInt(nullGuardEnd) ? " (NULL pointer)" : "";
+  return `${what} of ${hex(cr2, 1)}${where}: ${why}`;
+}
+
+function registers(frame: Record<string, bigint>): string {
+  const names = [
+    "rax",
+    "rbx",
+    "rcx",
+    "rdx",
+    "rsi",
+    "rdi",
+    "rbp",
+    "rsp",
+    "r8",
+    "r9",
+    "r10",
+    "r11",
+    "r12",
+    "r13",
+    "r14",
+    "r15",
+  ];
+  const rows: string[] = [];
+  for (let i = 0; i < names.length; i += 4) {
+    rows.push("  " + names.slice(i, i + 4).map((n) => `${n.padStart(3)} ${hex(frame[n])}`).join("  "));
+  }
+  rows.push(`  rip ${hex(frame.rip)}  rflags ${hex(frame.rflags, 8)}  cs ${hex(frame.cs, 4)}  ss ${hex(frame.ss, 4)}`);
+  return rows.join("\n");
+}
+
+export function describeOutcome(o: Outcome, app: string, symbolize: Symbolize): string {
+  const at = (rip: bigint) => `${hex(rip, 1)} ${symbolize(Number(rip))}`;
+  switch (o.kind) {
+    case "exit":
+      return `${app} exited with code ${o.code}`;
+    case "timeout":
+      return `pvx: ${app} did not finish within ${o.afterMs} ms; stopped vCPU ${o.cpu} at RIP ${at(o.rip)}`;
+    case "violation":
+      return `pvx: ${app} broke the hypercall ABI on vCPU ${o.cpu} at RIP ${at(o.rip)}: ${o.message}`;
+    case "crash":
+      return `pvx: ${app} stopped on vCPU ${o.cpu}${o.rip === undefined ? "" : ` at RIP ${at(o.rip)}`}: ${o.message}`;
+    case "fault": {
+      const f = o.frame;
+      const vector = Number(f.vector);
+      const lines = [
+        `pvx: ${app} faulted on vCPU ${o.cpu}: ${vectorName(vector)} (vector ${vector}), error code ${hex(f.error, 1)}`,
+        `  at RIP ${at(f.rip)}`,
+        vector === PAGE_FAULT ? `  ${pageFaultCause(f.error, f.cr2)}` : `  CR2 ${hex(f.cr2, 1)}`,
+        registers(f),
+      ];
+      return lines.join("\n");
+    }
+  }
+}
+
+/** Process exit status for an outcome: the guest's own code, or a pvx code people can script on. */
+export const EXIT_TIMEOUT = 124;
+export const EXIT_PVX_ERROR = 125;
+export const EXIT_GUEST_FAILED = 126;
+
+export function exitStatus(o: Outcome): number {
+  switch (o.kind) {
+    case "exit":
+      return o.code & 0xff;
+    case "timeout":
+      return EXIT_TIMEOUT;
+    default:
+      return EXIT_GUEST_FAILED;
+  }
+}
