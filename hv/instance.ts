@@ -8,6 +8,7 @@ import { type GuestRam, mapGuestRam, unmapGuestRam } from "./memory.ts";
 import { requestImmediateExit } from "./vcpu.ts";
 import { Control, CONTROL_REQUEST, CONTROL_TID, CONTROL_WORDS, type VcpuInit, type VcpuReport } from "./vcpu_thread.ts";
 import type { BootPlan } from "../guest/boot.ts";
+import { releaseThread, takeThread } from "./vcpu_threads.ts";
 
 export interface InstanceOptions {
   allowedCalls: readonly string[];
@@ -86,7 +87,8 @@ export class Instance {
     // The signal only has to interrupt KVM_RUN; a listener keeps it from killing the process.
     const onSignal = () => {};
     Deno.addSignalListener("SIGUSR1", onSignal);
-    const worker = new Worker(new URL("./vcpu_worker.ts", import.meta.url), { type: "module" });
+    const worker = takeThread();
+    let healthy = false;
     let timer: ReturnType<typeof setTimeout> | undefined;
     let timedOut = false;
     try {
@@ -105,6 +107,7 @@ export class Instance {
       }
       worker.postMessage(init);
       const r = await report;
+      healthy = r.kind !== "host-error";
       switch (r.kind) {
         case "exit":
           return r;
@@ -122,7 +125,7 @@ export class Instance {
       }
     } finally {
       clearTimeout(timer);
-      worker.terminate();
+      releaseThread(worker, healthy);
       Deno.removeSignalListener("SIGUSR1", onSignal);
     }
   }

@@ -31,6 +31,8 @@ export interface CpuidEntry {
   edx: number;
 }
 
+let supportedCpuid: CpuidEntry[] | undefined;
+
 /** The /dev/kvm system handle. */
 export class Kvm {
   #fd: number;
@@ -56,7 +58,13 @@ export class Kvm {
     return ioctlInt(this.#fd, "KVM_GET_VCPU_MMAP_SIZE");
   }
 
+  /** What KVM can show a guest; fixed for the life of the host kernel, so asked once per process. */
   supportedCpuid(): CpuidEntry[] {
+    supportedCpuid ??= this.#readSupportedCpuid();
+    return supportedCpuid;
+  }
+
+  #readSupportedCpuid(): CpuidEntry[] {
     const max = 256;
     const buf = new Uint8Array(kvm_cpuid2.size + max * kvm_cpuid_entry2.size);
     const dv = new DataView(buf.buffer);

@@ -4,6 +4,7 @@ import { parseArgs } from "node:util";
 import { BundleError, describeBundle, encodeBundle, readBundle, writeBundle } from "./bundle.ts";
 import { ElfError, parseElf } from "../guest/elf.ts";
 import { launchBundle } from "../hv/launch.ts";
+import { prewarm, stopIdleThreads } from "../hv/vcpu_threads.ts";
 import { describeOutcome, EXIT_PVX_ERROR, exitStatus } from "./report.ts";
 import { ABI_VERSION, callsByName } from "../abi/calls.ts";
 import { callsUsedByElf } from "./analyse.ts";
@@ -32,11 +33,16 @@ async function runCommand(argv: string[]): Promise<number> {
   });
   const [path, ...args] = positionals;
   if (!path) throw new UsageError("run needs a bundle");
-  const bundle = await readBundle(path);
   const timeoutMs = values.timeout === undefined ? undefined : parseDuration(values.timeout);
-  const { outcome, symbolize } = await launchBundle(bundle, { args, timeoutMs });
-  if (outcome.kind !== "exit") console.error(describeOutcome(outcome, bundle.manifest.name, symbolize));
-  return exitStatus(outcome);
+  prewarm(); // the vCPU thread starts while the bundle is read and checked
+  try {
+    const bundle = await readBundle(path);
+    const { outcome, symbolize } = await launchBundle(bundle, { args, timeoutMs });
+    if (outcome.kind !== "exit") console.error(describeOutcome(outcome, bundle.manifest.name, symbolize));
+    return exitStatus(outcome);
+  } finally {
+    stopIdleThreads();
+  }
 }
 
 async function packCommand(argv: string[]): Promise<number> {
