@@ -1,14 +1,27 @@
-// 4-level x86-64 page tables with 4 KiB leaves, so that every page can carry
-// its own write and execute permission (text read-only, data no-execute).
+// 4-level x86-64 identity page tables. Pages carry their own write and execute
+// permission (text read-only, data no-execute); a range that covers a whole
+// aligned 2 MiB chunk gets one large-page entry instead of 512 small ones,
+// which is what keeps mapping all of RAM at boot cheap.
 
 import { PAGE, pageTablePoolBase, pageTablePoolEnd } from "./memory_map.ts";
 
-const P = 1n, RW = 2n, ACCESSED = 0x20n, DIRTY = 0x40n, NX = 1n << 63n;
-const ADDR_MASK = 0x000f_ffff_ffff_f000n;
+// Entry bits, split into the low and high 32-bit halves: guest RAM lies below
+// 4 GiB, so an entry's address fits the low half and NX is the only high bit.
+const P = 1, RW = 2, LARGE = 0x80, ACCESSED = 0x20, DIRTY = 0x40;
+const NX_HIGH = 0x8000_0000;
+const ADDR_LOW = 0xffff_f000;
+const LARGE_PAGE = 512 * PAGE;
 
 export interface Protection {
   write: boolean;
   exec: boolean;
+}
+
+/** What maps one address: a 4 KiB entry in a leaf table or a 2 MiB entry in a directory. */
+interface Mapping {
+  entry: number;
+  base: number;
+  size: number;
 }
 
 export class PageTables {
@@ -30,75 +43,103 @@ export class PageTables {
     return page;
   }
 
-  #entry(table: number, index: number): number {
-    return table + index * 8;
+  #low(entry: number): number {
+    return this.#mem.getUint32(entry, true);
+  }
+
+  /** The table or page an entry points at (unsigned: the guest may have set bit 31). */
+  #target(entry: number): number {
+    return (this.#low(entry) & ADDR_LOW) >>> 0;
+  }
+
+  #set(entry: number, low: number, high: number): void {
+    this.#mem.setUint32(entry, low, true);
+    this.#mem.setUint32(entry + 4, high, true);
   }
 
   /**
-   * Walks to the leaf table covering `va`, creating intermediate tables if
+   * The page directory entry covering `va`, creating the tables above it if
    * asked. The guest can rewrite its tables, so a walk that leads outside
-   * guest RAM counts as unmapped rather than trusting the entry.
+   * guest RAM, or through a table entry above 4 GiB, counts as unmapped.
    */
-  #leafTable(va: number, create: boolean): number | undefined {
+  #directoryEntry(va: number, create: boolean): number | undefined {
     let table = this.root;
-    for (const shift of [39, 30, 21]) {
+    for (const shift of [39, 30]) {
       if (table + PAGE > this.#mem.byteLength) return undefined;
-      const e = this.#entry(table, Math.floor(va / 2 ** shift) & 511);
-      let v = this.#mem.getBigUint64(e, true);
-      if ((v & P) && (v & 0x80n)) return undefined; // large pages: pvx never writes them
-      if (!(v & P)) {
+      const e = table + 8 * (Math.floor(va / 2 ** shift) & 511);
+      if (!(this.#low(e) & P)) {
         if (!create) return undefined;
-        v = BigInt(this.#allocate()) | P | RW | ACCESSED;
-        this.#mem.setBigUint64(e, v, true);
+        this.#set(e, this.#allocate() | P | RW | ACCESSED, 0);
       }
-      table = Number(v & ADDR_MASK);
+      if (this.#low(e) & LARGE || this.#mem.getUint32(e + 4, true) & ~NX_HIGH) return undefined;
+      table = this.#target(e);
     }
-    return table;
+    if (table + PAGE > this.#mem.byteLength) return undefined;
+    return table + 8 * (Math.floor(va / LARGE_PAGE) & 511);
   }
 
-  /** Identity-maps [va, va+len) page by page; both must be page aligned. */
+  /** The present entry that maps `va`, if any. */
+  #mapping(va: number): Mapping | undefined {
+    const pde = this.#directoryEntry(va, false);
+    if (pde === undefined || !(this.#low(pde) & P)) return undefined;
+    if (this.#low(pde) & LARGE) return { entry: pde, base: va - (va % LARGE_PAGE), size: LARGE_PAGE };
+    const leaf = this.#target(pde);
+    if (leaf + PAGE > this.#mem.byteLength) return undefined;
+    const pte = leaf + 8 * (Math.floor(va / PAGE) & 511);
+    return this.#low(pte) & P ? { entry: pte, base: va - (va % PAGE), size: PAGE } : undefined;
+  }
+
+  /** Identity-maps [va, va+len); both must be page aligned. */
   map(va: number, len: number, prot: Protection): void {
     if (va % PAGE || len % PAGE) throw new Error(`map 0x${va.toString(16)}+0x${len.toString(16)} is not page aligned`);
-    // Boot maps every page of RAM, so this loop sets the start-up time: one walk
-    // per leaf table and two 32-bit stores per entry, no BigInt (guest RAM < 4 GiB).
-    const low = Number(P | ACCESSED | DIRTY | (prot.write ? RW : 0n));
-    const high = prot.exec ? 0 : Number(NX >> 32n);
-    let leaf = 0;
-    for (let a = va; a < va + len; a += PAGE) {
-      if (leaf === 0 || a % LEAF_SPAN === 0) leaf = this.#leafTable(a, true)!;
-      const e = this.#entry(leaf, Math.floor(a / PAGE) & 511);
-      this.#mem.setUint32(e, a + low, true);
-      this.#mem.setUint32(e + 4, high, true);
+    const flags = P | ACCESSED | DIRTY | (prot.write ? RW : 0);
+    const high = prot.exec ? 0 : NX_HIGH;
+    const end = va + len;
+    for (let a = va; a < end;) {
+      const pde = this.#directoryEntry(a, true)!;
+      if (a % LARGE_PAGE === 0 && a + LARGE_PAGE <= end && !(this.#low(pde) & P)) {
+        this.#set(pde, a | flags | LARGE, high);
+        a += LARGE_PAGE;
+        continue;
+      }
+      if (this.#low(pde) & LARGE) throw new Error(`0x${a.toString(16)} is already mapped by a 2 MiB page`);
+      if (!(this.#low(pde) & P)) this.#set(pde, this.#allocate() | P | RW | ACCESSED, 0);
+      const leaf = this.#target(pde);
+      const chunkEnd = Math.min(end, a - (a % LARGE_PAGE) + LARGE_PAGE);
+      for (; a < chunkEnd; a += PAGE) this.#set(leaf + 8 * (Math.floor(a / PAGE) & 511), a | flags, high);
     }
   }
 
-  /** The protection of the page at `va`, or undefined when it is not mapped. */
+  /** The protection of the page at `va`, or undefined when it is not mapped onto itself. */
   lookup(va: number): Protection | undefined {
-    const leaf = this.#leafTable(va, false);
-    if (leaf === undefined) return undefined;
-    const v = this.#mem.getBigUint64(this.#entry(leaf, Math.floor(va / PAGE) & 511), true);
-    if (!(v & P) || Number(v & ADDR_MASK) !== pageOf(va)) return undefined;
-    return { write: (v & RW) !== 0n, exec: (v & NX) === 0n };
+    const m = this.#mapping(va);
+    if (!m || !identity(this.#low(m.entry), m)) return undefined;
+    return { write: (this.#low(m.entry) & RW) !== 0, exec: (this.#mem.getUint32(m.entry + 4, true) & NX_HIGH) === 0 };
   }
 
   /**
    * True when every page of [va, va+len) is mapped (and writable if asked)
-   * onto itself inside guest RAM. One walk per 2 MiB: a leaf table covers that.
+   * onto itself inside guest RAM.
    */
   accessible(va: number, len: number, write: boolean): boolean {
     if (len === 0) return true;
     const end = va + len;
     if (va < 0 || end > this.#mem.byteLength) return false;
-    let leaf: number | undefined;
-    for (let page = pageOf(va); page < end; page += PAGE) {
-      if (leaf === undefined || page % LEAF_SPAN === 0) leaf = this.#leafTable(page, false);
-      if (leaf === undefined) return false;
-      const v = this.#mem.getBigUint64(this.#entry(leaf, Math.floor(page / PAGE) & 511), true);
-      if (!(v & P) || (write && !(v & RW)) || Number(v & ADDR_MASK) !== page) return false;
+    for (let a = va; a < end;) {
+      const m = this.#mapping(a);
+      if (!m || !identity(this.#low(m.entry), m) || (write && !(this.#low(m.entry) & RW))) return false;
+      a = m.base + m.size;
     }
     return true;
   }
 }
 
-const LEAF_SPAN = 512 * PAGE;
-const pageOf = (a: number) => Math.floor(a / PAGE) * PAGE;
+/** The guest address an entry maps its page to. */
+function entryBase(low: number, m: Mapping): number {
+  return (low & ADDR_LOW & ~(m.size - 1)) >>> 0;
+}
+
+/** pvx only writes identity mappings; anything else the guest wrote is not trusted as guest memory. */
+function identity(low: number, m: Mapping): boolean {
+  return entryBase(low, m) === m.base;
+}

@@ -32,6 +32,8 @@ export class Instance {
   #vcpuFd = -1;
   #runPage: Deno.PointerObject | null = null;
   #closed = false;
+  /** Epoch ms when the guest first exited to the host: the end of boot. */
+  firstExitAt?: number;
 
   private constructor(kvm: Kvm, vm: Vm, ram: GuestRam) {
     this.#kvm = kvm;
@@ -108,6 +110,7 @@ export class Instance {
       worker.postMessage(init);
       const r = await report;
       healthy = r.kind !== "host-error";
+      this.firstExitAt = r.firstExitAt;
       switch (r.kind) {
         case "exit":
           return r;

@@ -16,6 +16,8 @@ export interface Launched {
   outcome: Outcome;
   /** Names a guest address as `<symbol+offset>` from the app's ELF symbols. */
   symbolize(address: number): string;
+  /** Milliseconds from creating the VM to the guest's first exit (its first hypercall). */
+  bootMs?: number;
 }
 
 export function symbolizer(elf: ElfImage): (address: number) => string {
@@ -31,6 +33,7 @@ export async function launchBundle(bundle: Bundle, opts: LaunchOptions): Promise
   const bytes = bundle.entryBytes();
   const elf = parseElf(bytes, `${m.name}:${m.entry}`);
   const argv = [m.name, ...(opts.args.length ? opts.args : m.args)];
+  const createdAt = performance.timeOrigin + performance.now();
   const instance = Instance.create(m.memoryMiB * MiB);
   try {
     const plan = bootElf(instance.ram.bytes, elf, bytes, { argv, envp: [], cpus: 1 });
@@ -39,7 +42,8 @@ export async function launchBundle(bundle: Bundle, opts: LaunchOptions): Promise
       commandLine: windowsCommandLine(argv),
       timeoutMs: opts.timeoutMs,
     });
-    return { outcome, symbolize: symbolizer(elf) };
+    const bootMs = instance.firstExitAt === undefined ? undefined : instance.firstExitAt - createdAt;
+    return { outcome, symbolize: symbolizer(elf), bootMs };
   } finally {
     instance.close();
   }

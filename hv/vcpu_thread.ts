@@ -31,8 +31,9 @@ export const CONTROL_REQUEST = 0;
 export const CONTROL_TID = 1;
 export const CONTROL_WORDS = 2;
 
-/** Why a vCPU stopped, as the Worker reports it. */
-export type VcpuReport =
+/** Why a vCPU stopped, as the Worker reports it, and when the guest first left it (epoch ms). */
+export type VcpuReport = VcpuEnd & { firstExitAt?: number };
+type VcpuEnd =
   | { kind: "exit"; code: number }
   | { kind: "fault"; frame: Record<string, bigint> }
   | { kind: "stopped"; rip: bigint }

@@ -18,7 +18,10 @@ function writeAll(stream: { writeSync(p: Uint8Array): number }, bytes: Uint8Arra
   for (let off = 0; off < bytes.length;) off += stream.writeSync(bytes.subarray(off));
 }
 
-function run(init: VcpuInit): VcpuReport {
+/** Epoch milliseconds, comparable across threads. */
+const now = () => performance.timeOrigin + performance.now();
+
+function run(init: VcpuInit, times: { firstExitAt?: number }): VcpuReport {
   const control = new Int32Array(init.control);
   Atomics.store(control, CONTROL_TID, libc().gettid());
   const vcpu = new Vcpu(init.vcpuFd, Deno.UnsafePointer.create(init.runPage)!, init.runSize);
@@ -51,6 +54,7 @@ function run(init: VcpuInit): VcpuReport {
 
   for (;;) {
     const exit: VmExit = vcpu.run();
+    times.firstExitAt ??= now();
     switch (exit.kind) {
       case "io-out": {
         const nr = exit.port - HYPERCALL_PORT_BASE;
@@ -115,11 +119,12 @@ function readFaultFrame(ram: GuestRam, address: number): Record<string, bigint> 
 }
 
 self.onmessage = (e: MessageEvent<VcpuInit>) => {
+  const times: { firstExitAt?: number } = {};
   let report: VcpuReport;
   try {
-    report = run(e.data);
+    report = run(e.data, times);
   } catch (err) {
     report = { kind: "host-error", message: err instanceof Error ? `${err.message}\n${err.stack}` : String(err) };
   }
-  self.postMessage(report);
+  self.postMessage({ ...report, ...times });
 };
