@@ -14,7 +14,7 @@ export const ABI_VERSION = 1;
 export type Param =
   /** A 32-bit integer (upper half of the slot ignored). */
   | { name: string; c: string; kind: "u32" }
-  /** A full 64-bit value, guest pointers the host never follows included. */
+  /** A full 64-bit value, guest addresses the host never dereferences included. */
   | { name: string; c: string; kind: "u64" }
   | { name: string; c: string; kind: "handle" }
   /** A buffer the host reads, `len` bytes long, `len` naming another parameter. */
@@ -23,6 +23,10 @@ export type Param =
   | { name: string; c: string; kind: "out"; len: string; unit: 1 | 2 }
   /** A DWORD the host writes; NULL allowed when `optional`. */
   | { name: string; c: string; kind: "outU32"; optional: boolean }
+  /** A fixed-size structure the host writes (LARGE_INTEGER, FILETIME, WIN32_FIND_DATAW). */
+  | { name: string; c: string; kind: "outStruct"; size: number; optional: boolean }
+  /** A NUL-terminated UTF-16 string the host reads (at most 32767 characters). */
+  | { name: string; c: string; kind: "wstr"; optional: boolean }
   /** Must be NULL: features pvx does not offer (overlapped I/O). */
   | { name: string; c: string; kind: "null" };
 
@@ -35,9 +39,31 @@ export interface CallDef {
   readonly failure: bigint;
   readonly params: readonly Param[];
   readonly noreturn?: boolean;
-  /** pvx-specific calls are not part of kernel32; the header prefixes them `Pvx`. */
+  /** The host may have unmapped or write-protected pages: the guest flushes its TLB after the call. */
+  readonly flushesTlb?: boolean;
+  /** pvx-specific calls are not part of kernel32 and start with `Pvx`. */
   readonly doc: string;
 }
+
+const FALSE = 0n;
+const INVALID_HANDLE = 0xffffffffffffffffn;
+
+const h = (name: string): Param => ({ name, c: "HANDLE", kind: "handle" });
+const u32 = (name: string, c = "DWORD"): Param => ({ name, c, kind: "u32" });
+const u64 = (name: string, c: string): Param => ({ name, c, kind: "u64" });
+const wstr = (name: string, optional = false): Param => ({ name, c: "LPCWSTR", kind: "wstr", optional });
+const outStruct = (name: string, c: string, size: number, optional = false): Param => ({
+  name,
+  c,
+  kind: "outStruct",
+  size,
+  optional,
+});
+const overlapped: Param = { name: "lpOverlapped", c: "LPOVERLAPPED", kind: "null" };
+const securityAttributes = u64("lpSecurityAttributes", "LPSECURITY_ATTRIBUTES");
+
+/** sizeof(WIN32_FIND_DATAW) on x64 Windows. */
+export const FIND_DATA_SIZE = 592;
 
 export const calls = [
   {
@@ -54,42 +80,38 @@ export const calls = [
     ret: "VOID",
     failure: 0n,
     noreturn: true,
-    params: [{ name: "uExitCode", c: "UINT", kind: "u32" }],
+    params: [u32("uExitCode", "UINT")],
     doc: "Ends the instance; the host exits with uExitCode.",
   },
   {
     nr: 2,
     name: "GetStdHandle",
     ret: "HANDLE",
-    failure: 0xffffffffffffffffn,
-    params: [{ name: "nStdHandle", c: "DWORD", kind: "u32" }],
+    failure: INVALID_HANDLE,
+    params: [u32("nStdHandle")],
     doc: "STD_INPUT/OUTPUT/ERROR_HANDLE to the console handle.",
   },
   {
     nr: 3,
     name: "WriteFile",
     ret: "BOOL",
-    failure: 0n,
+    failure: FALSE,
     params: [
-      { name: "hFile", c: "HANDLE", kind: "handle" },
+      h("hFile"),
       { name: "lpBuffer", c: "LPCVOID", kind: "in", len: "nNumberOfBytesToWrite" },
-      { name: "nNumberOfBytesToWrite", c: "DWORD", kind: "u32" },
+      u32("nNumberOfBytesToWrite"),
       { name: "lpNumberOfBytesWritten", c: "LPDWORD", kind: "outU32", optional: true },
-      { name: "lpOverlapped", c: "LPOVERLAPPED", kind: "null" },
+      overlapped,
     ],
-    doc: "Writes to a console or file handle.",
+    doc: "Writes to a console or file handle at its file pointer.",
   },
   {
     nr: 4,
-    name: "PvxGetCommandLineW",
-    ret: "DWORD",
+    name: "GetCommandLineW",
+    ret: "LPWSTR",
     failure: 0n,
-    params: [
-      { name: "lpBuffer", c: "LPWSTR", kind: "out", len: "nSize", unit: 2 },
-      { name: "nSize", c: "DWORD", kind: "u32" },
-    ],
-    doc: "Copies the command line (UTF-16, NUL-terminated); returns its length without the NUL, " +
-      "or the size needed including the NUL when nSize is too small.",
+    params: [],
+    doc: "The command line, as Windows quotes it.",
   },
   { nr: 5, name: "GetLastError", ret: "DWORD", failure: 0n, params: [], doc: "The calling thread's last error." },
   {
@@ -97,8 +119,254 @@ export const calls = [
     name: "SetLastError",
     ret: "VOID",
     failure: 0n,
-    params: [{ name: "dwErrCode", c: "DWORD", kind: "u32" }],
+    params: [u32("dwErrCode")],
     doc: "Sets the calling thread's last error.",
+  },
+  {
+    nr: 7,
+    name: "ReadFile",
+    ret: "BOOL",
+    failure: FALSE,
+    params: [
+      h("hFile"),
+      { name: "lpBuffer", c: "LPVOID", kind: "out", len: "nNumberOfBytesToRead", unit: 1 },
+      u32("nNumberOfBytesToRead"),
+      { name: "lpNumberOfBytesRead", c: "LPDWORD", kind: "outU32", optional: true },
+      overlapped,
+    ],
+    doc: "Reads from a console or file handle at its file pointer; 0 bytes at end of file.",
+  },
+  {
+    nr: 8,
+    name: "CreateFileW",
+    ret: "HANDLE",
+    failure: INVALID_HANDLE,
+    params: [
+      wstr("lpFileName"),
+      u32("dwDesiredAccess"),
+      u32("dwShareMode"),
+      securityAttributes,
+      u32("dwCreationDisposition"),
+      u32("dwFlagsAndAttributes"),
+      h("hTemplateFile"),
+    ],
+    doc: "Opens or creates a file in the instance's virtual drive.",
+  },
+  { nr: 9, name: "CloseHandle", ret: "BOOL", failure: FALSE, params: [h("hObject")], doc: "Closes any handle." },
+  {
+    nr: 10,
+    name: "SetFilePointerEx",
+    ret: "BOOL",
+    failure: FALSE,
+    params: [
+      h("hFile"),
+      u64("liDistanceToMove", "LARGE_INTEGER"),
+      outStruct("lpNewFilePointer", "PLARGE_INTEGER", 8, true),
+      u32("dwMoveMethod"),
+    ],
+    doc: "Moves the file pointer (FILE_BEGIN, FILE_CURRENT, FILE_END); past the end is allowed.",
+  },
+  {
+    nr: 11,
+    name: "GetFileSizeEx",
+    ret: "BOOL",
+    failure: FALSE,
+    params: [h("hFile"), outStruct("lpFileSize", "PLARGE_INTEGER", 8)],
+    doc: "The file's size in bytes.",
+  },
+  {
+    nr: 12,
+    name: "FlushFileBuffers",
+    ret: "BOOL",
+    failure: FALSE,
+    params: [h("hFile")],
+    doc: "Writes the file through to storage.",
+  },
+  {
+    nr: 13,
+    name: "SetEndOfFile",
+    ret: "BOOL",
+    failure: FALSE,
+    params: [h("hFile")],
+    doc: "Truncates or extends the file to its file pointer.",
+  },
+  { nr: 14, name: "DeleteFileW", ret: "BOOL", failure: FALSE, params: [wstr("lpFileName")], doc: "Deletes a file." },
+  {
+    nr: 15,
+    name: "MoveFileExW",
+    ret: "BOOL",
+    failure: FALSE,
+    params: [wstr("lpExistingFileName"), wstr("lpNewFileName", true), u32("dwFlags")],
+    doc: "Renames a file or directory; MOVEFILE_REPLACE_EXISTING replaces a file.",
+  },
+  {
+    nr: 16,
+    name: "CreateDirectoryW",
+    ret: "BOOL",
+    failure: FALSE,
+    params: [wstr("lpPathName"), securityAttributes],
+    doc: "Creates a directory.",
+  },
+  {
+    nr: 17,
+    name: "RemoveDirectoryW",
+    ret: "BOOL",
+    failure: FALSE,
+    params: [wstr("lpPathName")],
+    doc: "Removes an empty directory.",
+  },
+  {
+    nr: 18,
+    name: "GetFileAttributesW",
+    ret: "DWORD",
+    failure: 0xffffffffn,
+    params: [wstr("lpFileName")],
+    doc: "FILE_ATTRIBUTE_* of a file or directory, INVALID_FILE_ATTRIBUTES if missing.",
+  },
+  {
+    nr: 19,
+    name: "FindFirstFileW",
+    ret: "HANDLE",
+    failure: INVALID_HANDLE,
+    params: [wstr("lpFileName"), outStruct("lpFindFileData", "LPWIN32_FIND_DATAW", FIND_DATA_SIZE)],
+    doc: "Starts listing the names matching a wildcard pattern.",
+  },
+  {
+    nr: 20,
+    name: "FindNextFileW",
+    ret: "BOOL",
+    failure: FALSE,
+    params: [h("hFindFile"), outStruct("lpFindFileData", "LPWIN32_FIND_DATAW", FIND_DATA_SIZE)],
+    doc: "The next match; FALSE with ERROR_NO_MORE_FILES at the end.",
+  },
+  { nr: 21, name: "FindClose", ret: "BOOL", failure: FALSE, params: [h("hFindFile")], doc: "Ends a listing." },
+  {
+    nr: 22,
+    name: "GetCurrentDirectoryW",
+    ret: "DWORD",
+    failure: 0n,
+    params: [u32("nBufferLength"), { name: "lpBuffer", c: "LPWSTR", kind: "out", len: "nBufferLength", unit: 2 }],
+    doc: "Copies the current directory; returns its length, or the size needed including the NUL.",
+  },
+  {
+    nr: 23,
+    name: "SetCurrentDirectoryW",
+    ret: "BOOL",
+    failure: FALSE,
+    params: [wstr("lpPathName")],
+    doc: "Changes the current directory.",
+  },
+  {
+    nr: 24,
+    name: "GetEnvironmentVariableW",
+    ret: "DWORD",
+    failure: 0n,
+    params: [wstr("lpName"), { name: "lpBuffer", c: "LPWSTR", kind: "out", len: "nSize", unit: 2 }, u32("nSize")],
+    doc: "Copies a variable's value; returns its length, or the size needed including the NUL.",
+  },
+  {
+    nr: 25,
+    name: "GetSystemTimeAsFileTime",
+    ret: "VOID",
+    failure: 0n,
+    params: [outStruct("lpSystemTimeAsFileTime", "LPFILETIME", 8)],
+    doc: "UTC now, in 100 ns units since 1601.",
+  },
+  {
+    nr: 26,
+    name: "QueryPerformanceCounter",
+    ret: "BOOL",
+    failure: FALSE,
+    params: [outStruct("lpPerformanceCount", "LARGE_INTEGER *", 8)],
+    doc: "A monotonic counter.",
+  },
+  {
+    nr: 27,
+    name: "QueryPerformanceFrequency",
+    ret: "BOOL",
+    failure: FALSE,
+    params: [outStruct("lpFrequency", "LARGE_INTEGER *", 8)],
+    doc: "The counter's ticks per second.",
+  },
+  {
+    nr: 28,
+    name: "GetTickCount64",
+    ret: "ULONGLONG",
+    failure: 0n,
+    params: [],
+    doc: "Milliseconds since the instance started.",
+  },
+  {
+    nr: 29,
+    name: "Sleep",
+    ret: "VOID",
+    failure: 0n,
+    params: [u32("dwMilliseconds")],
+    doc: "Blocks the calling thread; Sleep(0) yields.",
+  },
+  {
+    nr: 30,
+    name: "VirtualAlloc",
+    ret: "LPVOID",
+    failure: 0n,
+    params: [u64("lpAddress", "LPVOID"), u64("dwSize", "SIZE_T"), u32("flAllocationType"), u32("flProtect")],
+    doc: "Reserves and/or commits pages (MEM_RESERVE, MEM_COMMIT).",
+  },
+  {
+    nr: 31,
+    name: "VirtualFree",
+    ret: "BOOL",
+    failure: FALSE,
+    flushesTlb: true,
+    params: [u64("lpAddress", "LPVOID"), u64("dwSize", "SIZE_T"), u32("dwFreeType")],
+    doc: "Decommits or releases pages.",
+  },
+  {
+    nr: 32,
+    name: "VirtualProtect",
+    ret: "BOOL",
+    failure: FALSE,
+    flushesTlb: true,
+    params: [
+      u64("lpAddress", "LPVOID"),
+      u64("dwSize", "SIZE_T"),
+      u32("flNewProtect"),
+      { name: "lpflOldProtect", c: "PDWORD", kind: "outU32", optional: false },
+    ],
+    doc: "Changes the protection of committed pages.",
+  },
+  { nr: 33, name: "GetProcessHeap", ret: "HANDLE", failure: 0n, params: [], doc: "The process heap." },
+  {
+    nr: 34,
+    name: "HeapAlloc",
+    ret: "LPVOID",
+    failure: 0n,
+    params: [h("hHeap"), u32("dwFlags"), u64("dwBytes", "SIZE_T")],
+    doc: "Allocates from the process heap.",
+  },
+  {
+    nr: 35,
+    name: "HeapFree",
+    ret: "BOOL",
+    failure: FALSE,
+    params: [h("hHeap"), u32("dwFlags"), u64("lpMem", "LPVOID")],
+    doc: "Frees a heap block.",
+  },
+  {
+    nr: 36,
+    name: "HeapReAlloc",
+    ret: "LPVOID",
+    failure: 0n,
+    params: [h("hHeap"), u32("dwFlags"), u64("lpMem", "LPVOID"), u64("dwBytes", "SIZE_T")],
+    doc: "Resizes a heap block, moving it unless HEAP_REALLOC_IN_PLACE_ONLY.",
+  },
+  {
+    nr: 37,
+    name: "HeapSize",
+    ret: "SIZE_T",
+    failure: 0xffffffffffffffffn,
+    params: [h("hHeap"), u32("dwFlags"), u64("lpMem", "LPCVOID")],
+    doc: "The size of a heap block.",
   },
 ] as const satisfies readonly CallDef[];
 

@@ -5,6 +5,7 @@
 import { type CallDef, callsByName, callsByNr, frameSize, type Param } from "./calls.ts";
 import type { PageTables } from "../guest/paging.ts";
 import { win32Errors } from "./win32.ts";
+import { PAGE } from "../guest/memory_map.ts";
 
 /** Guest RAM as the host sees it, plus the guest's page tables for access checks. */
 export interface GuestView {
@@ -21,7 +22,7 @@ export class OutU32 {
   }
 }
 
-export type ArgValue = number | bigint | Uint8Array | OutU32 | null;
+export type ArgValue = number | bigint | string | Uint8Array | OutU32 | null;
 export type Args = Record<string, ArgValue>;
 
 /** Per-vCPU state a handler may read or change. */
@@ -40,11 +41,17 @@ export class AbiViolation extends Error {
   }
 }
 
-class BadArgument {
-  constructor(readonly error: number) {}
+/** A call that failed the Win32 way: the guest gets the call's failure value and this last error. */
+export class Win32Error extends Error {
+  constructor(readonly code: number, message = `Win32 error ${code}`) {
+    super(message);
+    this.name = "Win32Error";
+  }
 }
 
 const hex = (n: number | bigint) => `0x${n.toString(16)}`;
+/** Longest Win32 path (and so the longest string argument) in UTF-16 units, without the NUL. */
+const MAX_WIDE_STRING = 32767;
 
 export class Dispatcher {
   readonly #table: ({ call: CallDef; handler: Handler } | undefined)[] = [];
@@ -82,8 +89,8 @@ export class Dispatcher {
     try {
       ret = handler(this.#decode(call, frame), thread);
     } catch (e) {
-      if (!(e instanceof BadArgument)) throw e;
-      thread.lastError = e.error;
+      if (!(e instanceof Win32Error)) throw e;
+      thread.lastError = e.code;
       ret = call.failure;
     }
     view.setBigUint64(frame, BigInt.asUintN(64, BigInt(ret)), true);
@@ -119,8 +126,15 @@ export class Dispatcher {
           if (raw === 0n && p.optional) args[p.name] = null;
           else args[p.name] = new OutU32(view, Number(this.#checked(raw, 4, true)));
           break;
+        case "outStruct":
+          args[p.name] = raw === 0n && p.optional ? null : this.#buffer(raw, p.size, true, true);
+          break;
+        case "wstr":
+          if (raw === 0n && !p.optional) throw new Win32Error(win32Errors.ERROR_INVALID_PARAMETER);
+          args[p.name] = raw === 0n ? null : this.#wideString(raw);
+          break;
         case "null":
-          if (raw !== 0n) throw new BadArgument(win32Errors.ERROR_INVALID_PARAMETER);
+          if (raw !== 0n) throw new Win32Error(win32Errors.ERROR_INVALID_PARAMETER);
           args[p.name] = null;
           break;
       }
@@ -129,15 +143,34 @@ export class Dispatcher {
   }
 
   #checked(address: bigint, length: number, write: boolean): number {
-    if (address > BigInt(this.guest.bytes.byteLength)) throw new BadArgument(win32Errors.ERROR_NOACCESS);
+    if (address > BigInt(this.guest.bytes.byteLength)) throw new Win32Error(win32Errors.ERROR_NOACCESS);
     const a = Number(address);
-    if (!this.guest.pages.accessible(a, length, write)) throw new BadArgument(win32Errors.ERROR_NOACCESS);
+    if (!this.guest.pages.accessible(a, length, write)) throw new Win32Error(win32Errors.ERROR_NOACCESS);
     return a;
   }
 
-  #buffer(address: bigint, length: number, write: boolean): Uint8Array {
-    if (length === 0) return new Uint8Array(0);
+  #buffer(address: bigint, length: number, write: boolean, nonNull = false): Uint8Array {
+    if (length === 0 && !nonNull) return new Uint8Array(0);
     const a = this.#checked(address, length, write);
     return this.guest.bytes.subarray(a, a + length);
+  }
+
+  /** A NUL-terminated UTF-16 string, every page it touches checked before it is read. */
+  #wideString(address: bigint): string {
+    const start = this.#checked(address, 2, false);
+    const units: number[] = [];
+    for (let at = start;; at += 2) {
+      // Re-check where a character begins a page or straddles into the next one.
+      if (at !== start && (at % PAGE === 0 || at % PAGE === PAGE - 1) && !this.guest.pages.accessible(at, 2, false)) {
+        throw new Win32Error(win32Errors.ERROR_NOACCESS);
+      }
+      const unit = this.guest.view.getUint16(at, true);
+      if (unit === 0) break;
+      if (units.length === MAX_WIDE_STRING) throw new Win32Error(win32Errors.ERROR_FILENAME_EXCED_RANGE);
+      units.push(unit);
+    }
+    let text = "";
+    for (let i = 0; i < units.length; i += 4096) text += String.fromCharCode(...units.slice(i, i + 4096));
+    return text;
   }
 }

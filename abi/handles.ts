@@ -1,44 +1,69 @@
 // Guest-visible handles: small numbers in a per-instance table, never host
 // fds, so a guest can neither forge access to a host descriptor nor learn one.
 
+import type { FindEntry, OpenFile } from "./fileview.ts";
 import { STD_ERROR_HANDLE, STD_INPUT_HANDLE, STD_OUTPUT_HANDLE } from "./win32.ts";
 
 export type ConsoleStream = "stdin" | "stdout" | "stderr";
-export type HandleObject = { kind: "console"; stream: ConsoleStream };
+export type HandleObject =
+  | { kind: "console"; stream: ConsoleStream }
+  | { kind: "file"; file: OpenFile; position: number; read: boolean; write: boolean }
+  | { kind: "find"; entries: FindEntry[]; next: number }
+  | { kind: "heap" };
+export type HandleKind = HandleObject["kind"];
 
 /** Windows hands out handles in steps of four; guests sometimes rely on the low bits being clear. */
 const STEP = 4;
+/** More open handles than any sane app needs; past it CreateFileW fails instead of the host growing without bound. */
+export const MAX_HANDLES = 1 << 16;
 
 export class HandleTable {
   #objects = new Map<number, HandleObject>();
   #next = STEP;
   readonly std: ReadonlyMap<number, number>;
+  readonly processHeap: number;
 
   constructor() {
     this.std = new Map([
-      [STD_INPUT_HANDLE, this.open({ kind: "console", stream: "stdin" })],
-      [STD_OUTPUT_HANDLE, this.open({ kind: "console", stream: "stdout" })],
-      [STD_ERROR_HANDLE, this.open({ kind: "console", stream: "stderr" })],
+      [STD_INPUT_HANDLE, this.open({ kind: "console", stream: "stdin" })!],
+      [STD_OUTPUT_HANDLE, this.open({ kind: "console", stream: "stdout" })!],
+      [STD_ERROR_HANDLE, this.open({ kind: "console", stream: "stderr" })!],
     ]);
+    this.processHeap = this.open({ kind: "heap" })!;
   }
 
-  open(object: HandleObject): number {
+  /** The new handle, or undefined when the table is full. */
+  open(object: HandleObject): number | undefined {
+    if (this.#objects.size >= MAX_HANDLES) return undefined;
+    while (this.#objects.has(this.#next) || this.#next === 0) this.#next = (this.#next + STEP) % 0x1_0000_0000;
     const h = this.#next;
     this.#next += STEP;
     this.#objects.set(h, object);
     return h;
   }
 
-  get(handle: number): HandleObject | undefined {
-    return this.#objects.get(handle);
+  get<K extends HandleKind>(handle: number, kind: K): Extract<HandleObject, { kind: K }> | undefined {
+    const o = this.#objects.get(handle);
+    return o?.kind === kind ? o as Extract<HandleObject, { kind: K }> : undefined;
   }
 
-  close(handle: number): boolean {
-    return this.#objects.delete(handle);
+  kindOf(handle: number): HandleKind | undefined {
+    return this.#objects.get(handle)?.kind;
   }
 
-  /** Plain data, for snapshots and for reports. */
-  serialize(): { next: number; entries: [number, HandleObject][] } {
-    return { next: this.#next, entries: [...this.#objects] };
+  /** Removes the handle; the caller releases what it referred to. */
+  take(handle: number): HandleObject | undefined {
+    const o = this.#objects.get(handle);
+    this.#objects.delete(handle);
+    return o;
+  }
+
+  /** Plain data, for snapshots and reports. */
+  describe(): { handle: number; kind: HandleKind; path?: string; position?: number }[] {
+    return [...this.#objects].map(([handle, o]) => ({
+      handle,
+      kind: o.kind,
+      ...(o.kind === "file" ? { path: o.file.path, position: o.position } : {}),
+    }));
   }
 }

@@ -1,20 +1,38 @@
-// The host handlers of ABI v1's first slice: console output, command line,
-// last error, exit. Each receives arguments the dispatcher already checked.
+// What host handlers may reach, and the table of every call's handler. The
+// handlers themselves live in abi/handlers/, one module per domain.
 
 import type { CallName } from "./calls.ts";
-import type { Args, Handler, OutU32, Thread } from "./dispatch.ts";
+import type { Handler } from "./dispatch.ts";
 import type { ConsoleStream, HandleTable } from "./handles.ts";
-import { win32Errors } from "./win32.ts";
+import type { FileView } from "./fileview.ts";
+import type { GuestHeap } from "./heap.ts";
+import type { VirtualMemory } from "./virtual_memory.ts";
+import { processHandlers } from "./handlers/process.ts";
+import { fileHandlers } from "./handlers/files.ts";
+import { memoryHandlers } from "./handlers/memory.ts";
+import { timeHandlers } from "./handlers/time.ts";
 
-export interface ConsoleSink {
+export interface ConsoleIo {
   write(stream: ConsoleStream, bytes: Uint8Array): void;
+  /** Blocks until input arrives; 0 at end of input. */
+  read(into: Uint8Array): number;
 }
 
-/** What handlers may reach on the host: nothing else. */
+/** Everything a handler can touch on the host: nothing else is reachable from the guest. */
 export interface Host {
   readonly handles: HandleTable;
-  readonly commandLine: string;
-  readonly console: ConsoleSink;
+  readonly files: FileView;
+  readonly heap: GuestHeap;
+  readonly memory: VirtualMemory;
+  /** Names upper-cased: Windows looks variables up case-insensitively. */
+  readonly environment: ReadonlyMap<string, string>;
+  /** Guest address of the UTF-16 command line the kernel left on the initial stack. */
+  readonly commandLineAddress: number;
+  readonly console: ConsoleIo;
+  /** Epoch milliseconds when the instance started, for GetTickCount64. */
+  readonly startedAt: number;
+  /** Blocks the calling vCPU thread for `ms` (0 = yield), returning early if the instance is stopping. */
+  sleep(ms: number): void;
   exit(code: number): void;
 }
 
@@ -36,52 +54,6 @@ export function windowsCommandLine(argv: readonly string[]): string {
   }).join(" ");
 }
 
-function fail(thread: Thread, error: number): 0 {
-  thread.lastError = error;
-  return 0;
-}
-
 export function hostHandlers(host: Host): Record<CallName, Handler> {
-  return {
-    PvxNull: () => 0,
-    ExitProcess: (a) => {
-      host.exit(a.uExitCode as number);
-      return 0;
-    },
-    GetStdHandle: (a, t) => {
-      const h = host.handles.std.get(a.nStdHandle as number);
-      if (h === undefined) {
-        t.lastError = win32Errors.ERROR_INVALID_HANDLE;
-        return 0xffffffffffffffffn;
-      }
-      return h;
-    },
-    WriteFile: (a: Args, t) => {
-      const object = host.handles.get(a.hFile as number);
-      if (!object) return fail(t, win32Errors.ERROR_INVALID_HANDLE);
-      if (object.stream === "stdin") return fail(t, win32Errors.ERROR_ACCESS_DENIED);
-      const data = a.lpBuffer as Uint8Array;
-      host.console.write(object.stream, data);
-      (a.lpNumberOfBytesWritten as OutU32 | null)?.set(data.length);
-      return 1;
-    },
-    PvxGetCommandLineW: (a, t) => {
-      const line = host.commandLine;
-      const out = a.lpBuffer as Uint8Array;
-      const capacity = out.length / 2;
-      if (capacity < line.length + 1) {
-        t.lastError = win32Errors.ERROR_INSUFFICIENT_BUFFER;
-        return line.length + 1;
-      }
-      const dv = new DataView(out.buffer, out.byteOffset, out.byteLength);
-      for (let i = 0; i < line.length; i++) dv.setUint16(2 * i, line.charCodeAt(i), true);
-      dv.setUint16(2 * line.length, 0, true);
-      return line.length;
-    },
-    GetLastError: (_a, t) => t.lastError,
-    SetLastError: (a, t) => {
-      t.lastError = a.dwErrCode as number;
-      return 0;
-    },
-  };
+  return { ...processHandlers(host), ...fileHandlers(host), ...memoryHandlers(host), ...timeHandlers(host) };
 }

@@ -18,15 +18,44 @@ _Static_assert(sizeof(wchar_t) == 2, "pvx guests use UTF-16 wide strings: compil
 
 typedef void VOID;
 typedef int BOOL;
-typedef uint32_t DWORD;
+typedef uint32_t DWORD, *PDWORD, *LPDWORD;
 typedef uint32_t UINT;
+typedef int32_t LONG;
+typedef int64_t LONGLONG;
+typedef uint64_t ULONGLONG;
+typedef size_t SIZE_T;
 typedef void *HANDLE;
+typedef void *LPVOID;
 typedef const void *LPCVOID;
-typedef DWORD *LPDWORD;
 typedef wchar_t WCHAR;
 typedef WCHAR *LPWSTR;
 typedef const WCHAR *LPCWSTR;
 typedef struct _OVERLAPPED OVERLAPPED, *LPOVERLAPPED;
+typedef struct _SECURITY_ATTRIBUTES SECURITY_ATTRIBUTES, *LPSECURITY_ATTRIBUTES;
+typedef union _LARGE_INTEGER {
+  struct {
+    DWORD LowPart;
+    LONG HighPart;
+  };
+  LONGLONG QuadPart;
+} LARGE_INTEGER, *PLARGE_INTEGER;
+typedef struct _FILETIME {
+  DWORD dwLowDateTime;
+  DWORD dwHighDateTime;
+} FILETIME, *LPFILETIME;
+typedef struct _WIN32_FIND_DATAW {
+  DWORD dwFileAttributes;
+  FILETIME ftCreationTime;
+  FILETIME ftLastAccessTime;
+  FILETIME ftLastWriteTime;
+  DWORD nFileSizeHigh;
+  DWORD nFileSizeLow;
+  DWORD dwReserved0;
+  DWORD dwReserved1;
+  WCHAR cFileName[260];
+  WCHAR cAlternateFileName[14];
+} WIN32_FIND_DATAW, *LPWIN32_FIND_DATAW;
+_Static_assert(sizeof(WIN32_FIND_DATAW) == 592, "WIN32_FIND_DATAW must match the host's layout");
 
 #define WINAPI
 #define TRUE 1
@@ -39,13 +68,98 @@ typedef struct _OVERLAPPED OVERLAPPED, *LPOVERLAPPED;
 #define ERROR_INVALID_FUNCTION 1L
 #define ERROR_FILE_NOT_FOUND 2L
 #define ERROR_PATH_NOT_FOUND 3L
+#define ERROR_TOO_MANY_OPEN_FILES 4L
 #define ERROR_ACCESS_DENIED 5L
 #define ERROR_INVALID_HANDLE 6L
 #define ERROR_NOT_ENOUGH_MEMORY 8L
+#define ERROR_INVALID_ADDRESS_OLD 9L
+#define ERROR_INVALID_DRIVE 15L
+#define ERROR_CURRENT_DIRECTORY 16L
+#define ERROR_NOT_SAME_DEVICE 17L
+#define ERROR_NO_MORE_FILES 18L
+#define ERROR_WRITE_PROTECT 19L
+#define ERROR_SHARING_VIOLATION 32L
+#define ERROR_HANDLE_EOF 38L
+#define ERROR_NOT_SUPPORTED 50L
+#define ERROR_BAD_NETPATH 53L
+#define ERROR_FILE_EXISTS 80L
 #define ERROR_INVALID_PARAMETER 87L
-#define ERROR_INSUFFICIENT_BUFFER 122L
+#define ERROR_BROKEN_PIPE 109L
+#define ERROR_DISK_FULL 112L
 #define ERROR_CALL_NOT_IMPLEMENTED 120L
+#define ERROR_INSUFFICIENT_BUFFER 122L
+#define ERROR_INVALID_NAME 123L
+#define ERROR_NEGATIVE_SEEK 131L
+#define ERROR_DIR_NOT_EMPTY 145L
+#define ERROR_BUSY 170L
+#define ERROR_ALREADY_EXISTS 183L
+#define ERROR_ENVVAR_NOT_FOUND 203L
+#define ERROR_FILENAME_EXCED_RANGE 206L
+#define ERROR_DIRECTORY 267L
+#define ERROR_INVALID_ADDRESS 487L
 #define ERROR_NOACCESS 998L
+#define ERROR_PROC_NOT_FOUND 127L
+#define ERROR_MOD_NOT_FOUND 126L
+#define GENERIC_READ 0x80000000u
+#define GENERIC_WRITE 0x40000000u
+#define GENERIC_EXECUTE 0x20000000u
+#define GENERIC_ALL 0x10000000u
+#define DELETE 0x10000u
+#define FILE_SHARE_READ 0x1u
+#define FILE_SHARE_WRITE 0x2u
+#define FILE_SHARE_DELETE 0x4u
+#define CREATE_NEW 0x1u
+#define CREATE_ALWAYS 0x2u
+#define OPEN_EXISTING 0x3u
+#define OPEN_ALWAYS 0x4u
+#define TRUNCATE_EXISTING 0x5u
+#define FILE_ATTRIBUTE_READONLY 0x1u
+#define FILE_ATTRIBUTE_HIDDEN 0x2u
+#define FILE_ATTRIBUTE_SYSTEM 0x4u
+#define FILE_ATTRIBUTE_DIRECTORY 0x10u
+#define FILE_ATTRIBUTE_ARCHIVE 0x20u
+#define FILE_ATTRIBUTE_NORMAL 0x80u
+#define FILE_ATTRIBUTE_TEMPORARY 0x100u
+#define INVALID_FILE_ATTRIBUTES 0xffffffffu
+#define FILE_FLAG_WRITE_THROUGH 0x80000000u
+#define FILE_FLAG_OVERLAPPED 0x40000000u
+#define FILE_FLAG_NO_BUFFERING 0x20000000u
+#define FILE_FLAG_RANDOM_ACCESS 0x10000000u
+#define FILE_FLAG_SEQUENTIAL_SCAN 0x8000000u
+#define FILE_FLAG_DELETE_ON_CLOSE 0x4000000u
+#define FILE_FLAG_BACKUP_SEMANTICS 0x2000000u
+#define FILE_BEGIN 0x0u
+#define FILE_CURRENT 0x1u
+#define FILE_END 0x2u
+#define MOVEFILE_REPLACE_EXISTING 0x1u
+#define MOVEFILE_COPY_ALLOWED 0x2u
+#define MOVEFILE_WRITE_THROUGH 0x8u
+#define MEM_COMMIT 0x1000u
+#define MEM_RESERVE 0x2000u
+#define MEM_DECOMMIT 0x4000u
+#define MEM_RELEASE 0x8000u
+#define MEM_FREE 0x10000u
+#define MEM_PRIVATE 0x20000u
+#define PAGE_NOACCESS 0x1u
+#define PAGE_READONLY 0x2u
+#define PAGE_READWRITE 0x4u
+#define PAGE_WRITECOPY 0x8u
+#define PAGE_EXECUTE 0x10u
+#define PAGE_EXECUTE_READ 0x20u
+#define PAGE_EXECUTE_READWRITE 0x40u
+#define PAGE_GUARD 0x100u
+#define HEAP_NO_SERIALIZE 0x1u
+#define HEAP_GENERATE_EXCEPTIONS 0x4u
+#define HEAP_ZERO_MEMORY 0x8u
+#define HEAP_REALLOC_IN_PLACE_ONLY 0x10u
+#define INFINITE 0xffffffffu
+#define WAIT_OBJECT_0 0x0u
+#define WAIT_ABANDONED 0x80u
+#define WAIT_TIMEOUT 0x102u
+#define WAIT_FAILED 0xffffffffu
+#define CREATE_SUSPENDED 0x4u
+#define STILL_ACTIVE 0x103u
+#define MAX_PATH 0x104u
 
 /* Read-only facts the kernel leaves for the app. */
 struct pvx_info {
@@ -65,6 +179,12 @@ struct pvx_info {
  * uses (an unused static inline function is never emitted), so the packer can
  * allow exactly those. */
 #define PVX_USES(name) __asm__ volatile(".pushsection .pvx_calls,\"\",@progbits\n.asciz \"" name "\"\n.popsection")
+
+/* After the host unmapped or write-protected pages: the guest runs at CPL0, so it can reload CR3. */
+static inline void pvx_flush_tlb(void) {
+  uint64_t cr3;
+  __asm__ volatile("mov %%cr3, %0\n\tmov %0, %%cr3" : "=r"(cr3) : : "memory");
+}
 
 static inline void pvx_hypercall(unsigned nr, uint64_t *frame) {
   __asm__ volatile("outl %%eax, %%dx"
@@ -97,7 +217,7 @@ static inline HANDLE GetStdHandle(DWORD nStdHandle) {
   return (HANDLE)(uintptr_t)f[0];
 }
 
-/* Writes to a console or file handle. */
+/* Writes to a console or file handle at its file pointer. */
 static inline BOOL WriteFile(HANDLE hFile, LPCVOID lpBuffer, DWORD nNumberOfBytesToWrite, LPDWORD lpNumberOfBytesWritten, LPOVERLAPPED lpOverlapped) {
   PVX_USES("WriteFile");
   uint64_t f[6] = { 0, (uint64_t)(uintptr_t)(hFile), (uint64_t)(uintptr_t)(lpBuffer), (uint64_t)(nNumberOfBytesToWrite), (uint64_t)(uintptr_t)(lpNumberOfBytesWritten), (uint64_t)(uintptr_t)(lpOverlapped) };
@@ -105,12 +225,12 @@ static inline BOOL WriteFile(HANDLE hFile, LPCVOID lpBuffer, DWORD nNumberOfByte
   return (BOOL)f[0];
 }
 
-/* Copies the command line (UTF-16, NUL-terminated); returns its length without the NUL, or the size needed including the NUL when nSize is too small. */
-static inline DWORD PvxGetCommandLineW(LPWSTR lpBuffer, DWORD nSize) {
-  PVX_USES("PvxGetCommandLineW");
-  uint64_t f[3] = { 0, (uint64_t)(uintptr_t)(lpBuffer), (uint64_t)(nSize) };
+/* The command line, as Windows quotes it. */
+static inline LPWSTR GetCommandLineW(void) {
+  PVX_USES("GetCommandLineW");
+  uint64_t f[1] = { 0 };
   pvx_hypercall(4, f);
-  return (DWORD)f[0];
+  return (LPWSTR)(uintptr_t)f[0];
 }
 
 /* The calling thread's last error. */
@@ -128,12 +248,252 @@ static inline VOID SetLastError(DWORD dwErrCode) {
   pvx_hypercall(6, f);
 }
 
-/* The command line as Windows gives it; one copy per program. */
-static inline LPWSTR GetCommandLineW(void) {
-  static WCHAR line[32768];
-  if (!line[0]) PvxGetCommandLineW(line, sizeof line / sizeof line[0]);
-  return line;
+/* Reads from a console or file handle at its file pointer; 0 bytes at end of file. */
+static inline BOOL ReadFile(HANDLE hFile, LPVOID lpBuffer, DWORD nNumberOfBytesToRead, LPDWORD lpNumberOfBytesRead, LPOVERLAPPED lpOverlapped) {
+  PVX_USES("ReadFile");
+  uint64_t f[6] = { 0, (uint64_t)(uintptr_t)(hFile), (uint64_t)(uintptr_t)(lpBuffer), (uint64_t)(nNumberOfBytesToRead), (uint64_t)(uintptr_t)(lpNumberOfBytesRead), (uint64_t)(uintptr_t)(lpOverlapped) };
+  pvx_hypercall(7, f);
+  return (BOOL)f[0];
 }
+
+/* Opens or creates a file in the instance's virtual drive. */
+static inline HANDLE CreateFileW(LPCWSTR lpFileName, DWORD dwDesiredAccess, DWORD dwShareMode, LPSECURITY_ATTRIBUTES lpSecurityAttributes, DWORD dwCreationDisposition, DWORD dwFlagsAndAttributes, HANDLE hTemplateFile) {
+  PVX_USES("CreateFileW");
+  uint64_t f[8] = { 0, (uint64_t)(uintptr_t)(lpFileName), (uint64_t)(dwDesiredAccess), (uint64_t)(dwShareMode), (uint64_t)(uintptr_t)(lpSecurityAttributes), (uint64_t)(dwCreationDisposition), (uint64_t)(dwFlagsAndAttributes), (uint64_t)(uintptr_t)(hTemplateFile) };
+  pvx_hypercall(8, f);
+  return (HANDLE)(uintptr_t)f[0];
+}
+
+/* Closes any handle. */
+static inline BOOL CloseHandle(HANDLE hObject) {
+  PVX_USES("CloseHandle");
+  uint64_t f[2] = { 0, (uint64_t)(uintptr_t)(hObject) };
+  pvx_hypercall(9, f);
+  return (BOOL)f[0];
+}
+
+/* Moves the file pointer (FILE_BEGIN, FILE_CURRENT, FILE_END); past the end is allowed. */
+static inline BOOL SetFilePointerEx(HANDLE hFile, LARGE_INTEGER liDistanceToMove, PLARGE_INTEGER lpNewFilePointer, DWORD dwMoveMethod) {
+  PVX_USES("SetFilePointerEx");
+  uint64_t f[5] = { 0, (uint64_t)(uintptr_t)(hFile), (uint64_t)(liDistanceToMove).QuadPart, (uint64_t)(uintptr_t)(lpNewFilePointer), (uint64_t)(dwMoveMethod) };
+  pvx_hypercall(10, f);
+  return (BOOL)f[0];
+}
+
+/* The file's size in bytes. */
+static inline BOOL GetFileSizeEx(HANDLE hFile, PLARGE_INTEGER lpFileSize) {
+  PVX_USES("GetFileSizeEx");
+  uint64_t f[3] = { 0, (uint64_t)(uintptr_t)(hFile), (uint64_t)(uintptr_t)(lpFileSize) };
+  pvx_hypercall(11, f);
+  return (BOOL)f[0];
+}
+
+/* Writes the file through to storage. */
+static inline BOOL FlushFileBuffers(HANDLE hFile) {
+  PVX_USES("FlushFileBuffers");
+  uint64_t f[2] = { 0, (uint64_t)(uintptr_t)(hFile) };
+  pvx_hypercall(12, f);
+  return (BOOL)f[0];
+}
+
+/* Truncates or extends the file to its file pointer. */
+static inline BOOL SetEndOfFile(HANDLE hFile) {
+  PVX_USES("SetEndOfFile");
+  uint64_t f[2] = { 0, (uint64_t)(uintptr_t)(hFile) };
+  pvx_hypercall(13, f);
+  return (BOOL)f[0];
+}
+
+/* Deletes a file. */
+static inline BOOL DeleteFileW(LPCWSTR lpFileName) {
+  PVX_USES("DeleteFileW");
+  uint64_t f[2] = { 0, (uint64_t)(uintptr_t)(lpFileName) };
+  pvx_hypercall(14, f);
+  return (BOOL)f[0];
+}
+
+/* Renames a file or directory; MOVEFILE_REPLACE_EXISTING replaces a file. */
+static inline BOOL MoveFileExW(LPCWSTR lpExistingFileName, LPCWSTR lpNewFileName, DWORD dwFlags) {
+  PVX_USES("MoveFileExW");
+  uint64_t f[4] = { 0, (uint64_t)(uintptr_t)(lpExistingFileName), (uint64_t)(uintptr_t)(lpNewFileName), (uint64_t)(dwFlags) };
+  pvx_hypercall(15, f);
+  return (BOOL)f[0];
+}
+
+/* Creates a directory. */
+static inline BOOL CreateDirectoryW(LPCWSTR lpPathName, LPSECURITY_ATTRIBUTES lpSecurityAttributes) {
+  PVX_USES("CreateDirectoryW");
+  uint64_t f[3] = { 0, (uint64_t)(uintptr_t)(lpPathName), (uint64_t)(uintptr_t)(lpSecurityAttributes) };
+  pvx_hypercall(16, f);
+  return (BOOL)f[0];
+}
+
+/* Removes an empty directory. */
+static inline BOOL RemoveDirectoryW(LPCWSTR lpPathName) {
+  PVX_USES("RemoveDirectoryW");
+  uint64_t f[2] = { 0, (uint64_t)(uintptr_t)(lpPathName) };
+  pvx_hypercall(17, f);
+  return (BOOL)f[0];
+}
+
+/* FILE_ATTRIBUTE_* of a file or directory, INVALID_FILE_ATTRIBUTES if missing. */
+static inline DWORD GetFileAttributesW(LPCWSTR lpFileName) {
+  PVX_USES("GetFileAttributesW");
+  uint64_t f[2] = { 0, (uint64_t)(uintptr_t)(lpFileName) };
+  pvx_hypercall(18, f);
+  return (DWORD)f[0];
+}
+
+/* Starts listing the names matching a wildcard pattern. */
+static inline HANDLE FindFirstFileW(LPCWSTR lpFileName, LPWIN32_FIND_DATAW lpFindFileData) {
+  PVX_USES("FindFirstFileW");
+  uint64_t f[3] = { 0, (uint64_t)(uintptr_t)(lpFileName), (uint64_t)(uintptr_t)(lpFindFileData) };
+  pvx_hypercall(19, f);
+  return (HANDLE)(uintptr_t)f[0];
+}
+
+/* The next match; FALSE with ERROR_NO_MORE_FILES at the end. */
+static inline BOOL FindNextFileW(HANDLE hFindFile, LPWIN32_FIND_DATAW lpFindFileData) {
+  PVX_USES("FindNextFileW");
+  uint64_t f[3] = { 0, (uint64_t)(uintptr_t)(hFindFile), (uint64_t)(uintptr_t)(lpFindFileData) };
+  pvx_hypercall(20, f);
+  return (BOOL)f[0];
+}
+
+/* Ends a listing. */
+static inline BOOL FindClose(HANDLE hFindFile) {
+  PVX_USES("FindClose");
+  uint64_t f[2] = { 0, (uint64_t)(uintptr_t)(hFindFile) };
+  pvx_hypercall(21, f);
+  return (BOOL)f[0];
+}
+
+/* Copies the current directory; returns its length, or the size needed including the NUL. */
+static inline DWORD GetCurrentDirectoryW(DWORD nBufferLength, LPWSTR lpBuffer) {
+  PVX_USES("GetCurrentDirectoryW");
+  uint64_t f[3] = { 0, (uint64_t)(nBufferLength), (uint64_t)(uintptr_t)(lpBuffer) };
+  pvx_hypercall(22, f);
+  return (DWORD)f[0];
+}
+
+/* Changes the current directory. */
+static inline BOOL SetCurrentDirectoryW(LPCWSTR lpPathName) {
+  PVX_USES("SetCurrentDirectoryW");
+  uint64_t f[2] = { 0, (uint64_t)(uintptr_t)(lpPathName) };
+  pvx_hypercall(23, f);
+  return (BOOL)f[0];
+}
+
+/* Copies a variable's value; returns its length, or the size needed including the NUL. */
+static inline DWORD GetEnvironmentVariableW(LPCWSTR lpName, LPWSTR lpBuffer, DWORD nSize) {
+  PVX_USES("GetEnvironmentVariableW");
+  uint64_t f[4] = { 0, (uint64_t)(uintptr_t)(lpName), (uint64_t)(uintptr_t)(lpBuffer), (uint64_t)(nSize) };
+  pvx_hypercall(24, f);
+  return (DWORD)f[0];
+}
+
+/* UTC now, in 100 ns units since 1601. */
+static inline VOID GetSystemTimeAsFileTime(LPFILETIME lpSystemTimeAsFileTime) {
+  PVX_USES("GetSystemTimeAsFileTime");
+  uint64_t f[2] = { 0, (uint64_t)(uintptr_t)(lpSystemTimeAsFileTime) };
+  pvx_hypercall(25, f);
+}
+
+/* A monotonic counter. */
+static inline BOOL QueryPerformanceCounter(LARGE_INTEGER * lpPerformanceCount) {
+  PVX_USES("QueryPerformanceCounter");
+  uint64_t f[2] = { 0, (uint64_t)(uintptr_t)(lpPerformanceCount) };
+  pvx_hypercall(26, f);
+  return (BOOL)f[0];
+}
+
+/* The counter's ticks per second. */
+static inline BOOL QueryPerformanceFrequency(LARGE_INTEGER * lpFrequency) {
+  PVX_USES("QueryPerformanceFrequency");
+  uint64_t f[2] = { 0, (uint64_t)(uintptr_t)(lpFrequency) };
+  pvx_hypercall(27, f);
+  return (BOOL)f[0];
+}
+
+/* Milliseconds since the instance started. */
+static inline ULONGLONG GetTickCount64(void) {
+  PVX_USES("GetTickCount64");
+  uint64_t f[1] = { 0 };
+  pvx_hypercall(28, f);
+  return (ULONGLONG)f[0];
+}
+
+/* Blocks the calling thread; Sleep(0) yields. */
+static inline VOID Sleep(DWORD dwMilliseconds) {
+  PVX_USES("Sleep");
+  uint64_t f[2] = { 0, (uint64_t)(dwMilliseconds) };
+  pvx_hypercall(29, f);
+}
+
+/* Reserves and/or commits pages (MEM_RESERVE, MEM_COMMIT). */
+static inline LPVOID VirtualAlloc(LPVOID lpAddress, SIZE_T dwSize, DWORD flAllocationType, DWORD flProtect) {
+  PVX_USES("VirtualAlloc");
+  uint64_t f[5] = { 0, (uint64_t)(uintptr_t)(lpAddress), (uint64_t)(dwSize), (uint64_t)(flAllocationType), (uint64_t)(flProtect) };
+  pvx_hypercall(30, f);
+  return (LPVOID)(uintptr_t)f[0];
+}
+
+/* Decommits or releases pages. */
+static inline BOOL VirtualFree(LPVOID lpAddress, SIZE_T dwSize, DWORD dwFreeType) {
+  PVX_USES("VirtualFree");
+  uint64_t f[4] = { 0, (uint64_t)(uintptr_t)(lpAddress), (uint64_t)(dwSize), (uint64_t)(dwFreeType) };
+  pvx_hypercall(31, f);
+  return (BOOL)f[0];
+}
+
+/* Changes the protection of committed pages. */
+static inline BOOL VirtualProtect(LPVOID lpAddress, SIZE_T dwSize, DWORD flNewProtect, PDWORD lpflOldProtect) {
+  PVX_USES("VirtualProtect");
+  uint64_t f[5] = { 0, (uint64_t)(uintptr_t)(lpAddress), (uint64_t)(dwSize), (uint64_t)(flNewProtect), (uint64_t)(uintptr_t)(lpflOldProtect) };
+  pvx_hypercall(32, f);
+  return (BOOL)f[0];
+}
+
+/* The process heap. */
+static inline HANDLE GetProcessHeap(void) {
+  PVX_USES("GetProcessHeap");
+  uint64_t f[1] = { 0 };
+  pvx_hypercall(33, f);
+  return (HANDLE)(uintptr_t)f[0];
+}
+
+/* Allocates from the process heap. */
+static inline LPVOID HeapAlloc(HANDLE hHeap, DWORD dwFlags, SIZE_T dwBytes) {
+  PVX_USES("HeapAlloc");
+  uint64_t f[4] = { 0, (uint64_t)(uintptr_t)(hHeap), (uint64_t)(dwFlags), (uint64_t)(dwBytes) };
+  pvx_hypercall(34, f);
+  return (LPVOID)(uintptr_t)f[0];
+}
+
+/* Frees a heap block. */
+static inline BOOL HeapFree(HANDLE hHeap, DWORD dwFlags, LPVOID lpMem) {
+  PVX_USES("HeapFree");
+  uint64_t f[4] = { 0, (uint64_t)(uintptr_t)(hHeap), (uint64_t)(dwFlags), (uint64_t)(uintptr_t)(lpMem) };
+  pvx_hypercall(35, f);
+  return (BOOL)f[0];
+}
+
+/* Resizes a heap block, moving it unless HEAP_REALLOC_IN_PLACE_ONLY. */
+static inline LPVOID HeapReAlloc(HANDLE hHeap, DWORD dwFlags, LPVOID lpMem, SIZE_T dwBytes) {
+  PVX_USES("HeapReAlloc");
+  uint64_t f[5] = { 0, (uint64_t)(uintptr_t)(hHeap), (uint64_t)(dwFlags), (uint64_t)(uintptr_t)(lpMem), (uint64_t)(dwBytes) };
+  pvx_hypercall(36, f);
+  return (LPVOID)(uintptr_t)f[0];
+}
+
+/* The size of a heap block. */
+static inline SIZE_T HeapSize(HANDLE hHeap, DWORD dwFlags, LPCVOID lpMem) {
+  PVX_USES("HeapSize");
+  uint64_t f[4] = { 0, (uint64_t)(uintptr_t)(hHeap), (uint64_t)(dwFlags), (uint64_t)(uintptr_t)(lpMem) };
+  pvx_hypercall(37, f);
+  return (SIZE_T)f[0];
+}
+
 
 #ifndef PVX_NO_CRT
 /* gcc may emit calls to these even in freestanding code. */
@@ -161,7 +521,8 @@ int memcmp(const void *a, const void *b, size_t n) {
   return 0;
 }
 
-int main(int argc, char **argv, char **envp);
+/* Unprototyped, so both 'int main(void)' (Win32 style) and 'int main(int, char **, char **)' fit. */
+int main();
 static __attribute__((used, noreturn)) void pvx_start_c(uint64_t *sp) {
   int argc = (int)sp[0];
   char **argv = (char **)(sp + 1);

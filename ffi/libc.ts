@@ -22,6 +22,8 @@ export const libcSymbols = {
   getpid: { parameters: [], result: "i32" },
   // pid_t gettid(void);
   gettid: { parameters: [], result: "i32" },
+  // int sched_yield(void);
+  sched_yield: { parameters: [], result: "i32" },
   // int tgkill(pid_t tgid, pid_t tid, int sig);
   tgkill: { parameters: ["i32", "i32", "i32"], result: "i32" },
 } as const satisfies Deno.ForeignLibraryInterface;

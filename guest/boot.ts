@@ -9,7 +9,10 @@ import { INFO_MAGIC, writeInfo } from "./info.ts";
 import { infoBase, maxMemory, MiB, minMemory, PAGE, stackSize } from "./memory_map.ts";
 
 const alignDown = (a: number, n: number) => Math.floor(a / n) * n;
+/** VirtualAlloc reserves in 64 KiB units, as on Windows. */
+const ALLOCATION_GRANULARITY = 0x10000;
 import type { Sregs } from "../hv/vcpu.ts";
+import { encodeWide } from "../abi/handlers/strings.ts";
 
 export interface BootPlan {
   /** First instruction of the app. */
@@ -17,8 +20,13 @@ export interface BootPlan {
   /** Stack pointer at entry: points at argc. */
   stackPointer: number;
   pageTableRoot: number;
+  /** RAM the host's heap allocator hands out (mapped read-write at boot). */
   heap: { start: number; end: number };
+  /** RAM VirtualAlloc manages (unmapped at boot; its leaf tables exist already). */
+  virtual: { start: number; end: number };
   stack: { start: number; end: number };
+  /** The UTF-16 command line, left above the initial stack like argv's strings. */
+  commandLineAddress: number;
   sregs(cpu: number): Sregs;
 }
 
@@ -36,7 +44,7 @@ export function bootElf(
   ram: Uint8Array,
   elf: ElfImage,
   elfBytes: Uint8Array,
-  opts: { argv: readonly string[]; envp: readonly string[]; cpus: number },
+  opts: { argv: readonly string[]; envp: readonly string[]; commandLine: string; cpus: number },
 ): BootPlan {
   checkMemorySize(ram.byteLength);
   const mem = new DataView(ram.buffer, ram.byteOffset, ram.byteLength);
@@ -46,8 +54,13 @@ export function bootElf(
   const stack = { start: ram.byteLength - stackSize, end: ram.byteLength };
   // One unmapped guard page below the stack and one between heap and stack guard.
   const { phdrAddress } = loadElf(elf, elfBytes, ram, pt, stack.start - 2 * PAGE);
-  const heap = { start: elf.end + PAGE, end: stack.start - PAGE };
+  // Free RAM between the image and the stack guard: the heap below, VirtualAlloc's region above.
+  const free = { start: elf.end + PAGE, end: stack.start - PAGE };
+  const split = Math.max(free.start, alignDown(free.start + (free.end - free.start) / 2, ALLOCATION_GRANULARITY));
+  const heap = { start: free.start, end: split };
+  const virtual = { start: split, end: Math.max(split, free.end) };
   if (heap.end > heap.start) pt.map(heap.start, heap.end - heap.start, { write: true, exec: false });
+  if (virtual.end > virtual.start) pt.reserveTables(virtual.start, virtual.end - virtual.start);
   pt.map(stack.start, stackSize, { write: true, exec: false });
 
   writeInfo(mem, {
@@ -64,9 +77,12 @@ export function bootElf(
   pt.map(infoBase, PAGE, { write: false, exec: false });
 
   const random = crypto.getRandomValues(new Uint8Array(16));
+  const commandLine = encodeWide(opts.commandLine);
+  const commandLineAddress = alignDown(stack.end - commandLine.length, 16);
+  ram.set(commandLine, commandLineAddress);
   const stackPointer = writeInitialStack(
     mem,
-    stack.end,
+    commandLineAddress,
     opts.argv,
     opts.envp,
     [
@@ -86,7 +102,9 @@ export function bootElf(
     stackPointer,
     pageTableRoot: pt.root,
     heap,
+    virtual,
     stack,
+    commandLineAddress,
     sregs: (cpu) => bootSregs(cpu, pt.root),
   };
 }

@@ -2,6 +2,11 @@
 // permission (text read-only, data no-execute); a range that covers a whole
 // aligned 2 MiB chunk gets one large-page entry instead of 512 small ones,
 // which is what keeps mapping all of RAM at boot cheap.
+//
+// Tables come from a bump pool whose watermark only the instance that built
+// them knows. An instance attached to existing tables (another thread, after
+// boot) therefore never allocates: ranges it will change later are given
+// their leaf tables up front with reserveTables.
 
 import { PAGE, pageTablePoolBase, pageTablePoolEnd } from "./memory_map.ts";
 
@@ -11,6 +16,8 @@ const P = 1, RW = 2, LARGE = 0x80, ACCESSED = 0x20, DIRTY = 0x40;
 const NX_HIGH = 0x8000_0000;
 const ADDR_LOW = 0xffff_f000;
 const LARGE_PAGE = 512 * PAGE;
+
+const hex = (n: number) => `0x${n.toString(16)}`;
 
 export interface Protection {
   write: boolean;
@@ -27,15 +34,24 @@ interface Mapping {
 export class PageTables {
   #mem: DataView;
   #next = pageTablePoolBase;
+  readonly #attached: boolean;
   readonly root: number;
 
-  /** Starts fresh tables in `mem`, or reads the ones already at `root`. */
+  /** Starts fresh tables in `mem`, or attaches to the ones already at `root`. */
   constructor(mem: Uint8Array, root?: number) {
     this.#mem = new DataView(mem.buffer, mem.byteOffset, mem.byteLength);
-    this.root = root ?? this.#allocate();
+    this.#attached = root !== undefined;
+    this.root = root ?? this.#allocate(0);
   }
 
-  #allocate(): number {
+  /** A zeroed table page for the tables covering `va`. */
+  #allocate(va: number): number {
+    if (this.#attached) {
+      throw new Error(
+        `page tables at ${hex(this.root)} are attached and cannot allocate: ` +
+          `${hex(va)} needs a new table (reserveTables must cover it before boot)`,
+      );
+    }
     if (this.#next >= pageTablePoolEnd) throw new Error("page-table pool exhausted: guest memory map too large");
     const page = this.#next;
     this.#next += PAGE;
@@ -69,7 +85,7 @@ export class PageTables {
       const e = table + 8 * (Math.floor(va / 2 ** shift) & 511);
       if (!(this.#low(e) & P)) {
         if (!create) return undefined;
-        this.#set(e, this.#allocate() | P | RW | ACCESSED, 0);
+        this.#set(e, this.#allocate(va) | P | RW | ACCESSED, 0);
       }
       if (this.#low(e) & LARGE || this.#mem.getUint32(e + 4, true) & ~NX_HIGH) return undefined;
       table = this.#target(e);
@@ -91,7 +107,7 @@ export class PageTables {
 
   /** Identity-maps [va, va+len); both must be page aligned. */
   map(va: number, len: number, prot: Protection): void {
-    if (va % PAGE || len % PAGE) throw new Error(`map 0x${va.toString(16)}+0x${len.toString(16)} is not page aligned`);
+    checkPageRange("map", va, len);
     const flags = P | ACCESSED | DIRTY | (prot.write ? RW : 0);
     const high = prot.exec ? 0 : NX_HIGH;
     const end = va + len;
@@ -102,12 +118,83 @@ export class PageTables {
         a += LARGE_PAGE;
         continue;
       }
-      if (this.#low(pde) & LARGE) throw new Error(`0x${a.toString(16)} is already mapped by a 2 MiB page`);
-      if (!(this.#low(pde) & P)) this.#set(pde, this.#allocate() | P | RW | ACCESSED, 0);
+      // A 2 MiB entry protect made not present maps nothing, so a fresh leaf table replaces it.
+      if (!(this.#low(pde) & P)) this.#set(pde, this.#allocate(a) | P | RW | ACCESSED, 0);
+      else if (this.#low(pde) & LARGE) throw new Error(`${hex(a)} is already mapped by a 2 MiB page`);
       const leaf = this.#target(pde);
-      const chunkEnd = Math.min(end, a - (a % LARGE_PAGE) + LARGE_PAGE);
+      const chunkEnd = Math.min(end, chunkEndOf(a));
       for (; a < chunkEnd; a += PAGE) this.#set(leaf + 8 * (Math.floor(a / PAGE) & 511), a | flags, high);
     }
+  }
+
+  /**
+   * Gives every 2 MiB chunk touching [va, va+len) its leaf table (a large page
+   * there is split into the equivalent 4 KiB entries), so that map, unmap and
+   * protect inside the range never allocate.
+   */
+  reserveTables(va: number, len: number): void {
+    if (va < 0 || len < 0) throw new Error(`reserveTables ${hex(va)}+${hex(len)} is negative`);
+    for (let a = va - (va % LARGE_PAGE); a < va + len; a += LARGE_PAGE) {
+      const pde = this.#directoryEntry(a, true)!;
+      if (!(this.#low(pde) & P)) this.#set(pde, this.#allocate(a) | P | RW | ACCESSED, 0);
+      else if (this.#low(pde) & LARGE) this.#split(pde, a);
+    }
+  }
+
+  /** Makes [va, va+len) not present; both must be page aligned. */
+  unmap(va: number, len: number): void {
+    checkPageRange("unmap", va, len);
+    this.#edit(va, len, (entry) => this.#set(entry, 0, 0));
+  }
+
+  /**
+   * Changes the protection of the present pages in [va, va+len); "none" makes
+   * them not present. Pages that are not present stay so.
+   */
+  protect(va: number, len: number, prot: Protection | "none"): void {
+    checkPageRange("protect", va, len);
+    this.#edit(va, len, (entry) => {
+      const low = this.#low(entry), high = this.#mem.getUint32(entry + 4, true);
+      if (!(low & P)) return;
+      if (prot === "none") return this.#set(entry, low & ~P, high);
+      this.#set(entry, (low & ~RW) | (prot.write ? RW : 0), (high & ~NX_HIGH) | (prot.exec ? 0 : NX_HIGH));
+    });
+  }
+
+  /**
+   * Applies `edit` to the entries mapping [va, va+len): a 2 MiB entry the
+   * range covers whole is edited as one, one it covers in part is split first.
+   * Chunks without a directory entry have nothing mapped and are skipped.
+   */
+  #edit(va: number, len: number, edit: (entry: number) => void): void {
+    const end = va + len;
+    for (let a = va; a < end; a = chunkEndOf(a)) {
+      const pde = this.#directoryEntry(a, false);
+      if (pde === undefined || !(this.#low(pde) & P)) continue;
+      const chunkEnd = Math.min(end, chunkEndOf(a));
+      if (this.#low(pde) & LARGE) {
+        if (a % LARGE_PAGE === 0 && chunkEnd - a === LARGE_PAGE) {
+          edit(pde);
+          continue;
+        }
+        this.#split(pde, a);
+      }
+      const leaf = this.#target(pde);
+      // A table the guest pointed outside RAM maps nothing the host would trust.
+      if (leaf + PAGE > this.#mem.byteLength) continue;
+      for (let p = a; p < chunkEnd; p += PAGE) edit(leaf + 8 * (Math.floor(p / PAGE) & 511));
+    }
+  }
+
+  /** Replaces the 2 MiB entry `pde` (covering `va`) with a leaf table of 512 equivalent 4 KiB entries. */
+  #split(pde: number, va: number): void {
+    const leaf = this.#allocate(va);
+    const low = this.#low(pde), high = this.#mem.getUint32(pde + 4, true);
+    // In a 4 KiB entry the large-page bit means PAT, so it must not carry over.
+    const flags = low & 0xfff & ~LARGE;
+    const base = entryBase(low, LARGE_PAGE);
+    for (let i = 0; i < 512; i++) this.#set(leaf + 8 * i, (base + i * PAGE) | flags, high);
+    this.#set(pde, leaf | P | RW | ACCESSED, 0);
   }
 
   /** The protection of the page at `va`, or undefined when it is not mapped onto itself. */
@@ -134,12 +221,23 @@ export class PageTables {
   }
 }
 
+function checkPageRange(operation: string, va: number, len: number): void {
+  if (va % PAGE || len % PAGE || va < 0 || len < 0) {
+    throw new Error(`${operation} ${hex(va)}+${hex(len)} is not a page-aligned range`);
+  }
+}
+
+/** Where the 2 MiB chunk holding `va` ends. */
+function chunkEndOf(va: number): number {
+  return va - (va % LARGE_PAGE) + LARGE_PAGE;
+}
+
 /** The guest address an entry maps its page to. */
-function entryBase(low: number, m: Mapping): number {
-  return (low & ADDR_LOW & ~(m.size - 1)) >>> 0;
+function entryBase(low: number, size: number): number {
+  return (low & ADDR_LOW & ~(size - 1)) >>> 0;
 }
 
 /** pvx only writes identity mappings; anything else the guest wrote is not trusted as guest memory. */
 function identity(low: number, m: Mapping): boolean {
-  return entryBase(low, m) === m.base;
+  return entryBase(low, m.size) === m.base;
 }

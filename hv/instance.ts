@@ -9,10 +9,11 @@ import { requestImmediateExit } from "./vcpu.ts";
 import { Control, CONTROL_REQUEST, CONTROL_TID, CONTROL_WORDS, type VcpuInit, type VcpuReport } from "./vcpu_thread.ts";
 import type { BootPlan } from "../guest/boot.ts";
 import { releaseThread, takeThread } from "./vcpu_threads.ts";
+import type { HostInit } from "./host_state.ts";
 
 export interface InstanceOptions {
   allowedCalls: readonly string[];
-  commandLine: string;
+  host: HostInit;
   /** Stop the guest after this many milliseconds. */
   timeoutMs?: number;
 }
@@ -82,7 +83,7 @@ export class Instance {
       stackPointer: plan.stackPointer,
       cpuid: this.#kvm.supportedCpuid(),
       allowedCalls: [...opts.allowedCalls],
-      commandLine: opts.commandLine,
+      host: opts.host,
       control: control.buffer as SharedArrayBuffer,
     };
 
@@ -136,6 +137,7 @@ export class Instance {
   /** Makes the vCPU leave KVM_RUN: immediate_exit covers a thread between runs, the signal one inside. */
   #stop(control: Int32Array): void {
     Atomics.store(control, CONTROL_REQUEST, Control.Stop);
+    Atomics.notify(control, CONTROL_REQUEST);
     requestImmediateExit(this.#runPage!, true);
     const tid = Atomics.load(control, CONTROL_TID);
     if (tid !== 0) libc().tgkill(libc().getpid(), tid, SIGUSR1);

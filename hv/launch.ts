@@ -5,11 +5,16 @@ import { type ElfImage, nearestSymbol, parseElf } from "../guest/elf.ts";
 import { bootElf } from "../guest/boot.ts";
 import { MiB } from "../guest/memory_map.ts";
 import { windowsCommandLine } from "../abi/host.ts";
+import type { ShareSpec } from "../abi/fileview.ts";
 import { Instance, type Outcome } from "./instance.ts";
 
 export interface LaunchOptions {
   args: readonly string[];
   timeoutMs?: number;
+  shares?: readonly ShareSpec[];
+  environment?: ReadonlyMap<string, string>;
+  /** Keep the instance's writes here; by default they go to a temporary overlay removed afterwards. */
+  overlayDir?: string;
 }
 
 export interface Launched {
@@ -33,18 +38,34 @@ export async function launchBundle(bundle: Bundle, opts: LaunchOptions): Promise
   const bytes = bundle.entryBytes();
   const elf = parseElf(bytes, `${m.name}:${m.entry}`);
   const argv = [m.name, ...(opts.args.length ? opts.args : m.args)];
+  const overlayDir = opts.overlayDir ?? await Deno.makeTempDir({ prefix: "pvx-overlay-" });
   const createdAt = performance.timeOrigin + performance.now();
   const instance = Instance.create(m.memoryMiB * MiB);
   try {
-    const plan = bootElf(instance.ram.bytes, elf, bytes, { argv, envp: [], cpus: 1 });
+    const plan = bootElf(instance.ram.bytes, elf, bytes, {
+      argv,
+      envp: [],
+      commandLine: windowsCommandLine(argv),
+      cpus: 1,
+    });
     const outcome = await instance.run(plan, {
       allowedCalls: m.allowedCalls,
-      commandLine: windowsCommandLine(argv),
       timeoutMs: opts.timeoutMs,
+      host: {
+        bundleFiles: [...bundle.files],
+        overlayDir,
+        shares: [...opts.shares ?? []],
+        environment: [...opts.environment ?? []],
+        heap: plan.heap,
+        virtual: plan.virtual,
+        commandLineAddress: plan.commandLineAddress,
+        startedAt: createdAt,
+      },
     });
     const bootMs = instance.firstExitAt === undefined ? undefined : instance.firstExitAt - createdAt;
     return { outcome, symbolize: symbolizer(elf), bootMs };
   } finally {
     instance.close();
+    if (!opts.overlayDir) await Deno.remove(overlayDir, { recursive: true });
   }
 }

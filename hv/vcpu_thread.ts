@@ -5,6 +5,7 @@
 
 import type { CpuidEntry } from "./kvm.ts";
 import type { Sregs } from "./vcpu.ts";
+import type { HostInit } from "./host_state.ts";
 
 export interface VcpuInit {
   cpu: number;
@@ -18,7 +19,7 @@ export interface VcpuInit {
   stackPointer: number;
   cpuid: CpuidEntry[];
   allowedCalls: string[];
-  commandLine: string;
+  host: HostInit;
   /** Int32Array over: [0] = Control request, [1] = host thread id once running. */
   control: SharedArrayBuffer;
 }

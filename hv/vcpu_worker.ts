@@ -10,13 +10,12 @@ import { PageTables } from "../guest/paging.ts";
 import { faultFrameFields, faultFrameSize } from "../guest/kernel.ts";
 import { AbiViolation, Dispatcher, type Thread } from "../abi/dispatch.ts";
 import { hostHandlers } from "../abi/host.ts";
-import { HandleTable } from "../abi/handles.ts";
+import { createHost } from "./host_state.ts";
+import { win32Constants } from "../abi/win32.ts";
 import { FAULT_PORT, HYPERCALL_PORT_BASE, HYPERCALL_PORT_COUNT } from "../abi/ports.ts";
 import { msrs } from "../ffi/kvm.ts";
 
-function writeAll(stream: { writeSync(p: Uint8Array): number }, bytes: Uint8Array): void {
-  for (let off = 0; off < bytes.length;) off += stream.writeSync(bytes.subarray(off));
-}
+const INFINITE = win32Constants.INFINITE;
 
 /** Epoch milliseconds, comparable across threads. */
 const now = () => performance.timeOrigin + performance.now();
@@ -39,16 +38,15 @@ function run(init: VcpuInit, times: { firstExitAt?: number }): VcpuReport {
   const ram = new GuestRam(init.ram.hostAddress, init.ram.size);
   const pages = new PageTables(ram.bytes, init.pageTableRoot);
   let exitCode: number | undefined;
-  const dispatcher = new Dispatcher(
-    { bytes: ram.bytes, view: ram.view, pages },
-    hostHandlers({
-      handles: new HandleTable(),
-      commandLine: init.commandLine,
-      console: { write: (s, b) => writeAll(s === "stderr" ? Deno.stderr : Deno.stdout, b) },
-      exit: (code) => exitCode = code,
-    }),
-    init.allowedCalls,
-  );
+  const host = createHost(init.host, ram.bytes, pages, {
+    exit: (code) => exitCode = code,
+    // Waiting on the control word lets a stop request (timeout, exit) cut a sleep short.
+    sleep: (ms) => {
+      if (ms === 0) libc().sched_yield();
+      else Atomics.wait(control, CONTROL_REQUEST, Control.Run, ms === INFINITE ? undefined : ms);
+    },
+  });
+  const dispatcher = new Dispatcher({ bytes: ram.bytes, view: ram.view, pages }, hostHandlers(host), init.allowedCalls);
   const thread: Thread = { lastError: 0 };
   const rip = () => vcpu.getRegs().rip;
 

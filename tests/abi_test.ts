@@ -29,7 +29,8 @@ Deno.test("every call is well formed: unique number in port range, length params
 Deno.test("pvx.h compiles warning-free and every call emits a .pvx_calls record", async () => {
   const dir = await Deno.makeTempDir();
   try {
-    const args = (c: (typeof calls)[number]) => c.params.map(() => "0").join(", ");
+    const zero = (c: string) => c === "LARGE_INTEGER" ? "(LARGE_INTEGER){ .QuadPart = 0 }" : "0";
+    const args = (c: (typeof calls)[number]) => c.params.map((p) => zero(p.c)).join(", ");
     const body = calls.filter((c) => !("noreturn" in c)).map((c) => `  (void)${c.name}(${args(c)});`).join("\n");
     const src =
       `#include "pvx.h"\nint main(int argc, char **argv, char **envp) {\n  (void)argc, (void)argv, (void)envp;\n${

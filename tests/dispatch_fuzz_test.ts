@@ -1,7 +1,9 @@
 // Random hypercall frames against the real dispatcher and handlers: the host
 // never throws anything but an AbiViolation, never writes guest memory outside
-// the frame's return slot and the call's declared out-buffers, never reads
-// outside mapped guest pages, and never touches memory around guest RAM.
+// the frame's return slot, the call's declared out-buffers and the memory the
+// call itself manages (heap blocks, committed pages and their page tables),
+// never reads outside mapped guest pages, and never touches memory around
+// guest RAM or host files outside the instance's overlay.
 
 import assert from "node:assert/strict";
 import fc from "fast-check";
@@ -9,8 +11,11 @@ import { type CallDef, calls, callsByNr } from "../abi/calls.ts";
 import { AbiViolation, Dispatcher, type Thread } from "../abi/dispatch.ts";
 import { HandleTable } from "../abi/handles.ts";
 import { hostHandlers } from "../abi/host.ts";
+import { FileView } from "../abi/fileview.ts";
+import { GuestHeap } from "../abi/heap.ts";
+import { VirtualMemory } from "../abi/virtual_memory.ts";
 import { PageTables } from "../guest/paging.ts";
-import { MiB, PAGE } from "../guest/memory_map.ts";
+import { MiB, PAGE, pageTablePoolBase, pageTablePoolEnd } from "../guest/memory_map.ts";
 import { fuzzRuns } from "./support/fuzz.ts";
 
 // Small enough that comparing all of it after every call stays cheap.
@@ -18,6 +23,8 @@ const RAM = 6 * MiB;
 const CANARY = PAGE;
 const text = { start: 0x400000, size: 16 * PAGE };
 const data = { start: 0x480000, size: 128 * PAGE };
+const heap = { start: 0x500000, size: 64 * PAGE };
+const virtual = { start: 0x540000, size: 64 * PAGE };
 const stack = { start: RAM - 64 * PAGE, size: 64 * PAGE };
 
 function makeGuest() {
@@ -28,6 +35,8 @@ function makeGuest() {
   pages.map(text.start, text.size, { write: false, exec: true });
   pages.map(data.start, data.size, { write: true, exec: false });
   pages.map(stack.start, stack.size, { write: true, exec: false });
+  pages.map(heap.start, heap.size, { write: true, exec: false });
+  pages.reserveTables(virtual.start, virtual.size);
   for (let i = 0; i < text.size; i++) bytes[text.start + i] = i & 0xff;
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   return { backing, bytes, view, pages };
@@ -113,9 +122,18 @@ const hypercall = callNr.chain((nr) =>
   )
 );
 
-/** Byte ranges the host may write for this call and frame: the return slot and declared outputs. */
+/** Memory a call manages on the guest's behalf, beyond its arguments. */
+const managed: Record<string, [number, number][]> = {
+  HeapAlloc: [[heap.start, heap.start + heap.size]],
+  HeapReAlloc: [[heap.start, heap.start + heap.size]],
+  VirtualAlloc: [[virtual.start, virtual.start + virtual.size], [pageTablePoolBase, pageTablePoolEnd]],
+  VirtualFree: [[pageTablePoolBase, pageTablePoolEnd]],
+  VirtualProtect: [[pageTablePoolBase, pageTablePoolEnd]],
+};
+
+/** Byte ranges the host may write for this call and frame: the return slot, declared outputs, managed memory. */
 function writableRanges(call: CallDef, frame: number, slots: bigint[]): [number, number][] {
-  const ranges: [number, number][] = [[frame, frame + 8]];
+  const ranges: [number, number][] = [[frame, frame + 8], ...managed[call.name] ?? []];
   call.params.forEach((p, i) => {
     const at = Number(slots[i]);
     if (p.kind === "outU32") ranges.push([at, at + 4]);
@@ -131,10 +149,22 @@ Deno.test("random hypercall frames never crash the host nor touch memory they mu
   const guest = makeGuest();
   const written: Uint8Array[] = [];
   let exitCode: number | undefined;
+  const overlayDir = Deno.makeTempDirSync({ prefix: "pvx-fuzz-overlay-" });
   const handlers = hostHandlers({
     handles: new HandleTable(),
-    commandLine: 'app --flag "two words"',
-    console: { write: (_s, b) => written.push(b.slice()) },
+    files: new FileView({ bundleFiles: new Map([["app.txt", new Uint8Array([1, 2, 3])]]), overlayDir, shares: [] }),
+    heap: new GuestHeap(guest.bytes, heap.start, heap.start + heap.size),
+    memory: new VirtualMemory(
+      new PageTables(guest.bytes, guest.pages.root),
+      guest.bytes,
+      virtual.start,
+      virtual.start + virtual.size,
+    ),
+    environment: new Map([["HOME", "C:\\"]]),
+    commandLineAddress: data.start,
+    console: { write: (_s, b) => written.push(b.slice()), read: () => 0 },
+    startedAt: Date.now(),
+    sleep: () => {},
     exit: (c) => exitCode = c,
   });
   const dispatcher = new Dispatcher(guest, handlers, calls.map((c) => c.name));
@@ -195,6 +225,7 @@ Deno.test("random hypercall frames never crash the host nor touch memory they mu
     },
   );
   assert.ok(exitCode === undefined || Number.isInteger(exitCode));
+  Deno.removeSync(overlayDir, { recursive: true });
   // The generators must reach every outcome, or the property above proves little.
   assert.ok(seen.violations > 0 && seen.consoleWrites > 0 && seen.refusedArguments > 0, JSON.stringify(seen));
 });

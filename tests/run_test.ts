@@ -105,13 +105,13 @@ Deno.test("a call the manifest does not allow stops the guest", async () => {
   await writeBundle(
     path,
     await encodeBundle(
-      { ...manifest, allowedCalls: manifest.allowedCalls.filter((c) => c !== "PvxGetCommandLineW") },
+      { ...manifest, allowedCalls: manifest.allowedCalls.filter((c) => c !== "GetCommandLineW") },
       [...original.files].map(([p, bytes]) => ({ path: p, bytes })),
     ),
   );
   const r = await pvxCli(["run", path]);
   assert.equal(r.code, EXIT_GUEST_FAILED);
-  assert.match(r.stderr, /hypercall PvxGetCommandLineW: not allowed by this bundle's manifest/);
+  assert.match(r.stderr, /hypercall GetCommandLineW: not allowed by this bundle's manifest/);
   await Deno.remove(path);
 });
 
@@ -145,7 +145,7 @@ Deno.test("bad bundles and ELFs are refused with file and offset, and nothing ru
 Deno.test("inspect lists the manifest: name, memory, allowed calls and hashed files", async () => {
   const r = await pvxCli(["inspect", await guestBundle("hello")]);
   assert.equal(r.code, 0, r.stderr);
-  for (const s of ["hello", "WriteFile", "GetStdHandle", "PvxGetCommandLineW", "hello.elf"]) {
+  for (const s of ["hello", "WriteFile", "GetStdHandle", "GetCommandLineW", "hello.elf"]) {
     assert.ok(r.stdout.includes(s), s);
   }
   assert.match(r.stdout, /[0-9a-f]{64}/);

@@ -4,6 +4,7 @@ import { parseArgs } from "node:util";
 import { BundleError, describeBundle, encodeBundle, readBundle, writeBundle } from "./bundle.ts";
 import { ElfError, parseElf } from "../guest/elf.ts";
 import { launchBundle } from "../hv/launch.ts";
+import { parseShareSpec } from "../abi/fileview.ts";
 import { prewarm, stopIdleThreads } from "../hv/vcpu_threads.ts";
 import { describeOutcome, EXIT_PVX_ERROR, exitStatus } from "./report.ts";
 import { ABI_VERSION, callsByName } from "../abi/calls.ts";
@@ -11,7 +12,8 @@ import { callsUsedByElf } from "./analyse.ts";
 import { basename } from "node:path";
 
 const usage = `usage:
-  pvx run <app.pvx> [--timeout <seconds|Nms>] [-- args...]
+  pvx run <app.pvx> [--timeout <seconds|Nms>] [--share <host dir>:<guest dir>[:ro]]... [--env NAME=VALUE]...
+          [--overlay <dir>] [-- args...]
   pvx pack <app.elf> -o <app.pvx> [--name <name>] [--memory <MiB>] [--file <host>[:<bundle path>]]... [--arg <a>]...
   pvx inspect <app.pvx>`;
 
@@ -29,15 +31,39 @@ async function runCommand(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args: argv,
     allowPositionals: true,
-    options: { timeout: { type: "string" } },
+    options: {
+      timeout: { type: "string" },
+      share: { type: "string", multiple: true, default: [] },
+      env: { type: "string", multiple: true, default: [] },
+      overlay: { type: "string" },
+    },
   });
   const [path, ...args] = positionals;
   if (!path) throw new UsageError("run needs a bundle");
   const timeoutMs = values.timeout === undefined ? undefined : parseDuration(values.timeout);
+  const shares = values.share.map((spec) => {
+    try {
+      return parseShareSpec(spec);
+    } catch (e) {
+      throw new UsageError(`--share ${spec}: ${(e as Error).message}`);
+    }
+  });
+  const environment = new Map(values.env.map((pair) => {
+    const eq = pair.indexOf("=");
+    if (eq <= 0) throw new UsageError(`--env ${JSON.stringify(pair)}: expected NAME=VALUE`);
+    return [pair.slice(0, eq), pair.slice(eq + 1)] as const;
+  }));
+  if (values.overlay) await Deno.mkdir(values.overlay, { recursive: true });
   prewarm(); // the vCPU thread starts while the bundle is read and checked
   try {
     const bundle = await readBundle(path);
-    const { outcome, symbolize } = await launchBundle(bundle, { args, timeoutMs });
+    const { outcome, symbolize } = await launchBundle(bundle, {
+      args,
+      timeoutMs,
+      shares,
+      environment,
+      overlayDir: values.overlay,
+    });
     if (outcome.kind !== "exit") console.error(describeOutcome(outcome, bundle.manifest.name, symbolize));
     return exitStatus(outcome);
   } finally {

@@ -1,0 +1,336 @@
+// VirtualAlloc, VirtualFree, VirtualProtect and VirtualQuery over the guest
+// region the host manages. What is reserved and committed lives here, on the
+// host, where the guest cannot forge it; the page tables follow every change
+// (committed and accessible pages mapped with their protection, all else not
+// present) using leaf tables reserved at boot, so nothing here allocates one.
+//
+// The host cannot invalidate a vCPU's TLB, so after free and protect the
+// guest must flush its own before touching the range (the hypercall stub does).
+//
+// Rules where pvx picks among what Windows might do:
+// - PAGE_WRITECOPY and PAGE_EXECUTE_WRITECOPY are refused (as VirtualAlloc
+//   refuses them on Windows), and so are the PAGE_GUARD, PAGE_NOCACHE and
+//   PAGE_WRITECOMBINE modifiers: all ERROR_INVALID_PARAMETER.
+// - MEM_COMMIT at address 0 reserves too, as on Windows; MEM_TOP_DOWN and the
+//   other allocation flags are refused.
+// - Committing committed pages keeps their contents and gives them the new protection.
+// - MEM_DECOMMIT with size 0 decommits the whole allocation and, like
+//   MEM_RELEASE, needs its base (ERROR_INVALID_PARAMETER otherwise).
+// - VirtualProtect with size 0 is ERROR_INVALID_PARAMETER.
+// - Any address outside the region is ERROR_INVALID_ADDRESS, for query too.
+// - VirtualQuery reports Protect 0 for reserved pages and PAGE_NOACCESS for free ones.
+
+import { PAGE, pageDown, pageUp } from "../guest/memory_map.ts";
+import type { PageTables, Protection } from "../guest/paging.ts";
+import { Win32Error } from "./dispatch.ts";
+import { win32Constants as W, win32Errors } from "./win32.ts";
+
+/** Reservations start on 64 KiB boundaries, as on Windows. */
+const GRANULARITY = 0x10000;
+
+/** What each accepted PAGE_* value lets the guest do. */
+const pageAccess = new Map<number, Protection | "none">([
+  [W.PAGE_NOACCESS, "none"],
+  [W.PAGE_READONLY, { write: false, exec: false }],
+  [W.PAGE_READWRITE, { write: true, exec: false }],
+  [W.PAGE_EXECUTE, { write: false, exec: true }],
+  [W.PAGE_EXECUTE_READ, { write: false, exec: true }],
+  [W.PAGE_EXECUTE_READWRITE, { write: true, exec: true }],
+]);
+
+const hex = (n: number) => `0x${n.toString(16)}`;
+
+/** A failed Virtual* call; `code` is the Win32 error the guest gets. */
+export class VmError extends Win32Error {
+  constructor(code: number, message: string) {
+    super(code, message);
+    this.name = "VmError";
+  }
+}
+
+/** One reservation: [base, end), with the protection it was made with. */
+interface Allocation {
+  base: number;
+  end: number;
+  protect: number;
+}
+
+export interface MemoryInformation {
+  baseAddress: number;
+  allocationBase: number;
+  allocationProtect: number;
+  regionSize: number;
+  state: number;
+  protect: number;
+  type: number;
+}
+
+/** Snapshot form: reservations as [base, end, protect], page protections (0 = not committed) as [value, count] runs. */
+interface VirtualMemoryData {
+  allocations: [number, number, number][];
+  pages: [number, number][];
+}
+
+export class VirtualMemory {
+  /** Sorted by base, never overlapping. */
+  #allocations: Allocation[] = [];
+  /** Per page of the region: its PAGE_* protection, or 0 when not committed. */
+  readonly #pages: Uint8Array;
+
+  /** The region [start, end) must be page aligned with its leaf tables reserved; nothing in it may be mapped. */
+  constructor(
+    private readonly tables: PageTables,
+    private readonly ram: Uint8Array,
+    private readonly start: number,
+    private readonly end: number,
+  ) {
+    if (start % PAGE || end % PAGE || start < 0 || end < start || end > ram.byteLength) {
+      const region = `[${hex(start)}, ${hex(end)})`;
+      throw new Error(`virtual memory region ${region} is not page aligned inside RAM of ${hex(ram.byteLength)} bytes`);
+    }
+    this.#pages = new Uint8Array((end - start) / PAGE);
+  }
+
+  alloc(address: number, size: number, allocationType: number, protect: number): number {
+    const call = `VirtualAlloc(${hex(address)}, ${hex(size)}, ${hex(allocationType)}, ${hex(protect)})`;
+    checkNumbers(call, address, size);
+    if (size === 0) throw new VmError(win32Errors.ERROR_INVALID_PARAMETER, `${call}: size is 0`);
+    const kinds = W.MEM_COMMIT | W.MEM_RESERVE;
+    if (!(allocationType & kinds) || allocationType & ~kinds) {
+      throw new VmError(win32Errors.ERROR_INVALID_PARAMETER, `${call}: type must be MEM_RESERVE and/or MEM_COMMIT`);
+    }
+    checkProtection(call, protect);
+    if (allocationType & W.MEM_RESERVE || address === 0) {
+      const { base, end } = address === 0 ? this.#findSpace(call, size) : this.#checkFree(call, address, size);
+      this.#allocations.splice(this.#indexAfter(base), 0, { base, end, protect });
+      if (allocationType & W.MEM_COMMIT) this.#commit(base, end, protect);
+      return base;
+    }
+    const first = pageDown(address), end = pageUp(address + size);
+    this.#allocationHolding(call, first, end);
+    this.#commit(first, end, protect);
+    return first;
+  }
+
+  free(address: number, size: number, freeType: number): void {
+    const call = `VirtualFree(${hex(address)}, ${hex(size)}, ${hex(freeType)})`;
+    checkNumbers(call, address, size);
+    if (freeType !== W.MEM_RELEASE && freeType !== W.MEM_DECOMMIT) {
+      throw new VmError(win32Errors.ERROR_INVALID_PARAMETER, `${call}: type must be MEM_RELEASE or MEM_DECOMMIT`);
+    }
+    if (freeType === W.MEM_DECOMMIT && size !== 0) {
+      const first = pageDown(address), end = pageUp(address + size);
+      this.#allocationHolding(call, first, end);
+      this.#setPages(first, end, 0);
+      return;
+    }
+    const allocation = this.#allocationHolding(call, address, address + 1);
+    if (size !== 0 || address !== allocation.base) {
+      throw new VmError(
+        win32Errors.ERROR_INVALID_PARAMETER,
+        `${call}: releasing, or decommitting with size 0, needs size 0 and the allocation base ${hex(allocation.base)}`,
+      );
+    }
+    this.#setPages(allocation.base, allocation.end, 0);
+    if (freeType === W.MEM_RELEASE) this.#allocations.splice(this.#allocations.indexOf(allocation), 1);
+  }
+
+  /** Returns the protection the first page had. */
+  protect(address: number, size: number, newProtect: number): number {
+    const call = `VirtualProtect(${hex(address)}, ${hex(size)}, ${hex(newProtect)})`;
+    checkNumbers(call, address, size);
+    checkProtection(call, newProtect);
+    if (size === 0) throw new VmError(win32Errors.ERROR_INVALID_PARAMETER, `${call}: size is 0`);
+    const first = pageDown(address), end = pageUp(address + size);
+    this.#allocationHolding(call, first, end);
+    const uncommitted = this.#pages.subarray(this.#page(first), this.#page(end)).indexOf(0);
+    if (uncommitted >= 0) {
+      throw new VmError(
+        win32Errors.ERROR_INVALID_ADDRESS,
+        `${call}: page ${hex(first + uncommitted * PAGE)} is not committed`,
+      );
+    }
+    const old = this.#pages[this.#page(first)];
+    this.#setPages(first, end, newProtect);
+    return old;
+  }
+
+  query(address: number): MemoryInformation {
+    const call = `VirtualQuery(${hex(address)})`;
+    checkNumbers(call, address);
+    if (address < this.start || address >= this.end) {
+      throw new VmError(
+        win32Errors.ERROR_INVALID_ADDRESS,
+        `${call}: outside the virtual memory region [${hex(this.start)}, ${hex(this.end)})`,
+      );
+    }
+    const baseAddress = pageDown(address);
+    const next = this.#indexAfter(address);
+    const allocation = this.#allocations[next - 1];
+    if (!allocation || address >= allocation.end) {
+      return {
+        baseAddress,
+        allocationBase: 0,
+        allocationProtect: 0,
+        regionSize: (this.#allocations[next]?.base ?? this.end) - baseAddress,
+        state: W.MEM_FREE,
+        protect: W.PAGE_NOACCESS,
+        type: 0,
+      };
+    }
+    const protect = this.#pages[this.#page(baseAddress)];
+    let regionEnd = baseAddress + PAGE;
+    while (regionEnd < allocation.end && this.#pages[this.#page(regionEnd)] === protect) regionEnd += PAGE;
+    return {
+      baseAddress,
+      allocationBase: allocation.base,
+      allocationProtect: allocation.protect,
+      regionSize: regionEnd - baseAddress,
+      state: protect ? W.MEM_COMMIT : W.MEM_RESERVE,
+      protect,
+      type: W.MEM_PRIVATE,
+    };
+  }
+
+  serialize(): VirtualMemoryData {
+    const pages: [number, number][] = [];
+    for (const value of this.#pages) {
+      const last = pages.at(-1);
+      if (last?.[0] === value) last[1]++;
+      else pages.push([value, 1]);
+    }
+    return { allocations: this.#allocations.map((a) => [a.base, a.end, a.protect]), pages };
+  }
+
+  /** Rebuilds the bookkeeping; the page tables and contents come back with the snapshot's RAM. */
+  static restore(tables: PageTables, ram: Uint8Array, start: number, end: number, data: unknown): VirtualMemory {
+    const vm = new VirtualMemory(tables, ram, start, end);
+    const fail = (what: string): never => {
+      throw new Error(`virtual memory snapshot for [${hex(start)}, ${hex(end)}) is corrupt: ${what}`);
+    };
+    const { allocations, pages } = (data ?? {}) as Partial<VirtualMemoryData>;
+    if (!Array.isArray(allocations) || !Array.isArray(pages)) return fail("allocations or pages missing");
+    let page = 0;
+    for (const [value, count] of pages) {
+      if (!Number.isInteger(count) || count < 1 || page + count > vm.#pages.length) {
+        fail(`page run of ${count} overflows`);
+      }
+      if (value !== 0 && !pageAccess.has(value)) fail(`page protection ${value} is invalid`);
+      vm.#pages.fill(value, page, page + count);
+      page += count;
+    }
+    if (page !== vm.#pages.length) fail(`page runs cover ${page} of ${vm.#pages.length} pages`);
+    const checkNothingCommitted = (from: number, to: number) => {
+      if (vm.#pages.subarray(vm.#page(from), vm.#page(to)).some((value) => value !== 0)) {
+        fail(`pages in [${hex(from)}, ${hex(to)}) are committed outside any allocation`);
+      }
+    };
+    let previousEnd = start;
+    for (const [base, allocationEnd, protect] of allocations) {
+      const inOrder = base >= previousEnd && allocationEnd > base && allocationEnd <= end;
+      if (!inOrder || base % GRANULARITY || allocationEnd % PAGE || !pageAccess.has(protect)) {
+        fail(`allocation [${base}, ${allocationEnd}) protect ${protect} is out of order, unaligned or invalid`);
+      }
+      checkNothingCommitted(previousEnd, base);
+      vm.#allocations.push({ base, end: allocationEnd, protect });
+      previousEnd = allocationEnd;
+    }
+    checkNothingCommitted(previousEnd, end);
+    return vm;
+  }
+
+  #page(address: number): number {
+    return (address - this.start) / PAGE;
+  }
+
+  /** Index of the first allocation whose base lies above `address`. */
+  #indexAfter(address: number): number {
+    let low = 0, high = this.#allocations.length;
+    while (low < high) {
+      const mid = (low + high) >>> 1;
+      if (this.#allocations[mid].base <= address) low = mid + 1;
+      else high = mid;
+    }
+    return low;
+  }
+
+  /** The allocation holding all of [first, end). */
+  #allocationHolding(call: string, first: number, end: number): Allocation {
+    const allocation = this.#allocations[this.#indexAfter(first) - 1];
+    if (!allocation || first >= allocation.end || end > allocation.end) {
+      throw new VmError(
+        win32Errors.ERROR_INVALID_ADDRESS,
+        `${call}: [${hex(first)}, ${hex(end)}) is not inside one allocation`,
+      );
+    }
+    return allocation;
+  }
+
+  /** The lowest free range for `size` bytes that starts on the allocation granularity. */
+  #findSpace(call: string, size: number): { base: number; end: number } {
+    const need = pageUp(size);
+    let cursor = this.start;
+    for (const allocation of [...this.#allocations, { base: this.end, end: this.end }]) {
+      const base = alignUp(cursor, GRANULARITY);
+      if (base + need <= allocation.base) return { base, end: base + need };
+      cursor = allocation.end;
+    }
+    throw new VmError(win32Errors.ERROR_NOT_ENOUGH_MEMORY, `${call}: no free ${hex(need)} bytes in the region`);
+  }
+
+  /** The range a reservation at `address` takes, which must be inside the region and free. */
+  #checkFree(call: string, address: number, size: number): { base: number; end: number } {
+    const base = address - address % GRANULARITY, end = pageUp(address + size);
+    if (base < this.start || end > this.end) {
+      throw new VmError(
+        win32Errors.ERROR_INVALID_ADDRESS,
+        `${call}: [${hex(base)}, ${hex(end)}) is outside the region [${hex(this.start)}, ${hex(this.end)})`,
+      );
+    }
+    const before = this.#allocations[this.#indexAfter(end - 1) - 1];
+    if (before && before.end > base) {
+      throw new VmError(
+        win32Errors.ERROR_INVALID_ADDRESS,
+        `${call}: [${hex(base)}, ${hex(end)}) overlaps the allocation at ${hex(before.base)}`,
+      );
+    }
+    return { base, end };
+  }
+
+  /** Commits [first, end) with `protect`; pages committed only now start zeroed. */
+  #commit(first: number, end: number, protect: number): void {
+    for (let a = first; a < end; a += PAGE) {
+      if (!this.#pages[this.#page(a)]) this.ram.fill(0, a, a + PAGE);
+    }
+    this.#setPages(first, end, protect);
+  }
+
+  /** Records `protect` (0: not committed) for [first, end) and makes the page tables match. */
+  #setPages(first: number, end: number, protect: number): void {
+    this.#pages.fill(protect, this.#page(first), this.#page(end));
+    const access = pageAccess.get(protect) ?? "none";
+    if (access === "none") this.tables.unmap(first, end - first);
+    else this.tables.map(first, end - first, access);
+  }
+}
+
+function alignUp(a: number, n: number): number {
+  return Math.ceil(a / n) * n;
+}
+
+/** Guest-supplied addresses and sizes must be whole non-negative numbers. */
+function checkNumbers(call: string, ...values: number[]): void {
+  if (!values.every((v) => Number.isSafeInteger(v) && v >= 0)) {
+    throw new VmError(win32Errors.ERROR_INVALID_PARAMETER, `${call}: address or size is not a whole number`);
+  }
+}
+
+function checkProtection(call: string, protect: number): void {
+  if (!pageAccess.has(protect)) {
+    throw new VmError(
+      win32Errors.ERROR_INVALID_PARAMETER,
+      `${call}: protection ${hex(protect)} is not one of PAGE_NOACCESS, PAGE_READONLY, PAGE_READWRITE, ` +
+        "PAGE_EXECUTE, PAGE_EXECUTE_READ or PAGE_EXECUTE_READWRITE (no WRITECOPY or GUARD/NOCACHE modifiers)",
+    );
+  }
+}

@@ -1,0 +1,976 @@
+// PE32+ (x86-64 Windows) parsing and loading for console executables and
+// DLLs. The file comes from the user, so every header field and every
+// structure reached through a data directory is checked before it is trusted:
+// a corrupt image ends in a PeError naming the file offset of the offending
+// field, never in a RangeError from deep inside or in writes outside the image.
+
+import { appBase, MiB, PAGE, pageDown } from "./memory_map.ts";
+import type { PageTables, Protection } from "./paging.ts";
+
+export class PeError extends Error {
+  constructor(readonly file: string, readonly offset: number, readonly reason: string) {
+    super(`${file}: offset 0x${offset.toString(16)}: ${reason}`);
+    this.name = "PeError";
+  }
+}
+
+export interface PeSection {
+  name: string;
+  rva: number;
+  /** Bytes the section occupies in memory (SizeOfRawData when the header's VirtualSize is 0). */
+  virtualSize: number;
+  rawOffset: number;
+  /** Bytes copied from the file: SizeOfRawData is padded to FileAlignment, so it is capped at virtualSize. */
+  rawSize: number;
+  read: boolean;
+  write: boolean;
+  exec: boolean;
+}
+
+export interface PeImport {
+  /** As written in the import descriptor, e.g. "KERNEL32.dll". */
+  dll: string;
+  name?: string;
+  ordinal?: number;
+  hint?: number;
+  /** RVA of the IAT slot the loader fills. */
+  iatRva: number;
+}
+
+export interface PeExport {
+  name?: string;
+  ordinal: number;
+  rva?: number;
+  /** "NTDLL.RtlAllocateHeap": the export lives in another DLL. */
+  forwarder?: string;
+}
+
+export interface PeRelocation {
+  rva: number;
+  /** ABSOLUTE (0, block padding, skipped) or DIR64 (10); parsePe refuses every other type. */
+  type: number;
+}
+
+export interface PeTls {
+  callbackRvas: number[];
+  indexRva: number;
+  startRva: number;
+  endRva: number;
+  zeroFill: number;
+}
+
+export interface PeSymbol {
+  name: string;
+  rva: number;
+}
+
+export interface PeImage {
+  file: string;
+  isDll: boolean;
+  machine: number;
+  subsystem: number;
+  imageBase: number;
+  sizeOfImage: number;
+  sizeOfHeaders: number;
+  /** 0 for a DLL without an entry point. */
+  entryRva: number;
+  sectionAlignment: number;
+  fileAlignment: number;
+  stackReserve: number;
+  stackCommit: number;
+  heapReserve: number;
+  heapCommit: number;
+  /** IMAGE_DLLCHARACTERISTICS_DYNAMIC_BASE */
+  dynamicBase: boolean;
+  /** IMAGE_FILE_RELOCS_STRIPPED: the image can only load at imageBase. */
+  relocationsStripped: boolean;
+  /** In section table order, which parsePe requires to be ascending and non-overlapping. */
+  sections: PeSection[];
+  imports: PeImport[];
+  /** One entry per exported name, plus one per ordinal exported without a name; by ordinal. */
+  exports: PeExport[];
+  exportDllName?: string;
+  /** Base relocations in directory order. */
+  relocations: PeRelocation[];
+  tls?: PeTls;
+  /** External symbols and static functions from the COFF symbol table (empty when stripped), sorted by rva. */
+  symbols: PeSymbol[];
+}
+
+const IMAGE_FILE_MACHINE_AMD64 = 0x8664;
+const IMAGE_FILE_MACHINE_I386 = 0x14c;
+const PE32_MAGIC = 0x10b, PE32_PLUS_MAGIC = 0x20b;
+const IMAGE_FILE_RELOCS_STRIPPED = 0x1, IMAGE_FILE_EXECUTABLE_IMAGE = 0x2, IMAGE_FILE_DLL = 0x2000;
+const IMAGE_DLLCHARACTERISTICS_DYNAMIC_BASE = 0x40;
+const SUBSYSTEM_WINDOWS_GUI = 2, SUBSYSTEM_WINDOWS_CUI = 3;
+const IMAGE_SCN_MEM_EXECUTE = 0x2000_0000, IMAGE_SCN_MEM_READ = 0x4000_0000, IMAGE_SCN_MEM_WRITE = 0x8000_0000;
+const IMAGE_REL_BASED_ABSOLUTE = 0, IMAGE_REL_BASED_DIR64 = 10;
+const IMAGE_SYM_CLASS_EXTERNAL = 2, IMAGE_SYM_CLASS_STATIC = 3;
+const IMAGE_SYM_DTYPE_FUNCTION = 0x20;
+
+/** Field offsets in the DOS header, the COFF file header and the PE32+ optional header. */
+const DOS = { magic: 0, lfanew: 0x3c, size: 64 } as const;
+const COFF = {
+  machine: 0,
+  numberOfSections: 2,
+  pointerToSymbolTable: 8,
+  numberOfSymbols: 12,
+  sizeOfOptionalHeader: 16,
+  characteristics: 18,
+  size: 20,
+} as const;
+const OPT = {
+  magic: 0,
+  entry: 16,
+  imageBase: 24,
+  sectionAlignment: 32,
+  fileAlignment: 36,
+  sizeOfImage: 56,
+  sizeOfHeaders: 60,
+  subsystem: 68,
+  dllCharacteristics: 70,
+  stackReserve: 72,
+  stackCommit: 80,
+  heapReserve: 88,
+  heapCommit: 96,
+  numberOfRvaAndSizes: 108,
+  dataDirectories: 112,
+} as const;
+const SEC = { virtualSize: 8, rva: 12, rawSize: 16, rawOffset: 20, characteristics: 36, size: 40 } as const;
+const SYM = { value: 8, section: 12, type: 14, storageClass: 16, auxCount: 17, size: 18 } as const;
+const IMPORT_DESCRIPTOR = { lookupTable: 0, name: 12, addressTable: 16, size: 20 } as const;
+const EXPORT_DIRECTORY = {
+  name: 12,
+  ordinalBase: 16,
+  functionCount: 20,
+  nameCount: 24,
+  addressTable: 28,
+  namePointers: 32,
+  ordinalTable: 36,
+  size: 40,
+} as const;
+const TLS_DIRECTORY = { start: 0, end: 8, index: 16, callbacks: 24, zeroFill: 32, size: 40 } as const;
+const DIRECTORY = { export: 0, import: 1, baseRelocation: 5, tls: 9, count: 16, entrySize: 8 } as const;
+
+// Real images stay far below these; anything bigger is a corrupt count,
+// refused before it drives an allocation or a long walk.
+const MAX_SECTIONS = 96;
+const MAX_IMAGE_BYTES = 1024 * MiB;
+const MAX_IMPORT_DLLS = 1000;
+const MAX_IMPORTS = 10_000;
+/** Ordinals are 16-bit, so no export table can hold more entries. */
+const MAX_EXPORTS = 0x10000;
+const MAX_RELOCATIONS = 1_000_000;
+const MAX_TLS_CALLBACKS = 1000;
+/** x86-64 user space is 47 bits wide; keeping VAs below it also keeps them exact as JS numbers. */
+const USER_ADDRESS_LIMIT = 2 ** 47;
+const IMAGE_BASE_ALIGNMENT = 0x10000;
+
+const hex = (n: number) => `0x${n.toString(16)}`;
+const isPowerOfTwo = (n: number) => n > 0 && (n & (n - 1)) === 0;
+const utf8 = new TextDecoder("utf-8");
+
+class Reader {
+  readonly #view: DataView;
+
+  constructor(readonly bytes: Uint8Array, readonly file: string) {
+    this.#view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  }
+
+  get length(): number {
+    return this.bytes.length;
+  }
+  u8(at: number): number {
+    return this.#view.getUint8(at);
+  }
+  u16(at: number): number {
+    return this.#view.getUint16(at, true);
+  }
+  u32(at: number): number {
+    return this.#view.getUint32(at, true);
+  }
+  /** Exact below 2^53; larger values are far beyond every bound they are checked against, so rounding is harmless. */
+  u64(at: number): number {
+    return Number(this.#view.getBigUint64(at, true));
+  }
+
+  fail(at: number, reason: string): never {
+    throw new PeError(this.file, at, reason);
+  }
+
+  /** Refuses [offset, offset+size) unless it lies inside the file; `declaredAt` is the field that named it. */
+  requireInFile(offset: number, size: number, declaredAt: number, what: string): void {
+    if (offset + size > this.length) {
+      this.fail(
+        declaredAt,
+        `${what} [${hex(offset)}, ${hex(offset + size)}) lies outside the ${this.length}-byte file`,
+      );
+    }
+  }
+
+  /** The NUL-terminated string starting at `offset`, which must end before `end`. */
+  cString(offset: number, end: number, declaredAt: number, unterminatedReason: string): string {
+    const length = this.bytes.subarray(offset, end).indexOf(0);
+    if (length < 0) this.fail(declaredAt, unterminatedReason);
+    return utf8.decode(this.bytes.subarray(offset, offset + length));
+  }
+
+  /** An 8-byte name field (section or symbol), NUL-padded unless all 8 bytes are used. */
+  inlineName(at: number): string {
+    const raw = this.bytes.subarray(at, at + 8);
+    const nul = raw.indexOf(0);
+    return utf8.decode(nul < 0 ? raw : raw.subarray(0, nul));
+  }
+}
+
+interface Headers {
+  coff: number;
+  optional: number;
+  sectionTable: number;
+  sectionCount: number;
+  characteristics: number;
+  imageBase: number;
+  sectionAlignment: number;
+  fileAlignment: number;
+  sizeOfImage: number;
+  sizeOfHeaders: number;
+  directoryCount: number;
+}
+
+interface SectionHeader extends PeSection {
+  /** File offset of the section header, for error reports. */
+  at: number;
+}
+
+interface DataDirectory {
+  /** File offset of the directory entry. */
+  at: number;
+  name: string;
+  rva: number;
+  size: number;
+}
+
+/** Where the COFF string table lies; it follows the symbol table and holds long section and symbol names. */
+interface StringTable {
+  start: number;
+  size: number;
+}
+
+export function parsePe(bytes: Uint8Array, file: string): PeImage {
+  const r = new Reader(bytes, file);
+  const h = readHeaders(r);
+  const strings = readStringTable(r, h);
+  const sections = readSections(r, h, strings);
+  const space = new ImageSpace(r, h, sections);
+  const o = h.optional;
+  const isDll = (h.characteristics & IMAGE_FILE_DLL) !== 0;
+
+  const entryRva = r.u32(o + OPT.entry);
+  if (!(isDll && entryRva === 0) && !space.executable(entryRva)) {
+    r.fail(o + OPT.entry, `entry point RVA ${hex(entryRva)} is not inside an executable section`);
+  }
+  const exportDirectory = space.directory(DIRECTORY.export, "export", EXPORT_DIRECTORY.size);
+  const importDirectory = space.directory(DIRECTORY.import, "import", 0);
+  const relocationDirectory = space.directory(DIRECTORY.baseRelocation, "base relocation", 0);
+  const tlsDirectory = space.directory(DIRECTORY.tls, "TLS", TLS_DIRECTORY.size);
+  const exports = exportDirectory ? readExports(space, exportDirectory) : undefined;
+  return {
+    file,
+    isDll,
+    machine: r.u16(h.coff + COFF.machine),
+    subsystem: r.u16(o + OPT.subsystem),
+    imageBase: h.imageBase,
+    sizeOfImage: h.sizeOfImage,
+    sizeOfHeaders: h.sizeOfHeaders,
+    entryRva,
+    sectionAlignment: h.sectionAlignment,
+    fileAlignment: h.fileAlignment,
+    stackReserve: r.u64(o + OPT.stackReserve),
+    stackCommit: r.u64(o + OPT.stackCommit),
+    heapReserve: r.u64(o + OPT.heapReserve),
+    heapCommit: r.u64(o + OPT.heapCommit),
+    dynamicBase: (r.u16(o + OPT.dllCharacteristics) & IMAGE_DLLCHARACTERISTICS_DYNAMIC_BASE) !== 0,
+    relocationsStripped: (h.characteristics & IMAGE_FILE_RELOCS_STRIPPED) !== 0,
+    sections: sections.map(({ at: _, ...section }) => section),
+    imports: importDirectory ? readImports(space, importDirectory) : [],
+    exports: exports?.exports ?? [],
+    ...(exports?.dllName !== undefined && { exportDllName: exports.dllName }),
+    relocations: relocationDirectory ? readRelocations(space, relocationDirectory) : [],
+    ...(tlsDirectory && { tls: readTls(space, tlsDirectory) }),
+    symbols: readSymbols(r, h, sections, strings),
+  };
+}
+
+function readHeaders(r: Reader): Headers {
+  if (r.length < DOS.size) r.fail(0, `file is ${r.length} bytes, shorter than the ${DOS.size}-byte DOS header`);
+  if (r.u16(DOS.magic) !== 0x5a4d) r.fail(DOS.magic, `bad magic: not an MZ executable`);
+  const lfanew = r.u32(DOS.lfanew);
+  if (lfanew < DOS.size) r.fail(DOS.lfanew, `e_lfanew ${hex(lfanew)} points inside the ${DOS.size}-byte DOS header`);
+  if (lfanew % 4 !== 0) r.fail(DOS.lfanew, `e_lfanew ${hex(lfanew)} is not 4-byte aligned`);
+  r.requireInFile(lfanew, 4 + COFF.size, DOS.lfanew, "PE signature and COFF file header");
+  if (r.u32(lfanew) !== 0x4550) r.fail(lfanew, `PE signature is not "PE\\0\\0": not a PE executable`);
+
+  const coff = lfanew + 4;
+  const machine = r.u16(coff + COFF.machine);
+  if (machine !== IMAGE_FILE_MACHINE_AMD64) {
+    const i386 = machine === IMAGE_FILE_MACHINE_I386 ? " (i386)" : "";
+    r.fail(coff + COFF.machine, `Machine ${hex(machine)}${i386} is not AMD64 (0x8664); pvx runs x86-64 only`);
+  }
+  const sectionCount = r.u16(coff + COFF.numberOfSections);
+  if (sectionCount === 0) r.fail(coff + COFF.numberOfSections, "NumberOfSections is 0: the image has no sections");
+  if (sectionCount > MAX_SECTIONS) {
+    r.fail(coff + COFF.numberOfSections, `NumberOfSections ${sectionCount} exceeds the PE limit of ${MAX_SECTIONS}`);
+  }
+  const characteristics = r.u16(coff + COFF.characteristics);
+  if (!(characteristics & IMAGE_FILE_EXECUTABLE_IMAGE)) {
+    r.fail(
+      coff + COFF.characteristics,
+      "Characteristics lack IMAGE_FILE_EXECUTABLE_IMAGE: an object file or a failed link, not an image",
+    );
+  }
+
+  const optional = coff + COFF.size;
+  const optionalSize = r.u16(coff + COFF.sizeOfOptionalHeader);
+  if (optionalSize < OPT.dataDirectories) {
+    r.fail(
+      coff + COFF.sizeOfOptionalHeader,
+      `SizeOfOptionalHeader ${optionalSize} is smaller than the ${OPT.dataDirectories}-byte PE32+ fixed part`,
+    );
+  }
+  r.requireInFile(optional, optionalSize, coff + COFF.sizeOfOptionalHeader, "optional header");
+  const magic = r.u16(optional + OPT.magic);
+  if (magic === PE32_MAGIC) r.fail(optional + OPT.magic, "32-bit PE, pvx runs x86-64 only");
+  if (magic !== PE32_PLUS_MAGIC) {
+    r.fail(optional + OPT.magic, `optional header magic ${hex(magic)} is not PE32+ (0x20b)`);
+  }
+  const directoryCount = r.u32(optional + OPT.numberOfRvaAndSizes);
+  if (directoryCount > DIRECTORY.count) {
+    r.fail(
+      optional + OPT.numberOfRvaAndSizes,
+      `NumberOfRvaAndSizes ${directoryCount} exceeds the ${DIRECTORY.count} data directories PE defines`,
+    );
+  }
+  if (OPT.dataDirectories + directoryCount * DIRECTORY.entrySize > optionalSize) {
+    r.fail(
+      coff + COFF.sizeOfOptionalHeader,
+      `SizeOfOptionalHeader ${optionalSize} cannot hold the fixed part and ${directoryCount} data directories`,
+    );
+  }
+
+  const sectionAlignment = r.u32(optional + OPT.sectionAlignment);
+  const fileAlignment = r.u32(optional + OPT.fileAlignment);
+  checkAlignments(r, optional, sectionAlignment, fileAlignment);
+  const sizeOfImage = r.u32(optional + OPT.sizeOfImage);
+  if (sizeOfImage === 0 || sizeOfImage % sectionAlignment !== 0) {
+    r.fail(
+      optional + OPT.sizeOfImage,
+      `SizeOfImage ${hex(sizeOfImage)} is not a non-zero multiple of SectionAlignment ${hex(sectionAlignment)}`,
+    );
+  }
+  if (sizeOfImage > MAX_IMAGE_BYTES) {
+    r.fail(optional + OPT.sizeOfImage, `SizeOfImage ${hex(sizeOfImage)} exceeds ${MAX_IMAGE_BYTES / MiB} MiB`);
+  }
+  const imageBase = r.u64(optional + OPT.imageBase);
+  if (imageBase % IMAGE_BASE_ALIGNMENT !== 0) {
+    r.fail(optional + OPT.imageBase, `ImageBase ${hex(imageBase)} is not a multiple of 64 KiB`);
+  }
+  if (imageBase + sizeOfImage > USER_ADDRESS_LIMIT) {
+    r.fail(optional + OPT.imageBase, `ImageBase ${hex(imageBase)} puts the image beyond the 47-bit user address space`);
+  }
+
+  const sectionTable = optional + optionalSize;
+  r.requireInFile(sectionTable, sectionCount * SEC.size, coff + COFF.numberOfSections, "section table");
+  const sizeOfHeaders = r.u32(optional + OPT.sizeOfHeaders);
+  const sectionTableEnd = sectionTable + sectionCount * SEC.size;
+  if (sizeOfHeaders < sectionTableEnd) {
+    r.fail(
+      optional + OPT.sizeOfHeaders,
+      `SizeOfHeaders ${hex(sizeOfHeaders)} does not cover the section table ending at ${hex(sectionTableEnd)}`,
+    );
+  }
+  r.requireInFile(0, sizeOfHeaders, optional + OPT.sizeOfHeaders, "headers");
+  if (sizeOfHeaders > sizeOfImage) {
+    r.fail(optional + OPT.sizeOfHeaders, `SizeOfHeaders ${hex(sizeOfHeaders)} exceeds SizeOfImage ${hex(sizeOfImage)}`);
+  }
+
+  if (!(characteristics & IMAGE_FILE_DLL)) {
+    const subsystem = r.u16(optional + OPT.subsystem);
+    if (subsystem === SUBSYSTEM_WINDOWS_GUI) {
+      r.fail(optional + OPT.subsystem, "GUI programs are not supported: pvx runs console apps");
+    }
+    if (subsystem !== SUBSYSTEM_WINDOWS_CUI) {
+      r.fail(optional + OPT.subsystem, `Subsystem ${subsystem} is not the Windows console subsystem (3)`);
+    }
+  }
+  return {
+    coff,
+    optional,
+    sectionTable,
+    sectionCount,
+    characteristics,
+    imageBase,
+    sectionAlignment,
+    fileAlignment,
+    sizeOfImage,
+    sizeOfHeaders,
+    directoryCount,
+  };
+}
+
+function checkAlignments(r: Reader, optional: number, sectionAlignment: number, fileAlignment: number): void {
+  const sectionAt = optional + OPT.sectionAlignment, fileAt = optional + OPT.fileAlignment;
+  if (!isPowerOfTwo(sectionAlignment)) {
+    r.fail(sectionAt, `SectionAlignment ${hex(sectionAlignment)} is not a power of two`);
+  }
+  if (!isPowerOfTwo(fileAlignment)) r.fail(fileAt, `FileAlignment ${hex(fileAlignment)} is not a power of two`);
+  if (sectionAlignment < fileAlignment) {
+    r.fail(sectionAt, `SectionAlignment ${hex(sectionAlignment)} is below FileAlignment ${hex(fileAlignment)}`);
+  }
+  // Below the page size the file is its own memory image (sections at the
+  // same offsets in both), which only works when the two alignments agree.
+  if (sectionAlignment < PAGE) {
+    if (fileAlignment !== sectionAlignment) {
+      r.fail(
+        fileAt,
+        `FileAlignment ${hex(fileAlignment)} must equal SectionAlignment ${hex(sectionAlignment)} below the page size`,
+      );
+    }
+  } else if (fileAlignment < 0x200 || fileAlignment > 0x10000) {
+    r.fail(fileAt, `FileAlignment ${hex(fileAlignment)} is outside [0x200, 0x10000]`);
+  }
+}
+
+function readStringTable(r: Reader, h: Headers): StringTable | undefined {
+  const pointer = r.u32(h.coff + COFF.pointerToSymbolTable);
+  if (pointer === 0) return undefined;
+  const symbolCount = r.u32(h.coff + COFF.numberOfSymbols);
+  const start = pointer + symbolCount * SYM.size;
+  r.requireInFile(pointer, symbolCount * SYM.size + 4, h.coff + COFF.pointerToSymbolTable, "COFF symbol table");
+  const size = r.u32(start);
+  if (size < 4) r.fail(start, `COFF string table size ${size} is smaller than its own 4-byte size field`);
+  r.requireInFile(start, size, start, "COFF string table");
+  return { start, size };
+}
+
+function stringTableEntry(r: Reader, strings: StringTable, offset: number, declaredAt: number, what: string): string {
+  if (offset < 4 || offset >= strings.size) {
+    r.fail(declaredAt, `${what} at string table offset ${offset} lies outside the ${strings.size}-byte string table`);
+  }
+  return r.cString(
+    strings.start + offset,
+    strings.start + strings.size,
+    declaredAt,
+    `${what} at string table offset ${offset} is not NUL-terminated inside the string table`,
+  );
+}
+
+function sectionName(r: Reader, at: number, strings: StringTable | undefined): string {
+  const name = r.inlineName(at);
+  // Names longer than 8 bytes (GNU ld's .debug_*) are "/<decimal offset>" into the string table.
+  if (!name.startsWith("/")) return name;
+  if (!/^\/\d+$/.test(name)) r.fail(at, `section name "${name}" is neither a short name nor /<string table offset>`);
+  if (!strings) r.fail(at, `section name "${name}" refers to a string table, but the file has no symbol table`);
+  return stringTableEntry(r, strings, Number(name.slice(1)), at, "section name");
+}
+
+function readSections(r: Reader, h: Headers, strings: StringTable | undefined): SectionHeader[] {
+  const sections: SectionHeader[] = [];
+  for (let i = 0; i < h.sectionCount; i++) {
+    const at = h.sectionTable + i * SEC.size;
+    const name = sectionName(r, at, strings);
+    const rva = r.u32(at + SEC.rva);
+    const declaredRawSize = r.u32(at + SEC.rawSize);
+    const rawOffset = r.u32(at + SEC.rawOffset);
+    const characteristics = r.u32(at + SEC.characteristics);
+    // The Windows loader takes a VirtualSize of 0 to mean SizeOfRawData.
+    const virtualSize = r.u32(at + SEC.virtualSize) || declaredRawSize;
+    if (rva % h.sectionAlignment !== 0) {
+      r.fail(at + SEC.rva, `section ${name} RVA ${hex(rva)} is not a multiple of SectionAlignment`);
+    }
+    if (rva < h.sizeOfHeaders) {
+      r.fail(
+        at + SEC.rva,
+        `section ${name} RVA ${hex(rva)} overlaps the headers (SizeOfHeaders ${hex(h.sizeOfHeaders)})`,
+      );
+    }
+    const previous = sections[i - 1];
+    if (previous && rva < previous.rva + previous.virtualSize) {
+      r.fail(
+        at + SEC.rva,
+        `section ${name} at RVA ${hex(rva)} overlaps or precedes section ${previous.name} ` +
+          `[${hex(previous.rva)}, ${hex(previous.rva + previous.virtualSize)}): sections must be sorted and disjoint`,
+      );
+    }
+    if (rva + virtualSize > h.sizeOfImage) {
+      r.fail(
+        at + SEC.virtualSize,
+        `section ${name} [${hex(rva)}, ${hex(rva + virtualSize)}) extends beyond SizeOfImage ${hex(h.sizeOfImage)}`,
+      );
+    }
+    if (declaredRawSize > 0) {
+      // Windows rounds a misaligned PointerToRawData down, reading bytes the
+      // header does not name; refusing is better than guessing which were meant.
+      if (rawOffset % h.fileAlignment !== 0) {
+        r.fail(
+          at + SEC.rawOffset,
+          `section ${name} PointerToRawData ${hex(rawOffset)} is not a multiple of FileAlignment`,
+        );
+      }
+      r.requireInFile(rawOffset, declaredRawSize, at + SEC.rawOffset, `section ${name} raw data`);
+    }
+    sections.push({
+      at,
+      name,
+      rva,
+      virtualSize,
+      // Without raw data PointerToRawData means nothing (and is often stale); do not pass it on.
+      rawOffset: declaredRawSize > 0 ? rawOffset : 0,
+      rawSize: Math.min(declaredRawSize, virtualSize),
+      read: (characteristics & IMAGE_SCN_MEM_READ) !== 0,
+      write: (characteristics & IMAGE_SCN_MEM_WRITE) !== 0,
+      exec: (characteristics & IMAGE_SCN_MEM_EXECUTE) !== 0,
+    });
+  }
+  return sections;
+}
+
+/** A stretch of the loaded image and the file bytes behind its start. */
+interface Region {
+  name: string;
+  rva: number;
+  virtualSize: number;
+  rawOffset: number;
+  rawSize: number;
+}
+
+/**
+ * The image as the loader lays it out: the headers at RVA 0, then the
+ * sections. Structures reached through data directories are read from the
+ * file bytes behind their RVAs, so each must lie in file-backed bytes of one
+ * region; linkers never put them in the zero-filled tail of a section.
+ */
+class ImageSpace {
+  readonly #regions: Region[];
+
+  constructor(readonly r: Reader, readonly h: Headers, readonly sections: SectionHeader[]) {
+    const headers = { name: "headers", rva: 0, virtualSize: h.sizeOfHeaders, rawOffset: 0, rawSize: h.sizeOfHeaders };
+    this.#regions = [headers, ...sections];
+  }
+
+  #region(rva: number): Region | undefined {
+    return this.#regions.find((region) => rva >= region.rva && rva < region.rva + region.virtualSize);
+  }
+
+  executable(rva: number): boolean {
+    return this.sections.some((s) => s.exec && rva >= s.rva && rva < s.rva + s.virtualSize);
+  }
+
+  /** Refuses [rva, rva+size) unless it lies inside the image. */
+  requireInImage(rva: number, size: number, declaredAt: number, what: string): void {
+    if (rva + size > this.h.sizeOfImage) {
+      this.r.fail(
+        declaredAt,
+        `${what} [${hex(rva)}, ${hex(rva + size)}) lies outside the image (SizeOfImage ${hex(this.h.sizeOfImage)})`,
+      );
+    }
+  }
+
+  /** The file offset of the bytes at [rva, rva+size), which must all be file-backed in one region. */
+  fileOffset(rva: number, size: number, declaredAt: number, what: string): number {
+    this.requireInImage(rva, size, declaredAt, what);
+    const region = this.#region(rva);
+    if (!region) this.r.fail(declaredAt, `${what} at RVA ${hex(rva)} lies in no section`);
+    if (rva + size > region.rva + region.rawSize) {
+      this.r.fail(
+        declaredAt,
+        `${what} [${hex(rva)}, ${hex(rva + size)}) runs past the file data of ${region.name} ` +
+          `(which ends at RVA ${hex(region.rva + region.rawSize)})`,
+      );
+    }
+    return region.rawOffset + rva - region.rva;
+  }
+
+  /** The NUL-terminated string at `rva`, which must end inside the file data of its region. */
+  string(rva: number, declaredAt: number, what: string): string {
+    const start = this.fileOffset(rva, 1, declaredAt, what);
+    const region = this.#region(rva)!;
+    const text = this.r.cString(
+      start,
+      region.rawOffset + region.rawSize,
+      declaredAt,
+      `${what} at RVA ${hex(rva)} is not NUL-terminated inside the file data of ${region.name}`,
+    );
+    if (text === "") this.r.fail(declaredAt, `${what} at RVA ${hex(rva)} is empty`);
+    return text;
+  }
+
+  /** A data directory's entry if the image has it (non-zero RVA), checked to lie inside the image. */
+  directory(index: number, name: string, minimumSize: number): DataDirectory | undefined {
+    if (index >= this.h.directoryCount) return undefined;
+    const at = this.h.optional + OPT.dataDirectories + index * DIRECTORY.entrySize;
+    const rva = this.r.u32(at), size = this.r.u32(at + 4);
+    if (rva === 0) return undefined;
+    if (size < minimumSize) {
+      this.r.fail(at + 4, `${name} directory size ${size} is smaller than its ${minimumSize}-byte header`);
+    }
+    this.requireInImage(rva, size, at, `${name} directory`);
+    return { at, name, rva, size };
+  }
+
+  /** Converts a VA field (absolute, for the preferred ImageBase) to an RVA of `size` bytes inside the image. */
+  rvaOfVa(fieldAt: number, size: number, what: string): number {
+    const va = this.r.u64(fieldAt);
+    const rva = va - this.h.imageBase;
+    if (rva < 0 || rva + size > this.h.sizeOfImage) {
+      this.r.fail(
+        fieldAt,
+        `${what} VA ${hex(va)} is not inside the image ` +
+          `[${hex(this.h.imageBase)}, ${hex(this.h.imageBase + this.h.sizeOfImage)})`,
+      );
+    }
+    return rva;
+  }
+}
+
+function readImports(space: ImageSpace, directory: DataDirectory): PeImport[] {
+  const r = space.r;
+  const imports: PeImport[] = [];
+  for (let index = 0;; index++) {
+    const at = space.fileOffset(
+      directory.rva + index * IMPORT_DESCRIPTOR.size,
+      IMPORT_DESCRIPTOR.size,
+      directory.at,
+      `import descriptor ${index}`,
+    );
+    if (r.bytes.subarray(at, at + IMPORT_DESCRIPTOR.size).every((b) => b === 0)) return imports;
+    if (index >= MAX_IMPORT_DLLS) r.fail(at, `more than ${MAX_IMPORT_DLLS} import descriptors`);
+    const nameRva = r.u32(at + IMPORT_DESCRIPTOR.name);
+    const addressTable = r.u32(at + IMPORT_DESCRIPTOR.addressTable);
+    if (nameRva === 0) r.fail(at + IMPORT_DESCRIPTOR.name, `import descriptor ${index} has no DLL name (Name is 0)`);
+    if (addressTable === 0) {
+      r.fail(at + IMPORT_DESCRIPTOR.addressTable, `import descriptor ${index} has no IAT (FirstThunk is 0)`);
+    }
+    const dll = space.string(nameRva, at + IMPORT_DESCRIPTOR.name, `import descriptor ${index} DLL name`);
+    // The lookup table names the imports; old linkers leave it 0 and name them in the IAT itself.
+    const lookupTable = r.u32(at + IMPORT_DESCRIPTOR.lookupTable) || addressTable;
+    const lookupField = at + (lookupTable === addressTable ? IMPORT_DESCRIPTOR.addressTable : 0);
+    for (let i = 0;; i++) {
+      const entry = space.fileOffset(lookupTable + 8 * i, 8, lookupField, `import lookup entry ${i} of ${dll}`);
+      const low = r.u32(entry), high = r.u32(entry + 4);
+      if (low === 0 && high === 0) break;
+      if (imports.length >= MAX_IMPORTS) r.fail(entry, `more than ${MAX_IMPORTS} imports`);
+      const iatRva = addressTable + 8 * i;
+      space.requireInImage(iatRva, 8, at + IMPORT_DESCRIPTOR.addressTable, `IAT slot ${i} of ${dll}`);
+      if (high & 0x8000_0000) {
+        if (high !== 0x8000_0000 || low > 0xffff) {
+          r.fail(entry, `import ${i} of ${dll} is by ordinal but sets reserved bits 16-62`);
+        }
+        imports.push({ dll, ordinal: low, iatRva });
+      } else {
+        if (high !== 0 || low & 0x8000_0000) {
+          r.fail(entry, `import ${i} of ${dll} is by name but sets reserved bits 31-62`);
+        }
+        const hint = r.u16(space.fileOffset(low, 2, entry, `hint/name entry of import ${i} of ${dll}`));
+        const name = space.string(low + 2, entry, `name of import ${i} of ${dll}`);
+        imports.push({ dll, name, hint, iatRva });
+      }
+    }
+  }
+}
+
+function readExports(space: ImageSpace, directory: DataDirectory): { exports: PeExport[]; dllName?: string } {
+  const r = space.r;
+  const E = EXPORT_DIRECTORY;
+  const at = space.fileOffset(directory.rva, E.size, directory.at, "export directory");
+  const nameRva = r.u32(at + E.name);
+  const dllName = nameRva === 0 ? undefined : space.string(nameRva, at + E.name, "export DLL name");
+  const ordinalBase = r.u32(at + E.ordinalBase);
+  const functionCount = r.u32(at + E.functionCount), nameCount = r.u32(at + E.nameCount);
+  if (functionCount > MAX_EXPORTS) r.fail(at + E.functionCount, `${functionCount} exported functions exceed 65536`);
+  if (nameCount > MAX_EXPORTS) r.fail(at + E.nameCount, `${nameCount} exported names exceed 65536`);
+  if (functionCount > 0 && ordinalBase + functionCount - 1 > 0xffff) {
+    r.fail(at + E.ordinalBase, `ordinals ${ordinalBase}..${ordinalBase + functionCount - 1} do not fit in 16 bits`);
+  }
+  const table = (field: number, entrySize: number, count: number, what: string) =>
+    count === 0 ? 0 : space.fileOffset(r.u32(at + field), count * entrySize, at + field, what);
+  const addresses = table(E.addressTable, 4, functionCount, "export address table");
+  const namePointers = table(E.namePointers, 4, nameCount, "export name pointer table");
+  const ordinals = table(E.ordinalTable, 2, nameCount, "export ordinal table");
+
+  const namesByIndex = new Map<number, string[]>();
+  for (let i = 0; i < nameCount; i++) {
+    const name = space.string(r.u32(namePointers + 4 * i), namePointers + 4 * i, `export name ${i}`);
+    const index = r.u16(ordinals + 2 * i);
+    if (index >= functionCount) {
+      r.fail(
+        ordinals + 2 * i,
+        `export "${name}" has ordinal index ${index}, beyond the ${functionCount}-entry export address table`,
+      );
+    }
+    namesByIndex.set(index, [...namesByIndex.get(index) ?? [], name]);
+  }
+
+  const exports: PeExport[] = [];
+  for (let index = 0; index < functionCount; index++) {
+    const field = addresses + 4 * index;
+    const rva = r.u32(field);
+    const ordinal = ordinalBase + index;
+    const names = namesByIndex.get(index) ?? [];
+    if (rva === 0) {
+      // A hole in the ordinal range; only a name pointing at it is an error.
+      if (names.length) r.fail(field, `export "${names[0]}" (ordinal ${ordinal}) has address 0`);
+      continue;
+    }
+    const isForwarder = rva >= directory.rva && rva < directory.rva + directory.size;
+    if (!isForwarder) space.requireInImage(rva, 1, field, `export ordinal ${ordinal}`);
+    const target = isForwarder ? { forwarder: readForwarder(space, rva, field, ordinal) } : { rva };
+    if (names.length === 0) exports.push({ ordinal, ...target });
+    for (const name of names) exports.push({ name, ordinal, ...target });
+  }
+  return { exports, dllName };
+}
+
+/** An export RVA inside the export directory names another DLL's export instead of code. */
+function readForwarder(space: ImageSpace, rva: number, field: number, ordinal: number): string {
+  const forwarder = space.string(rva, field, `forwarder of export ordinal ${ordinal}`);
+  if (!/^[^.]+\..+$/.test(forwarder)) {
+    space.r.fail(field, `forwarder "${forwarder}" of export ordinal ${ordinal} is not of the form DLL.name`);
+  }
+  return forwarder;
+}
+
+function readRelocations(space: ImageSpace, directory: DataDirectory): PeRelocation[] {
+  const r = space.r;
+  const relocations: PeRelocation[] = [];
+  for (let offset = 0; offset < directory.size;) {
+    const blockRva = directory.rva + offset;
+    if (directory.size - offset < 8) {
+      r.fail(
+        directory.at + 4,
+        `base relocation directory ends with ${directory.size - offset} bytes, too few for a block`,
+      );
+    }
+    const at = space.fileOffset(blockRva, 8, directory.at, "base relocation block");
+    const pageRva = r.u32(at), blockSize = r.u32(at + 4);
+    if (blockSize < 8 || blockSize % 2 !== 0) {
+      r.fail(at + 4, `base relocation SizeOfBlock ${blockSize} is not an even number of at least 8`);
+    }
+    if (offset + blockSize > directory.size) {
+      r.fail(at + 4, `base relocation block of ${blockSize} bytes runs past the end of the directory`);
+    }
+    const count = (blockSize - 8) / 2;
+    if (relocations.length + count > MAX_RELOCATIONS) r.fail(at + 4, `more than ${MAX_RELOCATIONS} base relocations`);
+    const entries = space.fileOffset(blockRva + 8, blockSize - 8, at + 4, "base relocation entries");
+    for (let i = 0; i < count; i++) {
+      const entry = r.u16(entries + 2 * i);
+      const type = entry >>> 12, rva = pageRva + (entry & 0xfff);
+      if (type === IMAGE_REL_BASED_DIR64) {
+        space.requireInImage(rva, 8, entries + 2 * i, "DIR64 relocation target");
+      } else if (type !== IMAGE_REL_BASED_ABSOLUTE) {
+        r.fail(
+          entries + 2 * i,
+          `base relocation type ${type} at RVA ${hex(rva)} is not supported: PE32+ images use DIR64 (10) only`,
+        );
+      }
+      relocations.push({ rva, type });
+    }
+    offset += blockSize;
+  }
+  return relocations;
+}
+
+function readTls(space: ImageSpace, directory: DataDirectory): PeTls {
+  const r = space.r;
+  const T = TLS_DIRECTORY;
+  const at = space.fileOffset(directory.rva, T.size, directory.at, "TLS directory");
+  const startRva = space.rvaOfVa(at + T.start, 0, "TLS StartAddressOfRawData");
+  const endRva = space.rvaOfVa(at + T.end, 0, "TLS EndAddressOfRawData");
+  if (endRva < startRva) r.fail(at + T.end, "TLS EndAddressOfRawData precedes StartAddressOfRawData");
+  const indexRva = space.rvaOfVa(at + T.index, 4, "TLS AddressOfIndex");
+  const callbackRvas: number[] = [];
+  if (r.u64(at + T.callbacks) !== 0) {
+    const array = space.rvaOfVa(at + T.callbacks, 8, "TLS AddressOfCallBacks");
+    for (let i = 0;; i++) {
+      const slot = space.fileOffset(array + 8 * i, 8, at + T.callbacks, `TLS callback ${i}`);
+      if (r.u64(slot) === 0) break;
+      if (i >= MAX_TLS_CALLBACKS) r.fail(slot, `more than ${MAX_TLS_CALLBACKS} TLS callbacks`);
+      const rva = space.rvaOfVa(slot, 1, `TLS callback ${i}`);
+      if (!space.executable(rva)) r.fail(slot, `TLS callback ${i} at RVA ${hex(rva)} is not in an executable section`);
+      callbackRvas.push(rva);
+    }
+  }
+  return { callbackRvas, indexRva, startRva, endRva, zeroFill: r.u32(at + T.zeroFill) };
+}
+
+function readSymbols(
+  r: Reader,
+  h: Headers,
+  sections: SectionHeader[],
+  strings: StringTable | undefined,
+): PeSymbol[] {
+  if (!strings) return [];
+  const table = r.u32(h.coff + COFF.pointerToSymbolTable);
+  const count = r.u32(h.coff + COFF.numberOfSymbols);
+  const symbols: (PeSymbol & { isFunction: boolean })[] = [];
+  for (let i = 0, auxCount = 0; i < count; i += 1 + auxCount) {
+    const at = table + i * SYM.size;
+    auxCount = r.u8(at + SYM.auxCount);
+    if (i + auxCount >= count) {
+      r.fail(at + SYM.auxCount, `symbol ${i}'s auxiliary records run past the ${count}-entry symbol table`);
+    }
+    // Section numbers 0, -1 and -2 (0xffff, 0xfffe) mean undefined, absolute and debug: no place in the image.
+    const sectionNumber = r.u16(at + SYM.section);
+    if (sectionNumber === 0 || sectionNumber >= 0x8000) continue;
+    const storageClass = r.u8(at + SYM.storageClass);
+    const isFunction = (r.u16(at + SYM.type) & 0x30) === IMAGE_SYM_DTYPE_FUNCTION;
+    // Static non-functions are section symbols and local labels: noise in a fault report.
+    if (storageClass !== IMAGE_SYM_CLASS_EXTERNAL && !(storageClass === IMAGE_SYM_CLASS_STATIC && isFunction)) continue;
+    if (sectionNumber > sections.length) {
+      r.fail(at + SYM.section, `symbol ${i} is in section ${sectionNumber}, but there are ${sections.length}`);
+    }
+    const section = sections[sectionNumber - 1];
+    const value = r.u32(at + SYM.value);
+    if (value > section.virtualSize) {
+      r.fail(at + SYM.value, `symbol ${i} value ${hex(value)} lies beyond the end of section ${section.name}`);
+    }
+    symbols.push({ name: symbolName(r, at, strings, i), rva: section.rva + value, isFunction });
+  }
+  // nearestPeSymbol takes the last of the symbols sharing an address: put
+  // functions there, ahead of the linker's labels (___crt_xc_end__ and kin) that often share it.
+  return symbols.sort((a, b) => a.rva - b.rva || Number(a.isFunction) - Number(b.isFunction))
+    .map(({ name, rva }) => ({ name, rva }));
+}
+
+function symbolName(r: Reader, at: number, strings: StringTable, index: number): string {
+  // A name of up to 8 bytes is stored inline; longer ones are a zero word and a string table offset.
+  if (r.u32(at) === 0) return stringTableEntry(r, strings, r.u32(at + 4), at + 4, `symbol ${index} name`);
+  return r.inlineName(at);
+}
+
+/**
+ * Copies headers and sections to [base, base+sizeOfImage) in guest memory,
+ * zero-fills the rest, applies base relocations when base differs from the
+ * preferred ImageBase, and maps headers read-only and each section's pages
+ * with its protections. Throws PeError if the image does not fit in
+ * [appBase, limit) or cannot move to `base`. `bytes` must be the file `image`
+ * was parsed from.
+ */
+export function loadPe(
+  image: PeImage,
+  bytes: Uint8Array,
+  guestRam: Uint8Array,
+  pageTables: PageTables,
+  base: number,
+  limit: number,
+): void {
+  if (limit > guestRam.length) {
+    throw new RangeError(`loadPe: limit ${hex(limit)} lies beyond the ${hex(guestRam.length)}-byte guest RAM`);
+  }
+  if (base % PAGE !== 0) throw new RangeError(`loadPe: base ${hex(base)} is not page aligned`);
+  // Errors name the header field that decides; PeImage keeps values, not where they were read from.
+  const lfanew = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength).getUint32(DOS.lfanew, true);
+  const coff = lfanew + 4, optional = coff + COFF.size;
+  const end = base + image.sizeOfImage;
+  if (base < appBase || end > limit) {
+    throw new PeError(
+      image.file,
+      optional + OPT.sizeOfImage,
+      `image [${hex(base)}, ${hex(end)}) does not fit in the app region [${hex(appBase)}, ${hex(limit)})`,
+    );
+  }
+  if (base !== image.imageBase && image.relocationsStripped) {
+    throw new PeError(
+      image.file,
+      coff + COFF.characteristics,
+      `relocations are stripped (IMAGE_FILE_RELOCS_STRIPPED): the image loads only at its ImageBase ` +
+        `${hex(image.imageBase)}, not at ${hex(base)}`,
+    );
+  }
+  // Zeroing the whole span first covers each section's tail beyond its file
+  // data and the alignment gaps between sections in one pass.
+  guestRam.fill(0, base, end);
+  guestRam.set(bytes.subarray(0, image.sizeOfHeaders), base);
+  for (const s of image.sections) guestRam.set(bytes.subarray(s.rawOffset, s.rawOffset + s.rawSize), base + s.rva);
+  if (base !== image.imageBase) relocate(image, guestRam, base);
+  for (const [page, protection] of pageProtections(image, base)) pageTables.map(page, PAGE, protection);
+}
+
+function relocate(image: PeImage, guestRam: Uint8Array, base: number): void {
+  const view = new DataView(guestRam.buffer, guestRam.byteOffset, guestRam.byteLength);
+  const delta = BigInt(base) - BigInt(image.imageBase);
+  for (const { rva, type } of image.relocations) {
+    if (type !== IMAGE_REL_BASED_DIR64) continue;
+    const at = base + rva;
+    view.setBigUint64(at, BigInt.asUintN(64, view.getBigUint64(at, true) + delta), true);
+  }
+}
+
+/**
+ * x86 has no execute-or-write-only pages, so a section without
+ * IMAGE_SCN_MEM_READ is still readable. With SectionAlignment below the page
+ * size, sections (and the headers) can share a page, which then gets the union
+ * of their permissions since a page carries only one.
+ */
+function pageProtections(image: PeImage, base: number): Map<number, Protection> {
+  const pages = new Map<number, Protection>();
+  const regions = [{ rva: 0, virtualSize: image.sizeOfHeaders, write: false, exec: false }, ...image.sections];
+  for (const region of regions) {
+    const start = base + region.rva, end = start + region.virtualSize;
+    for (let page = pageDown(start); page < end; page += PAGE) {
+      const other = pages.get(page);
+      pages.set(page, { write: region.write || (other?.write ?? false), exec: region.exec || (other?.exec ?? false) });
+    }
+  }
+  return pages;
+}
+
+/**
+ * Writes each import's resolved guest address into its IAT slot. The IAT may
+ * sit in a read-only section (MSVC puts it in .rdata), so this writes guest
+ * RAM directly rather than through the guest's page tables.
+ */
+export function bindImports(
+  image: PeImage,
+  guestRam: Uint8Array,
+  base: number,
+  resolve: (imp: PeImport) => number,
+): void {
+  if (base + image.sizeOfImage > guestRam.length) {
+    throw new RangeError(
+      `bindImports: image at ${hex(base)} extends beyond the ${hex(guestRam.length)}-byte guest RAM`,
+    );
+  }
+  const view = new DataView(guestRam.buffer, guestRam.byteOffset, guestRam.byteLength);
+  for (const imp of image.imports) {
+    const address = resolve(imp);
+    if (!Number.isSafeInteger(address) || address < 0) {
+      throw new RangeError(`bindImports: ${imp.dll}!${imp.name ?? `#${imp.ordinal}`} resolved to ${address}`);
+    }
+    view.setBigUint64(base + imp.iatRva, BigInt(address), true);
+  }
+}
+
+/**
+ * The symbol an address belongs to, for fault reports. COFF symbols carry no
+ * size, so the closest preceding symbol only counts if it is in the same
+ * section as the address: a fault in .data is not blamed on the last function.
+ */
+export function nearestPeSymbol(
+  image: PeImage,
+  base: number,
+  address: number,
+): { name: string; offset: number } | undefined {
+  const rva = address - base;
+  const section = image.sections.find((s) => rva >= s.rva && rva < s.rva + s.virtualSize);
+  if (!section) return undefined;
+  const { symbols } = image;
+  let lo = 0, hi = symbols.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (symbols[mid].rva <= rva) lo = mid + 1;
+    else hi = mid;
+  }
+  const symbol = symbols[lo - 1];
+  if (!symbol || symbol.rva < section.rva) return undefined;
+  return { name: symbol.name, offset: rva - symbol.rva };
+}
