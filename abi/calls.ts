@@ -3,10 +3,10 @@
 // derive from it, so a call is declared exactly once.
 //
 // Mechanism: the guest fills a frame of 64-bit slots { ret, arg0, arg1, ... }
-// and executes `out dx, eax` with dx = HYPERCALL_PORT_BASE + nr and eax = the
-// frame's guest-physical address (abi/ports.ts). The host checks every pointer
-// and length against guest memory, runs the handler and stores the result in
-// `ret`. Only the calls named in the bundle manifest are callable.
+// and stores the frame's guest-physical address to doorbell slot `nr`
+// (abi/doorbell.ts). The host checks every pointer and length against the
+// app's own page tables, runs the handler and stores the result in `ret`.
+// Only the calls named in the bundle manifest are callable.
 
 export const ABI_VERSION = 1;
 
@@ -39,7 +39,7 @@ export interface CallDef {
   readonly failure: bigint;
   readonly params: readonly Param[];
   readonly noreturn?: boolean;
-  /** The host may have unmapped or write-protected pages: the guest flushes its TLB after the call. */
+  /** The call rewrites page tables: the host flushes the vCPU's cached translations before it resumes. */
   readonly flushesTlb?: boolean;
   /** pvx-specific calls are not part of kernel32 and start with `Pvx`. */
   readonly doc: string;

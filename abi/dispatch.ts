@@ -70,8 +70,11 @@ export class Dispatcher {
     }
   }
 
-  /** Runs call `nr` with the frame at guest address `frame`; throws AbiViolation when the frame itself is unusable. */
-  dispatch(nr: number, frame: number, thread: Thread): void {
+  /**
+   * Runs call `nr` with the frame at guest address `frame` and returns its
+   * definition; throws AbiViolation when the frame itself is unusable.
+   */
+  dispatch(nr: number, frame: number, thread: Thread): CallDef {
     const entry = this.#table[nr];
     if (!entry) {
       const known = callsByNr[nr];
@@ -94,6 +97,7 @@ export class Dispatcher {
       ret = call.failure;
     }
     view.setBigUint64(frame, BigInt.asUintN(64, BigInt(ret)), true);
+    return call;
   }
 
   #decode(call: CallDef, frame: number): Args {

@@ -2,7 +2,7 @@
 // committed header; tests/abi_test.ts fails when the committed one is stale.
 
 import { ABI_VERSION, type CallDef, calls, FIND_DATA_SIZE, type Param } from "./calls.ts";
-import { HYPERCALL_PORT_BASE } from "./ports.ts";
+import { DOORBELL_BASE } from "./doorbell.ts";
 import { STD_ERROR_HANDLE, STD_INPUT_HANDLE, STD_OUTPUT_HANDLE, win32Constants, win32Errors } from "./win32.ts";
 import { infoBase } from "../guest/memory_map.ts";
 import { infoFields } from "../guest/info.ts";
@@ -56,7 +56,7 @@ export function renderHeader(): string {
 #include <stdint.h>
 
 #define PVX_ABI_VERSION ${ABI_VERSION}
-#define PVX_HYPERCALL_PORT_BASE ${hex(HYPERCALL_PORT_BASE)}
+#define PVX_DOORBELL ${hex(DOORBELL_BASE)}ul
 
 _Static_assert(sizeof(wchar_t) == 2, "pvx guests use UTF-16 wide strings: compile with -fshort-wchar");
 
@@ -122,16 +122,11 @@ ${info}
  * allow exactly those. */
 #define PVX_USES(name) __asm__ volatile(".pushsection .pvx_calls,\\"\\",@progbits\\n.asciz \\"" name "\\"\\n.popsection")
 
-/* After the host unmapped or write-protected pages: the guest runs at CPL0, so it can reload CR3. */
-static inline void pvx_flush_tlb(void) {
-  uint64_t cr3;
-  __asm__ volatile("mov %%cr3, %0\\n\\tmov %0, %%cr3" : "=r"(cr3) : : "memory");
-}
-
+/* A hypercall: store the frame's address to the call's doorbell slot (a page no memory backs). */
 static inline void pvx_hypercall(unsigned nr, uint64_t *frame) {
-  __asm__ volatile("outl %%eax, %%dx"
+  __asm__ volatile("movl %%eax, (%%rdx)"
                    :
-                   : "a"((uint32_t)(uintptr_t)frame), "d"((uint16_t)(PVX_HYPERCALL_PORT_BASE + nr))
+                   : "a"((uint32_t)(uintptr_t)frame), "d"(PVX_DOORBELL + 4ul * nr)
                    : "memory");
 }
 

@@ -12,7 +12,7 @@
 #include <stdint.h>
 
 #define PVX_ABI_VERSION 1
-#define PVX_HYPERCALL_PORT_BASE 0x500
+#define PVX_DOORBELL 0xc0000000ul
 
 _Static_assert(sizeof(wchar_t) == 2, "pvx guests use UTF-16 wide strings: compile with -fshort-wchar");
 
@@ -180,16 +180,11 @@ struct pvx_info {
  * allow exactly those. */
 #define PVX_USES(name) __asm__ volatile(".pushsection .pvx_calls,\"\",@progbits\n.asciz \"" name "\"\n.popsection")
 
-/* After the host unmapped or write-protected pages: the guest runs at CPL0, so it can reload CR3. */
-static inline void pvx_flush_tlb(void) {
-  uint64_t cr3;
-  __asm__ volatile("mov %%cr3, %0\n\tmov %0, %%cr3" : "=r"(cr3) : : "memory");
-}
-
+/* A hypercall: store the frame's address to the call's doorbell slot (a page no memory backs). */
 static inline void pvx_hypercall(unsigned nr, uint64_t *frame) {
-  __asm__ volatile("outl %%eax, %%dx"
+  __asm__ volatile("movl %%eax, (%%rdx)"
                    :
-                   : "a"((uint32_t)(uintptr_t)frame), "d"((uint16_t)(PVX_HYPERCALL_PORT_BASE + nr))
+                   : "a"((uint32_t)(uintptr_t)frame), "d"(PVX_DOORBELL + 4ul * nr)
                    : "memory");
 }
 

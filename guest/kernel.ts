@@ -1,6 +1,8 @@
 // The portable kernel: GDT, per-vCPU TSS with IST stacks, an IDT whose every
 // vector lands in a stub that hands the host a fault frame, and the boot
-// state that puts a vCPU straight into 64-bit long mode.
+// state that puts a vCPU straight into 64-bit long mode with the app in ring 3.
+// Kernel pages are supervisor-only, so the app can neither read nor rewrite
+// its descriptor tables, stubs or page tables.
 
 import type { Segment, Sregs } from "../hv/vcpu.ts";
 import { Asm, Reg } from "./x86.ts";
@@ -19,11 +21,16 @@ import {
   tssSlot,
 } from "./memory_map.ts";
 import type { PageTables } from "./paging.ts";
-import { FAULT_PORT } from "../abi/ports.ts";
+import { DOORBELL_BASE, DOORBELL_SIZE, FAULT_DOORBELL } from "../abi/doorbell.ts";
 
 const CODE_SELECTOR = 0x08;
 const DATA_SELECTOR = 0x10;
-const tssSelector = (cpu: number) => 0x18 + 16 * cpu;
+// User segments sit where SYSRET expects them: data at STAR's base + 8, code at + 16.
+const USER_DATA_SELECTOR = 0x18 | 3;
+const USER_CODE_SELECTOR = 0x20 | 3;
+const tssSelector = (cpu: number) => 0x28 + 16 * cpu;
+/** STAR: kernel code at 0x08, SYSRET's user base 0x10 (so user data 0x1b, user code 0x23). */
+export const STAR = (0x10n << 48n) | (0x08n << 32n);
 const TSS_LIMIT = 103;
 
 export const vectorNames = [
@@ -122,7 +129,7 @@ function emitStubs(): Uint8Array {
   for (const r of savedGprs) asm.push(r);
   asm.movRaxCr2().push(Reg.rax);
   // The host reads the frame at the stack pointer; the IST stacks are below 4 GiB.
-  asm.movEaxEsp().movEdxImm(FAULT_PORT).outDxEax();
+  asm.movEaxEsp().movEdxImm(FAULT_DOORBELL).movMemRdxEax();
   asm.label("halt").hlt().jmp("halt");
   const code = asm.finish();
   if (code.length > kernelTextSize) throw new Error("kernel stubs outgrew kernel text");
@@ -133,6 +140,8 @@ function writeGdt(mem: DataView, cpus: number): void {
   mem.setBigUint64(gdtBase + 0, 0n, true);
   mem.setBigUint64(gdtBase + CODE_SELECTOR, 0x00af9b000000ffffn, true);
   mem.setBigUint64(gdtBase + DATA_SELECTOR, 0x00cf93000000ffffn, true);
+  mem.setBigUint64(gdtBase + (USER_DATA_SELECTOR & ~3), 0x00cff3000000ffffn, true);
+  mem.setBigUint64(gdtBase + (USER_CODE_SELECTOR & ~3), 0x00affb000000ffffn, true);
   for (let cpu = 0; cpu < cpus; cpu++) {
     const base = BigInt(tssBase + cpu * tssSlot);
     const at = gdtBase + tssSelector(cpu);
@@ -146,6 +155,7 @@ function writeGdt(mem: DataView, cpus: number): void {
 function writeTss(mem: DataView, cpu: number): void {
   const at = tssBase + cpu * tssSlot;
   for (let i = 0; i < tssSlot; i += 4) mem.setUint32(at + i, 0, true);
+  mem.setBigUint64(at + 4, BigInt(ist1Top(cpu)), true); // RSP0; unused while every gate has an IST
   mem.setBigUint64(at + 36, BigInt(ist1Top(cpu)), true); // IST1: every vector but #DF
   mem.setBigUint64(at + 44, BigInt(ist2Top(cpu)), true); // IST2: #DF, so a fault in a fault still reports
   mem.setUint16(at + 102, TSS_LIMIT + 1, true); // no I/O bitmap
@@ -173,26 +183,29 @@ export function writeKernel(bytes: Uint8Array, pt: PageTables, cpus: number): vo
   writeIdt(mem);
   for (let cpu = 0; cpu < cpus; cpu++) writeTss(mem, cpu);
   bytes.set(emitStubs(), kernelTextBase);
-  pt.map(gdtBase, 3 * PAGE, { write: true, exec: false });
-  pt.map(kernelTextBase, kernelTextSize, { write: false, exec: true });
+  pt.mapSupervisor(gdtBase, 3 * PAGE, { write: true, exec: false });
+  pt.mapSupervisor(kernelTextBase, kernelTextSize, { write: false, exec: true });
   for (let cpu = 0; cpu < cpus; cpu++) {
     // The slot's first page stays unmapped: an overflowing exception stack faults into #DF.
-    pt.map(cpuStacksBase + cpu * cpuStacksSlot + PAGE, cpuStacksSlot - PAGE, { write: true, exec: false });
+    pt.mapSupervisor(cpuStacksBase + cpu * cpuStacksSlot + PAGE, cpuStacksSlot - PAGE, { write: true, exec: false });
   }
+  // No memory slot backs the doorbell: the app's stores to it are the hypercalls.
+  pt.map(DOORBELL_BASE, DOORBELL_SIZE, { write: true, exec: false });
 }
 
 const CR0_PE = 1n, CR0_MP = 2n, CR0_ET = 0x10n, CR0_NE = 0x20n, CR0_WP = 0x10000n, CR0_PG = 0x80000000n;
 const CR4_PAE = 0x20n, CR4_OSFXSR = 0x200n, CR4_OSXMMEXCPT = 0x400n;
 const EFER_SCE = 1n, EFER_LME = 0x100n, EFER_LMA = 0x400n, EFER_NXE = 0x800n;
 
-function segment(selector: number, type: number, code: boolean): Segment {
+/** A flat ring-3 segment: the app's code or data. */
+function userSegment(selector: number, type: number, code: boolean): Segment {
   return {
     base: 0n,
     limit: 0xffffffff,
     selector,
     type,
     present: 1,
-    dpl: 0,
+    dpl: 3,
     db: code ? 0 : 1,
     s: 1,
     l: code ? 1 : 0,
@@ -202,11 +215,11 @@ function segment(selector: number, type: number, code: boolean): Segment {
   };
 }
 
-/** Control and segment state for vCPU `cpu`: long mode, paging on, CPL0. */
+/** Control and segment state for vCPU `cpu`: long mode, paging on, the app's ring 3. */
 export function bootSregs(cpu: number, pageTableRoot: number): Sregs {
-  const data = segment(DATA_SELECTOR, 3, false);
+  const data = userSegment(USER_DATA_SELECTOR, 3, false);
   return {
-    cs: segment(CODE_SELECTOR, 11, true),
+    cs: userSegment(USER_CODE_SELECTOR, 11, true),
     ds: data,
     es: data,
     fs: data,
@@ -227,7 +240,7 @@ export function bootSregs(cpu: number, pageTableRoot: number): Sregs {
       unusable: 0,
     },
     ldt: { ...data, selector: 0, type: 2, s: 0, db: 0, g: 0, limit: 0, present: 0, unusable: 1 },
-    gdt: { base: BigInt(gdtBase), limit: 0x18 + 16 * maxVcpus - 1 },
+    gdt: { base: BigInt(gdtBase), limit: tssSelector(maxVcpus) - 1 },
     idt: { base: BigInt(idtBase), limit: 256 * 16 - 1 },
     cr0: CR0_PE | CR0_MP | CR0_ET | CR0_NE | CR0_WP | CR0_PG,
     cr2: 0n,

@@ -1,7 +1,8 @@
 // 4-level x86-64 identity page tables. Pages carry their own write and execute
 // permission (text read-only, data no-execute); a range that covers a whole
 // aligned 2 MiB chunk gets one large-page entry instead of 512 small ones,
-// which is what keeps mapping all of RAM at boot cheap.
+// which is what keeps mapping all of RAM at boot cheap. App pages are user
+// pages (the app runs in ring 3); the kernel's are supervisor-only.
 //
 // Tables come from a bump pool whose watermark only the instance that built
 // them knows. An instance attached to existing tables (another thread, after
@@ -12,7 +13,9 @@ import { PAGE, pageTablePoolBase, pageTablePoolEnd } from "./memory_map.ts";
 
 // Entry bits, split into the low and high 32-bit halves: guest RAM lies below
 // 4 GiB, so an entry's address fits the low half and NX is the only high bit.
-const P = 1, RW = 2, LARGE = 0x80, ACCESSED = 0x20, DIRTY = 0x40;
+const P = 1, RW = 2, USER = 4, LARGE = 0x80, ACCESSED = 0x20, DIRTY = 0x40;
+/** Table entries allow everything; the leaf entry alone decides a page's access. */
+const TABLE = P | RW | USER | ACCESSED;
 const NX_HIGH = 0x8000_0000;
 const ADDR_LOW = 0xffff_f000;
 const LARGE_PAGE = 512 * PAGE;
@@ -85,7 +88,7 @@ export class PageTables {
       const e = table + 8 * (Math.floor(va / 2 ** shift) & 511);
       if (!(this.#low(e) & P)) {
         if (!create) return undefined;
-        this.#set(e, this.#allocate(va) | P | RW | ACCESSED, 0);
+        this.#set(e, this.#allocate(va) | TABLE, 0);
       }
       if (this.#low(e) & LARGE || this.#mem.getUint32(e + 4, true) & ~NX_HIGH) return undefined;
       table = this.#target(e);
@@ -105,10 +108,19 @@ export class PageTables {
     return this.#low(pte) & P ? { entry: pte, base: va - (va % PAGE), size: PAGE } : undefined;
   }
 
-  /** Identity-maps [va, va+len); both must be page aligned. */
+  /** Identity-maps [va, va+len) for the app (ring 3); both must be page aligned. */
   map(va: number, len: number, prot: Protection): void {
+    this.#map(va, len, prot, USER);
+  }
+
+  /** Identity-maps [va, va+len) for the kernel alone: the app (ring 3) cannot touch these pages. */
+  mapSupervisor(va: number, len: number, prot: Protection): void {
+    this.#map(va, len, prot, 0);
+  }
+
+  #map(va: number, len: number, prot: Protection, user: number): void {
     checkPageRange("map", va, len);
-    const flags = P | ACCESSED | DIRTY | (prot.write ? RW : 0);
+    const flags = P | ACCESSED | DIRTY | user | (prot.write ? RW : 0);
     const high = prot.exec ? 0 : NX_HIGH;
     const end = va + len;
     for (let a = va; a < end;) {
@@ -119,7 +131,7 @@ export class PageTables {
         continue;
       }
       // A 2 MiB entry protect made not present maps nothing, so a fresh leaf table replaces it.
-      if (!(this.#low(pde) & P)) this.#set(pde, this.#allocate(a) | P | RW | ACCESSED, 0);
+      if (!(this.#low(pde) & P)) this.#set(pde, this.#allocate(a) | TABLE, 0);
       else if (this.#low(pde) & LARGE) throw new Error(`${hex(a)} is already mapped by a 2 MiB page`);
       const leaf = this.#target(pde);
       const chunkEnd = Math.min(end, chunkEndOf(a));
@@ -136,7 +148,7 @@ export class PageTables {
     if (va < 0 || len < 0) throw new Error(`reserveTables ${hex(va)}+${hex(len)} is negative`);
     for (let a = va - (va % LARGE_PAGE); a < va + len; a += LARGE_PAGE) {
       const pde = this.#directoryEntry(a, true)!;
-      if (!(this.#low(pde) & P)) this.#set(pde, this.#allocate(a) | P | RW | ACCESSED, 0);
+      if (!(this.#low(pde) & P)) this.#set(pde, this.#allocate(a) | TABLE, 0);
       else if (this.#low(pde) & LARGE) this.#split(pde, a);
     }
   }
@@ -194,28 +206,43 @@ export class PageTables {
     const flags = low & 0xfff & ~LARGE;
     const base = entryBase(low, LARGE_PAGE);
     for (let i = 0; i < 512; i++) this.#set(leaf + 8 * i, (base + i * PAGE) | flags, high);
-    this.#set(pde, leaf | P | RW | ACCESSED, 0);
+    this.#set(pde, leaf | TABLE, 0);
   }
 
-  /** The protection of the page at `va`, or undefined when it is not mapped onto itself. */
+  /** The app's access to the page at `va`, or undefined when the app cannot reach it. */
   lookup(va: number): Protection | undefined {
     const m = this.#mapping(va);
-    if (!m || !identity(this.#low(m.entry), m)) return undefined;
+    if (!m || !identity(this.#low(m.entry), m) || !(this.#low(m.entry) & USER)) return undefined;
     return { write: (this.#low(m.entry) & RW) !== 0, exec: (this.#mem.getUint32(m.entry + 4, true) & NX_HIGH) === 0 };
   }
 
   /**
-   * True when every page of [va, va+len) is mapped (and writable if asked)
-   * onto itself inside guest RAM.
+   * True when every page of [va, va+len) is mapped for the app (and writable
+   * if asked) onto itself inside guest RAM: what a hypercall may point at.
    */
   accessible(va: number, len: number, write: boolean): boolean {
     if (len === 0) return true;
     const end = va + len;
     if (va < 0 || end > this.#mem.byteLength) return false;
-    for (let a = va; a < end;) {
-      const m = this.#mapping(a);
-      if (!m || !identity(this.#low(m.entry), m) || (write && !(this.#low(m.entry) & RW))) return false;
-      a = m.base + m.size;
+    const needed = P | USER | (write ? RW : 0);
+    // ReadFile and WriteFile check every page of megabyte buffers on each call,
+    // so walk the upper levels once per 2 MiB and read leaf entries directly.
+    for (let a = va - (va % PAGE); a < end;) {
+      const pde = this.#directoryEntry(a, false);
+      if (pde === undefined) return false;
+      const dir = this.#low(pde);
+      if ((dir & (P | LARGE)) === (P | LARGE)) {
+        const m = { entry: pde, base: a - (a % LARGE_PAGE), size: LARGE_PAGE };
+        if ((dir & needed) !== needed || !identity(dir, m)) return false;
+        a = m.base + LARGE_PAGE;
+        continue;
+      }
+      const leaf = this.#target(pde);
+      if (!(dir & P) || leaf + PAGE > this.#mem.byteLength) return false;
+      for (const chunkEnd = Math.min(end, chunkEndOf(a)); a < chunkEnd; a += PAGE) {
+        const low = this.#low(leaf + 8 * (Math.floor(a / PAGE) & 511));
+        if ((low & needed) !== needed || ((low & ADDR_LOW) >>> 0) !== a) return false;
+      }
     }
     return true;
   }

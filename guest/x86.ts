@@ -74,10 +74,11 @@ export class Asm {
   movEdxImm(v: number): this {
     return this.#emit(0xba, ...this.#imm32(v));
   }
-  /** out dx, eax */
-  outDxEax(): this {
-    return this.#emit(0xef);
+  /** mov [rdx], eax: rings a doorbell (abi/doorbell.ts). */
+  movMemRdxEax(): this {
+    return this.#emit(0x89, 0x02);
   }
+
   hlt(): this {
     return this.#emit(0xf4);
   }

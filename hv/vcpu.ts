@@ -70,7 +70,7 @@ export interface Sregs {
 export type VmExit =
   | { kind: "io-out"; port: number; size: number; value: number }
   | { kind: "io-in"; port: number; size: number }
-  | { kind: "mmio"; address: bigint; isWrite: boolean; length: number }
+  | { kind: "mmio"; address: bigint; isWrite: boolean; length: number; data: bigint }
   | { kind: "hlt" }
   | { kind: "shutdown" }
   | { kind: "interrupted" }
@@ -79,6 +79,7 @@ export type VmExit =
   | { kind: "system-event"; type: number }
   | { kind: "unknown"; reason: number };
 
+const CR3_PWT = 0x8n;
 const segFields = ["type", "present", "dpl", "db", "s", "l", "g", "avl", "unusable"] as const;
 const regNames = kvm_regs.order.map((f) => f.name) as RegName[];
 
@@ -135,6 +136,7 @@ export class Vcpu {
           address: run.getBigUint64(u + f.phys_addr.offset, true),
           isWrite: run.getUint8(u + f.is_write.offset) !== 0,
           length: run.getUint32(u + f.len.offset, true),
+          data: run.getBigUint64(u + f.data.offset, true),
         };
       }
       case exitReasons.KVM_EXIT_HLT:
@@ -194,6 +196,18 @@ export class Vcpu {
     ioctlBuf(this.#fd, "KVM_GET_SREGS", buf);
     encodeSregs(new DataView(buf.buffer), s);
     ioctlBuf(this.#fd, "KVM_SET_SREGS", buf);
+  }
+
+  /**
+   * Makes the vCPU drop every cached translation after the host rewrote guest
+   * page tables behind its back. Guest code cannot do it from ring 3, and
+   * KVM resets its MMU only when CR3 changes, so flip CR3's PWT bit (which
+   * only sets the caching type of the top-level table).
+   */
+  flushTranslations(): void {
+    const s = this.getSregs();
+    s.cr3 ^= CR3_PWT;
+    this.setSregs(s);
   }
 
   /** The raw kvm_fpu block (x87, SSE registers, MXCSR), for snapshots. */

@@ -7,12 +7,12 @@ import { Vcpu, type VmExit } from "./vcpu.ts";
 import { Control, CONTROL_REQUEST, CONTROL_TID, type VcpuInit, type VcpuReport } from "./vcpu_thread.ts";
 import { GuestRam } from "./memory.ts";
 import { PageTables } from "../guest/paging.ts";
-import { faultFrameFields, faultFrameSize } from "../guest/kernel.ts";
+import { faultFrameFields, faultFrameSize, STAR } from "../guest/kernel.ts";
 import { AbiViolation, Dispatcher, type Thread } from "../abi/dispatch.ts";
 import { hostHandlers } from "../abi/host.ts";
 import { createHost } from "./host_state.ts";
 import { win32Constants } from "../abi/win32.ts";
-import { FAULT_PORT, HYPERCALL_PORT_BASE, HYPERCALL_PORT_COUNT } from "../abi/ports.ts";
+import { FAULT_DOORBELL, hypercallNumber } from "../abi/doorbell.ts";
 import { msrs } from "../ffi/kvm.ts";
 
 const INFINITE = win32Constants.INFINITE;
@@ -27,7 +27,7 @@ function run(init: VcpuInit, times: { firstExitAt?: number }): VcpuReport {
   vcpu.setCpuid(init.cpuid);
   vcpu.setSregs(init.sregs);
   // SYSCALL is not used yet, but a sane STAR keeps a stray one from loading garbage selectors.
-  vcpu.setMsrs(new Map([[msrs.MSR_STAR, 0x0010_0008n << 32n]]));
+  vcpu.setMsrs(new Map([[msrs.MSR_STAR, STAR]]));
   const regs = vcpu.getRegs();
   for (const k of Object.keys(regs) as (keyof typeof regs)[]) regs[k] = 0n;
   regs.rip = BigInt(init.entry);
@@ -54,11 +54,12 @@ function run(init: VcpuInit, times: { firstExitAt?: number }): VcpuReport {
     const exit: VmExit = vcpu.run();
     times.firstExitAt ??= now();
     switch (exit.kind) {
-      case "io-out": {
-        const nr = exit.port - HYPERCALL_PORT_BASE;
-        if (nr >= 0 && nr < HYPERCALL_PORT_COUNT && exit.size === 4) {
+      case "mmio": {
+        const frame = Number(exit.data & 0xffffffffn);
+        const nr = exit.isWrite && exit.length === 4 ? hypercallNumber(exit.address) : undefined;
+        if (nr !== undefined) {
           try {
-            dispatcher.dispatch(nr, exit.value, thread);
+            if (dispatcher.dispatch(nr, frame, thread).flushesTlb) vcpu.flushTranslations();
           } catch (e) {
             if (e instanceof AbiViolation) return { kind: "violation", message: e.message, rip: rip() };
             throw e;
@@ -66,19 +67,21 @@ function run(init: VcpuInit, times: { firstExitAt?: number }): VcpuReport {
           if (exitCode !== undefined) return { kind: "exit", code: exitCode };
           continue;
         }
-        if (exit.port === FAULT_PORT && exit.size === 4) {
-          return { kind: "fault", frame: readFaultFrame(ram, exit.value) };
+        if (exit.isWrite && exit.length === 4 && exit.address === BigInt(FAULT_DOORBELL)) {
+          return { kind: "fault", frame: readFaultFrame(ram, frame) };
         }
+        const what = exit.isWrite ? `${exit.length}-byte write to` : `${exit.length}-byte read from`;
         return {
           kind: "crash",
-          message: `out to unknown port 0x${exit.port.toString(16)} (size ${exit.size})`,
+          message: `${what} unbacked guest-physical address 0x${exit.address.toString(16)}`,
           rip: rip(),
         };
       }
+      case "io-out":
       case "io-in":
         return {
           kind: "crash",
-          message: `in from port 0x${exit.port.toString(16)}: pvx guests have no input ports`,
+          message: `port I/O to 0x${exit.port.toString(16)}: pvx guests call the host through the doorbell, not ports`,
           rip: rip(),
         };
       case "interrupted":
@@ -88,12 +91,6 @@ function run(init: VcpuInit, times: { firstExitAt?: number }): VcpuReport {
         return { kind: "crash", message: "guest executed HLT with interrupts off: it can never resume", rip: rip() };
       case "shutdown":
         return { kind: "crash", message: "triple fault (the exception handlers themselves faulted)", rip: rip() };
-      case "mmio":
-        return {
-          kind: "crash",
-          message: `access to unbacked guest-physical address 0x${exit.address.toString(16)}`,
-          rip: rip(),
-        };
       case "fail-entry":
         return {
           kind: "crash",

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { renderHeader } from "../abi/gen_header.ts";
 import { calls, frameSize } from "../abi/calls.ts";
-import { HYPERCALL_PORT_COUNT } from "../abi/ports.ts";
+import { HYPERCALL_COUNT } from "../abi/doorbell.ts";
 import { guestCflags, run } from "../tools/guest_cc.ts";
 
 Deno.test("the committed abi/pvx.h is what abi/calls.ts generates (run `deno task gen`)", async () => {
@@ -12,7 +12,7 @@ Deno.test("the committed abi/pvx.h is what abi/calls.ts generates (run `deno tas
 Deno.test("every call is well formed: unique number in port range, length params exist and are u32", () => {
   const seen = new Set<number>();
   for (const c of calls) {
-    assert.ok(c.nr >= 0 && c.nr < HYPERCALL_PORT_COUNT, `${c.name}: nr ${c.nr}`);
+    assert.ok(c.nr >= 0 && c.nr < HYPERCALL_COUNT, `${c.name}: nr ${c.nr}`);
     assert.ok(!seen.has(c.nr), `${c.name}: nr ${c.nr} reused`);
     seen.add(c.nr);
     assert.equal(frameSize(c), 8 * (c.params.length + 1));

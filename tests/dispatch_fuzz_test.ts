@@ -137,6 +137,7 @@ function writableRanges(call: CallDef, frame: number, slots: bigint[]): [number,
   call.params.forEach((p, i) => {
     const at = Number(slots[i]);
     if (p.kind === "outU32") ranges.push([at, at + 4]);
+    if (p.kind === "outStruct") ranges.push([at, at + p.size]);
     if (p.kind === "out") {
       const len = Number(slots[call.params.findIndex((q) => q.name === p.len)] & 0xffffffffn);
       ranges.push([at, at + len * p.unit]);

@@ -56,6 +56,12 @@ Deno.test("a stack overflow hits the guard page and still reports (IST stack)", 
   assert.match(report, /<main\+0x[0-9a-f]+>/);
 });
 
+Deno.test("the app runs in ring 3 and cannot read the kernel's descriptor or page tables", async () => {
+  assert.match(await faultReport("kernel"), /read of 0x10000: protection violation/);
+  assert.match(await faultReport("pagetables"), /read of 0x100000: page not mapped/);
+  assert.match(await faultReport("kernel"), /cs 0x0023/);
+});
+
 Deno.test("an invalid opcode is #UD", async () => {
   assert.match(await faultReport("ud2"), /#UD invalid opcode \(vector 6\)/);
 });

@@ -7,7 +7,7 @@ import { Asm, type Reg } from "../guest/x86.ts";
 import { faultFrameFields, writeKernel } from "../guest/kernel.ts";
 import { kernelTextBase, kernelTextSize, MiB } from "../guest/memory_map.ts";
 import { PageTables } from "../guest/paging.ts";
-import { FAULT_PORT } from "../abi/ports.ts";
+import { FAULT_DOORBELL } from "../abi/doorbell.ts";
 
 interface Instruction {
   readonly address: number;
@@ -61,11 +61,11 @@ Deno.test("every Asm method encodes the instruction objdump decodes", async () =
   for (const r of allRegisters) asm.push(r);
   for (const r of allRegisters.toReversed()) asm.pop(r);
   asm.pushImm(0x12345678).pushImm(-2);
-  asm.movRaxCr2().movEaxEsp().movEdxImm(0x12345678).outDxEax().hlt().cli();
+  asm.movRaxCr2().movEaxEsp().movEdxImm(0x12345678).movMemRdxEax().hlt().cli();
   asm.jmp("forward").jmp("top").alignTo(16).label("forward").hlt();
   const code = asm.finish();
 
-  // The code before the padding is 81 bytes, so alignment puts "forward" at origin + 96.
+  // The code before the padding is 82 bytes, so alignment puts "forward" at origin + 96.
   assert.equal(asm.address("forward"), origin + 96);
   const listing = await disassemble(code, origin);
   assert.deepEqual(listing.map((i) => i.text), [
@@ -76,12 +76,12 @@ Deno.test("every Asm method encodes the instruction objdump decodes", async () =
     "mov    %cr2,%rax",
     "mov    %esp,%eax",
     "mov    $0x12345678,%edx",
-    "out    %eax,(%dx)",
+    "mov    %eax,(%rdx)",
     "hlt",
     "cli",
     `jmp    ${hex(origin + 96)}`,
     `jmp    ${hex(origin)}`,
-    ...Array(15).fill("int3"),
+    ...Array(14).fill("int3"),
     "hlt",
   ]);
   assert.equal(listing.at(-1)!.address, origin + 96);
@@ -121,8 +121,8 @@ Deno.test("the kernel's exception stubs push the vector and the frame the host d
     "mov    %cr2,%rax",
     "push   %rax",
     "mov    %esp,%eax",
-    `mov    $${hex(FAULT_PORT)},%edx`,
-    "out    %eax,(%dx)",
+    `mov    $${hex(FAULT_DOORBELL)},%edx`,
+    "mov    %eax,(%rdx)",
     "hlt",
   ];
   const start = text.findIndex((i) => i.address === common);
