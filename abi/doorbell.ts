@@ -16,6 +16,8 @@ export const DOORBELL_SIZE = 0x1000;
 export const HYPERCALL_COUNT = 0x100;
 /** The exception stubs ring this slot with the address of their fault frame. */
 export const FAULT_DOORBELL = DOORBELL_BASE + DOORBELL_SIZE - 4;
+/** A Windows app called an import pvx does not implement: the stub rings this slot with the import's index. */
+export const MISSING_IMPORT_DOORBELL = DOORBELL_BASE + DOORBELL_SIZE - 8;
 
 /** The hypercall a doorbell address stands for, or undefined. */
 export function hypercallNumber(address: bigint): number | undefined {

@@ -170,6 +170,8 @@ struct pvx_info {
   uint64_t image_end;
   uint64_t heap_start;
   uint64_t heap_end;
+  uint64_t virtual_start;
+  uint64_t virtual_end;
   uint64_t stack_start;
   uint64_t stack_end;
 };

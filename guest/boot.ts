@@ -2,6 +2,7 @@
 // argc/argv/envp/auxv, the info page; returns what the vCPU needs to start.
 
 import { type ElfImage, loadElf } from "./elf.ts";
+import { loadWindowsApp, type WindowsApp } from "./windows.ts";
 import { bootSregs, writeKernel } from "./kernel.ts";
 import { PageTables } from "./paging.ts";
 import { ABI_VERSION } from "../abi/calls.ts";
@@ -27,6 +28,10 @@ export interface BootPlan {
   stack: { start: number; end: number };
   /** The UTF-16 command line, left above the initial stack like argv's strings. */
   commandLineAddress: number;
+  /** GS base at entry: a Windows app's TEB, else 0. */
+  gsBase: number;
+  /** Set for a Windows app: its modules, thunks and missing imports. */
+  windows?: WindowsApp;
   sregs(cpu: number): Sregs;
 }
 
@@ -40,10 +45,14 @@ export function checkMemorySize(bytes: number): void {
   }
 }
 
-export function bootElf(
+/** What boots: a static ELF (argv on a System V stack) or a Windows exe with the DLLs it ships. */
+export type GuestApp =
+  | { kind: "elf"; image: ElfImage; bytes: Uint8Array }
+  | { kind: "pe"; files: ReadonlyMap<string, Uint8Array>; entry: string };
+
+export function bootGuest(
   ram: Uint8Array,
-  elf: ElfImage,
-  elfBytes: Uint8Array,
+  app: GuestApp,
   opts: { argv: readonly string[]; envp: readonly string[]; commandLine: string; cpus: number },
 ): BootPlan {
   checkMemorySize(ram.byteLength);
@@ -52,59 +61,71 @@ export function bootElf(
   writeKernel(ram, pt, opts.cpus);
 
   const stack = { start: ram.byteLength - stackSize, end: ram.byteLength };
+  pt.map(stack.start, stackSize, { write: true, exec: false });
+  const commandLine = encodeWide(opts.commandLine);
+  const commandLineAddress = alignDown(stack.end - commandLine.length, 16);
+  ram.set(commandLine, commandLineAddress);
+
   // One unmapped guard page below the stack and one between heap and stack guard.
-  const { phdrAddress } = loadElf(elf, elfBytes, ram, pt, stack.start - 2 * PAGE);
+  const limit = stack.start - 2 * PAGE;
+  let image: { start: number; end: number; entry: number; stackPointer: number };
+  let windows: WindowsApp | undefined;
+  if (app.kind === "elf") {
+    const { phdrAddress } = loadElf(app.image, app.bytes, ram, pt, limit);
+    const auxv: [number, number][] = [
+      [AT_PHDR, phdrAddress],
+      [AT_PHENT, app.image.phdr.entsize],
+      [AT_PHNUM, app.image.phdr.count],
+      [AT_PAGESZ, PAGE],
+      [AT_ENTRY, app.image.entry],
+    ];
+    const random = crypto.getRandomValues(new Uint8Array(16));
+    const stackPointer = writeInitialStack(mem, commandLineAddress, opts.argv, opts.envp, auxv, random);
+    image = { start: app.image.start, end: app.image.end, entry: app.image.entry, stackPointer };
+  } else {
+    windows = loadWindowsApp(ram, pt, app.files, app.entry, limit, stack);
+    // Windows code finds its arguments through GetCommandLineW, not on the stack.
+    image = {
+      start: windows.start,
+      end: windows.end,
+      entry: windows.entry,
+      stackPointer: alignDown(commandLineAddress, 16),
+    };
+  }
+
   // Free RAM between the image and the stack guard: the heap below, VirtualAlloc's region above.
-  const free = { start: elf.end + PAGE, end: stack.start - PAGE };
+  const free = { start: image.end + PAGE, end: stack.start - PAGE };
   const split = Math.max(free.start, alignDown(free.start + (free.end - free.start) / 2, ALLOCATION_GRANULARITY));
   const heap = { start: free.start, end: split };
   const virtual = { start: split, end: Math.max(split, free.end) };
   if (heap.end > heap.start) pt.map(heap.start, heap.end - heap.start, { write: true, exec: false });
   if (virtual.end > virtual.start) pt.reserveTables(virtual.start, virtual.end - virtual.start);
-  pt.map(stack.start, stackSize, { write: true, exec: false });
 
   writeInfo(mem, {
     magic: INFO_MAGIC,
     abi_version: BigInt(ABI_VERSION),
     memory_size: BigInt(ram.byteLength),
-    image_start: BigInt(elf.start),
-    image_end: BigInt(elf.end),
+    image_start: BigInt(image.start),
+    image_end: BigInt(image.end),
     heap_start: BigInt(heap.start),
-    heap_end: BigInt(Math.max(heap.start, heap.end)),
+    heap_end: BigInt(heap.end),
+    virtual_start: BigInt(virtual.start),
+    virtual_end: BigInt(virtual.end),
     stack_start: BigInt(stack.start),
     stack_end: BigInt(stack.end),
   });
   pt.map(infoBase, PAGE, { write: false, exec: false });
 
-  const random = crypto.getRandomValues(new Uint8Array(16));
-  const commandLine = encodeWide(opts.commandLine);
-  const commandLineAddress = alignDown(stack.end - commandLine.length, 16);
-  ram.set(commandLine, commandLineAddress);
-  const stackPointer = writeInitialStack(
-    mem,
-    commandLineAddress,
-    opts.argv,
-    opts.envp,
-    [
-      [AT_PHDR, phdrAddress],
-      [AT_PHENT, elf.phdr.entsize],
-      [AT_PHNUM, elf.phdr.count],
-      [AT_PAGESZ, PAGE],
-      [AT_ENTRY, elf.entry],
-    ],
-    random,
-    AT_RANDOM,
-    AT_NULL,
-  );
-
   return {
-    entry: elf.entry,
-    stackPointer,
+    entry: image.entry,
+    stackPointer: image.stackPointer,
     pageTableRoot: pt.root,
     heap,
     virtual,
     stack,
     commandLineAddress,
+    gsBase: windows?.tebAddress ?? 0,
+    windows,
     sregs: (cpu) => bootSregs(cpu, pt.root),
   };
 }
@@ -117,8 +138,6 @@ function writeInitialStack(
   envp: readonly string[],
   auxv: [number, number][],
   random: Uint8Array,
-  atRandom: number,
-  atNull: number,
 ): number {
   const enc = new TextEncoder();
   let sp = top;
@@ -138,9 +157,9 @@ function writeInitialStack(
     ...envpAt,
     0,
     ...auxv.flat(),
-    atRandom,
+    AT_RANDOM,
     randomAt,
-    atNull,
+    AT_NULL,
     0,
   ];
   // argc must sit at a 16-byte boundary (System V ABI).

@@ -13,6 +13,8 @@ export const infoFields = [
   "image_end",
   "heap_start",
   "heap_end",
+  "virtual_start",
+  "virtual_end",
   "stack_start",
   "stack_end",
 ] as const;

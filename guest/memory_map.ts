@@ -22,6 +22,12 @@ export const kernelTextSize = 2 * PAGE;
 export const cpuStacksBase = 0x20000;
 export const cpuStacksSlot = 4 * PAGE;
 export const maxVcpus = 32;
+/** A Windows app's TEB and PEB (user pages; GS points at the TEB). */
+export const tebBase = 0xb0000;
+export const pebBase = 0xb1000;
+/** Code pvx writes for a Windows app: kernel32 thunks and the entry trampoline (user, read-execute). */
+export const thunksBase = 0xc0000;
+export const thunksSize = 0x40000;
 /** Page tables come from this pool. */
 export const pageTablePoolBase = 0x100000;
 export const pageTablePoolEnd = 0x400000;

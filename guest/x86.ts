@@ -70,9 +70,53 @@ export class Asm {
   movEaxEsp(): this {
     return this.#emit(0x89, 0xe0);
   }
+  /** mov r32, imm32 (zero-extends into the 64-bit register). */
+  movImm32(r: Reg, v: number): this {
+    return this.#emit(...(r >= 8 ? [0x41] : []), 0xb8 + (r & 7), ...this.#imm32(v));
+  }
   /** mov edx, imm32 */
   movEdxImm(v: number): this {
-    return this.#emit(0xba, ...this.#imm32(v));
+    return this.movImm32(Reg.rdx, v);
+  }
+  /** mov r64, imm64 */
+  movImm64(r: Reg, v: bigint): this {
+    const bytes = Array.from({ length: 8 }, (_, i) => Number((BigInt.asUintN(64, v) >> BigInt(8 * i)) & 0xffn));
+    return this.#emit(r >= 8 ? 0x49 : 0x48, 0xb8 + (r & 7), ...bytes);
+  }
+  /** mov [rsp + disp32], r64 */
+  storeToStack(disp: number, r: Reg): this {
+    return this.#emit(r >= 8 ? 0x4c : 0x48, 0x89, 0x84 | ((r & 7) << 3), 0x24, ...this.#imm32(disp));
+  }
+  /** mov r64, [rsp + disp32] */
+  loadFromStack(r: Reg, disp: number): this {
+    return this.#emit(r >= 8 ? 0x4c : 0x48, 0x8b, 0x84 | ((r & 7) << 3), 0x24, ...this.#imm32(disp));
+  }
+  /** sub rsp, imm32 */
+  subRsp(v: number): this {
+    return this.#emit(0x48, 0x81, 0xec, ...this.#imm32(v));
+  }
+  /** add rsp, imm32 */
+  addRsp(v: number): this {
+    return this.#emit(0x48, 0x81, 0xc4, ...this.#imm32(v));
+  }
+  /** mov dst32, src32 (low registers only) */
+  movReg32(dst: Reg, src: Reg): this {
+    if (dst >= 8 || src >= 8) throw new Error("movReg32 takes rax..rdi only");
+    return this.#emit(0x89, 0xc0 | (src << 3) | dst);
+  }
+  /** xor r32, r32: zeroes the whole register. */
+  zero(r: Reg): this {
+    return this.#emit(...(r >= 8 ? [0x45] : []), 0x31, 0xc0 | ((r & 7) << 3) | (r & 7));
+  }
+  /** call r64 */
+  callReg(r: Reg): this {
+    return this.#emit(...(r >= 8 ? [0x41] : []), 0xff, 0xd0 | (r & 7));
+  }
+  ret(): this {
+    return this.#emit(0xc3);
+  }
+  ud2(): this {
+    return this.#emit(0x0f, 0x0b);
   }
   /** mov [rdx], eax: rings a doorbell (abi/doorbell.ts). */
   movMemRdxEax(): this {

@@ -81,6 +81,8 @@ export class Instance {
       sregs: plan.sregs(0),
       entry: plan.entry,
       stackPointer: plan.stackPointer,
+      gsBase: plan.gsBase,
+      missingImports: plan.windows?.missingImports ?? [],
       cpuid: this.#kvm.supportedCpuid(),
       allowedCalls: [...opts.allowedCalls],
       host: opts.host,

@@ -2,7 +2,8 @@
 
 import type { Bundle } from "../tools/bundle.ts";
 import { type ElfImage, nearestSymbol, parseElf } from "../guest/elf.ts";
-import { bootElf } from "../guest/boot.ts";
+import { bootGuest, type GuestApp } from "../guest/boot.ts";
+import { windowsSymbolizer } from "../guest/windows.ts";
 import { MiB } from "../guest/memory_map.ts";
 import { windowsCommandLine } from "../abi/host.ts";
 import type { ShareSpec } from "../abi/fileview.ts";
@@ -32,17 +33,24 @@ export function symbolizer(elf: ElfImage): (address: number) => string {
   };
 }
 
+/** The bundle's entry as something the guest can boot, and how to name addresses in it. */
+function guestApp(bundle: Bundle): { app: GuestApp; symbolize?: (address: number) => string } {
+  const m = bundle.manifest;
+  const bytes = bundle.entryBytes();
+  if (m.kind === "pe") return { app: { kind: "pe", files: bundle.files, entry: m.entry } };
+  const image = parseElf(bytes, `${m.name}:${m.entry}`);
+  return { app: { kind: "elf", image, bytes }, symbolize: symbolizer(image) };
+}
+
 export async function launchBundle(bundle: Bundle, opts: LaunchOptions): Promise<Launched> {
   const m = bundle.manifest;
-  if (m.kind !== "elf") throw new Error(`${m.name}: bundles of kind "${m.kind}" are not runnable yet`);
-  const bytes = bundle.entryBytes();
-  const elf = parseElf(bytes, `${m.name}:${m.entry}`);
+  const { app, symbolize } = guestApp(bundle);
   const argv = [m.name, ...(opts.args.length ? opts.args : m.args)];
   const overlayDir = opts.overlayDir ?? await Deno.makeTempDir({ prefix: "pvx-overlay-" });
   const createdAt = performance.timeOrigin + performance.now();
   const instance = Instance.create(m.memoryMiB * MiB);
   try {
-    const plan = bootElf(instance.ram.bytes, elf, bytes, {
+    const plan = bootGuest(instance.ram.bytes, app, {
       argv,
       envp: [],
       commandLine: windowsCommandLine(argv),
@@ -63,7 +71,7 @@ export async function launchBundle(bundle: Bundle, opts: LaunchOptions): Promise
       },
     });
     const bootMs = instance.firstExitAt === undefined ? undefined : instance.firstExitAt - createdAt;
-    return { outcome, symbolize: symbolizer(elf), bootMs };
+    return { outcome, symbolize: symbolize ?? windowsSymbolizer(plan.windows!), bootMs };
   } finally {
     instance.close();
     if (!opts.overlayDir) await Deno.remove(overlayDir, { recursive: true });

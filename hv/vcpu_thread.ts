@@ -17,6 +17,9 @@ export interface VcpuInit {
   sregs: Sregs;
   entry: number;
   stackPointer: number;
+  gsBase: number;
+  /** "DLL!name" by the index a missing-import stub reports (Windows apps). */
+  missingImports: string[];
   cpuid: CpuidEntry[];
   allowedCalls: string[];
   host: HostInit;

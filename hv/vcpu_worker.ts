@@ -12,7 +12,7 @@ import { AbiViolation, Dispatcher, type Thread } from "../abi/dispatch.ts";
 import { hostHandlers } from "../abi/host.ts";
 import { createHost } from "./host_state.ts";
 import { win32Constants } from "../abi/win32.ts";
-import { FAULT_DOORBELL, hypercallNumber } from "../abi/doorbell.ts";
+import { FAULT_DOORBELL, hypercallNumber, MISSING_IMPORT_DOORBELL } from "../abi/doorbell.ts";
 import { msrs } from "../ffi/kvm.ts";
 
 const INFINITE = win32Constants.INFINITE;
@@ -27,7 +27,7 @@ function run(init: VcpuInit, times: { firstExitAt?: number }): VcpuReport {
   vcpu.setCpuid(init.cpuid);
   vcpu.setSregs(init.sregs);
   // SYSCALL is not used yet, but a sane STAR keeps a stray one from loading garbage selectors.
-  vcpu.setMsrs(new Map([[msrs.MSR_STAR, STAR]]));
+  vcpu.setMsrs(new Map([[msrs.MSR_STAR, STAR], [msrs.MSR_GS_BASE, BigInt(init.gsBase)]]));
   const regs = vcpu.getRegs();
   for (const k of Object.keys(regs) as (keyof typeof regs)[]) regs[k] = 0n;
   regs.rip = BigInt(init.entry);
@@ -69,6 +69,10 @@ function run(init: VcpuInit, times: { firstExitAt?: number }): VcpuReport {
         }
         if (exit.isWrite && exit.length === 4 && exit.address === BigInt(FAULT_DOORBELL)) {
           return { kind: "fault", frame: readFaultFrame(ram, frame) };
+        }
+        if (exit.isWrite && exit.length === 4 && exit.address === BigInt(MISSING_IMPORT_DOORBELL)) {
+          const name = init.missingImports[frame] ?? `import #${frame}`;
+          return { kind: "crash", message: `called ${name}, which pvx does not implement`, rip: rip() };
         }
         const what = exit.isWrite ? `${exit.length}-byte write to` : `${exit.length}-byte read from`;
         return {

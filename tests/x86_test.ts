@@ -3,7 +3,7 @@
 // method names say.
 
 import assert from "node:assert/strict";
-import { Asm, type Reg } from "../guest/x86.ts";
+import { Asm, Reg } from "../guest/x86.ts";
 import { faultFrameFields, writeKernel } from "../guest/kernel.ts";
 import { kernelTextBase, kernelTextSize, MiB } from "../guest/memory_map.ts";
 import { PageTables } from "../guest/paging.ts";
@@ -130,4 +130,34 @@ Deno.test("the kernel's exception stubs push the vector and the frame the host d
   const commonStub = text.slice(start, start + expected.length + 1);
   const halt = commonStub.at(-2)!;
   assert.deepEqual(commonStub.map((i) => i.text), [...expected, `jmp    ${hex(halt.address)}`]);
+});
+
+Deno.test("the instructions of kernel32 thunks and the Windows entry trampoline encode as objdump reads them", async () => {
+  const origin = 0xc0000;
+  const asm = new Asm(origin);
+  asm.movImm32(Reg.rax, 7).movImm32(Reg.r8, 0x12345678).movImm64(Reg.rcx, 0x140001000n).movImm64(Reg.r9, -1n);
+  asm.storeToStack(8, Reg.rcx).storeToStack(0x20, Reg.r9).loadFromStack(Reg.rax, 0x48).loadFromStack(Reg.r10, 0);
+  asm.subRsp(0x30).addRsp(0x30).movReg32(Reg.rcx, Reg.rax).zero(Reg.r8).zero(Reg.rdx);
+  asm.callReg(Reg.rax).callReg(Reg.r11).ret().ud2();
+  const text = (await disassemble(asm.finish(), origin)).map((i) => i.text);
+  assert.deepEqual(text, [
+    "mov    $0x7,%eax",
+    "mov    $0x12345678,%r8d",
+    "movabs $0x140001000,%rcx",
+    "movabs $0xffffffffffffffff,%r9",
+    "mov    %rcx,0x8(%rsp)",
+    "mov    %r9,0x20(%rsp)",
+    "mov    0x48(%rsp),%rax",
+    "mov    0x0(%rsp),%r10",
+    "sub    $0x30,%rsp",
+    "add    $0x30,%rsp",
+    "mov    %eax,%ecx",
+    "xor    %r8d,%r8d",
+    "xor    %edx,%edx",
+    "call   *%rax",
+    "call   *%r11",
+    "ret",
+    "ud2",
+  ]);
+  assert.throws(() => new Asm(0).movReg32(Reg.r8, Reg.rax), /rax..rdi only/);
 });

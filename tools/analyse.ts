@@ -1,7 +1,10 @@
 // What an app needs from the hypercall ABI. A C guest built against abi/pvx.h
-// records every call it really uses in its .pvx_calls section (see PVX_USES).
+// records every call it really uses in its .pvx_calls section (see PVX_USES);
+// a Windows exe names them in its import table (and its DLLs' tables).
 
 import { ElfError, parseElf } from "../guest/elf.ts";
+import { parsePe } from "../guest/pe.ts";
+import { resolveImport, shippedDlls } from "../guest/windows.ts";
 
 export function callsUsedByElf(bytes: Uint8Array, file: string): string[] {
   const section = parseElf(bytes, file).sections.find((s) => s.name === ".pvx_calls");
@@ -14,4 +17,69 @@ export function callsUsedByElf(bytes: Uint8Array, file: string): string[] {
   }
   const text = new TextDecoder().decode(bytes.subarray(section.offset, section.offset + section.size));
   return [...new Set(text.split("\0").filter(Boolean))].sort();
+}
+
+export interface ImportEntry {
+  /** The module that imports, e.g. "app.exe" or "helper.dll". */
+  importer: string;
+  dll: string;
+  name: string;
+  status: "implemented" | "shipped" | "missing";
+}
+
+export interface PeAnalysis {
+  imports: ImportEntry[];
+  /** kernel32 calls the app can reach: its manifest's allowed calls. */
+  usedCalls: string[];
+  missing: ImportEntry[];
+}
+
+/** Static imports of an exe and of every DLL it ships, each marked as pvx would bind it. */
+export function analysePe(files: ReadonlyMap<string, Uint8Array>, entry: string): PeAnalysis {
+  const dlls = shippedDlls(files);
+  const shipped = new Set(dlls.keys());
+  const imports: ImportEntry[] = [];
+  const used = new Set<string>(["ExitProcess"]); // the entry trampoline ends every app with it
+  const seen = new Set<string>();
+  const visit = (path: string) => {
+    const importer = path.slice(path.lastIndexOf("/") + 1);
+    if (seen.has(importer.toLowerCase())) return;
+    seen.add(importer.toLowerCase());
+    const image = parsePe(files.get(path)!, path);
+    for (const imp of image.imports) {
+      const r = resolveImport(imp, shipped);
+      const name = imp.name ?? `#${imp.ordinal}`;
+      let status: ImportEntry["status"] = r.kind === "call" ? "implemented" : r.kind === "dll" ? "shipped" : "missing";
+      if (r.kind === "call") used.add(r.call.name);
+      if (r.kind === "dll") {
+        const exports = parsePe(files.get(dlls.get(r.dll)!)!, dlls.get(r.dll)!).exports;
+        if (!exports.some((e) => imp.name !== undefined ? e.name === imp.name : e.ordinal === imp.ordinal)) {
+          status = "missing";
+        }
+        visit(dlls.get(r.dll)!);
+      }
+      imports.push({ importer, dll: imp.dll, name, status });
+    }
+  };
+  visit(entry);
+  return { imports, usedCalls: [...used].sort(), missing: imports.filter((i) => i.status === "missing") };
+}
+
+export function describeAnalysis(a: PeAnalysis): string {
+  const lines: string[] = [];
+  const byDll = new Map<string, ImportEntry[]>();
+  for (const i of a.imports) {
+    const key = `${i.importer} imports ${i.dll}`;
+    byDll.set(key, [...byDll.get(key) ?? [], i]);
+  }
+  for (const [key, entries] of byDll) {
+    lines.push(`${key}:`);
+    for (const e of entries) lines.push(`  ${e.status.padEnd(11)} ${e.name}`);
+  }
+  lines.push(
+    a.missing.length
+      ? `${a.missing.length} import(s) missing: ${a.missing.map((m) => `${m.dll}!${m.name}`).join(", ")}`
+      : "every import is available",
+  );
+  return lines.join("\n");
 }

@@ -1,21 +1,24 @@
 // The pvx command line: pack, inspect and run bundles.
 
 import { parseArgs } from "node:util";
-import { BundleError, describeBundle, encodeBundle, readBundle, writeBundle } from "./bundle.ts";
+import { BundleError, describeBundle, encodeBundle, parseBundle, readBundle, writeBundle } from "./bundle.ts";
 import { ElfError, parseElf } from "../guest/elf.ts";
 import { launchBundle } from "../hv/launch.ts";
 import { parseShareSpec } from "../abi/fileview.ts";
 import { prewarm, stopIdleThreads } from "../hv/vcpu_threads.ts";
 import { describeOutcome, EXIT_PVX_ERROR, exitStatus } from "./report.ts";
 import { ABI_VERSION, callsByName } from "../abi/calls.ts";
-import { callsUsedByElf } from "./analyse.ts";
-import { basename } from "node:path";
+import { analysePe, callsUsedByElf, describeAnalysis } from "./analyse.ts";
+import { basename, dirname, join } from "node:path";
+import { parsePe, PeError } from "../guest/pe.ts";
 
 const usage = `usage:
   pvx run <app.pvx> [--timeout <seconds|Nms>] [--share <host dir>:<guest dir>[:ro]]... [--env NAME=VALUE]...
           [--overlay <dir>] [-- args...]
   pvx pack <app.elf> -o <app.pvx> [--name <name>] [--memory <MiB>] [--file <host>[:<bundle path>]]... [--arg <a>]...
-  pvx inspect <app.pvx>`;
+  pvx inspect <app.pvx>
+  pvx analyse <app.exe>
+A Windows .exe can be given to run (packed on the fly into a cached bundle) and to pack, with [--allow-missing].`;
 
 class UsageError extends Error {}
 
@@ -27,6 +30,13 @@ export function parseDuration(text: string): number {
   return m[2] === "ms" ? Number(m[1]) : Number(m[1]) * 1000;
 }
 
+async function readHead(path: string): Promise<Uint8Array> {
+  using f = await Deno.open(path);
+  const head = new Uint8Array(2);
+  await f.read(head);
+  return head;
+}
+
 async function runCommand(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args: argv,
@@ -36,6 +46,7 @@ async function runCommand(argv: string[]): Promise<number> {
       share: { type: "string", multiple: true, default: [] },
       env: { type: "string", multiple: true, default: [] },
       overlay: { type: "string" },
+      "allow-missing": { type: "boolean", default: false },
     },
   });
   const [path, ...args] = positionals;
@@ -56,7 +67,12 @@ async function runCommand(argv: string[]): Promise<number> {
   if (values.overlay) await Deno.mkdir(values.overlay, { recursive: true });
   prewarm(); // the vCPU thread starts while the bundle is read and checked
   try {
-    const bundle = await readBundle(path);
+    // A Windows exe runs from a bundle packed on the fly (and cached); anything else must be a bundle.
+    const head = await readHead(path);
+    const bundlePath = isPe(head)
+      ? await cachedBundle(path, { memoryMiB: 64, files: [], args: [], allowMissing: values["allow-missing"] })
+      : path;
+    const bundle = await readBundle(bundlePath);
     const { outcome, symbolize } = await launchBundle(bundle, {
       args,
       timeoutMs,
@@ -71,44 +87,160 @@ async function runCommand(argv: string[]): Promise<number> {
   }
 }
 
-async function packCommand(argv: string[]): Promise<number> {
-  const { values, positionals } = parseArgs({
-    args: argv,
-    allowPositionals: true,
-    options: {
-      output: { type: "string", short: "o" },
-      name: { type: "string" },
-      memory: { type: "string", default: "64" },
-      file: { type: "string", multiple: true, default: [] },
-      arg: { type: "string", multiple: true, default: [] },
-    },
-  });
-  const [entryPath] = positionals;
-  if (!entryPath || !values.output) throw new UsageError("pack needs an ELF and -o <app.pvx>");
-  const entryBytes = await Deno.readFile(entryPath);
-  const entry = basename(entryPath);
-  parseElf(entryBytes, entryPath);
-  const allowedCalls = callsUsedByElf(entryBytes, entryPath);
-  for (const name of allowedCalls) {
-    if (!callsByName.has(name)) {
-      throw new Error(`${entryPath}: uses hypercall ${name}, which ABI v${ABI_VERSION} lacks`);
+export interface PackOptions {
+  name?: string;
+  memoryMiB: number;
+  /** Extra files: "host path" or "host path:bundle path". */
+  files: readonly string[];
+  args: readonly string[];
+  allowMissing: boolean;
+}
+
+const isPe = (bytes: Uint8Array) => bytes[0] === 0x4d && bytes[1] === 0x5a; // "MZ"
+
+/** DLLs the exe (and those DLLs) import that sit beside it: Windows would load them from there first. */
+async function dllsBeside(
+  exePath: string,
+  exe: Uint8Array,
+): Promise<{ path: string; bytes: Uint8Array<ArrayBuffer> }[]> {
+  const dir = dirname(exePath);
+  const present = new Map<string, string>();
+  for await (const e of Deno.readDir(dir)) {
+    if (e.isFile && /\.dll$/i.test(e.name)) present.set(e.name.toLowerCase(), e.name);
+  }
+  const found: { path: string; bytes: Uint8Array<ArrayBuffer> }[] = [];
+  const queue = [parsePe(exe, exePath)];
+  while (queue.length) {
+    for (const imp of queue.pop()!.imports) {
+      const name = present.get(imp.dll.toLowerCase());
+      if (!name || found.some((f) => f.path === name)) continue;
+      const bytes = await Deno.readFile(join(dir, name));
+      found.push({ path: name, bytes });
+      queue.push(parsePe(bytes, join(dir, name)));
     }
   }
+  return found;
+}
+
+/** Builds a bundle from an ELF built against pvx.h or a Windows exe; the manifest allows exactly the calls it uses. */
+export async function packApp(entryPath: string, o: PackOptions): Promise<Uint8Array> {
+  const entryBytes = await Deno.readFile(entryPath);
+  const entry = basename(entryPath);
   const files = [{ path: entry, bytes: entryBytes }];
-  for (const spec of values.file) {
+  for (const spec of o.files) {
     const colon = spec.indexOf(":");
     const host = colon < 0 ? spec : spec.slice(0, colon);
     files.push({ path: colon < 0 ? basename(spec) : spec.slice(colon + 1), bytes: await Deno.readFile(host) });
   }
-  const memoryMiB = Number(values.memory);
-  const name = values.name ?? entry.replace(/\.[^.]*$/, "");
-  const bytes = await encodeBundle(
-    { name, entry, kind: "elf", memoryMiB, abiVersion: ABI_VERSION, allowedCalls, args: values.arg },
-    files,
-  );
+  let allowedCalls: string[];
+  const kind = isPe(entryBytes) ? "pe" : "elf";
+  if (kind === "pe") {
+    files.push(...(await dllsBeside(entryPath, entryBytes)).filter((d) => !files.some((f) => f.path === d.path)));
+    const analysis = analysePe(new Map(files.map((f) => [f.path, f.bytes])), entry);
+    if (analysis.missing.length) {
+      const list = analysis.missing.map((m) => `${m.dll}!${m.name}`).join(", ");
+      if (!o.allowMissing) {
+        throw new MissingImportsError(
+          `${entryPath}: needs imports pvx does not implement: ${list} (--allow-missing runs it anyway; a call to one stops the app)`,
+        );
+      }
+      console.error(`pvx: warning: ${entryPath}: missing imports stop the app if called: ${list}`);
+    }
+    allowedCalls = analysis.usedCalls;
+  } else {
+    parseElf(entryBytes, entryPath);
+    allowedCalls = callsUsedByElf(entryBytes, entryPath);
+    for (const name of allowedCalls) {
+      if (!callsByName.has(name)) {
+        throw new Error(`${entryPath}: uses hypercall ${name}, which ABI v${ABI_VERSION} lacks`);
+      }
+    }
+  }
+  const name = o.name ?? entry.replace(/\.[^.]*$/, "").replace(/[^A-Za-z0-9._-]/g, "_").slice(0, 64);
+  return encodeBundle({
+    name,
+    entry,
+    kind,
+    memoryMiB: o.memoryMiB,
+    abiVersion: ABI_VERSION,
+    allowedCalls,
+    args: [...o.args],
+  }, files);
+}
+
+class MissingImportsError extends Error {}
+
+const packOptions = {
+  name: { type: "string" as const },
+  memory: { type: "string" as const, default: "64" },
+  file: { type: "string" as const, multiple: true as const, default: [] as string[] },
+  arg: { type: "string" as const, multiple: true as const, default: [] as string[] },
+  "allow-missing": { type: "boolean" as const, default: false },
+};
+
+function packOptionsFrom(
+  values: { name?: string; memory: string; file: string[]; arg: string[]; "allow-missing": boolean },
+): PackOptions {
+  return {
+    name: values.name,
+    memoryMiB: Number(values.memory),
+    files: values.file,
+    args: values.arg,
+    allowMissing: values["allow-missing"],
+  };
+}
+
+async function packCommand(argv: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: { output: { type: "string", short: "o" }, ...packOptions },
+  });
+  const [entryPath] = positionals;
+  if (!entryPath || !values.output) throw new UsageError("pack needs an ELF or .exe and -o <app.pvx>");
+  const bytes = await packApp(entryPath, packOptionsFrom(values));
   await writeBundle(values.output, bytes);
-  console.log(`packed ${values.output}: ${name}, ${files.length} file(s), calls: ${allowedCalls.join(", ")}`);
+  const m = (await parseBundle(bytes, values.output)).manifest;
+  console.log(`packed ${values.output}: ${m.name}, ${m.files.length} file(s), calls: ${m.allowedCalls.join(", ")}`);
   return 0;
+}
+
+async function analyseCommand(argv: string[]): Promise<number> {
+  const [exePath] = argv;
+  if (!exePath) throw new UsageError("analyse needs an .exe");
+  const exe = await Deno.readFile(exePath);
+  const files = new Map([
+    [basename(exePath), exe],
+    ...(await dllsBeside(exePath, exe)).map((d) => [d.path, d.bytes] as const),
+  ]);
+  const analysis = analysePe(files, basename(exePath));
+  console.log(describeAnalysis(analysis));
+  return analysis.missing.length ? 1 : 0;
+}
+
+/**
+ * Where `pvx run app.exe` keeps the bundles it packs on the fly, keyed by the
+ * content of everything packed, so a second run of the same app reuses one.
+ */
+export function bundleCacheDir(): string {
+  return Deno.env.get("PVX_CACHE_DIR") ??
+    join(Deno.env.get("XDG_CACHE_HOME") ?? join(Deno.env.get("HOME") ?? "/tmp", ".cache"), "pvx", "bundles");
+}
+
+async function cachedBundle(entryPath: string, o: PackOptions): Promise<string> {
+  const packed = await packApp(entryPath, o);
+  // The key covers the packed bytes: a rebuilt exe, a new DLL or a new pvx all give new bundles.
+  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", packed.slice()));
+  const key = [...digest.subarray(0, 16)].map((b) => b.toString(16).padStart(2, "0")).join("");
+  const path = join(bundleCacheDir(), `${key}.pvx`);
+  try {
+    await Deno.stat(path);
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+    await Deno.mkdir(bundleCacheDir(), { recursive: true });
+    await writeBundle(path, packed);
+  }
+  return path;
 }
 
 async function inspectCommand(argv: string[]): Promise<number> {
@@ -128,6 +260,8 @@ export async function main(argv: string[]): Promise<number> {
         return await packCommand(rest);
       case "inspect":
         return await inspectCommand(rest);
+      case "analyse":
+        return await analyseCommand(rest);
       default:
         throw new UsageError(command ? `unknown command ${command}` : "no command");
     }
@@ -137,7 +271,8 @@ export async function main(argv: string[]): Promise<number> {
       return 2;
     }
     // Bad input is the user's to fix and needs no stack; anything else is a pvx bug and does.
-    const expected = e instanceof BundleError || e instanceof ElfError || e instanceof Deno.errors.NotFound;
+    const expected = e instanceof BundleError || e instanceof ElfError || e instanceof PeError ||
+      e instanceof MissingImportsError || e instanceof Deno.errors.NotFound;
     console.error(`pvx: ${expected ? (e as Error).message : e instanceof Error ? e.stack : String(e)}`);
     return EXIT_PVX_ERROR;
   }

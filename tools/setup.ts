@@ -1,11 +1,13 @@
 // Installs the Debian packages the tests and benchmarks build guests with,
 // only those whose commands are missing, so a set-up machine pays nothing.
 
-const needed: { command: string; pkg: string }[] = [
-  { command: "gcc", pkg: "gcc" },
-  { command: "objdump", pkg: "binutils" },
-  { command: "x86_64-w64-mingw32-gcc", pkg: "gcc-mingw-w64-x86-64" },
-  { command: "musl-gcc", pkg: "musl-tools" },
+const needed: { command: string; packages: string[] }[] = [
+  { command: "gcc", packages: ["gcc"] },
+  { command: "objdump", packages: ["binutils"] },
+  { command: "x86_64-w64-mingw32-gcc", packages: ["gcc-mingw-w64-x86-64"] },
+  { command: "musl-gcc", packages: ["musl-tools"] },
+  // The differential tests run the same Windows programs under Wine.
+  { command: "wine", packages: ["wine", "wine64"] },
 ];
 
 async function have(command: string): Promise<boolean> {
@@ -20,7 +22,7 @@ async function sh(args: string[]): Promise<void> {
 }
 
 const missing = [];
-for (const n of needed) if (!(await have(n.command))) missing.push(n.pkg);
+for (const n of needed) if (!(await have(n.command))) missing.push(...n.packages);
 if (missing.length) {
   if (Deno.uid() !== 0) {
     console.error(

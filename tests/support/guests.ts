@@ -54,9 +54,10 @@ export interface RunResult {
 }
 
 /** Runs `pvx <args>` as a separate process, as a user would. */
-export async function pvxCli(args: string[]): Promise<RunResult> {
+export async function pvxCli(args: string[], env: Record<string, string> = {}): Promise<RunResult> {
   const out = await new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", pvxScript, ...args],
+    env,
     stdout: "piped",
     stderr: "piped",
     stdin: "null",

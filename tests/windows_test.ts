@@ -1,0 +1,102 @@
+// Unmodified Windows programs (built by mingw against the real kernel32) run
+// in pvx micro-VMs, and behave exactly as under Wine, except where Wine itself
+// departs from Windows (tests/win32/wine_divergences.md).
+
+import assert from "node:assert/strict";
+import { asWindows, buildCrtHello, buildExeWithDll, buildWindowsExe, pvxOnly, win32Programs } from "./support/win32.ts";
+import { pvxCli } from "./support/guests.ts";
+import { EXIT_GUEST_FAILED, EXIT_PVX_ERROR } from "../tools/report.ts";
+
+const dir = await Deno.makeTempDir({ prefix: "pvx-windows-" });
+const cache = `${dir}/bundle-cache`;
+globalThis.addEventListener("unload", () => Deno.removeSync(dir, { recursive: true }));
+// One Wine prefix for every run in this process: creating it takes Wine tens of seconds.
+const winePrefix = `${dir}/wine-prefix`;
+const env = { PVX_TEST_VAR: "hello-env" };
+
+async function wine(exe: string, cwd: string): Promise<{ code: number; stdout: string }> {
+  const out = await new Deno.Command("wine", {
+    args: [exe],
+    cwd,
+    stdout: "piped",
+    stderr: "null",
+    stdin: "null",
+    env: { ...env, WINEPREFIX: winePrefix, WINEDEBUG: "-all" },
+  }).output();
+  return { code: out.code, stdout: new TextDecoder().decode(out.stdout) };
+}
+
+/** Every file under `root` with its content, by relative path. */
+async function tree(root: string, skip: ReadonlySet<string> = new Set()): Promise<Map<string, string>> {
+  const files = new Map<string, string>();
+  const walk = async (rel: string) => {
+    for await (const e of Deno.readDir(`${root}/${rel}`)) {
+      const path = rel ? `${rel}/${e.name}` : e.name;
+      if (skip.has(path)) continue;
+      if (e.isDirectory) {
+        files.set(`${path}/`, "");
+        await walk(path);
+      } else files.set(path, await Deno.readTextFile(`${root}/${path}`));
+    }
+  };
+  await walk("");
+  return files;
+}
+
+function pvxRun(exe: string, overlay: string, extra: string[] = []) {
+  return pvxCli(["run", "--overlay", overlay, "--env", `PVX_TEST_VAR=${env.PVX_TEST_VAR}`, ...extra, exe], {
+    PVX_CACHE_DIR: cache,
+  });
+}
+
+for (const name of (await win32Programs()).filter((n) => !pvxOnly.has(n))) {
+  Deno.test(`${name}.exe prints, exits and leaves files as under Wine`, async () => {
+    const exe = await buildWindowsExe(name, dir);
+    const wineCwd = await Deno.makeTempDir({ dir }), overlay = await Deno.makeTempDir({ dir });
+    const underWine = await wine(exe, wineCwd);
+    const underPvx = await pvxRun(exe, overlay);
+    assert.equal(underPvx.stderr, "");
+    assert.equal(underPvx.stdout, asWindows(name, underWine.stdout));
+    assert.equal(underPvx.code, underWine.code);
+    assert.deepEqual(await tree(`${overlay}/files`), await tree(wineCwd));
+  });
+}
+
+Deno.test("a DLL shipped beside the exe is loaded, its DllMain runs, imports by name and ordinal bind", async () => {
+  const exe = await buildExeWithDll(await Deno.makeTempDir({ dir }));
+  const underWine = await wine(exe, await Deno.makeTempDir({ dir }));
+  const underPvx = await pvxRun(exe, await Deno.makeTempDir({ dir }));
+  assert.equal(underPvx.stdout, "  add(2, 3) after DllMain ran = 5\n  mul(6, 7) by ordinal = 42\n");
+  assert.equal(underPvx.stdout, underWine.stdout);
+  assert.equal(underPvx.code, 0);
+});
+
+Deno.test("pvx run app.exe packs it once into the bundle cache and reuses it", async () => {
+  const exe = await buildWindowsExe("process", await Deno.makeTempDir({ dir }));
+  await pvxRun(exe, await Deno.makeTempDir({ dir }));
+  const bundles = async () => {
+    const found: [string, number][] = [];
+    for await (const e of Deno.readDir(cache)) {
+      found.push([e.name, (await Deno.stat(`${cache}/${e.name}`)).mtime!.getTime()]);
+    }
+    return found.sort();
+  };
+  const first = await bundles();
+  const again = await pvxRun(exe, await Deno.makeTempDir({ dir }));
+  assert.equal(again.code, 0);
+  assert.deepEqual(await bundles(), first);
+});
+
+Deno.test("imports pvx lacks: analyse lists them, pack refuses, --allow-missing stops at the first call", async () => {
+  const exe = await buildCrtHello(await Deno.makeTempDir({ dir }));
+  const analysed = await pvxCli(["analyse", exe]);
+  assert.equal(analysed.code, 1);
+  assert.match(analysed.stdout, /crt_hello\.exe imports msvcrt\.dll:\n( {2}\w+ +\w+\n)* {2}missing +malloc\n/);
+  assert.match(analysed.stdout, /implemented +GetLastError/);
+  const packed = await pvxCli(["pack", exe, "-o", `${dir}/crt.pvx`]);
+  assert.equal(packed.code, EXIT_PVX_ERROR);
+  assert.match(packed.stderr, /needs imports pvx does not implement: .*msvcrt\.dll!malloc/);
+  const ran = await pvxRun(exe, await Deno.makeTempDir({ dir }), ["--allow-missing"]);
+  assert.equal(ran.code, EXIT_GUEST_FAILED);
+  assert.match(ran.stderr, /called (KERNEL32|msvcrt)\.dll!\w+, which pvx does not implement/);
+});
