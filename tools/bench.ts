@@ -15,8 +15,9 @@ const here = new URL("./bench/", import.meta.url).pathname;
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const REPEATS = Number(Deno.env.get("PVX_BENCH_REPEATS") ?? 5);
 
-async function cNanoseconds(bin: string, args: string[], cwd?: string): Promise<number> {
-  const out = await new Deno.Command(bin, { args, cwd, stdout: "piped", stderr: "inherit" }).output();
+/** Runs a program that prints one number of nanoseconds, and returns it. */
+async function cNanoseconds(bin: string, args: string[], cwd?: string, env?: Record<string, string>): Promise<number> {
+  const out = await new Deno.Command(bin, { args, cwd, env, stdout: "piped", stderr: "inherit" }).output();
   if (!out.success) throw new Error(`${bin} ${args.join(" ")} exited ${out.code}`);
   return Number(new TextDecoder().decode(out.stdout).trim());
 }
@@ -39,11 +40,13 @@ function pvxPrinted(bundlePath: string, args: string[], overlayDir: string): Pro
 }
 
 /** Prints pvx / C: a time ratio (lower is better) or, for throughput, a speed ratio (higher is better). */
-function line(what: string, pvxValue: number, cValue: number, unit: string, goal: string): void {
+function line(what: string, pvxValue: number, cValue: number, unit: string, goal: string, baseline = "C"): void {
   const ratio = pvxValue / cValue;
   const f = (v: number) => v.toFixed(2).padStart(9);
   console.log(
-    `${what.padEnd(46)} pvx ${f(pvxValue)} ${unit}   C ${f(cValue)} ${unit}   ${ratio.toFixed(2)}x  (goal ${goal})`,
+    `${what.padEnd(46)} pvx ${f(pvxValue)} ${unit}   ${baseline} ${f(cValue)} ${unit}   ${
+      ratio.toFixed(2)
+    }x  (goal ${goal})`,
   );
 }
 
@@ -52,6 +55,66 @@ async function pack(source: string, dir: string): Promise<string> {
   await compileGuest(`${here}${source}`, `${dir}/${name}.elf`);
   await pvx(["pack", `${dir}/${name}.elf`, "-o", `${dir}/${name}.pvx`]);
   return `${dir}/${name}.pvx`;
+}
+
+/** Milliseconds a whole command takes, start to exit, as a user waits for it. */
+async function wallMs(
+  cmd: string,
+  args: string[],
+  opts: { cwd?: string; env?: Record<string, string> } = {},
+): Promise<number> {
+  const t0 = performance.now();
+  const out = await new Deno.Command(cmd, { args, ...opts, stdout: "null", stderr: "null" }).output();
+  if (!out.success) throw new Error(`${cmd} ${args.join(" ")} exited ${out.code}`);
+  return performance.now() - t0;
+}
+
+/** The same unmodified Windows programs under pvx and under Wine: start-up, and a file copy's throughput. */
+async function windowsVsWine(dir: string): Promise<void> {
+  const mingw = ["-O2", "-nostdlib", "-fno-builtin", "-e", "mainCRTStartup"];
+  const hello = `${dir}/win_hello.exe`, copy = `${dir}/win_copy.exe`;
+  await run("x86_64-w64-mingw32-gcc", [...mingw, "-o", hello, `${here}win_hello.c`, "-lkernel32"]);
+  await run("x86_64-w64-mingw32-gcc", [...mingw, "-o", copy, `${here}win_copy.c`, "-lkernel32"]);
+  const wineEnv = { WINEPREFIX: `${dir}/wine-prefix`, WINEDEBUG: "-all" };
+  const pvxEnv = { PVX_CACHE_DIR: `${dir}/bundle-cache` };
+  const pvxCli = ["run", "-A", new URL("./pvx.ts", import.meta.url).pathname, "run"];
+  const stopWineserver = () => new Deno.Command("wineserver", { args: ["-k"], env: wineEnv }).output();
+  await wallMs("wine", [hello], { env: wineEnv }); // creates the prefix, which is no part of a start
+  await wallMs(Deno.execPath(), [...pvxCli, hello], { env: pvxEnv }); // packs into the cache once
+
+  const pvxStart: number[] = [], coldWine: number[] = [], warmWine: number[] = [];
+  for (let i = 0; i < REPEATS; i++) {
+    pvxStart.push(await wallMs(Deno.execPath(), [...pvxCli, hello], { env: pvxEnv }));
+    await stopWineserver();
+    coldWine.push(await wallMs("wine", [hello], { env: wineEnv }));
+  }
+  const server = new Deno.Command("wineserver", { args: ["-p", "-f"], env: wineEnv, stdout: "null", stderr: "null" })
+    .spawn();
+  try {
+    await wallMs("wine", [hello], { env: wineEnv });
+    for (let i = 0; i < REPEATS; i++) warmWine.push(await wallMs("wine", [hello], { env: wineEnv }));
+  } finally {
+    await stopWineserver();
+    await server.status;
+  }
+  line("Windows hello, start to exit", median(pvxStart), median(coldWine), "ms", "-", "cold Wine");
+  line("Windows hello, start to exit", median(pvxStart), median(warmWine), "ms", "< 1x", "warm Wine");
+
+  const sizeMiB = 64;
+  const source = new Uint8Array(sizeMiB << 20).map((_, i) => i * 31);
+  const wineCwd = await Deno.makeTempDir({ dir }), overlay = await Deno.makeTempDir({ dir });
+  await Deno.writeFile(`${wineCwd}/src.dat`, source);
+  await Deno.mkdir(`${overlay}/files`, { recursive: true });
+  await Deno.writeFile(`${overlay}/files/src.dat`, source);
+  const pvxCopy: number[] = [], wineCopy: number[] = [];
+  for (let i = 0; i < REPEATS; i++) {
+    pvxCopy.push(sizeMiB / (await cNanoseconds(Deno.execPath(), [...pvxCli, "--overlay", overlay, copy]) / 1e9));
+    wineCopy.push(sizeMiB / (await cNanoseconds("wine", [copy], wineCwd, wineEnv) / 1e9));
+  }
+  line("Windows file copy (1 MiB chunks)", median(pvxCopy), median(wineCopy), "MiB/s", "-", "Wine");
+  await stopWineserver();
+  // The server saves the prefix's registry as it exits: let it, before the prefix is deleted.
+  await new Deno.Command("wineserver", { args: ["-w"], env: wineEnv }).output();
 }
 
 const dir = await Deno.makeTempDir({ prefix: "pvx-bench-" });
@@ -123,6 +186,8 @@ try {
     cOpen.push(await cNanoseconds(files, ["openclose", `${opens}`], cwd) / opens / 1000);
   }
   line("CreateFileW+CloseHandle vs open+close", median(pvxOpen), median(cOpen), "µs", "-");
+
+  await windowsVsWine(dir);
 } finally {
   console.log = log;
   stopIdleThreads();
