@@ -17,6 +17,7 @@ import { VirtualMemory } from "../abi/virtual_memory.ts";
 import { PageTables } from "../guest/paging.ts";
 import { MiB, PAGE, pageTablePoolBase, pageTablePoolEnd } from "../guest/memory_map.ts";
 import { fuzzRuns } from "./support/fuzz.ts";
+import { encodeWide } from "../abi/handlers/strings.ts";
 
 // Small enough that comparing all of it after every call stays cheap.
 const RAM = 6 * MiB;
@@ -38,9 +39,32 @@ function makeGuest() {
   pages.map(heap.start, heap.size, { write: true, exec: false });
   pages.reserveTables(virtual.start, virtual.size);
   for (let i = 0; i < text.size; i++) bytes[text.start + i] = i & 0xff;
+  pathStrings.forEach((path, i) => bytes.set(encodeWide(path), pathAddress(i)));
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   return { backing, bytes, view, pages };
 }
+
+/** Paths that try every way out of the virtual drive, placed in guest memory for path arguments to point at. */
+const pathStrings = [
+  "..\\..\\..\\..\\sentinel\\secret.txt",
+  "C:\\..\\sentinel",
+  "/sentinel/secret.txt",
+  "\\\\?\\C:\\x",
+  "\\\\.\\PhysicalDrive0",
+  "\\\\server\\share",
+  "D:\\x",
+  "NUL",
+  "con.txt",
+  "a\\com1\\b",
+  "new.txt",
+  "dir\\..\\..\\up",
+  "app.txt",
+  "*",
+  "..\\*",
+  "x".repeat(300),
+];
+/** The last 64 KiB of the data region holds the path strings, 2 KiB apart. */
+const pathAddress = (i: number) => data.start + data.size - 0x10000 + 0x800 * i;
 
 const interestingAddress = fc.oneof(
   fc.constantFrom(
@@ -64,6 +88,7 @@ const interestingAddress = fc.oneof(
     2 ** 64 - 1,
   ),
   fc.integer({ min: data.start, max: data.start + data.size }),
+  fc.constantFrom(...pathStrings.map((_, i) => pathAddress(i))),
   fc.integer({ min: text.start, max: text.start + text.size }),
   fc.integer({ min: 0, max: RAM + PAGE }),
 );
@@ -102,9 +127,15 @@ function slotValue(p: CallDef["params"][number] | undefined): fc.Arbitrary<numbe
   switch (p?.kind) {
     case "handle":
       return fc.oneof({ arbitrary: fc.constantFrom(4, 8, 12, 16), weight: 3 }, interestingValue);
+    case "wstr":
+      return fc.oneof(
+        { arbitrary: fc.constantFrom(...pathStrings.map((_, i) => pathAddress(i))), weight: 4 },
+        interestingAddress,
+      );
     case "in":
     case "out":
     case "outU32":
+    case "outStruct":
       return fc.oneof({ arbitrary: dataAddress, weight: 3 }, fc.constant(0), interestingAddress);
     case "null":
       return fc.oneof({ arbitrary: fc.constant(0), weight: 3 }, interestingValue);
@@ -150,7 +181,11 @@ Deno.test("random hypercall frames never crash the host nor touch memory they mu
   const guest = makeGuest();
   const written: Uint8Array[] = [];
   let exitCode: number | undefined;
-  const overlayDir = Deno.makeTempDirSync({ prefix: "pvx-fuzz-overlay-" });
+  // A sentinel tree beside the overlay: nothing a guest does may reach it.
+  const root = Deno.makeTempDirSync({ prefix: "pvx-fuzz-" });
+  const overlayDir = `${root}/overlay`;
+  Deno.mkdirSync(`${root}/sentinel`);
+  Deno.writeTextFileSync(`${root}/sentinel/secret.txt`, "untouched");
   const handlers = hostHandlers({
     handles: new HandleTable(),
     files: new FileView({ bundleFiles: new Map([["app.txt", new Uint8Array([1, 2, 3])]]), overlayDir, shares: [] }),
@@ -226,7 +261,10 @@ Deno.test("random hypercall frames never crash the host nor touch memory they mu
     },
   );
   assert.ok(exitCode === undefined || Number.isInteger(exitCode));
-  Deno.removeSync(overlayDir, { recursive: true });
+  assert.deepEqual([...Deno.readDirSync(root)].map((e) => e.name).sort(), ["overlay", "sentinel"]);
+  assert.deepEqual([...Deno.readDirSync(`${root}/sentinel`)].map((e) => e.name), ["secret.txt"]);
+  assert.equal(Deno.readTextFileSync(`${root}/sentinel/secret.txt`), "untouched");
+  Deno.removeSync(root, { recursive: true });
   // The generators must reach every outcome, or the property above proves little.
   assert.ok(seen.violations > 0 && seen.consoleWrites > 0 && seen.refusedArguments > 0, JSON.stringify(seen));
 });

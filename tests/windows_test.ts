@@ -9,9 +9,16 @@ import { EXIT_GUEST_FAILED, EXIT_PVX_ERROR } from "../tools/report.ts";
 
 const dir = await Deno.makeTempDir({ prefix: "pvx-windows-" });
 const cache = `${dir}/bundle-cache`;
-globalThis.addEventListener("unload", () => Deno.removeSync(dir, { recursive: true }));
 // One Wine prefix for every run in this process: creating it takes Wine tens of seconds.
 const winePrefix = `${dir}/wine-prefix`;
+globalThis.addEventListener("unload", () => {
+  // wineserver outlives its last client for a while and writes the prefix as it exits: end it first.
+  for (const args of [["-k"], ["-w"]]) {
+    new Deno.Command("wineserver", { args, env: { WINEPREFIX: winePrefix }, stdout: "null", stderr: "null" })
+      .outputSync();
+  }
+  Deno.removeSync(dir, { recursive: true });
+});
 const env = { PVX_TEST_VAR: "hello-env" };
 
 async function wine(exe: string, cwd: string): Promise<{ code: number; stdout: string }> {
