@@ -1022,6 +1022,10 @@ class OpenFiles {
     return [...this.#nodes.keys()].some((k) => k.startsWith(prefix));
   }
 
+  isOpen(key: string): boolean {
+    return this.#nodes.has(key);
+  }
+
   /** The file is gone: its handles keep working on what they had, new opens start afresh. */
   detach(key: string): void {
     this.#nodes.delete(key);
@@ -1161,6 +1165,8 @@ export class FileView {
           `MoveFileEx ${guestPathString(source.names)} -> ${guestPathString(targetNames)}: ${why}`,
         );
       if (this.#drive.isPinned(source)) throw refuse(E.ERROR_ACCESS_DENIED, "the source is the root or holds a share");
+      // Windows opens the source for DELETE before it looks at the target: sharing fails first.
+      this.#checkRemovable(source);
       if (targetNames.length === 0) throw refuse(E.ERROR_ACCESS_DENIED, "the target is the root");
       const sameEntry = foldPath(source.names) === foldPath(targetNames);
       if (source.isDir && !sameEntry && isInside(targetNames, source.names)) {
@@ -1176,7 +1182,10 @@ export class FileView {
       if (existing && (existing.isDir || source.isDir)) {
         throw refuse(E.ERROR_ACCESS_DENIED, "MoveFileEx replaces files only, not directories");
       }
-      this.#checkRemovable(source);
+      // NTFS will not replace a file anyone has open, whatever the share mode.
+      if (existing && this.#open.isOpen(this.#drive.identity(existing))) {
+        throw refuse(E.ERROR_ACCESS_DENIED, "the target is open");
+      }
       if (source.isDir && (this.#open.anyInside(this.#drive.identity(source)) || isInside(this.#cwd, source.names))) {
         throw refuse(E.ERROR_ACCESS_DENIED, "something inside the directory is open or is the current directory");
       }

@@ -12,8 +12,9 @@ export type HandleObject =
   | { kind: "heap" };
 export type HandleKind = HandleObject["kind"];
 
-/** Windows hands out handles in steps of four; guests sometimes rely on the low bits being clear. */
+/** Windows hands out handles in steps of four and ignores their two low bits (OBJ_HANDLE_TAGBITS), which apps may use as tags. */
 const STEP = 4;
+const untagged = (handle: number) => handle - (handle % STEP);
 /** More open handles than any sane app needs; past it CreateFileW fails instead of the host growing without bound. */
 export const MAX_HANDLES = 1 << 16;
 
@@ -43,18 +44,18 @@ export class HandleTable {
   }
 
   get<K extends HandleKind>(handle: number, kind: K): Extract<HandleObject, { kind: K }> | undefined {
-    const o = this.#objects.get(handle);
+    const o = this.#objects.get(untagged(handle));
     return o?.kind === kind ? o as Extract<HandleObject, { kind: K }> : undefined;
   }
 
   kindOf(handle: number): HandleKind | undefined {
-    return this.#objects.get(handle)?.kind;
+    return this.#objects.get(untagged(handle))?.kind;
   }
 
   /** Removes the handle; the caller releases what it referred to. */
   take(handle: number): HandleObject | undefined {
-    const o = this.#objects.get(handle);
-    this.#objects.delete(handle);
+    const o = this.#objects.get(untagged(handle));
+    this.#objects.delete(untagged(handle));
     return o;
   }
 

@@ -108,13 +108,14 @@ class Real {
 
   constructor(readonly guest: Guest) {
     guest.reset();
-    // Only the file calls are allowed; the heap and virtual memory are there because every Host has them.
+    // Only the file calls are allowed; the heap, virtual memory and modules are there because every Host has them.
     const handlers = hostHandlers({
       handles: this.handles,
       files: new FileView({ bundleFiles: this.bundle, overlayDir: this.overlayDir, shares: [] }),
       heap: new GuestHeap(guest.bytes, 0x800000, 0x840000),
       memory: new VirtualMemory(new PageTables(guest.bytes, guest.pages.root), guest.bytes, 0x900000, 0x940000),
       environment: new Map(),
+      modules: { exe: USER.start, modules: [] },
       commandLineAddress: SCRATCH,
       console: { write: () => assert.fail("a file call reached the console"), read: () => 0 },
       startedAt: Date.now(),
@@ -210,10 +211,7 @@ class Model {
 /** What the real call must return: failure with an error, or success with lastError left as it was. */
 type Outcome = { error: number } | { error?: undefined };
 
-/**
- * Output arguments are not compared on failure: Windows zeroes *lpNumberOfBytesRead/Written before any
- * check, but pvx leaves them untouched when the call fails (known deviation).
- */
+/** A failed call returns the call's failure value and sets exactly this last error. */
 function expectFailure(model: Model, name: string, error: number, got: { ret: bigint; lastError: number }) {
   const failure = callsByName.get(name)!.failure;
   assert.equal(got.ret, failure, `${name} should fail with ${error}`);
@@ -380,7 +378,10 @@ class WriteFile extends AnyState {
     const count = real.guest.reserve(4);
     const got = real.call("WriteFile", [r.value, real.guest.data(this.data), this.data.length, count, 0]);
     const error = handleError(r, "write");
-    if (error !== undefined) return expectFailure(model, "WriteFile", error, got);
+    if (error !== undefined) {
+      expectFailure(model, "WriteFile", error, got);
+      return assert.equal(real.guest.u32(count), 0, "a failed WriteFile reports 0 bytes written");
+    }
     expectSuccess(model, "WriteFile", got);
     assert.equal(real.guest.u32(count), this.data.length, "bytes written");
     const h = r.target!;
@@ -408,7 +409,10 @@ class ReadFile extends AnyState {
     const count = real.guest.reserve(4);
     const got = real.call("ReadFile", [r.value, buffer, this.length, count, 0]);
     const error = handleError(r, "read");
-    if (error !== undefined) return expectFailure(model, "ReadFile", error, got);
+    if (error !== undefined) {
+      expectFailure(model, "ReadFile", error, got);
+      return assert.equal(real.guest.u32(count), 0, "a failed ReadFile reports 0 bytes read");
+    }
     expectSuccess(model, "ReadFile", got);
     const h = r.target!;
     const expected = h.file.bytes.slice(h.position, h.position + this.length);
@@ -547,18 +551,8 @@ class MoveFile implements Cmd {
     return { source, replaced: existing };
   }
 
-  check(model: Model): boolean {
-    const error = this.predict(model).error;
-    const existing = model.files.get(fold(this.to));
-    // Known deviation: pvx replaces an open target when every handle shares delete (else fails with 32);
-    // Windows fails with ERROR_ACCESS_DENIED whenever the target is open.
-    if (error === E.ERROR_ACCESS_DENIED) return false;
-    // Known deviation: pvx looks at the target before the source's sharing, so a source open without
-    // FILE_SHARE_DELETE gives 3 (target directory missing) or 183 (target exists) instead of Windows' 32.
-    const targetFails = !parentExists(this.to) ||
-      (existing !== undefined && existing !== model.files.get(fold(this.from)) &&
-        !(this.flags & W.MOVEFILE_REPLACE_EXISTING));
-    return !(error === E.ERROR_SHARING_VIOLATION && targetFails);
+  check(_model: Model): boolean {
+    return true;
   }
 
   run(model: Model, real: Real): void {

@@ -72,6 +72,8 @@ export function fileHandlers(host: Host) {
     ReadFile: (a) => {
       const into = a.lpBuffer as Uint8Array;
       const done = a.lpNumberOfBytesRead as OutU32 | null;
+      done?.set(0); // Windows zeroes the count before any check, so a failed call reports 0
+
       const console = host.handles.get(a.hFile as number, "console");
       let n: number;
       if (console) {
@@ -89,6 +91,8 @@ export function fileHandlers(host: Host) {
     WriteFile: (a) => {
       const from = a.lpBuffer as Uint8Array;
       const done = a.lpNumberOfBytesWritten as OutU32 | null;
+      done?.set(0); // Windows zeroes the count before any check, so a failed call reports 0
+
       const console = host.handles.get(a.hFile as number, "console");
       let n: number;
       if (console) {

@@ -52,6 +52,7 @@ int main(void) {
   value("last error", GetLastError());
   result("GetFileSizeEx after CREATE_ALWAYS", GetFileSizeEx(c, &size));
   value("size", size.QuadPart);
+  result("WriteFile through the handle with its tag bits set", WriteFile((HANDLE)((uintptr_t)c | 3), "t", 1, &n, NULL));
   CloseHandle(c);
   HANDLE o = open_result("OPEN_ALWAYS b.txt (new)", CreateFileW(L"b.txt", GENERIC_WRITE, 0, NULL, OPEN_ALWAYS, 0, NULL));
   value("last error", GetLastError());
