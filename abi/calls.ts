@@ -27,6 +27,8 @@ export type Param =
   | { name: string; c: string; kind: "outStruct"; size: number; optional: boolean }
   /** A NUL-terminated UTF-16 string the host reads (at most 32767 characters). */
   | { name: string; c: string; kind: "wstr"; optional: boolean }
+  /** GetProcAddress's name: an ordinal below 0x10000, else a NUL-terminated 8-bit string. */
+  | { name: string; c: string; kind: "nameOrOrdinal" }
   /** Must be NULL: features pvx does not offer (overlapped I/O). */
   | { name: string; c: string; kind: "null" };
 
@@ -367,6 +369,30 @@ export const calls = [
     failure: 0xffffffffffffffffn,
     params: [h("hHeap"), u32("dwFlags"), u64("lpMem", "LPCVOID")],
     doc: "The size of a heap block.",
+  },
+  {
+    nr: 38,
+    name: "GetModuleHandleW",
+    ret: "HMODULE",
+    failure: 0n,
+    params: [wstr("lpModuleName", true)],
+    doc: "A loaded module by name (kernel32.dll, a DLL the app ships); NULL for the exe itself.",
+  },
+  {
+    nr: 39,
+    name: "LoadLibraryW",
+    ret: "HMODULE",
+    failure: 0n,
+    params: [wstr("lpLibFileName")],
+    doc: "A module the app loaded at start; pvx loads no code after boot.",
+  },
+  {
+    nr: 40,
+    name: "GetProcAddress",
+    ret: "FARPROC",
+    failure: 0n,
+    params: [u64("hModule", "HMODULE"), { name: "lpProcName", c: "LPCSTR", kind: "nameOrOrdinal" }],
+    doc: "An export of a loaded module, or a kernel32 function the bundle's manifest allows.",
   },
 ] as const satisfies readonly CallDef[];
 

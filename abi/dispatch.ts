@@ -50,7 +50,7 @@ export class Win32Error extends Error {
 }
 
 const hex = (n: number | bigint) => `0x${n.toString(16)}`;
-/** Longest Win32 path (and so the longest string argument) in UTF-16 units, without the NUL. */
+/** Longest Win32 path (and so the longest string argument) in characters, without the NUL. */
 const MAX_WIDE_STRING = 32767;
 
 export class Dispatcher {
@@ -135,7 +135,10 @@ export class Dispatcher {
           break;
         case "wstr":
           if (raw === 0n && !p.optional) throw new Win32Error(win32Errors.ERROR_INVALID_PARAMETER);
-          args[p.name] = raw === 0n ? null : this.#wideString(raw);
+          args[p.name] = raw === 0n ? null : this.#string(raw, 2);
+          break;
+        case "nameOrOrdinal":
+          args[p.name] = raw < 0x10000n ? Number(raw) : this.#string(raw, 1);
           break;
         case "null":
           if (raw !== 0n) throw new Win32Error(win32Errors.ERROR_INVALID_PARAMETER);
@@ -159,16 +162,17 @@ export class Dispatcher {
     return this.guest.bytes.subarray(a, a + length);
   }
 
-  /** A NUL-terminated UTF-16 string, every page it touches checked before it is read. */
-  #wideString(address: bigint): string {
-    const start = this.#checked(address, 2, false);
+  /** A NUL-terminated string of 1- or 2-byte units, every page it touches checked before it is read. */
+  #string(address: bigint, unitSize: 1 | 2): string {
+    const start = this.#checked(address, unitSize, false);
     const units: number[] = [];
-    for (let at = start;; at += 2) {
+    for (let at = start;; at += unitSize) {
       // Re-check where a character begins a page or straddles into the next one.
-      if (at !== start && (at % PAGE === 0 || at % PAGE === PAGE - 1) && !this.guest.pages.accessible(at, 2, false)) {
+      const crosses = at % PAGE === 0 || at % PAGE > PAGE - unitSize;
+      if (at !== start && crosses && !this.guest.pages.accessible(at, unitSize, false)) {
         throw new Win32Error(win32Errors.ERROR_NOACCESS);
       }
-      const unit = this.guest.view.getUint16(at, true);
+      const unit = unitSize === 2 ? this.guest.view.getUint16(at, true) : this.guest.view.getUint8(at);
       if (unit === 0) break;
       if (units.length === MAX_WIDE_STRING) throw new Win32Error(win32Errors.ERROR_FILENAME_EXCED_RANGE);
       units.push(unit);

@@ -7,7 +7,7 @@ import { STD_ERROR_HANDLE, STD_INPUT_HANDLE, STD_OUTPUT_HANDLE, win32Constants, 
 import { infoBase } from "../guest/memory_map.ts";
 import { infoFields } from "../guest/info.ts";
 
-const pointerTypes = /^(LP|P)|^HANDLE$|\*$/;
+const pointerTypes = /^(LP|P)|^(HANDLE|HMODULE|FARPROC)$|\*$/;
 
 function argExpr(p: Param): string {
   if (p.c === "LARGE_INTEGER") return `(uint64_t)(${p.name}).QuadPart`;
@@ -69,6 +69,9 @@ typedef int64_t LONGLONG;
 typedef uint64_t ULONGLONG;
 typedef size_t SIZE_T;
 typedef void *HANDLE;
+typedef HANDLE HMODULE;
+typedef const char *LPCSTR;
+typedef intptr_t (*FARPROC)(void);
 typedef void *LPVOID;
 typedef const void *LPCVOID;
 typedef wchar_t WCHAR;

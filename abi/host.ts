@@ -11,6 +11,7 @@ import { processHandlers } from "./handlers/process.ts";
 import { fileHandlers } from "./handlers/files.ts";
 import { memoryHandlers } from "./handlers/memory.ts";
 import { timeHandlers } from "./handlers/time.ts";
+import { moduleHandlers, type ModuleTable } from "./handlers/modules.ts";
 
 export interface ConsoleIo {
   write(stream: ConsoleStream, bytes: Uint8Array): void;
@@ -26,6 +27,8 @@ export interface Host {
   readonly memory: VirtualMemory;
   /** Names upper-cased: Windows looks variables up case-insensitively. */
   readonly environment: ReadonlyMap<string, string>;
+  /** Loaded modules and their exports, for GetModuleHandleW and GetProcAddress. */
+  readonly modules: ModuleTable;
   /** Guest address of the UTF-16 command line the kernel left on the initial stack. */
   readonly commandLineAddress: number;
   readonly console: ConsoleIo;
@@ -55,5 +58,11 @@ export function windowsCommandLine(argv: readonly string[]): string {
 }
 
 export function hostHandlers(host: Host): Record<CallName, Handler> {
-  return { ...processHandlers(host), ...fileHandlers(host), ...memoryHandlers(host), ...timeHandlers(host) };
+  return {
+    ...processHandlers(host),
+    ...fileHandlers(host),
+    ...memoryHandlers(host),
+    ...timeHandlers(host),
+    ...moduleHandlers(host),
+  };
 }

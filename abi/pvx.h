@@ -25,6 +25,9 @@ typedef int64_t LONGLONG;
 typedef uint64_t ULONGLONG;
 typedef size_t SIZE_T;
 typedef void *HANDLE;
+typedef HANDLE HMODULE;
+typedef const char *LPCSTR;
+typedef intptr_t (*FARPROC)(void);
 typedef void *LPVOID;
 typedef const void *LPCVOID;
 typedef wchar_t WCHAR;
@@ -489,6 +492,30 @@ static inline SIZE_T HeapSize(HANDLE hHeap, DWORD dwFlags, LPCVOID lpMem) {
   uint64_t f[4] = { 0, (uint64_t)(uintptr_t)(hHeap), (uint64_t)(dwFlags), (uint64_t)(uintptr_t)(lpMem) };
   pvx_hypercall(37, f);
   return (SIZE_T)f[0];
+}
+
+/* A loaded module by name (kernel32.dll, a DLL the app ships); NULL for the exe itself. */
+static inline HMODULE GetModuleHandleW(LPCWSTR lpModuleName) {
+  PVX_USES("GetModuleHandleW");
+  uint64_t f[2] = { 0, (uint64_t)(uintptr_t)(lpModuleName) };
+  pvx_hypercall(38, f);
+  return (HMODULE)(uintptr_t)f[0];
+}
+
+/* A module the app loaded at start; pvx loads no code after boot. */
+static inline HMODULE LoadLibraryW(LPCWSTR lpLibFileName) {
+  PVX_USES("LoadLibraryW");
+  uint64_t f[2] = { 0, (uint64_t)(uintptr_t)(lpLibFileName) };
+  pvx_hypercall(39, f);
+  return (HMODULE)(uintptr_t)f[0];
+}
+
+/* An export of a loaded module, or a kernel32 function the bundle's manifest allows. */
+static inline FARPROC GetProcAddress(HMODULE hModule, LPCSTR lpProcName) {
+  PVX_USES("GetProcAddress");
+  uint64_t f[3] = { 0, (uint64_t)(uintptr_t)(hModule), (uint64_t)(uintptr_t)(lpProcName) };
+  pvx_hypercall(40, f);
+  return (FARPROC)(uintptr_t)f[0];
 }
 
 

@@ -28,6 +28,8 @@ export interface BootPlan {
   stack: { start: number; end: number };
   /** The UTF-16 command line, left above the initial stack like argv's strings. */
   commandLineAddress: number;
+  /** Where the app's image begins (an ELF guest's HMODULE). */
+  imageStart: number;
   /** GS base at entry: a Windows app's TEB, else 0. */
   gsBase: number;
   /** Set for a Windows app: its modules, thunks and missing imports. */
@@ -124,6 +126,7 @@ export function bootGuest(
     virtual,
     stack,
     commandLineAddress,
+    imageStart: image.start,
     gsBase: windows?.tebAddress ?? 0,
     windows,
     sregs: (cpu) => bootSregs(cpu, pt.root),

@@ -10,6 +10,7 @@ import type { PageTables } from "./paging.ts";
 import { appBase, PAGE, pageUp, pebBase, tebBase, thunksBase, thunksSize } from "./memory_map.ts";
 import { type CallDef, callsByName } from "../abi/calls.ts";
 import { DOORBELL_BASE, MISSING_IMPORT_DOORBELL } from "../abi/doorbell.ts";
+import type { ModuleTable } from "../abi/handlers/modules.ts";
 
 /** The DLL whose functions are hypercalls. Its name is all an app sees of it. */
 export const KERNEL32 = "kernel32.dll";
@@ -38,6 +39,8 @@ export interface WindowsApp {
   usedCalls: string[];
   /** For GS: Windows code finds its TEB at gs:[0x30]. */
   tebAddress: number;
+  /** What GetModuleHandleW and GetProcAddress answer from. */
+  moduleTable: ModuleTable;
 }
 
 /** What pvx can give each import of an app: a hypercall, a function in a shipped DLL, or nothing. */
@@ -116,6 +119,11 @@ class ThunkWriter {
 
   get usedCalls(): string[] {
     return [...this.#thunks.keys()].sort();
+  }
+
+  /** kernel32 as a module: each thunk is an export, by name. */
+  get exports(): [string, number, number][] {
+    return [...this.#thunks].map(([name, address]) => [name, 0, address]);
   }
 }
 
@@ -209,6 +217,10 @@ export function loadWindowsApp(
   pt.map(thunksBase, pageUp(code.length), { write: false, exec: true });
   writeTebAndPeb(ram, pt, exe.base, stack);
 
+  const dllExports = (m: LoadedModule): [string | null, number, number][] =>
+    m.image.exports.filter((e) => e.rva !== undefined && !e.forwarder).map((
+      e,
+    ) => [e.name ?? null, e.ordinal, m.base + e.rva!]);
   return {
     entry,
     start: appBase,
@@ -217,6 +229,13 @@ export function loadWindowsApp(
     missingImports: thunks.missing,
     usedCalls: thunks.usedCalls,
     tebAddress: tebBase,
+    moduleTable: {
+      exe: exe.base,
+      modules: [
+        [KERNEL32, thunksBase, thunks.exports],
+        ...modules.map((m) => [m.name, m.base, dllExports(m)] as ModuleTable["modules"][number]),
+      ],
+    },
   };
 }
 

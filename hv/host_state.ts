@@ -7,6 +7,7 @@ import { FileView, type ShareSpec } from "../abi/fileview.ts";
 import { GuestHeap } from "../abi/heap.ts";
 import { VirtualMemory } from "../abi/virtual_memory.ts";
 import type { ConsoleIo, Host } from "../abi/host.ts";
+import type { ModuleTable } from "../abi/handlers/modules.ts";
 import type { PageTables } from "../guest/paging.ts";
 
 /** Structured-cloneable description of an instance's host state at boot. */
@@ -18,6 +19,7 @@ export interface HostInit {
   heap: { start: number; end: number };
   virtual: { start: number; end: number };
   commandLineAddress: number;
+  modules: ModuleTable;
   startedAt: number;
 }
 
@@ -43,6 +45,7 @@ export function createHost(
     memory: new VirtualMemory(pages, ram, init.virtual.start, init.virtual.end),
     environment: new Map(init.environment.map(([k, v]) => [k.toUpperCase(), v])),
     commandLineAddress: init.commandLineAddress,
+    modules: init.modules,
     console: processConsole,
     startedAt: init.startedAt,
     sleep: hooks.sleep,

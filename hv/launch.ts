@@ -67,6 +67,7 @@ export async function launchBundle(bundle: Bundle, opts: LaunchOptions): Promise
         heap: plan.heap,
         virtual: plan.virtual,
         commandLineAddress: plan.commandLineAddress,
+        modules: plan.windows?.moduleTable ?? { exe: plan.imageStart, modules: [] },
         startedAt: createdAt,
       },
     });

@@ -198,6 +198,7 @@ Deno.test("random hypercall frames never crash the host nor touch memory they mu
     ),
     environment: new Map([["HOME", "C:\\"]]),
     commandLineAddress: data.start,
+    modules: { exe: text.start, modules: [["kernel32.dll", 0xc0000, [["GetLastError", 0, 0xc0000]]]] },
     console: { write: (_s, b) => written.push(b.slice()), read: () => 0 },
     startedAt: Date.now(),
     sleep: () => {},

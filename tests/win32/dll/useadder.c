@@ -1,11 +1,26 @@
-/* Calls a shipped DLL by name and by ordinal. */
+/* Calls a shipped DLL by name and by ordinal, and finds functions at run time. */
 #include "../common.h"
 
 __declspec(dllimport) int add(int a, int b);
 __declspec(dllimport) int mul(int a, int b);
 
+typedef int (*binary)(int, int);
+typedef DWORD (WINAPI *last_error)(void);
+
 int main(void) {
   value("add(2, 3) after DllMain ran", add(2, 3));
   value("mul(6, 7) by ordinal", mul(6, 7));
+  HMODULE self = GetModuleHandleW(NULL), k32 = GetModuleHandleW(L"KERNEL32.DLL"), adder = LoadLibraryW(L"adder");
+  value("GetModuleHandleW(NULL) found the exe", self != NULL);
+  value("kernel32 and adder.dll are distinct modules", k32 != NULL && adder != NULL && k32 != adder);
+  binary found = (binary)GetProcAddress(adder, "add");
+  value("GetProcAddress(adder, add)(20, 22)", found ? found(20, 22) : -1);
+  binary byOrdinal = (binary)GetProcAddress(adder, (LPCSTR)5);
+  value("GetProcAddress(adder, #5)(3, 4)", byOrdinal ? byOrdinal(3, 4) : -1);
+  SetLastError(77);
+  last_error get = (last_error)GetProcAddress(k32, "GetLastError");
+  value("GetProcAddress(kernel32, GetLastError)()", get ? (long long)get() : -1);
+  result("GetProcAddress(adder, nope)", GetProcAddress(adder, "nope") != NULL);
+  result("LoadLibraryW(absent.dll)", LoadLibraryW(L"absent.dll") != NULL);
   return 0;
 }
