@@ -3,6 +3,7 @@
 // ends in an ElfError naming the offending byte offset, never in a RangeError
 // from deep inside the loader or in writes where the guest did not ask for them.
 
+import { BinaryReader as Reader } from "./binary_reader.ts";
 import { appBase, MiB, PAGE, pageDown, pageUp } from "./memory_map.ts";
 import type { PageTables, Protection } from "./paging.ts";
 
@@ -94,45 +95,6 @@ const ADDRESS_LIMIT = 2 ** 32;
 const hex = (n: number) => `0x${n.toString(16)}`;
 const utf8 = new TextDecoder("utf-8");
 
-class Reader {
-  readonly #view: DataView;
-
-  constructor(readonly bytes: Uint8Array, readonly file: string) {
-    this.#view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  }
-
-  get length(): number {
-    return this.bytes.length;
-  }
-  u8(at: number): number {
-    return this.#view.getUint8(at);
-  }
-  u16(at: number): number {
-    return this.#view.getUint16(at, true);
-  }
-  u32(at: number): number {
-    return this.#view.getUint32(at, true);
-  }
-  /** Exact below 2^53; larger values are far beyond every bound they are checked against, so rounding is harmless. */
-  u64(at: number): number {
-    return Number(this.#view.getBigUint64(at, true));
-  }
-
-  fail(at: number, reason: string): never {
-    throw new ElfError(this.file, at, reason);
-  }
-
-  /** Refuses [offset, offset+size) unless it lies inside the file; `declaredAt` is the field or header that named it. */
-  requireInFile(offset: number, size: number, declaredAt: number, what: string): void {
-    if (offset + size > this.length) {
-      this.fail(
-        declaredAt,
-        `${what} [${hex(offset)}, ${hex(offset + size)}) lies outside the ${this.length}-byte file`,
-      );
-    }
-  }
-}
-
 interface ProgramHeader {
   /** File offset of the header itself, for error reports. */
   at: number;
@@ -156,7 +118,7 @@ interface SectionHeader {
 }
 
 export function parseElf(bytes: Uint8Array, file: string): ElfImage {
-  const r = new Reader(bytes, file);
+  const r = new Reader(bytes, file, ElfError);
   checkHeader(r);
   const phdrs = readProgramHeaders(r);
   checkStatic(r, phdrs);

@@ -5,7 +5,7 @@
 // its descriptor tables, stubs or page tables.
 
 import type { Segment, Sregs } from "../hv/vcpu.ts";
-import { Asm, Reg } from "./x86.ts";
+import { Asm, Reg, registerNames } from "./x86.ts";
 import {
   cpuStacksBase,
   cpuStacksSlot,
@@ -80,24 +80,6 @@ const savedGprs = [
   Reg.r14,
   Reg.r15,
 ] as const;
-const regNames = [
-  "rax",
-  "rcx",
-  "rdx",
-  "rbx",
-  "rsp",
-  "rbp",
-  "rsi",
-  "rdi",
-  "r8",
-  "r9",
-  "r10",
-  "r11",
-  "r12",
-  "r13",
-  "r14",
-  "r15",
-];
 
 /**
  * The fault frame, lowest address first, as the stubs leave it on the IST
@@ -105,7 +87,7 @@ const regNames = [
  */
 export const faultFrameFields: readonly string[] = [
   "cr2",
-  ...[...savedGprs].reverse().map((r) => regNames[r]),
+  ...[...savedGprs].reverse().map((r) => registerNames[r]),
   "vector",
   "error",
   "rip",

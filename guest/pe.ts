@@ -4,6 +4,7 @@
 // a corrupt image ends in a PeError naming the file offset of the offending
 // field, never in a RangeError from deep inside or in writes outside the image.
 
+import { BinaryReader as Reader } from "./binary_reader.ts";
 import { appBase, MiB, PAGE, pageDown } from "./memory_map.ts";
 import type { PageTables, Protection } from "./paging.ts";
 
@@ -170,57 +171,11 @@ const hex = (n: number) => `0x${n.toString(16)}`;
 const isPowerOfTwo = (n: number) => n > 0 && (n & (n - 1)) === 0;
 const utf8 = new TextDecoder("utf-8");
 
-class Reader {
-  readonly #view: DataView;
-
-  constructor(readonly bytes: Uint8Array, readonly file: string) {
-    this.#view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  }
-
-  get length(): number {
-    return this.bytes.length;
-  }
-  u8(at: number): number {
-    return this.#view.getUint8(at);
-  }
-  u16(at: number): number {
-    return this.#view.getUint16(at, true);
-  }
-  u32(at: number): number {
-    return this.#view.getUint32(at, true);
-  }
-  /** Exact below 2^53; larger values are far beyond every bound they are checked against, so rounding is harmless. */
-  u64(at: number): number {
-    return Number(this.#view.getBigUint64(at, true));
-  }
-
-  fail(at: number, reason: string): never {
-    throw new PeError(this.file, at, reason);
-  }
-
-  /** Refuses [offset, offset+size) unless it lies inside the file; `declaredAt` is the field that named it. */
-  requireInFile(offset: number, size: number, declaredAt: number, what: string): void {
-    if (offset + size > this.length) {
-      this.fail(
-        declaredAt,
-        `${what} [${hex(offset)}, ${hex(offset + size)}) lies outside the ${this.length}-byte file`,
-      );
-    }
-  }
-
-  /** The NUL-terminated string starting at `offset`, which must end before `end`. */
-  cString(offset: number, end: number, declaredAt: number, unterminatedReason: string): string {
-    const length = this.bytes.subarray(offset, end).indexOf(0);
-    if (length < 0) this.fail(declaredAt, unterminatedReason);
-    return utf8.decode(this.bytes.subarray(offset, offset + length));
-  }
-
-  /** An 8-byte name field (section or symbol), NUL-padded unless all 8 bytes are used. */
-  inlineName(at: number): string {
-    const raw = this.bytes.subarray(at, at + 8);
-    const nul = raw.indexOf(0);
-    return utf8.decode(nul < 0 ? raw : raw.subarray(0, nul));
-  }
+/** An 8-byte COFF name field (section or symbol), NUL-padded unless all 8 bytes are used. */
+function inlineName(r: Reader, at: number): string {
+  const raw = r.bytes.subarray(at, at + 8);
+  const nul = raw.indexOf(0);
+  return utf8.decode(nul < 0 ? raw : raw.subarray(0, nul));
 }
 
 interface Headers {
@@ -257,7 +212,7 @@ interface StringTable {
 }
 
 export function parsePe(bytes: Uint8Array, file: string): PeImage {
-  const r = new Reader(bytes, file);
+  const r = new Reader(bytes, file, PeError);
   const h = readHeaders(r);
   const strings = readStringTable(r, h);
   const sections = readSections(r, h, strings);
@@ -465,7 +420,7 @@ function stringTableEntry(r: Reader, strings: StringTable, offset: number, decla
 }
 
 function sectionName(r: Reader, at: number, strings: StringTable | undefined): string {
-  const name = r.inlineName(at);
+  const name = inlineName(r, at);
   // Names longer than 8 bytes (GNU ld's .debug_*) are "/<decimal offset>" into the string table.
   if (!name.startsWith("/")) return name;
   if (!/^\/\d+$/.test(name)) r.fail(at, `section name "${name}" is neither a short name nor /<string table offset>`);
@@ -844,7 +799,7 @@ function readSymbols(
 function symbolName(r: Reader, at: number, strings: StringTable, index: number): string {
   // A name of up to 8 bytes is stored inline; longer ones are a zero word and a string table offset.
   if (r.u32(at) === 0) return stringTableEntry(r, strings, r.u32(at + 4), at + 4, `symbol ${index} name`);
-  return r.inlineName(at);
+  return inlineName(r, at);
 }
 
 /**

@@ -20,6 +20,26 @@ export const enum Reg {
   r15 = 15,
 }
 
+/** 64-bit register names, index = encoding (the `Reg` value). */
+export const registerNames = [
+  "rax",
+  "rcx",
+  "rdx",
+  "rbx",
+  "rsp",
+  "rbp",
+  "rsi",
+  "rdi",
+  "r8",
+  "r9",
+  "r10",
+  "r11",
+  "r12",
+  "r13",
+  "r14",
+  "r15",
+] as const;
+
 export class Asm {
   readonly bytes: number[] = [];
   #labels = new Map<string, number>();

@@ -3,7 +3,7 @@
 // method names say.
 
 import assert from "node:assert/strict";
-import { Asm, Reg } from "../guest/x86.ts";
+import { Asm, Reg, registerNames } from "../guest/x86.ts";
 import { faultFrameFields, writeKernel } from "../guest/kernel.ts";
 import { kernelTextBase, kernelTextSize, MiB } from "../guest/memory_map.ts";
 import { PageTables } from "../guest/paging.ts";
@@ -34,25 +34,6 @@ async function disassemble(code: Uint8Array, origin: number): Promise<Instructio
   }
 }
 
-/** Register names in encoding order, so that index i is `Reg` value i. */
-const registerNames = [
-  "rax",
-  "rcx",
-  "rdx",
-  "rbx",
-  "rsp",
-  "rbp",
-  "rsi",
-  "rdi",
-  "r8",
-  "r9",
-  "r10",
-  "r11",
-  "r12",
-  "r13",
-  "r14",
-  "r15",
-];
 const allRegisters = registerNames.map((_, i) => i as Reg);
 
 Deno.test("every Asm method encodes the instruction objdump decodes", async () => {

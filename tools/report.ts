@@ -3,6 +3,7 @@
 import type { Outcome } from "../hv/instance.ts";
 import { vectorName } from "../guest/kernel.ts";
 import { nullGuardEnd } from "../guest/memory_map.ts";
+import { registerNames } from "../guest/x86.ts";
 
 export type Symbolize = (address: number) => string;
 
@@ -17,24 +18,8 @@ function pageFaultCause(error: bigint, cr2: bigint): string {
 }
 
 function registers(frame: Record<string, bigint>): string {
-  const names = [
-    "rax",
-    "rbx",
-    "rcx",
-    "rdx",
-    "rsi",
-    "rdi",
-    "rbp",
-    "rsp",
-    "r8",
-    "r9",
-    "r10",
-    "r11",
-    "r12",
-    "r13",
-    "r14",
-    "r15",
-  ];
+  // The order people read them in (a, b, c, d, si, di, bp, sp), not the encoding order; then r8-r15.
+  const names = ["rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp", ...registerNames.slice(8)];
   const rows: string[] = [];
   for (let i = 0; i < names.length; i += 4) {
     rows.push("  " + names.slice(i, i + 4).map((n) => `${n.padStart(3)} ${hex(frame[n])}`).join("  "));
