@@ -38,7 +38,6 @@ export function libc(): Deno.DynamicLibrary<typeof libcSymbols>["symbols"] {
 
 export const O_RDWR = 0x2;
 export const O_CLOEXEC = 0x80000;
-export const PROT_NONE = 0;
 export const PROT_READ = 1;
 export const PROT_WRITE = 2;
 export const MAP_SHARED = 0x01;

@@ -86,7 +86,6 @@ const regNames = kvm_regs.order.map((f) => f.name) as RegName[];
 export class Vcpu {
   #fd: number;
   #run: DataView;
-  #runBytes: Uint8Array;
   #regsBuf = new Uint8Array(kvm_regs.size);
   #regsView = new DataView(this.#regsBuf.buffer);
 
@@ -94,7 +93,6 @@ export class Vcpu {
     this.#fd = fd;
     const ab = Deno.UnsafePointerView.getArrayBuffer(runPage, runSize);
     this.#run = new DataView(ab);
-    this.#runBytes = new Uint8Array(ab);
   }
 
   get fd(): number {
@@ -161,15 +159,6 @@ export class Vcpu {
       default:
         return { kind: "unknown", reason };
     }
-  }
-
-  /** Answers a port-I/O `in` exit before the next run. */
-  setIoInValue(value: number): void {
-    const u = KVM_RUN_EXIT_UNION;
-    const f = kvm_run_io.fields;
-    const size = this.#run.getUint8(u + f.size.offset);
-    const off = Number(this.#run.getBigUint64(u + f.data_offset.offset, true));
-    for (let i = 0; i < size; i++) this.#runBytes[off + i] = (value >>> (8 * i)) & 0xff;
   }
 
   getRegs(): Regs {
