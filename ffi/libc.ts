@@ -22,6 +22,8 @@ export const libcSymbols = {
   getpid: { parameters: [], result: "i32" },
   // pid_t gettid(void);
   gettid: { parameters: [], result: "i32" },
+  // int poll(struct pollfd *fds, nfds_t nfds, int timeout_ms);
+  poll: { parameters: ["buffer", "u64", "i32"], result: "i32" },
   // int sched_yield(void);
   sched_yield: { parameters: [], result: "i32" },
   // int tgkill(pid_t tgid, pid_t tid, int sig);
@@ -45,7 +47,13 @@ export const MAP_PRIVATE = 0x02;
 export const MAP_ANONYMOUS = 0x20;
 export const MAP_NORESERVE = 0x4000;
 export const MAP_FAILED = -1n;
-export const SIGUSR1 = 10;
+/**
+ * Kicks a vCPU thread out of KVM_RUN or poll(). Its default action is to be
+ * ignored, so a kick that lands after the run's listener is gone does nothing
+ * (SIGUSR1's default would kill the process).
+ */
+export const SIGURG = 23;
+export const POLLIN = 0x1;
 
 const errnoNames: Record<number, string> = {
   1: "EPERM",

@@ -9,6 +9,7 @@ import { VirtualMemory } from "../abi/virtual_memory.ts";
 import type { ConsoleIo, Host } from "../abi/host.ts";
 import type { ModuleTable } from "../abi/handlers/modules.ts";
 import type { PageTables } from "../guest/paging.ts";
+import { libc, POLLIN } from "../ffi/libc.ts";
 
 /** Structured-cloneable description of an instance's host state at boot. */
 export interface HostInit {
@@ -27,16 +28,35 @@ function writeAll(stream: { writeSync(p: Uint8Array): number }, bytes: Uint8Arra
   for (let off = 0; off < bytes.length;) off += stream.writeSync(bytes.subarray(off));
 }
 
-export const processConsole: ConsoleIo = {
-  write: (stream, bytes) => writeAll(stream === "stderr" ? Deno.stderr : Deno.stdout, bytes),
-  read: (into) => into.length === 0 ? 0 : Deno.stdin.readSync(into) ?? 0,
-};
+/** How long a console read blocks before it looks again whether the instance is stopping. */
+const STDIN_POLL_MS = 50;
+
+/**
+ * The process's console. A read waits in poll() slices rather than in read():
+ * a read blocked on a terminal would keep --timeout and ExitProcess on
+ * another thread from ever stopping the instance.
+ */
+export function processConsole(stopping: () => boolean): ConsoleIo {
+  const pollfd = new Uint8Array(8); // struct pollfd { int fd = 0 (stdin); short events; short revents; }
+  new DataView(pollfd.buffer).setInt16(4, POLLIN, true);
+  return {
+    write: (stream, bytes) => writeAll(stream === "stderr" ? Deno.stderr : Deno.stdout, bytes),
+    read: (into) => {
+      if (into.length === 0) return 0;
+      while (!stopping()) {
+        // Ready, end of input and errors all return > 0; readSync then reports which.
+        if (libc().poll(pollfd, 1n, STDIN_POLL_MS) > 0) return Deno.stdin.readSync(into) ?? 0;
+      }
+      return 0;
+    },
+  };
+}
 
 export function createHost(
   init: HostInit,
   ram: Uint8Array,
   pages: PageTables,
-  hooks: { sleep(ms: number): void; exit(code: number): void },
+  hooks: { sleep(ms: number): void; exit(code: number): void; stopping(): boolean },
 ): Host {
   return {
     handles: new HandleTable(),
@@ -46,7 +66,7 @@ export function createHost(
     environment: new Map(init.environment.map(([k, v]) => [k.toUpperCase(), v])),
     commandLineAddress: init.commandLineAddress,
     modules: init.modules,
-    console: processConsole,
+    console: processConsole(hooks.stopping),
     startedAt: init.startedAt,
     sleep: hooks.sleep,
     exit: hooks.exit,

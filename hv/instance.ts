@@ -2,7 +2,7 @@
 // own Worker, and can stop it at any moment (timeout) through kvm_run's
 // immediate_exit plus a signal to the vCPU thread.
 
-import { libc, SIGUSR1 } from "../ffi/libc.ts";
+import { libc, SIGURG } from "../ffi/libc.ts";
 import { Kvm, mapKvmRun, type Vm } from "./kvm.ts";
 import { type GuestRam, mapGuestRam, unmapGuestRam } from "./memory.ts";
 import { requestImmediateExit } from "./vcpu.ts";
@@ -89,9 +89,10 @@ export class Instance {
       control: control.buffer as SharedArrayBuffer,
     };
 
-    // The signal only has to interrupt KVM_RUN; a listener keeps it from killing the process.
+    // The kick only has to interrupt KVM_RUN or a console poll(); while a listener is installed the
+    // kernel delivers it to the vCPU thread instead of ignoring it.
     const onSignal = () => {};
-    Deno.addSignalListener("SIGUSR1", onSignal);
+    Deno.addSignalListener("SIGURG", onSignal);
     const worker = takeThread();
     let healthy = false;
     let timer: ReturnType<typeof setTimeout> | undefined;
@@ -132,7 +133,7 @@ export class Instance {
     } finally {
       clearTimeout(timer);
       releaseThread(worker, healthy);
-      Deno.removeSignalListener("SIGUSR1", onSignal);
+      Deno.removeSignalListener("SIGURG", onSignal);
     }
   }
 
@@ -142,7 +143,7 @@ export class Instance {
     Atomics.notify(control, CONTROL_REQUEST);
     requestImmediateExit(this.#runPage!, true);
     const tid = Atomics.load(control, CONTROL_TID);
-    if (tid !== 0) libc().tgkill(libc().getpid(), tid, SIGUSR1);
+    if (tid !== 0) libc().tgkill(libc().getpid(), tid, SIGURG);
   }
 
   close(): void {

@@ -40,6 +40,7 @@ function run(init: VcpuInit, times: { firstExitAt?: number }): VcpuReport {
   let exitCode: number | undefined;
   const host = createHost(init.host, ram.bytes, pages, {
     exit: (code) => exitCode = code,
+    stopping: () => Atomics.load(control, CONTROL_REQUEST) === Control.Stop,
     // Waiting on the control word lets a stop request (timeout, exit) cut a sleep short.
     sleep: (ms) => {
       if (ms === 0) libc().sched_yield();

@@ -73,6 +73,18 @@ Deno.test("--timeout stops a guest spinning forever and names where it was", asy
   assert.match(r.stderr, /did not finish within 300 ms; stopped vCPU 0 at RIP 0x[0-9a-f]+ <main\+0x[0-9a-f]+>/);
 });
 
+Deno.test("--timeout also stops a guest waiting for console input that never comes", async () => {
+  const r = await pvxCli(["run", "--timeout", "300ms", await guestBundle("reader")], {}, true);
+  assert.equal(r.code, EXIT_TIMEOUT);
+  assert.match(r.stderr, /did not finish within 300 ms/);
+});
+
+Deno.test("a console read returns what arrives on stdin, and 0 bytes at its end", async () => {
+  const r = await pvxCli(["run", await guestBundle("reader")]);
+  assert.equal(r.stdout, "read 0 bytes\n");
+  assert.equal(r.code, 0);
+});
+
 Deno.test("pointers outside guest RAM or mapped memory are refused to the guest, not fatal", async () => {
   const r = await runGuest("bad_pointers");
   assert.equal(r.stderr, "");

@@ -53,15 +53,21 @@ export interface RunResult {
   stderr: string;
 }
 
-/** Runs `pvx <args>` as a separate process, as a user would. */
-export async function pvxCli(args: string[], env: Record<string, string> = {}): Promise<RunResult> {
-  const out = await new Deno.Command(Deno.execPath(), {
+/**
+ * Runs `pvx <args>` as a separate process, as a user would. With `stdinOpen`
+ * its standard input is a pipe nobody writes to or closes, like an idle terminal.
+ */
+export async function pvxCli(args: string[], env: Record<string, string> = {}, stdinOpen = false): Promise<RunResult> {
+  const child = new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", pvxScript, ...args],
     env,
     stdout: "piped",
     stderr: "piped",
-    stdin: "null",
-  }).output();
+    stdin: stdinOpen ? "piped" : "null",
+    // pvx must never hang; if it does, the test fails instead of stalling the suite.
+    signal: AbortSignal.timeout(120_000),
+  }).spawn();
+  const out = await child.output();
   const dec = new TextDecoder();
   return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
 }
