@@ -2,6 +2,8 @@
 // wide strings, against abi/pvx.h.
 
 const abiDir = new URL("../abi/", import.meta.url).pathname;
+/** pvx's <windows.h>, so Win32 sources build unchanged as pvx guests. */
+const windowsIncludeDir = new URL("../abi/include/", import.meta.url).pathname;
 
 export const guestCflags = [
   "-static",
@@ -18,6 +20,8 @@ export const guestCflags = [
   "-Werror",
   "-I",
   abiDir,
+  "-I",
+  windowsIncludeDir,
 ];
 
 export async function run(cmd: string, args: string[]): Promise<string> {

@@ -3,9 +3,9 @@
 
 int main(int argc, char **argv, char **envp) {
   (void)argv, (void)envp;
-  put("about to break the ABI\n");
+  out("about to break the ABI\n");
   uint64_t where = argc > 1 ? 0xfffff000u : 0x8;
   pvx_hypercall(3 /* WriteFile */, (uint64_t *)(uintptr_t)where);
-  put("the host let a bad frame through\n");
+  out("the host let a bad frame through\n");
   return 0;
 }

@@ -3,12 +3,12 @@
 
 static int check(const char *what, BOOL ok) {
   DWORD err = GetLastError();
-  put(what);
+  out(what);
   if (!ok && err == ERROR_NOACCESS) {
-    put(": refused\n");
+    out(": refused\n");
     return 0;
   }
-  put(": NOT refused\n");
+  out(": NOT refused\n");
   return 1;
 }
 

@@ -23,6 +23,6 @@ int main(int argc, char **argv, char **envp) {
   if (what[0] == 'u') __asm__ volatile("ud2");
   if (what[0] == 'k') return *(volatile int *)0x10000;                /* the kernel's GDT */
   if (what[0] == 'p') return *(volatile int *)0x100000;               /* the kernel's page tables */
-  put("no fault requested\n");
+  out("no fault requested\n");
   return 0;
 }

@@ -6,8 +6,8 @@ int main(int argc, char **argv, char **envp) {
   char buf[64];
   DWORD n = 0;
   if (!ReadFile(GetStdHandle(STD_INPUT_HANDLE), buf, sizeof buf, &n, NULL)) return 1;
-  put("read ");
-  put_u(n);
-  put(" bytes\n");
+  out("read ");
+  out_i(n);
+  out(" bytes\n");
   return 0;
 }

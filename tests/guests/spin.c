@@ -3,7 +3,7 @@
 
 int main(int argc, char **argv, char **envp) {
   (void)argc, (void)argv, (void)envp;
-  put("spinning\n");
+  out("spinning\n");
   for (volatile unsigned long i = 0;; i++) {
   }
 }

@@ -1,24 +1,5 @@
-/* Small helpers shared by the test guests (the guests have no libc). */
-#include "pvx.h"
-
-static inline DWORD str_len(const char *s) {
-  DWORD n = 0;
-  while (s[n]) n++;
-  return n;
-}
-
-static inline void put(const char *s) {
-  DWORD written;
-  WriteFile(GetStdHandle(STD_OUTPUT_HANDLE), s, str_len(s), &written, NULL);
-}
-
-static inline void put_u(unsigned long v) {
-  char buf[24];
-  int i = sizeof buf - 1;
-  buf[i] = 0;
-  do buf[--i] = (char)('0' + v % 10); while (v /= 10);
-  put(buf + i);
-}
+/* The test guests share the Win32 programs' output helpers (out, out_i, value, ...). */
+#include "../win32/common.h"
 
 static inline int parse_int(const char *s) {
   int sign = 1, v = 0;

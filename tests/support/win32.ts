@@ -5,7 +5,6 @@
 import { compileGuest, run } from "../../tools/guest_cc.ts";
 
 export const win32Dir = new URL("../win32/", import.meta.url).pathname;
-const includeDir = new URL("../../abi/include/", import.meta.url).pathname;
 
 export async function win32Programs(): Promise<string[]> {
   const names: string[] = [];
@@ -32,7 +31,7 @@ export function asWindows(name: string, wineOutput: string): string {
 
 export async function buildPvxGuest(name: string, outDir: string): Promise<string> {
   const out = `${outDir}/${name}.elf`;
-  await compileGuest(`${win32Dir}${name}.c`, out, ["-I", includeDir]);
+  await compileGuest(`${win32Dir}${name}.c`, out);
   return out;
 }
 

@@ -3,6 +3,7 @@
  *   file_io openclose <count>                      prints nanoseconds for count CreateFileW+CloseHandle
  * Timed inside the guest so boot and teardown do not count. */
 #include "pvx.h"
+#include "print_number.h"
 
 static char buffer[1 << 20];
 
@@ -10,15 +11,6 @@ static unsigned long number(const char *s) {
   unsigned long n = 0;
   while (*s >= '0' && *s <= '9') n = n * 10 + (unsigned long)(*s++ - '0');
   return n;
-}
-
-static void print_number(unsigned long long v) {
-  char text[24];
-  int i = sizeof text - 1;
-  DWORD n;
-  text[i] = '\n';
-  do text[--i] = (char)('0' + v % 10); while (v /= 10);
-  WriteFile(GetStdHandle(STD_OUTPUT_HANDLE), text + i, (DWORD)(sizeof text - i), &n, NULL);
 }
 
 int main(int argc, char **argv) {

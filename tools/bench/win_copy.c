@@ -1,16 +1,8 @@
 /* Bench: copies src.dat to dst.dat in 1 MiB chunks; prints the copy's nanoseconds (QueryPerformanceCounter). */
 #include <windows.h>
+#include "print_number.h"
 
 static char buffer[1 << 20];
-
-static void print_number(unsigned long long v) {
-  char text[24];
-  int i = sizeof text - 1;
-  DWORD n;
-  text[i] = '\n';
-  do text[--i] = (char)('0' + v % 10); while (v /= 10);
-  WriteFile(GetStdHandle(STD_OUTPUT_HANDLE), text + i, (DWORD)(sizeof text - i), &n, NULL);
-}
 
 void mainCRTStartup(void) {
   LARGE_INTEGER f, t0, t1;
