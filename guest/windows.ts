@@ -140,6 +140,7 @@ export function loadWindowsApp(
   stack: { start: number; end: number },
 ): WindowsApp {
   const dlls = shippedDlls(files);
+  const shipped = new Set(dlls.keys());
   const thunks = new ThunkWriter();
   const modules: LoadedModule[] = [];
   const byName = new Map<string, LoadedModule>();
@@ -174,7 +175,7 @@ export function loadWindowsApp(
   };
 
   const resolveTo = (imp: PeImport, depth = 0): number => {
-    const r = resolveImport(imp, new Set(dlls.keys()));
+    const r = resolveImport(imp, shipped);
     if (r.kind === "call") return thunks.call(r.call);
     if (r.kind === "dll") return exportAddress(r.dll, imp, depth);
     return thunks.missingImport(importLabel(imp));

@@ -3,7 +3,7 @@
 // a Windows exe names them in its import table (and its DLLs' tables).
 
 import { ElfError, parseElf } from "../guest/elf.ts";
-import { parsePe } from "../guest/pe.ts";
+import { parsePe, type PeImage } from "../guest/pe.ts";
 import { resolveImport, shippedDlls } from "../guest/windows.ts";
 
 export function callsUsedByElf(bytes: Uint8Array, file: string): string[] {
@@ -41,18 +41,23 @@ export function analysePe(files: ReadonlyMap<string, Uint8Array>, entry: string)
   const imports: ImportEntry[] = [];
   const used = new Set<string>(["ExitProcess"]); // the entry trampoline ends every app with it
   const seen = new Set<string>();
+  const parsed = new Map<string, PeImage>();
+  const image = (path: string) => {
+    let i = parsed.get(path);
+    if (!i) parsed.set(path, i = parsePe(files.get(path)!, path));
+    return i;
+  };
   const visit = (path: string) => {
     const importer = path.slice(path.lastIndexOf("/") + 1);
     if (seen.has(importer.toLowerCase())) return;
     seen.add(importer.toLowerCase());
-    const image = parsePe(files.get(path)!, path);
-    for (const imp of image.imports) {
+    for (const imp of image(path).imports) {
       const r = resolveImport(imp, shipped);
       const name = imp.name ?? `#${imp.ordinal}`;
       let status: ImportEntry["status"] = r.kind === "call" ? "implemented" : r.kind === "dll" ? "shipped" : "missing";
       if (r.kind === "call") used.add(r.call.name);
       if (r.kind === "dll") {
-        const exports = parsePe(files.get(dlls.get(r.dll)!)!, dlls.get(r.dll)!).exports;
+        const exports = image(dlls.get(r.dll)!).exports;
         if (!exports.some((e) => imp.name !== undefined ? e.name === imp.name : e.ordinal === imp.ordinal)) {
           status = "missing";
         }
