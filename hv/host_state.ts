@@ -36,7 +36,7 @@ const STDIN_POLL_MS = 50;
  * a read blocked on a terminal would keep --timeout and ExitProcess on
  * another thread from ever stopping the instance.
  */
-export function processConsole(stopping: () => boolean): ConsoleIo {
+function processConsole(stopping: () => boolean): ConsoleIo {
   const pollfd = new Uint8Array(8); // struct pollfd { int fd = 0 (stdin); short events; short revents; }
   new DataView(pollfd.buffer).setInt16(4, POLLIN, true);
   return {

@@ -72,7 +72,6 @@ export class Instance {
     this.#runPage = mapKvmRun(this.#vcpuFd, this.#vm.vcpuMmapSize);
     const control = new Int32Array(new SharedArrayBuffer(CONTROL_WORDS * 4));
     const init: VcpuInit = {
-      cpu: 0,
       vcpuFd: this.#vcpuFd,
       runPage: BigInt(Deno.UnsafePointer.value(this.#runPage)),
       runSize: this.#vm.vcpuMmapSize,

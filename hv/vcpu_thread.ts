@@ -8,7 +8,6 @@ import type { Sregs } from "./vcpu.ts";
 import type { HostInit } from "./host_state.ts";
 
 export interface VcpuInit {
-  cpu: number;
   vcpuFd: number;
   runPage: bigint;
   runSize: number;

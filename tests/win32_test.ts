@@ -4,20 +4,11 @@
 import assert from "node:assert/strict";
 import { buildPvxGuest, buildWindowsExe, win32Dir, win32Programs } from "./support/win32.ts";
 import { pvxCli } from "./support/guests.ts";
-import { main as pvx } from "../tools/pvx.ts";
+import { defaultPackOptions, packApp } from "../tools/pvx.ts";
+import { writeBundle } from "../tools/bundle.ts";
 
 const dir = await Deno.makeTempDir({ prefix: "pvx-win32-" });
 globalThis.addEventListener("unload", () => Deno.removeSync(dir, { recursive: true }));
-
-async function pack(elf: string, bundle: string): Promise<void> {
-  const log = console.log;
-  console.log = () => {};
-  try {
-    assert.equal(await pvx(["pack", elf, "-o", bundle]), 0);
-  } finally {
-    console.log = log;
-  }
-}
 
 for (const name of await win32Programs()) {
   Deno.test(`${name}.c builds unchanged with mingw against kernel32`, async () => {
@@ -27,7 +18,7 @@ for (const name of await win32Programs()) {
 
   Deno.test(`${name}.c as a pvx guest prints what Windows documents`, async () => {
     const bundle = `${dir}/${name}.pvx`;
-    await pack(await buildPvxGuest(name, dir), bundle);
+    await writeBundle(bundle, await packApp(await buildPvxGuest(name, dir), defaultPackOptions));
     const work = await Deno.makeTempDir({ dir });
     const r = await pvxCli(["run", "--overlay", work, "--env", "PVX_TEST_VAR=hello-env", bundle]);
     assert.equal(r.stderr, "");

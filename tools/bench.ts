@@ -6,8 +6,8 @@
 // prints both numbers and their ratio.
 
 import { compileGuest, run } from "./guest_cc.ts";
-import { main as pvx } from "./pvx.ts";
-import { type Bundle, readBundle } from "./bundle.ts";
+import { defaultPackOptions, packApp } from "./pvx.ts";
+import { type Bundle, readBundle, writeBundle } from "./bundle.ts";
 import { launchBundle } from "../hv/launch.ts";
 import { prewarm, stopIdleThreads } from "../hv/vcpu_threads.ts";
 
@@ -53,7 +53,7 @@ function line(what: string, pvxValue: number, cValue: number, unit: string, goal
 async function pack(source: string, dir: string): Promise<string> {
   const name = source.replace(/\.c$/, "");
   await compileGuest(`${here}${source}`, `${dir}/${name}.elf`);
-  await pvx(["pack", `${dir}/${name}.elf`, "-o", `${dir}/${name}.pvx`]);
+  await writeBundle(`${dir}/${name}.pvx`, await packApp(`${dir}/${name}.elf`, defaultPackOptions));
   return `${dir}/${name}.pvx`;
 }
 
@@ -118,15 +118,12 @@ async function windowsVsWine(dir: string): Promise<void> {
 }
 
 const dir = await Deno.makeTempDir({ prefix: "pvx-bench-" });
-const log = console.log;
 try {
   const vmm = `${dir}/baseline`, files = `${dir}/file_io_baseline`;
   await run("gcc", ["-O2", "-o", vmm, `${here}baseline.c`]);
   await run("gcc", ["-O2", "-o", files, `${here}file_io_baseline.c`]);
-  console.log = () => {};
   const nullLoop = await readBundle(await pack("null_loop.c", dir));
   const fileIo = await pack("file_io.c", dir);
-  console.log = log;
 
   // A hypercall's cost is the slope between a short and a long run, so start-up cancels out.
   const [few, many] = [2_000, 12_000];
@@ -189,7 +186,6 @@ try {
 
   await windowsVsWine(dir);
 } finally {
-  console.log = log;
   stopIdleThreads();
   await Deno.remove(dir, { recursive: true });
 }

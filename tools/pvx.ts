@@ -70,7 +70,7 @@ async function runCommand(argv: string[]): Promise<number> {
     // A Windows exe runs from a bundle packed on the fly (and cached); anything else must be a bundle.
     const head = await readHead(path);
     const bundlePath = isPe(head)
-      ? await cachedBundle(path, { memoryMiB: 64, files: [], args: [], allowMissing: values["allow-missing"] })
+      ? await cachedBundle(path, { ...defaultPackOptions, allowMissing: values["allow-missing"] })
       : path;
     const bundle = await readBundle(bundlePath);
     const { outcome, symbolize } = await launchBundle(bundle, {
@@ -95,6 +95,9 @@ export interface PackOptions {
   args: readonly string[];
   allowMissing: boolean;
 }
+
+/** What `pvx pack` does without options, and what `pvx run app.exe` packs with. */
+export const defaultPackOptions: PackOptions = { memoryMiB: 64, files: [], args: [], allowMissing: false };
 
 const isPe = (bytes: Uint8Array) => bytes[0] === 0x4d && bytes[1] === 0x5a; // "MZ"
 

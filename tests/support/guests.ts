@@ -2,7 +2,8 @@
 // the real `pvx` command in a child process, and collect what it printed.
 
 import { compileGuest } from "../../tools/guest_cc.ts";
-import { main as pvx } from "../../tools/pvx.ts";
+import { defaultPackOptions, packApp } from "../../tools/pvx.ts";
+import { writeBundle } from "../../tools/bundle.ts";
 
 const guestsDir = new URL("../guests/", import.meta.url).pathname;
 const pvxScript = new URL("../../tools/pvx.ts", import.meta.url).pathname;
@@ -32,18 +33,10 @@ export function guestElf(name: string): Promise<string> {
   return p;
 }
 
-/** Packs a guest with `pvx pack` and returns the bundle path. */
-export async function guestBundle(name: string, extra: string[] = []): Promise<string> {
-  const elf = await guestElf(name);
-  const bundle = `${await scratch()}/${name}${extra.length ? "-" + extra.join("_").replace(/\W/g, "") : ""}.pvx`;
-  const quiet = console.log;
-  console.log = () => {};
-  try {
-    const status = await pvx(["pack", elf, "-o", bundle, ...extra]);
-    if (status !== 0) throw new Error(`pvx pack ${name} exited ${status}`);
-  } finally {
-    console.log = quiet;
-  }
+/** Packs a guest as `pvx pack` does and returns the bundle path. */
+export async function guestBundle(name: string): Promise<string> {
+  const bundle = `${await scratch()}/${name}.pvx`;
+  await writeBundle(bundle, await packApp(await guestElf(name), defaultPackOptions));
   return bundle;
 }
 
