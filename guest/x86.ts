@@ -143,6 +143,80 @@ export class Asm {
     return this.#emit(0x89, 0x02);
   }
 
+  /** mov r64, gs:[disp32]: how a thread finds its TEB fields. */
+  movFromGs(r: Reg, disp: number): this {
+    return this.#emit(0x65, r >= 8 ? 0x4c : 0x48, 0x8b, 0x04 | ((r & 7) << 3), 0x25, ...this.#imm32(disp));
+  }
+  /** mov [base + disp8], r64 */
+  storeMem64(base: Reg, disp: number, r: Reg): this {
+    return this.#memOp([0x89], r, base, disp, true);
+  }
+  /** mov qword [base + disp8], imm32 (sign-extended) */
+  storeMem64Imm(base: Reg, disp: number, v: number): this {
+    return this.#memOp([0xc7], 0, base, disp, true, this.#imm32(v));
+  }
+  /** mov dword [base + disp8], imm32 */
+  storeMem32Imm(base: Reg, disp: number, v: number): this {
+    return this.#memOp([0xc7], 0, base, disp, false, this.#imm32(v));
+  }
+  /** cmp [base + disp8], r64 */
+  cmpMem64(base: Reg, disp: number, r: Reg): this {
+    return this.#memOp([0x39], r, base, disp, true);
+  }
+  /** inc dword [base + disp8] */
+  incMem32(base: Reg, disp: number): this {
+    return this.#memOp([0xff], 0, base, disp, false);
+  }
+  /** dec dword [base + disp8]: ZF says it reached zero. */
+  decMem32(base: Reg, disp: number): this {
+    return this.#memOp([0xff], 1, base, disp, false);
+  }
+  /** lock cmpxchg [base + disp8], r32: compares with eax. */
+  lockCmpxchgMem32(base: Reg, disp: number, r: Reg): this {
+    return this.#emit(0xf0).#memOp([0x0f, 0xb1], r, base, disp, false);
+  }
+  /** lock xadd [base + disp8], r32 */
+  lockXaddMem32(base: Reg, disp: number, r: Reg): this {
+    return this.#emit(0xf0).#memOp([0x0f, 0xc1], r, base, disp, false);
+  }
+  /** xchg [base + disp8], r32 (locked by definition) */
+  xchgMem32(base: Reg, disp: number, r: Reg): this {
+    return this.#memOp([0x87], r, base, disp, false);
+  }
+  /** lea r64, [base + disp8] */
+  lea(r: Reg, base: Reg, disp: number): this {
+    return this.#memOp([0x8d], r, base, disp, true);
+  }
+  /** test r32, r32 */
+  test32(a: Reg, b: Reg): this {
+    if (a >= 8 || b >= 8) throw new Error("test32 takes rax..rdi only");
+    return this.#emit(0x85, 0xc0 | (b << 3) | a);
+  }
+  /** dec r32 */
+  dec32(r: Reg): this {
+    return this.#emit(...(r >= 8 ? [0x41] : []), 0xff, 0xc8 | (r & 7));
+  }
+  /** jcc rel32 to a label: "e" (ZF set) or "ne". */
+  jcc(cond: "e" | "ne", label: string): this {
+    this.#emit(0x0f, cond === "e" ? 0x84 : 0x85);
+    this.#fixups.push({ at: this.bytes.length, label });
+    return this.#emit(0, 0, 0, 0);
+  }
+
+  /** An instruction on [base + disp8] (mod 01; base is not rsp/r12, which would need a SIB byte). */
+  #memOp(opcode: number[], reg: number, base: Reg, disp: number, wide: boolean, imm: number[] = []): this {
+    if ((base & 7) === Reg.rsp) throw new Error("memory operands based on rsp/r12 are not encoded");
+    if (disp < -128 || disp > 127) throw new Error(`displacement ${disp} does not fit in 8 bits`);
+    const rex = 0x40 | (wide ? 8 : 0) | (reg >= 8 ? 4 : 0) | (base >= 8 ? 1 : 0);
+    return this.#emit(
+      ...(rex !== 0x40 ? [rex] : []),
+      ...opcode,
+      0x40 | ((reg & 7) << 3) | (base & 7),
+      disp & 0xff,
+      ...imm,
+    );
+  }
+
   hlt(): this {
     return this.#emit(0xf4);
   }

@@ -142,3 +142,38 @@ Deno.test("the instructions of kernel32 thunks and the Windows entry trampoline 
   ]);
   assert.throws(() => new Asm(0).movReg32(Reg.r8, Reg.rax), /rax..rdi only/);
 });
+
+Deno.test("the atomic and memory-operand instructions of the guest runtime encode as objdump reads them", async () => {
+  const origin = 0xc0000;
+  const asm = new Asm(origin).label("top");
+  asm.movFromGs(Reg.rdx, 0x48).movFromGs(Reg.r9, 0x30);
+  asm.storeMem64(Reg.rcx, 16, Reg.rdx).storeMem64(Reg.r8, -8, Reg.r10);
+  asm.storeMem64Imm(Reg.rcx, 0x20, 0).storeMem32Imm(Reg.rcx, 12, 1);
+  asm.cmpMem64(Reg.rcx, 16, Reg.rdx).incMem32(Reg.rcx, 12).decMem32(Reg.rcx, 12);
+  asm.lockCmpxchgMem32(Reg.rcx, 8, Reg.r8).lockXaddMem32(Reg.rcx, 8, Reg.rax).xchgMem32(Reg.rcx, 8, Reg.rax);
+  asm.lea(Reg.rcx, Reg.rcx, 8).test32(Reg.rax, Reg.rax).dec32(Reg.rax).dec32(Reg.r8);
+  asm.jcc("e", "top").jcc("ne", "top");
+  const listing = await disassemble(asm.finish(), origin);
+  assert.deepEqual(listing.map((i) => i.text), [
+    "mov    %gs:0x48,%rdx",
+    "mov    %gs:0x30,%r9",
+    "mov    %rdx,0x10(%rcx)",
+    "mov    %r10,-0x8(%r8)",
+    "movq   $0x0,0x20(%rcx)",
+    "movl   $0x1,0xc(%rcx)",
+    "cmp    %rdx,0x10(%rcx)",
+    "incl   0xc(%rcx)",
+    "decl   0xc(%rcx)",
+    "lock cmpxchg %r8d,0x8(%rcx)",
+    "lock xadd %eax,0x8(%rcx)",
+    "xchg   %eax,0x8(%rcx)",
+    "lea    0x8(%rcx),%rcx",
+    "test   %eax,%eax",
+    "dec    %eax",
+    "dec    %r8d",
+    `je     ${hex(origin)}`,
+    `jne    ${hex(origin)}`,
+  ]);
+  assert.throws(() => new Asm(0).storeMem64(Reg.rsp, 0, Reg.rax), /rsp/);
+  assert.throws(() => new Asm(0).incMem32(Reg.rcx, 200), /8 bits/);
+});
