@@ -17,12 +17,14 @@ export type Param =
   /** A full 64-bit value, guest addresses the host never dereferences included. */
   | { name: string; c: string; kind: "u64" }
   | { name: string; c: string; kind: "handle" }
-  /** A buffer the host reads, `len` bytes long, `len` naming another parameter. */
-  | { name: string; c: string; kind: "in"; len: string }
+  /** A buffer the host reads; `len` names another parameter and counts `unit`-byte elements. */
+  | { name: string; c: string; kind: "in"; len: string; unit: 1 | 8 }
   /** A buffer the host writes; `len` counts `unit`-byte elements. */
   | { name: string; c: string; kind: "out"; len: string; unit: 1 | 2 }
   /** A DWORD the host writes; NULL allowed when `optional`. */
   | { name: string; c: string; kind: "outU32"; optional: boolean }
+  /** A fixed-size structure the host only reads (a LONG a thread waits on). */
+  | { name: string; c: string; kind: "inStruct"; size: number }
   /** A fixed-size structure the host writes (LARGE_INTEGER, FILETIME, WIN32_FIND_DATAW). */
   | { name: string; c: string; kind: "outStruct"; size: number; optional: boolean }
   /** A NUL-terminated UTF-16 string the host reads (at most 32767 characters). */
@@ -43,6 +45,8 @@ export interface CallDef {
   readonly noreturn?: boolean;
   /** The call rewrites page tables: the host flushes the vCPU's cached translations before it resumes. */
   readonly flushesTlb?: boolean;
+  /** Other calls a guest that uses this one makes without naming them (a thread's return runs ExitThread). */
+  readonly implies?: readonly string[];
   /** pvx-specific calls are not part of kernel32 and start with `Pvx`. */
   readonly doc: string;
 }
@@ -100,7 +104,7 @@ export const calls = [
     failure: FALSE,
     params: [
       h("hFile"),
-      { name: "lpBuffer", c: "LPCVOID", kind: "in", len: "nNumberOfBytesToWrite" },
+      { name: "lpBuffer", c: "LPCVOID", kind: "in", len: "nNumberOfBytesToWrite", unit: 1 },
       u32("nNumberOfBytesToWrite"),
       { name: "lpNumberOfBytesWritten", c: "LPDWORD", kind: "outU32", optional: true },
       overlapped,
@@ -393,6 +397,131 @@ export const calls = [
     failure: 0n,
     params: [u64("hModule", "HMODULE"), { name: "lpProcName", c: "LPCSTR", kind: "nameOrOrdinal" }],
     doc: "An export of a loaded module, or a kernel32 function the bundle's manifest allows.",
+  },
+  {
+    nr: 41,
+    name: "CreateThread",
+    ret: "HANDLE",
+    failure: 0n,
+    implies: ["ExitThread"],
+    params: [
+      { name: "lpThreadAttributes", c: "LPSECURITY_ATTRIBUTES", kind: "null" },
+      u64("dwStackSize", "SIZE_T"),
+      u64("lpStartAddress", "LPTHREAD_START_ROUTINE"),
+      u64("lpParameter", "LPVOID"),
+      u32("dwCreationFlags"),
+      { name: "lpThreadId", c: "LPDWORD", kind: "outU32", optional: true },
+    ],
+    doc: "Starts a thread on a vCPU of its own (CREATE_SUSPENDED holds it until ResumeThread).",
+  },
+  {
+    nr: 42,
+    name: "ExitThread",
+    ret: "VOID",
+    failure: 0n,
+    noreturn: true,
+    params: [u32("dwExitCode")],
+    doc: "Ends the calling thread; the process ends with its last thread.",
+  },
+  {
+    nr: 43,
+    name: "GetExitCodeThread",
+    ret: "BOOL",
+    failure: FALSE,
+    params: [h("hThread"), { name: "lpExitCode", c: "LPDWORD", kind: "outU32", optional: false }],
+    doc: "A thread's exit code, STILL_ACTIVE while it runs.",
+  },
+  {
+    nr: 44,
+    name: "ResumeThread",
+    ret: "DWORD",
+    failure: 0xffffffffn,
+    params: [h("hThread")],
+    doc: "Lowers a thread's suspend count and returns the previous one; at 0 the thread runs.",
+  },
+  {
+    nr: 45,
+    name: "GetCurrentThreadId",
+    ret: "DWORD",
+    failure: 0n,
+    params: [],
+    doc: "The calling thread's id.",
+  },
+  {
+    nr: 46,
+    name: "WaitForSingleObject",
+    ret: "DWORD",
+    failure: 0xffffffffn,
+    params: [h("hHandle"), u32("dwMilliseconds")],
+    doc: "Waits for a thread, event or mutex, or the timeout (INFINITE never times out).",
+  },
+  {
+    nr: 47,
+    name: "WaitForMultipleObjects",
+    ret: "DWORD",
+    failure: 0xffffffffn,
+    params: [
+      u32("nCount"),
+      { name: "lpHandles", c: "const HANDLE *", kind: "in", len: "nCount", unit: 8 },
+      u32("bWaitAll", "BOOL"),
+      u32("dwMilliseconds"),
+    ],
+    doc: "Waits for any (or all) of up to 64 objects.",
+  },
+  {
+    nr: 48,
+    name: "CreateEventW",
+    ret: "HANDLE",
+    failure: 0n,
+    params: [
+      { name: "lpEventAttributes", c: "LPSECURITY_ATTRIBUTES", kind: "null" },
+      u32("bManualReset", "BOOL"),
+      u32("bInitialState", "BOOL"),
+      { name: "lpName", c: "LPCWSTR", kind: "null" },
+    ],
+    doc: "An unnamed manual- or auto-reset event.",
+  },
+  { nr: 49, name: "SetEvent", ret: "BOOL", failure: FALSE, params: [h("hEvent")], doc: "Signals an event." },
+  { nr: 50, name: "ResetEvent", ret: "BOOL", failure: FALSE, params: [h("hEvent")], doc: "Unsignals an event." },
+  {
+    nr: 51,
+    name: "CreateMutexW",
+    ret: "HANDLE",
+    failure: 0n,
+    params: [
+      { name: "lpMutexAttributes", c: "LPSECURITY_ATTRIBUTES", kind: "null" },
+      u32("bInitialOwner", "BOOL"),
+      { name: "lpName", c: "LPCWSTR", kind: "null" },
+    ],
+    doc: "An unnamed mutex, owned by the caller when bInitialOwner.",
+  },
+  {
+    nr: 52,
+    name: "ReleaseMutex",
+    ret: "BOOL",
+    failure: FALSE,
+    params: [h("hMutex")],
+    doc: "Releases one level of ownership of a mutex the caller owns.",
+  },
+  {
+    nr: 53,
+    name: "PvxWaitOnAddress",
+    ret: "BOOL",
+    failure: FALSE,
+    params: [
+      { name: "Address", c: "volatile LONG *", kind: "inStruct", size: 4 },
+      u32("CompareValue", "LONG"),
+      u32("dwMilliseconds"),
+    ],
+    doc: "Blocks while *Address == CompareValue, until PvxWakeByAddress or the timeout (FALSE, ERROR_TIMEOUT).",
+  },
+  {
+    nr: 54,
+    name: "PvxWakeByAddress",
+    ret: "VOID",
+    failure: 0n,
+    params: [{ name: "Address", c: "volatile LONG *", kind: "inStruct", size: 4 }],
+    doc: "Wakes the threads blocked in PvxWaitOnAddress on Address.",
   },
 ] as const satisfies readonly CallDef[];
 

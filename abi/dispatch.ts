@@ -25,9 +25,10 @@ export class OutU32 {
 export type ArgValue = number | bigint | string | Uint8Array | OutU32 | null;
 export type Args = Record<string, ArgValue>;
 
-/** Per-vCPU state a handler may read or change. */
+/** The calling guest thread, as a handler sees it. */
 export interface Thread {
   lastError: number;
+  readonly id: number;
 }
 
 /** Returns the value for the frame's `ret` slot. */
@@ -68,6 +69,11 @@ export class Dispatcher {
       if (!handler) throw new Error(`hypercall ${name} has no host handler`);
       this.#table[call.nr] = { call, handler };
     }
+  }
+
+  /** Whether this dispatcher serves call `nr`. */
+  serves(nr: number): boolean {
+    return this.#table[nr] !== undefined;
   }
 
   /**
@@ -121,7 +127,10 @@ export class Dispatcher {
           args[p.name] = raw <= 0xffffffffn ? Number(raw) : -1;
           break;
         case "in":
-          args[p.name] = this.#buffer(raw, lengthOf(p), false);
+          args[p.name] = this.#buffer(raw, lengthOf(p) * p.unit, false);
+          break;
+        case "inStruct":
+          args[p.name] = this.#buffer(raw, p.size, false, true);
           break;
         case "out":
           args[p.name] = this.#buffer(raw, lengthOf(p) * p.unit, true);

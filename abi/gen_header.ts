@@ -6,6 +6,7 @@ import { DOORBELL_BASE } from "./doorbell.ts";
 import { STD_ERROR_HANDLE, STD_INPUT_HANDLE, STD_OUTPUT_HANDLE, win32Constants, win32Errors } from "./win32.ts";
 import { infoBase } from "../guest/memory_map.ts";
 import { infoFields } from "../guest/info.ts";
+import { CRITICAL_SECTION_SIZE } from "../guest/runtime.ts";
 
 const pointerTypes = /^(LP|P)|^(HANDLE|HMODULE|FARPROC)$|\*$/;
 
@@ -27,9 +28,10 @@ function renderCall(call: CallDef): string {
     : call.ret === "VOID"
     ? ""
     : `  return ${retExpr(call)};\n`;
+  const uses = [call.name, ...call.implies ?? []].map((name) => `PVX_USES("${name}");`).join(" ");
   return `/* ${call.doc} */
 static inline ${attrs}${call.ret} ${call.name}(${params}) {
-  PVX_USES("${call.name}");
+  ${uses}
   uint64_t f[${1 + call.params.length}] = { ${slots} };
   pvx_hypercall(${call.nr}, f);
 ${tail}}
@@ -65,6 +67,7 @@ typedef int BOOL;
 typedef uint32_t DWORD, *PDWORD, *LPDWORD;
 typedef uint32_t UINT;
 typedef int32_t LONG;
+typedef uintptr_t ULONG_PTR;
 typedef int64_t LONGLONG;
 typedef uint64_t ULONGLONG;
 typedef size_t SIZE_T;
@@ -103,8 +106,19 @@ typedef struct _WIN32_FIND_DATAW {
   WCHAR cAlternateFileName[14];
 } WIN32_FIND_DATAW, *LPWIN32_FIND_DATAW;
 _Static_assert(sizeof(WIN32_FIND_DATAW) == ${FIND_DATA_SIZE}, "WIN32_FIND_DATAW must match the host's layout");
-
 #define WINAPI
+typedef DWORD (WINAPI *LPTHREAD_START_ROUTINE)(LPVOID lpThreadParameter);
+/* Windows' RTL_CRITICAL_SECTION; the guest runtime (guest/runtime.ts) owns its fields. */
+typedef struct _RTL_CRITICAL_SECTION {
+  void *DebugInfo;
+  LONG LockCount;
+  LONG RecursionCount;
+  HANDLE OwningThread;
+  HANDLE LockSemaphore;
+  ULONG_PTR SpinCount;
+} CRITICAL_SECTION, *LPCRITICAL_SECTION;
+_Static_assert(sizeof(CRITICAL_SECTION) == ${CRITICAL_SECTION_SIZE}, "CRITICAL_SECTION must match the guest runtime");
+
 #define TRUE 1
 #define FALSE 0
 #define STD_INPUT_HANDLE ((DWORD)${hex(STD_INPUT_HANDLE)})
@@ -134,6 +148,46 @@ static inline void pvx_hypercall(unsigned nr, uint64_t *frame) {
 }
 
 ${calls.map(renderCall).join("\n")}
+
+/* Critical sections run in the guest (guest/runtime.ts, reached through the
+ * info page); only a contended one waits in the host. */
+typedef BOOL(__attribute__((ms_abi)) * pvx_critical_section_routine)(LPCRITICAL_SECTION);
+#define PVX_CRITICAL_SECTION(field, cs) ((pvx_critical_section_routine)(uintptr_t)PVX_INFO->field)(cs)
+static inline void InitializeCriticalSection(LPCRITICAL_SECTION cs) {
+  PVX_CRITICAL_SECTION(initialize_critical_section, cs);
+}
+static inline void EnterCriticalSection(LPCRITICAL_SECTION cs) {
+  PVX_USES("PvxWaitOnAddress");
+  PVX_CRITICAL_SECTION(enter_critical_section, cs);
+}
+static inline BOOL TryEnterCriticalSection(LPCRITICAL_SECTION cs) {
+  return PVX_CRITICAL_SECTION(try_enter_critical_section, cs);
+}
+static inline void LeaveCriticalSection(LPCRITICAL_SECTION cs) {
+  PVX_USES("PvxWakeByAddress");
+  PVX_CRITICAL_SECTION(leave_critical_section, cs);
+}
+static inline void DeleteCriticalSection(LPCRITICAL_SECTION cs) {
+  (void)cs;
+}
+
+/* Interlocked functions: the compiler's atomics, as mingw's headers make them. */
+static inline LONG InterlockedIncrement(volatile LONG *p) {
+  return __atomic_add_fetch(p, 1, __ATOMIC_SEQ_CST);
+}
+static inline LONG InterlockedDecrement(volatile LONG *p) {
+  return __atomic_sub_fetch(p, 1, __ATOMIC_SEQ_CST);
+}
+static inline LONG InterlockedExchange(volatile LONG *p, LONG value) {
+  return __atomic_exchange_n(p, value, __ATOMIC_SEQ_CST);
+}
+static inline LONG InterlockedExchangeAdd(volatile LONG *p, LONG value) {
+  return __atomic_fetch_add(p, value, __ATOMIC_SEQ_CST);
+}
+static inline LONG InterlockedCompareExchange(volatile LONG *p, LONG exchange, LONG comparand) {
+  __atomic_compare_exchange_n(p, &comparand, exchange, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
+  return comparand;
+}
 
 #ifndef PVX_NO_CRT
 /* gcc may emit calls to these even in freestanding code. */

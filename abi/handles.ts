@@ -2,6 +2,7 @@
 // fds, so a guest can neither forge access to a host descriptor nor learn one.
 
 import type { FindEntry, OpenFile } from "./fileview.ts";
+import { SYNC_HANDLE_BASE } from "./sync_objects.ts";
 import { STD_ERROR_HANDLE, STD_INPUT_HANDLE, STD_OUTPUT_HANDLE } from "./win32.ts";
 
 export type ConsoleStream = "stdin" | "stdout" | "stderr";
@@ -36,9 +37,11 @@ export class HandleTable {
   /** The new handle, or undefined when the table is full. */
   open(object: HandleObject): number | undefined {
     if (this.#objects.size >= MAX_HANDLES) return undefined;
-    while (this.#objects.has(this.#next) || this.#next === 0) this.#next = (this.#next + STEP) % 0x1_0000_0000;
+    // Below the sync objects' handles (abi/sync_objects.ts), which name their slots instead.
+    const advance = () => this.#next = (this.#next + STEP) % SYNC_HANDLE_BASE;
+    while (this.#objects.has(this.#next) || this.#next === 0) advance();
     const h = this.#next;
-    this.#next += STEP;
+    advance();
     this.#objects.set(h, object);
     return h;
   }
@@ -57,6 +60,14 @@ export class HandleTable {
     const o = this.#objects.get(untagged(handle));
     this.#objects.delete(untagged(handle));
     return o;
+  }
+
+  /** The process is ending: every file it still has open is closed, as Windows does (delete-on-close included). */
+  closeAll(): void {
+    for (const [handle, o] of this.#objects) {
+      this.#objects.delete(handle);
+      if (o.kind === "file") o.file.close();
+    }
   }
 
   /** Plain data, for snapshots and reports. */

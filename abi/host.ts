@@ -10,8 +10,9 @@ import type { VirtualMemory } from "./virtual_memory.ts";
 import { processHandlers } from "./handlers/process.ts";
 import { fileHandlers } from "./handlers/files.ts";
 import { memoryHandlers } from "./handlers/memory.ts";
-import { timeHandlers } from "./handlers/time.ts";
 import { moduleHandlers, type ModuleTable } from "./handlers/modules.ts";
+import { threadObjectHandlers } from "./handlers/threads.ts";
+import type { SyncObjects } from "./sync_objects.ts";
 
 export interface ConsoleIo {
   write(stream: ConsoleStream, bytes: Uint8Array): void;
@@ -32,11 +33,34 @@ export interface Host {
   /** Guest address of the UTF-16 command line the kernel left on the initial stack. */
   readonly commandLineAddress: number;
   readonly console: ConsoleIo;
+  /** Events, mutexes and thread objects, shared with every vCPU thread. */
+  readonly sync: SyncObjects;
+  readonly threads: ThreadStarter;
+}
+
+/** Starts guest threads: each gets a vCPU, a stack and a TEB of its own. */
+export interface ThreadStarter {
+  /** The new thread's handle and id; throws Win32Error when no vCPU slot or memory is left. */
+  create(start: bigint, parameter: bigint, stackSize: number, suspended: boolean): { handle: number; threadId: number };
+  /** Lowers the suspend count, starting the thread at 0; the previous count, or undefined for a bad handle. */
+  resume(handle: number): number | undefined;
+}
+
+/**
+ * What the calls answered on the calling vCPU's own thread may touch: the
+ * shared sync objects and this thread's identity, never the handle table.
+ */
+export interface ThreadContext {
+  readonly sync: SyncObjects;
+  readonly threadId: number;
   /** Epoch milliseconds when the instance started, for GetTickCount64. */
   readonly startedAt: number;
-  /** Blocks the calling vCPU thread for `ms` (0 = yield), returning early if the instance is stopping. */
+  /** True once the instance is stopping: blocking calls return early. */
+  stopping(): boolean;
+  /** Blocks this thread for `ms` (0 = yield), returning early if the instance is stopping. */
   sleep(ms: number): void;
-  exit(code: number): void;
+  exitProcess(code: number): void;
+  exitThread(code: number): void;
 }
 
 /** Quotes argv the way Windows' CommandLineToArgvW reads it back. */
@@ -57,12 +81,13 @@ export function windowsCommandLine(argv: readonly string[]): string {
   }).join(" ");
 }
 
-export function hostHandlers(host: Host): Record<CallName, Handler> {
+/** Handlers of the calls that need the instance's shared state (handle table, drive, memory). */
+export function hostHandlers(host: Host) {
   return {
     ...processHandlers(host),
     ...fileHandlers(host),
     ...memoryHandlers(host),
-    ...timeHandlers(host),
     ...moduleHandlers(host),
-  };
+    ...threadObjectHandlers(host),
+  } satisfies Partial<Record<CallName, Handler>>;
 }

@@ -21,6 +21,7 @@ typedef int BOOL;
 typedef uint32_t DWORD, *PDWORD, *LPDWORD;
 typedef uint32_t UINT;
 typedef int32_t LONG;
+typedef uintptr_t ULONG_PTR;
 typedef int64_t LONGLONG;
 typedef uint64_t ULONGLONG;
 typedef size_t SIZE_T;
@@ -59,8 +60,19 @@ typedef struct _WIN32_FIND_DATAW {
   WCHAR cAlternateFileName[14];
 } WIN32_FIND_DATAW, *LPWIN32_FIND_DATAW;
 _Static_assert(sizeof(WIN32_FIND_DATAW) == 592, "WIN32_FIND_DATAW must match the host's layout");
-
 #define WINAPI
+typedef DWORD (WINAPI *LPTHREAD_START_ROUTINE)(LPVOID lpThreadParameter);
+/* Windows' RTL_CRITICAL_SECTION; the guest runtime (guest/runtime.ts) owns its fields. */
+typedef struct _RTL_CRITICAL_SECTION {
+  void *DebugInfo;
+  LONG LockCount;
+  LONG RecursionCount;
+  HANDLE OwningThread;
+  HANDLE LockSemaphore;
+  ULONG_PTR SpinCount;
+} CRITICAL_SECTION, *LPCRITICAL_SECTION;
+_Static_assert(sizeof(CRITICAL_SECTION) == 40, "CRITICAL_SECTION must match the guest runtime");
+
 #define TRUE 1
 #define FALSE 0
 #define STD_INPUT_HANDLE ((DWORD)0xfffffff6)
@@ -103,6 +115,8 @@ _Static_assert(sizeof(WIN32_FIND_DATAW) == 592, "WIN32_FIND_DATAW must match the
 #define ERROR_NOACCESS 998L
 #define ERROR_PROC_NOT_FOUND 127L
 #define ERROR_MOD_NOT_FOUND 126L
+#define ERROR_NOT_OWNER 288L
+#define ERROR_TIMEOUT 1460L
 #define GENERIC_READ 0x80000000u
 #define GENERIC_WRITE 0x40000000u
 #define GENERIC_EXECUTE 0x20000000u
@@ -158,11 +172,13 @@ _Static_assert(sizeof(WIN32_FIND_DATAW) == 592, "WIN32_FIND_DATAW must match the
 #define INFINITE 0xffffffffu
 #define WAIT_OBJECT_0 0x0u
 #define WAIT_ABANDONED 0x80u
+#define WAIT_ABANDONED_0 0x80u
 #define WAIT_TIMEOUT 0x102u
 #define WAIT_FAILED 0xffffffffu
 #define CREATE_SUSPENDED 0x4u
 #define STILL_ACTIVE 0x103u
 #define MAX_PATH 0x104u
+#define MAXIMUM_WAIT_OBJECTS 0x40u
 
 /* Read-only facts the kernel leaves for the app. */
 struct pvx_info {
@@ -177,6 +193,10 @@ struct pvx_info {
   uint64_t virtual_end;
   uint64_t stack_start;
   uint64_t stack_end;
+  uint64_t initialize_critical_section;
+  uint64_t enter_critical_section;
+  uint64_t try_enter_critical_section;
+  uint64_t leave_critical_section;
 };
 #define PVX_INFO ((const struct pvx_info *)0x13000)
 
@@ -518,6 +538,157 @@ static inline FARPROC GetProcAddress(HMODULE hModule, LPCSTR lpProcName) {
   return (FARPROC)(uintptr_t)f[0];
 }
 
+/* Starts a thread on a vCPU of its own (CREATE_SUSPENDED holds it until ResumeThread). */
+static inline HANDLE CreateThread(LPSECURITY_ATTRIBUTES lpThreadAttributes, SIZE_T dwStackSize, LPTHREAD_START_ROUTINE lpStartAddress, LPVOID lpParameter, DWORD dwCreationFlags, LPDWORD lpThreadId) {
+  PVX_USES("CreateThread"); PVX_USES("ExitThread");
+  uint64_t f[7] = { 0, (uint64_t)(uintptr_t)(lpThreadAttributes), (uint64_t)(dwStackSize), (uint64_t)(uintptr_t)(lpStartAddress), (uint64_t)(uintptr_t)(lpParameter), (uint64_t)(dwCreationFlags), (uint64_t)(uintptr_t)(lpThreadId) };
+  pvx_hypercall(41, f);
+  return (HANDLE)(uintptr_t)f[0];
+}
+
+/* Ends the calling thread; the process ends with its last thread. */
+static inline __attribute__((noreturn)) VOID ExitThread(DWORD dwExitCode) {
+  PVX_USES("ExitThread");
+  uint64_t f[2] = { 0, (uint64_t)(dwExitCode) };
+  pvx_hypercall(42, f);
+  __builtin_unreachable();
+}
+
+/* A thread's exit code, STILL_ACTIVE while it runs. */
+static inline BOOL GetExitCodeThread(HANDLE hThread, LPDWORD lpExitCode) {
+  PVX_USES("GetExitCodeThread");
+  uint64_t f[3] = { 0, (uint64_t)(uintptr_t)(hThread), (uint64_t)(uintptr_t)(lpExitCode) };
+  pvx_hypercall(43, f);
+  return (BOOL)f[0];
+}
+
+/* Lowers a thread's suspend count and returns the previous one; at 0 the thread runs. */
+static inline DWORD ResumeThread(HANDLE hThread) {
+  PVX_USES("ResumeThread");
+  uint64_t f[2] = { 0, (uint64_t)(uintptr_t)(hThread) };
+  pvx_hypercall(44, f);
+  return (DWORD)f[0];
+}
+
+/* The calling thread's id. */
+static inline DWORD GetCurrentThreadId(void) {
+  PVX_USES("GetCurrentThreadId");
+  uint64_t f[1] = { 0 };
+  pvx_hypercall(45, f);
+  return (DWORD)f[0];
+}
+
+/* Waits for a thread, event or mutex, or the timeout (INFINITE never times out). */
+static inline DWORD WaitForSingleObject(HANDLE hHandle, DWORD dwMilliseconds) {
+  PVX_USES("WaitForSingleObject");
+  uint64_t f[3] = { 0, (uint64_t)(uintptr_t)(hHandle), (uint64_t)(dwMilliseconds) };
+  pvx_hypercall(46, f);
+  return (DWORD)f[0];
+}
+
+/* Waits for any (or all) of up to 64 objects. */
+static inline DWORD WaitForMultipleObjects(DWORD nCount, const HANDLE * lpHandles, BOOL bWaitAll, DWORD dwMilliseconds) {
+  PVX_USES("WaitForMultipleObjects");
+  uint64_t f[5] = { 0, (uint64_t)(nCount), (uint64_t)(uintptr_t)(lpHandles), (uint64_t)(bWaitAll), (uint64_t)(dwMilliseconds) };
+  pvx_hypercall(47, f);
+  return (DWORD)f[0];
+}
+
+/* An unnamed manual- or auto-reset event. */
+static inline HANDLE CreateEventW(LPSECURITY_ATTRIBUTES lpEventAttributes, BOOL bManualReset, BOOL bInitialState, LPCWSTR lpName) {
+  PVX_USES("CreateEventW");
+  uint64_t f[5] = { 0, (uint64_t)(uintptr_t)(lpEventAttributes), (uint64_t)(bManualReset), (uint64_t)(bInitialState), (uint64_t)(uintptr_t)(lpName) };
+  pvx_hypercall(48, f);
+  return (HANDLE)(uintptr_t)f[0];
+}
+
+/* Signals an event. */
+static inline BOOL SetEvent(HANDLE hEvent) {
+  PVX_USES("SetEvent");
+  uint64_t f[2] = { 0, (uint64_t)(uintptr_t)(hEvent) };
+  pvx_hypercall(49, f);
+  return (BOOL)f[0];
+}
+
+/* Unsignals an event. */
+static inline BOOL ResetEvent(HANDLE hEvent) {
+  PVX_USES("ResetEvent");
+  uint64_t f[2] = { 0, (uint64_t)(uintptr_t)(hEvent) };
+  pvx_hypercall(50, f);
+  return (BOOL)f[0];
+}
+
+/* An unnamed mutex, owned by the caller when bInitialOwner. */
+static inline HANDLE CreateMutexW(LPSECURITY_ATTRIBUTES lpMutexAttributes, BOOL bInitialOwner, LPCWSTR lpName) {
+  PVX_USES("CreateMutexW");
+  uint64_t f[4] = { 0, (uint64_t)(uintptr_t)(lpMutexAttributes), (uint64_t)(bInitialOwner), (uint64_t)(uintptr_t)(lpName) };
+  pvx_hypercall(51, f);
+  return (HANDLE)(uintptr_t)f[0];
+}
+
+/* Releases one level of ownership of a mutex the caller owns. */
+static inline BOOL ReleaseMutex(HANDLE hMutex) {
+  PVX_USES("ReleaseMutex");
+  uint64_t f[2] = { 0, (uint64_t)(uintptr_t)(hMutex) };
+  pvx_hypercall(52, f);
+  return (BOOL)f[0];
+}
+
+/* Blocks while *Address == CompareValue, until PvxWakeByAddress or the timeout (FALSE, ERROR_TIMEOUT). */
+static inline BOOL PvxWaitOnAddress(volatile LONG * Address, LONG CompareValue, DWORD dwMilliseconds) {
+  PVX_USES("PvxWaitOnAddress");
+  uint64_t f[4] = { 0, (uint64_t)(uintptr_t)(Address), (uint64_t)(CompareValue), (uint64_t)(dwMilliseconds) };
+  pvx_hypercall(53, f);
+  return (BOOL)f[0];
+}
+
+/* Wakes the threads blocked in PvxWaitOnAddress on Address. */
+static inline VOID PvxWakeByAddress(volatile LONG * Address) {
+  PVX_USES("PvxWakeByAddress");
+  uint64_t f[2] = { 0, (uint64_t)(uintptr_t)(Address) };
+  pvx_hypercall(54, f);
+}
+
+
+/* Critical sections run in the guest (guest/runtime.ts, reached through the
+ * info page); only a contended one waits in the host. */
+typedef BOOL(__attribute__((ms_abi)) * pvx_critical_section_routine)(LPCRITICAL_SECTION);
+#define PVX_CRITICAL_SECTION(field, cs) ((pvx_critical_section_routine)(uintptr_t)PVX_INFO->field)(cs)
+static inline void InitializeCriticalSection(LPCRITICAL_SECTION cs) {
+  PVX_CRITICAL_SECTION(initialize_critical_section, cs);
+}
+static inline void EnterCriticalSection(LPCRITICAL_SECTION cs) {
+  PVX_USES("PvxWaitOnAddress");
+  PVX_CRITICAL_SECTION(enter_critical_section, cs);
+}
+static inline BOOL TryEnterCriticalSection(LPCRITICAL_SECTION cs) {
+  return PVX_CRITICAL_SECTION(try_enter_critical_section, cs);
+}
+static inline void LeaveCriticalSection(LPCRITICAL_SECTION cs) {
+  PVX_USES("PvxWakeByAddress");
+  PVX_CRITICAL_SECTION(leave_critical_section, cs);
+}
+static inline void DeleteCriticalSection(LPCRITICAL_SECTION cs) {
+  (void)cs;
+}
+
+/* Interlocked functions: the compiler's atomics, as mingw's headers make them. */
+static inline LONG InterlockedIncrement(volatile LONG *p) {
+  return __atomic_add_fetch(p, 1, __ATOMIC_SEQ_CST);
+}
+static inline LONG InterlockedDecrement(volatile LONG *p) {
+  return __atomic_sub_fetch(p, 1, __ATOMIC_SEQ_CST);
+}
+static inline LONG InterlockedExchange(volatile LONG *p, LONG value) {
+  return __atomic_exchange_n(p, value, __ATOMIC_SEQ_CST);
+}
+static inline LONG InterlockedExchangeAdd(volatile LONG *p, LONG value) {
+  return __atomic_fetch_add(p, value, __ATOMIC_SEQ_CST);
+}
+static inline LONG InterlockedCompareExchange(volatile LONG *p, LONG exchange, LONG comparand) {
+  __atomic_compare_exchange_n(p, &comparand, exchange, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
+  return comparand;
+}
 
 #ifndef PVX_NO_CRT
 /* gcc may emit calls to these even in freestanding code. */

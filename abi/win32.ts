@@ -38,6 +38,8 @@ export const win32Errors = {
   ERROR_NOACCESS: 998,
   ERROR_PROC_NOT_FOUND: 127,
   ERROR_MOD_NOT_FOUND: 126,
+  ERROR_NOT_OWNER: 288,
+  ERROR_TIMEOUT: 1460,
 } as const;
 
 export const STD_INPUT_HANDLE = 0xfffffff6; // (DWORD)-10
@@ -102,9 +104,11 @@ export const win32Constants = {
   INFINITE: 0xffffffff,
   WAIT_OBJECT_0: 0,
   WAIT_ABANDONED: 0x80,
+  WAIT_ABANDONED_0: 0x80,
   WAIT_TIMEOUT: 0x102,
   WAIT_FAILED: 0xffffffff,
   CREATE_SUSPENDED: 0x4,
   STILL_ACTIVE: 259,
   MAX_PATH: 260,
+  MAXIMUM_WAIT_OBJECTS: 64,
 } as const;

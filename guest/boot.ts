@@ -8,6 +8,8 @@ import { PageTables } from "./paging.ts";
 import { ABI_VERSION } from "../abi/calls.ts";
 import { INFO_MAGIC, writeInfo } from "./info.ts";
 import { infoBase, maxMemory, MiB, minMemory, PAGE, stackSize } from "./memory_map.ts";
+import { ThunkWriter } from "./thunks.ts";
+import { mapTebs, writeTeb } from "./teb.ts";
 
 const alignDown = (a: number, n: number) => Math.floor(a / n) * n;
 /** VirtualAlloc reserves in 64 KiB units, as on Windows. */
@@ -30,8 +32,10 @@ export interface BootPlan {
   commandLineAddress: number;
   /** Where the app's image begins (an ELF guest's HMODULE). */
   imageStart: number;
-  /** GS base at entry: a Windows app's TEB, else 0. */
+  /** GS base at entry: the first thread's TEB. */
   gsBase: number;
+  /** Where the threads an app creates begin (guest/runtime.ts); unset when it cannot create any. */
+  threadStart?: number;
   /** Set for a Windows app: its modules, thunks and missing imports. */
   windows?: WindowsApp;
   sregs(cpu: number): Sregs;
@@ -55,12 +59,14 @@ export type GuestApp =
 export function bootGuest(
   ram: Uint8Array,
   app: GuestApp,
-  opts: { argv: readonly string[]; envp: readonly string[]; commandLine: string; cpus: number },
+  opts: { argv: readonly string[]; envp: readonly string[]; commandLine: string; mainThreadId: number },
 ): BootPlan {
   checkMemorySize(ram.byteLength);
   const mem = new DataView(ram.buffer, ram.byteOffset, ram.byteLength);
   const pt = new PageTables(ram);
-  writeKernel(ram, pt, opts.cpus);
+  writeKernel(ram, pt);
+  mapTebs(pt);
+  const thunks = new ThunkWriter();
 
   const stack = { start: ram.byteLength - stackSize, end: ram.byteLength };
   pt.map(stack.start, stackSize, { write: true, exec: false });
@@ -72,7 +78,10 @@ export function bootGuest(
   const limit = stack.start - 2 * PAGE;
   let image: { start: number; end: number; entry: number; stackPointer: number };
   let windows: WindowsApp | undefined;
+  let threadStart: number | undefined;
   if (app.kind === "elf") {
+    // A pvx.h guest may use any of them; its manifest still decides which hypercalls they can make.
+    threadStart = thunks.routine("PvxThreadStart");
     const { phdrAddress } = loadElf(app.image, app.bytes, ram, pt, limit);
     const auxv: [number, number][] = [
       [AT_PHDR, phdrAddress],
@@ -85,7 +94,8 @@ export function bootGuest(
     const stackPointer = writeInitialStack(mem, commandLineAddress, opts.argv, opts.envp, auxv, random);
     image = { start: app.image.start, end: app.image.end, entry: app.image.entry, stackPointer };
   } else {
-    windows = loadWindowsApp(ram, pt, app.files, app.entry, limit, stack);
+    windows = loadWindowsApp(ram, pt, thunks, app.files, app.entry, limit);
+    threadStart = windows.threadStart;
     // Windows code finds its arguments through GetCommandLineW, not on the stack.
     image = {
       start: windows.start,
@@ -103,6 +113,8 @@ export function bootGuest(
   if (heap.end > heap.start) pt.map(heap.start, heap.end - heap.start, { write: true, exec: false });
   if (virtual.end > virtual.start) pt.reserveTables(virtual.start, virtual.end - virtual.start);
 
+  const routine = (name: Parameters<ThunkWriter["routine"]>[0]) =>
+    app.kind === "elf" ? BigInt(thunks.routine(name)) : 0n;
   writeInfo(mem, {
     magic: INFO_MAGIC,
     abi_version: BigInt(ABI_VERSION),
@@ -115,7 +127,12 @@ export function bootGuest(
     virtual_end: BigInt(virtual.end),
     stack_start: BigInt(stack.start),
     stack_end: BigInt(stack.end),
+    initialize_critical_section: routine("InitializeCriticalSection"),
+    enter_critical_section: routine("EnterCriticalSection"),
+    try_enter_critical_section: routine("TryEnterCriticalSection"),
+    leave_critical_section: routine("LeaveCriticalSection"),
   });
+  thunks.install(ram, pt, app.kind === "elf" ? "guest runtime" : app.entry);
   pt.map(infoBase, PAGE, { write: false, exec: false });
 
   return {
@@ -127,7 +144,8 @@ export function bootGuest(
     stack,
     commandLineAddress,
     imageStart: image.start,
-    gsBase: windows?.tebAddress ?? 0,
+    gsBase: writeTeb(ram, 0, opts.mainThreadId, stack),
+    threadStart,
     windows,
     sregs: (cpu) => bootSregs(cpu, pt.root),
   };

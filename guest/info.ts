@@ -17,6 +17,11 @@ export const infoFields = [
   "virtual_end",
   "stack_start",
   "stack_end",
+  // Guest runtime routines (guest/runtime.ts), ms_abi, for pvx.h's critical sections.
+  "initialize_critical_section",
+  "enter_critical_section",
+  "try_enter_critical_section",
+  "leave_critical_section",
 ] as const;
 export type Info = Record<(typeof infoFields)[number], bigint>;
 

@@ -157,10 +157,10 @@ function writeIdt(mem: DataView): void {
   }
 }
 
-/** Writes the kernel for `cpus` vCPUs into guest memory and maps it. */
-export function writeKernel(bytes: Uint8Array, pt: PageTables, cpus: number): void {
-  if (cpus < 1 || cpus > maxVcpus) throw new Error(`vCPU count ${cpus} outside 1..${maxVcpus}`);
+/** Writes the kernel, with a TSS and exception stacks for every vCPU slot a thread may take, and maps it. */
+export function writeKernel(bytes: Uint8Array, pt: PageTables): void {
   const mem = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const cpus = maxVcpus;
   writeGdt(mem, cpus);
   writeIdt(mem);
   for (let cpu = 0; cpu < cpus; cpu++) writeTss(mem, cpu);

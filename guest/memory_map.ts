@@ -22,9 +22,10 @@ export const kernelTextSize = 2 * PAGE;
 export const cpuStacksBase = 0x20000;
 export const cpuStacksSlot = 4 * PAGE;
 export const maxVcpus = 32;
-/** A Windows app's TEB and PEB (user pages; GS points at the TEB). */
-export const tebBase = 0xb0000;
-export const pebBase = 0xb1000;
+/** The process environment block of a Windows app (a user page). */
+export const pebBase = 0x16000;
+/** One thread environment block per vCPU (user pages); GS points at the running thread's. */
+export const tebBase = 0xa0000;
 /** Code pvx writes for a Windows app: kernel32 thunks and the entry trampoline (user, read-execute). */
 export const thunksBase = 0xc0000;
 export const thunksSize = 0x40000;

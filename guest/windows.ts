@@ -4,21 +4,20 @@
 // other import to a stub that names itself and stops the app, and an entry
 // trampoline runs DllMain and TLS callbacks before the exe's entry point.
 
-import { Asm, Reg } from "./x86.ts";
+import { Reg } from "./x86.ts";
 import { bindImports, loadPe, nearestPeSymbol, parsePe, type PeImage, type PeImport } from "./pe.ts";
 import type { PageTables } from "./paging.ts";
-import { appBase, PAGE, pageUp, pebBase, tebBase, thunksBase, thunksSize } from "./memory_map.ts";
+import { appBase, PAGE, pebBase, thunksBase, thunksSize } from "./memory_map.ts";
 import { type CallDef, callsByName } from "../abi/calls.ts";
-import { DOORBELL_BASE, MISSING_IMPORT_DOORBELL } from "../abi/doorbell.ts";
 import type { ModuleTable } from "../abi/handlers/modules.ts";
+import { callsOf, SHADOW_SPACE, type ThunkWriter } from "./thunks.ts";
+import { kernel32Routine, type RuntimeName, runtimeRoutines } from "./runtime.ts";
 
 /** The DLL whose functions are hypercalls. Its name is all an app sees of it. */
 export const KERNEL32 = "kernel32.dll";
 const DLL_PROCESS_ATTACH = 1;
 /** Where DLLs go: Windows reserves address space in 64 KiB units. */
 const ALLOCATION_GRANULARITY = 0x10000;
-const SHADOW_SPACE = 32;
-const REGISTER_ARGS = [Reg.rcx, Reg.rdx, Reg.r8, Reg.r9];
 
 export interface LoadedModule {
   name: string;
@@ -35,17 +34,16 @@ export interface WindowsApp {
   modules: LoadedModule[];
   /** "DLL!name" of each import bound to a missing-import stub, by the index the stub reports. */
   missingImports: string[];
-  /** The kernel32 calls the app can reach: what its manifest must allow. */
-  usedCalls: string[];
-  /** For GS: Windows code finds its TEB at gs:[0x30]. */
-  tebAddress: number;
+  /** Where threads the app creates start (guest/runtime.ts), if it can create any. */
+  threadStart?: number;
   /** What GetModuleHandleW and GetProcAddress answer from. */
   moduleTable: ModuleTable;
 }
 
-/** What pvx can give each import of an app: a hypercall, a function in a shipped DLL, or nothing. */
+/** What pvx can give each import of an app: a hypercall, a guest runtime routine, a function in a shipped DLL, or nothing. */
 export type ImportResolution =
   | { kind: "call"; call: CallDef }
+  | { kind: "routine"; routine: RuntimeName }
   | { kind: "dll"; dll: string }
   | { kind: "missing" };
 
@@ -55,76 +53,23 @@ const baseName = (path: string) => path.slice(path.lastIndexOf("/") + 1);
 /** How one import would be bound, given the DLLs shipped in `files` (the analyser's view too). */
 export function resolveImport(imp: PeImport, shipped: ReadonlySet<string>): ImportResolution {
   if (fold(imp.dll) === KERNEL32) {
+    const routine = kernel32Routine(imp.name);
+    if (routine) return { kind: "routine", routine };
     const call = imp.name === undefined ? undefined : callsByName.get(imp.name);
     return call && !call.name.startsWith("Pvx") ? { kind: "call", call } : { kind: "missing" };
   }
   return shipped.has(fold(imp.dll)) ? { kind: "dll", dll: fold(imp.dll) } : { kind: "missing" };
 }
 
+/** The hypercalls an import resolved this way lets the app make. */
+export function callsOfImport(r: ImportResolution): string[] {
+  if (r.kind === "call") return callsOf(r.call);
+  if (r.kind === "routine") return [...runtimeRoutines[r.routine].calls];
+  return [];
+}
+
 export function shippedDlls(files: ReadonlyMap<string, Uint8Array>): Map<string, string> {
   return new Map([...files.keys()].filter((p) => fold(p).endsWith(".dll")).map((p) => [fold(baseName(p)), p]));
-}
-
-/** The thunk for one call: Windows x64 arguments (rcx, rdx, r8, r9, then the stack) into a frame, ring, return `ret`. */
-function emitThunk(asm: Asm, call: CallDef): void {
-  const slots = 1 + call.params.length;
-  const frame = Math.ceil((8 * slots) / 16) * 16;
-  asm.subRsp(frame);
-  call.params.forEach((_, i) => {
-    if (i < REGISTER_ARGS.length) {
-      asm.storeToStack(8 * (i + 1), REGISTER_ARGS[i]);
-    } else {
-      // Past our frame: the return address, the caller's shadow space, then the fifth argument on.
-      asm.loadFromStack(Reg.rax, frame + 8 + SHADOW_SPACE + 8 * (i - REGISTER_ARGS.length));
-      asm.storeToStack(8 * (i + 1), Reg.rax);
-    }
-  });
-  // Only volatile registers change, so rbx, rbp, rsi, rdi, r12-r15 and xmm6-15 survive as the ABI requires.
-  asm.movEaxEsp().movEdxImm(DOORBELL_BASE + 4 * call.nr).movMemRdxEax();
-  asm.loadFromStack(Reg.rax, 0).addRsp(frame).ret();
-}
-
-function emitMissingStub(asm: Asm, index: number): void {
-  asm.movImm32(Reg.rax, index).movEdxImm(MISSING_IMPORT_DOORBELL).movMemRdxEax().ud2();
-}
-
-class ThunkWriter {
-  readonly asm = new Asm(thunksBase);
-  readonly #thunks = new Map<string, number>();
-  readonly missing: string[] = [];
-  readonly #missingAt = new Map<string, number>();
-
-  call(call: CallDef): number {
-    let at = this.#thunks.get(call.name);
-    if (at === undefined) {
-      this.asm.alignTo(16);
-      at = this.asm.here;
-      emitThunk(this.asm, call);
-      this.#thunks.set(call.name, at);
-    }
-    return at;
-  }
-
-  missingImport(label: string): number {
-    let at = this.#missingAt.get(label);
-    if (at === undefined) {
-      this.asm.alignTo(16);
-      at = this.asm.here;
-      emitMissingStub(this.asm, this.missing.length);
-      this.missing.push(label);
-      this.#missingAt.set(label, at);
-    }
-    return at;
-  }
-
-  get usedCalls(): string[] {
-    return [...this.#thunks.keys()].sort();
-  }
-
-  /** kernel32 as a module: each thunk is an export, by name. */
-  get exports(): [string, number, number][] {
-    return [...this.#thunks].map(([name, address]) => [name, 0, address]);
-  }
 }
 
 function importLabel(imp: PeImport): string {
@@ -134,14 +79,13 @@ function importLabel(imp: PeImport): string {
 export function loadWindowsApp(
   ram: Uint8Array,
   pt: PageTables,
+  thunks: ThunkWriter,
   files: ReadonlyMap<string, Uint8Array>,
   entryPath: string,
   limit: number,
-  stack: { start: number; end: number },
 ): WindowsApp {
   const dlls = shippedDlls(files);
   const shipped = new Set(dlls.keys());
-  const thunks = new ThunkWriter();
   const modules: LoadedModule[] = [];
   const byName = new Map<string, LoadedModule>();
   let next = appBase;
@@ -177,6 +121,7 @@ export function loadWindowsApp(
   const resolveTo = (imp: PeImport, depth = 0): number => {
     const r = resolveImport(imp, shipped);
     if (r.kind === "call") return thunks.call(r.call);
+    if (r.kind === "routine") return thunks.routine(r.routine);
     if (r.kind === "dll") return exportAddress(r.dll, imp, depth);
     return thunks.missingImport(importLabel(imp));
   };
@@ -209,14 +154,8 @@ export function loadWindowsApp(
   }
   asm.movImm64(Reg.rax, BigInt(exe.base + exe.image.entryRva)).callReg(Reg.rax);
   asm.movReg32(Reg.rcx, Reg.rax).movImm64(Reg.rax, BigInt(exitProcess)).callReg(Reg.rax).ud2();
-
-  const code = asm.finish();
-  if (code.length > thunksSize) {
-    throw new Error(`${entryPath}: ${code.length} bytes of import thunks exceed ${thunksSize}`);
-  }
-  ram.set(code, thunksBase);
-  pt.map(thunksBase, pageUp(code.length), { write: false, exec: true });
-  writeTebAndPeb(ram, pt, exe.base, stack);
+  const threadStart = thunks.usedCalls.includes("CreateThread") ? thunks.routine("PvxThreadStart") : undefined;
+  writePeb(ram, pt, exe.base);
 
   const dllExports = (m: LoadedModule): [string | null, number, number][] =>
     m.image.exports.filter((e) => e.rva !== undefined && !e.forwarder).map((
@@ -228,8 +167,7 @@ export function loadWindowsApp(
     end: next,
     modules,
     missingImports: thunks.missing,
-    usedCalls: thunks.usedCalls,
-    tebAddress: tebBase,
+    threadStart,
     moduleTable: {
       exe: exe.base,
       modules: [
@@ -240,23 +178,10 @@ export function loadWindowsApp(
   };
 }
 
-/** The few TEB and PEB fields Windows code reads without asking kernel32. */
-function writeTebAndPeb(
-  ram: Uint8Array,
-  pt: PageTables,
-  imageBase: number,
-  stack: { start: number; end: number },
-): void {
-  const dv = new DataView(ram.buffer, ram.byteOffset, ram.byteLength);
-  const teb = (offset: number, value: number) => dv.setBigUint64(tebBase + offset, BigInt(value), true);
-  teb(0x08, stack.end); // StackBase
-  teb(0x10, stack.start); // StackLimit
-  teb(0x30, tebBase); // Self: how code finds the TEB through GS
-  teb(0x40, 4); // ClientId.UniqueProcess
-  teb(0x48, 1); // ClientId.UniqueThread
-  teb(0x60, pebBase);
-  dv.setBigUint64(pebBase + 0x10, BigInt(imageBase), true); // ImageBaseAddress
-  pt.map(tebBase, 2 * PAGE, { write: true, exec: false });
+/** The PEB field Windows code reads without asking kernel32 (TEBs: guest/teb.ts). */
+function writePeb(ram: Uint8Array, pt: PageTables, imageBase: number): void {
+  new DataView(ram.buffer, ram.byteOffset, ram.byteLength).setBigUint64(pebBase + 0x10, BigInt(imageBase), true); // ImageBaseAddress
+  pt.map(pebBase, PAGE, { write: true, exec: false });
 }
 
 /** Names a guest address as `<module!symbol+offset>` from the loaded images' COFF symbols. */

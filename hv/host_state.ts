@@ -6,7 +6,8 @@ import { HandleTable } from "../abi/handles.ts";
 import { FileView, type ShareSpec } from "../abi/fileview.ts";
 import { GuestHeap } from "../abi/heap.ts";
 import { VirtualMemory } from "../abi/virtual_memory.ts";
-import type { ConsoleIo, Host } from "../abi/host.ts";
+import type { ConsoleIo, Host, ThreadStarter } from "../abi/host.ts";
+import type { SyncObjects } from "../abi/sync_objects.ts";
 import type { ModuleTable } from "../abi/handlers/modules.ts";
 import type { PageTables } from "../guest/paging.ts";
 import { libc, POLLIN } from "../ffi/libc.ts";
@@ -21,7 +22,6 @@ export interface HostInit {
   virtual: { start: number; end: number };
   commandLineAddress: number;
   modules: ModuleTable;
-  startedAt: number;
 }
 
 function writeAll(stream: { writeSync(p: Uint8Array): number }, bytes: Uint8Array): void {
@@ -56,19 +56,20 @@ export function createHost(
   init: HostInit,
   ram: Uint8Array,
   pages: PageTables,
-  hooks: { sleep(ms: number): void; exit(code: number): void; stopping(): boolean },
+  shared: { sync: SyncObjects; stopping(): boolean },
+  threads: (memory: VirtualMemory) => ThreadStarter,
 ): Host {
+  const memory = new VirtualMemory(pages, ram, init.virtual.start, init.virtual.end);
   return {
     handles: new HandleTable(),
     files: new FileView({ bundleFiles: new Map(init.bundleFiles), overlayDir: init.overlayDir, shares: init.shares }),
     heap: new GuestHeap(ram, init.heap.start, init.heap.end),
-    memory: new VirtualMemory(pages, ram, init.virtual.start, init.virtual.end),
+    memory,
     environment: new Map(init.environment.map(([k, v]) => [k.toUpperCase(), v])),
     commandLineAddress: init.commandLineAddress,
     modules: init.modules,
-    console: processConsole(hooks.stopping),
-    startedAt: init.startedAt,
-    sleep: hooks.sleep,
-    exit: hooks.exit,
+    console: processConsole(shared.stopping),
+    sync: shared.sync,
+    threads: threads(memory),
   };
 }

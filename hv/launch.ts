@@ -8,6 +8,7 @@ import { MiB } from "../guest/memory_map.ts";
 import { windowsCommandLine } from "../abi/host.ts";
 import type { ShareSpec } from "../abi/fileview.ts";
 import { Instance, type Outcome } from "./instance.ts";
+import { FIRST_THREAD_ID } from "./guest_threads.ts";
 
 export interface LaunchOptions {
   args: readonly string[];
@@ -16,6 +17,8 @@ export interface LaunchOptions {
   environment?: ReadonlyMap<string, string>;
   /** Keep the instance's writes here; by default they go to a temporary overlay removed afterwards. */
   overlayDir?: string;
+  /** At most this many guest threads run at once. */
+  cpus?: number;
 }
 
 export interface Launched {
@@ -54,11 +57,13 @@ export async function launchBundle(bundle: Bundle, opts: LaunchOptions): Promise
       argv,
       envp: [],
       commandLine: windowsCommandLine(argv),
-      cpus: 1,
+      mainThreadId: FIRST_THREAD_ID,
     });
     const outcome = await instance.run(plan, {
       allowedCalls: m.allowedCalls,
       timeoutMs: opts.timeoutMs,
+      cpus: opts.cpus,
+      startedAt: createdAt,
       host: {
         bundleFiles: [...bundle.files],
         overlayDir,
@@ -68,7 +73,6 @@ export async function launchBundle(bundle: Bundle, opts: LaunchOptions): Promise
         virtual: plan.virtual,
         commandLineAddress: plan.commandLineAddress,
         modules: plan.windows?.moduleTable ?? { exe: plan.imageStart, modules: [] },
-        startedAt: createdAt,
       },
     });
     const bootMs = instance.firstExitAt === undefined ? undefined : instance.firstExitAt - createdAt;

@@ -1,42 +1,70 @@
-// The protocol between an instance (main thread) and the Worker that runs one
-// of its vCPUs. The control block is shared memory so the main thread can
-// stop a vCPU without waiting for the Worker's event loop, which is blocked in
-// KVM_RUN while the guest runs.
+// The protocol between an instance (main thread), the Workers that run its
+// vCPUs and its host-services Worker. Whatever must reach a Worker while its
+// event loop is blocked (in KVM_RUN, or serving hypercalls) goes through the
+// instance's ControlBlock instead (hv/control_block.ts).
 
 import type { CpuidEntry } from "./kvm.ts";
 import type { Sregs } from "./vcpu.ts";
 import type { HostInit } from "./host_state.ts";
+import type { SyncRef } from "../abi/sync_objects.ts";
 
+/** Where a guest thread begins: registers, GS base and identity. */
+export interface ThreadStart {
+  cpu: number;
+  threadId: number;
+  /** The thread object its exit signals (none for the first thread). */
+  object?: SyncRef;
+  rip: number;
+  rsp: number;
+  /** The start routine, for guest/runtime.ts's PvxThreadStart. */
+  rbx: bigint;
+  /** The start routine's parameter, in both ABIs' first-argument register. */
+  parameter: bigint;
+  gsBase: number;
+}
+
+/** What a vCPU thread needs to run one guest thread. */
 export interface VcpuInit {
+  thread: ThreadStart;
   vcpuFd: number;
   runPage: bigint;
   runSize: number;
+  /** A vCPU that never ran yet gets its CPUID set (KVM refuses a change after the first run). */
+  fresh: boolean;
   ram: { hostAddress: bigint; size: number };
   pageTableRoot: number;
   sregs: Sregs;
-  entry: number;
-  stackPointer: number;
-  gsBase: number;
   /** "DLL!name" by the index a missing-import stub reports (Windows apps). */
   missingImports: string[];
   cpuid: CpuidEntry[];
   allowedCalls: string[];
+  /** Set when this vCPU serves the instance's shared-state calls itself (an app that cannot create threads). */
+  host?: HostInit;
+  control: SharedArrayBuffer;
+  startedAt: number;
+}
+
+/** What the host-services Worker needs (an app that can create threads). */
+export interface ServiceInit {
+  ram: { hostAddress: bigint; size: number };
+  pageTableRoot: number;
+  allowedCalls: string[];
   host: HostInit;
-  /** Int32Array over: [0] = Control request, [1] = host thread id once running. */
+  threadStart: number;
   control: SharedArrayBuffer;
 }
 
-export const enum Control {
-  Run = 0,
-  Stop = 1,
-}
-export const CONTROL_REQUEST = 0;
-export const CONTROL_TID = 1;
-export const CONTROL_WORDS = 2;
+/** Messages from the host-services Worker to the instance. */
+export type ServiceMessage =
+  | { kind: "start-thread"; thread: ThreadStart }
+  | { kind: "done" }
+  | { kind: "host-error"; message: string };
 
 /** Why a vCPU stopped, as the Worker reports it, and when the guest first left it (epoch ms). */
 export type VcpuReport = VcpuEnd & { firstExitAt?: number };
 type VcpuEnd =
+  /** This guest thread ended; others still run. */
+  | { kind: "thread-exit" }
   | { kind: "exit"; code: number }
   | { kind: "fault"; frame: Record<string, bigint> }
   | { kind: "stopped"; rip: bigint }

@@ -1,113 +1,162 @@
-// Worker entry: owns one vCPU for its whole life and runs the exit loop. Every
-// KVM_RUN is a synchronous FFI call on this thread, so the vCPU never migrates.
+// Worker entry: runs one guest thread on one vCPU. Every KVM_RUN is a
+// synchronous FFI call on this thread, so the vCPU never migrates, and the
+// calls a thread makes about itself (waits, sleeps, exits, last error, time)
+// are answered here; the rest go to the instance's host services.
 
 /// <reference lib="deno.worker" />
 import { libc } from "../ffi/libc.ts";
-import { Vcpu, type VmExit } from "./vcpu.ts";
-import { Control, CONTROL_REQUEST, CONTROL_TID, type VcpuInit, type VcpuReport } from "./vcpu_thread.ts";
+import { requestImmediateExit, Vcpu, type VmExit } from "./vcpu.ts";
+import type { VcpuInit, VcpuReport } from "./vcpu_thread.ts";
 import { GuestRam } from "./memory.ts";
 import { PageTables } from "../guest/paging.ts";
 import { faultFrameFields, faultFrameSize, STAR } from "../guest/kernel.ts";
 import { AbiViolation, Dispatcher, type Thread } from "../abi/dispatch.ts";
-import { hostHandlers } from "../abi/host.ts";
-import { createHost } from "./host_state.ts";
+import type { ThreadContext } from "../abi/host.ts";
+import { threadHandlers } from "../abi/handlers/threads.ts";
 import { win32Constants } from "../abi/win32.ts";
 import { FAULT_DOORBELL, hypercallNumber, MISSING_IMPORT_DOORBELL } from "../abi/doorbell.ts";
 import { msrs } from "../ffi/kvm.ts";
+import { ControlBlock, THREAD_EXITED } from "./control_block.ts";
+import { HostService } from "./host_service.ts";
 
 const INFINITE = win32Constants.INFINITE;
 
 /** Epoch milliseconds, comparable across threads. */
 const now = () => performance.timeOrigin + performance.now();
 
-function run(init: VcpuInit, times: { firstExitAt?: number }): VcpuReport {
-  const control = new Int32Array(init.control);
-  Atomics.store(control, CONTROL_TID, libc().gettid());
-  const vcpu = new Vcpu(init.vcpuFd, Deno.UnsafePointer.create(init.runPage)!, init.runSize);
-  vcpu.setCpuid(init.cpuid);
+function run(init: VcpuInit, control: ControlBlock, times: { firstExitAt?: number }): VcpuReport {
+  const { cpu, threadId } = init.thread;
+  const runPage = Deno.UnsafePointer.create(init.runPage)!;
+  const vcpu = new Vcpu(init.vcpuFd, runPage, init.runSize);
+  if (init.fresh) vcpu.setCpuid(init.cpuid);
   vcpu.setSregs(init.sregs);
-  // SYSCALL is not used yet, but a sane STAR keeps a stray one from loading garbage selectors.
-  vcpu.setMsrs(new Map([[msrs.MSR_STAR, STAR], [msrs.MSR_GS_BASE, BigInt(init.gsBase)]]));
+  vcpu.setMsrs(new Map([[msrs.MSR_STAR, STAR], [msrs.MSR_GS_BASE, BigInt(init.thread.gsBase)]]));
   const regs = vcpu.getRegs();
   for (const k of Object.keys(regs) as (keyof typeof regs)[]) regs[k] = 0n;
-  regs.rip = BigInt(init.entry);
-  regs.rsp = BigInt(init.stackPointer);
+  regs.rip = BigInt(init.thread.rip);
+  regs.rsp = BigInt(init.thread.rsp);
+  regs.rbx = init.thread.rbx;
+  regs.rcx = regs.rdi = init.thread.parameter;
   regs.rflags = 2n;
   vcpu.setRegs(regs);
 
   const ram = new GuestRam(init.ram.hostAddress, init.ram.size);
   const pages = new PageTables(ram.bytes, init.pageTableRoot);
-  let exitCode: number | undefined;
-  const host = createHost(init.host, ram.bytes, pages, {
-    exit: (code) => exitCode = code,
-    stopping: () => Atomics.load(control, CONTROL_REQUEST) === Control.Stop,
-    // Waiting on the control word lets a stop request (timeout, exit) cut a sleep short.
-    sleep: (ms) => {
-      if (ms === 0) libc().sched_yield();
-      else Atomics.wait(control, CONTROL_REQUEST, Control.Run, ms === INFINITE ? undefined : ms);
-    },
-  });
-  const dispatcher = new Dispatcher({ bytes: ram.bytes, view: ram.view, pages }, hostHandlers(host), init.allowedCalls);
-  const thread: Thread = { lastError: 0 };
-  const rip = () => vcpu.getRegs().rip;
+  // An app that cannot create threads is served right here, with no hop to another thread.
+  const local = init.host && new HostService({ ...init, host: init.host, control });
+  const services = (nr: number, frame: number, thread: Thread) =>
+    local ? local.dispatch(nr, frame, thread) : control.call(cpu, nr, frame, thread);
 
-  for (;;) {
-    const exit: VmExit = vcpu.run();
-    times.firstExitAt ??= now();
-    switch (exit.kind) {
-      case "mmio": {
-        const frame = Number(exit.data & 0xffffffffn);
-        const nr = exit.isWrite && exit.length === 4 ? hypercallNumber(exit.address) : undefined;
-        if (nr !== undefined) {
-          try {
-            if (dispatcher.dispatch(nr, frame, thread).flushesTlb) vcpu.flushTranslations();
-          } catch (e) {
-            if (e instanceof AbiViolation) return { kind: "violation", message: e.message, rip: rip() };
-            throw e;
-          }
-          if (exitCode !== undefined) return { kind: "exit", code: exitCode };
-          continue;
-        }
-        if (exit.isWrite && exit.length === 4 && exit.address === BigInt(FAULT_DOORBELL)) {
-          return { kind: "fault", frame: readFaultFrame(ram, frame) };
-        }
-        if (exit.isWrite && exit.length === 4 && exit.address === BigInt(MISSING_IMPORT_DOORBELL)) {
-          const name = init.missingImports[frame] ?? `import #${frame}`;
-          return { kind: "crash", message: `called ${name}, which pvx does not implement`, rip: rip() };
-        }
-        const what = exit.isWrite ? `${exit.length}-byte write to` : `${exit.length}-byte read from`;
-        return {
-          kind: "crash",
-          message: `${what} unbacked guest-physical address 0x${exit.address.toString(16)}`,
-          rip: rip(),
-        };
+  let end: VcpuReport | undefined;
+  const context: ThreadContext = {
+    sync: control.sync,
+    threadId,
+    startedAt: init.startedAt,
+    stopping: () => control.stopRequested(),
+    sleep: (ms) => ms === 0 ? libc().sched_yield() : control.sleep(ms === INFINITE ? undefined : ms),
+    exitProcess: (code) => end = { kind: "exit", code },
+    exitThread: (code) => {
+      control.sync.threadExited(threadId, code, init.thread.object);
+      // The process ends with its last thread, with that thread's exit code.
+      end = control.threadEnded() === 0 ? { kind: "exit", code } : { kind: "thread-exit" };
+    },
+  };
+  const handlers = threadHandlers(context);
+  const own = new Dispatcher(
+    { bytes: ram.bytes, view: ram.view, pages },
+    handlers,
+    init.allowedCalls.filter((name) => name in handlers),
+  );
+  const thread: Thread = { lastError: 0, id: threadId };
+  const rip = () => vcpu.getRegs().rip;
+  let translations = control.tlbGeneration();
+
+  try {
+    for (;;) {
+      if (!control.enterGuest(cpu)) return { kind: "stopped", rip: rip() };
+      const generation = control.tlbGeneration();
+      if (generation !== translations) {
+        vcpu.flushTranslations();
+        translations = generation;
       }
-      case "io-out":
-      case "io-in":
-        return {
-          kind: "crash",
-          message: `port I/O to 0x${exit.port.toString(16)}: pvx guests call the host through the doorbell, not ports`,
-          rip: rip(),
-        };
-      case "interrupted":
-        if (Atomics.load(control, CONTROL_REQUEST) === Control.Stop) return { kind: "stopped", rip: rip() };
-        continue;
-      case "hlt":
-        return { kind: "crash", message: "guest executed HLT with interrupts off: it can never resume", rip: rip() };
-      case "shutdown":
-        return { kind: "crash", message: "triple fault (the exception handlers themselves faulted)", rip: rip() };
-      case "fail-entry":
-        return {
-          kind: "crash",
-          message: `KVM could not enter the guest (hardware reason 0x${exit.reason.toString(16)})`,
-        };
-      case "internal-error":
-        return { kind: "crash", message: `KVM internal error, suberror ${exit.suberror}`, rip: rip() };
-      case "system-event":
-        return { kind: "crash", message: `KVM system event ${exit.type}`, rip: rip() };
-      case "unknown":
-        return { kind: "crash", message: `unhandled KVM exit reason ${exit.reason}`, rip: rip() };
+      let exit: VmExit;
+      try {
+        exit = vcpu.run();
+      } finally {
+        control.leftGuest(cpu);
+      }
+      times.firstExitAt ??= now();
+      switch (exit.kind) {
+        case "mmio": {
+          const frame = Number(exit.data & 0xffffffffn);
+          const nr = exit.isWrite && exit.length === 4 ? hypercallNumber(exit.address) : undefined;
+          if (nr !== undefined) {
+            try {
+              const flushes = own.serves(nr)
+                ? own.dispatch(nr, frame, thread).flushesTlb
+                : services(nr, frame, thread).flushesTlb;
+              if (flushes) {
+                translations = control.invalidateTranslations(cpu);
+                vcpu.flushTranslations();
+              }
+            } catch (e) {
+              if (e instanceof AbiViolation) return { kind: "violation", message: e.message, rip: rip() };
+              throw e;
+            }
+            if (end) {
+              if (end.kind === "thread-exit" && !local) control.call(cpu, THREAD_EXITED, 0, thread);
+              return end;
+            }
+            if (control.stopRequested()) return { kind: "stopped", rip: rip() };
+            continue;
+          }
+          if (exit.isWrite && exit.length === 4 && exit.address === BigInt(FAULT_DOORBELL)) {
+            return { kind: "fault", frame: readFaultFrame(ram, frame) };
+          }
+          if (exit.isWrite && exit.length === 4 && exit.address === BigInt(MISSING_IMPORT_DOORBELL)) {
+            const name = init.missingImports[frame] ?? `import #${frame}`;
+            return { kind: "crash", message: `called ${name}, which pvx does not implement`, rip: rip() };
+          }
+          const what = exit.isWrite ? `${exit.length}-byte write to` : `${exit.length}-byte read from`;
+          return {
+            kind: "crash",
+            message: `${what} unbacked guest-physical address 0x${exit.address.toString(16)}`,
+            rip: rip(),
+          };
+        }
+        case "io-out":
+        case "io-in":
+          return {
+            kind: "crash",
+            message: `port I/O to 0x${
+              exit.port.toString(16)
+            }: pvx guests call the host through the doorbell, not ports`,
+            rip: rip(),
+          };
+        case "interrupted":
+          if (control.stopRequested()) return { kind: "stopped", rip: rip() };
+          // A kick for preemption or a TLB flush: both are handled on the way back in.
+          requestImmediateExit(runPage, false);
+          continue;
+        case "hlt":
+          return { kind: "crash", message: "guest executed HLT with interrupts off: it can never resume", rip: rip() };
+        case "shutdown":
+          return { kind: "crash", message: "triple fault (the exception handlers themselves faulted)", rip: rip() };
+        case "fail-entry":
+          return {
+            kind: "crash",
+            message: `KVM could not enter the guest (hardware reason 0x${exit.reason.toString(16)})`,
+          };
+        case "internal-error":
+          return { kind: "crash", message: `KVM internal error, suberror ${exit.suberror}`, rip: rip() };
+        case "system-event":
+          return { kind: "crash", message: `KVM system event ${exit.type}`, rip: rip() };
+        case "unknown":
+          return { kind: "crash", message: `unhandled KVM exit reason ${exit.reason}`, rip: rip() };
+      }
     }
+  } finally {
+    local?.close();
   }
 }
 
@@ -120,11 +169,15 @@ function readFaultFrame(ram: GuestRam, address: number): Record<string, bigint> 
 
 self.onmessage = (e: MessageEvent<VcpuInit>) => {
   const times: { firstExitAt?: number } = {};
+  const control = new ControlBlock(e.data.control);
+  control.attach(e.data.thread.cpu, e.data.runPage);
   let report: VcpuReport;
   try {
-    report = run(e.data, times);
+    report = run(e.data, control, times);
   } catch (err) {
     report = { kind: "host-error", message: err instanceof Error ? `${err.message}\n${err.stack}` : String(err) };
+  } finally {
+    control.detach(e.data.thread.cpu);
   }
   self.postMessage({ ...report, ...times });
 };

@@ -15,7 +15,12 @@ import { FileView } from "../abi/fileview.ts";
 import { GuestHeap } from "../abi/heap.ts";
 import { VirtualMemory } from "../abi/virtual_memory.ts";
 import { PageTables } from "../guest/paging.ts";
-import { MiB, PAGE, pageTablePoolBase, pageTablePoolEnd } from "../guest/memory_map.ts";
+import { maxVcpus, MiB, PAGE, pageTablePoolBase, pageTablePoolEnd, tebBase } from "../guest/memory_map.ts";
+import { mapTebs } from "../guest/teb.ts";
+import { threadHandlers } from "../abi/handlers/threads.ts";
+import { SYNC_HANDLE_BASE } from "../abi/sync_objects.ts";
+import { ControlBlock } from "../hv/control_block.ts";
+import { FIRST_THREAD_ID, GuestThreads } from "../hv/guest_threads.ts";
 import { fuzzRuns } from "./support/fuzz.ts";
 import { encodeWide } from "../abi/handlers/strings.ts";
 
@@ -38,6 +43,7 @@ function makeGuest() {
   pages.map(stack.start, stack.size, { write: true, exec: false });
   pages.map(heap.start, heap.size, { write: true, exec: false });
   pages.reserveTables(virtual.start, virtual.size);
+  mapTebs(pages);
   for (let i = 0; i < text.size; i++) bytes[text.start + i] = i & 0xff;
   pathStrings.forEach((path, i) => bytes.set(encodeWide(path), pathAddress(i)));
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
@@ -126,13 +132,17 @@ const dataAddress = fc.integer({ min: data.start, max: data.start + data.size - 
 function slotValue(p: CallDef["params"][number] | undefined): fc.Arbitrary<number | bigint> {
   switch (p?.kind) {
     case "handle":
-      return fc.oneof({ arbitrary: fc.constantFrom(4, 8, 12, 16), weight: 3 }, interestingValue);
+      return fc.oneof(
+        { arbitrary: fc.constantFrom(4, 8, 12, 16, SYNC_HANDLE_BASE, SYNC_HANDLE_BASE + 4), weight: 3 },
+        interestingValue,
+      );
     case "wstr":
       return fc.oneof(
         { arbitrary: fc.constantFrom(...pathStrings.map((_, i) => pathAddress(i))), weight: 4 },
         interestingAddress,
       );
     case "in":
+    case "inStruct":
     case "out":
     case "outU32":
     case "outStruct":
@@ -160,6 +170,12 @@ const managed: Record<string, [number, number][]> = {
   VirtualAlloc: [[virtual.start, virtual.start + virtual.size], [pageTablePoolBase, pageTablePoolEnd]],
   VirtualFree: [[pageTablePoolBase, pageTablePoolEnd]],
   VirtualProtect: [[pageTablePoolBase, pageTablePoolEnd]],
+  // A thread's stack comes from virtual memory; its TEB is the page of its vCPU slot.
+  CreateThread: [
+    [virtual.start, virtual.start + virtual.size],
+    [pageTablePoolBase, pageTablePoolEnd],
+    [tebBase, tebBase + maxVcpus * PAGE],
+  ],
 };
 
 /** Byte ranges the host may write for this call and frame: the return slot, declared outputs, managed memory. */
@@ -186,26 +202,39 @@ Deno.test("random hypercall frames never crash the host nor touch memory they mu
   const overlayDir = `${root}/overlay`;
   Deno.mkdirSync(`${root}/sentinel`);
   Deno.writeTextFileSync(`${root}/sentinel/secret.txt`, "untouched");
-  const handlers = hostHandlers({
-    handles: new HandleTable(),
-    files: new FileView({ bundleFiles: new Map([["app.txt", new Uint8Array([1, 2, 3])]]), overlayDir, shares: [] }),
-    heap: new GuestHeap(guest.bytes, heap.start, heap.start + heap.size),
-    memory: new VirtualMemory(
-      new PageTables(guest.bytes, guest.pages.root),
-      guest.bytes,
-      virtual.start,
-      virtual.start + virtual.size,
-    ),
-    environment: new Map([["HOME", "C:\\"]]),
-    commandLineAddress: data.start,
-    modules: { exe: text.start, modules: [["kernel32.dll", 0xc0000, [["GetLastError", 0, 0xc0000]]]] },
-    console: { write: (_s, b) => written.push(b.slice()), read: () => 0 },
-    startedAt: Date.now(),
-    sleep: () => {},
-    exit: (c) => exitCode = c,
-  });
+  const control = new ControlBlock({ cpus: 2 });
+  const memory = new VirtualMemory(
+    new PageTables(guest.bytes, guest.pages.root),
+    guest.bytes,
+    virtual.start,
+    virtual.start + virtual.size,
+  );
+  const handlers = {
+    ...threadHandlers({
+      sync: control.sync,
+      threadId: FIRST_THREAD_ID,
+      startedAt: Date.now(),
+      // Waits and sleeps return at once: a random frame must not block the test.
+      stopping: () => true,
+      sleep: () => {},
+      exitProcess: (c) => exitCode = c,
+      exitThread: (c) => exitCode = c,
+    }),
+    ...hostHandlers({
+      handles: new HandleTable(),
+      files: new FileView({ bundleFiles: new Map([["app.txt", new Uint8Array([1, 2, 3])]]), overlayDir, shares: [] }),
+      heap: new GuestHeap(guest.bytes, heap.start, heap.start + heap.size),
+      memory,
+      environment: new Map([["HOME", "C:\\"]]),
+      commandLineAddress: data.start,
+      modules: { exe: text.start, modules: [["kernel32.dll", 0xc0000, [["GetLastError", 0, 0xc0000]]]] },
+      console: { write: (_s, b) => written.push(b.slice()), read: () => 0 },
+      sync: control.sync,
+      threads: new GuestThreads(guest.bytes, memory, control, text.start, () => {}),
+    }),
+  };
   const dispatcher = new Dispatcher(guest, handlers, calls.map((c) => c.name));
-  const thread: Thread = { lastError: 0 };
+  const thread: Thread = { lastError: 0, id: FIRST_THREAD_ID };
   const seen = { violations: 0, consoleWrites: 0, refusedArguments: 0 };
 
   fc.assert(
@@ -239,8 +268,10 @@ Deno.test("random hypercall frames never crash the host nor touch memory they mu
           allowed.some(([s, e]) => at >= s && at < e),
           `${call?.name}: host wrote guest byte 0x${at.toString(16)} it had no right to`,
         );
+        // Page tables are the host's to change and never mapped for the guest; anything else must be guest-writable.
+        const pageTable = at >= pageTablePoolBase && at < pageTablePoolEnd;
         assert.ok(
-          guest.pages.lookup(at)?.write,
+          pageTable || guest.pages.lookup(at)?.write,
           `${call?.name}: host wrote read-only or unmapped page at 0x${at.toString(16)}`,
         );
       }

@@ -9,6 +9,7 @@ import assert from "node:assert/strict";
 import fc from "fast-check";
 import { callsByName, FIND_DATA_SIZE } from "../abi/calls.ts";
 import { Dispatcher, type Thread } from "../abi/dispatch.ts";
+import { SYNC_BYTES, SyncObjects } from "../abi/sync_objects.ts";
 import { HandleTable } from "../abi/handles.ts";
 import { hostHandlers } from "../abi/host.ts";
 import { FileView } from "../abi/fileview.ts";
@@ -103,7 +104,7 @@ class Real {
   readonly overlayDir = Deno.makeTempDirSync({ prefix: "pvx-file-model-" });
   readonly bundle = new Map(BUNDLE.map(([name, bytes]) => [name.replaceAll("\\", "/"), new Uint8Array(bytes)]));
   readonly handles = new HandleTable();
-  readonly thread: Thread = { lastError: 0 };
+  readonly thread: Thread = { lastError: 0, id: 8 };
   readonly #dispatcher: Dispatcher;
 
   constructor(readonly guest: Guest) {
@@ -118,9 +119,8 @@ class Real {
       modules: { exe: USER.start, modules: [] },
       commandLineAddress: SCRATCH,
       console: { write: () => assert.fail("a file call reached the console"), read: () => 0 },
-      startedAt: Date.now(),
-      sleep: () => {},
-      exit: () => assert.fail("a file call exited"),
+      sync: new SyncObjects(new SharedArrayBuffer(SYNC_BYTES)),
+      threads: { create: () => assert.fail("a file call created a thread"), resume: () => undefined },
     });
     this.#dispatcher = new Dispatcher(guest, handlers, FILE_CALLS);
   }

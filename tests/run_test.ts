@@ -70,7 +70,10 @@ Deno.test("--timeout stops a guest spinning forever and names where it was", asy
   const r = await runGuest("spin", [], ["--timeout", "300ms"]);
   assert.equal(r.code, EXIT_TIMEOUT);
   assert.equal(r.stdout, "spinning\n");
-  assert.match(r.stderr, /did not finish within 300 ms; stopped vCPU 0 at RIP 0x[0-9a-f]+ <main\+0x[0-9a-f]+>/);
+  assert.match(
+    r.stderr,
+    /did not finish within 300 ms; stopped thread 8 \(vCPU 0\) at RIP 0x[0-9a-f]+ <main\+0x[0-9a-f]+>/,
+  );
 });
 
 Deno.test("--timeout also stops a guest waiting for console input that never comes", async () => {
@@ -111,7 +114,7 @@ Deno.test("a frame the host cannot use stops the guest with the hypercall's name
     assert.equal(r.stdout, "about to break the ABI\n");
     assert.match(
       r.stderr,
-      /broke the hypercall ABI on vCPU 0 at RIP 0x[0-9a-f]+ <main\+0x[0-9a-f]+>: hypercall WriteFile: argument frame 0x(8|fffff000)\+48 is not mapped/,
+      /broke the hypercall ABI on thread 8 \(vCPU 0\) at RIP 0x[0-9a-f]+ <main\+0x[0-9a-f]+>: hypercall WriteFile: argument frame 0x(8|fffff000)\+48 is not mapped/,
     );
   }
 });

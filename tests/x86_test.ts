@@ -75,7 +75,7 @@ Deno.test("Asm rejects a label defined twice or never defined", () => {
 
 Deno.test("the kernel's exception stubs push the vector and the frame the host decodes", async () => {
   const memory = new Uint8Array(8 * MiB);
-  writeKernel(memory, new PageTables(memory), 1);
+  writeKernel(memory, new PageTables(memory));
   const text = await disassemble(memory.subarray(kernelTextBase, kernelTextBase + kernelTextSize), kernelTextBase);
   const instructionsIn = (start: number, end: number) =>
     text.filter((i) => i.address >= start && i.address < end).map((i) => i.text);

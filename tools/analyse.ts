@@ -4,7 +4,7 @@
 
 import { ElfError, parseElf } from "../guest/elf.ts";
 import { parsePe, type PeImage } from "../guest/pe.ts";
-import { resolveImport, shippedDlls } from "../guest/windows.ts";
+import { callsOfImport, resolveImport, shippedDlls } from "../guest/windows.ts";
 
 export function callsUsedByElf(bytes: Uint8Array, file: string): string[] {
   const section = parseElf(bytes, file).sections.find((s) => s.name === ".pvx_calls");
@@ -54,8 +54,12 @@ export function analysePe(files: ReadonlyMap<string, Uint8Array>, entry: string)
     for (const imp of image(path).imports) {
       const r = resolveImport(imp, shipped);
       const name = imp.name ?? `#${imp.ordinal}`;
-      let status: ImportEntry["status"] = r.kind === "call" ? "implemented" : r.kind === "dll" ? "shipped" : "missing";
-      if (r.kind === "call") used.add(r.call.name);
+      let status: ImportEntry["status"] = r.kind === "dll"
+        ? "shipped"
+        : r.kind === "missing"
+        ? "missing"
+        : "implemented";
+      for (const call of callsOfImport(r)) used.add(call);
       if (r.kind === "dll") {
         const exports = image(dlls.get(r.dll)!).exports;
         if (!exports.some((e) => imp.name !== undefined ? e.name === imp.name : e.ordinal === imp.ordinal)) {

@@ -11,10 +11,11 @@ import { ABI_VERSION, callsByName } from "../abi/calls.ts";
 import { analysePe, callsUsedByElf, describeAnalysis } from "./analyse.ts";
 import { basename, dirname, join } from "node:path";
 import { parsePe, PeError } from "../guest/pe.ts";
+import { maxVcpus } from "../guest/memory_map.ts";
 
 const usage = `usage:
   pvx run <app.pvx> [--timeout <seconds|Nms>] [--share <host dir>:<guest dir>[:ro]]... [--env NAME=VALUE]...
-          [--overlay <dir>] [-- args...]
+          [--overlay <dir>] [--cpus <N>] [-- args...]
   pvx pack <app.elf> -o <app.pvx> [--name <name>] [--memory <MiB>] [--file <host>[:<bundle path>]]... [--arg <a>]...
   pvx inspect <app.pvx>
   pvx analyse <app.exe>
@@ -46,11 +47,16 @@ async function runCommand(argv: string[]): Promise<number> {
       share: { type: "string", multiple: true, default: [] },
       env: { type: "string", multiple: true, default: [] },
       overlay: { type: "string" },
+      cpus: { type: "string" },
       "allow-missing": { type: "boolean", default: false },
     },
   });
   const [path, ...args] = positionals;
   if (!path) throw new UsageError("run needs a bundle");
+  const cpus = values.cpus === undefined ? undefined : Number(values.cpus);
+  if (cpus !== undefined && !(Number.isInteger(cpus) && cpus >= 1 && cpus <= maxVcpus)) {
+    throw new UsageError(`--cpus ${JSON.stringify(values.cpus)}: expected a whole number from 1 to ${maxVcpus}`);
+  }
   const timeoutMs = values.timeout === undefined ? undefined : parseDuration(values.timeout);
   const shares = values.share.map((spec) => {
     try {
@@ -79,6 +85,7 @@ async function runCommand(argv: string[]): Promise<number> {
       shares,
       environment,
       overlayDir: values.overlay,
+      cpus,
     });
     if (outcome.kind !== "exit") console.error(describeOutcome(outcome, bundle.manifest.name, symbolize));
     return exitStatus(outcome);

@@ -30,20 +30,21 @@ function registers(frame: Record<string, bigint>): string {
 
 export function describeOutcome(o: Outcome, app: string, symbolize: Symbolize): string {
   const at = (rip: bigint) => `${hex(rip, 1)} ${symbolize(Number(rip))}`;
+  const where = (o: { cpu: number; threadId: number }) => `thread ${o.threadId} (vCPU ${o.cpu})`;
   switch (o.kind) {
     case "exit":
       return `${app} exited with code ${o.code}`;
     case "timeout":
-      return `pvx: ${app} did not finish within ${o.afterMs} ms; stopped vCPU ${o.cpu} at RIP ${at(o.rip)}`;
+      return `pvx: ${app} did not finish within ${o.afterMs} ms; stopped ${where(o)} at RIP ${at(o.rip)}`;
     case "violation":
-      return `pvx: ${app} broke the hypercall ABI on vCPU ${o.cpu} at RIP ${at(o.rip)}: ${o.message}`;
+      return `pvx: ${app} broke the hypercall ABI on ${where(o)} at RIP ${at(o.rip)}: ${o.message}`;
     case "crash":
-      return `pvx: ${app} stopped on vCPU ${o.cpu}${o.rip === undefined ? "" : ` at RIP ${at(o.rip)}`}: ${o.message}`;
+      return `pvx: ${app} stopped on ${where(o)}${o.rip === undefined ? "" : ` at RIP ${at(o.rip)}`}: ${o.message}`;
     case "fault": {
       const f = o.frame;
       const vector = Number(f.vector);
       const lines = [
-        `pvx: ${app} faulted on vCPU ${o.cpu}: ${vectorName(vector)} (vector ${vector}), error code ${hex(f.error, 1)}`,
+        `pvx: ${app} faulted on ${where(o)}: ${vectorName(vector)} (vector ${vector}), error code ${hex(f.error, 1)}`,
         `  at RIP ${at(f.rip)}`,
         vector === PAGE_FAULT ? `  ${pageFaultCause(f.error, f.cr2)}` : `  CR2 ${hex(f.cr2, 1)}`,
         registers(f),

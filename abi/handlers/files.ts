@@ -110,6 +110,7 @@ export function fileHandlers(host: Host) {
     },
     CloseHandle: (a) => {
       const h = a.hObject as number;
+      if (host.sync.close(h)) return 1;
       const kind = host.handles.kindOf(h);
       // Find handles close with FindClose and the heap is never closed, as on Windows.
       if (kind === undefined || kind === "find" || kind === "heap") throw new Win32Error(E.ERROR_INVALID_HANDLE);

@@ -1,7 +1,7 @@
-// Clocks and sleeping.
+// Clocks: answered on the calling vCPU's own thread.
 
 import type { Handler } from "../dispatch.ts";
-import type { Host } from "../host.ts";
+import type { ThreadContext } from "../host.ts";
 
 /** 100 ns units between 1601-01-01 (FILETIME's epoch) and 1970-01-01. */
 const FILETIME_UNIX_EPOCH = 116444736000000000n;
@@ -15,7 +15,7 @@ function setU64(out: Uint8Array, value: bigint): void {
   new DataView(out.buffer, out.byteOffset, 8).setBigUint64(0, value, true);
 }
 
-export function timeHandlers(host: Host) {
+export function timeHandlers(ctx: ThreadContext) {
   return {
     GetSystemTimeAsFileTime: (a) => {
       setU64(a.lpSystemTimeAsFileTime as Uint8Array, FILETIME_UNIX_EPOCH + BigInt(Date.now()) * 10_000n);
@@ -29,10 +29,6 @@ export function timeHandlers(host: Host) {
       setU64(a.lpFrequency as Uint8Array, QPC_FREQUENCY);
       return 1;
     },
-    GetTickCount64: () => BigInt(Math.floor(now() - host.startedAt)),
-    Sleep: (a) => {
-      host.sleep(a.dwMilliseconds as number);
-      return 0;
-    },
+    GetTickCount64: () => BigInt(Math.floor(now() - ctx.startedAt)),
   } satisfies Record<string, Handler>;
 }

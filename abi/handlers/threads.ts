@@ -1,0 +1,119 @@
+// Threads and synchronisation. Creating objects needs the instance's shared
+// state (threadObjectHandlers); everything a thread does to itself or to an
+// existing sync object runs on its own vCPU thread (threadHandlers), so a
+// blocked wait holds up nobody else.
+
+import type { Handler } from "../dispatch.ts";
+import { Win32Error } from "../dispatch.ts";
+import type { Host, ThreadContext } from "../host.ts";
+import { SyncKind, type SyncRef } from "../sync_objects.ts";
+import { win32Constants as C, win32Errors as E } from "../win32.ts";
+import { timeHandlers } from "./time.ts";
+
+export function threadObjectHandlers(host: Host) {
+  const created = (handle: number | undefined) => {
+    if (handle === undefined) throw new Win32Error(E.ERROR_NOT_ENOUGH_MEMORY);
+    return handle;
+  };
+  return {
+    CreateThread: (a) => {
+      const flags = a.dwCreationFlags as number;
+      const { handle, threadId } = host.threads.create(
+        a.lpStartAddress as bigint,
+        a.lpParameter as bigint,
+        Number(a.dwStackSize as bigint),
+        (flags & C.CREATE_SUSPENDED) !== 0,
+      );
+      (a.lpThreadId as { set(v: number): void } | null)?.set(threadId);
+      return handle;
+    },
+    ResumeThread: (a) => {
+      const previous = host.threads.resume(a.hThread as number);
+      if (previous === undefined) throw new Win32Error(E.ERROR_INVALID_HANDLE);
+      return previous;
+    },
+    CreateEventW: (a) =>
+      created(host.sync.create(SyncKind.Event, { manual: a.bManualReset !== 0, signaled: a.bInitialState !== 0 })),
+    CreateMutexW: (a, t) => created(host.sync.create(SyncKind.Mutex, { owner: a.bInitialOwner ? t.id : 0 })),
+  } satisfies Record<string, Handler>;
+}
+
+export function threadHandlers(ctx: ThreadContext) {
+  const sync = ctx.sync;
+  const object = (handle: unknown, kind: SyncKind): SyncRef => {
+    const ref = sync.resolve(handle as number, kind);
+    if (!ref) throw new Win32Error(E.ERROR_INVALID_HANDLE);
+    return ref;
+  };
+  const wait = (handles: number[], all: boolean, ms: number) => {
+    const r = sync.wait(handles, all, ms, ctx.threadId, ctx.stopping);
+    if ("error" in r) throw new Win32Error(r.error);
+    // A stopping instance never resumes this thread: what it reads back does not matter.
+    return "code" in r ? r.code : C.WAIT_FAILED;
+  };
+  const setEvent = (handle: unknown, signaled: boolean) => {
+    if (!sync.setEvent(object(handle, SyncKind.Event), signaled)) throw new Win32Error(E.ERROR_INVALID_HANDLE);
+    return 1;
+  };
+  return {
+    ...timeHandlers(ctx),
+    PvxNull: () => 0,
+    ExitProcess: (a) => {
+      ctx.exitProcess(a.uExitCode as number);
+      return 0;
+    },
+    ExitThread: (a) => {
+      ctx.exitThread(a.dwExitCode as number);
+      return 0;
+    },
+    GetLastError: (_a, t) => t.lastError,
+    SetLastError: (a, t) => {
+      t.lastError = a.dwErrCode as number;
+      return 0;
+    },
+    GetCurrentThreadId: () => ctx.threadId,
+    Sleep: (a) => {
+      ctx.sleep(a.dwMilliseconds as number);
+      return 0;
+    },
+    WaitForSingleObject: (a) => wait([a.hHandle as number], false, a.dwMilliseconds as number),
+    WaitForMultipleObjects: (a) => {
+      const bytes = a.lpHandles as Uint8Array;
+      const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+      const handles = Array.from({ length: a.nCount as number }, (_, i) => {
+        const h = view.getBigUint64(8 * i, true);
+        return h <= 0xffffffffn ? Number(h) : -1;
+      });
+      return wait(handles, a.bWaitAll !== 0, a.dwMilliseconds as number);
+    },
+    SetEvent: (a) => setEvent(a.hEvent, true),
+    ResetEvent: (a) => setEvent(a.hEvent, false),
+    ReleaseMutex: (a) => {
+      if (!sync.releaseMutex(object(a.hMutex, SyncKind.Mutex), ctx.threadId)) throw new Win32Error(E.ERROR_NOT_OWNER);
+      return 1;
+    },
+    GetExitCodeThread: (a) => {
+      const code = sync.exitCode(object(a.hThread, SyncKind.Thread));
+      if (code === undefined) throw new Win32Error(E.ERROR_INVALID_HANDLE);
+      (a.lpExitCode as { set(v: number): void }).set(code);
+      return 1;
+    },
+    PvxWaitOnAddress: (a) => {
+      const word = a.Address as Uint8Array;
+      const view = new DataView(word.buffer, word.byteOffset, 4);
+      const woken = sync.waitOnAddress(
+        word.byteOffset,
+        () => view.getInt32(0, true),
+        a.CompareValue as number,
+        a.dwMilliseconds as number,
+        ctx.stopping,
+      );
+      if (!woken) throw new Win32Error(E.ERROR_TIMEOUT);
+      return 1;
+    },
+    PvxWakeByAddress: (a) => {
+      sync.wakeByAddress((a.Address as Uint8Array).byteOffset);
+      return 0;
+    },
+  } satisfies Record<string, Handler>;
+}

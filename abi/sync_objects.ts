@@ -1,0 +1,276 @@
+// Waitable objects (events, mutexes, threads) and address waits, kept in
+// shared memory so every vCPU thread of an instance can wait on them itself:
+// a waiting guest thread blocks its own host thread in Atomics.wait and costs
+// no CPU, and no other thread has to serve the wait.
+//
+// A sync handle names its slot (SYNC_HANDLE_BASE + 4 * slot), so a vCPU thread
+// resolves it without asking the thread that owns the handle table. A slot's
+// generation changes when it is closed, which is how a thread blocked on a
+// handle learns that another thread closed it.
+
+import { win32Constants, win32Errors } from "./win32.ts";
+
+export const enum SyncKind {
+  Free = 0,
+  Event = 1,
+  Mutex = 2,
+  Thread = 3,
+}
+
+/** Objects an instance may hold open at once. */
+export const MAX_SYNC_OBJECTS = 4096;
+/** Sync handles sit above every handle the handle table hands out. */
+export const SYNC_HANDLE_BASE = 0x4000_0000;
+const BUCKETS = 256;
+
+// Header words.
+const LOCK = 0, EPOCH = 1, HEADER = 2;
+// Words of one object slot.
+const KIND = 0, GEN = 1, SIGNALED = 2, MANUAL = 3, OWNER = 4, COUNT = 5, ABANDONED = 6, EXIT_CODE = 7, SLOT = 8;
+const OBJECTS = HEADER, ADDRESS_BUCKETS = OBJECTS + SLOT * MAX_SYNC_OBJECTS;
+export const SYNC_BYTES = 4 * (ADDRESS_BUCKETS + BUCKETS);
+
+const { WAIT_OBJECT_0, WAIT_ABANDONED_0, WAIT_TIMEOUT, INFINITE, STILL_ACTIVE, MAXIMUM_WAIT_OBJECTS } = win32Constants;
+
+/** A handle resolved to its slot at one generation. */
+export interface SyncRef {
+  slot: number;
+  gen: number;
+}
+
+export type WaitResult = { code: number } | { error: number } | { stopped: true };
+
+const now = () => performance.now();
+
+export class SyncObjects {
+  readonly #w: Int32Array;
+
+  /** `buffer` holds SYNC_BYTES at `byteOffset`, shared by every thread of the instance, zeroed at start. */
+  constructor(buffer: SharedArrayBuffer, byteOffset = 0) {
+    this.#w = new Int32Array(buffer, byteOffset, SYNC_BYTES / 4);
+  }
+
+  /** The handle of a new object, or undefined when all slots are taken. */
+  create(kind: SyncKind, init: { signaled?: boolean; manual?: boolean; owner?: number }): number | undefined {
+    return this.#locked(() => {
+      for (let slot = 0; slot < MAX_SYNC_OBJECTS; slot++) {
+        const at = OBJECTS + SLOT * slot;
+        if (this.#w[at + KIND] !== SyncKind.Free) continue;
+        this.#w[at + KIND] = kind;
+        this.#w[at + SIGNALED] = init.signaled ? 1 : 0;
+        this.#w[at + MANUAL] = init.manual ? 1 : 0;
+        this.#w[at + OWNER] = init.owner ?? 0;
+        this.#w[at + COUNT] = init.owner ? 1 : 0;
+        this.#w[at + ABANDONED] = 0;
+        this.#w[at + EXIT_CODE] = STILL_ACTIVE;
+        return SYNC_HANDLE_BASE + 4 * slot;
+      }
+      return undefined;
+    });
+  }
+
+  isSyncHandle(handle: number): boolean {
+    return handle >= SYNC_HANDLE_BASE && handle < SYNC_HANDLE_BASE + 4 * MAX_SYNC_OBJECTS;
+  }
+
+  /** The live object `handle` names (tag bits ignored, as Windows does), if it is of one of `kinds`. */
+  resolve(handle: number, ...kinds: SyncKind[]): SyncRef | undefined {
+    if (!this.isSyncHandle(handle)) return undefined;
+    const slot = (handle - SYNC_HANDLE_BASE) >>> 2;
+    const at = OBJECTS + SLOT * slot;
+    const kind = Atomics.load(this.#w, at + KIND);
+    if (kind === SyncKind.Free || (kinds.length && !kinds.includes(kind))) return undefined;
+    return { slot, gen: Atomics.load(this.#w, at + GEN) };
+  }
+
+  kindOf(ref: SyncRef): SyncKind {
+    return this.#live(ref) ? this.#w[this.#at(ref) + KIND] : SyncKind.Free;
+  }
+
+  /** Frees the object; threads waiting on it wake and fail with ERROR_INVALID_HANDLE. */
+  close(handle: number): boolean {
+    const ref = this.resolve(handle);
+    if (!ref) return false;
+    this.#change(() => {
+      const at = this.#at(ref);
+      this.#w[at + KIND] = SyncKind.Free;
+      this.#w[at + GEN]++;
+    });
+    return true;
+  }
+
+  setEvent(ref: SyncRef, signaled: boolean): boolean {
+    return this.#change(() => {
+      if (!this.#live(ref) || this.#w[this.#at(ref) + KIND] !== SyncKind.Event) return false;
+      this.#w[this.#at(ref) + SIGNALED] = signaled ? 1 : 0;
+      return true;
+    });
+  }
+
+  /** Gives up one level of ownership; false when `tid` does not own the mutex (ERROR_NOT_OWNER). */
+  releaseMutex(ref: SyncRef, tid: number): boolean {
+    return this.#change(() => {
+      const at = this.#at(ref);
+      if (!this.#live(ref) || this.#w[at + OWNER] !== tid) return false;
+      if (--this.#w[at + COUNT] === 0) this.#w[at + OWNER] = 0;
+      return true;
+    });
+  }
+
+  /** A thread object's exit code, STILL_ACTIVE while the thread runs. */
+  exitCode(ref: SyncRef): number | undefined {
+    if (!this.#live(ref)) return undefined;
+    return this.#w[this.#at(ref) + EXIT_CODE] >>> 0;
+  }
+
+  /**
+   * Thread `tid` has ended: its object (if its handle is still open) is
+   * signalled with `code`, and the mutexes it still owns are abandoned.
+   */
+  threadExited(tid: number, code: number, object?: SyncRef): void {
+    this.#change(() => {
+      if (object && this.#live(object)) {
+        this.#w[this.#at(object) + SIGNALED] = 1;
+        this.#w[this.#at(object) + EXIT_CODE] = code | 0;
+      }
+      for (let slot = 0; slot < MAX_SYNC_OBJECTS; slot++) {
+        const at = OBJECTS + SLOT * slot;
+        if (this.#w[at + KIND] === SyncKind.Mutex && this.#w[at + OWNER] === tid) {
+          this.#w[at + OWNER] = 0;
+          this.#w[at + COUNT] = 0;
+          this.#w[at + ABANDONED] = 1;
+        }
+      }
+    });
+  }
+
+  /**
+   * WaitForMultipleObjects for thread `tid`: the first signalled object
+   * (or all of them) is acquired atomically, the way Windows does it.
+   */
+  wait(handles: readonly number[], all: boolean, timeoutMs: number, tid: number, stopping: () => boolean): WaitResult {
+    if (handles.length === 0 || handles.length > MAXIMUM_WAIT_OBJECTS) {
+      return { error: win32Errors.ERROR_INVALID_PARAMETER };
+    }
+    const refs: SyncRef[] = [];
+    for (const h of handles) {
+      const ref = this.resolve(h);
+      if (!ref) return { error: win32Errors.ERROR_INVALID_HANDLE };
+      refs.push(ref);
+    }
+    if (all && new Set(refs.map((r) => r.slot)).size !== refs.length) {
+      return { error: win32Errors.ERROR_INVALID_PARAMETER };
+    }
+    const deadline = timeoutMs === INFINITE ? Infinity : now() + timeoutMs;
+    for (;;) {
+      const epoch = Atomics.load(this.#w, EPOCH);
+      const result = this.#locked(() => this.#tryAcquire(refs, all, tid));
+      if (result) return result;
+      if (stopping()) return { stopped: true };
+      const left = deadline - now();
+      if (left <= 0) return { code: WAIT_TIMEOUT };
+      Atomics.wait(this.#w, EPOCH, epoch, left === Infinity ? undefined : left);
+    }
+  }
+
+  /** Blocks while the guest word `read()` still equals `expected`: false on timeout. */
+  waitOnAddress(
+    address: number,
+    read: () => number,
+    expected: number,
+    timeoutMs: number,
+    stopping: () => boolean,
+  ): boolean {
+    const bucket = ADDRESS_BUCKETS + (address >>> 2) % BUCKETS;
+    const seen = Atomics.load(this.#w, bucket);
+    if ((read() | 0) !== (expected | 0) || stopping()) return true;
+    const r = Atomics.wait(this.#w, bucket, seen, timeoutMs === INFINITE ? undefined : timeoutMs);
+    return r !== "timed-out";
+  }
+
+  wakeByAddress(address: number): void {
+    const bucket = ADDRESS_BUCKETS + (address >>> 2) % BUCKETS;
+    Atomics.add(this.#w, bucket, 1);
+    Atomics.notify(this.#w, bucket);
+  }
+
+  /** Wakes every blocked thread so it can see that the instance is stopping. */
+  wakeAll(): void {
+    this.#bump();
+    for (let b = 0; b < BUCKETS; b++) {
+      Atomics.add(this.#w, ADDRESS_BUCKETS + b, 1);
+      Atomics.notify(this.#w, ADDRESS_BUCKETS + b);
+    }
+  }
+
+  #tryAcquire(refs: SyncRef[], all: boolean, tid: number): WaitResult | undefined {
+    if (!refs.every((r) => this.#live(r))) return { error: win32Errors.ERROR_INVALID_HANDLE };
+    const ready = refs.map((r) => this.#available(r, tid));
+    if (all) {
+      if (!ready.every(Boolean)) return undefined;
+      const abandoned = refs.map((r) => this.#acquire(r, tid)).indexOf(true);
+      return { code: abandoned >= 0 ? WAIT_ABANDONED_0 + abandoned : WAIT_OBJECT_0 };
+    }
+    const i = ready.indexOf(true);
+    if (i < 0) return undefined;
+    return { code: (this.#acquire(refs[i], tid) ? WAIT_ABANDONED_0 : WAIT_OBJECT_0) + i };
+  }
+
+  #available(ref: SyncRef, tid: number): boolean {
+    const at = this.#at(ref);
+    if (this.#w[at + KIND] === SyncKind.Mutex) return this.#w[at + OWNER] === 0 || this.#w[at + OWNER] === tid;
+    return this.#w[at + SIGNALED] === 1;
+  }
+
+  /** Takes what the wait consumes; true when that was an abandoned mutex. */
+  #acquire(ref: SyncRef, tid: number): boolean {
+    const at = this.#at(ref);
+    switch (this.#w[at + KIND]) {
+      case SyncKind.Mutex: {
+        this.#w[at + OWNER] = tid;
+        this.#w[at + COUNT]++;
+        const abandoned = this.#w[at + ABANDONED] === 1;
+        this.#w[at + ABANDONED] = 0;
+        return abandoned;
+      }
+      case SyncKind.Event:
+        if (!this.#w[at + MANUAL]) this.#w[at + SIGNALED] = 0;
+        return false;
+      default:
+        return false;
+    }
+  }
+
+  #at(ref: SyncRef): number {
+    return OBJECTS + SLOT * ref.slot;
+  }
+
+  #live(ref: SyncRef): boolean {
+    const at = this.#at(ref);
+    return this.#w[at + KIND] !== SyncKind.Free && this.#w[at + GEN] === ref.gen;
+  }
+
+  /** A state change waiters may care about: made under the lock, then every waiter rechecks. */
+  #change<T>(f: () => T): T {
+    const r = this.#locked(f);
+    this.#bump();
+    return r;
+  }
+
+  #bump(): void {
+    Atomics.add(this.#w, EPOCH, 1);
+    Atomics.notify(this.#w, EPOCH);
+  }
+
+  /** A futex-style lock (0 free, 1 held, 2 held with waiters) around multi-word updates. */
+  #locked<T>(f: () => T): T {
+    if (Atomics.compareExchange(this.#w, LOCK, 0, 1) !== 0) {
+      while (Atomics.exchange(this.#w, LOCK, 2) !== 0) Atomics.wait(this.#w, LOCK, 2);
+    }
+    try {
+      return f();
+    } finally {
+      if (Atomics.exchange(this.#w, LOCK, 0) === 2) Atomics.notify(this.#w, LOCK, 1);
+    }
+  }
+}

@@ -1,0 +1,247 @@
+// The shared memory through which an instance's threads coordinate without
+// waiting on each other's event loops (a vCPU thread's loop is blocked in
+// KVM_RUN while its guest runs): the stop request, the kick that pulls a vCPU
+// out of the guest, the run tokens behind --cpus, the TLB generation, the
+// count of live guest threads, one hypercall mailbox per vCPU for the
+// host-services thread, and the sync objects (abi/sync_objects.ts).
+
+import { libc, SIGURG } from "../ffi/libc.ts";
+import { requestImmediateExit } from "./vcpu.ts";
+import { SYNC_BYTES, SyncObjects } from "../abi/sync_objects.ts";
+import { AbiViolation, type Thread } from "../abi/dispatch.ts";
+import { callsByNr } from "../abi/calls.ts";
+import { maxVcpus } from "../guest/memory_map.ts";
+
+// Header words.
+const STOP = 0, TLB_GEN = 1, RUN_TOKENS = 2, SERVICE_BELL = 3, SERVICE_QUIT = 4, LIVE_THREADS = 5, HEADER = 8;
+// Words of one vCPU slot.
+const TID = 0, IN_GUEST = 1, RUN_PAGE_LO = 2, RUN_PAGE_HI = 3;
+const MAIL_STATE = 4, MAIL_NR = 5, MAIL_FRAME = 6, MAIL_LAST_ERROR = 7, MAIL_RESULT = 8, MAIL_THREAD = 9;
+const MAIL_TEXT = 16, MAIL_TEXT_BYTES = 192, CPU_WORDS = MAIL_TEXT + MAIL_TEXT_BYTES / 4;
+const CPUS = HEADER;
+const SYNC_OFFSET = 4 * (CPUS + CPU_WORDS * maxVcpus);
+const BYTES = SYNC_OFFSET + SYNC_BYTES;
+
+const enum Mail {
+  Idle = 0,
+  Request = 1,
+  Done = 2,
+}
+const enum MailResult {
+  Ok = 0,
+  FlushTlb = 1,
+  Violation = 2,
+}
+const enum ServiceState {
+  Running = 0,
+  Quit = 1,
+  Died = 2,
+}
+/** A mailbox "call number" that is not a hypercall: the sender's thread has ended. */
+export const THREAD_EXITED = -1;
+
+/** How long a vCPU waits for a run token before it preempts one that holds it. */
+const TIME_SLICE_MS = 10;
+
+/** What the host-services thread answers for one mailbox request. */
+export type ServiceAnswer = { flushesTlb: boolean } | { violation: string };
+
+export class ControlBlock {
+  readonly buffer: SharedArrayBuffer;
+  readonly sync: SyncObjects;
+  readonly #w: Int32Array;
+  readonly #text = new TextEncoder();
+  #kickNext = 0;
+
+  /** A new block (`cpus` = how many vCPUs may be in the guest at once), or a view of an existing one. */
+  constructor(from: { cpus: number } | SharedArrayBuffer) {
+    this.buffer = from instanceof SharedArrayBuffer ? from : new SharedArrayBuffer(BYTES);
+    this.#w = new Int32Array(this.buffer, 0, SYNC_OFFSET / 4);
+    this.sync = new SyncObjects(this.buffer, SYNC_OFFSET);
+    if (!(from instanceof SharedArrayBuffer)) {
+      this.#w[RUN_TOKENS] = from.cpus;
+      this.#w[LIVE_THREADS] = 1;
+    }
+  }
+
+  // --- stopping ---
+
+  stopRequested(): boolean {
+    return Atomics.load(this.#w, STOP) !== 0;
+  }
+
+  /** Stops every vCPU: out of the guest, out of any wait, and never back in. */
+  requestStop(): void {
+    Atomics.store(this.#w, STOP, 1);
+    Atomics.notify(this.#w, STOP);
+    this.sync.wakeAll();
+    Atomics.add(this.#w, RUN_TOKENS, maxVcpus);
+    Atomics.notify(this.#w, RUN_TOKENS);
+    for (let cpu = 0; cpu < maxVcpus; cpu++) this.kick(cpu);
+  }
+
+  /** Sleeps up to `ms` (undefined = for ever), waking early when the instance stops. */
+  sleep(ms: number | undefined): void {
+    Atomics.wait(this.#w, STOP, 0, ms);
+  }
+
+  // --- vCPU slots ---
+
+  /** Called by the thread that runs vCPU `cpu`, so others can kick it. */
+  attach(cpu: number, runPage: bigint): void {
+    const at = this.#cpu(cpu);
+    Atomics.store(this.#w, at + RUN_PAGE_LO, Number(runPage & 0xffffffffn) | 0);
+    Atomics.store(this.#w, at + RUN_PAGE_HI, Number(runPage >> 32n) | 0);
+    Atomics.store(this.#w, at + TID, libc().gettid());
+  }
+
+  /** The thread of vCPU `cpu` is done with it: no more kicks. */
+  detach(cpu: number): void {
+    Atomics.store(this.#w, this.#cpu(cpu) + TID, 0);
+  }
+
+  /** Pulls vCPU `cpu` out of KVM_RUN: immediate_exit covers a thread about to enter, the signal one inside. */
+  kick(cpu: number): void {
+    const at = this.#cpu(cpu);
+    const tid = Atomics.load(this.#w, at + TID);
+    if (tid === 0) return;
+    const page = (BigInt(Atomics.load(this.#w, at + RUN_PAGE_HI) >>> 0) << 32n) |
+      BigInt(Atomics.load(this.#w, at + RUN_PAGE_LO) >>> 0);
+    requestImmediateExit(Deno.UnsafePointer.create(page)!, true);
+    libc().tgkill(libc().getpid(), tid, SIGURG);
+  }
+
+  /**
+   * Takes a run token before vCPU `cpu` enters the guest (--cpus); false when
+   * the instance is stopping. A vCPU that waits a whole time slice preempts
+   * one in the guest, which gives its token back on the way out.
+   */
+  enterGuest(cpu: number): boolean {
+    for (;;) {
+      if (this.stopRequested()) return false;
+      const tokens = Atomics.load(this.#w, RUN_TOKENS);
+      if (tokens > 0) {
+        if (Atomics.compareExchange(this.#w, RUN_TOKENS, tokens, tokens - 1) === tokens) break;
+        continue;
+      }
+      if (Atomics.wait(this.#w, RUN_TOKENS, tokens, TIME_SLICE_MS) === "timed-out") this.#preemptOne(cpu);
+    }
+    Atomics.store(this.#w, this.#cpu(cpu) + IN_GUEST, 1);
+    return true;
+  }
+
+  leftGuest(cpu: number): void {
+    Atomics.store(this.#w, this.#cpu(cpu) + IN_GUEST, 0);
+    Atomics.add(this.#w, RUN_TOKENS, 1);
+    Atomics.notify(this.#w, RUN_TOKENS, 1);
+  }
+
+  #preemptOne(self: number): void {
+    for (let i = 0; i < maxVcpus; i++) {
+      const cpu = (this.#kickNext + i) % maxVcpus;
+      if (cpu !== self && Atomics.load(this.#w, this.#cpu(cpu) + IN_GUEST) === 1) {
+        this.#kickNext = cpu + 1;
+        this.kick(cpu);
+        return;
+      }
+    }
+  }
+
+  // --- translations ---
+
+  tlbGeneration(): number {
+    return Atomics.load(this.#w, TLB_GEN);
+  }
+
+  /**
+   * Page tables changed: every vCPU flushes before it next enters, and those
+   * inside are pulled out now; returns the generation the caller flushes to.
+   */
+  invalidateTranslations(self: number): number {
+    const generation = Atomics.add(this.#w, TLB_GEN, 1) + 1;
+    for (let cpu = 0; cpu < maxVcpus; cpu++) {
+      if (cpu !== self && Atomics.load(this.#w, this.#cpu(cpu) + IN_GUEST) === 1) this.kick(cpu);
+    }
+    return generation;
+  }
+
+  // --- guest threads ---
+
+  threadStarted(): void {
+    Atomics.add(this.#w, LIVE_THREADS, 1);
+  }
+
+  /** How many guest threads are left once the caller's has ended. */
+  threadEnded(): number {
+    return Atomics.sub(this.#w, LIVE_THREADS, 1) - 1;
+  }
+
+  // --- the host-services mailboxes ---
+
+  /** Runs hypercall `nr` of vCPU `cpu` on the host-services thread and waits for its answer. */
+  call(cpu: number, nr: number, frame: number, thread: Thread): { flushesTlb: boolean } {
+    const at = this.#cpu(cpu);
+    this.#w[at + MAIL_NR] = nr;
+    this.#w[at + MAIL_FRAME] = frame;
+    this.#w[at + MAIL_LAST_ERROR] = thread.lastError;
+    this.#w[at + MAIL_THREAD] = thread.id;
+    Atomics.store(this.#w, at + MAIL_STATE, Mail.Request);
+    Atomics.add(this.#w, SERVICE_BELL, 1);
+    Atomics.notify(this.#w, SERVICE_BELL);
+    // The service answers every request, even while stopping, so this wait ends unless the service died.
+    while (Atomics.load(this.#w, at + MAIL_STATE) === Mail.Request) {
+      if (Atomics.load(this.#w, SERVICE_QUIT) === ServiceState.Died) throw new Error("the host-services thread died");
+      Atomics.wait(this.#w, at + MAIL_STATE, Mail.Request);
+    }
+    Atomics.store(this.#w, at + MAIL_STATE, Mail.Idle);
+    thread.lastError = this.#w[at + MAIL_LAST_ERROR] >>> 0;
+    const result = this.#w[at + MAIL_RESULT];
+    if (result === MailResult.Violation) {
+      const bytes = new Uint8Array(this.buffer, 4 * (at + MAIL_TEXT), MAIL_TEXT_BYTES).slice();
+      const text = new TextDecoder().decode(bytes.subarray(0, bytes.indexOf(0) < 0 ? undefined : bytes.indexOf(0)));
+      throw new AbiViolation(callsByNr[nr]?.name ?? `#${nr}`, text);
+    }
+    return { flushesTlb: result === MailResult.FlushTlb };
+  }
+
+  /** The host-services loop: answers mailbox requests until `quitService`. */
+  serve(answer: (cpu: number, nr: number, frame: number, thread: Thread) => ServiceAnswer): void {
+    for (;;) {
+      const bell = Atomics.load(this.#w, SERVICE_BELL);
+      for (let cpu = 0; cpu < maxVcpus; cpu++) {
+        const at = this.#cpu(cpu);
+        if (Atomics.load(this.#w, at + MAIL_STATE) !== Mail.Request) continue;
+        const thread: Thread = { lastError: this.#w[at + MAIL_LAST_ERROR] >>> 0, id: this.#w[at + MAIL_THREAD] };
+        const r = answer(cpu, this.#w[at + MAIL_NR], this.#w[at + MAIL_FRAME] >>> 0, thread);
+        this.#w[at + MAIL_LAST_ERROR] = thread.lastError;
+        if ("violation" in r) {
+          const text = new Uint8Array(this.buffer, 4 * (at + MAIL_TEXT), MAIL_TEXT_BYTES).fill(0);
+          this.#text.encodeInto(r.violation.slice(0, MAIL_TEXT_BYTES / 4 - 1), text);
+          this.#w[at + MAIL_RESULT] = MailResult.Violation;
+        } else {
+          this.#w[at + MAIL_RESULT] = r.flushesTlb ? MailResult.FlushTlb : MailResult.Ok;
+        }
+        Atomics.store(this.#w, at + MAIL_STATE, Mail.Done);
+        Atomics.notify(this.#w, at + MAIL_STATE);
+      }
+      if (Atomics.load(this.#w, SERVICE_QUIT) !== 0) return;
+      Atomics.wait(this.#w, SERVICE_BELL, bell);
+    }
+  }
+
+  quitService(): void {
+    Atomics.store(this.#w, SERVICE_QUIT, ServiceState.Quit);
+    Atomics.add(this.#w, SERVICE_BELL, 1);
+    Atomics.notify(this.#w, SERVICE_BELL);
+  }
+
+  /** The host-services thread is gone: vCPUs waiting for an answer give up instead of waiting for ever. */
+  serviceDied(): void {
+    Atomics.store(this.#w, SERVICE_QUIT, ServiceState.Died);
+    for (let cpu = 0; cpu < maxVcpus; cpu++) Atomics.notify(this.#w, this.#cpu(cpu) + MAIL_STATE);
+  }
+
+  #cpu(cpu: number): number {
+    return CPUS + CPU_WORDS * cpu;
+  }
+}

@@ -1,0 +1,104 @@
+// CreateThread's host side, kept by the host-services thread: each new guest
+// thread gets a free vCPU slot (its TSS, exception stacks and TEB), a stack
+// from the app's virtual memory with an uncommitted guard page below it, and
+// a thread object its exit signals. Starting the vCPU itself is the
+// instance's job (`launch`), because only the main thread hands out Workers.
+
+import type { ThreadStarter } from "../abi/host.ts";
+import { Win32Error } from "../abi/dispatch.ts";
+import { SyncKind, type SyncObjects, type SyncRef } from "../abi/sync_objects.ts";
+import type { VirtualMemory } from "../abi/virtual_memory.ts";
+import { win32Constants as W, win32Errors as E } from "../abi/win32.ts";
+import { maxVcpus, PAGE } from "../guest/memory_map.ts";
+import { writeTeb } from "../guest/teb.ts";
+import type { ControlBlock } from "./control_block.ts";
+import type { ThreadStart } from "./vcpu_thread.ts";
+
+/** The first thread's id; later threads count up in fours, as Windows ids do. */
+export const FIRST_THREAD_ID = 8;
+/** Stack of a thread created with dwStackSize 0: what mingw and MSVC link into an exe by default. */
+const DEFAULT_STACK = 1024 * 1024;
+const STACK_GRANULARITY = 64 * 1024;
+const MAX_STACK = 256 * 1024 * 1024;
+
+interface GuestThread {
+  start: ThreadStart;
+  object: SyncRef;
+  suspendCount: number;
+  stackBase: number;
+}
+
+export class GuestThreads implements ThreadStarter {
+  readonly #byCpu = new Map<number, GuestThread>();
+  #nextId = FIRST_THREAD_ID + 4;
+
+  constructor(
+    private readonly ram: Uint8Array,
+    private readonly memory: VirtualMemory,
+    private readonly control: ControlBlock,
+    private readonly threadStart: number,
+    private readonly launch: (thread: ThreadStart) => void,
+  ) {}
+
+  get #sync(): SyncObjects {
+    return this.control.sync;
+  }
+
+  create(start: bigint, parameter: bigint, stackSize: number, suspended: boolean) {
+    let cpu = 1;
+    while (cpu < maxVcpus && this.#byCpu.has(cpu)) cpu++;
+    // Each live thread holds a vCPU slot; there are as many as the kernel has TSS slots.
+    if (cpu === maxVcpus) throw new Win32Error(E.ERROR_NOT_ENOUGH_MEMORY, `no vCPU slot left for a thread`);
+    if (stackSize > MAX_STACK) throw new Win32Error(E.ERROR_NOT_ENOUGH_MEMORY);
+    const size = Math.ceil((stackSize || DEFAULT_STACK) / STACK_GRANULARITY) * STACK_GRANULARITY;
+    const base = this.memory.alloc(0, size + PAGE, W.MEM_RESERVE, W.PAGE_READWRITE);
+    this.memory.alloc(base + PAGE, size, W.MEM_COMMIT, W.PAGE_READWRITE);
+    const handle = this.#sync.create(SyncKind.Thread, {});
+    if (handle === undefined) {
+      this.memory.free(base, 0, W.MEM_RELEASE);
+      throw new Win32Error(E.ERROR_NOT_ENOUGH_MEMORY);
+    }
+    const object = this.#sync.resolve(handle)!;
+    const threadId = this.#nextId;
+    this.#nextId += 4;
+    const stack = { start: base + PAGE, end: base + PAGE + size };
+    const thread: GuestThread = {
+      object,
+      suspendCount: suspended ? 1 : 0,
+      stackBase: base,
+      start: {
+        cpu,
+        threadId,
+        object,
+        rip: this.threadStart,
+        rsp: stack.end,
+        rbx: start,
+        parameter,
+        gsBase: writeTeb(this.ram, cpu, threadId, stack),
+      },
+    };
+    this.#byCpu.set(cpu, thread);
+    this.control.threadStarted();
+    if (!suspended) this.launch(thread.start);
+    return { handle, threadId };
+  }
+
+  resume(handle: number): number | undefined {
+    const ref = this.#sync.resolve(handle, SyncKind.Thread);
+    if (!ref) return undefined;
+    const thread = [...this.#byCpu.values()].find((t) => t.object.slot === ref.slot && t.object.gen === ref.gen);
+    // A thread that has ended, or one pvx did not create (no such handle exists), was never suspended.
+    if (!thread || thread.suspendCount === 0) return 0;
+    const previous = thread.suspendCount--;
+    if (thread.suspendCount === 0) this.launch(thread.start);
+    return previous;
+  }
+
+  /** The thread on `cpu` has ended and its vCPU left the guest for good: its stack and slot are free. */
+  exited(cpu: number): void {
+    const thread = this.#byCpu.get(cpu);
+    if (!thread) return;
+    this.#byCpu.delete(cpu);
+    this.memory.free(thread.stackBase, 0, W.MEM_RELEASE);
+  }
+}

@@ -1,0 +1,88 @@
+// The calls that need an instance's shared state (handle table, virtual
+// drive, heap, virtual memory, threads), answered in one place. An app that
+// cannot create threads has this served by its only vCPU thread directly; an
+// app that can has it on a host-services Worker (hv/host_worker.ts) that
+// every vCPU thread reaches through its mailbox in the ControlBlock.
+
+import { AbiViolation, Dispatcher, type Thread } from "../abi/dispatch.ts";
+import { hostHandlers } from "../abi/host.ts";
+import { PageTables } from "../guest/paging.ts";
+import { createHost, type HostInit } from "./host_state.ts";
+import { GuestRam } from "./memory.ts";
+import type { ControlBlock, ServiceAnswer } from "./control_block.ts";
+import { GuestThreads } from "./guest_threads.ts";
+import type { ThreadStart } from "./vcpu_thread.ts";
+import type { Host } from "../abi/host.ts";
+
+export interface HostServiceInit {
+  ram: { hostAddress: bigint; size: number };
+  pageTableRoot: number;
+  allowedCalls: readonly string[];
+  host: HostInit;
+  control: ControlBlock;
+  /** Set when the app can create threads: where they begin, and how the instance starts their vCPUs. */
+  threads?: { threadStart: number; launch(thread: ThreadStart): void };
+}
+
+export class HostService {
+  readonly #dispatcher: Dispatcher;
+  readonly #host: Host;
+  #threads?: GuestThreads;
+
+  constructor(init: HostServiceInit) {
+    const ram = new GuestRam(init.ram.hostAddress, init.ram.size);
+    const pages = new PageTables(ram.bytes, init.pageTableRoot);
+    const control = init.control;
+    this.#host = createHost(init.host, ram.bytes, pages, {
+      sync: control.sync,
+      stopping: () => control.stopRequested(),
+    }, (memory) => {
+      if (!init.threads) return noThreads;
+      return this.#threads ??= new GuestThreads(
+        ram.bytes,
+        memory,
+        control,
+        init.threads.threadStart,
+        init.threads.launch,
+      );
+    });
+    const handlers = hostHandlers(this.#host);
+    this.#dispatcher = new Dispatcher(
+      { bytes: ram.bytes, view: ram.view, pages },
+      handlers,
+      init.allowedCalls.filter((name) => name in handlers),
+    );
+  }
+
+  /** Runs hypercall `nr`; throws AbiViolation when the guest broke the ABI. */
+  dispatch(nr: number, frame: number, thread: Thread): { flushesTlb: boolean } {
+    return { flushesTlb: this.#dispatcher.dispatch(nr, frame, thread).flushesTlb ?? false };
+  }
+
+  /** `dispatch` as a mailbox answer. */
+  answer(nr: number, frame: number, thread: Thread): ServiceAnswer {
+    try {
+      return this.dispatch(nr, frame, thread);
+    } catch (e) {
+      if (e instanceof AbiViolation) return { violation: e.message.replace(/^hypercall [^:]*: /, "") };
+      throw e;
+    }
+  }
+
+  threadExited(cpu: number): void {
+    this.#threads?.exited(cpu);
+  }
+
+  /** The instance is over: close what the guest left open. */
+  close(): void {
+    this.#host.handles.closeAll();
+  }
+}
+
+/** An app whose manifest does not allow CreateThread never reaches these. */
+const noThreads = {
+  create(): never {
+    throw new Error("CreateThread reached an instance started without thread support");
+  },
+  resume: () => undefined,
+};
