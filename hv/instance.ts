@@ -35,7 +35,7 @@ interface At {
 export type Outcome =
   | { kind: "exit"; code: number }
   | At & { kind: "fault"; frame: Record<string, bigint> }
-  | At & { kind: "timeout"; rip: bigint; afterMs: number }
+  | { kind: "timeout"; afterMs: number; threads: (At & { rip: bigint })[] }
   | At & { kind: "violation"; message: string; rip: bigint }
   | At & { kind: "crash"; message: string; rip?: bigint };
 
@@ -98,6 +98,7 @@ export class Instance {
     let outcome: Outcome | undefined;
     let hostError: string | undefined;
     let timedOut = false;
+    const timedOutThreads: (At & { rip: bigint })[] = [];
     let service: Worker | undefined;
     let serviceRunning = false;
     let finish!: () => void;
@@ -113,8 +114,9 @@ export class Instance {
     };
     // Done once every vCPU has left and the host services have answered their last call.
     const settle = () => {
-      if (outcome === undefined && hostError === undefined) return;
+      if (outcome === undefined && hostError === undefined && !timedOut) return;
       if ([...this.#vcpus.values()].some((v) => v.threadId !== undefined)) return;
+      outcome ??= { kind: "timeout", afterMs: opts.timeoutMs!, threads: timedOutThreads.sort((a, b) => a.cpu - b.cpu) };
       if (serviceRunning) return control.quitService();
       finish();
     };
@@ -158,17 +160,15 @@ export class Instance {
         case "thread-exit":
           break;
         case "exit":
-          end(r);
+          end({ kind: "exit", code: r.code });
           break;
         case "fault":
           end({ ...at, kind: "fault", frame: r.frame });
           break;
         case "stopped":
-          end(
-            timedOut
-              ? { ...at, kind: "timeout", rip: r.rip, afterMs: opts.timeoutMs! }
-              : { ...at, kind: "crash", message: "vCPU stopped without a stop request", rip: r.rip },
-          );
+          // A timeout reports where every thread was; any other stop follows the outcome that caused it.
+          if (timedOut) timedOutThreads.push({ ...at, rip: r.rip });
+          else end({ ...at, kind: "crash", message: "vCPU stopped without a stop request", rip: r.rip });
           break;
         case "violation":
           end({ ...at, kind: "violation", message: r.message, rip: r.rip });
@@ -192,6 +192,7 @@ export class Instance {
     const onSignal = () => {};
     Deno.addSignalListener("SIGURG", onSignal);
     const timer = opts.timeoutMs === undefined ? undefined : setTimeout(() => {
+      if (outcome !== undefined || hostError !== undefined) return;
       timedOut = true;
       control.requestStop();
     }, opts.timeoutMs);

@@ -2,8 +2,10 @@
 // this run on this machine. The VMM baseline (tools/bench/baseline.c) runs
 // the same kind of guest (ring 3, doorbell hypercalls); the file baseline
 // (tools/bench/file_io_baseline.c) does with read()/write() what the guest
-// does with ReadFile/WriteFile. Speed lives here, never in tests; each line
-// prints both numbers and their ratio.
+// does with ReadFile/WriteFile; the thread baselines (parallel_sum_baseline.c,
+// thread_create_baseline.c) do with pthreads what the guests do with
+// CreateThread. Speed lives here, never in tests; each line prints both
+// numbers and their ratio.
 
 import { compileGuest, run } from "./guest_cc.ts";
 import { defaultPackOptions, packApp } from "./pvx.ts";
@@ -15,11 +17,16 @@ const here = new URL("./bench/", import.meta.url).pathname;
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const REPEATS = Number(Deno.env.get("PVX_BENCH_REPEATS") ?? 5);
 
-/** Runs a program that prints one number of nanoseconds, and returns it. */
-async function cNanoseconds(bin: string, args: string[], cwd?: string, env?: Record<string, string>): Promise<number> {
+/** Runs a program and returns what it printed, trimmed. */
+async function printed(bin: string, args: string[], cwd?: string, env?: Record<string, string>): Promise<string> {
   const out = await new Deno.Command(bin, { args, cwd, env, stdout: "piped", stderr: "inherit" }).output();
   if (!out.success) throw new Error(`${bin} ${args.join(" ")} exited ${out.code}`);
-  return Number(new TextDecoder().decode(out.stdout).trim());
+  return new TextDecoder().decode(out.stdout).trim();
+}
+
+/** Runs a program that prints one number of nanoseconds, and returns it. */
+async function cNanoseconds(bin: string, args: string[], cwd?: string, env?: Record<string, string>): Promise<number> {
+  return Number(await printed(bin, args, cwd, env));
 }
 
 /** Runs a bench guest in this process; returns its wall time and boot time. */
@@ -33,10 +40,15 @@ async function pvxRun(bundle: Bundle, args: string[]) {
   return { wallMs, bootMs: r.bootMs! };
 }
 
+/** The `pvx run` command line for a bench guest, as a user would run it. */
+function pvxCommand(bundlePath: string, args: string[], overlayDir: string): string[] {
+  const cli = ["run", "-A", new URL("./pvx.ts", import.meta.url).pathname, "run", "--overlay", overlayDir, bundlePath];
+  return [...cli, "--", ...args];
+}
+
 /** Runs a bench guest through the `pvx` command, as a user would, and returns the number it printed. */
 function pvxPrinted(bundlePath: string, args: string[], overlayDir: string): Promise<number> {
-  const cli = ["run", "-A", new URL("./pvx.ts", import.meta.url).pathname, "run", "--overlay", overlayDir, bundlePath];
-  return cNanoseconds(Deno.execPath(), [...cli, "--", ...args]);
+  return cNanoseconds(Deno.execPath(), pvxCommand(bundlePath, args, overlayDir));
 }
 
 /** Prints pvx / C: a time ratio (lower is better) or, for throughput, a speed ratio (higher is better). */
@@ -67,6 +79,52 @@ async function wallMs(
   const out = await new Deno.Command(cmd, { args, ...opts, stdout: "null", stderr: "null" }).output();
   if (!out.success) throw new Error(`${cmd} ${args.join(" ")} exited ${out.code}`);
   return performance.now() - t0;
+}
+
+/**
+ * CPU-bound work (tools/bench/parallel_sum_work.h) split over 1 and 2 threads, as a guest with CreateThread
+ * and as native C with pthreads. Both time the parallel section inside the program and print
+ * "<nanoseconds> <sum>"; the sum is the same for every run, which is checked (it is not a timing).
+ * The speed-ups are medians of each repeat's own 1-thread / 2-thread pair.
+ */
+async function threads(dir: string): Promise<void> {
+  const native = `${dir}/parallel_sum_baseline`;
+  await run("gcc", ["-O2", "-pthread", "-o", native, `${here}parallel_sum_baseline.c`]);
+  const guest = await pack("parallel_sum.c", dir);
+  const overlay = await Deno.makeTempDir({ dir });
+  // About 0.6 s on one thread of the machine this was written on.
+  const iterations = 800_000_000;
+  const sums = new Set<string>();
+  const parse = (text: string) => {
+    const [ns, sum] = text.split(/\s+/);
+    sums.add(sum);
+    return Number(ns) / 1e6;
+  };
+  const pvxMs = (n: number) =>
+    printed(Deno.execPath(), pvxCommand(guest, [`${n}`, `${iterations}`], overlay)).then(parse);
+  const cMs = (n: number) => printed(native, [`${n}`, `${iterations}`]).then(parse);
+  const pvxOne: number[] = [], cOne: number[] = [], pvxSpeedUp: number[] = [], cSpeedUp: number[] = [];
+  for (let i = 0; i < REPEATS; i++) {
+    const [p1, p2, c1, c2] = [await pvxMs(1), await pvxMs(2), await cMs(1), await cMs(2)];
+    pvxOne.push(p1);
+    cOne.push(c1);
+    pvxSpeedUp.push(p1 / p2);
+    cSpeedUp.push(c1 / c2);
+  }
+  if (sums.size !== 1) throw new Error(`parallel_sum: runs disagree on the sum: ${[...sums].join(", ")}`);
+  line("CPU work, 1 thread vs C 1 thread", median(pvxOne), median(cOne), "ms", "~1.0x");
+  line("CPU work, speed-up of 2 threads over 1", median(pvxSpeedUp), median(cSpeedUp), "x", "pvx >= 1.8x");
+
+  const nativeCreate = `${dir}/thread_create_baseline`;
+  await run("gcc", ["-O2", "-pthread", "-o", nativeCreate, `${here}thread_create_baseline.c`]);
+  const create = await pack("thread_create.c", dir);
+  const count = 200;
+  const pvxCreate: number[] = [], cCreate: number[] = [];
+  for (let i = 0; i < REPEATS; i++) {
+    pvxCreate.push(await pvxPrinted(create, [`${count}`], overlay) / count / 1000);
+    cCreate.push(await cNanoseconds(nativeCreate, [`${count}`]) / count / 1000);
+  }
+  line("CreateThread+Wait+CloseHandle vs pthread", median(pvxCreate), median(cCreate), "µs", "-");
 }
 
 /** The same unmodified Windows programs under pvx and under Wine: start-up, and a file copy's throughput. */
@@ -183,6 +241,8 @@ try {
     cOpen.push(await cNanoseconds(files, ["openclose", `${opens}`], cwd) / opens / 1000);
   }
   line("CreateFileW+CloseHandle vs open+close", median(pvxOpen), median(cOpen), "µs", "-");
+
+  await threads(dir);
 
   await windowsVsWine(dir);
 } finally {

@@ -35,7 +35,10 @@ export function describeOutcome(o: Outcome, app: string, symbolize: Symbolize): 
     case "exit":
       return `${app} exited with code ${o.code}`;
     case "timeout":
-      return `pvx: ${app} did not finish within ${o.afterMs} ms; stopped ${where(o)} at RIP ${at(o.rip)}`;
+      return [
+        `pvx: ${app} did not finish within ${o.afterMs} ms; stopped ${o.threads.length} thread(s):`,
+        ...o.threads.map((t) => `  ${where(t)} at RIP ${at(t.rip)}`),
+      ].join("\n");
     case "violation":
       return `pvx: ${app} broke the hypercall ABI on ${where(o)} at RIP ${at(o.rip)}: ${o.message}`;
     case "crash":

@@ -1,0 +1,137 @@
+/* Thread behaviour that is pvx's own (how an instance stops, what it reports),
+ * chosen by argv[1]. The Win32 semantics themselves are in tests/win32. */
+#include "util.h"
+
+static HANDLE never;
+
+static DWORD WINAPI exit_process(LPVOID code) {
+  Sleep(20);
+  ExitProcess((UINT)(uintptr_t)code);
+}
+
+static DWORD WINAPI null_write(LPVOID unused) {
+  (void)unused;
+  *(volatile int *)0 = 1;
+  return 0;
+}
+
+static __attribute__((noreturn)) DWORD WINAPI spin(LPVOID unused) {
+  (void)unused;
+  for (volatile unsigned long i = 0;; i++) {
+  }
+}
+
+static DWORD WINAPI wait_closed(LPVOID event) {
+  DWORD r = WaitForSingleObject((HANDLE)event, INFINITE);
+  return r == WAIT_FAILED && GetLastError() == ERROR_INVALID_HANDLE ? 1 : 0;
+}
+
+static DWORD WINAPI block(LPVOID unused) {
+  (void)unused;
+  WaitForSingleObject(never, INFINITE);
+  return 0;
+}
+
+static DWORD WINAPI late_return(LPVOID code) {
+  Sleep(50);
+  return (DWORD)(uintptr_t)code;
+}
+
+static CRITICAL_SECTION lock;
+static volatile LONG shared_count;
+static DWORD WINAPI work(LPVOID seed) {
+  unsigned long x = (unsigned long)(uintptr_t)seed;
+  for (int i = 0; i < 2000; i++) {
+    for (int j = 0; j < 1000; j++) x = x * 6364136223846793005ul + 1442695040888963407ul;
+    EnterCriticalSection(&lock);
+    shared_count++;
+    LeaveCriticalSection(&lock);
+  }
+  return (DWORD)(x >> 40) | 1;
+}
+
+static HANDLE start(LPTHREAD_START_ROUTINE fn, uintptr_t param) {
+  HANDLE h = CreateThread(NULL, 0, fn, (LPVOID)param, 0, NULL);
+  if (!h) {
+    out("CreateThread failed\n");
+    ExitProcess(99);
+  }
+  return h;
+}
+
+int main(int argc, char **argv) {
+  const char *mode = argc > 1 ? argv[1] : "";
+  never = CreateEventW(NULL, TRUE, FALSE, NULL);
+  if (mode[0] == 'e') { /* exit: ExitProcess on a second thread ends a main thread blocked for ever */
+    start(exit_process, 7);
+    WaitForSingleObject(never, INFINITE);
+    return 1;
+  }
+  if (mode[0] == 'f') { /* fault: a NULL write on a second thread */
+    start(null_write, 0);
+    WaitForSingleObject(never, INFINITE);
+    return 1;
+  }
+  if (mode[0] == 's') { /* spin: every thread spins, some block; only --timeout ends it */
+    for (int i = 0; i < 3; i++) start(spin, 0);
+    for (int i = 0; i < 3; i++) start(block, 0);
+    out("spinning\n");
+    spin(0);
+  }
+  if (mode[0] == 'c') { /* close: closing a handle wakes the thread waiting on it with an error */
+    HANDLE event = CreateEventW(NULL, FALSE, FALSE, NULL);
+    HANDLE t = start(wait_closed, (uintptr_t)event);
+    Sleep(100);
+    value("CloseHandle(event)", CloseHandle(event));
+    value("wait for the waiter", WaitForSingleObject(t, 5000));
+    DWORD code = 0;
+    GetExitCodeThread(t, &code);
+    value("waiter saw WAIT_FAILED, ERROR_INVALID_HANDLE", code);
+    return 0;
+  }
+  if (mode[0] == 'l') { /* limit: 31 threads besides main can live at once; slots are reused after exit */
+    HANDLE hs[40];
+    int made = 0;
+    for (int i = 0; i < 40; i++) {
+      hs[made] = CreateThread(NULL, 64 * 1024, block, NULL, 0, NULL);
+      if (!hs[made]) {
+        value("CreateThread failed at", i);
+        value("  with error", GetLastError());
+        break;
+      }
+      made++;
+    }
+    value("threads alive at once", made);
+    SetEvent(never);
+    for (int i = 0; i < made; i++) WaitForSingleObject(hs[i], INFINITE), CloseHandle(hs[i]);
+    int again = 0;
+    for (int i = 0; i < 100; i++) {
+      HANDLE h = CreateThread(NULL, 0, late_return, (LPVOID)0, 0, NULL);
+      if (h && WaitForSingleObject(h, INFINITE) == WAIT_OBJECT_0) again++;
+      CloseHandle(h);
+    }
+    value("threads created one after another", again);
+    return 0;
+  }
+  if (mode[0] == 'x') { /* exit-thread: the process ends with its last thread, and that thread's code */
+    start(late_return, 5);
+    ExitThread(0);
+  }
+  if (mode[0] == 'w') { /* work: CPU-bound threads and a shared critical section, for --cpus */
+    InitializeCriticalSection(&lock);
+    HANDLE hs[4];
+    for (int i = 0; i < 4; i++) hs[i] = start(work, (uintptr_t)i + 1);
+    value("wait all", WaitForMultipleObjects(4, hs, TRUE, INFINITE));
+    DWORD codes = 0;
+    for (int i = 0; i < 4; i++) {
+      DWORD c = 0;
+      GetExitCodeThread(hs[i], &c);
+      codes += c != 0 && c != STILL_ACTIVE;
+    }
+    value("threads with their result", codes);
+    value("count", shared_count);
+    return 0;
+  }
+  out("unknown mode\n");
+  return 2;
+}

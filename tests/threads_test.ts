@@ -1,0 +1,103 @@
+// Guest threads end to end: real C guests, one vCPU per thread, through the
+// real `pvx` command and in process. How Win32 thread calls behave is in
+// tests/win32 (built both ways, checked against Wine); this is what pvx
+// itself must get right: stopping every thread, reporting which one failed,
+// capping running vCPUs, and leaking nothing.
+
+import assert from "node:assert/strict";
+import { guestBundle, runGuest } from "./support/guests.ts";
+import { EXIT_GUEST_FAILED, EXIT_TIMEOUT } from "../tools/report.ts";
+import { readBundle } from "../tools/bundle.ts";
+import { launchBundle } from "../hv/launch.ts";
+
+Deno.test("ExitProcess on a second thread ends the process while the first waits for ever", async () => {
+  const r = await runGuest("threads", ["exit"]);
+  assert.equal(r.stderr, "");
+  assert.equal(r.code, 7);
+});
+
+Deno.test("a fault on a second thread names that thread and stops the instance", async () => {
+  const r = await runGuest("threads", ["fault"]);
+  assert.equal(r.code, EXIT_GUEST_FAILED);
+  assert.match(r.stderr, /faulted on thread 12 \(vCPU 1\): #PF page fault/);
+  assert.match(r.stderr, /at RIP 0x[0-9a-f]+ <null_write\+0x[0-9a-f]+>/);
+});
+
+Deno.test("--timeout stops every vCPU, spinning or blocked", async () => {
+  const r = await runGuest("threads", ["spin"], ["--timeout", "300ms"]);
+  assert.equal(r.code, EXIT_TIMEOUT, r.stderr);
+  assert.equal(r.stdout, "spinning\n");
+  const lines = r.stderr.trimEnd().split("\n");
+  assert.equal(lines[0], "pvx: threads did not finish within 300 ms; stopped 7 thread(s):");
+  assert.match(lines[1], /^  thread 8 \(vCPU 0\) at RIP 0x[0-9a-f]+ <spin\+0x[0-9a-f]+>$/);
+  // Three spinning, three blocked in a wait (in its kernel32 thunk or the host), each named once.
+  assert.equal(lines.filter((l) => /<spin\+/.test(l)).length, 4);
+  assert.equal(new Set(lines.slice(1).map((l) => /thread (\d+)/.exec(l)![1])).size, 7);
+});
+
+Deno.test("closing a handle wakes the thread blocked on it with ERROR_INVALID_HANDLE", async () => {
+  const r = await runGuest("threads", ["close"]);
+  assert.equal(r.stderr, "");
+  assert.equal(
+    r.stdout,
+    "  CloseHandle(event) = 1\n  wait for the waiter = 0\n  waiter saw WAIT_FAILED, ERROR_INVALID_HANDLE = 1\n",
+  );
+});
+
+Deno.test("31 threads live beside the first; a 32nd is refused; ended threads free their vCPU slot", async () => {
+  const r = await runGuest("threads", ["limit"]);
+  assert.equal(r.stderr, "");
+  assert.equal(
+    r.stdout,
+    "  CreateThread failed at = 31\n    with error = 8\n  threads alive at once = 31\n" +
+      "  threads created one after another = 100\n",
+  );
+});
+
+Deno.test("the process ends with its last thread, with that thread's exit code", async () => {
+  const r = await runGuest("threads", ["xit"]);
+  assert.equal(r.stderr, "");
+  assert.equal(r.code, 5);
+});
+
+for (const cpus of ["1", "2"]) {
+  Deno.test(`--cpus ${cpus}: four CPU-bound threads share ${cpus} running vCPU(s) and all finish`, async () => {
+    const r = await runGuest("threads", ["work"], ["--cpus", cpus]);
+    assert.equal(r.stderr, "");
+    assert.equal(r.stdout, "  wait all = 0\n  threads with their result = 4\n  count = 8000\n");
+  });
+}
+
+/** Host threads and open descriptors of this process, once Workers that are ending have ended. */
+async function hostResources(): Promise<{ threads: number; fds: number }> {
+  const count = () => ({
+    threads: [...Deno.readDirSync("/proc/self/task")].length,
+    fds: [...Deno.readDirSync("/proc/self/fd")].length,
+  });
+  // A terminated Worker's thread exits a little later: wait until three readings in a row agree.
+  let last = count(), same = 0;
+  for (let i = 0; i < 100 && same < 3; i++) {
+    await new Promise((r) => setTimeout(r, 100));
+    const now = count();
+    same = now.threads === last.threads && now.fds === last.fds ? same + 1 : 0;
+    last = now;
+  }
+  return last;
+}
+
+Deno.test("many threaded runs leak no host thread and no descriptor", async () => {
+  const bundle = await readBundle(await guestBundle("threads"));
+  const runOnce = async () => {
+    const r = await launchBundle(bundle, { args: ["work"] });
+    assert.deepEqual(r.outcome, { kind: "exit", code: 0 });
+  };
+  await runOnce(); // Deno's own pools grow once, on first use
+  const before = await hostResources();
+  const runs = 20;
+  for (let i = 0; i < runs; i++) await runOnce();
+  const after = await hostResources();
+  assert.equal(after.fds, before.fds, "descriptors leaked");
+  // Each run has six host threads (five vCPUs, the host services); Deno's own blocking-I/O pool
+  // comes and goes by a thread or two, so only growth on the scale of the runs is a leak.
+  assert.ok(after.threads - before.threads < runs / 4, `host threads ${before.threads} -> ${after.threads}`);
+});
