@@ -72,7 +72,7 @@ Deno.test("--timeout stops a guest spinning forever and names where it was", asy
   assert.equal(r.stdout, "spinning\n");
   assert.match(
     r.stderr,
-    /did not finish within 300 ms; stopped 1 thread\(s\):\n  thread 8 \(vCPU 0\) at RIP 0x[0-9a-f]+ <main\+0x[0-9a-f]+>/,
+    /did not finish within 300 ms; stopped 1 thread\(s\):\n {2}thread 8 \(vCPU 0\) at RIP 0x[0-9a-f]+ <main\+0x[0-9a-f]+>/,
   );
 });
 

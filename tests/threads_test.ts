@@ -29,7 +29,7 @@ Deno.test("--timeout stops every vCPU, spinning or blocked", async () => {
   assert.equal(r.stdout, "spinning\n");
   const lines = r.stderr.trimEnd().split("\n");
   assert.equal(lines[0], "pvx: threads did not finish within 300 ms; stopped 7 thread(s):");
-  assert.match(lines[1], /^  thread 8 \(vCPU 0\) at RIP 0x[0-9a-f]+ <spin\+0x[0-9a-f]+>$/);
+  assert.match(lines[1], /^ {2}thread 8 \(vCPU 0\) at RIP 0x[0-9a-f]+ <spin\+0x[0-9a-f]+>$/);
   // Three spinning, three blocked in a wait (in its kernel32 thunk or the host), each named once.
   assert.equal(lines.filter((l) => /<spin\+/.test(l)).length, 4);
   assert.equal(new Set(lines.slice(1).map((l) => /thread (\d+)/.exec(l)![1])).size, 7);
