@@ -43,8 +43,6 @@ export interface CallDef {
   readonly failure: bigint;
   readonly params: readonly Param[];
   readonly noreturn?: boolean;
-  /** The call rewrites page tables: the host flushes the vCPU's cached translations before it resumes. */
-  readonly flushesTlb?: boolean;
   /** Other calls a guest that uses this one makes without naming them (a thread's return runs ExitThread). */
   readonly implies?: readonly string[];
   /** pvx-specific calls are not part of kernel32 and start with `Pvx`. */
@@ -323,7 +321,6 @@ export const calls = [
     name: "VirtualFree",
     ret: "BOOL",
     failure: FALSE,
-    flushesTlb: true,
     params: [u64("lpAddress", "LPVOID"), u64("dwSize", "SIZE_T"), u32("dwFreeType")],
     doc: "Decommits or releases pages.",
   },
@@ -332,7 +329,6 @@ export const calls = [
     name: "VirtualProtect",
     ret: "BOOL",
     failure: FALSE,
-    flushesTlb: true,
     params: [
       u64("lpAddress", "LPVOID"),
       u64("dwSize", "SIZE_T"),

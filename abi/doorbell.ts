@@ -19,6 +19,9 @@ export const FAULT_DOORBELL = DOORBELL_BASE + DOORBELL_SIZE - 4;
 /** A Windows app called an import pvx does not implement: the stub rings this slot with the import's index. */
 export const MISSING_IMPORT_DOORBELL = DOORBELL_BASE + DOORBELL_SIZE - 8;
 
+/** The kernel finished re-writing page-table entries for the host (guest/kernel.ts). */
+export const PAGE_TABLES_UPDATED_DOORBELL = DOORBELL_BASE + DOORBELL_SIZE - 12;
+
 /** The hypercall a doorbell address stands for, or undefined. */
 export function hypercallNumber(address: bigint): number | undefined {
   const offset = Number(address - BigInt(DOORBELL_BASE));

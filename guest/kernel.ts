@@ -17,11 +17,15 @@ import {
   kernelTextSize,
   maxVcpus,
   PAGE,
+  pageTablePoolBase,
+  pageTablePoolEnd,
+  pageTableUpdatesBase,
+  pageTableUpdatesSlot,
   tssBase,
   tssSlot,
 } from "./memory_map.ts";
 import type { PageTables } from "./paging.ts";
-import { DOORBELL_BASE, DOORBELL_SIZE, FAULT_DOORBELL } from "../abi/doorbell.ts";
+import { DOORBELL_BASE, DOORBELL_SIZE, FAULT_DOORBELL, PAGE_TABLES_UPDATED_DOORBELL } from "../abi/doorbell.ts";
 
 const CODE_SELECTOR = 0x08;
 const DATA_SELECTOR = 0x10;
@@ -100,7 +104,16 @@ export const faultFrameSize = faultFrameFields.length * 8;
 
 const STUB_STRIDE = 16;
 
-function emitStubs(): Uint8Array {
+/**
+ * The exception stubs, then the page-table update routine: the only kernel
+ * code the host runs on purpose. With rsi = a list of entry addresses and
+ * ecx = how many, it writes each entry back unchanged. A hypervisor that
+ * shadows the guest's page tables (PVM always, KVM without EPT/NPT) sees
+ * guest writes to them, never the host's, so this is how it learns that the
+ * host changed them; the CR3 reload then flushes this vCPU's TLB where the
+ * tables are walked in hardware.
+ */
+function emitKernelText(): { code: Uint8Array; updatePageTables: number } {
   const asm = new Asm(kernelTextBase);
   for (let v = 0; v < 256; v++) {
     asm.alignTo(STUB_STRIDE);
@@ -113,9 +126,27 @@ function emitStubs(): Uint8Array {
   // The host reads the frame at the stack pointer; the IST stacks are below 4 GiB.
   asm.movEaxEsp().movEdxImm(FAULT_DOORBELL).movMemRdxEax();
   asm.label("halt").hlt().jmp("halt");
+
+  asm.alignTo(STUB_STRIDE).label("update page tables");
+  asm.loadMem64(Reg.rdi, Reg.rsi, 0).loadMem64(Reg.rax, Reg.rdi, 0).storeMem64(Reg.rdi, 0, Reg.rax);
+  asm.addImm8(Reg.rsi, 8).dec32(Reg.rcx).jcc("ne", "update page tables");
+  asm.reloadCr3().movEdxImm(PAGE_TABLES_UPDATED_DOORBELL).movMemRdxEax().jmp("halt");
   const code = asm.finish();
   if (code.length > kernelTextSize) throw new Error("kernel stubs outgrew kernel text");
-  return code;
+  return { code, updatePageTables: asm.address("update page tables") };
+}
+
+const kernelText = emitKernelText();
+/** Where the host starts a vCPU to re-write changed page-table entries (see emitKernelText). */
+export const UPDATE_PAGE_TABLES = kernelText.updatePageTables;
+
+/** The state that runs UPDATE_PAGE_TABLES: `s` with ring-0 code and stack segments. */
+export function kernelModeSregs(s: Sregs): Sregs {
+  const kernel = (selector: number, type: number, code: boolean): Segment => ({
+    ...userSegment(selector, type, code),
+    dpl: 0,
+  });
+  return { ...s, cs: kernel(CODE_SELECTOR, 11, true), ss: kernel(DATA_SELECTOR, 3, false) };
 }
 
 function writeGdt(mem: DataView, cpus: number): void {
@@ -164,13 +195,16 @@ export function writeKernel(bytes: Uint8Array, pt: PageTables): void {
   writeGdt(mem, cpus);
   writeIdt(mem);
   for (let cpu = 0; cpu < cpus; cpu++) writeTss(mem, cpu);
-  bytes.set(emitStubs(), kernelTextBase);
+  bytes.set(kernelText.code, kernelTextBase);
   pt.mapSupervisor(gdtBase, 3 * PAGE, { write: true, exec: false });
   pt.mapSupervisor(kernelTextBase, kernelTextSize, { write: false, exec: true });
   for (let cpu = 0; cpu < cpus; cpu++) {
     // The slot's first page stays unmapped: an overflowing exception stack faults into #DF.
     pt.mapSupervisor(cpuStacksBase + cpu * cpuStacksSlot + PAGE, cpuStacksSlot - PAGE, { write: true, exec: false });
   }
+  // The kernel re-writes page-table entries the host changed (UPDATE_PAGE_TABLES).
+  pt.mapSupervisor(pageTablePoolBase, pageTablePoolEnd - pageTablePoolBase, { write: true, exec: false });
+  pt.mapSupervisor(pageTableUpdatesBase, maxVcpus * pageTableUpdatesSlot, { write: false, exec: false });
   // No memory slot backs the doorbell: the app's stores to it are the hypercalls.
   pt.map(DOORBELL_BASE, DOORBELL_SIZE, { write: true, exec: false });
 }

@@ -24,6 +24,13 @@ export const cpuStacksSlot = 4 * PAGE;
 export const maxVcpus = 32;
 /** The process environment block of a Windows app (a user page). */
 export const pebBase = 0x16000;
+/**
+ * Per vCPU, the page-table entries the host changed and the kernel must
+ * re-write so the hypervisor's shadow of the tables catches up (guest/kernel.ts).
+ */
+export const pageTableUpdatesBase = 0x17000;
+export const pageTableUpdatesSlot = 256;
+export const pageTableUpdates = (cpu: number) => pageTableUpdatesBase + cpu * pageTableUpdatesSlot;
 /** One thread environment block per vCPU (user pages); GS points at the running thread's. */
 export const tebBase = 0xa0000;
 /** Code pvx writes for a Windows app: kernel32 thunks and the entry trampoline (user, read-execute). */

@@ -37,6 +37,8 @@ interface Mapping {
 export class PageTables {
   #mem: DataView;
   #next = pageTablePoolBase;
+  /** Directory entries of the 2 MiB chunks changed since `takeChanges`, with the PDPT entry above each. */
+  readonly #changed = new Map<number, number>();
   readonly #attached: boolean;
   readonly root: number;
 
@@ -81,11 +83,12 @@ export class PageTables {
    * asked. The guest can rewrite its tables, so a walk that leads outside
    * guest RAM, or through a table entry above 4 GiB, counts as unmapped.
    */
-  #directoryEntry(va: number, create: boolean): number | undefined {
+  #directoryEntry(va: number, create: boolean, changed = false): number | undefined {
     let table = this.root;
+    let pdpte = 0;
     for (const shift of [39, 30]) {
       if (table + PAGE > this.#mem.byteLength) return undefined;
-      const e = table + 8 * (Math.floor(va / 2 ** shift) & 511);
+      const e = pdpte = table + 8 * (Math.floor(va / 2 ** shift) & 511);
       if (!(this.#low(e) & P)) {
         if (!create) return undefined;
         this.#set(e, this.#allocate(va) | TABLE, 0);
@@ -94,7 +97,21 @@ export class PageTables {
       table = this.#target(e);
     }
     if (table + PAGE > this.#mem.byteLength) return undefined;
-    return table + 8 * (Math.floor(va / LARGE_PAGE) & 511);
+    const pde = table + 8 * (Math.floor(va / LARGE_PAGE) & 511);
+    if (changed) this.#changed.set(pde, pdpte);
+    return pde;
+  }
+
+  /**
+   * The table entries to re-write from inside the guest so that a hypervisor
+   * shadowing these tables sees what changed since the last call (see
+   * guest/kernel.ts): the directory entry of each changed 2 MiB chunk, or the
+   * PDPT entries above them when there are more than `max`.
+   */
+  takeChanges(max: number): number[] {
+    const entries = this.#changed.size <= max ? [...this.#changed.keys()] : [...new Set(this.#changed.values())];
+    this.#changed.clear();
+    return entries;
   }
 
   /** The present entry that maps `va`, if any. */
@@ -124,7 +141,7 @@ export class PageTables {
     const high = prot.exec ? 0 : NX_HIGH;
     const end = va + len;
     for (let a = va; a < end;) {
-      const pde = this.#directoryEntry(a, true)!;
+      const pde = this.#directoryEntry(a, true, true)!;
       if (a % LARGE_PAGE === 0 && a + LARGE_PAGE <= end && !(this.#low(pde) & P)) {
         this.#set(pde, a | flags | LARGE, high);
         a += LARGE_PAGE;
@@ -147,7 +164,7 @@ export class PageTables {
   reserveTables(va: number, len: number): void {
     if (va < 0 || len < 0) throw new Error(`reserveTables ${hex(va)}+${hex(len)} is negative`);
     for (let a = va - (va % LARGE_PAGE); a < va + len; a += LARGE_PAGE) {
-      const pde = this.#directoryEntry(a, true)!;
+      const pde = this.#directoryEntry(a, true, true)!;
       if (!(this.#low(pde) & P)) this.#set(pde, this.#allocate(a) | TABLE, 0);
       else if (this.#low(pde) & LARGE) this.#split(pde, a);
     }
@@ -181,7 +198,7 @@ export class PageTables {
   #edit(va: number, len: number, edit: (entry: number) => void): void {
     const end = va + len;
     for (let a = va; a < end; a = chunkEndOf(a)) {
-      const pde = this.#directoryEntry(a, false);
+      const pde = this.#directoryEntry(a, false, true);
       if (pde === undefined || !(this.#low(pde) & P)) continue;
       const chunkEnd = Math.min(end, chunkEndOf(a));
       if (this.#low(pde) & LARGE) {

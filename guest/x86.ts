@@ -147,6 +147,18 @@ export class Asm {
   movFromGs(r: Reg, disp: number): this {
     return this.#emit(0x65, r >= 8 ? 0x4c : 0x48, 0x8b, 0x04 | ((r & 7) << 3), 0x25, ...this.#imm32(disp));
   }
+  /** mov r64, [base + disp8] */
+  loadMem64(r: Reg, base: Reg, disp: number): this {
+    return this.#memOp([0x8b], r, base, disp, true);
+  }
+  /** add r64, imm8 (sign-extended) */
+  addImm8(r: Reg, v: number): this {
+    return this.#emit(r >= 8 ? 0x49 : 0x48, 0x83, 0xc0 | (r & 7), v & 0xff);
+  }
+  /** mov rax, cr3; mov cr3, rax: flushes this CPU's non-global translations. */
+  reloadCr3(): this {
+    return this.#emit(0x0f, 0x20, 0xd8, 0x0f, 0x22, 0xd8);
+  }
   /** mov [base + disp8], r64 */
   storeMem64(base: Reg, disp: number, r: Reg): this {
     return this.#memOp([0x89], r, base, disp, true);

@@ -27,11 +27,8 @@ const enum Mail {
   Request = 1,
   Done = 2,
 }
-const enum MailResult {
-  Ok = 0,
-  FlushTlb = 1,
-  Violation = 2,
-}
+/** MAIL_RESULT: how many page-table entries the vCPU must re-write, or this. */
+const VIOLATION = -1;
 const enum ServiceState {
   Running = 0,
   Quit = 1,
@@ -43,8 +40,10 @@ export const THREAD_EXITED = -1;
 /** How long a vCPU waits for a run token before it preempts one that holds it. */
 const TIME_SLICE_MS = 10;
 
+/** A served call: how many changed page-table entries the calling vCPU must re-write (guest/kernel.ts). */
+export type ServiceResult = { pageTableUpdates: number };
 /** What the host-services thread answers for one mailbox request. */
-export type ServiceAnswer = { flushesTlb: boolean } | { violation: string };
+export type ServiceAnswer = ServiceResult | { violation: string };
 
 export class ControlBlock {
   readonly buffer: SharedArrayBuffer;
@@ -154,8 +153,9 @@ export class ControlBlock {
   }
 
   /**
-   * Page tables changed: every vCPU flushes before it next enters, and those
-   * inside are pulled out now; returns the generation the caller flushes to.
+   * Page tables changed: every other vCPU flushes its TLB before it next
+   * enters, and those inside are pulled out now; returns the new generation,
+   * which the caller (having flushed its own) is up to date with.
    */
   invalidateTranslations(self: number): number {
     const generation = Atomics.add(this.#w, TLB_GEN, 1) + 1;
@@ -179,7 +179,7 @@ export class ControlBlock {
   // --- the host-services mailboxes ---
 
   /** Runs hypercall `nr` of vCPU `cpu` on the host-services thread and waits for its answer. */
-  call(cpu: number, nr: number, frame: number, thread: Thread): { flushesTlb: boolean } {
+  call(cpu: number, nr: number, frame: number, thread: Thread): ServiceResult {
     const at = this.#cpu(cpu);
     this.#w[at + MAIL_NR] = nr;
     this.#w[at + MAIL_FRAME] = frame;
@@ -196,12 +196,12 @@ export class ControlBlock {
     Atomics.store(this.#w, at + MAIL_STATE, Mail.Idle);
     thread.lastError = this.#w[at + MAIL_LAST_ERROR] >>> 0;
     const result = this.#w[at + MAIL_RESULT];
-    if (result === MailResult.Violation) {
+    if (result === VIOLATION) {
       const bytes = new Uint8Array(this.buffer, 4 * (at + MAIL_TEXT), MAIL_TEXT_BYTES).slice();
       const text = new TextDecoder().decode(bytes.subarray(0, bytes.indexOf(0) < 0 ? undefined : bytes.indexOf(0)));
       throw new AbiViolation(callsByNr[nr]?.name ?? `#${nr}`, text);
     }
-    return { flushesTlb: result === MailResult.FlushTlb };
+    return { pageTableUpdates: result };
   }
 
   /** The host-services loop: answers mailbox requests until `quitService`. */
@@ -217,9 +217,9 @@ export class ControlBlock {
         if ("violation" in r) {
           const text = new Uint8Array(this.buffer, 4 * (at + MAIL_TEXT), MAIL_TEXT_BYTES).fill(0);
           this.#text.encodeInto(r.violation.slice(0, MAIL_TEXT_BYTES / 4 - 1), text);
-          this.#w[at + MAIL_RESULT] = MailResult.Violation;
+          this.#w[at + MAIL_RESULT] = VIOLATION;
         } else {
-          this.#w[at + MAIL_RESULT] = r.flushesTlb ? MailResult.FlushTlb : MailResult.Ok;
+          this.#w[at + MAIL_RESULT] = r.pageTableUpdates;
         }
         Atomics.store(this.#w, at + MAIL_STATE, Mail.Done);
         Atomics.notify(this.#w, at + MAIL_STATE);

@@ -9,7 +9,8 @@ import { hostHandlers } from "../abi/host.ts";
 import { PageTables } from "../guest/paging.ts";
 import { createHost, type HostInit } from "./host_state.ts";
 import { GuestRam } from "./memory.ts";
-import type { ControlBlock, ServiceAnswer } from "./control_block.ts";
+import type { ControlBlock, ServiceAnswer, ServiceResult } from "./control_block.ts";
+import { pageTableUpdates, pageTableUpdatesSlot } from "../guest/memory_map.ts";
 import { GuestThreads } from "./guest_threads.ts";
 import type { ThreadStart } from "./vcpu_thread.ts";
 import type { Host } from "../abi/host.ts";
@@ -27,11 +28,13 @@ export interface HostServiceInit {
 export class HostService {
   readonly #dispatcher: Dispatcher;
   readonly #host: Host;
+  readonly #ram: GuestRam;
+  readonly #pages: PageTables;
   #threads?: GuestThreads;
 
   constructor(init: HostServiceInit) {
-    const ram = new GuestRam(init.ram.hostAddress, init.ram.size);
-    const pages = new PageTables(ram.bytes, init.pageTableRoot);
+    const ram = this.#ram = new GuestRam(init.ram.hostAddress, init.ram.size);
+    const pages = this.#pages = new PageTables(ram.bytes, init.pageTableRoot);
     const control = init.control;
     this.#host = createHost(init.host, ram.bytes, pages, {
       sync: control.sync,
@@ -54,23 +57,37 @@ export class HostService {
     );
   }
 
-  /** Runs hypercall `nr`; throws AbiViolation when the guest broke the ABI. */
-  dispatch(nr: number, frame: number, thread: Thread): { flushesTlb: boolean } {
-    return { flushesTlb: this.#dispatcher.dispatch(nr, frame, thread).flushesTlb ?? false };
+  /**
+   * Runs hypercall `nr` for vCPU `cpu`; throws AbiViolation when the guest
+   * broke the ABI. When the call changed page tables, the entries the vCPU
+   * must re-write are in its update list (guest/kernel.ts) and their count
+   * is returned.
+   */
+  dispatch(cpu: number, nr: number, frame: number, thread: Thread): ServiceResult {
+    this.#dispatcher.dispatch(nr, frame, thread);
+    return this.#changes(cpu);
   }
 
   /** `dispatch` as a mailbox answer. */
-  answer(nr: number, frame: number, thread: Thread): ServiceAnswer {
+  answer(cpu: number, nr: number, frame: number, thread: Thread): ServiceAnswer {
     try {
-      return this.dispatch(nr, frame, thread);
+      return this.dispatch(cpu, nr, frame, thread);
     } catch (e) {
       if (e instanceof AbiViolation) return { violation: e.message.replace(/^hypercall [^:]*: /, "") };
       throw e;
     }
   }
 
-  threadExited(cpu: number): void {
+  /** The thread on `cpu` ended: its stack is released, which the vCPU still has to tell the hypervisor. */
+  threadExited(cpu: number): ServiceResult {
     this.#threads?.exited(cpu);
+    return this.#changes(cpu);
+  }
+
+  #changes(cpu: number): ServiceResult {
+    const entries = this.#pages.takeChanges(pageTableUpdatesSlot / 8);
+    entries.forEach((entry, i) => this.#ram.view.setBigUint64(pageTableUpdates(cpu) + 8 * i, BigInt(entry), true));
+    return { pageTableUpdates: entries.length };
   }
 
   /** The instance is over: close what the guest left open. */

@@ -28,11 +28,7 @@ self.onmessage = (e: MessageEvent<ServiceInit>) => {
   }
   control.serve((cpu, nr, frame, thread) => {
     try {
-      if (nr === THREAD_EXITED) {
-        service.threadExited(cpu);
-        return { flushesTlb: false };
-      }
-      return service.answer(nr, frame, thread);
+      return nr === THREAD_EXITED ? service.threadExited(cpu) : service.answer(cpu, nr, frame, thread);
     } catch (err) {
       // A bug on the host side: the instance stops, but the vCPU waiting on this answer must still get one.
       post({ kind: "host-error", message: describe(err) });

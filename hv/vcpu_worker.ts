@@ -9,12 +9,18 @@ import { requestImmediateExit, Vcpu, type VmExit } from "./vcpu.ts";
 import type { VcpuInit, VcpuReport } from "./vcpu_thread.ts";
 import { GuestRam } from "./memory.ts";
 import { PageTables } from "../guest/paging.ts";
-import { faultFrameFields, faultFrameSize, STAR } from "../guest/kernel.ts";
+import { faultFrameFields, faultFrameSize, kernelModeSregs, STAR, UPDATE_PAGE_TABLES } from "../guest/kernel.ts";
+import { pageTableUpdates } from "../guest/memory_map.ts";
 import { AbiViolation, Dispatcher, type Thread } from "../abi/dispatch.ts";
 import type { ThreadContext } from "../abi/host.ts";
 import { threadHandlers } from "../abi/handlers/threads.ts";
 import { win32Constants } from "../abi/win32.ts";
-import { FAULT_DOORBELL, hypercallNumber, MISSING_IMPORT_DOORBELL } from "../abi/doorbell.ts";
+import {
+  FAULT_DOORBELL,
+  hypercallNumber,
+  MISSING_IMPORT_DOORBELL,
+  PAGE_TABLES_UPDATED_DOORBELL,
+} from "../abi/doorbell.ts";
 import { msrs } from "../ffi/kvm.ts";
 import { ControlBlock, THREAD_EXITED } from "./control_block.ts";
 import { HostService } from "./host_service.ts";
@@ -45,7 +51,7 @@ function run(init: VcpuInit, control: ControlBlock, times: { firstExitAt?: numbe
   // An app that cannot create threads is served right here, with no hop to another thread.
   const local = init.host && new HostService({ ...init, host: init.host, control });
   const services = (nr: number, frame: number, thread: Thread) =>
-    local ? local.dispatch(nr, frame, thread) : control.call(cpu, nr, frame, thread);
+    local ? local.dispatch(cpu, nr, frame, thread) : control.call(cpu, nr, frame, thread);
 
   let end: VcpuReport | undefined;
   const context: ThreadContext = {
@@ -71,6 +77,38 @@ function run(init: VcpuInit, control: ControlBlock, times: { firstExitAt?: numbe
   const rip = () => vcpu.getRegs().rip;
   let translations = control.tlbGeneration();
 
+  /**
+   * Runs the kernel's page-table update routine over the `count` entries the
+   * host services left in this vCPU's list, then resumes the app where it
+   * was; false when the instance stopped meanwhile.
+   */
+  const updatePageTables = (count: number): boolean => {
+    if (count === 0) return true;
+    const regs = vcpu.getRegs(), sregs = vcpu.getSregs();
+    vcpu.setSregs(kernelModeSregs(sregs));
+    vcpu.setRegs({
+      ...regs,
+      rip: BigInt(UPDATE_PAGE_TABLES),
+      rsi: BigInt(pageTableUpdates(cpu)),
+      rcx: BigInt(count),
+      rflags: 2n,
+    });
+    for (;;) {
+      const exit = vcpu.run();
+      if (exit.kind === "mmio" && exit.isWrite && exit.address === BigInt(PAGE_TABLES_UPDATED_DOORBELL)) break;
+      if (exit.kind !== "interrupted") {
+        throw new Error(`the kernel's page-table update stopped with a ${exit.kind} exit`);
+      }
+      if (control.stopRequested()) return false;
+      requestImmediateExit(runPage, false);
+    }
+    vcpu.setSregs(sregs);
+    vcpu.setRegs(regs);
+    // This vCPU's TLB is current; others are pulled out of the guest to flush theirs.
+    translations = control.invalidateTranslations(cpu);
+    return true;
+  };
+
   try {
     for (;;) {
       if (!control.enterGuest(cpu)) return { kind: "stopped", rip: rip() };
@@ -92,19 +130,19 @@ function run(init: VcpuInit, control: ControlBlock, times: { firstExitAt?: numbe
           const nr = exit.isWrite && exit.length === 4 ? hypercallNumber(exit.address) : undefined;
           if (nr !== undefined) {
             try {
-              const flushes = own.serves(nr)
-                ? own.dispatch(nr, frame, thread).flushesTlb
-                : services(nr, frame, thread).flushesTlb;
-              if (flushes) {
-                translations = control.invalidateTranslations(cpu);
-                vcpu.flushTranslations();
+              if (own.serves(nr)) own.dispatch(nr, frame, thread);
+              else if (!updatePageTables(services(nr, frame, thread).pageTableUpdates)) {
+                return { kind: "stopped", rip: rip() };
               }
             } catch (e) {
               if (e instanceof AbiViolation) return { kind: "violation", message: e.message, rip: rip() };
               throw e;
             }
             if (end) {
-              if (end.kind === "thread-exit" && !local) control.call(cpu, THREAD_EXITED, 0, thread);
+              // The thread's stack goes back to the app's free memory, which the hypervisor must see too.
+              if (end.kind === "thread-exit" && !local) {
+                updatePageTables(control.call(cpu, THREAD_EXITED, 0, thread).pageTableUpdates);
+              }
               return end;
             }
             if (control.stopRequested()) return { kind: "stopped", rip: rip() };

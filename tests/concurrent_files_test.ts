@@ -77,7 +77,12 @@ function instance() {
       modules: { exe: 0, modules: [] },
     },
   });
-  const opener = new ScriptThread(THREADS, ram.view, new Map(), (nr, frame, t) => service.dispatch(nr, frame, t));
+  const opener = new ScriptThread(
+    THREADS,
+    ram.view,
+    new Map(),
+    (nr, frame, t) => service.dispatch(THREADS, nr, frame, t),
+  );
   const handles: [HandleName, number][] = SHARED.map(([name, path]) => [name, opener.open(path)]);
   const files = () => {
     service.close();
@@ -134,7 +139,7 @@ Deno.test({
             const served: number[] = [];
             live.control.serve((cpu, nr, frame, thread) => {
               served.push(cpu);
-              return live.service.answer(nr, frame, thread);
+              return live.service.answer(cpu, nr, frame, thread);
             });
             const concurrent = await Promise.all(results);
             const concurrentFiles = live.files();
@@ -151,7 +156,7 @@ Deno.test({
                 cpu,
                 replay.ram.view,
                 handles,
-                (nr, f, th) => replay.service.dispatch(nr, f, th),
+                (nr, f, th) => replay.service.dispatch(cpu, nr, f, th),
               );
               return { t, handles, step: -1, results: [] as OpResult[] };
             });

@@ -23,6 +23,16 @@ Deno.test("a fault on a second thread names that thread and stops the instance",
   assert.match(r.stderr, /at RIP 0x[0-9a-f]+ <null_write\+0x[0-9a-f]+>/);
 });
 
+Deno.test("VirtualProtect on one thread takes effect on another that is running in the guest", async () => {
+  // The writer spins on the page without ever leaving the guest: only pulling its vCPU out to
+  // flush translations makes its next write fault, instead of it running until the timeout.
+  const r = await runGuest("threads", ["protect"], ["--timeout", "20s"]);
+  assert.equal(r.code, EXIT_GUEST_FAILED, r.stderr);
+  assert.match(r.stderr, /faulted on thread 12 \(vCPU 1\): #PF page fault/);
+  assert.match(r.stderr, /<write_forever\+0x[0-9a-f]+>/);
+  assert.match(r.stderr, /write of 0x[0-9a-f]+: protection violation/);
+});
+
 Deno.test("--timeout stops every vCPU, spinning or blocked", async () => {
   const r = await runGuest("threads", ["spin"], ["--timeout", "300ms"]);
   assert.equal(r.code, EXIT_TIMEOUT, r.stderr);

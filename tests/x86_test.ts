@@ -152,6 +152,7 @@ Deno.test("the atomic and memory-operand instructions of the guest runtime encod
   asm.cmpMem64(Reg.rcx, 16, Reg.rdx).incMem32(Reg.rcx, 12).decMem32(Reg.rcx, 12);
   asm.lockCmpxchgMem32(Reg.rcx, 8, Reg.r8).lockXaddMem32(Reg.rcx, 8, Reg.rax).xchgMem32(Reg.rcx, 8, Reg.rax);
   asm.lea(Reg.rcx, Reg.rcx, 8).test32(Reg.rax, Reg.rax).dec32(Reg.rax).dec32(Reg.r8);
+  asm.loadMem64(Reg.rdi, Reg.rsi, 0).loadMem64(Reg.rax, Reg.rdi, 0).addImm8(Reg.rsi, 8).reloadCr3();
   asm.jcc("e", "top").jcc("ne", "top");
   const listing = await disassemble(asm.finish(), origin);
   assert.deepEqual(listing.map((i) => i.text), [
@@ -171,6 +172,11 @@ Deno.test("the atomic and memory-operand instructions of the guest runtime encod
     "test   %eax,%eax",
     "dec    %eax",
     "dec    %r8d",
+    "mov    0x0(%rsi),%rdi",
+    "mov    0x0(%rdi),%rax",
+    "add    $0x8,%rsi",
+    "mov    %cr3,%rax",
+    "mov    %rax,%cr3",
     `je     ${hex(origin)}`,
     `jne    ${hex(origin)}`,
   ]);

@@ -23,6 +23,14 @@ int main(int argc, char **argv, char **envp) {
   if (what[0] == 'u') __asm__ volatile("ud2");
   if (what[0] == 'k') return *(volatile int *)0x10000;                /* the kernel's GDT */
   if (what[0] == 'p') return *(volatile int *)0x100000;               /* the kernel's page tables */
+  if (what[0] == 'r' || what[0] == 'f') { /* read-only, freed: a page that was in use, after VirtualProtect / VirtualFree */
+    volatile int *page = VirtualAlloc(NULL, 4096, MEM_COMMIT | MEM_RESERVE, PAGE_READWRITE);
+    for (int i = 0; i < 100; i++) page[i] = i;
+    DWORD old;
+    if (what[0] == 'r') VirtualProtect((LPVOID)page, 4096, PAGE_READONLY, &old);
+    else VirtualFree((LPVOID)page, 0, MEM_RELEASE);
+    page[1] = page[0];
+  }
   out("no fault requested\n");
   return 0;
 }

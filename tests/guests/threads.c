@@ -37,6 +37,16 @@ static DWORD WINAPI late_return(LPVOID code) {
   return (DWORD)(uintptr_t)code;
 }
 
+static volatile LONG *page;
+static volatile LONG writer_started;
+static __attribute__((noreturn)) DWORD WINAPI write_forever(LPVOID unused) {
+  (void)unused;
+  for (LONG i = 0;; i++) {
+    *page = i;
+    writer_started = 1;
+  }
+}
+
 static CRITICAL_SECTION lock;
 static volatile LONG shared_count;
 static DWORD WINAPI work(LPVOID seed) {
@@ -116,6 +126,15 @@ int main(int argc, char **argv) {
   if (mode[0] == 'x') { /* exit-thread: the process ends with its last thread, and that thread's code */
     start(late_return, 5);
     ExitThread(0);
+  }
+  if (mode[0] == 'p') { /* protect: a page made read-only on one thread stops another thread's writes to it */
+    page = VirtualAlloc(NULL, 4096, MEM_COMMIT | MEM_RESERVE, PAGE_READWRITE);
+    start(write_forever, 0);
+    while (!writer_started) Sleep(1);
+    DWORD old;
+    VirtualProtect((LPVOID)page, 4096, PAGE_READONLY, &old);
+    WaitForSingleObject(never, INFINITE);
+    return 1;
   }
   if (mode[0] == 'w') { /* work: CPU-bound threads and a shared critical section, for --cpus */
     InitializeCriticalSection(&lock);
