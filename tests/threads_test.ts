@@ -33,6 +33,14 @@ Deno.test("VirtualProtect on one thread takes effect on another that is running 
   assert.match(r.stderr, /write of 0x[0-9a-f]+: protection violation/);
 });
 
+Deno.test("a second thread that overflows its stack faults on the guard page below it", async () => {
+  const r = await runGuest("threads", ["overflow"]);
+  assert.equal(r.code, EXIT_GUEST_FAILED, r.stderr);
+  assert.match(r.stderr, /faulted on thread 12 \(vCPU 1\): #PF page fault/);
+  assert.match(r.stderr, /<recurse\+0x[0-9a-f]+>/);
+  assert.match(r.stderr, /write of 0x[0-9a-f]+: page not mapped/);
+});
+
 Deno.test("--timeout stops every vCPU, spinning or blocked", async () => {
   const r = await runGuest("threads", ["spin"], ["--timeout", "300ms"]);
   assert.equal(r.code, EXIT_TIMEOUT, r.stderr);

@@ -15,6 +15,13 @@ static DWORD WINAPI null_write(LPVOID unused) {
   return 0;
 }
 
+static volatile int bottomless = 1;
+static DWORD WINAPI recurse(LPVOID depth) {
+  volatile char frame[1024];
+  frame[0] = (char)(uintptr_t)depth;
+  return bottomless ? recurse((LPVOID)((uintptr_t)depth + 1)) + frame[0] : 0;
+}
+
 static __attribute__((noreturn)) DWORD WINAPI spin(LPVOID unused) {
   (void)unused;
   for (volatile unsigned long i = 0;; i++) {
@@ -79,6 +86,11 @@ int main(int argc, char **argv) {
   }
   if (mode[0] == 'f') { /* fault: a NULL write on a second thread */
     start(null_write, 0);
+    WaitForSingleObject(never, INFINITE);
+    return 1;
+  }
+  if (mode[0] == 'o') { /* overflow: a thread's stack ends in a guard page */
+    start(recurse, 0);
     WaitForSingleObject(never, INFINITE);
     return 1;
   }
