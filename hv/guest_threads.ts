@@ -25,11 +25,22 @@ interface GuestThread {
   start: ThreadStart;
   object: SyncRef;
   suspendCount: number;
-  stackBase: number;
+}
+
+/** A stack with its guard page: [base, base + PAGE) reserved, [base + PAGE, end) committed. */
+interface Stack {
+  base: number;
+  end: number;
 }
 
 export class GuestThreads implements ThreadStarter {
   readonly #byCpu = new Map<number, GuestThread>();
+  /**
+   * Each slot keeps the stack of its last thread for the next one: creating
+   * and ending a thread then changes no page table, which would cost the
+   * vCPU a trip through the kernel (guest/kernel.ts) each time.
+   */
+  readonly #stacks = new Map<number, Stack>();
   #nextId = FIRST_THREAD_ID + 4;
 
   constructor(
@@ -50,22 +61,21 @@ export class GuestThreads implements ThreadStarter {
     // Each live thread holds a vCPU slot; there are as many as the kernel has TSS slots.
     if (cpu === maxVcpus) throw new Win32Error(E.ERROR_NOT_ENOUGH_MEMORY, `no vCPU slot left for a thread`);
     if (stackSize > MAX_STACK) throw new Win32Error(E.ERROR_NOT_ENOUGH_MEMORY);
-    const size = Math.ceil((stackSize || DEFAULT_STACK) / STACK_GRANULARITY) * STACK_GRANULARITY;
-    const base = this.memory.alloc(0, size + PAGE, W.MEM_RESERVE, W.PAGE_READWRITE);
-    this.memory.alloc(base + PAGE, size, W.MEM_COMMIT, W.PAGE_READWRITE);
     const handle = this.#sync.create(SyncKind.Thread, {});
-    if (handle === undefined) {
-      this.memory.free(base, 0, W.MEM_RELEASE);
-      throw new Win32Error(E.ERROR_NOT_ENOUGH_MEMORY);
+    if (handle === undefined) throw new Win32Error(E.ERROR_NOT_ENOUGH_MEMORY);
+    let stack: Stack;
+    try {
+      stack = this.#stack(cpu, Math.ceil((stackSize || DEFAULT_STACK) / STACK_GRANULARITY) * STACK_GRANULARITY);
+    } catch (e) {
+      this.#sync.close(handle);
+      throw e;
     }
     const object = this.#sync.resolve(handle)!;
     const threadId = this.#nextId;
     this.#nextId += 4;
-    const stack = { start: base + PAGE, end: base + PAGE + size };
     const thread: GuestThread = {
       object,
       suspendCount: suspended ? 1 : 0,
-      stackBase: base,
       start: {
         cpu,
         threadId,
@@ -74,7 +84,7 @@ export class GuestThreads implements ThreadStarter {
         rsp: stack.end,
         rbx: start,
         parameter,
-        gsBase: writeTeb(this.ram, cpu, threadId, stack),
+        gsBase: writeTeb(this.ram, cpu, threadId, { start: stack.base + PAGE, end: stack.end }),
       },
     };
     this.#byCpu.set(cpu, thread);
@@ -94,11 +104,21 @@ export class GuestThreads implements ThreadStarter {
     return previous;
   }
 
-  /** The thread on `cpu` has ended and its vCPU left the guest for good: its stack and slot are free. */
+  /** The thread on `cpu` has ended and its vCPU left the guest for good: the slot, and its stack, are free. */
   exited(cpu: number): void {
-    const thread = this.#byCpu.get(cpu);
-    if (!thread) return;
     this.#byCpu.delete(cpu);
-    this.memory.free(thread.stackBase, 0, W.MEM_RELEASE);
+  }
+
+  /** Slot `cpu`'s stack if it is big enough, else a new one of `size` bytes (the old one released). */
+  #stack(cpu: number, size: number): Stack {
+    const kept = this.#stacks.get(cpu);
+    if (kept && kept.end - kept.base - PAGE >= size) return kept;
+    if (kept) this.memory.free(kept.base, 0, W.MEM_RELEASE);
+    this.#stacks.delete(cpu);
+    const base = this.memory.alloc(0, size + PAGE, W.MEM_RESERVE, W.PAGE_READWRITE);
+    this.memory.alloc(base + PAGE, size, W.MEM_COMMIT, W.PAGE_READWRITE);
+    const stack = { base, end: base + PAGE + size };
+    this.#stacks.set(cpu, stack);
+    return stack;
   }
 }
