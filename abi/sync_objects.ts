@@ -69,22 +69,18 @@ export class SyncObjects {
     });
   }
 
-  isSyncHandle(handle: number): boolean {
+  #isSyncHandle(handle: number): boolean {
     return handle >= SYNC_HANDLE_BASE && handle < SYNC_HANDLE_BASE + 4 * MAX_SYNC_OBJECTS;
   }
 
   /** The live object `handle` names (tag bits ignored, as Windows does), if it is of one of `kinds`. */
   resolve(handle: number, ...kinds: SyncKind[]): SyncRef | undefined {
-    if (!this.isSyncHandle(handle)) return undefined;
+    if (!this.#isSyncHandle(handle)) return undefined;
     const slot = (handle - SYNC_HANDLE_BASE) >>> 2;
     const at = OBJECTS + SLOT * slot;
     const kind = Atomics.load(this.#w, at + KIND);
     if (kind === SyncKind.Free || (kinds.length && !kinds.includes(kind))) return undefined;
     return { slot, gen: Atomics.load(this.#w, at + GEN) };
-  }
-
-  kindOf(ref: SyncRef): SyncKind {
-    return this.#live(ref) ? this.#w[this.#at(ref) + KIND] : SyncKind.Free;
   }
 
   /** Frees the object; threads waiting on it wake and fail with ERROR_INVALID_HANDLE. */

@@ -15,7 +15,8 @@ import { win32Constants } from "../abi/win32.ts";
 const LOCK = 8, RECURSION = 12, OWNER = 16;
 /** sizeof(RTL_CRITICAL_SECTION) on x64. */
 export const CRITICAL_SECTION_SIZE = 40;
-const SHADOW_SPACE = 32;
+/** What a Windows x64 caller reserves above the return address for the callee's four register arguments. */
+export const SHADOW_SPACE = 32;
 
 interface Routine {
   /** Hypercalls the routine makes, through their ms-ABI thunks. */

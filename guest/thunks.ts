@@ -6,11 +6,10 @@
 import { Asm, Reg } from "./x86.ts";
 import { type CallDef, callsByName } from "../abi/calls.ts";
 import { DOORBELL_BASE, MISSING_IMPORT_DOORBELL } from "../abi/doorbell.ts";
-import { type RuntimeName, runtimeRoutines } from "./runtime.ts";
+import { type RuntimeName, runtimeRoutines, SHADOW_SPACE } from "./runtime.ts";
 import { PAGE, pageUp, thunksBase, thunksSize } from "./memory_map.ts";
 import type { PageTables } from "./paging.ts";
 
-export const SHADOW_SPACE = 32;
 const REGISTER_ARGS = [Reg.rcx, Reg.rdx, Reg.r8, Reg.r9];
 
 /** The thunk for one call: Windows x64 arguments (rcx, rdx, r8, r9, then the stack) into a frame, ring, return `ret`. */

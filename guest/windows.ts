@@ -10,8 +10,8 @@ import type { PageTables } from "./paging.ts";
 import { appBase, PAGE, pebBase, thunksBase, thunksSize } from "./memory_map.ts";
 import { type CallDef, callsByName } from "../abi/calls.ts";
 import type { ModuleTable } from "../abi/handlers/modules.ts";
-import { callsOf, SHADOW_SPACE, type ThunkWriter } from "./thunks.ts";
-import { kernel32Routine, type RuntimeName, runtimeRoutines } from "./runtime.ts";
+import { callsOf, type ThunkWriter } from "./thunks.ts";
+import { kernel32Routine, type RuntimeName, runtimeRoutines, SHADOW_SPACE } from "./runtime.ts";
 
 /** The DLL whose functions are hypercalls. Its name is all an app sees of it. */
 export const KERNEL32 = "kernel32.dll";
