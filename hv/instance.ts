@@ -129,7 +129,11 @@ export class Instance {
         pending.set(thread.cpu, thread);
         return;
       }
-      slot ??= this.#newVcpu(thread.cpu, (r) => report(thread.cpu, r));
+      try {
+        slot ??= this.#newVcpu(thread.cpu, (r) => report(thread.cpu, r));
+      } catch (e) {
+        return end({ hostError: `could not start vCPU ${thread.cpu}: ${(e as Error).message}` });
+      }
       slot.threadId = thread.threadId;
       const init: VcpuInit = {
         thread,
