@@ -13,6 +13,8 @@ import { TEB_THREAD_ID } from "./teb.ts";
 import { win32Constants } from "../abi/win32.ts";
 
 const LOCK = 8, RECURSION = 12, OWNER = 16;
+/** All SSE exceptions masked, round to nearest. */
+const DEFAULT_MXCSR = 0x1f80;
 /** sizeof(RTL_CRITICAL_SECTION) on x64. */
 export const CRITICAL_SECTION_SIZE = 40;
 /** What a Windows x64 caller reserves above the return address for the callee's four register arguments. */
@@ -44,10 +46,15 @@ function own(asm: Asm, l: string): void {
 }
 
 export const runtimeRoutines = {
-  /** Where every thread but the first starts: rbx = start routine, rcx = rdi = its parameter (either ABI). */
+  /**
+   * Where every thread but the first starts: rbx = start routine, rcx = rdi =
+   * its parameter (either ABI). The x87 and SSE state start at their defaults,
+   * as the first thread's do, whatever a thread before left on this vCPU.
+   */
   PvxThreadStart: {
     calls: ["ExitThread"],
     emit(asm, thunks) {
+      asm.pushImm(DEFAULT_MXCSR).ldmxcsrFromStack().fninit().addRsp(8);
       asm.subRsp(SHADOW_SPACE).callReg(Reg.rbx);
       asm.movReg32(Reg.rcx, Reg.rax).movImm64(Reg.rax, BigInt(thunks.ExitThread)).callReg(Reg.rax).ud2();
     },

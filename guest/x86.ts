@@ -159,6 +159,14 @@ export class Asm {
   reloadCr3(): this {
     return this.#emit(0x0f, 0x20, 0xd8, 0x0f, 0x22, 0xd8);
   }
+  /** ldmxcsr [rsp] */
+  ldmxcsrFromStack(): this {
+    return this.#emit(0x0f, 0xae, 0x14, 0x24);
+  }
+  /** fninit: the x87 unit's default state. */
+  fninit(): this {
+    return this.#emit(0xdb, 0xe3);
+  }
   /** mov [base + disp8], r64 */
   storeMem64(base: Reg, disp: number, r: Reg): this {
     return this.#memOp([0x89], r, base, disp, true);

@@ -72,6 +72,12 @@ Deno.test("31 threads live beside the first; a 32nd is refused; ended threads fr
   );
 });
 
+Deno.test("a thread starts with the default SSE state even on a vCPU whose last thread changed it", async () => {
+  const r = await runGuest("threads", ["mxcsr"]);
+  assert.equal(r.stderr, "");
+  assert.equal(r.stdout, `  MXCSR of the next thread = ${0x1f80}\n`);
+});
+
 Deno.test("the process ends with its last thread, with that thread's exit code", async () => {
   const r = await runGuest("threads", ["xit"]);
   assert.equal(r.stderr, "");

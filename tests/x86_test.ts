@@ -153,6 +153,7 @@ Deno.test("the atomic and memory-operand instructions of the guest runtime encod
   asm.lockCmpxchgMem32(Reg.rcx, 8, Reg.r8).lockXaddMem32(Reg.rcx, 8, Reg.rax).xchgMem32(Reg.rcx, 8, Reg.rax);
   asm.lea(Reg.rcx, Reg.rcx, 8).test32(Reg.rax, Reg.rax).dec32(Reg.rax).dec32(Reg.r8);
   asm.loadMem64(Reg.rdi, Reg.rsi, 0).loadMem64(Reg.rax, Reg.rdi, 0).addImm8(Reg.rsi, 8).reloadCr3();
+  asm.ldmxcsrFromStack().fninit();
   asm.jcc("e", "top").jcc("ne", "top");
   const listing = await disassemble(asm.finish(), origin);
   assert.deepEqual(listing.map((i) => i.text), [
@@ -177,6 +178,8 @@ Deno.test("the atomic and memory-operand instructions of the guest runtime encod
     "add    $0x8,%rsi",
     "mov    %cr3,%rax",
     "mov    %rax,%cr3",
+    "ldmxcsr (%rsp)",
+    "fninit",
     `je     ${hex(origin)}`,
     `jne    ${hex(origin)}`,
   ]);

@@ -54,6 +54,19 @@ static __attribute__((noreturn)) DWORD WINAPI write_forever(LPVOID unused) {
   }
 }
 
+static DWORD WINAPI set_mxcsr(LPVOID value) {
+  unsigned v = (unsigned)(uintptr_t)value;
+  __asm__ volatile("ldmxcsr %0" : : "m"(v));
+  return 0;
+}
+
+static DWORD WINAPI get_mxcsr(LPVOID unused) {
+  (void)unused;
+  unsigned v;
+  __asm__ volatile("stmxcsr %0" : "=m"(v));
+  return v;
+}
+
 static CRITICAL_SECTION lock;
 static volatile LONG shared_count;
 static DWORD WINAPI work(LPVOID seed) {
@@ -147,6 +160,17 @@ int main(int argc, char **argv) {
     VirtualProtect((LPVOID)page, 4096, PAGE_READONLY, &old);
     WaitForSingleObject(never, INFINITE);
     return 1;
+  }
+  if (mode[0] == 'm') { /* mxcsr: a thread starts with the default SSE state, whatever ran on its vCPU before */
+    HANDLE t = start(set_mxcsr, 0x7f80); /* round toward zero */
+    WaitForSingleObject(t, INFINITE);
+    Sleep(50); /* its vCPU slot is free again, so the next thread gets the same vCPU */
+    t = start(get_mxcsr, 0);
+    WaitForSingleObject(t, INFINITE);
+    DWORD v = 0;
+    GetExitCodeThread(t, &v);
+    value("MXCSR of the next thread", v);
+    return 0;
   }
   if (mode[0] == 'w') { /* work: CPU-bound threads and a shared critical section, for --cpus */
     InitializeCriticalSection(&lock);
