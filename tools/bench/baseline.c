@@ -16,6 +16,7 @@
 #include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
+#include "now_ns.h"
 
 #define MEM (64ul << 20)
 #define CODE 0x400000ul
@@ -23,12 +24,6 @@
 #define DOORBELL 0xc0000000ul
 #define GDT 0x10000ul
 #define TSS 0x12000ul
-
-static uint64_t now_ns(void) {
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return (uint64_t)t.tv_sec * 1000000000ull + (uint64_t)t.tv_nsec;
-}
 
 static int xioctl(int fd, unsigned long req, void *arg, const char *what) {
   int r = ioctl(fd, req, arg);

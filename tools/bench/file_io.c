@@ -3,15 +3,9 @@
  *   file_io openclose <count>                      prints nanoseconds for count CreateFileW+CloseHandle
  * Timed inside the guest so boot and teardown do not count. */
 #include "pvx.h"
-#include "print_number.h"
+#include "guest_io.h"
 
 static char buffer[1 << 20];
-
-static unsigned long number(const char *s) {
-  unsigned long n = 0;
-  while (*s >= '0' && *s <= '9') n = n * 10 + (unsigned long)(*s++ - '0');
-  return n;
-}
 
 int main(int argc, char **argv) {
   if (argc < 3) return 2;

@@ -5,14 +5,9 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include "now_ns.h"
 
 static char buffer[1 << 20];
-
-static unsigned long long now_ns(void) {
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return (unsigned long long)t.tv_sec * 1000000000ull + (unsigned long long)t.tv_nsec;
-}
 
 int main(int argc, char **argv) {
   if (argc < 3) return 2;

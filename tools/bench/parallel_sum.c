@@ -7,16 +7,11 @@
  * thread to start, tens of ms, which thread_create.c's line counts), so the time is the work's. */
 #include "pvx.h"
 #include "parallel_sum_work.h"
+#include "guest_io.h"
 
 #define MAX_THREADS 16
 
 static parallel_sum_part parts[MAX_THREADS];
-
-static unsigned long number(const char *s) {
-  unsigned long n = 0;
-  while (*s >= '0' && *s <= '9') n = n * 10 + (unsigned long)(*s++ - '0');
-  return n;
-}
 
 static DWORD WINAPI nothing(LPVOID p) {
   (void)p;

@@ -4,17 +4,12 @@
 #include <stdlib.h>
 #include <time.h>
 #include <unistd.h>
+#include "now_ns.h"
 #include "parallel_sum_work.h"
 
 #define MAX_THREADS 16
 
 static parallel_sum_part parts[MAX_THREADS];
-
-static unsigned long long now_ns(void) {
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return (unsigned long long)t.tv_sec * 1000000000ull + (unsigned long long)t.tv_nsec;
-}
 
 static void *nothing(void *p) {
   return p;

@@ -3,13 +3,7 @@
  * count times: CreateThread of a thread that returns at once, WaitForSingleObject on it, CloseHandle;
  * prints the nanoseconds for all of them, timed inside the guest. */
 #include "pvx.h"
-#include "print_number.h"
-
-static unsigned long number(const char *s) {
-  unsigned long n = 0;
-  while (*s >= '0' && *s <= '9') n = n * 10 + (unsigned long)(*s++ - '0');
-  return n;
-}
+#include "guest_io.h"
 
 static DWORD WINAPI nothing(LPVOID p) {
   (void)p;

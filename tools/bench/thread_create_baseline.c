@@ -4,12 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
-
-static unsigned long long now_ns(void) {
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return (unsigned long long)t.tv_sec * 1000000000ull + (unsigned long long)t.tv_nsec;
-}
+#include "now_ns.h"
 
 static void *nothing(void *p) {
   return p;

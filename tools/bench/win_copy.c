@@ -1,6 +1,6 @@
 /* Bench: copies src.dat to dst.dat in 1 MiB chunks; prints the copy's nanoseconds (QueryPerformanceCounter). */
 #include <windows.h>
-#include "print_number.h"
+#include "guest_io.h"
 
 static char buffer[1 << 20];
 
