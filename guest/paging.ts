@@ -37,7 +37,10 @@ interface Mapping {
 export class PageTables {
   #mem: DataView;
   #next = pageTablePoolBase;
-  /** Directory entries of the 2 MiB chunks changed since `takeChanges`, with the PDPT entry above each. */
+  /**
+   * Directory entries of the 2 MiB chunks changed since `takeChanges`, with the PDPT entry above each.
+   * Only attached tables record them: before boot no vCPU has seen the tables.
+   */
   readonly #changed = new Map<number, number>();
   readonly #attached: boolean;
   readonly root: number;
@@ -98,7 +101,7 @@ export class PageTables {
     }
     if (table + PAGE > this.#mem.byteLength) return undefined;
     const pde = table + 8 * (Math.floor(va / LARGE_PAGE) & 511);
-    if (changed) this.#changed.set(pde, pdpte);
+    if (changed && this.#attached) this.#changed.set(pde, pdpte);
     return pde;
   }
 

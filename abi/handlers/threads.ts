@@ -3,7 +3,7 @@
 // existing sync object runs on its own vCPU thread (threadHandlers), so a
 // blocked wait holds up nobody else.
 
-import type { Handler } from "../dispatch.ts";
+import type { Handler, OutU32 } from "../dispatch.ts";
 import { Win32Error } from "../dispatch.ts";
 import type { Host, ThreadContext } from "../host.ts";
 import { SyncKind, type SyncRef } from "../sync_objects.ts";
@@ -24,7 +24,7 @@ export function threadObjectHandlers(host: Host) {
         Number(a.dwStackSize as bigint),
         (flags & C.CREATE_SUSPENDED) !== 0,
       );
-      (a.lpThreadId as { set(v: number): void } | null)?.set(threadId);
+      (a.lpThreadId as OutU32 | null)?.set(threadId);
       return handle;
     },
     ResumeThread: (a) => {
@@ -95,7 +95,7 @@ export function threadHandlers(ctx: ThreadContext) {
     GetExitCodeThread: (a) => {
       const code = sync.exitCode(object(a.hThread, SyncKind.Thread));
       if (code === undefined) throw new Win32Error(E.ERROR_INVALID_HANDLE);
-      (a.lpExitCode as { set(v: number): void }).set(code);
+      (a.lpExitCode as OutU32).set(code);
       return 1;
     },
     PvxWaitOnAddress: (a) => {
