@@ -12,10 +12,13 @@ import { analysePe, callsUsedByElf, describeAnalysis } from "./analyse.ts";
 import { basename, dirname, join } from "node:path";
 import { parsePe, PeError } from "../guest/pe.ts";
 import { maxVcpus } from "../guest/memory_map.ts";
+import { cacheRoot } from "./cache_dir.ts";
+import { AccelError, chooseAccel, runPvxNested } from "./accel.ts";
+import { MissingPiece } from "./nested/image.ts";
 
 const usage = `usage:
   pvx run <app.pvx> [--timeout <seconds|Nms>] [--share <host dir>:<guest dir>[:ro]]... [--env NAME=VALUE]...
-          [--overlay <dir>] [--cpus <N>] [-- args...]
+          [--overlay <dir>] [--cpus <N>] [--accel auto|kvm|nested] [-- args...]
   pvx pack <app.elf> -o <app.pvx> [--name <name>] [--memory <MiB>] [--file <host>[:<bundle path>]]... [--arg <a>]...
   pvx inspect <app.pvx>
   pvx analyse <app.exe>
@@ -49,6 +52,7 @@ async function runCommand(argv: string[]): Promise<number> {
       overlay: { type: "string" },
       cpus: { type: "string" },
       "allow-missing": { type: "boolean", default: false },
+      accel: { type: "string" },
     },
   });
   const [path, ...args] = positionals;
@@ -70,6 +74,11 @@ async function runCommand(argv: string[]): Promise<number> {
     if (eq <= 0) throw new UsageError(`--env ${JSON.stringify(pair)}: expected NAME=VALUE`);
     return [pair.slice(0, eq), pair.slice(eq + 1)] as const;
   }));
+  if (chooseAccel(values.accel) === "nested") {
+    // Inside, the same command on the guest's own KVM: a later --accel overrides an earlier one.
+    const end = argv.includes("--") ? argv.indexOf("--") : argv.length;
+    return await runPvxNested(["run", ...argv.slice(0, end), "--accel", "kvm", ...argv.slice(end)]);
+  }
   if (values.overlay) await Deno.mkdir(values.overlay, { recursive: true });
   prewarm(); // the vCPU thread starts while the bundle is read and checked
   try {
@@ -233,8 +242,7 @@ async function analyseCommand(argv: string[]): Promise<number> {
  * content of everything packed, so a second run of the same app reuses one.
  */
 export function bundleCacheDir(): string {
-  return Deno.env.get("PVX_CACHE_DIR") ??
-    join(Deno.env.get("XDG_CACHE_HOME") ?? join(Deno.env.get("HOME") ?? "/tmp", ".cache"), "pvx", "bundles");
+  return Deno.env.get("PVX_CACHE_DIR") ?? join(cacheRoot(), "bundles");
 }
 
 async function cachedBundle(entryPath: string, o: PackOptions): Promise<string> {
@@ -282,7 +290,8 @@ export async function main(argv: string[]): Promise<number> {
     }
     // Bad input is the user's to fix and needs no stack; anything else is a pvx bug and does.
     const expected = e instanceof BundleError || e instanceof ElfError || e instanceof PeError ||
-      e instanceof MissingImportsError || e instanceof Deno.errors.NotFound;
+      e instanceof MissingImportsError || e instanceof Deno.errors.NotFound || e instanceof AccelError ||
+      e instanceof MissingPiece;
     console.error(`pvx: ${expected ? (e as Error).message : e instanceof Error ? e.stack : String(e)}`);
     return EXIT_PVX_ERROR;
   }

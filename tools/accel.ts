@@ -1,0 +1,61 @@
+// Which accelerator runs a guest: the host's /dev/kvm, or the nested one (KVM
+// inside a QEMU TCG guest with emulated SVM) where the host has none, the way
+// QEMU falls back from KVM to TCG. `--accel` or PVX_ACCEL chooses explicitly.
+
+import { kvmAccess } from "../hv/kvm_access.ts";
+import { RemoteRunner, runAsThisProcess, type JobRunner } from "./nested/jobs.ts";
+import { NestedVm } from "./nested/vm.ts";
+
+export type Accel = "kvm" | "nested";
+export const accelChoices = ["auto", "kvm", "nested"] as const;
+
+/** Set by whoever owns a running nested VM (the test runner) so that every pvx it starts shares that VM. */
+export const NESTED_SOCKET_ENV = "PVX_NESTED_SOCKET";
+export const ACCEL_ENV = "PVX_ACCEL";
+
+export class AccelError extends Error {}
+
+/** The accelerator to use for `choice` (from --accel, else PVX_ACCEL, else auto), saying why when it falls back. */
+export function chooseAccel(choice = Deno.env.get(ACCEL_ENV) ?? "auto"): Accel {
+  if (!(accelChoices as readonly string[]).includes(choice)) {
+    throw new AccelError(`--accel ${JSON.stringify(choice)}: expected one of ${accelChoices.join(", ")}`);
+  }
+  if (choice === "nested") return "nested";
+  const access = kvmAccess();
+  if (access.ok) return "kvm";
+  if (choice === "kvm") throw new AccelError(`--accel kvm: ${access.cause}. To fix: ${access.remedy}`);
+  console.error(
+    `pvx: ${access.cause}; using the nested accelerator: KVM in a QEMU TCG guest with emulated AMD SVM. ` +
+      "Just as isolated, but it boots a helper VM first (about 10 s) and runs guests 10-50x slower. " +
+      "--accel kvm refuses instead.",
+  );
+  return "nested";
+}
+
+/** The VM to hand a job to: the shared one named by PVX_NESTED_SOCKET, else a new one for this job alone. */
+async function nestedRunner(): Promise<{ runner: JobRunner; close(): Promise<void> }> {
+  const shared = Deno.env.get(NESTED_SOCKET_ENV);
+  if (shared) return { runner: new RemoteRunner(shared), close: async () => {} };
+  const vm = await NestedVm.boot();
+  return { runner: vm, close: () => vm.shutdown() };
+}
+
+const pvxScript = new URL("./pvx.ts", import.meta.url).pathname;
+
+/** Runs `pvx <args>` on the nested accelerator as if here: same paths, cwd, environment, stdio and exit status. */
+export async function runPvxNested(args: string[]): Promise<number> {
+  const env = Deno.env.toObject();
+  delete env[NESTED_SOCKET_ENV];
+  delete env[ACCEL_ENV];
+  delete env.DENO_DIR; // the guest keeps its own Deno cache
+  const { runner, close } = await nestedRunner();
+  try {
+    return await runAsThisProcess(runner, {
+      argv: [Deno.execPath(), "run", "-A", pvxScript, ...args],
+      cwd: Deno.cwd(),
+      env,
+    });
+  } finally {
+    await close();
+  }
+}
