@@ -19,6 +19,8 @@ export interface InstanceOptions {
   host: HostInit;
   /** Stop the guest after this many milliseconds. */
   timeoutMs?: number;
+  /** Stop the guest when this aborts (its reason, such as "SIGINT", is reported), as a timeout does. */
+  interrupt?: AbortSignal;
   /** At most this many vCPUs in the guest at once (default: no cap beyond the host's scheduler). */
   cpus?: number;
   /** Epoch milliseconds the instance counts GetTickCount64 from. */
@@ -36,6 +38,7 @@ export type Outcome =
   | { kind: "exit"; code: number }
   | At & { kind: "fault"; frame: Record<string, bigint> }
   | { kind: "timeout"; afterMs: number; threads: (At & { rip: bigint })[] }
+  | { kind: "interrupted"; reason: string; threads: (At & { rip: bigint })[] }
   | At & { kind: "violation"; message: string; rip: bigint }
   | At & { kind: "crash"; message: string; rip?: bigint };
 
@@ -97,8 +100,9 @@ export class Instance {
     const pending = new Map<number, ThreadStart>();
     let outcome: Outcome | undefined;
     let hostError: string | undefined;
-    let timedOut = false;
-    const timedOutThreads: (At & { rip: bigint })[] = [];
+    /** Why every thread is being stopped and reported, when nothing inside the guest ended it. */
+    let stoppedFromOutside: { kind: "timeout" } | { kind: "interrupted"; reason: string } | undefined;
+    const stoppedThreads: (At & { rip: bigint })[] = [];
     let service: Worker | undefined;
     let serviceRunning = false;
     let finish!: () => void;
@@ -114,9 +118,14 @@ export class Instance {
     };
     // Done once every vCPU has left and the host services have answered their last call.
     const settle = () => {
-      if (outcome === undefined && hostError === undefined && !timedOut) return;
+      if (outcome === undefined && hostError === undefined && !stoppedFromOutside) return;
       if ([...this.#vcpus.values()].some((v) => v.threadId !== undefined)) return;
-      outcome ??= { kind: "timeout", afterMs: opts.timeoutMs!, threads: timedOutThreads.sort((a, b) => a.cpu - b.cpu) };
+      if (outcome === undefined && stoppedFromOutside) {
+        const threads = stoppedThreads.sort((a, b) => a.cpu - b.cpu);
+        outcome = stoppedFromOutside.kind === "timeout"
+          ? { kind: "timeout", afterMs: opts.timeoutMs!, threads }
+          : { kind: "interrupted", reason: stoppedFromOutside.reason, threads };
+      }
       if (serviceRunning) return control.quitService();
       finish();
     };
@@ -170,8 +179,8 @@ export class Instance {
           end({ ...at, kind: "fault", frame: r.frame });
           break;
         case "stopped":
-          // A timeout reports where every thread was; any other stop follows the outcome that caused it.
-          if (timedOut) timedOutThreads.push({ ...at, rip: r.rip });
+          // A stop from outside reports where every thread was; any other follows the outcome that caused it.
+          if (stoppedFromOutside) stoppedThreads.push({ ...at, rip: r.rip });
           else end({ ...at, kind: "crash", message: "vCPU stopped without a stop request", rip: r.rip });
           break;
         case "violation":
@@ -195,11 +204,17 @@ export class Instance {
     // kernel delivers it to the vCPU thread instead of ignoring it.
     const onSignal = () => {};
     Deno.addSignalListener("SIGURG", onSignal);
-    const timer = opts.timeoutMs === undefined ? undefined : setTimeout(() => {
-      if (outcome !== undefined || hostError !== undefined) return;
-      timedOut = true;
+    const stopFromOutside = (why: NonNullable<typeof stoppedFromOutside>) => {
+      if (outcome !== undefined || hostError !== undefined || stoppedFromOutside) return;
+      stoppedFromOutside = why;
       control.requestStop();
-    }, opts.timeoutMs);
+    };
+    const timer = opts.timeoutMs === undefined
+      ? undefined
+      : setTimeout(() => stopFromOutside({ kind: "timeout" }), opts.timeoutMs);
+    const onInterrupt = () => stopFromOutside({ kind: "interrupted", reason: String(opts.interrupt!.reason) });
+    if (opts.interrupt?.aborted) onInterrupt();
+    opts.interrupt?.addEventListener("abort", onInterrupt);
     try {
       if (threaded) {
         service = new Worker(new URL("./host_worker.ts", import.meta.url), { type: "module" });
@@ -243,6 +258,7 @@ export class Instance {
       return outcome!;
     } finally {
       clearTimeout(timer);
+      opts.interrupt?.removeEventListener("abort", onInterrupt);
       service?.terminate();
       for (const slot of this.#vcpus.values()) {
         releaseThread(slot.worker, slot.healthy);

@@ -30,7 +30,9 @@ export function kvmAccess(path = "/dev/kvm"): KvmAccess {
       const module = flags.has("vmx") ? "kvm_intel" : "kvm_amd";
       return {
         ok: false,
-        cause: `${path} does not exist: the CPU has ${flags.has("vmx") ? "vmx" : "svm"}, but the kvm module is not loaded`,
+        cause: `${path} does not exist: the CPU has ${
+          flags.has("vmx") ? "vmx" : "svm"
+        }, but the kvm module is not loaded`,
         remedy: `modprobe ${module} as root (check that virtualization is enabled in the firmware)`,
       };
     }

@@ -19,6 +19,8 @@ export interface LaunchOptions {
   overlayDir?: string;
   /** At most this many guest threads run at once. */
   cpus?: number;
+  /** Stops the guest, reporting where every thread was, when it aborts. */
+  interrupt?: AbortSignal;
 }
 
 export interface Launched {
@@ -63,6 +65,7 @@ export async function launchBundle(bundle: Bundle, opts: LaunchOptions): Promise
       allowedCalls: m.allowedCalls,
       timeoutMs: opts.timeoutMs,
       cpus: opts.cpus,
+      interrupt: opts.interrupt,
       startedAt: createdAt,
       host: {
         bundleFiles: [...bundle.files],

@@ -5,10 +5,10 @@
 // capping running vCPUs, and leaking nothing.
 
 import assert from "node:assert/strict";
-import { guestBundle, runGuest } from "./support/guests.ts";
-import { EXIT_GUEST_FAILED, EXIT_TIMEOUT } from "../tools/report.ts";
-import { readBundle } from "../tools/bundle.ts";
-import { launchBundle } from "../hv/launch.ts";
+import { guestBundle, pvxStart, runGuest, whereKvm } from "./support/guests.ts";
+
+const leakProbe = new URL("./support/leak_probe.ts", import.meta.url).pathname;
+import { EXIT_GUEST_FAILED } from "../tools/report.ts";
 
 Deno.test("ExitProcess on a second thread ends the process while the first waits for ever", async () => {
   const r = await runGuest("threads", ["exit"]);
@@ -41,12 +41,15 @@ Deno.test("a second thread that overflows its stack faults on the guard page bel
   assert.match(r.stderr, /write of 0x[0-9a-f]+: page not mapped/);
 });
 
-Deno.test("--timeout stops every vCPU, spinning or blocked", async () => {
-  const r = await runGuest("threads", ["spin"], ["--timeout", "300ms"]);
-  assert.equal(r.code, EXIT_TIMEOUT, r.stderr);
+Deno.test("a stop from outside (SIGINT, as --timeout) stops every vCPU, spinning or blocked", async () => {
+  const pvx = pvxStart(["run", await guestBundle("threads"), "--", "spin"]);
+  await pvx.printed("spinning\n"); // once all six threads are running
+  pvx.kill("SIGINT");
+  const r = await pvx.result;
+  assert.equal(r.code, 130, r.stderr);
   assert.equal(r.stdout, "spinning\n");
   const lines = r.stderr.trimEnd().split("\n");
-  assert.equal(lines[0], "pvx: threads did not finish within 300 ms; stopped 7 thread(s):");
+  assert.equal(lines[0], "pvx: threads was interrupted by SIGINT; stopped 7 thread(s):");
   assert.match(lines[1], /^ {2}thread 8 \(vCPU 0\) at RIP 0x[0-9a-f]+ <spin\+0x[0-9a-f]+>$/);
   // Three spinning, three blocked in a wait (in its kernel32 thunk or the host), each named once.
   assert.equal(lines.filter((l) => /<spin\+/.test(l)).length, 4);
@@ -92,34 +95,12 @@ for (const cpus of ["1", "2"]) {
   });
 }
 
-/** Host threads and open descriptors of this process, once Workers that are ending have ended. */
-async function hostResources(): Promise<{ threads: number; fds: number }> {
-  const count = () => ({
-    threads: [...Deno.readDirSync("/proc/self/task")].length,
-    fds: [...Deno.readDirSync("/proc/self/fd")].length,
-  });
-  // A terminated Worker's thread exits a little later: wait until three readings in a row agree.
-  let last = count(), same = 0;
-  for (let i = 0; i < 100 && same < 3; i++) {
-    await new Promise((r) => setTimeout(r, 100));
-    const now = count();
-    same = now.threads === last.threads && now.fds === last.fds ? same + 1 : 0;
-    last = now;
-  }
-  return last;
-}
-
 Deno.test("many threaded runs leak no host thread and no descriptor", async () => {
-  const bundle = await readBundle(await guestBundle("threads"));
-  const runOnce = async () => {
-    const r = await launchBundle(bundle, { args: ["work"] });
-    assert.deepEqual(r.outcome, { kind: "exit", code: 0 });
-  };
-  await runOnce(); // Deno's own pools grow once, on first use
-  const before = await hostResources();
-  const runs = 20;
-  for (let i = 0; i < runs; i++) await runOnce();
-  const after = await hostResources();
+  const runs = 12;
+  const probe = await whereKvm(["run", "-A", leakProbe, await guestBundle("threads"), String(runs), "work"]);
+  assert.equal(probe.code, 0, probe.stderr);
+  const { before, after, outcomes } = JSON.parse(probe.stdout.trimEnd().split("\n").at(-1)!);
+  assert.deepEqual(outcomes, Array(runs + 1).fill({ kind: "exit", code: 0 }));
   assert.equal(after.fds, before.fds, "descriptors leaked");
   // Each run has six host threads (five vCPUs, the host services); Deno's own blocking-I/O pool
   // comes and goes by a thread or two, so only growth on the scale of the runs is a leak.

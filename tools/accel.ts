@@ -3,8 +3,9 @@
 // QEMU falls back from KVM to TCG. `--accel` or PVX_ACCEL chooses explicitly.
 
 import { kvmAccess } from "../hv/kvm_access.ts";
-import { RemoteRunner, runAsThisProcess, type JobRunner } from "./nested/jobs.ts";
+import { type JobRunner, RemoteRunner, runAsThisProcess } from "./nested/jobs.ts";
 import { NestedVm } from "./nested/vm.ts";
+import type { JobSpec } from "./nested/protocol.ts";
 
 export type Accel = "kvm" | "nested";
 export const accelChoices = ["auto", "kvm", "nested"] as const;
@@ -40,21 +41,24 @@ async function nestedRunner(): Promise<{ runner: JobRunner; close(): Promise<voi
   return { runner: vm, close: () => vm.shutdown() };
 }
 
-const pvxScript = new URL("./pvx.ts", import.meta.url).pathname;
-
-/** Runs `pvx <args>` on the nested accelerator as if here: same paths, cwd, environment, stdio and exit status. */
-export async function runPvxNested(args: string[]): Promise<number> {
+/** A job that runs `deno <args>` inside as it would run here: same cwd and environment. */
+export function denoJob(args: string[]): JobSpec {
   const env = Deno.env.toObject();
   delete env[NESTED_SOCKET_ENV];
   delete env[ACCEL_ENV];
   delete env.DENO_DIR; // the guest keeps its own Deno cache
+  env[IN_NESTED_ENV] = "1";
+  return { argv: [Deno.execPath(), ...args], cwd: Deno.cwd(), env };
+}
+
+/** Set in every job the nested VM runs, so that what runs there can say so (the bench labels its figures). */
+export const IN_NESTED_ENV = "PVX_IN_NESTED";
+
+/** Runs `deno <args>` on the nested accelerator as if here: same paths, cwd, environment, stdio and exit status. */
+export async function runDenoNested(args: string[]): Promise<number> {
   const { runner, close } = await nestedRunner();
   try {
-    return await runAsThisProcess(runner, {
-      argv: [Deno.execPath(), "run", "-A", pvxScript, ...args],
-      cwd: Deno.cwd(),
-      env,
-    });
+    return await runAsThisProcess(runner, denoJob(args));
   } finally {
     await close();
   }

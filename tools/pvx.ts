@@ -13,8 +13,10 @@ import { basename, dirname, join } from "node:path";
 import { parsePe, PeError } from "../guest/pe.ts";
 import { maxVcpus } from "../guest/memory_map.ts";
 import { cacheRoot } from "./cache_dir.ts";
-import { AccelError, chooseAccel, runPvxNested } from "./accel.ts";
+import { AccelError, chooseAccel, runDenoNested } from "./accel.ts";
 import { MissingPiece } from "./nested/image.ts";
+import { MissingPackages } from "./packages.ts";
+import { onStopSignals } from "./signals.ts";
 
 const usage = `usage:
   pvx run <app.pvx> [--timeout <seconds|Nms>] [--share <host dir>:<guest dir>[:ro]]... [--env NAME=VALUE]...
@@ -77,10 +79,14 @@ async function runCommand(argv: string[]): Promise<number> {
   if (chooseAccel(values.accel) === "nested") {
     // Inside, the same command on the guest's own KVM: a later --accel overrides an earlier one.
     const end = argv.includes("--") ? argv.indexOf("--") : argv.length;
-    return await runPvxNested(["run", ...argv.slice(0, end), "--accel", "kvm", ...argv.slice(end)]);
+    const pvx = new URL(import.meta.url).pathname;
+    return await runDenoNested(["run", "-A", pvx, "run", ...argv.slice(0, end), "--accel", "kvm", ...argv.slice(end)]);
   }
   if (values.overlay) await Deno.mkdir(values.overlay, { recursive: true });
   prewarm(); // the vCPU thread starts while the bundle is read and checked
+  // Ctrl-C or a kill stops the guest the way --timeout does: with where every thread was.
+  const interrupt = new AbortController();
+  const stopListening = onStopSignals((sig) => interrupt.abort(sig));
   try {
     // A Windows exe runs from a bundle packed on the fly (and cached); anything else must be a bundle.
     const head = await readHead(path);
@@ -95,10 +101,12 @@ async function runCommand(argv: string[]): Promise<number> {
       environment,
       overlayDir: values.overlay,
       cpus,
+      interrupt: interrupt.signal,
     });
     if (outcome.kind !== "exit") console.error(describeOutcome(outcome, bundle.manifest.name, symbolize));
     return exitStatus(outcome);
   } finally {
+    stopListening();
     stopIdleThreads();
   }
 }
@@ -291,7 +299,7 @@ export async function main(argv: string[]): Promise<number> {
     // Bad input is the user's to fix and needs no stack; anything else is a pvx bug and does.
     const expected = e instanceof BundleError || e instanceof ElfError || e instanceof PeError ||
       e instanceof MissingImportsError || e instanceof Deno.errors.NotFound || e instanceof AccelError ||
-      e instanceof MissingPiece;
+      e instanceof MissingPiece || e instanceof MissingPackages;
     console.error(`pvx: ${expected ? (e as Error).message : e instanceof Error ? e.stack : String(e)}`);
     return EXIT_PVX_ERROR;
   }

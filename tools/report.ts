@@ -4,6 +4,7 @@ import type { Outcome } from "../hv/instance.ts";
 import { vectorName } from "../guest/kernel.ts";
 import { nullGuardEnd } from "../guest/memory_map.ts";
 import { registerNames } from "../guest/x86.ts";
+import { signalNumbers } from "./signals.ts";
 
 export type Symbolize = (address: number) => string;
 
@@ -39,6 +40,11 @@ export function describeOutcome(o: Outcome, app: string, symbolize: Symbolize): 
         `pvx: ${app} did not finish within ${o.afterMs} ms; stopped ${o.threads.length} thread(s):`,
         ...o.threads.map((t) => `  ${where(t)} at RIP ${at(t.rip)}`),
       ].join("\n");
+    case "interrupted":
+      return [
+        `pvx: ${app} was interrupted by ${o.reason}; stopped ${o.threads.length} thread(s):`,
+        ...o.threads.map((t) => `  ${where(t)} at RIP ${at(t.rip)}`),
+      ].join("\n");
     case "violation":
       return `pvx: ${app} broke the hypercall ABI on ${where(o)} at RIP ${at(o.rip)}: ${o.message}`;
     case "crash":
@@ -68,6 +74,8 @@ export function exitStatus(o: Outcome): number {
       return o.code & 0xff;
     case "timeout":
       return EXIT_TIMEOUT;
+    case "interrupted":
+      return 128 + (signalNumbers[o.reason] ?? 0);
     default:
       return EXIT_GUEST_FAILED;
   }

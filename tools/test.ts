@@ -4,25 +4,22 @@
 // finds it through PVX_NESTED_SOCKET, and so do tests/support's KVM helpers.
 //   deno run -A tools/test.ts [--accel auto|kvm|nested] [test files or deno test flags...]
 
-import { parseArgs } from "node:util";
 import { join } from "node:path";
 import { kvmAccess } from "../hv/kvm_access.ts";
 import { ACCEL_ENV, NESTED_SOCKET_ENV } from "./accel.ts";
 import { NestedVm } from "./nested/vm.ts";
 import { serveJobs } from "./nested/jobs.ts";
 
-const { values, positionals } = parseArgs({
-  args: Deno.args,
-  allowPositionals: true,
-  strict: false,
-  options: { accel: { type: "string", default: "auto" } },
-});
-const accel = values.accel as string;
+// Everything but --accel goes to `deno test` as it is.
+const testArgs = [...Deno.args];
+let accel = "auto";
+const at = testArgs.findIndex((a) => a === "--accel" || a.startsWith("--accel="));
+if (at >= 0) accel = testArgs[at].includes("=") ? testArgs.splice(at, 1)[0].slice(8) : testArgs.splice(at, 2)[1];
 if (!["auto", "kvm", "nested"].includes(accel)) {
   console.error(`pvx test: --accel ${JSON.stringify(accel)}: expected auto, kvm or nested`);
   Deno.exit(2);
 }
-const testArgs = positionals.length ? positionals : ["tests/"];
+if (!testArgs.length) testArgs.push("tests/");
 
 const access = kvmAccess();
 let nested = accel === "nested";

@@ -22,8 +22,12 @@ static DWORD WINAPI recurse(LPVOID depth) {
   return bottomless ? recurse((LPVOID)((uintptr_t)depth + 1)) + frame[0] : 0;
 }
 
+/* Threads that have reached spin() or block(): "spinning" is printed only once all have. */
+static volatile LONG running;
+
 static __attribute__((noreturn)) DWORD WINAPI spin(LPVOID unused) {
   (void)unused;
+  InterlockedIncrement(&running);
   for (volatile unsigned long i = 0;; i++) {
   }
 }
@@ -35,6 +39,7 @@ static DWORD WINAPI wait_closed(LPVOID event) {
 
 static DWORD WINAPI block(LPVOID unused) {
   (void)unused;
+  InterlockedIncrement(&running);
   WaitForSingleObject(never, INFINITE);
   return 0;
 }
@@ -110,6 +115,8 @@ int main(int argc, char **argv) {
   if (mode[0] == 's') { /* spin: every thread spins, some block; only --timeout ends it */
     for (int i = 0; i < 3; i++) start(spin, 0);
     for (int i = 0; i < 3; i++) start(block, 0);
+    while (running < 6) {
+    }
     out("spinning\n");
     spin(0);
   }

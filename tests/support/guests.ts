@@ -4,6 +4,8 @@
 import { compileGuest } from "../../tools/guest_cc.ts";
 import { defaultPackOptions, packApp } from "../../tools/pvx.ts";
 import { writeBundle } from "../../tools/bundle.ts";
+import { denoJob, NESTED_SOCKET_ENV } from "../../tools/accel.ts";
+import { RemoteRunner } from "../../tools/nested/jobs.ts";
 
 const guestsDir = new URL("../guests/", import.meta.url).pathname;
 const pvxScript = new URL("../../tools/pvx.ts", import.meta.url).pathname;
@@ -60,9 +62,82 @@ export async function pvxCli(args: string[], env: Record<string, string> = {}, s
     // pvx must never hang; if it does, the test fails instead of stalling the suite.
     signal: AbortSignal.timeout(120_000),
   }).spawn();
-  const out = await child.output();
+  return decoded(await child.output());
+}
+
+function decoded(out: { code: number; stdout: Uint8Array; stderr: Uint8Array }): RunResult {
   const dec = new TextDecoder();
   return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
+}
+
+/**
+ * Runs `deno <args>` where /dev/kvm is, for a test that drives the hypervisor in-process:
+ * here, or in the nested VM that the test command shares through PVX_NESTED_SOCKET.
+ */
+export async function whereKvm(args: string[]): Promise<RunResult> {
+  const socket = Deno.env.get(NESTED_SOCKET_ENV);
+  if (!socket) {
+    return decoded(
+      await new Deno.Command(Deno.execPath(), { args, stdout: "piped", stderr: "piped", stdin: "null" }).output(),
+    );
+  }
+  const stdout: Uint8Array[] = [], stderr: Uint8Array[] = [];
+  const job = await new RemoteRunner(socket).start(denoJob(args), {
+    stdout: (b) => Promise.resolve(void stdout.push(b)),
+    stderr: (b) => Promise.resolve(void stderr.push(b)),
+  });
+  await job.endStdin();
+  const { code } = await job.done;
+  const joined = (parts: Uint8Array[]) => new Uint8Array(parts.flatMap((p) => [...p]));
+  return decoded({ code, stdout: joined(stdout), stderr: joined(stderr) });
+}
+
+export interface RunningPvx {
+  /** Resolves once the guest's stdout holds `text`; rejects if pvx ends first. */
+  printed(text: string): Promise<void>;
+  kill(signal: Deno.Signal): void;
+  result: Promise<RunResult>;
+}
+
+/** Starts `pvx <args>` and lets a test act on what the guest says while it runs; `input` is its whole stdin. */
+export function pvxStart(args: string[], input?: string): RunningPvx {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", pvxScript, ...args],
+    stdout: "piped",
+    stderr: "piped",
+    stdin: input === undefined ? "null" : "piped",
+    signal: AbortSignal.timeout(120_000),
+  }).spawn();
+  if (input !== undefined) {
+    const w = child.stdin.getWriter();
+    w.write(new TextEncoder().encode(input)).then(() => w.close());
+  }
+  let stdout = "";
+  const waiters: { text: string; resolve(): void }[] = [];
+  const dec = new TextDecoder();
+  const reading = (async () => {
+    for await (const chunk of child.stdout) {
+      stdout += dec.decode(chunk, { stream: true });
+      for (const w of waiters.filter((w) => stdout.includes(w.text))) w.resolve();
+    }
+  })();
+  const stderr = new Response(child.stderr).text();
+  const result = (async () => {
+    const [status] = await Promise.all([child.status, reading]);
+    return { code: status.code, stdout, stderr: await stderr };
+  })();
+  return {
+    printed: (text) =>
+      new Promise<void>((resolve, reject) => {
+        if (stdout.includes(text)) return resolve();
+        waiters.push({ text, resolve });
+        result.then((r) =>
+          reject(new Error(`pvx ended (${r.code}) before printing ${JSON.stringify(text)}:\n${r.stderr}`))
+        );
+      }),
+    kill: (signal) => child.kill(signal),
+    result,
+  };
 }
 
 export async function runGuest(name: string, args: string[] = [], runFlags: string[] = []): Promise<RunResult> {

@@ -2,7 +2,17 @@
 // starts each job the host sends over the virtio port, streams its output
 // back, and reports how it ended. The port is its stdin and stdout (init.ts).
 
-import { decodeText, type ExitStatus, FrameWriter, json, type JobSpec, Kind, parseJson, readFrames, text } from "./protocol.ts";
+import {
+  decodeText,
+  type ExitStatus,
+  FrameWriter,
+  type JobSpec,
+  json,
+  Kind,
+  parseJson,
+  readFrames,
+  text,
+} from "./protocol.ts";
 import { pump } from "./pump.ts";
 
 const port = Deno.args[0];
@@ -35,7 +45,10 @@ function start(id: number, spec: JobSpec): void {
   const job = { child, stdin: child.stdin.getWriter() };
   jobs.set(id, job);
   (async () => {
-    await Promise.all([pump(child.stdout, (b) => out.send(id, Kind.Stdout, b)), pump(child.stderr, (b) => out.send(id, Kind.Stderr, b))]);
+    await Promise.all([
+      pump(child.stdout, (b) => out.send(id, Kind.Stdout, b)),
+      pump(child.stderr, (b) => out.send(id, Kind.Stderr, b)),
+    ]);
     const status = await child.status;
     jobs.delete(id);
     job.stdin.close().catch(() => {});

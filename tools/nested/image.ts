@@ -6,6 +6,7 @@
 import { join } from "node:path";
 import { initScript } from "./init.ts";
 import { cacheRoot } from "../cache_dir.ts";
+import { ensureInstalled, type Need } from "../packages.ts";
 
 const progress = (what: string) => console.error(`pvx: ${what}`);
 
@@ -34,7 +35,9 @@ async function output(cmd: string, args: string[], cwd?: string): Promise<string
     throw e;
   }
   if (!out.success) {
-    throw new Error(`${cmd} ${args.join(" ")} failed (exit ${out.code}): ${new TextDecoder().decode(out.stderr).trim()}`);
+    throw new Error(
+      `${cmd} ${args.join(" ")} failed (exit ${out.code}): ${new TextDecoder().decode(out.stderr).trim()}`,
+    );
   }
   return new TextDecoder().decode(out.stdout);
 }
@@ -42,25 +45,12 @@ async function output(cmd: string, args: string[], cwd?: string): Promise<string
 export const qemuBinary = "qemu-system-x86_64";
 export const busyboxBinary = "/bin/busybox";
 
-async function requireTools(): Promise<void> {
-  try {
-    await output(qemuBinary, ["--version"]);
-  } catch (e) {
-    if (e instanceof MissingPiece) {
-      throw new MissingPiece(qemuBinary, "apt-get install qemu-system-x86 (or run `deno task setup` as root)");
-    }
-    throw e;
-  }
-  const ldd = await new Deno.Command("sh", { args: ["-c", `ldd ${busyboxBinary}`], stdout: "piped", stderr: "piped" })
-    .output().catch(() => undefined);
-  const linked = ldd ? new TextDecoder().decode(ldd.stdout) : "";
-  if (!(await exists(busyboxBinary)) || /=>/.test(linked)) {
-    throw new MissingPiece(
-      `a static ${busyboxBinary}`,
-      "apt-get install busybox-static (or run `deno task setup` as root)",
-    );
-  }
-}
+/** What the VM needs installed on the host; whoever boots it installs them first (as root). */
+export const nestedNeeds: Need[] = [
+  { command: qemuBinary, packages: ["qemu-system-x86"] },
+  // Debian's plain busybox is linked dynamically, and the initramfs has no libc.
+  { test: `test -x ${busyboxBinary} && ! ldd ${busyboxBinary}`, packages: ["busybox-static"] },
+];
 
 async function exists(path: string): Promise<boolean> {
   try {
@@ -73,7 +63,10 @@ async function exists(path: string): Promise<boolean> {
 
 /** The Debian kernel package that linux-image-amd64 stands for today, as apt sees it. */
 async function kernelPackage(): Promise<string> {
-  const depends = async () => /Depends: (linux-image-[^\s]+-amd64)\b/.exec(await output("apt-cache", ["depends", "linux-image-amd64"]).catch(() => ""))?.[1];
+  const depends = async () =>
+    /Depends: (linux-image-[^\s]+-amd64)\b/.exec(
+      await output("apt-cache", ["depends", "linux-image-amd64"]).catch(() => ""),
+    )?.[1];
   let name = await depends();
   if (!name && Deno.uid() === 0) {
     progress("nested: apt-get update (the package lists have no kernel package)");
@@ -95,7 +88,7 @@ export function nestedCacheDir(): string {
 
 /** The boot image, built on first use and reused after. */
 export async function nestedImage(): Promise<NestedImage> {
-  await requireTools();
+  await ensureInstalled(nestedNeeds, "the nested accelerator");
   const pkg = await kernelPackage();
   const dir = join(nestedCacheDir(), pkg);
   const image = { version: pkg, kernel: join(dir, "vmlinuz"), initrd: join(dir, "initrd.cpio") };

@@ -7,8 +7,8 @@ import {
   decodeText,
   type ExitStatus,
   FrameWriter,
-  json,
   type JobSpec,
+  json,
   Kind,
   parseJson,
   ProtocolError,
@@ -16,6 +16,7 @@ import {
   text,
 } from "./protocol.ts";
 import { pump } from "./pump.ts";
+import { onStopSignals, signalNumbers } from "../signals.ts";
 
 export interface JobSink {
   stdout(chunk: Uint8Array): Promise<void>;
@@ -113,8 +114,6 @@ export class RemoteRunner implements JobRunner {
   }
 }
 
-const signalNumbers: Record<string, number> = { SIGHUP: 1, SIGINT: 2, SIGQUIT: 3, SIGKILL: 9, SIGTERM: 15 };
-
 /**
  * Runs a job as if it were this process: its output is ours, our stdin is its,
  * SIGINT and SIGTERM are passed on, and its status is returned the shell's way.
@@ -126,17 +125,13 @@ export async function runAsThisProcess(runner: JobRunner, spec: JobSpec): Promis
     stdout: (b) => stdout.write(b),
     stderr: (b) => stderr.write(b),
   });
-  const forwarded = (["SIGINT", "SIGTERM"] as const).map((sig) => {
-    const handler = () => job.signal(sig);
-    Deno.addSignalListener(sig, handler);
-    return () => Deno.removeSignalListener(sig, handler);
-  });
+  const stopForwarding = onStopSignals((sig) => job.signal(sig));
   pump(Deno.stdin.readable, (b) => job.stdin(b)).then(() => job.endStdin(), () => job.endStdin());
   try {
     const status = await job.done;
     return status.signal ? 128 + (signalNumbers[status.signal] ?? 0) : status.code;
   } finally {
-    for (const remove of forwarded) remove();
+    stopForwarding();
     await stdout.ready;
     await stderr.ready;
   }

@@ -9,8 +9,8 @@ import {
   type ExitStatus,
   type Frame,
   FrameWriter,
-  json,
   type JobSpec,
+  json,
   Kind,
   parseJson,
   readFrames,
@@ -74,7 +74,9 @@ export class NestedVm implements JobRunner {
         ...["-kernel", image.kernel, "-initrd", image.initrd],
         "-append",
         // Speculation mitigations guard nothing on an emulated CPU and cost every guest syscall.
-        `console=ttyS0 loglevel=4 panic=-1 mitigations=off pvx_deno=${Deno.execPath()} pvx_agent=${agentScript}`,
+        `console=ttyS0 loglevel=${
+          Deno.env.get("PVX_NESTED_LOGLEVEL") ?? 4
+        } panic=-1 mitigations=off pvx_deno=${Deno.execPath()} pvx_agent=${agentScript}`,
         "-virtfs",
         "local,path=/,mount_tag=hostroot,security_model=passthrough,multidevs=remap",
         ...["-device", "virtio-serial-pci", "-chardev", `socket,id=agent,path=${socket}`],
