@@ -125,7 +125,13 @@ export async function runAsThisProcess(runner: JobRunner, spec: JobSpec): Promis
     stdout: (b) => stdout.write(b),
     stderr: (b) => stderr.write(b),
   });
-  const stopForwarding = onStopSignals((sig) => job.signal(sig));
+  // The first Ctrl-C goes to the job; a second one, for a job that does not stop, ends this process.
+  let signalled = false;
+  const stopForwarding = onStopSignals((sig) => {
+    if (signalled) Deno.exit(128 + signalNumbers[sig]);
+    signalled = true;
+    job.signal(sig);
+  });
   pump(Deno.stdin.readable, (b) => job.stdin(b)).then(() => job.endStdin(), () => job.endStdin());
   try {
     const status = await job.done;

@@ -33,8 +33,23 @@ const agentScript = new URL("./agent.ts", import.meta.url).pathname;
  */
 const cpuModel = "max,-smap";
 
+/**
+ * The first line of `log` that means the helper kernel will not recover: a panic, an oops, or a CPU
+ * stuck for a minute (a slow emulated CPU can trip the 20-second lockup warning and recover).
+ */
+export function fatalConsoleLine(log: string): string | undefined {
+  for (const line of log.split("\n")) {
+    const stuck = /soft lockup - CPU#\d+ stuck for (\d+)s/.exec(line);
+    if ((stuck && Number(stuck[1]) >= 60) || /Kernel panic|Oops:|general protection fault|BUG: unable/.test(line)) {
+      return line.replace(/^\[\s*[\d.]+\]\s*/, "");
+    }
+  }
+}
+
 interface Pending {
   sink: JobSink;
+  /** The job's output so far, written in order; the VM's other jobs never wait for it. */
+  written: Promise<void>;
   resolve(s: ExitStatus): void;
   reject(e: Error): void;
 }
@@ -43,6 +58,10 @@ export class NestedVm implements JobRunner {
   #jobs = new Map<number, Pending>();
   #nextJob = 1;
   #stopped?: Error;
+  #lockedUp?: string;
+  #ended = Promise.withResolvers<string>();
+  /** Resolves, with why, once the VM has stopped serving jobs. */
+  readonly ended = this.#ended.promise;
 
   private constructor(
     readonly image: NestedImage,
@@ -71,6 +90,8 @@ export class NestedVm implements JobRunner {
         ...["-accel", "tcg,thread=multi", "-machine", "q35", "-cpu", cpuModel],
         ...["-smp", String(opts.cpus), "-m", String(opts.memoryMiB)],
         ...["-nodefaults", "-no-user-config", "-display", "none", "-no-reboot", "-serial", `file:${consoleLog}`],
+        // For a person looking into a stuck VM: `socat - UNIX-CONNECT:<dir>/monitor.sock`, then `info registers`.
+        ...["-monitor", `unix:${join(workDir, "monitor.sock")},server=on,wait=off`],
         ...["-kernel", image.kernel, "-initrd", image.initrd],
         "-append",
         // Speculation mitigations guard nothing on an emulated CPU and cost every guest syscall.
@@ -112,7 +133,30 @@ export class NestedVm implements JobRunner {
     }
     console.error(`pvx: nested: ready in ${((performance.now() - started) / 1000).toFixed(1)} s`);
     vm.#dispatch(frames, consoleLog);
+    vm.#watchConsole(consoleLog);
     return vm;
+  }
+
+  /**
+   * A helper kernel that has locked up never answers again: rather than let every job hang,
+   * end the VM as soon as its console says so, and fail its jobs with what it said.
+   */
+  async #watchConsole(consoleLog: string): Promise<void> {
+    let seen = 0;
+    for (let finished = false; !finished;) {
+      finished = await Promise.race([
+        this.exited.then(() => true),
+        new Promise<boolean>((r) => setTimeout(() => r(false), 1000)),
+      ]);
+      const log = await Deno.readTextFile(consoleLog).catch(() => "");
+      const whole = log.lastIndexOf("\n") + 1; // a line still being written is read next time
+      const fatal = fatalConsoleLine(log.slice(seen, whole));
+      seen = Math.max(seen, whole);
+      if (fatal && !this.#stopped) {
+        this.#lockedUp = `the nested VM's kernel failed: ${fatal}`;
+        this.qemu.kill("SIGKILL");
+      }
+    }
   }
 
   async #dispatch(frames: AsyncGenerator<Frame>, consoleLog: string): Promise<void> {
@@ -121,29 +165,36 @@ export class NestedVm implements JobRunner {
       for await (const f of frames) {
         const job = this.#jobs.get(f.job);
         if (!job) continue;
-        if (f.kind === Kind.Stdout) await job.sink.stdout(f.payload);
-        else if (f.kind === Kind.Stderr) await job.sink.stderr(f.payload);
+        // A client that reads slowly holds up its own job only, so its output waits in memory here.
+        const { sink, payload } = { sink: job.sink, payload: f.payload };
+        if (f.kind === Kind.Stdout) job.written = job.written.then(() => sink.stdout(payload));
+        else if (f.kind === Kind.Stderr) job.written = job.written.then(() => sink.stderr(payload));
         else if (f.kind === Kind.Exit) {
           this.#jobs.delete(f.job);
-          job.resolve(parseJson<ExitStatus>(f.payload));
+          const status = parseJson<ExitStatus>(payload);
+          job.written.then(() => job.resolve(status), job.reject);
         } else if (f.kind === Kind.Failed) {
           this.#jobs.delete(f.job);
-          job.reject(new Error(decodeText(f.payload)));
+          job.written.finally(() => job.reject(new Error(decodeText(payload))));
         }
       }
     } catch (e) {
       why = (e as Error).message;
     }
     const log = await Deno.readTextFile(consoleLog).catch(() => "");
+    if (this.#lockedUp) why = this.#lockedUp;
     this.#stopped = new Error(`${why}\nits console's last lines:\n${log.trimEnd().split("\n").slice(-15).join("\n")}`);
     for (const job of this.#jobs.values()) job.reject(this.#stopped);
     this.#jobs.clear();
+    this.#ended.resolve(why);
   }
 
   start(spec: JobSpec, sink: JobSink): Promise<RunningJob> {
     if (this.#stopped) return Promise.reject(this.#stopped);
     const id = this.#nextJob++;
-    const done = new Promise<ExitStatus>((resolve, reject) => this.#jobs.set(id, { sink, resolve, reject }));
+    const done = new Promise<ExitStatus>((resolve, reject) =>
+      this.#jobs.set(id, { sink, resolve, reject, written: Promise.resolve() })
+    );
     const send = (kind: Kind, payload?: Uint8Array) => this.out.send(id, kind, payload).catch(() => {});
     return this.out.send(id, Kind.Start, json(spec)).then(() => ({
       stdin: (b: Uint8Array) => send(Kind.Stdin, b),
@@ -160,5 +211,47 @@ export class NestedVm implements JobRunner {
     await this.exited;
     clearTimeout(timer);
     await Deno.remove(this.workDir, { recursive: true }).catch(() => {});
+  }
+}
+
+/**
+ * A nested VM that is booted again whenever it dies, for a long run of jobs (the
+ * test command): a helper kernel that locks up fails the jobs it had, not the rest.
+ */
+export class RestartingVm implements JobRunner {
+  #current: Promise<NestedVm>;
+  #closing = false;
+  /** Why each VM before the current one ended. */
+  readonly failures: string[] = [];
+
+  constructor(private readonly opts: NestedVmOptions = defaultNestedVm) {
+    this.#current = this.#boot();
+  }
+
+  #boot(): Promise<NestedVm> {
+    const booted = NestedVm.boot(this.opts);
+    booted.then((vm) =>
+      vm.ended.then((why) => {
+        if (this.#closing) return;
+        this.failures.push(why);
+        console.error(`pvx: nested: the VM stopped (${why}); booting another`);
+        this.#current = this.#boot();
+      })
+    ).catch(() => {});
+    return booted;
+  }
+
+  /** Resolves once the first VM is up; rejects if it cannot boot. */
+  ready(): Promise<unknown> {
+    return this.#current;
+  }
+
+  async start(spec: JobSpec, sink: JobSink): Promise<RunningJob> {
+    return (await this.#current).start(spec, sink);
+  }
+
+  async shutdown(): Promise<void> {
+    this.#closing = true;
+    await (await this.#current.catch(() => undefined))?.shutdown();
   }
 }
