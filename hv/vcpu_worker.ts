@@ -15,6 +15,7 @@ import { AbiViolation, Dispatcher, type Thread } from "../abi/dispatch.ts";
 import type { ThreadContext } from "../abi/host.ts";
 import { threadHandlers } from "../abi/handlers/threads.ts";
 import { win32Constants } from "../abi/win32.ts";
+import { callsByNr } from "../abi/calls.ts";
 import {
   FAULT_DOORBELL,
   hypercallNumber,
@@ -76,6 +77,8 @@ function run(init: VcpuInit, control: ControlBlock, times: { firstExitAt?: numbe
   const thread: Thread = { lastError: 0, id: threadId };
   const rip = () => vcpu.getRegs().rip;
   let translations = control.tlbGeneration();
+  /** The last hypercall this thread made, for a report when nothing else is left to tell. */
+  let lastCall: number | undefined;
 
   /**
    * Runs the kernel's page-table update routine over the `count` entries the
@@ -129,6 +132,7 @@ function run(init: VcpuInit, control: ControlBlock, times: { firstExitAt?: numbe
           const frame = Number(exit.data & 0xffffffffn);
           const nr = exit.isWrite && exit.length === 4 ? hypercallNumber(exit.address) : undefined;
           if (nr !== undefined) {
+            lastCall = nr;
             try {
               if (own.serves(nr)) own.dispatch(nr, frame, thread);
               else if (!updatePageTables(services(nr, frame, thread).pageTableUpdates)) {
@@ -178,8 +182,19 @@ function run(init: VcpuInit, control: ControlBlock, times: { firstExitAt?: numbe
           continue;
         case "hlt":
           return { kind: "crash", message: "guest executed HLT with interrupts off: it can never resume", rip: rip() };
-        case "shutdown":
-          return { kind: "crash", message: "triple fault (the exception handlers themselves faulted)", rip: rip() };
+        case "shutdown": {
+          // AMD's KVM resets a vCPU that triple-faults, so its registers say nothing of the fault.
+          const reset = vcpu.getRegs().rip === 0xfff0n;
+          const after = lastCall === undefined
+            ? "before its first hypercall"
+            : `after ${callsByNr[lastCall]?.name ?? `hypercall ${lastCall}`}`;
+          return {
+            kind: "crash",
+            message: `triple fault (the exception handlers themselves faulted) ${after}` +
+              (reset ? "; the hypervisor reset the vCPU, so RIP is the reset vector's" : ""),
+            rip: rip(),
+          };
+        }
         case "fail-entry":
           return {
             kind: "crash",

@@ -32,7 +32,9 @@ static __attribute__((noreturn)) DWORD WINAPI spin(LPVOID unused) {
   }
 }
 
+static volatile LONG waiter_started;
 static DWORD WINAPI wait_closed(LPVOID event) {
+  waiter_started = 1;
   DWORD r = WaitForSingleObject((HANDLE)event, INFINITE);
   return r == WAIT_FAILED && GetLastError() == ERROR_INVALID_HANDLE ? 1 : 0;
 }
@@ -123,9 +125,10 @@ int main(int argc, char **argv) {
   if (mode[0] == 'c') { /* close: closing a handle wakes the thread waiting on it with an error */
     HANDLE event = CreateEventW(NULL, FALSE, FALSE, NULL);
     HANDLE t = start(wait_closed, (uintptr_t)event);
-    Sleep(100);
+    while (!waiter_started) Sleep(1);
+    Sleep(100); /* long enough, even emulated, for the waiter to be blocked in its wait */
     value("CloseHandle(event)", CloseHandle(event));
-    value("wait for the waiter", WaitForSingleObject(t, 5000));
+    value("wait for the waiter", WaitForSingleObject(t, INFINITE)); /* however slow the machine */
     DWORD code = 0;
     GetExitCodeThread(t, &code);
     value("waiter saw WAIT_FAILED, ERROR_INVALID_HANDLE", code);

@@ -25,24 +25,48 @@ interface Job {
 }
 const jobs = new Map<number, Job>();
 
-function start(id: number, spec: JobSpec): void {
-  let child: Deno.ChildProcess;
+const pvxScript = new URL("../pvx.ts", import.meta.url).pathname;
+const zygoteScript = new URL("./zygote.ts", import.meta.url).pathname;
+const piped = { stdin: "piped", stdout: "piped", stderr: "piped" } as const;
+let zygote: Deno.ChildProcess | undefined;
+const startZygote = () =>
+  zygote = new Deno.Command(Deno.execPath(), { args: ["run", "-A", zygoteScript], ...piped }).spawn();
+
+const isDirectory = (path: string) => {
   try {
-    child = new Deno.Command(spec.argv[0], {
-      args: spec.argv.slice(1),
-      cwd: spec.cwd,
-      // Jobs share the agent's Deno cache, in guest memory, unless they name another.
-      env: { DENO_DIR: Deno.env.get("DENO_DIR") ?? "", ...spec.env },
-      clearEnv: true,
-      stdin: "piped",
-      stdout: "piped",
-      stderr: "piped",
-    }).spawn();
+    return Deno.statSync(path).isDirectory;
+  } catch {
+    return false;
+  }
+};
+
+/** The job's process: the waiting zygote when the job is this pvx, else a new one. */
+function spawn(spec: JobSpec): Job {
+  // Jobs share the agent's Deno cache, in guest memory, unless they name another.
+  const env = { DENO_DIR: Deno.env.get("DENO_DIR") ?? "", ...spec.env };
+  const [exe, verb, permissions, script, ...args] = spec.argv;
+  const asZygote = exe === Deno.execPath() && verb === "run" && permissions === "-A" && script === pvxScript;
+  if (zygote && asZygote && env.DENO_DIR === Deno.env.get("DENO_DIR") && isDirectory(spec.cwd)) {
+    const child = zygote;
+    startZygote();
+    const stdin = child.stdin.getWriter();
+    stdin.write(text(JSON.stringify({ args, cwd: spec.cwd, env }) + "\n"));
+    return { child, stdin };
+  }
+  const child = new Deno.Command(exe, { args: spec.argv.slice(1), cwd: spec.cwd, env, clearEnv: true, ...piped })
+    .spawn();
+  return { child, stdin: child.stdin.getWriter() };
+}
+
+function start(id: number, spec: JobSpec): void {
+  let job: Job;
+  try {
+    job = spawn(spec);
   } catch (e) {
     out.send(id, Kind.Failed, text(`cannot start ${spec.argv[0]} in ${spec.cwd}: ${(e as Error).message}`));
     return;
   }
-  const job = { child, stdin: child.stdin.getWriter() };
+  const child = job.child;
   jobs.set(id, job);
   (async () => {
     await Promise.all([
@@ -57,6 +81,7 @@ function start(id: number, spec: JobSpec): void {
   })();
 }
 
+startZygote();
 await out.send(0, Kind.Ready);
 for await (const f of readFrames(input, port)) {
   const job = jobs.get(f.job);
@@ -78,6 +103,7 @@ for await (const f of readFrames(input, port)) {
       break;
     case Kind.Shutdown:
       for (const j of jobs.values()) j.child.kill("SIGKILL");
+      zygote?.kill("SIGKILL");
       Deno.exit(0);
   }
 }

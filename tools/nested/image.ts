@@ -13,6 +13,12 @@ const progress = (what: string) => console.error(`pvx: ${what}`);
 /** The modules the initramfs loads, in order; each one's `depends=` is loaded before it. */
 const wantedModules = ["virtio_pci", "virtio_console", "9pnet_virtio", "9p", "kvm_amd"];
 
+/**
+ * pvx's guests need neither a virtual GIF nor nested SVM of their own, and QEMU's TCG emulation
+ * of those is where a helper kernel was seen spinning at VMRUN with interrupts off: keep KVM off them.
+ */
+const moduleParameters: Record<string, string> = { kvm_amd: "vgif=0 nested=0" };
+
 export interface NestedImage {
   version: string;
   kernel: string;
@@ -90,7 +96,13 @@ export function nestedCacheDir(): string {
 export async function nestedImage(): Promise<NestedImage> {
   await ensureInstalled(nestedNeeds, "the nested accelerator");
   const pkg = await kernelPackage();
-  const dir = join(nestedCacheDir(), pkg);
+  // A new init script or module set makes a new image, beside the old one.
+  const recipe = JSON.stringify({ initScript, wantedModules, moduleParameters });
+  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(recipe)));
+  const dir = join(
+    nestedCacheDir(),
+    `${pkg}-${[...digest.subarray(0, 4)].map((b) => b.toString(16).padStart(2, "0")).join("")}`,
+  );
   const image = { version: pkg, kernel: join(dir, "vmlinuz"), initrd: join(dir, "initrd.cpio") };
   if (await exists(join(dir, "ready"))) return image;
 
@@ -116,7 +128,10 @@ export async function nestedImage(): Promise<NestedImage> {
     await Deno.chmod(join(initrd, "bin/busybox"), 0o755);
     const order = await moduleLoadOrder(join(root, "lib/modules", release, "kernel"), wantedModules);
     for (const m of order) await Deno.copyFile(m.path, join(initrd, "modules", `${m.name}.ko`));
-    await Deno.writeTextFile(join(initrd, "modules/order"), order.map((m) => m.name).join("\n") + "\n");
+    await Deno.writeTextFile(
+      join(initrd, "modules/order"),
+      order.map((m) => `${m.name} ${moduleParameters[m.name] ?? ""}`.trim()).join("\n") + "\n",
+    );
     await Deno.writeTextFile(join(initrd, "init"), initScript, { mode: 0o755 });
     await output("sh", [
       "-c",
@@ -128,6 +143,13 @@ export async function nestedImage(): Promise<NestedImage> {
     await Deno.writeTextFile(join(work, "ready"), `${pkg} ${release}\n`);
     await Deno.remove(dir, { recursive: true }).catch(() => {});
     await Deno.rename(work, dir);
+    // Images of other kernels or recipes are never booted again.
+    for (const e of Deno.readDirSync(nestedCacheDir())) {
+      const path = join(nestedCacheDir(), e.name);
+      if (path !== dir && !e.name.includes(".tmp-") && await exists(join(path, "ready"))) {
+        await Deno.remove(path, { recursive: true });
+      }
+    }
   } catch (e) {
     await Deno.remove(work, { recursive: true }).catch(() => {});
     throw e;

@@ -10,7 +10,7 @@ mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 fail() { echo "pvx-nested: $*"; poweroff -f; }
-while read m; do insmod /modules/$m.ko || fail "insmod $m failed"; done < /modules/order
+while read m params; do insmod /modules/$m.ko $params || fail "insmod $m $params failed"; done < /modules/order
 [ -c /dev/kvm ] || fail "no /dev/kvm after loading kvm_amd: the emulated CPU has no SVM"
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 hostroot /host || fail "cannot mount the host's root over 9p"
 for d in proc sys dev; do mount -o bind /$d /host/$d || fail "cannot bind /$d"; done

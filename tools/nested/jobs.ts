@@ -140,5 +140,7 @@ export async function runAsThisProcess(runner: JobRunner, spec: JobSpec): Promis
     stopForwarding();
     await stdout.ready;
     await stderr.ready;
+    stdout.releaseLock();
+    stderr.releaseLock();
   }
 }
