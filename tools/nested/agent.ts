@@ -101,6 +101,9 @@ for await (const f of readFrames(input, port)) {
         job?.child.kill(decodeText(f.payload) as Deno.Signal);
       } catch { /* it has just ended */ }
       break;
+    case Kind.Ping:
+      out.send(0, Kind.Pong);
+      break;
     case Kind.Shutdown:
       for (const j of jobs.values()) j.child.kill("SIGKILL");
       zygote?.kill("SIGKILL");

@@ -10,12 +10,14 @@ export enum Kind {
   StdinEnd = 3,
   Signal = 4, // the signal's name, e.g. "SIGINT"
   Shutdown = 5,
+  Ping = 6, // answered at once with a Pong: the agent is alive
   // agent -> host
   Ready = 16,
   Stdout = 17,
   Stderr = 18,
   Exit = 19, // JSON ExitStatus
   Failed = 20, // why the job could not start, as text
+  Pong = 21,
 }
 
 export interface JobSpec {

@@ -46,6 +46,9 @@ export function fatalConsoleLine(log: string): string | undefined {
   }
 }
 
+/** Even a loaded emulated guest turns its agent's event loop within this; longer means a wedged kernel. */
+const agentSilenceLimitMs = 90_000;
+
 interface Pending {
   sink: JobSink;
   /** The job's output so far, written in order; the VM's other jobs never wait for it. */
@@ -59,6 +62,7 @@ export class NestedVm implements JobRunner {
   #nextJob = 1;
   #stopped?: Error;
   #lockedUp?: string;
+  #lastPong = performance.now();
   #ended = Promise.withResolvers<string>();
   /** Resolves, with why, once the VM has stopped serving jobs. */
   readonly ended = this.#ended.promise;
@@ -150,8 +154,14 @@ export class NestedVm implements JobRunner {
       ]);
       const log = await Deno.readTextFile(consoleLog).catch(() => "");
       const whole = log.lastIndexOf("\n") + 1; // a line still being written is read next time
-      const fatal = fatalConsoleLine(log.slice(seen, whole));
+      let fatal = fatalConsoleLine(log.slice(seen, whole));
       seen = Math.max(seen, whole);
+      // Some lockups print nothing at all: an agent that stops answering pings is one too.
+      this.out.send(0, Kind.Ping).catch(() => {});
+      const silentMs = performance.now() - this.#lastPong;
+      if (!finished && silentMs > agentSilenceLimitMs) {
+        fatal ??= `its agent has not answered for ${Math.round(silentMs / 1000)} s`;
+      }
       if (fatal && !this.#stopped) {
         this.#lockedUp = `the nested VM's kernel failed: ${fatal}`;
         this.qemu.kill("SIGKILL");
@@ -163,6 +173,7 @@ export class NestedVm implements JobRunner {
     let why = "the nested VM's agent closed its port";
     try {
       for await (const f of frames) {
+        if (f.kind === Kind.Pong) this.#lastPong = performance.now();
         const job = this.#jobs.get(f.job);
         if (!job) continue;
         // A client that reads slowly holds up its own job only, so its output waits in memory here.
