@@ -6,7 +6,7 @@
 
 import { join } from "node:path";
 import { kvmAccess } from "../hv/kvm_access.ts";
-import { ACCEL_ENV, NESTED_SOCKET_ENV } from "./accel.ts";
+import { ACCEL_ENV, accelChoices, NESTED_SOCKET_ENV } from "./accel.ts";
 import { RestartingVm } from "./nested/vm.ts";
 import { serveJobs } from "./nested/jobs.ts";
 
@@ -15,8 +15,8 @@ const testArgs = [...Deno.args];
 let accel = "auto";
 const at = testArgs.findIndex((a) => a === "--accel" || a.startsWith("--accel="));
 if (at >= 0) accel = testArgs[at].includes("=") ? testArgs.splice(at, 1)[0].slice(8) : testArgs.splice(at, 2)[1];
-if (!["auto", "kvm", "nested"].includes(accel)) {
-  console.error(`pvx test: --accel ${JSON.stringify(accel)}: expected auto, kvm or nested`);
+if (!(accelChoices as readonly string[]).includes(accel)) {
+  console.error(`pvx test: --accel ${JSON.stringify(accel)}: expected one of ${accelChoices.join(", ")}`);
   Deno.exit(2);
 }
 if (!testArgs.length) testArgs.push("tests/");
