@@ -14,6 +14,10 @@ export const libcSymbols = {
   mmap: { parameters: ["pointer", "usize", "i32", "i32", "i32", "i64"], result: "pointer" },
   // int munmap(void *addr, size_t len);
   munmap: { parameters: ["pointer", "usize"], result: "i32" },
+  // ssize_t pread(int fd, void *buf, size_t count, off_t offset);
+  pread: { parameters: ["i32", "buffer", "usize", "i64"], result: "isize" },
+  // off_t lseek(int fd, off_t offset, int whence);
+  lseek: { parameters: ["i32", "i64", "i32"], result: "i64" },
   // int mprotect(void *addr, size_t len, int prot);
   mprotect: { parameters: ["pointer", "usize", "i32"], result: "i32" },
   // int *__errno_location(void);
@@ -38,12 +42,14 @@ export function libc(): Deno.DynamicLibrary<typeof libcSymbols>["symbols"] {
   return lib.symbols;
 }
 
+export const O_RDONLY = 0x0;
 export const O_RDWR = 0x2;
 export const O_CLOEXEC = 0x80000;
 export const PROT_READ = 1;
 export const PROT_WRITE = 2;
 export const MAP_SHARED = 0x01;
 export const MAP_PRIVATE = 0x02;
+export const MAP_FIXED = 0x10;
 export const MAP_ANONYMOUS = 0x20;
 export const MAP_NORESERVE = 0x4000;
 export const MAP_FAILED = -1n;
@@ -54,12 +60,19 @@ export const MAP_FAILED = -1n;
  */
 export const SIGURG = 23;
 export const POLLIN = 0x1;
+export const SEEK_END = 2;
+/** lseek to the next byte the file stores at or after the offset; holes read as zero and are skipped. */
+export const SEEK_DATA = 3;
+export const SEEK_HOLE = 4;
+/** What SEEK_DATA returns when no data follows the offset. */
+export const ENXIO = 6;
 
 const errnoNames: Record<number, string> = {
   1: "EPERM",
   2: "ENOENT",
   4: "EINTR",
   5: "EIO",
+  6: "ENXIO",
   9: "EBADF",
   11: "EAGAIN",
   12: "ENOMEM",
