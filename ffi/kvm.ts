@@ -79,20 +79,6 @@ export const kvm_sregs = struct("struct kvm_sregs", [
   ["interrupt_bitmap", array("u64", 4)],
 ]);
 
-export const kvm_fpu = struct("struct kvm_fpu", [
-  ["fpr", array("u8", 128)],
-  ["fcw", "u16"],
-  ["fsw", "u16"],
-  ["ftwx", "u8"],
-  ["pad1", "u8"],
-  ["last_opcode", "u16"],
-  ["last_ip", "u64"],
-  ["last_dp", "u64"],
-  ["xmm", array("u8", 256)],
-  ["mxcsr", "u32"],
-  ["pad2", "u32"],
-]);
-
 export const kvm_userspace_memory_region = struct("struct kvm_userspace_memory_region", [
   ["slot", "u32"],
   ["flags", "u32"],
@@ -121,6 +107,73 @@ export const kvm_cpuid_entry2 = struct("struct kvm_cpuid_entry2", [
 ]);
 /** Header only; `nent` entries of kvm_cpuid_entry2 follow. */
 export const kvm_cpuid2 = struct("struct kvm_cpuid2", [["nent", "u32"], ["padding", "u32"]]);
+
+/**
+ * The 4096 bytes of KVM_GET_XSAVE. KVM_GET_XSAVE2 fills as many bytes as
+ * KVM_CHECK_EXTENSION(KVM_CAP_XSAVE2) reports, which may be more.
+ */
+export const kvm_xsave = struct("struct kvm_xsave", [["region", array("u32", 1024)]]);
+
+export const kvm_xcr = struct("struct kvm_xcr", [
+  ["xcr", "u32"],
+  ["reserved", "u32"],
+  ["value", "u64"],
+]);
+export const KVM_MAX_XCRS = 16;
+export const kvm_xcrs = struct("struct kvm_xcrs", [
+  ["nr_xcrs", "u32"],
+  ["flags", "u32"],
+  ["xcrs", array(kvm_xcr, KVM_MAX_XCRS)],
+  ["padding", array("u64", 16)],
+]);
+
+export const kvm_debugregs = struct("struct kvm_debugregs", [
+  ["db", array("u64", 4)],
+  ["dr6", "u64"],
+  ["dr7", "u64"],
+  ["flags", "u64"],
+  ["reserved", array("u64", 9)],
+]);
+
+// kvm_vcpu_events' members are anonymous structs, checked as members of it.
+export const kvm_vcpu_events_exception = struct("kvm_vcpu_events.exception", [
+  ["injected", "u8"],
+  ["nr", "u8"],
+  ["has_error_code", "u8"],
+  ["pending", "u8"],
+  ["error_code", "u32"],
+]);
+export const kvm_vcpu_events_interrupt = struct("kvm_vcpu_events.interrupt", [
+  ["injected", "u8"],
+  ["nr", "u8"],
+  ["soft", "u8"],
+  ["shadow", "u8"],
+]);
+export const kvm_vcpu_events_nmi = struct("kvm_vcpu_events.nmi", [
+  ["injected", "u8"],
+  ["pending", "u8"],
+  ["masked", "u8"],
+  ["pad", "u8"],
+]);
+export const kvm_vcpu_events_smi = struct("kvm_vcpu_events.smi", [
+  ["smm", "u8"],
+  ["pending", "u8"],
+  ["smm_inside_nmi", "u8"],
+  ["latched_init", "u8"],
+]);
+export const kvm_vcpu_events_triple_fault = struct("kvm_vcpu_events.triple_fault", [["pending", "u8"]]);
+export const kvm_vcpu_events = struct("struct kvm_vcpu_events", [
+  ["exception", kvm_vcpu_events_exception],
+  ["interrupt", kvm_vcpu_events_interrupt],
+  ["nmi", kvm_vcpu_events_nmi],
+  ["sipi_vector", "u32"],
+  ["flags", "u32"],
+  ["smi", kvm_vcpu_events_smi],
+  ["triple_fault", kvm_vcpu_events_triple_fault],
+  ["reserved", array("u8", 26)],
+  ["exception_has_payload", "u8"],
+  ["exception_payload", "u64"],
+]);
 
 export const kvm_dirty_log = struct("struct kvm_dirty_log", [
   ["slot", "u32"],
@@ -188,13 +241,22 @@ export const ioctls = {
   KVM_SET_SREGS: iow(0x84, kvm_sregs),
   KVM_GET_MSRS: iowr(0x88, kvm_msrs),
   KVM_SET_MSRS: iow(0x89, kvm_msrs),
-  KVM_GET_FPU: ior(0x8c, kvm_fpu),
-  KVM_SET_FPU: iow(0x8d, kvm_fpu),
   KVM_SET_CPUID2: iow(0x90, kvm_cpuid2),
+  KVM_GET_CPUID2: iowr(0x91, kvm_cpuid2),
+  KVM_GET_VCPU_EVENTS: ior(0x9f, kvm_vcpu_events),
+  KVM_SET_VCPU_EVENTS: iow(0xa0, kvm_vcpu_events),
+  KVM_GET_DEBUGREGS: ior(0xa1, kvm_debugregs),
+  KVM_SET_DEBUGREGS: iow(0xa2, kvm_debugregs),
+  KVM_GET_XSAVE: ior(0xa4, kvm_xsave),
+  KVM_SET_XSAVE: iow(0xa5, kvm_xsave),
+  KVM_GET_XCRS: ior(0xa6, kvm_xcrs),
+  KVM_SET_XCRS: iow(0xa7, kvm_xcrs),
+  KVM_GET_XSAVE2: ior(0xcf, kvm_xsave),
 } as const;
 
 export const KVM_CAP_USER_MEMORY = 3;
 export const KVM_CAP_IMMEDIATE_EXIT = 136;
+export const KVM_CAP_XSAVE2 = 208;
 export const KVM_MEM_LOG_DIRTY_PAGES = 1;
 
 export const exitReasons = {
@@ -215,11 +277,12 @@ export const exitReasons = {
 
 export const KVM_EXIT_IO_OUT = 1;
 
-// MSRs pvx sets for the guest (SDM vol. 4).
+// MSRs pvx sets for the guest or keeps in a vCPU's saved state (SDM vol. 4).
 export const msrs = {
   MSR_EFER: 0xc0000080,
   MSR_STAR: 0xc0000081,
   MSR_LSTAR: 0xc0000082,
+  MSR_CSTAR: 0xc0000083,
   MSR_SYSCALL_MASK: 0xc0000084,
   MSR_FS_BASE: 0xc0000100,
   MSR_GS_BASE: 0xc0000101,
@@ -234,11 +297,15 @@ export const layouts = [
   kvm_segment,
   kvm_dtable,
   kvm_sregs,
-  kvm_fpu,
   kvm_userspace_memory_region,
   kvm_msr_entry,
   kvm_msrs,
   kvm_cpuid_entry2,
   kvm_cpuid2,
   kvm_dirty_log,
+  kvm_xsave,
+  kvm_xcr,
+  kvm_xcrs,
+  kvm_debugregs,
+  kvm_vcpu_events,
 ] as const;

@@ -6,10 +6,12 @@ import {
   ioctls,
   KVM_API_VERSION,
   KVM_CAP_IMMEDIATE_EXIT,
+  KVM_CAP_XSAVE2,
   kvm_cpuid2,
   kvm_cpuid_entry2,
   kvm_dirty_log,
   kvm_userspace_memory_region,
+  kvm_xsave,
 } from "../ffi/kvm.ts";
 
 type IoctlName = keyof typeof ioctls;
@@ -31,7 +33,53 @@ export interface CpuidEntry {
   edx: number;
 }
 
+/** A KVM_GET_CPUID2-shaped query (what KVM supports, or what a vCPU was given), decoded. */
+export function readCpuid(fd: number, name: "KVM_GET_SUPPORTED_CPUID" | "KVM_GET_CPUID2"): CpuidEntry[] {
+  const max = 256;
+  const buf = new Uint8Array(kvm_cpuid2.size + max * kvm_cpuid_entry2.size);
+  const dv = new DataView(buf.buffer);
+  dv.setUint32(kvm_cpuid2.fields.nent.offset, max, true);
+  ioctlBuf(fd, name, buf);
+  const n = dv.getUint32(kvm_cpuid2.fields.nent.offset, true);
+  const entries: CpuidEntry[] = [];
+  for (let i = 0; i < n; i++) {
+    const base = kvm_cpuid2.size + i * kvm_cpuid_entry2.size;
+    const f = kvm_cpuid_entry2.fields;
+    const u32 = (o: number) => dv.getUint32(base + o, true);
+    entries.push({
+      function: u32(f.function.offset),
+      index: u32(f.index.offset),
+      flags: u32(f.flags.offset),
+      eax: u32(f.eax.offset),
+      ebx: u32(f.ebx.offset),
+      ecx: u32(f.ecx.offset),
+      edx: u32(f.edx.offset),
+    });
+  }
+  return entries;
+}
+
+/** The size of a vCPU's XSAVE area, and the ioctl that reads that many bytes (Kvm.xsaveArea). */
+export interface XsaveArea {
+  size: number;
+  get: "KVM_GET_XSAVE" | "KVM_GET_XSAVE2";
+}
+
 let supportedCpuid: CpuidEntry[] | undefined;
+let xsaveArea: XsaveArea | undefined;
+
+/** Kvm.xsaveArea, asked once per thread: a vCPU's thread holds no /dev/kvm handle of its own. */
+export function threadXsaveArea(): XsaveArea {
+  if (!xsaveArea) {
+    const kvm = new Kvm();
+    try {
+      xsaveArea = kvm.xsaveArea();
+    } finally {
+      kvm.close();
+    }
+  }
+  return xsaveArea;
+}
 
 /** The /dev/kvm system handle. */
 export class Kvm {
@@ -65,28 +113,19 @@ export class Kvm {
   }
 
   #readSupportedCpuid(): CpuidEntry[] {
-    const max = 256;
-    const buf = new Uint8Array(kvm_cpuid2.size + max * kvm_cpuid_entry2.size);
-    const dv = new DataView(buf.buffer);
-    dv.setUint32(kvm_cpuid2.fields.nent.offset, max, true);
-    ioctlBuf(this.#fd, "KVM_GET_SUPPORTED_CPUID", buf);
-    const n = dv.getUint32(kvm_cpuid2.fields.nent.offset, true);
-    const entries: CpuidEntry[] = [];
-    for (let i = 0; i < n; i++) {
-      const base = kvm_cpuid2.size + i * kvm_cpuid_entry2.size;
-      const f = kvm_cpuid_entry2.fields;
-      const u32 = (o: number) => dv.getUint32(base + o, true);
-      entries.push({
-        function: u32(f.function.offset),
-        index: u32(f.index.offset),
-        flags: u32(f.flags.offset),
-        eax: u32(f.eax.offset),
-        ebx: u32(f.ebx.offset),
-        ecx: u32(f.ecx.offset),
-        edx: u32(f.edx.offset),
-      });
-    }
-    return entries;
+    return readCpuid(this.#fd, "KVM_GET_SUPPORTED_CPUID");
+  }
+
+  /**
+   * How to read a vCPU's XSAVE area: KVM_GET_XSAVE2 (Linux 5.17) with the size
+   * KVM_CAP_XSAVE2 reports where KVM has it, else the 4096-byte KVM_GET_XSAVE.
+   * KVM sizes the area by the XSAVE features this process may hand guests
+   * (arch_prctl ARCH_REQ_XCOMP_GUEST_PERM), not per VM, so /dev/kvm's answer
+   * holds for every VM the process makes.
+   */
+  xsaveArea(): XsaveArea {
+    const size = this.checkExtension(KVM_CAP_XSAVE2);
+    return size > 0 ? { size, get: "KVM_GET_XSAVE2" } : { size: kvm_xsave.size, get: "KVM_GET_XSAVE" };
   }
 
   createVm(): Vm {

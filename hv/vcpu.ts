@@ -7,9 +7,10 @@ import {
   ioctls,
   kvm_cpuid2,
   kvm_cpuid_entry2,
+  kvm_debugregs,
   kvm_dtable,
   KVM_EXIT_IO_OUT,
-  kvm_fpu,
+  KVM_MAX_XCRS,
   kvm_msr_entry,
   kvm_msrs,
   kvm_regs,
@@ -22,8 +23,17 @@ import {
   kvm_run_system_event,
   kvm_segment,
   kvm_sregs,
+  kvm_vcpu_events,
+  kvm_vcpu_events_exception,
+  kvm_vcpu_events_interrupt,
+  kvm_vcpu_events_nmi,
+  kvm_vcpu_events_smi,
+  kvm_vcpu_events_triple_fault,
+  kvm_xcr,
+  kvm_xcrs,
 } from "../ffi/kvm.ts";
-import { type CpuidEntry, ioctlBuf } from "./kvm.ts";
+import type { Field } from "../ffi/layout.ts";
+import { type CpuidEntry, ioctlBuf, readCpuid, threadXsaveArea } from "./kvm.ts";
 
 export type RegName = keyof typeof kvm_regs.fields & string;
 export type Regs = Record<RegName, bigint>;
@@ -64,6 +74,33 @@ export interface Sregs {
   cr8: bigint;
   efer: bigint;
   apicBase: bigint;
+}
+
+/** An extended control register (XCR0 is the only one x86 defines so far). */
+export interface Xcr {
+  xcr: number;
+  value: bigint;
+}
+
+export interface DebugRegs {
+  /** DR0-DR3. */
+  db: bigint[];
+  dr6: bigint;
+  dr7: bigint;
+}
+
+/** Exceptions, interrupts, NMIs and SMIs the vCPU has pending or half-delivered (struct kvm_vcpu_events). */
+export interface VcpuEvents {
+  exception: { injected: number; nr: number; hasErrorCode: number; pending: number; errorCode: number };
+  interrupt: { injected: number; nr: number; soft: number; shadow: number };
+  nmi: { injected: number; pending: number; masked: number };
+  sipiVector: number;
+  /** KVM_VCPUEVENT_VALID_*: which optional parts KVM filled in, and so which KVM_SET_VCPU_EVENTS takes back. */
+  flags: number;
+  smi: { smm: number; pending: number; smmInsideNmi: number; latchedInit: number };
+  tripleFaultPending: number;
+  exceptionHasPayload: number;
+  exceptionPayload: bigint;
 }
 
 /** A KVM exit, decoded from kvm_run before anyone switches on it. */
@@ -199,18 +236,6 @@ export class Vcpu {
     this.setSregs(s);
   }
 
-  /** The raw kvm_fpu block (x87, SSE registers, MXCSR), for snapshots. */
-  getFpu(): Uint8Array {
-    const buf = new Uint8Array(kvm_fpu.size);
-    ioctlBuf(this.#fd, "KVM_GET_FPU", buf);
-    return buf;
-  }
-
-  setFpu(fpu: Uint8Array): void {
-    if (fpu.length !== kvm_fpu.size) throw new Error(`kvm_fpu must be ${kvm_fpu.size} bytes, got ${fpu.length}`);
-    ioctlBuf(this.#fd, "KVM_SET_FPU", fpu);
-  }
-
   getMsrs(indices: readonly number[]): Map<number, bigint> {
     const buf = msrBuffer(indices.map((i) => [i, 0n]));
     const n = ioctlBuf(this.#fd, "KVM_GET_MSRS", buf);
@@ -234,6 +259,92 @@ export class Vcpu {
         `KVM_SET_MSRS wrote ${n} of ${entries.length} MSRs (first refused 0x${entries[n][0].toString(16)})`,
       );
     }
+  }
+
+  /** The CPUID last given with setCpuid, with the bits KVM keeps in step with CR4 and XCR0. */
+  getCpuid(): CpuidEntry[] {
+    // Some kernels (6.1 among them) leave nent as it was on success, so the slots past the real entries come back
+    // zeroed. Firecracker drops them the same way: no real entry is, as leaf 0's eax is the highest basic leaf.
+    return readCpuid(this.#fd, "KVM_GET_CPUID2").filter((e) => e.function || e.index || e.flags || e.eax);
+  }
+
+  /** The raw XSAVE area (x87, SSE, AVX and every other XSAVE component), in the standard format. */
+  getXsave(): Uint8Array {
+    const area = threadXsaveArea();
+    const buf = new Uint8Array(area.size);
+    ioctlBuf(this.#fd, area.get, buf);
+    return buf;
+  }
+
+  setXsave(xsave: Uint8Array): void {
+    // KVM_SET_XSAVE reads as many bytes as KVM_GET_XSAVE2 writes, whatever the buffer's length.
+    const { size } = threadXsaveArea();
+    if (xsave.length !== size) {
+      throw new Error(`the XSAVE area is ${xsave.length} bytes, but this host's KVM takes ${size}`);
+    }
+    ioctlBuf(this.#fd, "KVM_SET_XSAVE", xsave);
+  }
+
+  getXcrs(): Xcr[] {
+    const buf = new Uint8Array(kvm_xcrs.size);
+    ioctlBuf(this.#fd, "KVM_GET_XCRS", buf);
+    const dv = new DataView(buf.buffer);
+    const n = dv.getUint32(kvm_xcrs.fields.nr_xcrs.offset, true);
+    return Array.from({ length: n }, (_, i) => {
+      const at = kvm_xcrs.fields.xcrs.offset + i * kvm_xcr.size;
+      return {
+        xcr: dv.getUint32(at + kvm_xcr.fields.xcr.offset, true),
+        value: dv.getBigUint64(at + kvm_xcr.fields.value.offset, true),
+      };
+    });
+  }
+
+  setXcrs(xcrs: readonly Xcr[]): void {
+    if (xcrs.length > KVM_MAX_XCRS) throw new Error(`${xcrs.length} XCRs, KVM takes at most ${KVM_MAX_XCRS}`);
+    const buf = new Uint8Array(kvm_xcrs.size);
+    const dv = new DataView(buf.buffer);
+    dv.setUint32(kvm_xcrs.fields.nr_xcrs.offset, xcrs.length, true);
+    xcrs.forEach((x, i) => {
+      const at = kvm_xcrs.fields.xcrs.offset + i * kvm_xcr.size;
+      dv.setUint32(at + kvm_xcr.fields.xcr.offset, x.xcr, true);
+      dv.setBigUint64(at + kvm_xcr.fields.value.offset, x.value, true);
+    });
+    ioctlBuf(this.#fd, "KVM_SET_XCRS", buf);
+  }
+
+  getDebugRegs(): DebugRegs {
+    const buf = new Uint8Array(kvm_debugregs.size);
+    ioctlBuf(this.#fd, "KVM_GET_DEBUGREGS", buf);
+    const dv = new DataView(buf.buffer);
+    const f = kvm_debugregs.fields;
+    return {
+      db: Array.from({ length: 4 }, (_, i) => dv.getBigUint64(f.db.offset + 8 * i, true)),
+      dr6: dv.getBigUint64(f.dr6.offset, true),
+      dr7: dv.getBigUint64(f.dr7.offset, true),
+    };
+  }
+
+  setDebugRegs(d: DebugRegs): void {
+    if (d.db.length !== 4) throw new Error(`debug registers: ${d.db.length} breakpoint addresses, x86 has 4`);
+    const buf = new Uint8Array(kvm_debugregs.size);
+    const dv = new DataView(buf.buffer);
+    const f = kvm_debugregs.fields;
+    d.db.forEach((v, i) => dv.setBigUint64(f.db.offset + 8 * i, v, true));
+    dv.setBigUint64(f.dr6.offset, d.dr6, true);
+    dv.setBigUint64(f.dr7.offset, d.dr7, true);
+    ioctlBuf(this.#fd, "KVM_SET_DEBUGREGS", buf);
+  }
+
+  getVcpuEvents(): VcpuEvents {
+    const buf = new Uint8Array(kvm_vcpu_events.size);
+    ioctlBuf(this.#fd, "KVM_GET_VCPU_EVENTS", buf);
+    return decodeVcpuEvents(new DataView(buf.buffer));
+  }
+
+  setVcpuEvents(e: VcpuEvents): void {
+    const buf = new Uint8Array(kvm_vcpu_events.size);
+    encodeVcpuEvents(new DataView(buf.buffer), e);
+    ioctlBuf(this.#fd, "KVM_SET_VCPU_EVENTS", buf);
   }
 
   setCpuid(entries: readonly CpuidEntry[]): void {
@@ -315,6 +426,67 @@ function encodeSregs(dv: DataView, s: Sregs): void {
     dv.setUint16(at + kvm_dtable.fields.limit.offset, s[n].limit, true);
   }
   for (const [k, c] of crNames) dv.setBigUint64(kvm_sregs.fields[c].offset, s[k], true);
+}
+
+const ev = kvm_vcpu_events.fields;
+const exc = kvm_vcpu_events_exception.fields, intr = kvm_vcpu_events_interrupt.fields;
+const nmi = kvm_vcpu_events_nmi.fields, smi = kvm_vcpu_events_smi.fields;
+const tripleFault = kvm_vcpu_events_triple_fault.fields;
+
+function decodeVcpuEvents(dv: DataView): VcpuEvents {
+  const u8 = (part: Field, f: Field) => dv.getUint8(part.offset + f.offset);
+  return {
+    exception: {
+      injected: u8(ev.exception, exc.injected),
+      nr: u8(ev.exception, exc.nr),
+      hasErrorCode: u8(ev.exception, exc.has_error_code),
+      pending: u8(ev.exception, exc.pending),
+      errorCode: dv.getUint32(ev.exception.offset + exc.error_code.offset, true),
+    },
+    interrupt: {
+      injected: u8(ev.interrupt, intr.injected),
+      nr: u8(ev.interrupt, intr.nr),
+      soft: u8(ev.interrupt, intr.soft),
+      shadow: u8(ev.interrupt, intr.shadow),
+    },
+    nmi: { injected: u8(ev.nmi, nmi.injected), pending: u8(ev.nmi, nmi.pending), masked: u8(ev.nmi, nmi.masked) },
+    sipiVector: dv.getUint32(ev.sipi_vector.offset, true),
+    flags: dv.getUint32(ev.flags.offset, true),
+    smi: {
+      smm: u8(ev.smi, smi.smm),
+      pending: u8(ev.smi, smi.pending),
+      smmInsideNmi: u8(ev.smi, smi.smm_inside_nmi),
+      latchedInit: u8(ev.smi, smi.latched_init),
+    },
+    tripleFaultPending: u8(ev.triple_fault, tripleFault.pending),
+    exceptionHasPayload: dv.getUint8(ev.exception_has_payload.offset),
+    exceptionPayload: dv.getBigUint64(ev.exception_payload.offset, true),
+  };
+}
+
+function encodeVcpuEvents(dv: DataView, e: VcpuEvents): void {
+  const u8 = (part: Field, f: Field, v: number) => dv.setUint8(part.offset + f.offset, v);
+  u8(ev.exception, exc.injected, e.exception.injected);
+  u8(ev.exception, exc.nr, e.exception.nr);
+  u8(ev.exception, exc.has_error_code, e.exception.hasErrorCode);
+  u8(ev.exception, exc.pending, e.exception.pending);
+  dv.setUint32(ev.exception.offset + exc.error_code.offset, e.exception.errorCode, true);
+  u8(ev.interrupt, intr.injected, e.interrupt.injected);
+  u8(ev.interrupt, intr.nr, e.interrupt.nr);
+  u8(ev.interrupt, intr.soft, e.interrupt.soft);
+  u8(ev.interrupt, intr.shadow, e.interrupt.shadow);
+  u8(ev.nmi, nmi.injected, e.nmi.injected);
+  u8(ev.nmi, nmi.pending, e.nmi.pending);
+  u8(ev.nmi, nmi.masked, e.nmi.masked);
+  dv.setUint32(ev.sipi_vector.offset, e.sipiVector, true);
+  dv.setUint32(ev.flags.offset, e.flags, true);
+  u8(ev.smi, smi.smm, e.smi.smm);
+  u8(ev.smi, smi.pending, e.smi.pending);
+  u8(ev.smi, smi.smm_inside_nmi, e.smi.smmInsideNmi);
+  u8(ev.smi, smi.latched_init, e.smi.latchedInit);
+  u8(ev.triple_fault, tripleFault.pending, e.tripleFaultPending);
+  dv.setUint8(ev.exception_has_payload.offset, e.exceptionHasPayload);
+  dv.setBigUint64(ev.exception_payload.offset, e.exceptionPayload, true);
 }
 
 /** Requests that the vCPU leave KVM_RUN: set before signalling its thread. */
