@@ -5,6 +5,19 @@
 
 import { Win32Error } from "./dispatch.ts";
 import { win32Constants as W, win32Errors as E } from "./win32.ts";
+import {
+  compareNames,
+  fold,
+  foldPath,
+  guestPathString,
+  isWithin,
+  joinHost,
+  listDir,
+  Overlay,
+  OverlayError,
+  pickEntry,
+  writeFileAtomic,
+} from "./overlay.ts";
 
 /**
  * A call on the drive failed the Win32 way; `code` is what GetLastError returns. It is a
@@ -63,7 +76,6 @@ export interface FindEntry {
 // ---------------------------------------------------------------------------------------------
 // Guest paths
 
-const DRIVE = "C:";
 const MAX_NAME_LENGTH = 255;
 const MAX_PATH_LENGTH = 32767;
 /** Win32 maps these to devices in every directory, whatever the extension; superscript digits count too. */
@@ -76,19 +88,6 @@ const DEVICE_NAMES = new Set([
   "conout$",
   ...["com", "lpt"].flatMap((port) => [..."123456789¹²³"].map((digit) => port + digit)),
 ]);
-
-/** The case-insensitive comparison key of a name. */
-function fold(name: string): string {
-  return name.toUpperCase().toLowerCase();
-}
-
-function foldPath(names: readonly string[]): string {
-  return names.map(fold).join("\\");
-}
-
-function guestPathString(names: readonly string[]): string {
-  return `${DRIVE}\\${names.join("\\")}`;
-}
 
 /** Guest strings can be 32K characters of control codes; messages show a readable, bounded form. */
 function quote(text: string): string {
@@ -142,7 +141,7 @@ function parseGuestPath(input: string, cwd: readonly string[], pattern = false):
   parts.forEach((part, i) => {
     if (part === ".") return;
     if (part === "..") {
-      if (names.length === 0) throw refuse(E.ERROR_ACCESS_DENIED, `leads above ${DRIVE}\\`);
+      if (names.length === 0) throw refuse(E.ERROR_ACCESS_DENIED, `leads above ${guestPathString([])}`);
       names.pop();
       return;
     }
@@ -270,33 +269,12 @@ function hostCall<T>(where: string, action: () => T): T {
   try {
     return action();
   } catch (e) {
+    // The overlay is pvx's own; what is wrong in it is someone else's doing, so the guest is refused.
+    if (e instanceof OverlayError) throw new FileViewError(E.ERROR_ACCESS_DENIED, e.message);
     const errno = (e as { code?: unknown } | null)?.code;
     if (e instanceof FileViewError || typeof errno !== "string") throw e;
     throw new FileViewError(HOST_ERRORS[errno] ?? E.ERROR_ACCESS_DENIED, `${where}: ${(e as Error).message}`);
   }
-}
-
-function joinHost(dir: string, name: string): string {
-  return dir.endsWith("/") ? dir + name : `${dir}/${name}`;
-}
-
-function isWithin(path: string, root: string): boolean {
-  return path === root || path.startsWith(root.endsWith("/") ? root : `${root}/`);
-}
-
-/** The host directory is case-sensitive and the guest is not: the match to use, exact first, then the lowest. */
-function pickEntry(entries: readonly Deno.DirEntry[], name: string): Deno.DirEntry | undefined {
-  const key = fold(name);
-  let found: Deno.DirEntry | undefined;
-  for (const entry of entries) {
-    if (entry.name === name) return entry;
-    if (fold(entry.name) === key && (!found || entry.name < found.name)) found = entry;
-  }
-  return found;
-}
-
-function listDir(dir: string): Deno.DirEntry[] {
-  return [...Deno.readDirSync(dir)];
 }
 
 const UNIX_EPOCH_FILETIME = 116444736000000000n;
@@ -322,32 +300,6 @@ function writeAt(file: Deno.FsFile, from: Uint8Array, position: number): number 
   file.seekSync(position, Deno.SeekMode.Start);
   for (let done = 0; done < from.length;) done += file.writeSync(from.subarray(done));
   return from.length;
-}
-
-/**
- * Puts `bytes` at `target` so that a crash leaves the old content or the new, never a torn file.
- * `tempDir` must be on the same filesystem (rename is only atomic within one) and out of the guest's sight.
- */
-function writeFileAtomic(target: string, bytes: Uint8Array, tempDir: string): void {
-  const temp = `${tempDir}/${crypto.randomUUID()}`;
-  try {
-    using file = Deno.openSync(temp, { write: true, createNew: true });
-    for (let done = 0; done < bytes.length;) done += file.writeSync(bytes.subarray(done));
-    // Without the fsync, a crash soon after the rename could leave the name pointing at unwritten blocks.
-    file.syncSync();
-  } catch (e) {
-    Deno.removeSync(temp);
-    throw e;
-  }
-  Deno.renameSync(temp, target);
-  // Persists the rename. Best-effort: some filesystems refuse to fsync a directory, and the content
-  // is complete under its name either way; only durability across a power cut is weaker.
-  try {
-    using dir = Deno.openSync(target.slice(0, target.lastIndexOf("/")) || "/", { read: true });
-    dir.syncSync();
-  } catch {
-    // See above.
-  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -381,85 +333,6 @@ function indexBundle(files: ReadonlyMap<string, Uint8Array>): BundleEntry {
     dir.children!.set(fold(name), { name, bytes });
   }
   return root;
-}
-
-/** Bundle paths the guest deleted or renamed away; they hide the bundle at and below them, across restarts. */
-class Whiteouts {
-  readonly #paths = new Map<string, readonly string[]>();
-
-  constructor(readonly file: string, readonly tempDir: string) {
-    let text: string;
-    try {
-      text = Deno.readTextFileSync(file);
-    } catch (e) {
-      if (e instanceof Deno.errors.NotFound) return;
-      throw e;
-    }
-    let data;
-    try {
-      data = JSON.parse(text);
-    } catch (e) {
-      throw new Error(`overlay metadata ${file}: ${(e as Error).message}`);
-    }
-    const valid = data?.version === 1 && Array.isArray(data.whiteouts) &&
-      data.whiteouts.every((p: unknown) => Array.isArray(p) && p.every((n) => typeof n === "string"));
-    if (!valid) throw new Error(`overlay metadata ${file} is not {"version":1,"whiteouts":[[name,...],...]}`);
-    for (const names of data.whiteouts as string[][]) this.#paths.set(foldPath(names), names);
-  }
-
-  hides(names: readonly string[]): boolean {
-    return this.#paths.has(foldPath(names));
-  }
-
-  add(names: readonly string[]): void {
-    const key = foldPath(names);
-    // Whiteouts below this one are now redundant.
-    for (const other of this.#paths.keys()) if (other.startsWith(`${key}\\`)) this.#paths.delete(other);
-    this.#paths.set(key, names);
-    const json = JSON.stringify({ version: 1, whiteouts: [...this.#paths.values()] });
-    writeFileAtomic(this.file, new TextEncoder().encode(json), this.tempDir);
-  }
-
-  list(): string[] {
-    return [...this.#paths.values()].map(guestPathString).sort();
-  }
-}
-
-/**
- * The overlay directory: guest content under files/, so metadata beside it (whiteouts.json, tmp/)
- * has no guest name at all.
- */
-class Overlay {
-  readonly files: string;
-  readonly temp: string;
-  readonly whiteouts: Whiteouts;
-
-  constructor(dir: string) {
-    this.files = `${dir}/files`;
-    this.temp = `${dir}/tmp`;
-    Deno.mkdirSync(this.files, { recursive: true });
-    Deno.mkdirSync(this.temp, { recursive: true });
-    // Anything left in tmp/ is from a write a crash interrupted; its target still holds the old content.
-    for (const entry of listDir(this.temp)) Deno.removeSync(joinHost(this.temp, entry.name), { recursive: true });
-    this.whiteouts = new Whiteouts(`${dir}/whiteouts.json`, this.temp);
-  }
-
-  /** The overlay directory for guest directory `names`, created with the stored case where missing. */
-  ensureDir(names: readonly string[]): string {
-    let dir = this.files;
-    for (const [i, name] of names.entries()) {
-      const entry = pickEntry(listDir(dir), name);
-      if (entry && !entry.isDirectory) {
-        throw new FileViewError(
-          E.ERROR_ACCESS_DENIED,
-          `the overlay holds a non-directory where ${guestPathString(names.slice(0, i + 1))} must be one`,
-        );
-      }
-      dir = joinHost(dir, entry?.name ?? name);
-      if (!entry) Deno.mkdirSync(dir);
-    }
-    return dir;
-  }
 }
 
 /** A shared host directory mounted on the drive. */
@@ -1251,7 +1124,7 @@ export class FileView {
       const matches = wildcardMatcher(names.at(-1)!);
       const entries = this.#drive.children(dir).map((node) => this.#findEntry(node.names.at(-1)!, node))
         .filter((entry) => matches(entry.name))
-        .sort((a, b) => compare(fold(a.name), fold(b.name)) || compare(a.name, b.name));
+        .sort((a, b) => compareNames(a.name, b.name));
       if (dir.names.length > 0) {
         const parent = this.#drive.resolve(dir.names.slice(0, -1));
         const dots = [this.#findEntry(".", dir), this.#findEntry("..", parent.found ? parent.node : dir)];
@@ -1309,8 +1182,4 @@ export class FileView {
 /** Whether guest path `names` is `dir` or inside it. */
 function isInside(names: readonly string[], dir: readonly string[]): boolean {
   return names.length >= dir.length && foldPath(names.slice(0, dir.length)) === foldPath(dir);
-}
-
-function compare(a: string, b: string): number {
-  return a < b ? -1 : a > b ? 1 : 0;
 }

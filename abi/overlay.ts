@@ -1,0 +1,1014 @@
+// The copy-on-write overlay: where an instance's changes to its drive live on the host, and
+// how they travel when no instance is using the overlay: merged into another session's
+// overlay, synced to plain host files, reset, or packed into the bytes a snapshot carries.
+//
+// Layout of an overlay directory:
+//   files/          guest content, names in their stored case (the guest compares them ignoring case)
+//   whiteouts.json  {"version":1,"whiteouts":[[name,...],...]}: bundle paths the guest deleted or renamed away
+//   tmp/            where atomic writes start; anything left there is debris of an interrupted write
+// A whiteout hides only the bundle, never files/: a guest that deletes a bundle file and makes a
+// new one in its place leaves both the whiteout and the new file.
+//
+// An overlay records state, not history: a file the guest made and deleted again leaves no
+// trace, so merging or syncing cannot delete a copy an earlier merge or sync made of it.
+
+import { createHash } from "node:crypto";
+import { dirname } from "node:path";
+
+/** An overlay directory or its content is not what pvx writes; the message names the path and the problem. */
+export class OverlayError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "OverlayError";
+  }
+}
+
+/** A packed overlay is truncated or malformed: `where` names the bytes, `offset` the spot. */
+export class OverlayArchiveError extends OverlayError {
+  constructor(readonly where: string, readonly offset: number, readonly reason: string) {
+    super(`${where}: offset ${offset}: ${reason}`);
+    this.name = "OverlayArchiveError";
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Guest names
+
+const DRIVE = "C:";
+
+/** The case-insensitive comparison key of a name. */
+export function fold(name: string): string {
+  return name.toUpperCase().toLowerCase();
+}
+
+export function foldPath(names: readonly string[]): string {
+  return names.map(fold).join("\\");
+}
+
+export function guestPathString(names: readonly string[]): string {
+  return `${DRIVE}\\${names.join("\\")}`;
+}
+
+/** Case-insensitive first, so an order never depends on how a host happens to list or sort names. */
+export function compareNames(a: string, b: string): number {
+  return compare(fold(a), fold(b)) || compare(a, b);
+}
+
+/** A directory before what it holds, siblings by compareNames: the order of a depth-first walk. */
+function comparePaths(a: readonly string[], b: readonly string[]): number {
+  for (let i = 0; i < Math.min(a.length, b.length); i++) {
+    const order = compareNames(a[i], b[i]);
+    if (order !== 0) return order;
+  }
+  return a.length - b.length;
+}
+
+function compare(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+/** A directory ends in "\" in reports, so a script can tell the kinds apart. */
+function displayPath(names: readonly string[], isDir: boolean): string {
+  return guestPathString(names) + (isDir && names.length > 0 ? "\\" : "");
+}
+
+const MAX_NAME_BYTES = 255;
+
+/**
+ * Why `name` cannot be one component of an overlay path, if it cannot. Guests cannot make such
+ * names, and a host directory or an archive could not hold them unchanged.
+ */
+function nameProblem(name: string): string | undefined {
+  const shown = JSON.stringify(name.length > 80 ? `${name.slice(0, 80)}…` : name);
+  if (name === "" || name === "." || name === "..") return `${shown} is not a file name`;
+  if (/[/\\\0]/.test(name)) return `${shown} contains "/", "\\" or NUL`;
+  if (!name.isWellFormed()) return `${shown} contains a lone UTF-16 surrogate`;
+  const bytes = new TextEncoder().encode(name).length;
+  if (bytes > MAX_NAME_BYTES) return `${shown} is ${bytes} bytes of UTF-8, more than ${MAX_NAME_BYTES}`;
+  return undefined;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Host helpers
+
+export function joinHost(dir: string, name: string): string {
+  return dir.endsWith("/") ? dir + name : `${dir}/${name}`;
+}
+
+export function isWithin(path: string, root: string): boolean {
+  return path === root || path.startsWith(root.endsWith("/") ? root : `${root}/`);
+}
+
+/** The host directory is case-sensitive and the guest is not: the match to use, exact first, then the lowest. */
+export function pickEntry(entries: readonly Deno.DirEntry[], name: string): Deno.DirEntry | undefined {
+  const key = fold(name);
+  let found: Deno.DirEntry | undefined;
+  for (const entry of entries) {
+    if (entry.name === name) return entry;
+    if (fold(entry.name) === key && (!found || entry.name < found.name)) found = entry;
+  }
+  return found;
+}
+
+export function listDir(dir: string): Deno.DirEntry[] {
+  return [...Deno.readDirSync(dir)];
+}
+
+function mtimeOf(info: Deno.FileInfo): number {
+  return info.mtime?.getTime() ?? 0;
+}
+
+function writeAll(file: Deno.FsFile, bytes: Uint8Array): void {
+  for (let done = 0; done < bytes.length;) done += file.writeSync(bytes.subarray(done));
+}
+
+/**
+ * Persists the names in `dir` (a rename, a new file). Best-effort: some filesystems refuse to fsync
+ * a directory, and the content is complete under its name either way; only durability across a
+ * power cut is weaker.
+ */
+function syncDir(dir: string): void {
+  try {
+    using handle = Deno.openSync(dir, { read: true });
+    handle.syncSync();
+  } catch {
+    // See above.
+  }
+}
+
+/**
+ * Puts new content at `target` so that a crash leaves the old content or the new, never a torn file.
+ * `fill` writes it to `temp`, which must be on the same filesystem (rename is only atomic within one).
+ */
+function replaceAtomic(target: string, temp: string, fill: (file: Deno.FsFile) => void): void {
+  {
+    using file = Deno.openSync(temp, { write: true, createNew: true });
+    try {
+      fill(file);
+      // Without the fsync, a crash soon after the rename could leave the name pointing at unwritten blocks.
+      file.syncSync();
+    } catch (e) {
+      Deno.removeSync(temp);
+      throw e;
+    }
+  }
+  Deno.renameSync(temp, target);
+  syncDir(dirname(target));
+}
+
+/** `tempDir` must be on the target's filesystem and out of the guest's sight. */
+export function writeFileAtomic(target: string, bytes: Uint8Array, tempDir: string): void {
+  replaceAtomic(target, joinHost(tempDir, crypto.randomUUID()), (file) => writeAll(file, bytes));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The layout
+
+/** Bundle paths the guest deleted or renamed away; they hide the bundle at and below them, across restarts. */
+export class Whiteouts {
+  readonly #paths = new Map<string, readonly string[]>();
+
+  constructor(readonly file: string, readonly tempDir: string) {
+    let text: string;
+    try {
+      text = Deno.readTextFileSync(file);
+    } catch (e) {
+      if (e instanceof Deno.errors.NotFound) return;
+      throw e;
+    }
+    let data;
+    try {
+      data = JSON.parse(text);
+    } catch (e) {
+      throw new OverlayError(`overlay metadata ${file}: ${(e as Error).message}`);
+    }
+    const valid = data?.version === 1 && Array.isArray(data.whiteouts) &&
+      data.whiteouts.every((p: unknown) => Array.isArray(p) && p.every((n) => typeof n === "string"));
+    if (!valid) throw new OverlayError(`overlay metadata ${file} is not {"version":1,"whiteouts":[[name,...],...]}`);
+    for (const names of data.whiteouts as string[][]) this.#paths.set(foldPath(names), names);
+  }
+
+  hides(names: readonly string[]): boolean {
+    return this.#paths.has(foldPath(names));
+  }
+
+  /** Saves once, atomically, and only if that hides something not hidden already. */
+  add(...paths: readonly (readonly string[])[]): void {
+    let changed = false;
+    for (const names of paths) {
+      const key = foldPath(names);
+      if (this.#hiddenAbove(names) || this.#paths.has(key)) continue;
+      // Whiteouts below this one are now redundant.
+      for (const other of this.#paths.keys()) if (other.startsWith(`${key}\\`)) this.#paths.delete(other);
+      this.#paths.set(key, names);
+      changed = true;
+    }
+    if (!changed) return;
+    const json = JSON.stringify({ version: 1, whiteouts: [...this.#paths.values()] });
+    writeFileAtomic(this.file, new TextEncoder().encode(json), this.tempDir);
+  }
+
+  list(): string[] {
+    return [...this.#paths.values()].map(guestPathString).sort();
+  }
+
+  /** Each whiteout that matters (none below another), in comparePaths order: what archives and merges carry. */
+  paths(): string[][] {
+    return [...this.#paths.values()].filter((names) => !this.#hiddenAbove(names)).map((names) => [...names])
+      .sort(comparePaths);
+  }
+
+  #hiddenAbove(names: readonly string[]): boolean {
+    return names.some((_, i) => i > 0 && this.#paths.has(foldPath(names.slice(0, i))));
+  }
+}
+
+/**
+ * The overlay directory: guest content under files/, so metadata beside it (whiteouts.json, tmp/)
+ * has no guest name at all.
+ */
+export class Overlay {
+  readonly files: string;
+  readonly temp: string;
+  readonly whiteouts: Whiteouts;
+
+  constructor(dir: string) {
+    this.files = `${dir}/files`;
+    this.temp = `${dir}/tmp`;
+    Deno.mkdirSync(this.files, { recursive: true });
+    Deno.mkdirSync(this.temp, { recursive: true });
+    // Anything left in tmp/ is from a write a crash interrupted; its target still holds the old content.
+    for (const entry of listDir(this.temp)) Deno.removeSync(joinHost(this.temp, entry.name), { recursive: true });
+    this.whiteouts = new Whiteouts(`${dir}/whiteouts.json`, this.temp);
+  }
+
+  /** The overlay directory for guest directory `names`, created with the stored case where missing. */
+  ensureDir(names: readonly string[]): string {
+    let dir = this.files;
+    for (const [i, name] of names.entries()) {
+      const entry = pickEntry(listDir(dir), name);
+      if (entry && !entry.isDirectory) {
+        throw new OverlayError(
+          `the overlay holds a non-directory where ${guestPathString(names.slice(0, i + 1))} must be one`,
+        );
+      }
+      dir = joinHost(dir, entry?.name ?? name);
+      if (!entry) Deno.mkdirSync(dir);
+    }
+    return dir;
+  }
+}
+
+/** The paths of an existing overlay; refuses, before anything is touched, a directory that is not one. */
+function overlayPaths(dir: string): { files: string; temp: string; whiteouts: string } {
+  const paths = { files: `${dir}/files`, temp: `${dir}/tmp`, whiteouts: `${dir}/whiteouts.json` };
+  const kind = (path: string) => {
+    try {
+      const info = Deno.lstatSync(path);
+      return info.isDirectory ? "directory" : info.isSymlink ? "symbolic link" : "file";
+    } catch (e) {
+      if (e instanceof Deno.errors.NotFound) return "missing";
+      throw e;
+    }
+  };
+  if (kind(dir) !== "directory") throw new OverlayError(`${dir} is not a directory`);
+  const files = kind(paths.files);
+  if (files !== "directory") {
+    throw new OverlayError(
+      `${dir} is not an overlay: its files/ is ${files === "missing" ? "missing" : `a ${files}, not a directory`}`,
+    );
+  }
+  const temp = kind(paths.temp);
+  if (temp !== "missing" && temp !== "directory") throw new OverlayError(`${dir}: its tmp/ is a ${temp}`);
+  return paths;
+}
+
+/** A file or directory of an overlay, as read before anything changes. */
+interface Entry {
+  /** The guest path, case as stored; empty for files/ itself. */
+  names: string[];
+  host: string;
+  isDir: boolean;
+  /** Milliseconds since 1970, what Deno reports and sets. */
+  mtime: number;
+  size: number;
+  /** In compareNames order; empty for a file. */
+  children: Entry[];
+}
+
+interface OverlayContent {
+  root: Entry;
+  whiteouts: string[][];
+}
+
+/** All of an overlay, checked: anything a guest could not have made there is refused, naming it. */
+function readOverlay(dir: string): OverlayContent {
+  const paths = overlayPaths(dir);
+  const whiteouts = new Whiteouts(paths.whiteouts, paths.temp).paths();
+  for (const names of whiteouts) {
+    const problem = names.length === 0 ? "names no path" : names.map(nameProblem).find((p) => p !== undefined);
+    if (problem) throw new OverlayError(`${paths.whiteouts}: whiteout ${JSON.stringify(names)}: ${problem}`);
+  }
+  const read = (host: string, names: string[], info: Deno.FileInfo): Entry => {
+    const entry = { names, host, isDir: info.isDirectory, mtime: mtimeOf(info) };
+    if (!info.isDirectory) return { ...entry, size: info.size, children: [] };
+    const byKey = new Map<string, string>();
+    const children = listDir(host).sort((a, b) => compareNames(a.name, b.name)).map((child) => {
+      const path = joinHost(host, child.name);
+      const problem = nameProblem(child.name);
+      if (problem) throw new OverlayError(`${path}: ${problem}`);
+      const twin = byKey.get(fold(child.name));
+      if (twin !== undefined) {
+        throw new OverlayError(`${path} and ${joinHost(host, twin)} differ only in case; a guest sees one name`);
+      }
+      byKey.set(fold(child.name), child.name);
+      const childInfo = Deno.lstatSync(path);
+      if (!childInfo.isFile && !childInfo.isDirectory) {
+        throw new OverlayError(`${path} is neither a file nor a directory; an overlay holds only those`);
+      }
+      return read(path, [...names, child.name], childInfo);
+    });
+    return { ...entry, size: 0, children };
+  };
+  return { root: read(paths.files, [], Deno.lstatSync(paths.files)), whiteouts };
+}
+
+function newest(entry: Entry): number {
+  return Math.max(entry.mtime, ...entry.children.map(newest));
+}
+
+function realDir(path: string, what: string): string {
+  let real: string;
+  try {
+    real = Deno.realPathSync(path);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) throw new OverlayError(`${what} ${path} does not exist`);
+    throw e;
+  }
+  if (!Deno.statSync(real).isDirectory) throw new OverlayError(`${what} ${path} is not a directory`);
+  return real;
+}
+
+/** Copying a tree into itself would never end, and merging an overlay with itself would only look like work. */
+function refuseNesting(a: string, b: string, what: string): void {
+  const [ra, rb] = [Deno.realPathSync(a), Deno.realPathSync(b)];
+  if (isWithin(ra, rb) || isWithin(rb, ra)) throw new OverlayError(`${what}: ${a} and ${b} are the same or nested`);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Applying an overlay to a directory tree: the plan, then its execution
+
+/** An entry of the tree an overlay is applied to, as found before anything changed. */
+interface Found {
+  /** The guest path, case as the target stores it. */
+  names: string[];
+  host: string;
+  isDir: boolean;
+  mtime: number;
+}
+
+/** One step of applying an overlay; the plan is made before any of them runs. */
+type Step =
+  | { op: "delete"; path: string; host: string; removed: string[] }
+  | { op: "mkdir"; path: string; host: string; mtime: number }
+  /** A directory both have: only its time changes, once what goes into it is in. */
+  | { op: "enter"; path: string; host: string; mtime: number }
+  | { op: "copy"; path: string; from: string; host: string; mtime: number; size: number; replaces: boolean }
+  | { op: "keep"; path: string };
+
+/** The tree being changed, looked up as a guest would: one component at a time, ignoring case. */
+class Target {
+  readonly root: Found;
+  readonly #listings = new Map<string, Deno.DirEntry[]>();
+  /** Host paths earlier steps of the plan delete: later lookups must not find them. */
+  readonly #gone = new Set<string>();
+
+  constructor(root: string) {
+    this.root = { names: [], host: root, isDir: true, mtime: mtimeOf(Deno.statSync(root)) };
+  }
+
+  child(dir: Found, name: string): Found | undefined {
+    let entries = this.#listings.get(dir.host);
+    if (!entries) this.#listings.set(dir.host, entries = listDir(dir.host));
+    const entry = pickEntry(entries, name);
+    if (!entry) return undefined;
+    const host = joinHost(dir.host, entry.name);
+    if (this.#gone.has(host)) return undefined;
+    const info = Deno.lstatSync(host);
+    // A link could lead anywhere on the host, and a device or FIFO would block or reach hardware.
+    if (!info.isFile && !info.isDirectory) {
+      throw new OverlayError(
+        `${host} is ${info.isSymlink ? "a symbolic link" : "neither a file nor a directory"}; ` +
+          "pvx only replaces or deletes files and directories",
+      );
+    }
+    return { names: [...dir.names, entry.name], host, isDir: info.isDirectory, mtime: mtimeOf(info) };
+  }
+
+  resolve(names: readonly string[]): Found | undefined {
+    let found: Found | undefined = this.root;
+    for (const name of names) {
+      found = found.isDir ? this.child(found, name) : undefined;
+      if (!found) return undefined;
+    }
+    return found;
+  }
+
+  delete(found: Found): Step {
+    this.#gone.add(found.host);
+    const removed = this.#below(found).map((e) => displayPath(e.names, e.isDir));
+    return { op: "delete", path: displayPath(found.names, found.isDir), host: found.host, removed };
+  }
+
+  newest(found: Found): number {
+    return Math.max(...this.#below(found).map((e) => e.mtime));
+  }
+
+  /** `found` and everything in it that the plan has not deleted, links as themselves. */
+  #below(found: Found): Found[] {
+    if (!found.isDir) return [found];
+    const children = listDir(found.host).map((entry) => entry.name).sort(compareNames)
+      .map((name) => ({ name, host: joinHost(found.host, name) }))
+      .filter(({ host }) => !this.#gone.has(host));
+    return [
+      found,
+      ...children.flatMap(({ name, host }) => {
+        const info = Deno.lstatSync(host);
+        return this.#below({ names: [...found.names, name], host, isDir: info.isDirectory, mtime: mtimeOf(info) });
+      }),
+    ];
+  }
+}
+
+/**
+ * What applying `source` to `target` does. Whiteouts delete what the target has at their paths;
+ * then each overlay entry goes in, unless `wins` says the target's entry at that path stays.
+ */
+function plan(source: OverlayContent, target: Target, wins: (entry: Entry, found: Found) => boolean): Step[] {
+  const steps: Step[] = [];
+  for (const names of source.whiteouts) {
+    const found = target.resolve(names);
+    if (found) steps.push(target.delete(found));
+  }
+  const copy = (entry: Entry, path: string, host: string, replaces: boolean): Step => ({
+    op: "copy",
+    path,
+    from: entry.host,
+    host,
+    mtime: entry.mtime,
+    size: entry.size,
+    replaces,
+  });
+  const add = (entry: Entry, dir: string, names: string[]) => {
+    const host = joinHost(dir, entry.names.at(-1)!);
+    const path = displayPath(names, entry.isDir);
+    if (!entry.isDir) {
+      steps.push(copy(entry, path, host, false));
+      return;
+    }
+    steps.push({ op: "mkdir", path, host, mtime: entry.mtime });
+    for (const child of entry.children) add(child, host, [...names, child.names.at(-1)!]);
+  };
+  const merge = (dir: Entry, into: Found) => {
+    for (const entry of dir.children) {
+      const name = entry.names.at(-1)!;
+      const found = target.child(into, name);
+      if (!found) add(entry, into.host, [...into.names, name]);
+      else if (entry.isDir && found.isDir) {
+        steps.push({
+          op: "enter",
+          path: displayPath(found.names, true),
+          host: found.host,
+          mtime: Math.max(entry.mtime, found.mtime),
+        });
+        merge(entry, found);
+      } else if (!wins(entry, found)) steps.push({ op: "keep", path: displayPath(found.names, found.isDir) });
+      else if (entry.isDir || found.isDir) {
+        steps.push(target.delete(found));
+        add(entry, into.host, [...into.names, name]);
+      } else steps.push(copy(entry, displayPath(found.names, false), found.host, true));
+    }
+  };
+  merge(source.root, target.root);
+  return steps;
+}
+
+/** Where a long merge or sync stands; the CLI shows it, the library only reports it. */
+export interface Progress {
+  step: number;
+  steps: number;
+  bytes: number;
+  totalBytes: number;
+  /** The guest path being worked on. */
+  path: string;
+}
+
+export type OnProgress = (progress: Progress) => void;
+
+const COPY_CHUNK = 1 << 20;
+
+/** Runs `steps` in order; every copy is atomic, through a temp name `tempFor` gives beside its target. */
+function execute(steps: readonly Step[], tempFor: (target: string) => string, onProgress?: OnProgress): void {
+  const progress: Progress = {
+    step: 0,
+    steps: steps.length,
+    bytes: 0,
+    totalBytes: steps.reduce((sum, s) => sum + (s.op === "copy" ? s.size : 0), 0),
+    path: "",
+  };
+  for (const step of steps) {
+    progress.path = step.path;
+    onProgress?.(progress);
+    if (step.op === "delete") Deno.removeSync(step.host, { recursive: true });
+    else if (step.op === "mkdir") Deno.mkdirSync(step.host);
+    else if (step.op === "copy") {
+      replaceAtomic(step.host, tempFor(step.host), (file) => {
+        using from = Deno.openSync(step.from, { read: true });
+        const buffer = new Uint8Array(COPY_CHUNK);
+        for (let n = from.readSync(buffer); n !== null; n = from.readSync(buffer)) {
+          writeAll(file, buffer.subarray(0, n));
+          progress.bytes += n;
+          onProgress?.(progress);
+        }
+        file.utimeSync(new Date(step.mtime), new Date(step.mtime));
+      });
+    }
+    progress.step++;
+  }
+  onProgress?.(progress);
+  // Writing into a directory changes its time, so times are set last, deepest first.
+  for (const step of steps.toReversed()) {
+    if (step.op === "mkdir" || step.op === "enter") {
+      Deno.utimeSync(step.host, new Date(step.mtime), new Date(step.mtime));
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Merge
+
+export interface MergeReport {
+  /** SRC's files and directories DEST did not have; directories end in "\". In plan order, as all lists here. */
+  added: string[];
+  /** DEST files SRC's newer copy replaced. */
+  replaced: string[];
+  /** What DEST lost: entries under SRC's whiteouts, and entries an entry of the other kind replaced. */
+  deleted: string[];
+  /** DEST entries at least as new as SRC's entry at the same path, which stayed. */
+  kept: string[];
+  /** Whiteouts DEST gained. */
+  whiteouts: string[];
+}
+
+/**
+ * Merges the overlay `src` into the existing overlay `dest`; `src` is only read. Neither may be in
+ * use by an instance, which keeps its whiteouts in memory.
+ *
+ * The rule, per path (names compared ignoring case):
+ * - A whiteout in SRC is carried to DEST, and DEST's entry at its path (with all it holds) is
+ *   deleted: a deletion has no time, so SRC's is taken as the later change.
+ * - Then each SRC entry: one DEST lacks is added. A file replaces DEST's file at its path only if
+ *   its modification time is later; on a tie DEST's stays, so merging twice changes nothing. Two
+ *   directories merge entry by entry and end with the later of their times. Where the kinds differ,
+ *   the side whose newest time (of the entry and all it holds) is later wins, DEST on a tie.
+ * - DEST's whiteouts stay, even under a SRC file: a whiteout hides only the bundle, so the file shows
+ *   anyway, and the whiteout is what keeps the bundle's entry (perhaps a directory) hidden once that
+ *   file is deleted.
+ * A replaced file keeps DEST's spelling of its name; a file copied in has SRC's time.
+ *
+ * Crash safety: every file goes in by an atomic rename through DEST's tmp/, so each DEST file is
+ * the old one or the new one. whiteouts.json is written first: whiteouts hide no DEST file, so
+ * until the deletions are done DEST shows what it had; written last, a crash after the deletions
+ * would uncover bundle files that SRC had deleted. Running the merge again completes it.
+ */
+export function mergeOverlay(src: string, dest: string, o: { onProgress?: OnProgress } = {}): MergeReport {
+  const source = readOverlay(src);
+  const paths = overlayPaths(dest);
+  refuseNesting(src, dest, "merge");
+  const target = new Target(paths.files);
+  const steps = plan(source, target, (entry, found) => newest(entry) > target.newest(found));
+  // Only now that the plan stands is DEST touched (tmp/ made, crash debris cleared).
+  const overlay = new Overlay(dest);
+  const before = new Set(overlay.whiteouts.list());
+  overlay.whiteouts.add(...source.whiteouts);
+  execute(steps, () => joinHost(overlay.temp, crypto.randomUUID()), o.onProgress);
+  return {
+    added: steps.flatMap((s) => s.op === "mkdir" || (s.op === "copy" && !s.replaces) ? [s.path] : []),
+    replaced: steps.flatMap((s) => s.op === "copy" && s.replaces ? [s.path] : []),
+    deleted: steps.flatMap((s) => s.op === "delete" ? s.removed : []),
+    kept: steps.flatMap((s) => s.op === "keep" ? [s.path] : []),
+    whiteouts: overlay.whiteouts.list().filter((path) => !before.has(path)),
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sync
+
+export type SyncAction =
+  /** `removed` lists the entry and all it held. */
+  | { op: "delete"; path: string; host: string; removed: string[] }
+  | { op: "mkdir"; path: string; host: string }
+  | { op: "copy"; path: string; host: string; size: number; replaces: boolean };
+
+export interface SyncReport {
+  dryRun: boolean;
+  /** In the order they run (or would). */
+  actions: SyncAction[];
+}
+
+/**
+ * Applies the overlay's changes to the plain host directory `hostDir`, for use without pvx: what
+ * whiteouts name is deleted, then every overlay directory is created and every file copied in
+ * (atomically, with its time), replacing whatever is at its path. Host names match ignoring case
+ * as on the drive, and an existing name keeps its spelling. Symbolic links and devices on the way
+ * are refused: a link could lead outside `hostDir`. With `dryRun`, only the plan is made.
+ *
+ * `hostDir` should hold what the overlay was made over (the app's files, or an earlier sync): a
+ * whiteout deletes whatever is at its path there, each time, as it cannot tell the bundle's files
+ * from ones added since.
+ */
+export function syncOverlay(
+  overlayDir: string,
+  hostDir: string,
+  o: { dryRun?: boolean; onProgress?: OnProgress } = {},
+): SyncReport {
+  const source = readOverlay(overlayDir);
+  const root = realDir(hostDir, "host directory");
+  refuseNesting(overlayDir, root, "sync");
+  const steps = plan(source, new Target(root), () => true);
+  // A dot name stays out of most listings; a crash can leave one behind in the user's directory.
+  if (!o.dryRun) execute(steps, (target) => joinHost(dirname(target), `.pvx-${crypto.randomUUID()}`), o.onProgress);
+  const actions = steps.flatMap((s): SyncAction[] => {
+    switch (s.op) {
+      case "delete":
+        return [s];
+      case "mkdir":
+        return [{ op: s.op, path: s.path, host: s.host }];
+      case "copy":
+        return [{ op: s.op, path: s.path, host: s.host, size: s.size, replaces: s.replaces }];
+      default:
+        return [];
+    }
+  });
+  return { dryRun: o.dryRun ?? false, actions };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reset
+
+export interface ResetReport {
+  reset: boolean;
+  /** What the overlay held: files, whiteouts.json and debris in tmp/. */
+  bytes: number;
+  freed: number;
+}
+
+function bytesIn(path: string): number {
+  let info: Deno.FileInfo;
+  try {
+    info = Deno.lstatSync(path);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return 0;
+    throw e;
+  }
+  if (info.isFile) return info.size;
+  if (!info.isDirectory) return 0;
+  return listDir(path).reduce((sum, entry) => sum + bytesIn(joinHost(path, entry.name)), 0);
+}
+
+/**
+ * Empties the overlay (files and whiteouts), or with `ifLargerThan` (bytes) only an overlay that
+ * holds more. pvx keeps no record of what was merged or synced, so reset does not guess whether
+ * changes still matter: running it is the decision. It removes only what is inside `dir`, links
+ * as links, and refuses a directory without files/, which is not an overlay.
+ *
+ * files/ goes in one rename, so a crash never leaves part of the guest's files; whiteouts.json
+ * goes after: a crash in between only keeps deleted bundle files hidden, which resetting again
+ * fixes, where the other order could show them beside the guest's own files.
+ */
+export function resetOverlay(dir: string, o: { ifLargerThan?: number } = {}): ResetReport {
+  const paths = overlayPaths(dir);
+  const bytes = bytesIn(paths.files) + bytesIn(paths.whiteouts) + bytesIn(paths.temp);
+  if (o.ifLargerThan !== undefined && bytes <= o.ifLargerThan) return { reset: false, bytes, freed: 0 };
+  Deno.mkdirSync(paths.temp, { recursive: true });
+  Deno.renameSync(paths.files, joinHost(paths.temp, crypto.randomUUID()));
+  Deno.mkdirSync(paths.files);
+  syncDir(dir);
+  try {
+    Deno.removeSync(paths.whiteouts);
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+  }
+  for (const entry of listDir(paths.temp)) Deno.removeSync(joinHost(paths.temp, entry.name), { recursive: true });
+  return { reset: true, bytes, freed: bytes };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Archives: the overlay as bytes, for snapshots
+//
+// All integers little-endian. One encoding per overlay (entries and whiteouts sorted, none
+// repeated), so equal overlays give equal bytes and a snapshot's hash means something.
+//   magic "PVXOVLY\0" | u32 version 1 | u32 entry count | u32 whiteout count
+//   entry:    u8 kind (1 directory, 2 file) | path | i64 mtime (ms since 1970) | file: u64 size, bytes
+//   whiteout: path
+//   path:     u16 component count (>= 1) | per component: u8 length (>= 1) + UTF-8
+//   SHA-256 of all bytes before it
+// Entries come in comparePaths order, so a directory precedes what it holds.
+
+const ARCHIVE_MAGIC = new TextEncoder().encode("PVXOVLY\0");
+const ARCHIVE_VERSION = 1;
+const KIND_DIR = 1;
+const KIND_FILE = 2;
+const MAX_DEPTH = 0xffff;
+const HASH_BYTES = 32;
+/** What a JavaScript Date can hold, which is what the host gets its times through. */
+const MAX_TIME_MS = 8.64e15;
+
+function sha256(bytes: Uint8Array): Uint8Array {
+  return new Uint8Array(createHash("sha256").update(bytes).digest());
+}
+
+class ArchiveWriter {
+  readonly #chunks: Uint8Array[] = [];
+  #length = 0;
+
+  bytes(bytes: Uint8Array): void {
+    this.#chunks.push(bytes);
+    this.#length += bytes.length;
+  }
+
+  #number(size: number, set: (view: DataView) => void): void {
+    const bytes = new Uint8Array(size);
+    set(new DataView(bytes.buffer));
+    this.bytes(bytes);
+  }
+
+  u8(value: number): void {
+    this.#number(1, (v) => v.setUint8(0, value));
+  }
+  u16(value: number): void {
+    this.#number(2, (v) => v.setUint16(0, value, true));
+  }
+  u32(value: number): void {
+    this.#number(4, (v) => v.setUint32(0, value, true));
+  }
+  i64(value: number): void {
+    this.#number(8, (v) => v.setBigInt64(0, BigInt(value), true));
+  }
+  u64(value: number): void {
+    this.#number(8, (v) => v.setBigUint64(0, BigInt(value), true));
+  }
+
+  path(names: readonly string[], where: string): void {
+    if (names.length > MAX_DEPTH) throw new OverlayError(`${where} is more than ${MAX_DEPTH} directories deep`);
+    this.u16(names.length);
+    for (const name of names) {
+      const bytes = new TextEncoder().encode(name);
+      this.u8(bytes.length);
+      this.bytes(bytes);
+    }
+  }
+
+  finish(): Uint8Array {
+    const out = new Uint8Array(this.#length + HASH_BYTES);
+    let offset = 0;
+    for (const chunk of this.#chunks) {
+      out.set(chunk, offset);
+      offset += chunk.length;
+    }
+    out.set(sha256(out.subarray(0, offset)), offset);
+    return out;
+  }
+}
+
+/** The overlay at `dir` as one deterministic archive: files with names, bytes and times, directories, whiteouts. */
+export function packOverlay(dir: string): Uint8Array {
+  const content = readOverlay(dir);
+  const walk = (entry: Entry): Entry[] => entry.children.flatMap((child) => [child, ...walk(child)]);
+  const entries = walk(content.root);
+  const w = new ArchiveWriter();
+  w.bytes(ARCHIVE_MAGIC);
+  w.u32(ARCHIVE_VERSION);
+  w.u32(entries.length);
+  w.u32(content.whiteouts.length);
+  for (const entry of entries) {
+    w.u8(entry.isDir ? KIND_DIR : KIND_FILE);
+    w.path(entry.names, entry.host);
+    w.i64(entry.mtime);
+    if (entry.isDir) continue;
+    // What was read is what is described, even if the file changed since it was listed.
+    const bytes = Deno.readFileSync(entry.host);
+    w.u64(bytes.length);
+    w.bytes(bytes);
+  }
+  for (const names of content.whiteouts) w.path(names, `whiteout ${guestPathString(names)}`);
+  return w.finish();
+}
+
+interface ArchiveEntry {
+  names: string[];
+  mtime: number;
+  /** undefined for a directory */
+  bytes?: Uint8Array;
+}
+
+class ArchiveReader {
+  offset = 0;
+  readonly #view: DataView;
+
+  constructor(readonly bytes: Uint8Array, readonly where: string) {
+    this.#view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  }
+
+  fail(offset: number, reason: string): never {
+    throw new OverlayArchiveError(this.where, offset, reason);
+  }
+
+  take(length: number, what: string): Uint8Array {
+    const remaining = this.bytes.length - this.offset;
+    if (length > remaining) this.fail(this.offset, `truncated: ${what} needs ${length} bytes, ${remaining} remain`);
+    const bytes = this.bytes.subarray(this.offset, this.offset + length);
+    this.offset += length;
+    return bytes;
+  }
+
+  #number<T>(size: number, what: string, get: (view: DataView, at: number) => T): T {
+    const at = this.offset;
+    this.take(size, what);
+    return get(this.#view, at);
+  }
+
+  u8(what: string): number {
+    return this.#number(1, what, (v, at) => v.getUint8(at));
+  }
+  u16(what: string): number {
+    return this.#number(2, what, (v, at) => v.getUint16(at, true));
+  }
+  u32(what: string): number {
+    return this.#number(4, what, (v, at) => v.getUint32(at, true));
+  }
+  i64(what: string): bigint {
+    return this.#number(8, what, (v, at) => v.getBigInt64(at, true));
+  }
+  u64(what: string): bigint {
+    return this.#number(8, what, (v, at) => v.getBigUint64(at, true));
+  }
+
+  path(what: string): string[] {
+    const at = this.offset;
+    const count = this.u16(`${what}'s component count`);
+    if (count === 0) this.fail(at, `${what} has no components`);
+    const decoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
+    return Array.from({ length: count }, (_, i) => {
+      const nameAt = this.offset;
+      const length = this.u8(`${what}'s component ${i} length`);
+      const bytes = this.take(length, `${what}'s component ${i}`);
+      let name: string;
+      try {
+        name = decoder.decode(bytes);
+      } catch {
+        return this.fail(nameAt, `${what}'s component ${i} is not valid UTF-8`);
+      }
+      const problem = nameProblem(name);
+      if (problem) this.fail(nameAt, `${what}'s component ${i}: ${problem}`);
+      return name;
+    });
+  }
+}
+
+/** Everything of an archive, checked before anything is written; file bytes are views into `bytes`. */
+function parseArchive(bytes: Uint8Array, where: string): { entries: ArchiveEntry[]; whiteouts: string[][] } {
+  const r = new ArchiveReader(bytes, where);
+  const magic = r.take(ARCHIVE_MAGIC.length, "the magic");
+  if (magic.some((b, i) => b !== ARCHIVE_MAGIC[i])) r.fail(0, "bad magic: not a packed overlay");
+  const version = r.u32("the version");
+  if (version !== ARCHIVE_VERSION) {
+    r.fail(8, `version ${version} is not supported (this reader knows ${ARCHIVE_VERSION})`);
+  }
+  const entryCount = r.u32("the entry count");
+  const whiteoutCount = r.u32("the whiteout count");
+
+  const kinds = new Map<string, number>();
+  const entries: ArchiveEntry[] = [];
+  let previous: string[] = [];
+  const inOrder = (at: number, what: string, names: string[]) => {
+    const shown = guestPathString(names);
+    if (previous.length > 0 && comparePaths(previous, names) >= 0) {
+      r.fail(at, `${what} ${shown} is not after ${guestPathString(previous)}: they must be sorted and unique`);
+    }
+    previous = names;
+    return shown;
+  };
+  for (let i = 0; i < entryCount; i++) {
+    const at = r.offset;
+    const what = `entry ${i}`;
+    const kind = r.u8(`${what}'s kind`);
+    if (kind !== KIND_DIR && kind !== KIND_FILE) {
+      r.fail(at, `${what}: kind ${kind} is neither 1 (directory) nor 2 (file)`);
+    }
+    const names = r.path(what);
+    const shown = inOrder(at, what, names);
+    if (kinds.has(foldPath(names))) r.fail(at, `${what} ${shown} has the name of an earlier entry, ignoring case`);
+    if (names.length > 1 && kinds.get(foldPath(names.slice(0, -1))) !== KIND_DIR) {
+      r.fail(at, `${what} ${shown}: its directory is not an earlier directory entry`);
+    }
+    kinds.set(foldPath(names), kind);
+    const timeAt = r.offset;
+    const mtime = r.i64(`${what}'s time`);
+    if (mtime > MAX_TIME_MS || mtime < -MAX_TIME_MS) {
+      r.fail(timeAt, `${what} ${shown}: time ${mtime} ms is out of range`);
+    }
+    if (kind === KIND_DIR) {
+      entries.push({ names, mtime: Number(mtime) });
+      continue;
+    }
+    const sizeAt = r.offset;
+    const size = r.u64(`${what}'s size`);
+    const remaining = bytes.length - r.offset;
+    if (size > BigInt(remaining)) r.fail(sizeAt, `truncated: ${what} ${shown} has ${size} bytes, ${remaining} remain`);
+    entries.push({ names, mtime: Number(mtime), bytes: r.take(Number(size), `${what}'s bytes`) });
+  }
+
+  const whiteouts: string[][] = [];
+  const hidden = new Set<string>();
+  previous = [];
+  for (let i = 0; i < whiteoutCount; i++) {
+    const at = r.offset;
+    const what = `whiteout ${i}`;
+    const names = r.path(what);
+    const shown = inOrder(at, what, names);
+    if (names.some((_, depth) => hidden.has(foldPath(names.slice(0, depth + 1))))) {
+      r.fail(at, `${what} ${shown} repeats or is under an earlier whiteout`);
+    }
+    hidden.add(foldPath(names));
+    whiteouts.push(names);
+  }
+
+  const bodyEnd = r.offset;
+  const declared = r.take(HASH_BYTES, "the SHA-256");
+  if (!sha256(bytes.subarray(0, bodyEnd)).every((b, i) => b === declared[i])) {
+    r.fail(bodyEnd, "SHA-256 mismatch: the archive is corrupt");
+  }
+  if (r.offset !== bytes.length) r.fail(r.offset, `${bytes.length - r.offset} bytes after the SHA-256`);
+  return { entries, whiteouts };
+}
+
+/**
+ * Rebuilds the overlay packed in `bytes` at `dir`, which must be missing or an empty directory.
+ * The archive is checked in full first (an OverlayArchiveError names `where`, offset and reason);
+ * the overlay is then built beside `dir` and renamed into place, so a crash or a failure leaves
+ * `dir` as it was. Names are single checked components, so nothing lands outside `dir`.
+ */
+export function unpackOverlay(bytes: Uint8Array, dir: string, where: string): void {
+  const archive = parseArchive(bytes, where);
+  const refuse = (why: string) => new OverlayError(`${where}: cannot unpack into ${dir}: ${why}`);
+  try {
+    const info = Deno.lstatSync(dir);
+    if (!info.isDirectory) throw refuse(`it is a ${info.isSymlink ? "symbolic link" : "file"}`);
+    if (listDir(dir).length > 0) throw refuse("it is not empty");
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+    Deno.mkdirSync(dirname(dir), { recursive: true });
+  }
+  const building = `${dir.replace(/\/+$/, "")}.pvx-unpack-${crypto.randomUUID()}`;
+  Deno.mkdirSync(building);
+  try {
+    const overlay = new Overlay(building);
+    const hostPath = (entry: ArchiveEntry) => joinHost(overlay.files, entry.names.join("/"));
+    // A filesystem clamps times outside its range without an error; the rebuild would not be exact.
+    const setTime = (entry: ArchiveEntry) => {
+      Deno.utimeSync(hostPath(entry), new Date(entry.mtime), new Date(entry.mtime));
+      const kept = mtimeOf(Deno.lstatSync(hostPath(entry)));
+      if (kept !== entry.mtime) {
+        throw refuse(
+          `the filesystem keeps the time of ${guestPathString(entry.names)}, ${entry.mtime} ms, as ${kept} ms`,
+        );
+      }
+    };
+    for (const entry of archive.entries) {
+      if (!entry.bytes) {
+        Deno.mkdirSync(hostPath(entry));
+        continue;
+      }
+      using file = Deno.openSync(hostPath(entry), { write: true, createNew: true });
+      writeAll(file, entry.bytes);
+      file.syncSync();
+      setTime(entry);
+    }
+    // Filling a directory changes its time, so times are set deepest first, after everything is in.
+    for (const entry of archive.entries.toReversed()) {
+      if (entry.bytes) continue;
+      syncDir(hostPath(entry));
+      setTime(entry);
+    }
+    syncDir(overlay.files);
+    overlay.whiteouts.add(...archive.whiteouts);
+    syncDir(building);
+    // rename(2) replaces an empty directory, so `dir` goes from empty to complete in one step.
+    Deno.renameSync(building, dir);
+    syncDir(dirname(dir));
+  } catch (e) {
+    Deno.removeSync(building, { recursive: true });
+    throw e;
+  }
+}
