@@ -43,6 +43,14 @@ export class AbiViolation extends Error {
 }
 
 /** A call that failed the Win32 way: the guest gets the call's failure value and this last error. */
+/**
+ * A blocking call that a pause reached before it had done anything: the
+ * thread parks and makes it again on resume, or on restore from a snapshot.
+ */
+export class CallInterrupted extends Error {
+  override name = "CallInterrupted";
+}
+
 export class Win32Error extends Error {
   constructor(readonly code: number, message = `Win32 error ${code}`) {
     super(message);

@@ -1,14 +1,15 @@
 // Guest-visible handles: small numbers in a per-instance table, never host
 // fds, so a guest can neither forge access to a host descriptor nor learn one.
 
-import type { FindEntry, OpenFile } from "./fileview.ts";
+import type { FindEntry, OpenFile, OpenOptions } from "./fileview.ts";
 import { SYNC_HANDLE_BASE } from "./sync_objects.ts";
 import { STD_ERROR_HANDLE, STD_INPUT_HANDLE, STD_OUTPUT_HANDLE } from "./win32.ts";
 
 export type ConsoleStream = "stdin" | "stdout" | "stderr";
 export type HandleObject =
   | { kind: "console"; stream: ConsoleStream }
-  | { kind: "file"; file: OpenFile; position: number; read: boolean; write: boolean }
+  /** `options` are what CreateFileW asked for, so a restored instance can open the file again. */
+  | { kind: "file"; file: OpenFile; options: OpenOptions; position: number; read: boolean; write: boolean }
   | { kind: "find"; entries: FindEntry[]; next: number }
   | { kind: "heap" };
 export type HandleKind = HandleObject["kind"];
@@ -18,6 +19,18 @@ const STEP = 4;
 const untagged = (handle: number) => handle - (handle % STEP);
 /** More open handles than any sane app needs; past it CreateFileW fails instead of the host growing without bound. */
 export const MAX_HANDLES = 1 << 16;
+
+/** A handle as a snapshot keeps it: an open file by its guest path, never by a host descriptor. */
+export type HandleState =
+  | { kind: "console"; stream: ConsoleStream }
+  | { kind: "file"; path: string; options: OpenOptions; position: number }
+  | { kind: "find"; entries: (Omit<FindEntry, "lastWrite"> & { lastWrite: string })[]; next: number }
+  | { kind: "heap" };
+
+export interface HandleTableState {
+  handles: [number, HandleState][];
+  next: number;
+}
 
 export class HandleTable {
   #objects = new Map<number, HandleObject>();
@@ -68,6 +81,76 @@ export class HandleTable {
       this.#objects.delete(handle);
       if (o.kind === "file") o.file.close();
     }
+  }
+
+  save(): HandleTableState {
+    const handles = [...this.#objects].map(([handle, o]): [number, HandleState] => {
+      switch (o.kind) {
+        case "file":
+          return [handle, { kind: "file", path: o.file.path, options: o.options, position: o.position }];
+        case "find":
+          return [handle, {
+            kind: "find",
+            entries: o.entries.map((e) => ({ ...e, lastWrite: e.lastWrite.toString() })),
+            next: o.next,
+          }];
+        default:
+          return [handle, o];
+      }
+    });
+    return { handles, next: this.#next };
+  }
+
+  /**
+   * Rebuilds the table of a snapshot, opening each file again through
+   * `reopen`; a file that cannot be opened any more (deleted while open, a
+   * share that is missing) fails the restore, naming the handle.
+   */
+  static restore(state: HandleTableState, reopen: (path: string, options: OpenOptions) => OpenFile): HandleTable {
+    const table = new HandleTable();
+    table.#objects.clear();
+    try {
+      for (const [handle, h] of state.handles) {
+        if (!Number.isInteger(handle) || handle <= 0 || handle % STEP || handle >= SYNC_HANDLE_BASE) {
+          throw new Error(`handle ${handle} is not one the table hands out`);
+        }
+        switch (h.kind) {
+          case "file": {
+            let file: OpenFile;
+            try {
+              file = reopen(h.path, h.options);
+            } catch (e) {
+              throw new Error(
+                `handle 0x${handle.toString(16)} (${h.path}) cannot be opened again: ${(e as Error).message}`,
+              );
+            }
+            table.#objects.set(handle, {
+              kind: "file",
+              file,
+              options: h.options,
+              position: h.position,
+              read: h.options.read,
+              write: h.options.write,
+            });
+            break;
+          }
+          case "find":
+            table.#objects.set(handle, {
+              kind: "find",
+              entries: h.entries.map((e) => ({ ...e, lastWrite: BigInt(e.lastWrite) })),
+              next: h.next,
+            });
+            break;
+          default:
+            table.#objects.set(handle, h);
+        }
+      }
+    } catch (e) {
+      table.closeAll();
+      throw e;
+    }
+    table.#next = state.next;
+    return table;
   }
 
   /** Plain data, for snapshots and reports. */

@@ -17,7 +17,7 @@ interface Extent {
 }
 
 /** Snapshot form: live blocks as [address, requested size], by address; the free list is the gaps. */
-interface GuestHeapData {
+export interface GuestHeapData {
   blocks: [number, number][];
 }
 

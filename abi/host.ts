@@ -12,7 +12,7 @@ import { fileHandlers } from "./handlers/files.ts";
 import { memoryHandlers } from "./handlers/memory.ts";
 import { moduleHandlers, type ModuleTable } from "./handlers/modules.ts";
 import { threadObjectHandlers } from "./handlers/threads.ts";
-import type { SyncObjects } from "./sync_objects.ts";
+import type { SyncObjects, WaitControl } from "./sync_objects.ts";
 
 export interface ConsoleIo {
   write(stream: ConsoleStream, bytes: Uint8Array): void;
@@ -53,10 +53,15 @@ export interface ThreadStarter {
 export interface ThreadContext {
   readonly sync: SyncObjects;
   readonly threadId: number;
-  /** Epoch milliseconds when the instance started, for GetTickCount64. */
+  /** Guest-clock milliseconds when the instance started, for GetTickCount64. */
   readonly startedAt: number;
-  /** True once the instance is stopping: blocking calls return early. */
-  stopping(): boolean;
+  /** The guest clock, and how a blocked call yields to a stop or a pause. */
+  readonly waits: WaitControl;
+  /**
+   * The guest-clock deadline of a wait of `ms` (INFINITE: Infinity) that
+   * begins now; a wait that a snapshot caught is remade with the one it had.
+   */
+  deadline(ms: number): number;
   /** Blocks this thread for `ms` (0 = yield), returning early if the instance is stopping. */
   sleep(ms: number): void;
   exitProcess(code: number): void;

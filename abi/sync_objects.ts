@@ -30,7 +30,7 @@ const KIND = 0, GEN = 1, SIGNALED = 2, MANUAL = 3, OWNER = 4, COUNT = 5, ABANDON
 const OBJECTS = HEADER, ADDRESS_BUCKETS = OBJECTS + SLOT * MAX_SYNC_OBJECTS;
 export const SYNC_BYTES = 4 * (ADDRESS_BUCKETS + BUCKETS);
 
-const { WAIT_OBJECT_0, WAIT_ABANDONED_0, WAIT_TIMEOUT, INFINITE, STILL_ACTIVE, MAXIMUM_WAIT_OBJECTS } = win32Constants;
+const { WAIT_OBJECT_0, WAIT_ABANDONED_0, WAIT_TIMEOUT, STILL_ACTIVE, MAXIMUM_WAIT_OBJECTS } = win32Constants;
 
 /** A handle resolved to its slot at one generation. */
 export interface SyncRef {
@@ -40,7 +40,17 @@ export interface SyncRef {
 
 export type WaitResult = { code: number } | { error: number } | { stopped: true };
 
-const now = () => performance.now();
+/** How a blocked wait meets the instance's clock and its stop and pause requests. */
+export interface WaitControl {
+  /** Guest-clock milliseconds, which deadlines are on. */
+  now(): number;
+  /**
+   * Called before each sleep of a wait: true when the instance is stopping.
+   * While it is paused this parks the thread, keeping `deadline` for any
+   * snapshot taken meanwhile, and returns when it resumes.
+   */
+  checkpoint(deadline: number): boolean;
+}
 
 export class SyncObjects {
   readonly #w: Int32Array;
@@ -144,7 +154,7 @@ export class SyncObjects {
    * WaitForMultipleObjects for thread `tid`: the first signalled object
    * (or all of them) is acquired atomically, the way Windows does it.
    */
-  wait(handles: readonly number[], all: boolean, timeoutMs: number, tid: number, stopping: () => boolean): WaitResult {
+  wait(handles: readonly number[], all: boolean, deadline: number, tid: number, control: WaitControl): WaitResult {
     if (handles.length === 0 || handles.length > MAXIMUM_WAIT_OBJECTS) {
       return { error: win32Errors.ERROR_INVALID_PARAMETER };
     }
@@ -157,30 +167,35 @@ export class SyncObjects {
     if (all && new Set(refs.map((r) => r.slot)).size !== refs.length) {
       return { error: win32Errors.ERROR_INVALID_PARAMETER };
     }
-    const deadline = timeoutMs === INFINITE ? Infinity : now() + timeoutMs;
     for (;;) {
       const epoch = Atomics.load(this.#w, EPOCH);
       const result = this.#locked(() => this.#tryAcquire(refs, all, tid));
       if (result) return result;
-      if (stopping()) return { stopped: true };
-      const left = deadline - now();
+      if (control.checkpoint(deadline)) return { stopped: true };
+      const left = deadline - control.now();
       if (left <= 0) return { code: WAIT_TIMEOUT };
       Atomics.wait(this.#w, EPOCH, epoch, left === Infinity ? undefined : left);
     }
   }
 
-  /** Blocks while the guest word `read()` still equals `expected`: false on timeout. */
+  /**
+   * Blocks while the guest word `read()` still equals `expected`: false on
+   * timeout. Like WaitOnAddress it may wake spuriously, as it does for a
+   * pause or a stop that comes while it sleeps.
+   */
   waitOnAddress(
     address: number,
     read: () => number,
     expected: number,
-    timeoutMs: number,
-    stopping: () => boolean,
+    deadline: number,
+    control: WaitControl,
   ): boolean {
     const bucket = ADDRESS_BUCKETS + (address >>> 2) % BUCKETS;
     const seen = Atomics.load(this.#w, bucket);
-    if ((read() | 0) !== (expected | 0) || stopping()) return true;
-    const r = Atomics.wait(this.#w, bucket, seen, timeoutMs === INFINITE ? undefined : timeoutMs);
+    if ((read() | 0) !== (expected | 0) || control.checkpoint(deadline)) return true;
+    const left = deadline - control.now();
+    if (left <= 0) return false;
+    const r = Atomics.wait(this.#w, bucket, seen, left === Infinity ? undefined : left);
     return r !== "timed-out";
   }
 

@@ -66,7 +66,7 @@ export interface MemoryInformation {
 }
 
 /** Snapshot form: reservations as [base, end, protect], page protections (0 = not committed) as [value, count] runs. */
-interface VirtualMemoryData {
+export interface VirtualMemoryData {
   allocations: [number, number, number][];
   pages: [number, number][];
 }

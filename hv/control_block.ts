@@ -1,9 +1,10 @@
 // The shared memory through which an instance's threads coordinate without
 // waiting on each other's event loops (a vCPU thread's loop is blocked in
-// KVM_RUN while its guest runs): the stop request, the kick that pulls a vCPU
-// out of the guest, the run tokens behind --cpus, the TLB generation, the
-// count of live guest threads, one hypercall mailbox per vCPU for the
-// host-services thread, and the sync objects (abi/sync_objects.ts).
+// KVM_RUN while its guest runs): the stop and pause requests, the kick that
+// pulls a vCPU out of the guest, the run tokens behind --cpus, the TLB
+// generation, the guest clock, the count of live guest threads, one hypercall
+// mailbox per vCPU for the host-services thread, and the sync objects
+// (abi/sync_objects.ts).
 
 import { libc, SIGURG } from "../ffi/libc.ts";
 import { requestImmediateExit } from "./vcpu.ts";
@@ -13,7 +14,11 @@ import { callsByNr } from "../abi/calls.ts";
 import { maxVcpus } from "../guest/memory_map.ts";
 
 // Header words.
-const STOP = 0, TLB_GEN = 1, RUN_TOKENS = 2, SERVICE_BELL = 3, SERVICE_QUIT = 4, LIVE_THREADS = 5, HEADER = 8;
+const STOP = 0, TLB_GEN = 1, RUN_TOKENS = 2, SERVICE_BELL = 3, SERVICE_QUIT = 4, LIVE_THREADS = 5, PAUSE = 6;
+/** Bumped by every stop, pause and resume, so a thread blocked on it re-checks which happened. */
+const ATTENTION = 7;
+/** A float64: host milliseconds the guest clock is behind the host's (paused time, a restore's gap). */
+const CLOCK_SHIFT = 8, HEADER = 12;
 // Words of one vCPU slot.
 const TID = 0, IN_GUEST = 1, RUN_PAGE_LO = 2, RUN_PAGE_HI = 3;
 const MAIL_STATE = 4, MAIL_NR = 5, MAIL_FRAME = 6, MAIL_LAST_ERROR = 7, MAIL_RESULT = 8, MAIL_THREAD = 9;
@@ -27,8 +32,8 @@ const enum Mail {
   Request = 1,
   Done = 2,
 }
-/** MAIL_RESULT: how many page-table entries the vCPU must re-write, or this. */
-const VIOLATION = -1;
+/** MAIL_RESULT: how many page-table entries the vCPU must re-write, or one of these. */
+const VIOLATION = -1, INTERRUPTED = -2;
 const enum ServiceState {
   Running = 0,
   Quit = 1,
@@ -40,8 +45,12 @@ export const THREAD_EXITED = -1;
 /** How long a vCPU waits for a run token before it preempts one that holds it. */
 const TIME_SLICE_MS = 10;
 
-/** A served call: how many changed page-table entries the calling vCPU must re-write (guest/kernel.ts). */
-export type ServiceResult = { pageTableUpdates: number };
+/**
+ * A served call: how many changed page-table entries the calling vCPU must
+ * re-write (guest/kernel.ts); `interrupted` when a pause reached it before it
+ * did anything (abi/dispatch.ts CallInterrupted).
+ */
+export type ServiceResult = { pageTableUpdates: number; interrupted?: true };
 /** What the host-services thread answers for one mailbox request. */
 export type ServiceAnswer = ServiceResult | { violation: string };
 
@@ -49,6 +58,7 @@ export class ControlBlock {
   readonly buffer: SharedArrayBuffer;
   readonly sync: SyncObjects;
   readonly #w: Int32Array;
+  readonly #clockShift: Float64Array;
   readonly #text = new TextEncoder();
   #kickNext = 0;
 
@@ -56,6 +66,7 @@ export class ControlBlock {
   constructor(from: { cpus: number } | SharedArrayBuffer) {
     this.buffer = from instanceof SharedArrayBuffer ? from : new SharedArrayBuffer(BYTES);
     this.#w = new Int32Array(this.buffer, 0, SYNC_OFFSET / 4);
+    this.#clockShift = new Float64Array(this.buffer, 4 * CLOCK_SHIFT, 1);
     this.sync = new SyncObjects(this.buffer, SYNC_OFFSET);
     if (!(from instanceof SharedArrayBuffer)) {
       this.#w[RUN_TOKENS] = from.cpus;
@@ -69,19 +80,79 @@ export class ControlBlock {
     return Atomics.load(this.#w, STOP) !== 0;
   }
 
-  /** Stops every vCPU: out of the guest, out of any wait, and never back in. */
+  /** Stops every vCPU: out of the guest, out of any wait (a paused one too), and never back in. */
   requestStop(): void {
     Atomics.store(this.#w, STOP, 1);
-    Atomics.notify(this.#w, STOP);
-    this.sync.wakeAll();
     Atomics.add(this.#w, RUN_TOKENS, maxVcpus);
+    this.#callAttention();
+  }
+
+  // --- pausing ---
+
+  pauseRequested(): boolean {
+    return Atomics.load(this.#w, PAUSE) !== 0;
+  }
+
+  /** Every vCPU parks at its next instruction boundary or in the wait it is in (hv/vcpu_worker.ts). */
+  requestPause(): void {
+    Atomics.store(this.#w, PAUSE, 1);
+    this.#callAttention();
+  }
+
+  /** Unparks every vCPU; the guest clock skips the `pausedMs` they were parked. */
+  resume(pausedMs: number): void {
+    this.#clockShift[0] += pausedMs;
+    Atomics.store(this.#w, PAUSE, 0);
+    this.#callAttention();
+  }
+
+  /** Blocks the calling thread while the instance is paused and not stopping. */
+  waitWhilePaused(): void {
+    for (;;) {
+      const attention = Atomics.load(this.#w, ATTENTION);
+      if (!this.pauseRequested() || this.stopRequested()) return;
+      Atomics.wait(this.#w, ATTENTION, attention);
+    }
+  }
+
+  /**
+   * Blocks until the guest clock reaches `deadline` (Infinity = never), the
+   * instance stops (true), or it pauses (false, early: the caller parks and
+   * sleeps again).
+   */
+  sleepUntil(deadline: number): boolean {
+    for (;;) {
+      const attention = Atomics.load(this.#w, ATTENTION);
+      if (this.stopRequested()) return true;
+      if (this.pauseRequested()) return false;
+      const left = deadline - this.now();
+      if (left <= 0) return false;
+      Atomics.wait(this.#w, ATTENTION, attention, left === Infinity ? undefined : left);
+    }
+  }
+
+  #callAttention(): void {
+    Atomics.add(this.#w, ATTENTION, 1);
+    Atomics.notify(this.#w, ATTENTION);
+    this.sync.wakeAll();
     Atomics.notify(this.#w, RUN_TOKENS);
     for (let cpu = 0; cpu < maxVcpus; cpu++) this.kick(cpu);
   }
 
-  /** Sleeps up to `ms` (undefined = for ever), waking early when the instance stops. */
-  sleep(ms: number | undefined): void {
-    Atomics.wait(this.#w, STOP, 0, ms);
+  // --- the guest clock ---
+
+  /**
+   * Guest milliseconds, on the host's epoch: host time less every pause, so
+   * the guest's clocks never jump while it was not running, and never run
+   * backwards across a snapshot and restore.
+   */
+  now(): number {
+    return performance.timeOrigin + performance.now() - this.#clockShift[0];
+  }
+
+  /** A restored instance's clock continues from `guestNow`, its clock when the snapshot was taken. */
+  continueClockFrom(guestNow: number): void {
+    this.#clockShift[0] = performance.timeOrigin + performance.now() - guestNow;
   }
 
   // --- vCPU slots ---
@@ -112,12 +183,12 @@ export class ControlBlock {
 
   /**
    * Takes a run token before vCPU `cpu` enters the guest (--cpus); false when
-   * the instance is stopping. A vCPU that waits a whole time slice preempts
+   * the instance is stopping or pausing. A vCPU that waits a whole time slice preempts
    * one in the guest, which gives its token back on the way out.
    */
   enterGuest(cpu: number): boolean {
     for (;;) {
-      if (this.stopRequested()) return false;
+      if (this.stopRequested() || this.pauseRequested()) return false;
       const tokens = Atomics.load(this.#w, RUN_TOKENS);
       if (tokens > 0) {
         if (Atomics.compareExchange(this.#w, RUN_TOKENS, tokens, tokens - 1) === tokens) break;
@@ -178,7 +249,11 @@ export class ControlBlock {
 
   // --- the host-services mailboxes ---
 
-  /** Runs hypercall `nr` of vCPU `cpu` on the host-services thread and waits for its answer. */
+  /**
+   * Runs hypercall `nr` of vCPU `cpu` on the host-services thread and waits
+   * for its answer, which a pause does not hold up (a blocking call comes
+   * back interrupted).
+   */
   call(cpu: number, nr: number, frame: number, thread: Thread): ServiceResult {
     const at = this.#cpu(cpu);
     this.#w[at + MAIL_NR] = nr;
@@ -201,7 +276,7 @@ export class ControlBlock {
       const text = new TextDecoder().decode(bytes.subarray(0, bytes.indexOf(0) < 0 ? undefined : bytes.indexOf(0)));
       throw new AbiViolation(callsByNr[nr]?.name ?? `#${nr}`, text);
     }
-    return { pageTableUpdates: result };
+    return result === INTERRUPTED ? { pageTableUpdates: 0, interrupted: true } : { pageTableUpdates: result };
   }
 
   /** The host-services loop: answers mailbox requests until `quitService`. */
@@ -219,7 +294,7 @@ export class ControlBlock {
           this.#text.encodeInto(r.violation.slice(0, MAIL_TEXT_BYTES / 4 - 1), text);
           this.#w[at + MAIL_RESULT] = VIOLATION;
         } else {
-          this.#w[at + MAIL_RESULT] = r.pageTableUpdates;
+          this.#w[at + MAIL_RESULT] = r.interrupted ? INTERRUPTED : r.pageTableUpdates;
         }
         Atomics.store(this.#w, at + MAIL_STATE, Mail.Done);
         Atomics.notify(this.#w, at + MAIL_STATE);

@@ -4,10 +4,11 @@
 // app that can has it on a host-services Worker (hv/host_worker.ts) that
 // every vCPU thread reaches through its mailbox in the ControlBlock.
 
-import { AbiViolation, Dispatcher, type Thread } from "../abi/dispatch.ts";
+import { AbiViolation, CallInterrupted, Dispatcher, type Thread } from "../abi/dispatch.ts";
 import { hostHandlers } from "../abi/host.ts";
 import { PageTables } from "../guest/paging.ts";
-import { createHost, type HostInit } from "./host_state.ts";
+import { createHost, type HostInit, type HostState, saveHost } from "./host_state.ts";
+import type { WaitControl } from "../abi/sync_objects.ts";
 import { GuestRam } from "./memory.ts";
 import type { ControlBlock, ServiceAnswer, ServiceResult } from "./control_block.ts";
 import { pageTableUpdates, pageTableUpdatesSlot } from "../guest/memory_map.ts";
@@ -23,6 +24,10 @@ export interface HostServiceInit {
   control: ControlBlock;
   /** Set when the app can create threads: where they begin, and how the instance starts their vCPUs. */
   threads?: { threadStart: number; launch(thread: ThreadStart): void };
+  /** How a console read yields to a stop or pause; by default it only stops. */
+  waits?: WaitControl;
+  /** The bookkeeping of a snapshot this instance is restored from. */
+  restore?: HostState;
 }
 
 export class HostService {
@@ -36,10 +41,17 @@ export class HostService {
     const ram = this.#ram = new GuestRam(init.ram.hostAddress, init.ram.size);
     const pages = this.#pages = new PageTables(ram.bytes, init.pageTableRoot);
     const control = init.control;
-    this.#host = createHost(init.host, ram.bytes, pages, {
-      sync: control.sync,
-      stopping: () => control.stopRequested(),
-    }, (memory) => {
+    // On the host-services thread a pause cannot park the caller, whose vCPU thread waits on the answer:
+    // the call is given up and its vCPU thread parks and makes it again.
+    const waits = init.waits ?? {
+      now: () => control.now(),
+      checkpoint: () => {
+        if (control.stopRequested()) return true;
+        if (control.pauseRequested()) throw new CallInterrupted();
+        return false;
+      },
+    };
+    this.#host = createHost(init.host, ram.bytes, pages, { sync: control.sync, waits }, (memory) => {
       if (!init.threads) return noThreads;
       return this.#threads ??= new GuestThreads(
         ram.bytes,
@@ -48,7 +60,7 @@ export class HostService {
         init.threads.threadStart,
         init.threads.launch,
       );
-    });
+    }, init.restore);
     const handlers = hostHandlers(this.#host);
     this.#dispatcher = new Dispatcher(
       { bytes: ram.bytes, view: ram.view, pages },
@@ -74,6 +86,7 @@ export class HostService {
       return this.dispatch(cpu, nr, frame, thread);
     } catch (e) {
       if (e instanceof AbiViolation) return { violation: e.message.replace(/^hypercall [^:]*: /, "") };
+      if (e instanceof CallInterrupted) return { pageTableUpdates: 0, interrupted: true };
       throw e;
     }
   }
@@ -88,6 +101,10 @@ export class HostService {
     const entries = this.#pages.takeChanges(pageTableUpdatesSlot / 8);
     entries.forEach((entry, i) => this.#ram.view.setBigUint64(pageTableUpdates(cpu) + 8 * i, BigInt(entry), true));
     return { pageTableUpdates: entries.length };
+  }
+
+  save(): HostState {
+    return saveHost(this.#host);
   }
 
   /** The instance is over: close what the guest left open. */

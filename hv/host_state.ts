@@ -2,12 +2,13 @@
 // virtual memory, environment) from plain data, in whichever thread serves
 // the instance's hypercalls.
 
-import { HandleTable } from "../abi/handles.ts";
+import { HandleTable, type HandleTableState } from "../abi/handles.ts";
 import { FileView, type ShareSpec } from "../abi/fileview.ts";
-import { GuestHeap } from "../abi/heap.ts";
-import { VirtualMemory } from "../abi/virtual_memory.ts";
+import { GuestHeap, type GuestHeapData } from "../abi/heap.ts";
+import { VirtualMemory, type VirtualMemoryData } from "../abi/virtual_memory.ts";
+import { win32Constants as W } from "../abi/win32.ts";
 import type { ConsoleIo, Host, ThreadStarter } from "../abi/host.ts";
-import type { SyncObjects } from "../abi/sync_objects.ts";
+import type { SyncObjects, WaitControl } from "../abi/sync_objects.ts";
 import type { ModuleTable } from "../abi/handlers/modules.ts";
 import type { PageTables } from "../guest/paging.ts";
 import { libc, POLLIN } from "../ffi/libc.ts";
@@ -24,26 +25,44 @@ export interface HostInit {
   modules: ModuleTable;
 }
 
+/** What a snapshot keeps of the host state beyond its HostInit: the bookkeeping that changed since boot. */
+export interface HostState {
+  handles: HandleTableState;
+  heap: GuestHeapData;
+  virtual: VirtualMemoryData;
+  currentDirectory: string;
+}
+
+export function saveHost(host: Host): HostState {
+  return {
+    handles: host.handles.save(),
+    heap: host.heap.serialize(),
+    virtual: host.memory.serialize(),
+    currentDirectory: host.files.currentDirectory,
+  };
+}
+
 function writeAll(stream: { writeSync(p: Uint8Array): number }, bytes: Uint8Array): void {
   for (let off = 0; off < bytes.length;) off += stream.writeSync(bytes.subarray(off));
 }
 
-/** How long a console read blocks before it looks again whether the instance is stopping. */
+/** How long a console read blocks before it looks again whether the instance is stopping or pausing. */
 const STDIN_POLL_MS = 50;
 
 /**
  * The process's console. A read waits in poll() slices rather than in read():
  * a read blocked on a terminal would keep --timeout and ExitProcess on
- * another thread from ever stopping the instance.
+ * another thread from ever stopping the instance, and a pause must find it
+ * with nothing read yet.
  */
-function processConsole(stopping: () => boolean): ConsoleIo {
+function processConsole(waits: WaitControl): ConsoleIo {
   const pollfd = new Uint8Array(8); // struct pollfd { int fd = 0 (stdin); short events; short revents; }
   new DataView(pollfd.buffer).setInt16(4, POLLIN, true);
   return {
     write: (stream, bytes) => writeAll(stream === "stderr" ? Deno.stderr : Deno.stdout, bytes),
     read: (into) => {
       if (into.length === 0) return 0;
-      while (!stopping()) {
+      while (!waits.checkpoint(Infinity)) {
         // Ready, end of input and errors all return > 0; readSync then reports which.
         if (libc().poll(pollfd, 1n, STDIN_POLL_MS) > 0) return Deno.stdin.readSync(into) ?? 0;
       }
@@ -56,19 +75,32 @@ export function createHost(
   init: HostInit,
   ram: Uint8Array,
   pages: PageTables,
-  shared: { sync: SyncObjects; stopping(): boolean },
+  shared: { sync: SyncObjects; waits: WaitControl },
   threads: (memory: VirtualMemory) => ThreadStarter,
+  restored?: HostState,
 ): Host {
-  const memory = new VirtualMemory(pages, ram, init.virtual.start, init.virtual.end);
+  const { virtual: v, heap: h } = init;
+  const memory = restored
+    ? VirtualMemory.restore(pages, ram, v.start, v.end, restored.virtual)
+    : new VirtualMemory(pages, ram, v.start, v.end);
+  const files = new FileView({
+    bundleFiles: new Map(init.bundleFiles),
+    overlayDir: init.overlayDir,
+    shares: init.shares,
+  });
+  if (restored) files.setCurrentDirectory(restored.currentDirectory);
+  // A restored file handle opens what is there now: the file must still exist, with the same access and sharing.
+  const reopen = (path: string, options: Parameters<FileView["open"]>[1]) =>
+    files.open(path, { ...options, disposition: W.OPEN_EXISTING }).file;
   return {
-    handles: new HandleTable(),
-    files: new FileView({ bundleFiles: new Map(init.bundleFiles), overlayDir: init.overlayDir, shares: init.shares }),
-    heap: new GuestHeap(ram, init.heap.start, init.heap.end),
+    handles: restored ? HandleTable.restore(restored.handles, reopen) : new HandleTable(),
+    files,
+    heap: restored ? GuestHeap.restore(ram, h.start, h.end, restored.heap) : new GuestHeap(ram, h.start, h.end),
     memory,
     environment: new Map(init.environment.map(([k, v]) => [k.toUpperCase(), v])),
     commandLineAddress: init.commandLineAddress,
     modules: init.modules,
-    console: processConsole(shared.stopping),
+    console: processConsole(shared.waits),
     sync: shared.sync,
     threads: threads(memory),
   };

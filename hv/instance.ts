@@ -6,7 +6,16 @@
 import { libc } from "../ffi/libc.ts";
 import { Kvm, mapKvmRun, type Vm } from "./kvm.ts";
 import { type GuestRam, mapGuestRam, unmapGuestRam } from "./memory.ts";
-import type { ServiceInit, ServiceMessage, ThreadStart, VcpuInit, VcpuReport } from "./vcpu_thread.ts";
+import type {
+  ParkedThread,
+  ServiceInit,
+  ServiceMessage,
+  ThreadRestore,
+  ThreadStart,
+  VcpuInit,
+  VcpuMessage,
+  VcpuReport,
+} from "./vcpu_thread.ts";
 import type { BootPlan } from "../guest/boot.ts";
 import { releaseThread, takeThread } from "./vcpu_threads.ts";
 import type { HostInit } from "./host_state.ts";
@@ -23,8 +32,32 @@ export interface InstanceOptions {
   interrupt?: AbortSignal;
   /** At most this many vCPUs in the guest at once (default: no cap beyond the host's scheduler). */
   cpus?: number;
-  /** Epoch milliseconds the instance counts GetTickCount64 from. */
+  /** Guest-clock milliseconds the instance counts GetTickCount64 from. */
   startedAt: number;
+  /** Rebuild the guest's threads from a snapshot instead of starting it at its entry point. */
+  restore?: RunRestore;
+}
+
+/** What `run` needs of a boot: where the first thread starts and what every vCPU is set up with. */
+export type RunPlan =
+  & Pick<BootPlan, "entry" | "stackPointer" | "gsBase" | "pageTableRoot" | "threadStart" | "sregs">
+  & { windows?: { missingImports: string[] } };
+
+/** What a restored instance resumes from: its parked threads and the guest clock when it was paused. */
+export interface RunRestore {
+  threads: (ThreadRestore & { threadId: number })[];
+  guestNow: number;
+}
+
+/** Every vCPU of a paused instance, parked, with the guest clock at the pause. */
+export interface PausedState {
+  threads: ParkedThread[];
+  guestNow: number;
+}
+
+/** Refused to pause, snapshot or resume, with the reason. */
+export class InstanceStateError extends Error {
+  override name = "InstanceStateError";
 }
 
 /** Where on the guest something happened. */
@@ -40,7 +73,15 @@ export type Outcome =
   | { kind: "timeout"; afterMs: number; threads: (At & { rip: bigint })[] }
   | { kind: "interrupted"; reason: string; threads: (At & { rip: bigint })[] }
   | At & { kind: "violation"; message: string; rip: bigint }
-  | At & { kind: "crash"; message: string; rip?: bigint };
+  | At & { kind: "crash"; message: string; rip?: bigint }
+  | { kind: "snapshotted"; to: string };
+
+interface LiveRun {
+  control: ControlBlock;
+  pause?: { at: number; guestNow: number; parked: Map<number, ParkedThread>; settled: () => void };
+  ended: boolean;
+  stopAfterSnapshot(to: string): void;
+}
 
 interface VcpuSlot {
   fd: number;
@@ -60,6 +101,8 @@ export class Instance {
   #closed = false;
   /** Epoch ms when the guest first exited to the host: the end of boot. */
   firstExitAt?: number;
+  /** Set while `run` runs: how pause, resume and stop reach it. */
+  #live?: LiveRun;
 
   private constructor(kvm: Kvm, vm: Vm, ram: GuestRam) {
     this.#kvm = kvm;
@@ -69,22 +112,25 @@ export class Instance {
 
   /** Creates the VM and its RAM; the caller writes the guest image into `ram` before `run`. */
   static create(memoryBytes: number): Instance {
+    return Instance.adopt(mapGuestRam(memoryBytes));
+  }
+
+  /** Creates the VM around `ram` (a snapshot's, say), which the instance unmaps when it closes. */
+  static adopt(ram: GuestRam): Instance {
     const kvm = new Kvm();
     let vm: Vm | undefined;
-    let ram: GuestRam | undefined;
     try {
       vm = kvm.createVm();
-      ram = mapGuestRam(memoryBytes);
       vm.setUserMemoryRegion({
         slot: 0,
         flags: 0,
         guestPhysAddr: 0n,
-        size: BigInt(memoryBytes),
+        size: BigInt(ram.size),
         hostAddr: ram.hostAddress,
       });
       return new Instance(kvm, vm, ram);
     } catch (e) {
-      if (ram) unmapGuestRam(ram);
+      unmapGuestRam(ram);
       vm?.close();
       kvm.close();
       throw e;
@@ -92,7 +138,7 @@ export class Instance {
   }
 
   /** Runs the app from `plan` until it exits, faults, breaks the ABI or times out, on any of its threads. */
-  async run(plan: BootPlan, opts: InstanceOptions): Promise<Outcome> {
+  async run(plan: RunPlan, opts: InstanceOptions): Promise<Outcome> {
     const control = new ControlBlock({ cpus: Math.min(opts.cpus ?? maxVcpus, maxVcpus) });
     const threaded = plan.threadStart !== undefined && opts.allowedCalls.includes("CreateThread");
     const ram = { hostAddress: this.ram.hostAddress, size: this.ram.size };
@@ -101,7 +147,11 @@ export class Instance {
     let outcome: Outcome | undefined;
     let hostError: string | undefined;
     /** Why every thread is being stopped and reported, when nothing inside the guest ended it. */
-    let stoppedFromOutside: { kind: "timeout" } | { kind: "interrupted"; reason: string } | undefined;
+    let stoppedFromOutside:
+      | { kind: "timeout" }
+      | { kind: "interrupted"; reason: string }
+      | { kind: "snapshotted"; to: string }
+      | undefined;
     const stoppedThreads: (At & { rip: bigint })[] = [];
     let service: Worker | undefined;
     let serviceRunning = false;
@@ -122,15 +172,18 @@ export class Instance {
       if ([...this.#vcpus.values()].some((v) => v.threadId !== undefined)) return;
       if (outcome === undefined && stoppedFromOutside) {
         const threads = stoppedThreads.sort((a, b) => a.cpu - b.cpu);
-        outcome = stoppedFromOutside.kind === "timeout"
+        const why = stoppedFromOutside;
+        outcome = why.kind === "timeout"
           ? { kind: "timeout", afterMs: opts.timeoutMs!, threads }
-          : { kind: "interrupted", reason: stoppedFromOutside.reason, threads };
+          : why.kind === "interrupted"
+          ? { kind: "interrupted", reason: why.reason, threads }
+          : why;
       }
       if (serviceRunning) return control.quitService();
       finish();
     };
 
-    const start = (thread: ThreadStart) => {
+    const start = (thread: ThreadStart, restore?: ThreadRestore) => {
       if (outcome !== undefined || hostError !== undefined) return;
       let slot = this.#vcpus.get(thread.cpu);
       if (slot?.threadId !== undefined) {
@@ -139,7 +192,7 @@ export class Instance {
         return;
       }
       try {
-        slot ??= this.#newVcpu(thread.cpu, (r) => report(thread.cpu, r));
+        slot ??= this.#newVcpu(thread.cpu, (m) => onMessage(thread.cpu, m));
       } catch (e) {
         return end({ hostError: `could not start vCPU ${thread.cpu}: ${(e as Error).message}` });
       }
@@ -159,9 +212,21 @@ export class Instance {
         host: threaded ? undefined : opts.host,
         control: control.buffer,
         startedAt: opts.startedAt,
+        ...(restore ? { restore } : {}),
       };
       slot.fresh = false;
       slot.worker.postMessage(init);
+    };
+
+    const live = this.#live = {
+      control,
+      ended: false,
+      stopAfterSnapshot: (to: string) => stopFromOutside({ kind: "snapshotted", to }),
+    } as LiveRun;
+    const onMessage = (cpu: number, m: VcpuMessage) => {
+      if (m.kind !== "parked") return report(cpu, m);
+      live.pause?.parked.set(cpu, m.thread);
+      live.pause?.settled();
     };
 
     const report = (cpu: number, r: VcpuReport) => {
@@ -197,6 +262,7 @@ export class Instance {
       const next = pending.get(cpu);
       pending.delete(cpu);
       if (next) start(next);
+      live.pause?.settled();
       settle();
     };
 
@@ -244,7 +310,7 @@ export class Instance {
         };
         service.postMessage(init);
       }
-      start({
+      const first: ThreadStart = {
         cpu: 0,
         threadId: FIRST_THREAD_ID,
         rip: plan.entry,
@@ -252,11 +318,24 @@ export class Instance {
         rbx: 0n,
         parameter: 0n,
         gsBase: plan.gsBase,
-      });
+      };
+      if (opts.restore) {
+        if (threaded || opts.restore.threads.length !== 1) {
+          throw new InstanceStateError("restoring an app that can create threads is not supported yet");
+        }
+        control.continueClockFrom(opts.restore.guestNow);
+        const [{ threadId, ...restore }] = opts.restore.threads;
+        start({ ...first, threadId }, restore);
+      } else {
+        start(first);
+      }
       await finished;
       if (hostError !== undefined) throw new Error(hostError);
       return outcome!;
     } finally {
+      live.ended = true;
+      live.pause?.settled();
+      this.#live = undefined;
       clearTimeout(timer);
       opts.interrupt?.removeEventListener("abort", onInterrupt);
       service?.terminate();
@@ -267,7 +346,63 @@ export class Instance {
     }
   }
 
-  #newVcpu(cpu: number, onReport: (r: VcpuReport) => void): VcpuSlot {
+  /**
+   * Parks every vCPU (hv/vcpu_worker.ts): each stops at an instruction
+   * boundary or inside the wait it is in, with no hypercall half done.
+   * Resolves once all have parked, with what a snapshot needs of them.
+   */
+  async pause(): Promise<PausedState> {
+    const live = this.#running();
+    if (live.pause) throw new InstanceStateError("the instance is already paused");
+    let settled!: () => void;
+    const all = new Promise<void>((resolve) => settled = resolve);
+    const pause = live.pause = {
+      at: performance.now(),
+      guestNow: live.control.now(),
+      parked: new Map<number, ParkedThread>(),
+      settled: () => {
+        const running = [...this.#vcpus].filter(([, slot]) => slot.threadId !== undefined);
+        if (live.ended || running.every(([cpu]) => pause.parked.has(cpu))) settled();
+      },
+    };
+    live.control.requestPause();
+    pause.settled();
+    await all;
+    if (live.ended) throw new InstanceStateError("the app ended while it was being paused");
+    return this.pausedState!;
+  }
+
+  /** Unparks every vCPU; the guest's clocks skip the time it was paused. */
+  resume(): void {
+    const live = this.#running();
+    if (!live.pause) throw new InstanceStateError("the instance is not paused");
+    const pausedMs = performance.now() - live.pause.at;
+    live.pause = undefined;
+    live.control.resume(pausedMs);
+  }
+
+  get paused(): boolean {
+    return this.#live?.pause !== undefined;
+  }
+
+  /** The parked threads of a paused instance. */
+  get pausedState(): PausedState | undefined {
+    const pause = this.#live?.pause;
+    if (!pause) return undefined;
+    return { threads: [...pause.parked.values()].sort((a, b) => a.cpu - b.cpu), guestNow: pause.guestNow };
+  }
+
+  /** Ends a paused instance whose state was saved to `to`: `run` resolves with a "snapshotted" outcome. */
+  stopAfterSnapshot(to: string): void {
+    this.#running().stopAfterSnapshot(to);
+  }
+
+  #running(): LiveRun {
+    if (!this.#live || this.#live.ended) throw new InstanceStateError("the instance is not running");
+    return this.#live;
+  }
+
+  #newVcpu(cpu: number, onReport: (m: VcpuMessage) => void): VcpuSlot {
     const fd = this.#vm.createVcpu(cpu);
     let runPage: Deno.PointerObject;
     try {

@@ -9,6 +9,10 @@ import { windowsCommandLine } from "../abi/host.ts";
 import type { ShareSpec } from "../abi/fileview.ts";
 import { Instance, type Outcome } from "./instance.ts";
 import { FIRST_THREAD_ID } from "./guest_threads.ts";
+import { type BootState, type BundleFile, InstanceSession, type LoadedSnapshot } from "./snapshot.ts";
+import { bootSregs } from "../guest/kernel.ts";
+import { unpackOverlay } from "../abi/overlay.ts";
+import { mapSnapshotChain } from "./snapshot_file.ts";
 
 export interface LaunchOptions {
   args: readonly string[];
@@ -21,6 +25,10 @@ export interface LaunchOptions {
   cpus?: number;
   /** Stops the guest, reporting where every thread was, when it aborts. */
   interrupt?: AbortSignal;
+  /** The bundle file, which snapshots name by its SHA-256 (and where it was, to find it again). */
+  bundleFile?: BundleFile;
+  /** Called once the guest is about to run, with what pauses and snapshots it. */
+  onSession?: (session: InstanceSession) => void;
 }
 
 export interface Launched {
@@ -61,25 +69,91 @@ export async function launchBundle(bundle: Bundle, opts: LaunchOptions): Promise
       commandLine: windowsCommandLine(argv),
       mainThreadId: FIRST_THREAD_ID,
     });
-    const outcome = await instance.run(plan, {
-      allowedCalls: m.allowedCalls,
-      timeoutMs: opts.timeoutMs,
-      cpus: opts.cpus,
-      interrupt: opts.interrupt,
+    const boot: BootState = {
+      app: m.name,
+      memoryBytes: instance.ram.size,
+      pageTableRoot: plan.pageTableRoot,
+      missingImports: plan.windows?.missingImports ?? [],
       startedAt: createdAt,
+      shares: [...opts.shares ?? []],
       host: {
-        bundleFiles: [...bundle.files],
-        overlayDir,
-        shares: [...opts.shares ?? []],
         environment: [...opts.environment ?? []],
         heap: plan.heap,
         virtual: plan.virtual,
         commandLineAddress: plan.commandLineAddress,
         modules: plan.windows?.moduleTable ?? { exe: plan.imageStart, modules: [] },
       },
-    });
+    };
+    opts.onSession?.(new InstanceSession(instance, boot, opts.bundleFile, overlayDir));
+    const outcome = await instance.run(plan, runOptions(bundle, boot, overlayDir, opts));
     const bootMs = instance.firstExitAt === undefined ? undefined : instance.firstExitAt - createdAt;
     return { outcome, symbolize: symbolize ?? windowsSymbolizer(plan.windows!), bootMs };
+  } finally {
+    instance.close();
+    if (!opts.overlayDir) await Deno.remove(overlayDir, { recursive: true });
+  }
+}
+
+function runOptions(bundle: Bundle, boot: BootState, overlayDir: string, opts: LaunchOptions) {
+  return {
+    allowedCalls: bundle.manifest.allowedCalls,
+    timeoutMs: opts.timeoutMs,
+    cpus: opts.cpus,
+    interrupt: opts.interrupt,
+    startedAt: boot.startedAt,
+    host: { ...boot.host, bundleFiles: [...bundle.files], overlayDir, shares: [...opts.shares ?? []] },
+  };
+}
+
+/**
+ * Starts a new instance from a snapshot of `bundle`: its RAM mapped from the
+ * snapshot file (pages are read as the guest touches them), its overlay
+ * unpacked into a fresh directory, its threads back where they stood.
+ */
+export async function restoreSnapshot(
+  bundle: Bundle,
+  snapshot: LoadedSnapshot,
+  opts: LaunchOptions,
+): Promise<Launched> {
+  const { state } = snapshot;
+  const boot = state.boot;
+  const where = snapshot.file.path;
+  if (bundle.manifest.name !== boot.app) {
+    throw new Error(`${where}: the snapshot is of ${boot.app}, not ${bundle.manifest.name}`);
+  }
+  // Bundle paths and the app's own files may be on other host paths here, but the guest must see the same drive.
+  const mounted = new Set((opts.shares ?? []).map((s) => s.guestPath.toLowerCase()));
+  const missing = boot.shares.filter((s) => !mounted.has(s.guestPath.toLowerCase()));
+  if (missing.length) {
+    throw new Error(
+      `${where}: the app had ${missing.map((s) => s.guestPath).join(", ")} shared; ` +
+        `restore with --share <host dir>:${missing[0].guestPath}`,
+    );
+  }
+  const symbolize = guestApp(bundle).symbolize ?? ((address: number) => `0x${address.toString(16)}`);
+  const overlayDir = opts.overlayDir ?? await Deno.makeTempDir({ prefix: "pvx-overlay-" });
+  const instance = Instance.adopt(mapSnapshotChain([snapshot.file]));
+  try {
+    unpackOverlay(snapshot.overlay, overlayDir, `${where}: overlay`);
+    const pageTableRoot = boot.pageTableRoot;
+    const plan = {
+      entry: 0,
+      stackPointer: 0,
+      gsBase: 0,
+      pageTableRoot,
+      windows: { missingImports: boot.missingImports },
+      sregs: (cpu: number) => bootSregs(cpu, pageTableRoot),
+    };
+    opts.onSession?.(new InstanceSession(instance, boot, opts.bundleFile, overlayDir));
+    const outcome = await instance.run(plan, {
+      ...runOptions(bundle, boot, overlayDir, opts),
+      // The first thread keeps the host state: only apps that cannot create threads are restored yet.
+      restore: {
+        ...state.paused,
+        threads: state.paused.threads.map((t, i) => i === 0 ? { ...t, host: state.host } : t),
+      },
+    });
+    return { outcome, symbolize };
   } finally {
     instance.close();
     if (!opts.overlayDir) await Deno.remove(overlayDir, { recursive: true });

@@ -5,7 +5,8 @@
 
 import type { CpuidEntry } from "./kvm.ts";
 import type { Sregs } from "./vcpu.ts";
-import type { HostInit } from "./host_state.ts";
+import type { HostInit, HostState } from "./host_state.ts";
+import type { VcpuState } from "./vcpu_state.ts";
 import type { SyncRef } from "../abi/sync_objects.ts";
 
 /** Where a guest thread begins: registers, GS base and identity. */
@@ -22,6 +23,28 @@ export interface ThreadStart {
   parameter: bigint;
   gsBase: number;
 }
+
+/** A hypercall a thread was blocked in when it parked: a restore makes it again, with the deadline it had. */
+export interface PendingCall {
+  nr: number;
+  frame: number;
+  /** On the guest clock; null for a wait without timeout. */
+  deadline: number | null;
+}
+
+/** A guest thread parked by a pause: everything a snapshot needs of it. */
+export interface ParkedThread {
+  cpu: number;
+  threadId: number;
+  lastError: number;
+  vcpu: VcpuState;
+  pending?: PendingCall;
+  /** The instance's host bookkeeping, kept by this thread when it serves the shared-state calls itself. */
+  host?: HostState;
+}
+
+/** A thread to rebuild from a snapshot rather than start at its entry point. */
+export type ThreadRestore = Omit<ParkedThread, "cpu" | "threadId">;
 
 /** What a vCPU thread needs to run one guest thread. */
 export interface VcpuInit {
@@ -42,6 +65,7 @@ export interface VcpuInit {
   host?: HostInit;
   control: SharedArrayBuffer;
   startedAt: number;
+  restore?: ThreadRestore;
 }
 
 /** What the host-services Worker needs (an app that can create threads). */
@@ -59,6 +83,9 @@ export type ServiceMessage =
   | { kind: "start-thread"; thread: ThreadStart }
   | { kind: "done" }
   | { kind: "host-error"; message: string };
+
+/** What a vCPU thread posts: that it parked (and keeps running), or why it stopped. */
+export type VcpuMessage = { kind: "parked"; thread: ParkedThread } | VcpuReport;
 
 /** Why a vCPU stopped, as the Worker reports it, and when the guest first left it (epoch ms). */
 export type VcpuReport = VcpuEnd & { firstExitAt?: number };

@@ -6,7 +6,9 @@
 /// <reference lib="deno.worker" />
 import { libc } from "../ffi/libc.ts";
 import { requestImmediateExit, Vcpu, type VmExit } from "./vcpu.ts";
-import type { VcpuInit, VcpuReport } from "./vcpu_thread.ts";
+import type { ParkedThread, VcpuInit, VcpuMessage, VcpuReport } from "./vcpu_thread.ts";
+import { restoreVcpu, saveVcpu } from "./vcpu_state.ts";
+import type { WaitControl } from "../abi/sync_objects.ts";
 import { GuestRam } from "./memory.ts";
 import { PageTables } from "../guest/paging.ts";
 import { faultFrameFields, faultFrameSize, kernelModeSregs, STAR, UPDATE_PAGE_TABLES } from "../guest/kernel.ts";
@@ -35,23 +37,61 @@ function run(init: VcpuInit, control: ControlBlock, times: { firstExitAt?: numbe
   const { cpu, threadId } = init.thread;
   const runPage = Deno.UnsafePointer.create(init.runPage)!;
   const vcpu = new Vcpu(init.vcpuFd, runPage, init.runSize);
-  if (init.fresh) vcpu.setCpuid(init.cpuid);
-  vcpu.setSregs(init.sregs);
-  vcpu.setMsrs(new Map([[msrs.MSR_STAR, STAR], [msrs.MSR_GS_BASE, BigInt(init.thread.gsBase)]]));
-  const regs = vcpu.getRegs();
-  for (const k of Object.keys(regs) as (keyof typeof regs)[]) regs[k] = 0n;
-  regs.rip = BigInt(init.thread.rip);
-  regs.rsp = BigInt(init.thread.rsp);
-  regs.rbx = init.thread.rbx;
-  regs.rcx = regs.rdi = init.thread.parameter;
-  regs.rflags = 2n;
-  vcpu.setRegs(regs);
+  if (init.restore) {
+    restoreVcpu(vcpu, init.restore.vcpu);
+  } else {
+    if (init.fresh) vcpu.setCpuid(init.cpuid);
+    startThread(vcpu, init);
+  }
 
   const ram = new GuestRam(init.ram.hostAddress, init.ram.size);
   const pages = new PageTables(ram.bytes, init.pageTableRoot);
+  const thread: Thread = { lastError: init.restore?.lastError ?? 0, id: threadId };
+  /** The hypercall being served, for a snapshot taken while it waits. */
+  let serving: { nr: number; frame: number } | undefined;
+  /** The last exit was a hypercall's doorbell write, which KVM completes only on the next KVM_RUN. */
+  let doorbellPending = false;
+  /** The deadline a remade wait keeps (ThreadContext.deadline), consumed by its first use. */
+  let restoredDeadline = init.restore?.pending ? init.restore.pending.deadline ?? Infinity : undefined;
+
+  /**
+   * Parks this thread for a pause: its vCPU state (and the host state, when
+   * this thread keeps it) goes to the instance, then it waits for resume or
+   * stop. `deadline` is set when it parks inside a blocked hypercall.
+   */
+  const park = (deadline?: number) => {
+    if (doorbellPending) {
+      // api.rst: re-entering with immediate_exit finishes the MMIO write without running the guest further.
+      requestImmediateExit(runPage, true);
+      vcpu.run();
+      requestImmediateExit(runPage, false);
+      doorbellPending = false;
+    }
+    const pending = deadline !== undefined && serving
+      ? { ...serving, deadline: deadline === Infinity ? null : deadline }
+      : undefined;
+    const parked: ParkedThread = {
+      cpu,
+      threadId,
+      lastError: thread.lastError,
+      vcpu: saveVcpu(vcpu),
+      ...(pending ? { pending } : {}),
+      ...(local ? { host: local.save() } : {}),
+    };
+    self.postMessage({ kind: "parked", thread: parked } satisfies VcpuMessage);
+    control.waitWhilePaused();
+  };
+  const waits: WaitControl = {
+    now: () => control.now(),
+    checkpoint: (deadline) => {
+      if (control.stopRequested()) return true;
+      if (control.pauseRequested()) park(deadline);
+      return control.stopRequested();
+    },
+  };
   // An app that cannot create threads is served right here, with no hop to another thread.
-  const local = init.host && new HostService({ ...init, host: init.host, control });
-  const services = (nr: number, frame: number, thread: Thread) =>
+  const local = init.host && new HostService({ ...init, host: init.host, control, waits, restore: init.restore?.host });
+  const services = (nr: number, frame: number) =>
     local ? local.dispatch(cpu, nr, frame, thread) : control.call(cpu, nr, frame, thread);
 
   let end: VcpuReport | undefined;
@@ -59,8 +99,19 @@ function run(init: VcpuInit, control: ControlBlock, times: { firstExitAt?: numbe
     sync: control.sync,
     threadId,
     startedAt: init.startedAt,
-    stopping: () => control.stopRequested(),
-    sleep: (ms) => ms === 0 ? libc().sched_yield() : control.sleep(ms === INFINITE ? undefined : ms),
+    waits,
+    deadline: (ms) => {
+      const kept = restoredDeadline;
+      restoredDeadline = undefined;
+      return kept ?? (ms === INFINITE ? Infinity : control.now() + ms);
+    },
+    sleep: (ms) => {
+      if (ms === 0) return libc().sched_yield();
+      const deadline = context.deadline(ms);
+      while (!control.sleepUntil(deadline) && control.now() < deadline) {
+        if (waits.checkpoint(deadline)) return;
+      }
+    },
     exitProcess: (code) => end = { kind: "exit", code },
     exitThread: (code) => {
       control.sync.threadExited(threadId, code, init.thread.object);
@@ -74,7 +125,6 @@ function run(init: VcpuInit, control: ControlBlock, times: { firstExitAt?: numbe
     handlers,
     init.allowedCalls.filter((name) => name in handlers),
   );
-  const thread: Thread = { lastError: 0, id: threadId };
   const rip = () => vcpu.getRegs().rip;
   let translations = control.tlbGeneration();
   /** The last hypercall this thread made, for a report when nothing else is left to tell. */
@@ -112,9 +162,52 @@ function run(init: VcpuInit, control: ControlBlock, times: { firstExitAt?: numbe
     return true;
   };
 
+  /** Serves hypercall `nr`; how the thread ended, if it did. */
+  const hypercall = (nr: number, frame: number): VcpuReport | undefined => {
+    lastCall = nr;
+    serving = { nr, frame };
+    try {
+      if (own.serves(nr)) own.dispatch(nr, frame, thread);
+      else {
+        let served = services(nr, frame);
+        while (served.interrupted) {
+          park(Infinity);
+          if (control.stopRequested()) return { kind: "stopped", rip: rip() };
+          served = services(nr, frame);
+        }
+        if (!updatePageTables(served.pageTableUpdates)) return { kind: "stopped", rip: rip() };
+      }
+    } catch (e) {
+      if (e instanceof AbiViolation) return { kind: "violation", message: e.message, rip: rip() };
+      throw e;
+    } finally {
+      serving = undefined;
+      restoredDeadline = undefined;
+    }
+    if (end) {
+      // The thread's stack goes back to the app's free memory, which the hypervisor must see too.
+      if (end.kind === "thread-exit" && !local) {
+        updatePageTables(control.call(cpu, THREAD_EXITED, 0, thread).pageTableUpdates);
+      }
+      return end;
+    }
+    if (control.stopRequested()) return { kind: "stopped", rip: rip() };
+  };
+
   try {
+    // A thread a snapshot caught inside a hypercall makes it again: it had not completed.
+    const pending = init.restore?.pending;
+    const ended = pending && hypercall(pending.nr, pending.frame);
+    if (ended) return ended;
     for (;;) {
-      if (!control.enterGuest(cpu)) return { kind: "stopped", rip: rip() };
+      if (control.pauseRequested() && !control.stopRequested()) {
+        park();
+        continue;
+      }
+      if (!control.enterGuest(cpu)) {
+        if (control.stopRequested()) return { kind: "stopped", rip: rip() };
+        continue;
+      }
       const generation = control.tlbGeneration();
       if (generation !== translations) {
         vcpu.flushTranslations();
@@ -123,6 +216,7 @@ function run(init: VcpuInit, control: ControlBlock, times: { firstExitAt?: numbe
       let exit: VmExit;
       try {
         exit = vcpu.run();
+        doorbellPending = false;
       } finally {
         control.leftGuest(cpu);
       }
@@ -132,24 +226,9 @@ function run(init: VcpuInit, control: ControlBlock, times: { firstExitAt?: numbe
           const frame = Number(exit.data & 0xffffffffn);
           const nr = exit.isWrite && exit.length === 4 ? hypercallNumber(exit.address) : undefined;
           if (nr !== undefined) {
-            lastCall = nr;
-            try {
-              if (own.serves(nr)) own.dispatch(nr, frame, thread);
-              else if (!updatePageTables(services(nr, frame, thread).pageTableUpdates)) {
-                return { kind: "stopped", rip: rip() };
-              }
-            } catch (e) {
-              if (e instanceof AbiViolation) return { kind: "violation", message: e.message, rip: rip() };
-              throw e;
-            }
-            if (end) {
-              // The thread's stack goes back to the app's free memory, which the hypervisor must see too.
-              if (end.kind === "thread-exit" && !local) {
-                updatePageTables(control.call(cpu, THREAD_EXITED, 0, thread).pageTableUpdates);
-              }
-              return end;
-            }
-            if (control.stopRequested()) return { kind: "stopped", rip: rip() };
+            doorbellPending = true;
+            const ended = hypercall(nr, frame);
+            if (ended) return ended;
             continue;
           }
           if (exit.isWrite && exit.length === 4 && exit.address === BigInt(FAULT_DOORBELL)) {
@@ -177,7 +256,7 @@ function run(init: VcpuInit, control: ControlBlock, times: { firstExitAt?: numbe
           };
         case "interrupted":
           if (control.stopRequested()) return { kind: "stopped", rip: rip() };
-          // A kick for preemption or a TLB flush: both are handled on the way back in.
+          // A kick for preemption, a TLB flush or a pause: all are handled on the way back in.
           requestImmediateExit(runPage, false);
           continue;
         case "hlt":
@@ -211,6 +290,20 @@ function run(init: VcpuInit, control: ControlBlock, times: { firstExitAt?: numbe
   } finally {
     local?.close();
   }
+}
+
+/** A new guest thread's registers: at its entry point, in user mode, with its TEB in GS. */
+function startThread(vcpu: Vcpu, init: VcpuInit): void {
+  vcpu.setSregs(init.sregs);
+  vcpu.setMsrs(new Map([[msrs.MSR_STAR, STAR], [msrs.MSR_GS_BASE, BigInt(init.thread.gsBase)]]));
+  const regs = vcpu.getRegs();
+  for (const k of Object.keys(regs) as (keyof typeof regs)[]) regs[k] = 0n;
+  regs.rip = BigInt(init.thread.rip);
+  regs.rsp = BigInt(init.thread.rsp);
+  regs.rbx = init.thread.rbx;
+  regs.rcx = regs.rdi = init.thread.parameter;
+  regs.rflags = 2n;
+  vcpu.setRegs(regs);
 }
 
 function readFaultFrame(ram: GuestRam, address: number): Record<string, bigint> {

@@ -215,7 +215,8 @@ Deno.test("random hypercall frames never crash the host nor touch memory they mu
       threadId: FIRST_THREAD_ID,
       startedAt: Date.now(),
       // Waits and sleeps return at once: a random frame must not block the test.
-      stopping: () => true,
+      waits: { now: () => control.now(), checkpoint: () => true },
+      deadline: () => 0,
       sleep: () => {},
       exitProcess: (c) => exitCode = c,
       exitThread: (c) => exitCode = c,

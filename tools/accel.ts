@@ -54,11 +54,23 @@ export function denoJob(args: string[]): JobSpec {
 /** Set in every job the nested VM runs, so that what runs there can say so (the bench labels its figures). */
 export const IN_NESTED_ENV = "PVX_IN_NESTED";
 
-/** Runs `deno <args>` on the nested accelerator as if here: same paths, cwd, environment, stdio and exit status. */
-export async function runDenoNested(args: string[]): Promise<number> {
+/**
+ * Runs `deno <args>` on the nested accelerator as if here: same paths, cwd,
+ * environment, stdio and exit status. `alongside` serves something else from
+ * the same VM while the job runs (an instance's control API).
+ */
+export async function runDenoNested(
+  args: string[],
+  alongside?: (runner: JobRunner) => Promise<{ close(): Promise<void> }>,
+): Promise<number> {
   const { runner, close } = await nestedRunner();
   try {
-    return await runAsThisProcess(runner, denoJob(args));
+    const served = await alongside?.(runner);
+    try {
+      return await runAsThisProcess(runner, denoJob(args));
+    } finally {
+      await served?.close();
+    }
   } finally {
     await close();
   }

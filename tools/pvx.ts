@@ -4,37 +4,46 @@ import { parseArgs } from "node:util";
 import { BundleError, describeBundle, encodeBundle, parseBundle, readBundle, writeBundle } from "./bundle.ts";
 import { ElfError, parseElf } from "../guest/elf.ts";
 import { launchBundle } from "../hv/launch.ts";
-import { parseShareSpec } from "../abi/fileview.ts";
 import { prewarm, stopIdleThreads } from "../hv/vcpu_threads.ts";
 import { describeOutcome, EXIT_PVX_ERROR, exitStatus } from "./report.ts";
 import { ABI_VERSION, callsByName } from "../abi/calls.ts";
 import { analysePe, callsUsedByElf, describeAnalysis } from "./analyse.ts";
 import { basename, dirname, join } from "node:path";
 import { parsePe, PeError } from "../guest/pe.ts";
-import { maxVcpus } from "../guest/memory_map.ts";
 import { cacheRoot } from "./cache_dir.ts";
-import { AccelError, chooseAccel, runDenoNested } from "./accel.ts";
+import { AccelError, chooseAccel } from "./accel.ts";
+import { runPvxNested } from "./nested/api_relay.ts";
 import { MissingPiece } from "./nested/image.ts";
 import { MissingPackages } from "./packages.ts";
 import { onStopSignals } from "./signals.ts";
+import { parseRunOptions, UsageError } from "./run_options.ts";
+import { SnapshotError } from "../hv/snapshot_file.ts";
+import { InstanceStateError } from "../hv/instance.ts";
+import { ControlApiError } from "../hv/control_api.ts";
+import {
+  apiCommand,
+  apiServer,
+  pauseCommand,
+  restoreCommand,
+  resumeCommand,
+  sha256Hex,
+  snapshotCommand,
+} from "./snapshot_cli.ts";
+import { overlayCommand } from "./overlay_cli.ts";
 
 const usage = `usage:
   pvx run <app.pvx> [--timeout <seconds|Nms>] [--share <host dir>:<guest dir>[:ro]]... [--env NAME=VALUE]...
-          [--overlay <dir>] [--cpus <N>] [--accel auto|kvm|nested] [-- args...]
+          [--overlay <dir>] [--cpus <N>] [--accel auto|kvm|nested] [--api <socket>] [-- args...]
   pvx pack <app.elf> -o <app.pvx> [--name <name>] [--memory <MiB>] [--file <host>[:<bundle path>]]... [--arg <a>]...
+  pvx run ... --api <socket>      serve the instance's control API (pause, resume, snapshot) on a Unix socket
+  pvx pause|resume --api <socket>
+  pvx snapshot --api <socket> -o <snap> [--stop]
+  pvx api <socket> GET|POST <route> [< body]   one raw request; prints the status, then the body
+  pvx restore <snap> [--bundle <app.pvx>] [--api <socket>] [--share ...] [--overlay <dir>] [--timeout ...] [--cpus N]
   pvx inspect <app.pvx>
   pvx analyse <app.exe>
+  pvx overlay merge|sync|reset ...   (pvx overlay for its usage)
 A Windows .exe can be given to run (packed on the fly into a cached bundle) and to pack, with [--allow-missing].`;
-
-class UsageError extends Error {}
-
-export function parseDuration(text: string): number {
-  const m = /^(\d+(?:\.\d+)?)(ms|s)?$/.exec(text);
-  if (!m) {
-    throw new UsageError(`--timeout ${JSON.stringify(text)}: expected seconds (e.g. 2.5) or milliseconds (e.g. 300ms)`);
-  }
-  return m[2] === "ms" ? Number(m[1]) : Number(m[1]) * 1000;
-}
 
 async function readHead(path: string): Promise<Uint8Array> {
   using f = await Deno.open(path);
@@ -44,45 +53,11 @@ async function readHead(path: string): Promise<Uint8Array> {
 }
 
 async function runCommand(argv: string[]): Promise<number> {
-  const { values, positionals } = parseArgs({
-    args: argv,
-    allowPositionals: true,
-    options: {
-      timeout: { type: "string" },
-      share: { type: "string", multiple: true, default: [] },
-      env: { type: "string", multiple: true, default: [] },
-      overlay: { type: "string" },
-      cpus: { type: "string" },
-      "allow-missing": { type: "boolean", default: false },
-      accel: { type: "string" },
-    },
-  });
-  const [path, ...args] = positionals;
+  const o = parseRunOptions(argv);
+  const [path, ...args] = o.positionals;
   if (!path) throw new UsageError("run needs a bundle");
-  const cpus = values.cpus === undefined ? undefined : Number(values.cpus);
-  if (cpus !== undefined && !(Number.isInteger(cpus) && cpus >= 1 && cpus <= maxVcpus)) {
-    throw new UsageError(`--cpus ${JSON.stringify(values.cpus)}: expected a whole number from 1 to ${maxVcpus}`);
-  }
-  const timeoutMs = values.timeout === undefined ? undefined : parseDuration(values.timeout);
-  const shares = values.share.map((spec) => {
-    try {
-      return parseShareSpec(spec);
-    } catch (e) {
-      throw new UsageError(`--share ${spec}: ${(e as Error).message}`);
-    }
-  });
-  const environment = new Map(values.env.map((pair) => {
-    const eq = pair.indexOf("=");
-    if (eq <= 0) throw new UsageError(`--env ${JSON.stringify(pair)}: expected NAME=VALUE`);
-    return [pair.slice(0, eq), pair.slice(eq + 1)] as const;
-  }));
-  if (chooseAccel(values.accel) === "nested") {
-    // Inside, the same command on the guest's own KVM: a later --accel overrides an earlier one.
-    const end = argv.includes("--") ? argv.indexOf("--") : argv.length;
-    const pvx = new URL(import.meta.url).pathname;
-    return await runDenoNested(["run", "-A", pvx, "run", ...argv.slice(0, end), "--accel", "kvm", ...argv.slice(end)]);
-  }
-  if (values.overlay) await Deno.mkdir(values.overlay, { recursive: true });
+  if (chooseAccel(o.accel) === "nested") return await runPvxNested("run", argv);
+  if (o.overlay) await Deno.mkdir(o.overlay, { recursive: true });
   prewarm(); // the vCPU thread starts while the bundle is read and checked
   // Ctrl-C or a kill stops the guest the way --timeout does: with where every thread was.
   const interrupt = new AbortController();
@@ -91,20 +66,28 @@ async function runCommand(argv: string[]): Promise<number> {
     // A Windows exe runs from a bundle packed on the fly (and cached); anything else must be a bundle.
     const head = await readHead(path);
     const bundlePath = isPe(head)
-      ? await cachedBundle(path, { ...defaultPackOptions, allowMissing: values["allow-missing"] })
+      ? await cachedBundle(path, { ...defaultPackOptions, allowMissing: o.allowMissing })
       : path;
-    const bundle = await readBundle(bundlePath);
-    const { outcome, symbolize } = await launchBundle(bundle, {
-      args,
-      timeoutMs,
-      shares,
-      environment,
-      overlayDir: values.overlay,
-      cpus,
-      interrupt: interrupt.signal,
-    });
-    if (outcome.kind !== "exit") console.error(describeOutcome(outcome, bundle.manifest.name, symbolize));
-    return exitStatus(outcome);
+    const bundleBytes = await Deno.readFile(bundlePath);
+    const bundle = await parseBundle(bundleBytes, bundlePath);
+    const api = apiServer(o.api);
+    try {
+      const { outcome, symbolize } = await launchBundle(bundle, {
+        args,
+        timeoutMs: o.timeoutMs,
+        shares: o.shares,
+        environment: o.environment,
+        overlayDir: o.overlay,
+        cpus: o.cpus,
+        interrupt: interrupt.signal,
+        bundleFile: { path: await Deno.realPath(bundlePath), sha256: await sha256Hex(bundleBytes) },
+        onSession: api.attach,
+      });
+      if (outcome.kind !== "exit") console.error(describeOutcome(outcome, bundle.manifest.name, symbolize));
+      return exitStatus(outcome);
+    } finally {
+      await api.close();
+    }
   } finally {
     stopListening();
     stopIdleThreads();
@@ -288,6 +271,18 @@ export async function main(argv: string[]): Promise<number> {
         return await inspectCommand(rest);
       case "analyse":
         return await analyseCommand(rest);
+      case "pause":
+        return await pauseCommand(rest);
+      case "resume":
+        return await resumeCommand(rest);
+      case "snapshot":
+        return await snapshotCommand(rest);
+      case "restore":
+        return await restoreCommand(rest);
+      case "api":
+        return await apiCommand(rest);
+      case "overlay":
+        return overlayCommand(rest);
       default:
         throw new UsageError(command ? `unknown command ${command}` : "no command");
     }
@@ -299,7 +294,8 @@ export async function main(argv: string[]): Promise<number> {
     // Bad input is the user's to fix and needs no stack; anything else is a pvx bug and does.
     const expected = e instanceof BundleError || e instanceof ElfError || e instanceof PeError ||
       e instanceof MissingImportsError || e instanceof Deno.errors.NotFound || e instanceof AccelError ||
-      e instanceof MissingPiece || e instanceof MissingPackages;
+      e instanceof MissingPiece || e instanceof MissingPackages || e instanceof SnapshotError ||
+      e instanceof InstanceStateError || e instanceof ControlApiError;
     console.error(`pvx: ${expected ? (e as Error).message : e instanceof Error ? e.stack : String(e)}`);
     return EXIT_PVX_ERROR;
   }

@@ -45,6 +45,8 @@ export function describeOutcome(o: Outcome, app: string, symbolize: Symbolize): 
         `pvx: ${app} was interrupted by ${o.reason}; stopped ${o.threads.length} thread(s):`,
         ...o.threads.map((t) => `  ${where(t)} at RIP ${at(t.rip)}`),
       ].join("\n");
+    case "snapshotted":
+      return `pvx: ${app} was stopped after its snapshot was saved to ${o.to}`;
     case "violation":
       return `pvx: ${app} broke the hypercall ABI on ${where(o)} at RIP ${at(o.rip)}: ${o.message}`;
     case "crash":
@@ -76,6 +78,8 @@ export function exitStatus(o: Outcome): number {
       return EXIT_TIMEOUT;
     case "interrupted":
       return 128 + (signalNumbers[o.reason] ?? 0);
+    case "snapshotted":
+      return 0;
     default:
       return EXIT_GUEST_FAILED;
   }

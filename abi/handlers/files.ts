@@ -51,7 +51,7 @@ export function fileHandlers(host: Host) {
       // pvx has no asynchronous I/O; an app that asks for it must not get silently synchronous handles.
       if (flagsAndAttributes & W.FILE_FLAG_OVERLAPPED) throw new Win32Error(E.ERROR_INVALID_PARAMETER);
       const read = (access & READ_RIGHTS) !== 0, write = (access & WRITE_RIGHTS) !== 0;
-      const { file: opened, existed } = host.files.open(a.lpFileName as string, {
+      const options = {
         read,
         write,
         deleteAccess: (access & DELETE_RIGHTS) !== 0,
@@ -59,8 +59,9 @@ export function fileHandlers(host: Host) {
         share: a.dwShareMode as number,
         attributes: flagsAndAttributes & 0xffff,
         flags: (flagsAndAttributes & 0xffff0000) >>> 0,
-      });
-      const handle = host.handles.open({ kind: "file", file: opened, position: 0, read, write });
+      };
+      const { file: opened, existed } = host.files.open(a.lpFileName as string, options);
+      const handle = host.handles.open({ kind: "file", file: opened, options, position: 0, read, write });
       if (handle === undefined) {
         opened.close();
         throw new Win32Error(E.ERROR_TOO_MANY_OPEN_FILES);

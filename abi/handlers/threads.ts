@@ -46,7 +46,7 @@ export function threadHandlers(ctx: ThreadContext) {
     return ref;
   };
   const wait = (handles: number[], all: boolean, ms: number) => {
-    const r = sync.wait(handles, all, ms, ctx.threadId, ctx.stopping);
+    const r = sync.wait(handles, all, ctx.deadline(ms), ctx.threadId, ctx.waits);
     if ("error" in r) throw new Win32Error(r.error);
     // A stopping instance never resumes this thread: what it reads back does not matter.
     return "code" in r ? r.code : C.WAIT_FAILED;
@@ -105,8 +105,8 @@ export function threadHandlers(ctx: ThreadContext) {
         word.byteOffset,
         () => view.getInt32(0, true),
         a.CompareValue as number,
-        a.dwMilliseconds as number,
-        ctx.stopping,
+        ctx.deadline(a.dwMilliseconds as number),
+        ctx.waits,
       );
       if (!woken) throw new Win32Error(E.ERROR_TIMEOUT);
       return 1;

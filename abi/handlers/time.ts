@@ -8,9 +8,6 @@ const FILETIME_UNIX_EPOCH = 116444736000000000n;
 /** QueryPerformanceCounter ticks per second: 10 MHz, what current Windows reports. */
 const QPC_FREQUENCY = 10_000_000n;
 
-/** Epoch milliseconds with sub-millisecond precision, comparable across threads. */
-const now = () => performance.timeOrigin + performance.now();
-
 function setU64(out: Uint8Array, value: bigint): void {
   new DataView(out.buffer, out.byteOffset, 8).setBigUint64(0, value, true);
 }
@@ -22,13 +19,13 @@ export function timeHandlers(ctx: ThreadContext) {
       return 0;
     },
     QueryPerformanceCounter: (a) => {
-      setU64(a.lpPerformanceCount as Uint8Array, BigInt(Math.round(now() * 10_000)));
+      setU64(a.lpPerformanceCount as Uint8Array, BigInt(Math.round(ctx.waits.now() * 10_000)));
       return 1;
     },
     QueryPerformanceFrequency: (a) => {
       setU64(a.lpFrequency as Uint8Array, QPC_FREQUENCY);
       return 1;
     },
-    GetTickCount64: () => BigInt(Math.floor(now() - ctx.startedAt)),
+    GetTickCount64: () => BigInt(Math.floor(ctx.waits.now() - ctx.startedAt)),
   } satisfies Record<string, Handler>;
 }

@@ -95,12 +95,18 @@ export async function whereKvm(args: string[]): Promise<RunResult> {
 export interface RunningPvx {
   /** Resolves once the guest's stdout holds `text`; rejects if pvx ends first. */
   printed(text: string): Promise<void>;
+  /** Writes to its stdin, which stays open until `endInput` (when started with `{ keepOpen: true }`). */
+  type(text: string): Promise<void>;
+  endInput(): Promise<void>;
   kill(signal: Deno.Signal): void;
   result: Promise<RunResult>;
 }
 
-/** Starts `pvx <args>` and lets a test act on what the guest says while it runs; `input` is its whole stdin. */
-export function pvxStart(args: string[], input?: string): RunningPvx {
+/**
+ * Starts `pvx <args>` and lets a test act on what the guest says while it
+ * runs; `input` is its whole stdin, or it is kept open for `type`.
+ */
+export function pvxStart(args: string[], input?: string | { keepOpen: true }): RunningPvx {
   const child = new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", pvxScript, ...args],
     stdout: "piped",
@@ -108,10 +114,8 @@ export function pvxStart(args: string[], input?: string): RunningPvx {
     stdin: input === undefined ? "null" : "piped",
     signal: AbortSignal.timeout(120_000),
   }).spawn();
-  if (input !== undefined) {
-    const w = child.stdin.getWriter();
-    w.write(new TextEncoder().encode(input)).then(() => w.close());
-  }
+  const stdin = input === undefined ? undefined : child.stdin.getWriter();
+  if (typeof input === "string") stdin!.write(new TextEncoder().encode(input)).then(() => stdin!.close());
   let stdout = "";
   const waiters: { text: string; resolve(): void }[] = [];
   const dec = new TextDecoder();
@@ -135,6 +139,8 @@ export function pvxStart(args: string[], input?: string): RunningPvx {
           reject(new Error(`pvx ended (${r.code}) before printing ${JSON.stringify(text)}:\n${r.stderr}`))
         );
       }),
+    type: (text) => stdin!.write(new TextEncoder().encode(text)),
+    endInput: () => stdin!.close(),
     kill: (signal) => child.kill(signal),
     result,
   };

@@ -1,0 +1,147 @@
+// One instance's control API: HTTP (Hono) on a Unix socket that only its
+// owner can open (mode 0600), the way Firecracker serves its API socket.
+//
+//   GET  /           the instance: app, state (running | paused), threads when paused
+//   POST /pause      park every vCPU
+//   POST /resume     continue
+//   POST /snapshot   {"path": "...", "stop": false}: save it to a snapshot file
+//
+// Errors are {"error": {"message": ..., "field"?: ...}} with 400 for a bad
+// request, 404 for an unknown route and 409 for a state that does not allow it.
+
+import { Hono } from "hono";
+import type { InstanceSession } from "./snapshot.ts";
+import { InstanceStateError } from "./instance.ts";
+import { SnapshotError } from "./snapshot_file.ts";
+
+type ErrorBody = { error: { message: string; field?: string } };
+
+function refuse(status: 400 | 404 | 409 | 500, message: string, field?: string) {
+  return { body: { error: { message, ...(field ? { field } : {}) } } satisfies ErrorBody, status };
+}
+
+export function controlApi(session: InstanceSession, progress?: (done: number, total: number) => void): Hono {
+  const app = new Hono();
+  const instance = session.instance;
+  const describe = () => ({
+    app: session.boot.app,
+    state: instance.paused ? "paused" : "running",
+    memoryBytes: session.boot.memoryBytes,
+    ...(instance.paused
+      ? {
+        threads: instance.pausedState!.threads.map((t) => ({
+          threadId: t.threadId,
+          cpu: t.cpu,
+          ...(t.pending ? { blockedIn: t.pending.nr } : {}),
+        })),
+      }
+      : {}),
+  });
+
+  app.get("/", (c) => c.json(describe()));
+  app.post("/pause", async (c) => {
+    await instance.pause();
+    return c.json(describe());
+  });
+  app.post("/resume", (c) => {
+    instance.resume();
+    return c.json(describe());
+  });
+  app.post("/snapshot", async (c) => {
+    let body: unknown;
+    try {
+      body = await c.req.json();
+    } catch (e) {
+      const r = refuse(400, `the body is not JSON: ${(e as Error).message}`);
+      return c.json(r.body, r.status);
+    }
+    const b = typeof body === "object" && body !== null && !Array.isArray(body) ? body as Record<string, unknown> : {};
+    const unknown = Object.keys(b).find((k) => k !== "path" && k !== "stop");
+    if (unknown) return c.json(refuse(400, `unknown field`, unknown).body, 400);
+    if (typeof b.path !== "string" || b.path === "") {
+      return c.json(refuse(400, "must be the snapshot file's path, a non-empty string", "path").body, 400);
+    }
+    if (b.stop !== undefined && typeof b.stop !== "boolean") {
+      return c.json(refuse(400, "must be true or false", "stop").body, 400);
+    }
+    const result = await session.snapshot(b.path, { stop: b.stop === true, progress });
+    return c.json(result);
+  });
+  app.notFound((c) => c.json(refuse(404, `no route ${c.req.method} ${c.req.path}`).body, 404));
+  app.onError((e, c) => {
+    if (e instanceof InstanceStateError) return c.json(refuse(409, e.message).body, 409);
+    if (e instanceof SnapshotError) return c.json(refuse(400, e.message).body, 400);
+    return c.json(refuse(500, `${e.name}: ${e.message}`).body, 500);
+  });
+  return app;
+}
+
+/** Serves `app` on the Unix socket at `path` (mode 0600); a stale socket there is replaced, anything else refused. */
+export async function serveOnSocket(
+  app: { fetch(request: Request): Response | Promise<Response> },
+  path: string,
+): Promise<{ close(): Promise<void> }> {
+  try {
+    const st = await Deno.lstat(path);
+    if (!st.isSocket) throw new Error(`--api ${path}: exists and is not a socket`);
+    await Deno.remove(path);
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+  }
+  const server = Deno.serve({ path, onListen: () => {} }, app.fetch);
+  await Deno.chmod(path, 0o600);
+  return {
+    close: async () => {
+      await server.shutdown();
+      await Deno.remove(path).catch(() => {});
+    },
+  };
+}
+
+/** One request to the control API on `socket`, as it answered. */
+export async function requestControlApi(socket: string, method: string, route: string, body?: string) {
+  try {
+    if (!Deno.statSync(socket).isSocket) throw new ControlApiError(socket, 0, "is not a socket");
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) throw new ControlApiError(socket, 0, NOT_SERVING);
+    throw e;
+  }
+  const client = Deno.createHttpClient({ proxy: { transport: "unix", path: socket } });
+  try {
+    const response = await fetch(`http://pvx${route}`, {
+      method,
+      client,
+      ...(body ? { body, headers: { "content-type": "application/json" } } : {}),
+    });
+    return { status: response.status, body: await response.text() };
+  } catch (e) {
+    if (!(e instanceof TypeError)) throw e;
+    throw new ControlApiError(socket, 0, `cannot reach the instance: ${(e.cause as Error)?.message ?? e.message}`);
+  } finally {
+    client.close();
+  }
+}
+
+/** What a client is told when nothing listens on the socket it named: no instance yet, or none any more. */
+export const NOT_SERVING = "no instance is serving its control API there";
+
+/** A control API the instance refused or failed: its status and message. */
+export class ControlApiError extends Error {
+  override name = "ControlApiError";
+  constructor(readonly socket: string, readonly status: number, message: string) {
+    super(`${socket}: ${message}`);
+  }
+}
+
+/** One request to an instance's control API: its JSON answer, or a ControlApiError with the API's message. */
+export async function callControlApi(socket: string, method: "GET" | "POST", route: string, body?: unknown) {
+  const r = await requestControlApi(socket, method, route, body === undefined ? undefined : JSON.stringify(body));
+  let answer;
+  try {
+    answer = JSON.parse(r.body);
+  } catch {
+    throw new ControlApiError(socket, r.status, `answered ${r.status} with a body that is not JSON: ${r.body}`);
+  }
+  if (r.status >= 400) throw new ControlApiError(socket, r.status, answer?.error?.message ?? `status ${r.status}`);
+  return answer;
+}

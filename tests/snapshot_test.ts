@@ -1,0 +1,127 @@
+// Snapshots of running guests, restored in new processes: what the app
+// prints across the snapshot must equal an uninterrupted run. The counter
+// guest ends only once it reads a line, so every step here waits on what the
+// guest or pvx said, never on a guessed time.
+
+import assert from "node:assert/strict";
+import { guestBundle, pvxCli, pvxStart } from "./support/guests.ts";
+import { NOT_SERVING } from "../hv/control_api.ts";
+
+const ticks = (n: number) => Array.from({ length: n }, (_, i) => `tick ${i}\n`).join("");
+const counted = (n: number, line: string) => `${ticks(n)}read ${line.length} bytes\ndone\n`;
+
+/** `pvx <args>` until it reaches the instance: its API socket appears once its guest is about to run. */
+async function whenServing(args: string[]) {
+  for (;;) {
+    const r = await pvxCli(args);
+    if (!r.stderr.includes(NOT_SERVING)) return r;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
+async function inTempDirs(body: (dir: string, elsewhere: string) => Promise<void>) {
+  const dir = await Deno.makeTempDir({ prefix: "pvx-snap-" });
+  const elsewhere = await Deno.makeTempDir({ prefix: "pvx-snap-other-" });
+  try {
+    await body(dir, elsewhere);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+    await Deno.remove(elsewhere, { recursive: true });
+  }
+}
+
+Deno.test("a snapshot restores on another machine and the app's output goes on without a gap or a repeat", () =>
+  inTempDirs(async (dir, elsewhere) => {
+    const bundle = `${dir}/counter.pvx`;
+    await Deno.copyFile(await guestBundle("counter"), bundle);
+    const api = `${dir}/api.sock`;
+    // The snapshot lands in one of the sleeps or in the final console read: the output must not show which.
+    const run = pvxStart(["run", "--api", api, bundle, "--", "6", "300"], { keepOpen: true });
+    await run.printed("tick 2\n");
+    const snap = await whenServing(["snapshot", "--api", api, "-o", `${dir}/app.snap`, "--stop"]);
+    assert.equal(snap.code, 0, snap.stderr);
+    assert.match(snap.stdout, /saved .*app\.snap: 1 thread/);
+    await run.endInput();
+    const first = await run.result;
+    assert.equal(first.code, 0, first.stderr);
+    assert.match(first.stderr, /stopped after its snapshot was saved/);
+
+    // The other machine has the snapshot and the bundle, in a directory of its own, and nothing else.
+    await Deno.rename(`${dir}/app.snap`, `${elsewhere}/app.snap`);
+    await Deno.rename(bundle, `${elsewhere}/counter.pvx`);
+    const restored = pvxStart(["restore", `${elsewhere}/app.snap`], "hello\n");
+    const r = await restored.result;
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(first.stdout + r.stdout, counted(6, "hello\n"));
+
+    // One snapshot restores any number of times, each an instance of its own.
+    const again = await pvxStart(["restore", `${elsewhere}/app.snap`], "hi\n").result;
+    assert.equal(again.code, 0, again.stderr);
+    assert.equal(first.stdout + again.stdout, counted(6, "hi\n"));
+  }));
+
+Deno.test("a snapshot of an app blocked on the console restores into that same read", () =>
+  inTempDirs(async (dir) => {
+    const bundle = `${dir}/counter.pvx`;
+    await Deno.copyFile(await guestBundle("counter"), bundle);
+    const api = `${dir}/api.sock`;
+    const run = pvxStart(["run", "--api", api, bundle, "--", "1", "0"], { keepOpen: true });
+    await run.printed("tick 0\n");
+    const paused = await whenServing(["pause", "--api", api]);
+    assert.equal(paused.code, 0, paused.stderr);
+    const state = await pvxCli(["api", api, "GET", "/"]);
+    assert.match(state.stdout, /^200\n.*"state":"paused"/s);
+    const snap = await pvxCli(["snapshot", "--api", api, "-o", `${dir}/read.snap`, "--stop"]);
+    assert.equal(snap.code, 0, snap.stderr);
+    await run.endInput();
+    assert.equal((await run.result).stdout, ticks(1));
+    const r = await pvxStart(["restore", `${dir}/read.snap`], "typed\n").result;
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, "read 6 bytes\ndone\n");
+  }));
+
+Deno.test("pause and resume change nothing the app can see but the clock", () =>
+  inTempDirs(async (dir) => {
+    const api = `${dir}/api.sock`;
+    const run = pvxStart(["run", "--api", api, await guestBundle("counter"), "--", "4", "200"], { keepOpen: true });
+    await run.printed("tick 1\n");
+    const paused = await whenServing(["pause", "--api", api]);
+    assert.equal(paused.code, 0, paused.stderr);
+    assert.equal(paused.stdout, "counter: paused\n");
+    const twice = await pvxCli(["pause", "--api", api]);
+    assert.match(twice.stderr, /already paused/);
+    const resumed = await pvxCli(["resume", "--api", api]);
+    assert.equal(resumed.stdout, "counter: running\n");
+    await run.type("go\n");
+    await run.endInput();
+    const r = await run.result;
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, counted(4, "go\n"));
+  }));
+
+Deno.test("the control API names what is wrong with a request", () =>
+  inTempDirs(async (dir) => {
+    const api = `${dir}/api.sock`;
+    const run = pvxStart(["run", "--api", api, await guestBundle("counter"), "--", "1", "0"], { keepOpen: true });
+    await run.printed("tick 0\n");
+    const notJson = await whenServing(["api", api, "POST", "/snapshot"]);
+    assert.match(notJson.stdout, /^400\n.*the body is not JSON/s);
+    const missing = await pvxStart(["api", api, "POST", "/snapshot"], '{"stop":true}').result;
+    assert.match(missing.stdout, /^400\n.*"field":"path"/s);
+    const wrongType = await pvxStart(["api", api, "POST", "/snapshot"], '{"path":"x.snap","stop":"yes"}').result;
+    assert.match(wrongType.stdout, /^400\n.*"field":"stop"/s);
+    const unknown = await pvxCli(["api", api, "GET", "/nothing"]);
+    assert.match(unknown.stdout, /^404\n/);
+    const notPaused = await pvxCli(["resume", "--api", api]);
+    assert.match(notPaused.stderr, /not paused/);
+    await run.endInput();
+    assert.equal((await run.result).code, 0);
+  }));
+
+Deno.test("a damaged snapshot is refused with the file, the offset and the reason", () =>
+  inTempDirs(async (dir) => {
+    await Deno.writeFile(`${dir}/bad.snap`, new TextEncoder().encode("not a snapshot at all"));
+    const r = await pvxCli(["restore", `${dir}/bad.snap`]);
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, /bad\.snap: offset \d+: /);
+  }));

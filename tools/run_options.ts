@@ -1,0 +1,75 @@
+// The options `pvx run` and `pvx restore` share: how long, what is shared,
+// the environment, the overlay, the vCPU cap, the accelerator and the
+// control API socket.
+
+import { parseArgs } from "node:util";
+import { parseShareSpec, type ShareSpec } from "../abi/fileview.ts";
+import { maxVcpus } from "../guest/memory_map.ts";
+
+/** The command line itself is wrong: pvx prints usage along with it. */
+export class UsageError extends Error {}
+
+export function parseDuration(text: string): number {
+  const m = /^(\d+(?:\.\d+)?)(ms|s)?$/.exec(text);
+  if (!m) {
+    throw new UsageError(`--timeout ${JSON.stringify(text)}: expected seconds (e.g. 2.5) or milliseconds (e.g. 300ms)`);
+  }
+  return m[2] === "ms" ? Number(m[1]) : Number(m[1]) * 1000;
+}
+
+export interface RunOptions {
+  positionals: string[];
+  timeoutMs?: number;
+  shares: ShareSpec[];
+  environment: Map<string, string>;
+  overlay?: string;
+  cpus?: number;
+  allowMissing: boolean;
+  accel?: string;
+  /** Serve the instance's control API on this Unix socket. */
+  api?: string;
+}
+
+export function parseRunOptions(argv: string[]): RunOptions {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: {
+      timeout: { type: "string" },
+      share: { type: "string", multiple: true, default: [] },
+      env: { type: "string", multiple: true, default: [] },
+      overlay: { type: "string" },
+      cpus: { type: "string" },
+      "allow-missing": { type: "boolean", default: false },
+      accel: { type: "string" },
+      api: { type: "string" },
+    },
+  });
+  const cpus = values.cpus === undefined ? undefined : Number(values.cpus);
+  if (cpus !== undefined && !(Number.isInteger(cpus) && cpus >= 1 && cpus <= maxVcpus)) {
+    throw new UsageError(`--cpus ${JSON.stringify(values.cpus)}: expected a whole number from 1 to ${maxVcpus}`);
+  }
+  const shares = values.share.map((spec) => {
+    try {
+      return parseShareSpec(spec);
+    } catch (e) {
+      throw new UsageError(`--share ${spec}: ${(e as Error).message}`);
+    }
+  });
+  const environment = new Map(values.env.map((pair) => {
+    const eq = pair.indexOf("=");
+    if (eq <= 0) throw new UsageError(`--env ${JSON.stringify(pair)}: expected NAME=VALUE`);
+    return [pair.slice(0, eq), pair.slice(eq + 1)] as const;
+  }));
+  return {
+    positionals,
+    timeoutMs: values.timeout === undefined ? undefined : parseDuration(values.timeout),
+    shares,
+    environment,
+    overlay: values.overlay,
+    cpus,
+    allowMissing: values["allow-missing"],
+    accel: values.accel,
+    api: values.api,
+  };
+}

@@ -1,0 +1,150 @@
+// `pvx pause|resume|snapshot --api SOCKET` and `pvx api` (clients of a
+// running instance's control API, hv/control_api.ts), `pvx restore SNAP`, and
+// the API server `pvx run --api` starts.
+
+import { parseArgs } from "node:util";
+import { basename, dirname, join, resolve } from "node:path";
+import { callControlApi, controlApi, requestControlApi, serveOnSocket } from "../hv/control_api.ts";
+import type { InstanceSession } from "../hv/snapshot.ts";
+import { loadSnapshot } from "../hv/snapshot.ts";
+import { SnapshotError } from "../hv/snapshot_file.ts";
+import { restoreSnapshot } from "../hv/launch.ts";
+import { parseBundle } from "./bundle.ts";
+import { parseRunOptions, UsageError } from "./run_options.ts";
+import { chooseAccel } from "./accel.ts";
+import { runPvxNested } from "./nested/api_relay.ts";
+import { describeOutcome, exitStatus } from "./report.ts";
+import { onStopSignals } from "./signals.ts";
+import { prewarm, stopIdleThreads } from "../hv/vcpu_threads.ts";
+
+export async function sha256Hex(bytes: Uint8Array): Promise<string> {
+  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes.slice()));
+  return [...digest].map((b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+function progressLine(what: string) {
+  const startedAt = performance.now();
+  let shown = -1;
+  return (done: number, total: number) => {
+    if (performance.now() - startedAt < 1000) return;
+    const percent = total ? Math.floor((100 * done) / total) : 100;
+    if (percent === shown) return;
+    shown = percent;
+    Deno.stderr.writeSync(new TextEncoder().encode(`\rpvx: ${what}: ${percent}%${percent === 100 ? "\n" : ""}`));
+  };
+}
+
+/** The control API of the instance `pvx run --api` or `pvx restore --api` starts, once it has one. */
+export function apiServer(path: string | undefined) {
+  let server: Promise<{ close(): Promise<void> }> | undefined;
+  return {
+    attach: (session: InstanceSession) => {
+      if (path) {
+        server = serveOnSocket(controlApi(session, progressLine("snapshot")), path);
+      }
+    },
+    close: async () => await (await server)?.close(),
+  };
+}
+
+/** `pvx pause|resume --api SOCKET`. */
+async function changeState(command: "pause" | "resume", argv: string[]): Promise<number> {
+  const { values } = parseArgs({ args: argv, options: { api: { type: "string" } } });
+  if (!values.api) throw new UsageError(`${command} needs --api <socket>`);
+  const answer = await callControlApi(values.api, "POST", `/${command}`);
+  console.log(`${answer.app}: ${answer.state}`);
+  return 0;
+}
+
+export const pauseCommand = (argv: string[]) => changeState("pause", argv);
+export const resumeCommand = (argv: string[]) => changeState("resume", argv);
+
+/** `pvx snapshot --api SOCKET -o SNAP [--stop]`. */
+export async function snapshotCommand(argv: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args: argv,
+    options: { api: { type: "string" }, output: { type: "string", short: "o" }, stop: { type: "boolean" } },
+  });
+  if (!values.api || !values.output) throw new UsageError("snapshot needs --api <socket> and -o <snapshot file>");
+  const answer = await callControlApi(values.api, "POST", "/snapshot", {
+    path: resolve(values.output),
+    stop: values.stop ?? false,
+  });
+  console.log(
+    `saved ${answer.path}: ${answer.threads} thread(s), ${answer.pages} page(s), ${answer.fileBytes} bytes, id ${answer.id}`,
+  );
+  return 0;
+}
+
+/** `pvx api SOCKET METHOD ROUTE`, the body on stdin: prints the status on one line, then the body. */
+export async function apiCommand(argv: string[]): Promise<number> {
+  const [socket, method, route] = argv;
+  if (!socket || !method || !route?.startsWith("/")) throw new UsageError("api needs <socket> <METHOD> </route>");
+  const body = method === "GET" ? undefined : await new Response(Deno.stdin.readable).text();
+  const answer = await requestControlApi(socket, method, route, body);
+  console.log(`${answer.status}\n${answer.body}`);
+  return 0;
+}
+
+/**
+ * `pvx restore SNAP [--bundle app.pvx] [run options]`: a new instance, in
+ * this process, from a snapshot. The bundle is found by the path it had, or
+ * beside the snapshot, and must hash to what the snapshot names.
+ */
+export async function restoreCommand(argv: string[]): Promise<number> {
+  const bundleAt = argv.indexOf("--bundle");
+  const bundleArg = bundleAt >= 0 ? argv[bundleAt + 1] : undefined;
+  const rest = bundleAt >= 0 ? [...argv.slice(0, bundleAt), ...argv.slice(bundleAt + 2)] : argv;
+  const o = parseRunOptions(rest);
+  const [path] = o.positionals;
+  if (!path) throw new UsageError("restore needs a snapshot file");
+  if (chooseAccel(o.accel) === "nested") return await runPvxNested("restore", argv);
+  if (o.overlay) await Deno.mkdir(o.overlay, { recursive: true });
+  prewarm();
+  const snapshot = loadSnapshot(path);
+  const interrupt = new AbortController();
+  const stopListening = onStopSignals((sig) => interrupt.abort(sig));
+  const api = apiServer(o.api);
+  try {
+    const want = { sha256: snapshot.file.manifest.bundle.sha256, path: String(snapshot.file.manifest.meta.bundlePath) };
+    const candidates = bundleArg ? [bundleArg] : [want.path, join(dirname(path), basename(want.path))];
+    let bundleBytes: Uint8Array | undefined, bundlePath = "";
+    for (const candidate of candidates) {
+      try {
+        const bytes = await Deno.readFile(candidate);
+        if (await sha256Hex(bytes) === want.sha256) [bundleBytes, bundlePath] = [bytes, candidate];
+        else if (bundleArg) {
+          throw new SnapshotError(path, 0, `${candidate} is not the bundle it was taken of (SHA-256 ${want.sha256})`);
+        }
+      } catch (e) {
+        if (!(e instanceof Deno.errors.NotFound)) throw e;
+      }
+      if (bundleBytes) break;
+    }
+    if (!bundleBytes) {
+      throw new SnapshotError(
+        path,
+        0,
+        `its bundle (SHA-256 ${want.sha256}) is not at ${candidates.join(" or ")}; give --bundle`,
+      );
+    }
+    const bundle = await parseBundle(bundleBytes, bundlePath);
+    const { outcome, symbolize } = await restoreSnapshot(bundle, snapshot, {
+      args: [],
+      timeoutMs: o.timeoutMs,
+      shares: o.shares,
+      overlayDir: o.overlay,
+      cpus: o.cpus,
+      interrupt: interrupt.signal,
+      bundleFile: { path: bundlePath, sha256: want.sha256 },
+      onSession: api.attach,
+    });
+    if (outcome.kind !== "exit") console.error(describeOutcome(outcome, bundle.manifest.name, symbolize));
+    return exitStatus(outcome);
+  } finally {
+    await api.close();
+    snapshot.file.close();
+    stopListening();
+    stopIdleThreads();
+  }
+}
