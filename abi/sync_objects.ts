@@ -52,6 +52,12 @@ export interface WaitControl {
   checkpoint(deadline: number): boolean;
 }
 
+/** The slots a snapshot keeps: every one that is in use or has been (its generation tells stale handles apart). */
+export interface SyncObjectsState {
+  /** [slot, the slot's eight words (kind, generation, signalled, manual, owner, count, abandoned, exit code)] */
+  slots: [number, number[]][];
+}
+
 export class SyncObjects {
   readonly #w: Int32Array;
 
@@ -203,6 +209,30 @@ export class SyncObjects {
     const bucket = ADDRESS_BUCKETS + (address >>> 2) % BUCKETS;
     Atomics.add(this.#w, bucket, 1);
     Atomics.notify(this.#w, bucket);
+  }
+
+  /** Taken while no thread of the instance runs (paused), so no lock is needed. */
+  save(): SyncObjectsState {
+    const slots: [number, number[]][] = [];
+    for (let slot = 0; slot < MAX_SYNC_OBJECTS; slot++) {
+      const at = OBJECTS + SLOT * slot;
+      if (this.#w[at + KIND] !== SyncKind.Free || this.#w[at + GEN] !== 0) {
+        slots.push([slot, [...this.#w.subarray(at, at + SLOT)]]);
+      }
+    }
+    return { slots };
+  }
+
+  /** Fills a new instance's zeroed objects from a snapshot's; `where` names it in errors. */
+  restore(state: SyncObjectsState, where: string): void {
+    if (!Array.isArray(state?.slots)) throw new Error(`${where}: sync objects have no slot list`);
+    for (const [slot, words] of state.slots) {
+      const valid = Number.isInteger(slot) && slot >= 0 && slot < MAX_SYNC_OBJECTS && Array.isArray(words) &&
+        words.length === SLOT && words.every((w) => Number.isInteger(w) && w === (w | 0)) &&
+        words[KIND] >= SyncKind.Free && words[KIND] <= SyncKind.Thread;
+      if (!valid) throw new Error(`${where}: sync object slot ${JSON.stringify(slot)} is not valid`);
+      this.#w.set(words, OBJECTS + SLOT * slot);
+    }
   }
 
   /** Wakes every blocked thread so it can see that the instance is stopping. */

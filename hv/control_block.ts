@@ -18,7 +18,9 @@ const STOP = 0, TLB_GEN = 1, RUN_TOKENS = 2, SERVICE_BELL = 3, SERVICE_QUIT = 4,
 /** Bumped by every stop, pause and resume, so a thread blocked on it re-checks which happened. */
 const ATTENTION = 7;
 /** A float64: host milliseconds the guest clock is behind the host's (paused time, a restore's gap). */
-const CLOCK_SHIFT = 8, HEADER = 12;
+const CLOCK_SHIFT = 8;
+/** Set by the instance, once every vCPU has parked, for the host-services thread to post its state. */
+const STATE_REQUEST = 10, HEADER = 12;
 // Words of one vCPU slot.
 const TID = 0, IN_GUEST = 1, RUN_PAGE_LO = 2, RUN_PAGE_HI = 3;
 const MAIL_STATE = 4, MAIL_NR = 5, MAIL_FRAME = 6, MAIL_LAST_ERROR = 7, MAIL_RESULT = 8, MAIL_THREAD = 9;
@@ -242,6 +244,15 @@ export class ControlBlock {
     Atomics.add(this.#w, LIVE_THREADS, 1);
   }
 
+  /** Guest threads created and not yet ended (suspended ones count). */
+  get liveThreads(): number {
+    return Atomics.load(this.#w, LIVE_THREADS);
+  }
+
+  set liveThreads(count: number) {
+    Atomics.store(this.#w, LIVE_THREADS, count);
+  }
+
   /** How many guest threads are left once the caller's has ended. */
   threadEnded(): number {
     return Atomics.sub(this.#w, LIVE_THREADS, 1) - 1;
@@ -279,10 +290,21 @@ export class ControlBlock {
     return result === INTERRUPTED ? { pageTableUpdates: 0, interrupted: true } : { pageTableUpdates: result };
   }
 
-  /** The host-services loop: answers mailbox requests until `quitService`. */
-  serve(answer: (cpu: number, nr: number, frame: number, thread: Thread) => ServiceAnswer): void {
+  /** Asks the host-services thread for its state (`serve`'s `postState`): every vCPU must be parked. */
+  requestServiceState(): void {
+    Atomics.store(this.#w, STATE_REQUEST, 1);
+    Atomics.add(this.#w, SERVICE_BELL, 1);
+    Atomics.notify(this.#w, SERVICE_BELL);
+  }
+
+  /** The host-services loop: answers mailbox requests, and posts its state when asked, until `quitService`. */
+  serve(
+    answer: (cpu: number, nr: number, frame: number, thread: Thread) => ServiceAnswer,
+    postState: () => void,
+  ): void {
     for (;;) {
       const bell = Atomics.load(this.#w, SERVICE_BELL);
+      if (Atomics.exchange(this.#w, STATE_REQUEST, 0) !== 0) postState();
       for (let cpu = 0; cpu < maxVcpus; cpu++) {
         const at = this.#cpu(cpu);
         if (Atomics.load(this.#w, at + MAIL_STATE) !== Mail.Request) continue;

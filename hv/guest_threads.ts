@@ -33,6 +33,18 @@ interface Stack {
   end: number;
 }
 
+/** What a snapshot keeps of the threads an app created: each one's start, whether it waits to be resumed, the stacks. */
+export interface GuestThreadsState {
+  /** `rbx` and `parameter` in decimal: JSON has no 64-bit integers. */
+  threads: {
+    start: Omit<ThreadStart, "rbx" | "parameter"> & { rbx: string; parameter: string };
+    suspendCount: number;
+  }[];
+  /** [vCPU slot, base, end] */
+  stacks: [number, number, number][];
+  nextId: number;
+}
+
 export class GuestThreads implements ThreadStarter {
   readonly #byCpu = new Map<number, GuestThread>();
   /**
@@ -102,6 +114,40 @@ export class GuestThreads implements ThreadStarter {
     const previous = thread.suspendCount--;
     if (thread.suspendCount === 0) this.launch(thread.start);
     return previous;
+  }
+
+  save(): GuestThreadsState {
+    return {
+      threads: [...this.#byCpu.values()].map(({ start, suspendCount }) => ({
+        start: { ...start, rbx: start.rbx.toString(), parameter: start.parameter.toString() },
+        suspendCount,
+      })),
+      stacks: [...this.#stacks].map(([cpu, stack]) => [cpu, stack.base, stack.end]),
+      nextId: this.#nextId,
+    };
+  }
+
+  /** Takes back a snapshot's threads; those still suspended start on ResumeThread, the others are restored running. */
+  restore(state: GuestThreadsState, where: string): void {
+    const fail = (what: string): never => {
+      throw new Error(`${where}: ${what}`);
+    };
+    const slot = (cpu: unknown) => Number.isInteger(cpu) && (cpu as number) >= 1 && (cpu as number) < maxVcpus;
+    for (const { start, suspendCount } of state.threads ?? fail("no thread list")) {
+      if (!slot(start?.cpu) || this.#byCpu.has(start.cpu)) fail(`thread on vCPU ${start?.cpu} is not valid`);
+      if (!Number.isInteger(suspendCount) || suspendCount < 0) fail(`thread on vCPU ${start.cpu}: bad suspend count`);
+      this.#byCpu.set(start.cpu, {
+        object: start.object!,
+        suspendCount,
+        start: { ...start, rbx: BigInt(start.rbx), parameter: BigInt(start.parameter) },
+      });
+    }
+    for (const [cpu, base, end] of state.stacks ?? fail("no stack list")) {
+      if (!slot(cpu) || !(Number.isInteger(base) && Number.isInteger(end) && base < end)) fail(`stack of ${cpu}`);
+      this.#stacks.set(cpu, { base, end });
+    }
+    if (!Number.isInteger(state.nextId)) fail("nextId is not an integer");
+    this.#nextId = state.nextId;
   }
 
   /** The thread on `cpu` has ended and its vCPU left the guest for good: the slot, and its stack, are free. */

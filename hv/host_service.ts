@@ -12,7 +12,7 @@ import type { WaitControl } from "../abi/sync_objects.ts";
 import { GuestRam } from "./memory.ts";
 import type { ControlBlock, ServiceAnswer, ServiceResult } from "./control_block.ts";
 import { pageTableUpdates, pageTableUpdatesSlot } from "../guest/memory_map.ts";
-import { GuestThreads } from "./guest_threads.ts";
+import { GuestThreads, type GuestThreadsState } from "./guest_threads.ts";
 import type { ThreadStart } from "./vcpu_thread.ts";
 import type { Host } from "../abi/host.ts";
 
@@ -28,6 +28,9 @@ export interface HostServiceInit {
   waits?: WaitControl;
   /** The bookkeeping of a snapshot this instance is restored from. */
   restore?: HostState;
+  restoreThreads?: GuestThreadsState;
+  /** Called at the app's first console read, which then waits to be paused (a template's ready point). */
+  onFirstRead?: () => void;
 }
 
 export class HostService {
@@ -51,16 +54,24 @@ export class HostService {
         return false;
       },
     };
-    this.#host = createHost(init.host, ram.bytes, pages, { sync: control.sync, waits }, (memory) => {
-      if (!init.threads) return noThreads;
-      return this.#threads ??= new GuestThreads(
-        ram.bytes,
-        memory,
-        control,
-        init.threads.threadStart,
-        init.threads.launch,
-      );
-    }, init.restore);
+    this.#host = createHost(
+      init.host,
+      ram.bytes,
+      pages,
+      { sync: control.sync, waits, onFirstRead: init.onFirstRead },
+      (memory) => {
+        if (!init.threads) return noThreads;
+        return this.#threads ??= new GuestThreads(
+          ram.bytes,
+          memory,
+          control,
+          init.threads.threadStart,
+          init.threads.launch,
+        );
+      },
+      init.restore,
+    );
+    if (init.restoreThreads) this.#threads!.restore(init.restoreThreads, "snapshot: threads");
     const handlers = hostHandlers(this.#host);
     this.#dispatcher = new Dispatcher(
       { bytes: ram.bytes, view: ram.view, pages },
@@ -105,6 +116,12 @@ export class HostService {
 
   save(): HostState {
     return saveHost(this.#host);
+  }
+
+  /** The threads the app created; only an instance whose app can create them has any. */
+  saveThreads(): GuestThreadsState {
+    if (!this.#threads) throw new Error("an instance started without thread support has no thread table");
+    return this.#threads.save();
   }
 
   /** The instance is over: close what the guest left open. */

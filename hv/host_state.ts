@@ -55,13 +55,20 @@ const STDIN_POLL_MS = 50;
  * another thread from ever stopping the instance, and a pause must find it
  * with nothing read yet.
  */
-function processConsole(waits: WaitControl): ConsoleIo {
+function processConsole(waits: WaitControl, onFirstRead?: () => void): ConsoleIo {
   const pollfd = new Uint8Array(8); // struct pollfd { int fd = 0 (stdin); short events; short revents; }
   new DataView(pollfd.buffer).setInt16(4, POLLIN, true);
   return {
     write: (stream, bytes) => writeAll(stream === "stderr" ? Deno.stderr : Deno.stdout, bytes),
     read: (into) => {
       if (into.length === 0) return 0;
+      if (onFirstRead) {
+        // A template's ready point: the read waits, reading nothing, for the pause of the snapshot it triggers.
+        onFirstRead();
+        onFirstRead = undefined;
+        while (!waits.checkpoint(Infinity)) libc().poll(null, 0n, STDIN_POLL_MS);
+        return 0;
+      }
       while (!waits.checkpoint(Infinity)) {
         // Ready, end of input and errors all return > 0; readSync then reports which.
         if (libc().poll(pollfd, 1n, STDIN_POLL_MS) > 0) return Deno.stdin.readSync(into) ?? 0;
@@ -75,7 +82,7 @@ export function createHost(
   init: HostInit,
   ram: Uint8Array,
   pages: PageTables,
-  shared: { sync: SyncObjects; waits: WaitControl },
+  shared: { sync: SyncObjects; waits: WaitControl; onFirstRead?: () => void },
   threads: (memory: VirtualMemory) => ThreadStarter,
   restored?: HostState,
 ): Host {
@@ -100,7 +107,7 @@ export function createHost(
     environment: new Map(init.environment.map(([k, v]) => [k.toUpperCase(), v])),
     commandLineAddress: init.commandLineAddress,
     modules: init.modules,
-    console: processConsole(shared.waits),
+    console: processConsole(shared.waits, shared.onFirstRead),
     sync: shared.sync,
     threads: threads(memory),
   };

@@ -15,14 +15,17 @@ self.onmessage = (e: MessageEvent<ServiceInit>) => {
   const control = new ControlBlock(init.control);
   let service: HostService;
   try {
+    const { restore, ...boot } = init;
     service = new HostService({
-      ...init,
+      ...boot,
       control,
       threads: { threadStart: init.threadStart, launch: (thread) => post({ kind: "start-thread", thread }) },
+      ...(restore ? { restore: restore.host, restoreThreads: restore.threads } : {}),
+      ...(init.readyOnFirstInput ? { onFirstRead: () => post({ kind: "first-input" }) } : {}),
     });
   } catch (err) {
     post({ kind: "host-error", message: describe(err) });
-    control.serve(() => ({ violation: "host services failed to start" }));
+    control.serve(() => ({ violation: "host services failed to start" }), () => {});
     post({ kind: "done" });
     return;
   }
@@ -34,7 +37,7 @@ self.onmessage = (e: MessageEvent<ServiceInit>) => {
       post({ kind: "host-error", message: describe(err) });
       return { violation: "host error (reported separately)" };
     }
-  });
+  }, () => post({ kind: "state", host: service.save(), threads: service.saveThreads() }));
   service.close();
   post({ kind: "done" });
 };

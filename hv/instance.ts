@@ -18,7 +18,9 @@ import type {
 } from "./vcpu_thread.ts";
 import type { BootPlan } from "../guest/boot.ts";
 import { releaseThread, takeThread } from "./vcpu_threads.ts";
-import type { HostInit } from "./host_state.ts";
+import type { HostInit, HostState } from "./host_state.ts";
+import type { GuestThreadsState } from "./guest_threads.ts";
+import type { SyncObjectsState } from "../abi/sync_objects.ts";
 import { ControlBlock } from "./control_block.ts";
 import { maxVcpus } from "../guest/memory_map.ts";
 import { FIRST_THREAD_ID } from "./guest_threads.ts";
@@ -34,8 +36,10 @@ export interface InstanceOptions {
   cpus?: number;
   /** Guest-clock milliseconds the instance counts GetTickCount64 from. */
   startedAt: number;
-  /** Rebuild the guest's threads from a snapshot instead of starting it at its entry point. */
-  restore?: RunRestore;
+  /** Rebuild the guest from a snapshot's state instead of starting it at its entry point. */
+  restore?: PausedState;
+  /** Called at the app's first console read, which reads nothing and waits to be paused (a template's ready point). */
+  onFirstInput?: () => void;
 }
 
 /** What `run` needs of a boot: where the first thread starts and what every vCPU is set up with. */
@@ -43,16 +47,19 @@ export type RunPlan =
   & Pick<BootPlan, "entry" | "stackPointer" | "gsBase" | "pageTableRoot" | "threadStart" | "sregs">
   & { windows?: { missingImports: string[] } };
 
-/** What a restored instance resumes from: its parked threads and the guest clock when it was paused. */
-export interface RunRestore {
-  threads: (ThreadRestore & { threadId: number })[];
-  guestNow: number;
-}
-
-/** Every vCPU of a paused instance, parked, with the guest clock at the pause. */
+/**
+ * A paused instance, every vCPU parked: its threads where they stood, the
+ * guest clock at the pause, and the host state they share. A snapshot saves
+ * it; a restored instance starts from it.
+ */
 export interface PausedState {
   threads: ParkedThread[];
   guestNow: number;
+  host: HostState;
+  /** The threads the app created, when it can create any. */
+  guestThreads?: GuestThreadsState;
+  sync: SyncObjectsState;
+  liveThreads: number;
 }
 
 /** Refused to pause, snapshot or resume, with the reason. */
@@ -78,7 +85,16 @@ export type Outcome =
 
 interface LiveRun {
   control: ControlBlock;
-  pause?: { at: number; guestNow: number; parked: Map<number, ParkedThread>; settled: () => void };
+  pause?: {
+    at: number;
+    guestNow: number;
+    parked: Map<number, ParkedThread>;
+    /** From the thread that keeps it: the only vCPU's, or the host-services thread, asked once all have parked. */
+    host?: HostState;
+    guestThreads?: GuestThreadsState;
+    settled: () => void;
+  };
+  threaded: boolean;
   ended: boolean;
   stopAfterSnapshot(to: string): void;
 }
@@ -213,6 +229,7 @@ export class Instance {
         control: control.buffer,
         startedAt: opts.startedAt,
         ...(restore ? { restore } : {}),
+        ...(opts.onFirstInput && !threaded ? { readyOnFirstInput: true } : {}),
       };
       slot.fresh = false;
       slot.worker.postMessage(init);
@@ -220,13 +237,17 @@ export class Instance {
 
     const live = this.#live = {
       control,
+      threaded,
       ended: false,
       stopAfterSnapshot: (to: string) => stopFromOutside({ kind: "snapshotted", to }),
     } as LiveRun;
     const onMessage = (cpu: number, m: VcpuMessage) => {
+      if (m.kind === "first-input") return opts.onFirstInput?.();
       if (m.kind !== "parked") return report(cpu, m);
-      live.pause?.parked.set(cpu, m.thread);
-      live.pause?.settled();
+      if (!live.pause) return;
+      live.pause.parked.set(cpu, m.thread);
+      if (m.host) live.pause.host = m.host;
+      live.pause.settled();
     };
 
     const report = (cpu: number, r: VcpuReport) => {
@@ -288,7 +309,11 @@ export class Instance {
         service.onmessage = (e: MessageEvent<ServiceMessage>) => {
           const m = e.data;
           if (m.kind === "start-thread") start(m.thread);
-          else if (m.kind === "host-error") end({ hostError: `host services failed: ${m.message}` });
+          else if (m.kind === "first-input") opts.onFirstInput?.();
+          else if (m.kind === "state") {
+            if (live.pause) [live.pause.host, live.pause.guestThreads] = [m.host, m.threads];
+            live.pause?.settled();
+          } else if (m.kind === "host-error") end({ hostError: `host services failed: ${m.message}` });
           else {
             serviceRunning = false;
             settle();
@@ -307,6 +332,8 @@ export class Instance {
           host: opts.host,
           threadStart: plan.threadStart!,
           control: control.buffer,
+          ...(opts.restore ? { restore: { host: opts.restore.host, threads: opts.restore.guestThreads! } } : {}),
+          ...(opts.onFirstInput ? { readyOnFirstInput: true } : {}),
         };
         service.postMessage(init);
       }
@@ -320,12 +347,18 @@ export class Instance {
         gsBase: plan.gsBase,
       };
       if (opts.restore) {
-        if (threaded || opts.restore.threads.length !== 1) {
-          throw new InstanceStateError("restoring an app that can create threads is not supported yet");
+        const { threads, guestNow, host, guestThreads, sync, liveThreads } = opts.restore;
+        if (threaded !== (guestThreads !== undefined)) {
+          throw new InstanceStateError("the snapshot's app and this bundle disagree on whether it can create threads");
         }
-        control.continueClockFrom(opts.restore.guestNow);
-        const [{ threadId, ...restore }] = opts.restore.threads;
-        start({ ...first, threadId }, restore);
+        control.sync.restore(sync, "snapshot: sync objects");
+        control.liveThreads = liveThreads;
+        control.continueClockFrom(guestNow);
+        for (const { cpu, threadId, object, lastError, vcpu, pending } of threads) {
+          // Without a host-services thread, the only vCPU keeps the host state.
+          const restore = { lastError, vcpu, ...(pending ? { pending } : {}), ...(threaded ? {} : { host }) };
+          start({ ...first, cpu, threadId, ...(object ? { object } : {}) }, restore);
+        }
       } else {
         start(first);
       }
@@ -356,13 +389,21 @@ export class Instance {
     if (live.pause) throw new InstanceStateError("the instance is already paused");
     let settled!: () => void;
     const all = new Promise<void>((resolve) => settled = resolve);
-    const pause = live.pause = {
+    let askedService = false;
+    const pause: NonNullable<LiveRun["pause"]> = live.pause = {
       at: performance.now(),
       guestNow: live.control.now(),
       parked: new Map<number, ParkedThread>(),
       settled: () => {
+        if (live.ended) return settled();
         const running = [...this.#vcpus].filter(([, slot]) => slot.threadId !== undefined);
-        if (live.ended || running.every(([cpu]) => pause.parked.has(cpu))) settled();
+        if (!running.every(([cpu]) => pause.parked.has(cpu))) return;
+        // Only now can no vCPU make a call that changes what the host-services thread keeps.
+        if (live.threaded && !askedService) {
+          askedService = true;
+          live.control.requestServiceState();
+        }
+        if (pause.host) settled();
       },
     };
     live.control.requestPause();
@@ -385,11 +426,18 @@ export class Instance {
     return this.#live?.pause !== undefined;
   }
 
-  /** The parked threads of a paused instance. */
+  /** The state of a paused instance, once every vCPU has parked. */
   get pausedState(): PausedState | undefined {
-    const pause = this.#live?.pause;
-    if (!pause) return undefined;
-    return { threads: [...pause.parked.values()].sort((a, b) => a.cpu - b.cpu), guestNow: pause.guestNow };
+    const live = this.#live, pause = live?.pause;
+    if (!live || !pause?.host) return undefined;
+    return {
+      threads: [...pause.parked.values()].sort((a, b) => a.cpu - b.cpu),
+      guestNow: pause.guestNow,
+      host: pause.host,
+      ...(pause.guestThreads ? { guestThreads: pause.guestThreads } : {}),
+      sync: live.control.sync.save(),
+      liveThreads: live.control.liveThreads,
+    };
   }
 
   /** Ends a paused instance whose state was saved to `to`: `run` resolves with a "snapshotted" outcome. */

@@ -29,6 +29,8 @@ export interface LaunchOptions {
   bundleFile?: BundleFile;
   /** Called once the guest is about to run, with what pauses and snapshots it. */
   onSession?: (session: InstanceSession) => void;
+  /** Called at the app's first console read, which waits, reading nothing, to be paused. */
+  onFirstInput?: () => void;
 }
 
 export interface Launched {
@@ -74,6 +76,7 @@ export async function launchBundle(bundle: Bundle, opts: LaunchOptions): Promise
       memoryBytes: instance.ram.size,
       pageTableRoot: plan.pageTableRoot,
       missingImports: plan.windows?.missingImports ?? [],
+      ...(plan.threadStart === undefined ? {} : { threadStart: plan.threadStart }),
       startedAt: createdAt,
       shares: [...opts.shares ?? []],
       host: {
@@ -100,6 +103,7 @@ function runOptions(bundle: Bundle, boot: BootState, overlayDir: string, opts: L
     timeoutMs: opts.timeoutMs,
     cpus: opts.cpus,
     interrupt: opts.interrupt,
+    onFirstInput: opts.onFirstInput,
     startedAt: boot.startedAt,
     host: { ...boot.host, bundleFiles: [...bundle.files], overlayDir, shares: [...opts.shares ?? []] },
   };
@@ -141,17 +145,14 @@ export async function restoreSnapshot(
       stackPointer: 0,
       gsBase: 0,
       pageTableRoot,
+      threadStart: boot.threadStart,
       windows: { missingImports: boot.missingImports },
       sregs: (cpu: number) => bootSregs(cpu, pageTableRoot),
     };
     opts.onSession?.(new InstanceSession(instance, boot, opts.bundleFile, overlayDir));
     const outcome = await instance.run(plan, {
       ...runOptions(bundle, boot, overlayDir, opts),
-      // The first thread keeps the host state: only apps that cannot create threads are restored yet.
-      restore: {
-        ...state.paused,
-        threads: state.paused.threads.map((t, i) => i === 0 ? { ...t, host: state.host } : t),
-      },
+      restore: state.paused,
     });
     return { outcome, symbolize };
   } finally {

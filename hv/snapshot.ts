@@ -6,7 +6,9 @@
 // docs/snapshot.md) and checks them on the way back.
 
 import type { HostInit, HostState } from "./host_state.ts";
-import type { Instance, PausedState, RunRestore } from "./instance.ts";
+import type { ParkedThread } from "./vcpu_thread.ts";
+import { callsByNr } from "../abi/calls.ts";
+import type { Instance, PausedState } from "./instance.ts";
 import { InstanceStateError } from "./instance.ts";
 import { decodeVcpuState, encodeVcpuState } from "./vcpu_state.ts";
 import type { ShareSpec } from "../abi/fileview.ts";
@@ -22,6 +24,8 @@ export interface BootState {
   memoryBytes: number;
   pageTableRoot: number;
   missingImports: string[];
+  /** Where the threads the app creates begin (guest/runtime.ts); unset when it cannot create any. */
+  threadStart?: number;
   /** GetTickCount64's zero, on the guest clock. */
   startedAt: number;
   /** HostInit without what the restore supplies: the bundle's files, the overlay directory and the shares. */
@@ -30,12 +34,11 @@ export interface BootState {
   shares: ShareSpec[];
 }
 
-/** The "state" section: how the guest was booted, its threads where they stood, and the host bookkeeping. */
+/** The "state" section: how the guest was booted, and everything of it but its RAM and its overlay, paused. */
 export interface InstanceState {
   version: typeof STATE_VERSION;
   boot: BootState;
-  paused: RunRestore;
-  host: HostState;
+  paused: PausedState;
 }
 
 /** A bundle file as a snapshot names it. */
@@ -80,7 +83,7 @@ export class InstanceSession {
     const wasPaused = this.instance.paused;
     const paused = wasPaused ? this.instance.pausedState! : await this.instance.pause();
     try {
-      const state = captureState(this.boot, paused);
+      const state: InstanceState = { version: STATE_VERSION, boot: this.boot, paused };
       const written = await writeSnapshot(path, {
         kind: "full",
         parent: null,
@@ -106,28 +109,6 @@ export class InstanceSession {
   }
 }
 
-function captureState(boot: BootState, paused: PausedState): InstanceState {
-  const keeper = paused.threads.find((t) => t.host);
-  if (!keeper || paused.threads.length !== 1) {
-    // The host state of an app that can create threads lives on its host-services thread, which cannot park yet.
-    throw new InstanceStateError("snapshots of apps that can create threads are not supported yet");
-  }
-  return {
-    version: STATE_VERSION,
-    boot,
-    paused: {
-      guestNow: paused.guestNow,
-      threads: paused.threads.map(({ threadId, lastError, vcpu, pending }) => ({
-        threadId,
-        lastError,
-        vcpu,
-        ...(pending ? { pending } : {}),
-      })),
-    },
-    host: keeper.host!,
-  };
-}
-
 /** The state as JSON holds it: vCPU registers and save areas in their encoded form. */
 function encodeState(state: InstanceState): unknown {
   return {
@@ -146,10 +127,11 @@ function describeState(state: InstanceState) {
     memoryBytes: state.boot.memoryBytes,
     threads: state.paused.threads.map((t) => ({
       threadId: t.threadId,
-      waitingIn: t.pending ? t.pending.nr : null,
+      cpu: t.cpu,
+      blockedIn: t.pending ? callsByNr[t.pending.nr]?.name ?? t.pending.nr : null,
     })),
-    openHandles: state.host.handles.handles.length,
-    currentDirectory: state.host.currentDirectory,
+    openHandles: state.paused.host.handles.handles.length,
+    currentDirectory: state.paused.host.currentDirectory,
   };
 }
 
@@ -200,11 +182,16 @@ function decodeState(data: unknown, where: string): InstanceState {
   object(boot.host, "boot.host");
   const paused = object(s.paused, "paused");
   if (typeof paused.guestNow !== "number" || !Number.isFinite(paused.guestNow)) fail("paused.guestNow is not a number");
+  if (!Number.isInteger(paused.liveThreads)) fail("paused.liveThreads is not an integer");
   if (!Array.isArray(paused.threads) || paused.threads.length === 0) fail("paused.threads is not a non-empty list");
   const threads = (paused.threads as unknown[]).map((t, i) => {
     const thread = object(t, `paused.threads[${i}]`);
-    if (!Number.isInteger(thread.threadId) || !Number.isInteger(thread.lastError)) {
-      fail(`paused.threads[${i}]: threadId or lastError is not an integer`);
+    for (const k of ["cpu", "threadId", "lastError"]) {
+      if (!Number.isInteger(thread[k])) fail(`paused.threads[${i}].${k} is not an integer`);
+    }
+    if (thread.object !== undefined) {
+      const ref = object(thread.object, `paused.threads[${i}].object`);
+      if (!Number.isInteger(ref.slot) || !Number.isInteger(ref.gen)) fail(`paused.threads[${i}].object is not a ref`);
     }
     const pending = thread.pending === undefined ? undefined : object(thread.pending, `paused.threads[${i}].pending`);
     if (pending && !(Number.isInteger(pending.nr) && Number.isInteger(pending.frame))) {
@@ -214,14 +201,15 @@ function decodeState(data: unknown, where: string): InstanceState {
       fail(`paused.threads[${i}].pending.deadline is not a number or null`);
     }
     return {
-      threadId: thread.threadId as number,
-      lastError: thread.lastError as number,
+      ...thread,
       vcpu: decodeVcpuState(thread.vcpu, `${where}: paused.threads[${i}].vcpu`),
-      ...(pending ? { pending: pending as never } : {}),
-    };
+    } as unknown as ParkedThread;
   });
-  const host = object(s.host, "host") as unknown as HostState;
-  object(host.handles, "host.handles");
-  if (typeof host.currentDirectory !== "string") fail("host.currentDirectory is not a string");
-  return { version: STATE_VERSION, boot, paused: { guestNow: paused.guestNow as number, threads }, host };
+  const host = object(paused.host, "paused.host") as unknown as HostState;
+  object(host.handles, "paused.host.handles");
+  if (typeof host.currentDirectory !== "string") fail("paused.host.currentDirectory is not a string");
+  object(paused.sync, "paused.sync");
+  if (paused.guestThreads !== undefined) object(paused.guestThreads, "paused.guestThreads");
+  // The parts' own restores check the rest: the heap, virtual memory, handles, sync objects and threads.
+  return { version: STATE_VERSION, boot, paused: { ...(paused as unknown as PausedState), threads } };
 }

@@ -6,6 +6,7 @@
 import type { CpuidEntry } from "./kvm.ts";
 import type { Sregs } from "./vcpu.ts";
 import type { HostInit, HostState } from "./host_state.ts";
+import type { GuestThreadsState } from "./guest_threads.ts";
 import type { VcpuState } from "./vcpu_state.ts";
 import type { SyncRef } from "../abi/sync_objects.ts";
 
@@ -36,15 +37,21 @@ export interface PendingCall {
 export interface ParkedThread {
   cpu: number;
   threadId: number;
+  /** The thread object its exit signals (none for the first thread). */
+  object?: SyncRef;
   lastError: number;
   vcpu: VcpuState;
   pending?: PendingCall;
-  /** The instance's host bookkeeping, kept by this thread when it serves the shared-state calls itself. */
-  host?: HostState;
 }
 
 /** A thread to rebuild from a snapshot rather than start at its entry point. */
-export type ThreadRestore = Omit<ParkedThread, "cpu" | "threadId">;
+export interface ThreadRestore {
+  lastError: number;
+  vcpu: VcpuState;
+  pending?: PendingCall;
+  /** The instance's host bookkeeping, for the thread that serves the shared-state calls itself. */
+  host?: HostState;
+}
 
 /** What a vCPU thread needs to run one guest thread. */
 export interface VcpuInit {
@@ -66,6 +73,8 @@ export interface VcpuInit {
   control: SharedArrayBuffer;
   startedAt: number;
   restore?: ThreadRestore;
+  /** Post "first-input" at the app's first console read, which then waits to be paused. */
+  readyOnFirstInput?: boolean;
 }
 
 /** What the host-services Worker needs (an app that can create threads). */
@@ -76,16 +85,24 @@ export interface ServiceInit {
   host: HostInit;
   threadStart: number;
   control: SharedArrayBuffer;
+  restore?: { host: HostState; threads: GuestThreadsState };
+  readyOnFirstInput?: boolean;
 }
 
 /** Messages from the host-services Worker to the instance. */
 export type ServiceMessage =
   | { kind: "start-thread"; thread: ThreadStart }
+  | { kind: "first-input" }
+  /** The state it keeps, asked for once every vCPU has parked (ControlBlock.requestServiceState). */
+  | { kind: "state"; host: HostState; threads: GuestThreadsState }
   | { kind: "done" }
   | { kind: "host-error"; message: string };
 
-/** What a vCPU thread posts: that it parked (and keeps running), or why it stopped. */
-export type VcpuMessage = { kind: "parked"; thread: ParkedThread } | VcpuReport;
+/** What a vCPU thread posts: that it parked (with the host state, if it keeps it), or why it stopped. */
+export type VcpuMessage =
+  | { kind: "parked"; thread: ParkedThread; host?: HostState }
+  | { kind: "first-input" }
+  | VcpuReport;
 
 /** Why a vCPU stopped, as the Worker reports it, and when the guest first left it (epoch ms). */
 export type VcpuReport = VcpuEnd & { firstExitAt?: number };

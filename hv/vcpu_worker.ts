@@ -73,12 +73,14 @@ function run(init: VcpuInit, control: ControlBlock, times: { firstExitAt?: numbe
     const parked: ParkedThread = {
       cpu,
       threadId,
+      ...(init.thread.object ? { object: init.thread.object } : {}),
       lastError: thread.lastError,
       vcpu: saveVcpu(vcpu),
       ...(pending ? { pending } : {}),
-      ...(local ? { host: local.save() } : {}),
     };
-    self.postMessage({ kind: "parked", thread: parked } satisfies VcpuMessage);
+    self.postMessage(
+      { kind: "parked", thread: parked, ...(local ? { host: local.save() } : {}) } satisfies VcpuMessage,
+    );
     control.waitWhilePaused();
   };
   const waits: WaitControl = {
@@ -90,7 +92,16 @@ function run(init: VcpuInit, control: ControlBlock, times: { firstExitAt?: numbe
     },
   };
   // An app that cannot create threads is served right here, with no hop to another thread.
-  const local = init.host && new HostService({ ...init, host: init.host, control, waits, restore: init.restore?.host });
+  const local = init.host && new HostService({
+    ...init,
+    host: init.host,
+    control,
+    waits,
+    restore: init.restore?.host,
+    ...(init.readyOnFirstInput
+      ? { onFirstRead: () => self.postMessage({ kind: "first-input" } satisfies VcpuMessage) }
+      : {}),
+  });
   const services = (nr: number, frame: number) =>
     local ? local.dispatch(cpu, nr, frame, thread) : control.call(cpu, nr, frame, thread);
 

@@ -46,6 +46,11 @@ Deno.test("a snapshot restores on another machine and the app's output goes on w
     assert.equal(first.code, 0, first.stderr);
     assert.match(first.stderr, /stopped after its snapshot was saved/);
 
+    const inspected = await pvxCli(["inspect", `${dir}/app.snap`]);
+    assert.match(inspected.stdout, /app\.snap: full snapshot of counter, format 1/);
+    assert.match(inspected.stdout, /thread +8 on vCPU 0: (running|blocked in (Sleep|ReadFile))/);
+    assert.match(inspected.stdout, /section state: \d+ bytes\n {2}section overlay: \d+ bytes/);
+
     // The other machine has the snapshot and the bundle, in a directory of its own, and nothing else.
     await Deno.rename(`${dir}/app.snap`, `${elsewhere}/app.snap`);
     await Deno.rename(bundle, `${elsewhere}/counter.pvx`);
@@ -124,4 +129,78 @@ Deno.test("a damaged snapshot is refused with the file, the offset and the reaso
     const r = await pvxCli(["restore", `${dir}/bad.snap`]);
     assert.notEqual(r.code, 0);
     assert.match(r.stderr, /bad\.snap: offset \d+: /);
+  }));
+
+const workersOutput = (rounds: number, line: string) => {
+  const steps = Array.from(
+    { length: rounds },
+    (_, r) => `round ${r}\n` + [0, 1, 2].map((w) => `worker ${w} step ${r + 1}\n`).join(""),
+  );
+  const exits = [0, 1, 2].map((w) => `worker ${w} exited ${100 + rounds}\n`).join("");
+  return `${steps.join("")}read ${line.length} bytes\n${exits}done\n`;
+};
+
+Deno.test("a multi-threaded app is snapshotted with threads blocked on events, a mutex, a sleep and the console", () =>
+  inTempDirs(async (dir, elsewhere) => {
+    const bundle = `${dir}/workers.pvx`;
+    await Deno.copyFile(await guestBundle("workers"), bundle);
+    const api = `${dir}/api.sock`;
+    const run = pvxStart(["run", "--api", api, bundle, "--", "5", "300"], { keepOpen: true });
+    await run.printed("round 2\n");
+    const snap = await whenServing(["snapshot", "--api", api, "-o", `${elsewhere}/app.snap`, "--stop"]);
+    assert.equal(snap.code, 0, snap.stderr);
+    assert.match(snap.stdout, /: 4 thread\(s\)/);
+    await run.endInput();
+    const first = await run.result;
+    assert.equal(first.code, 0, first.stderr);
+    await Deno.rename(bundle, `${elsewhere}/workers.pvx`);
+    const r = await pvxStart(["restore", `${elsewhere}/app.snap`], "go\n").result;
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(first.stdout + r.stdout, workersOutput(5, "go\n"));
+  }));
+
+Deno.test("a template made at the app's first console read starts any number of fresh instances", () =>
+  inTempDirs(async (dir) => {
+    const tpl = `${dir}/counter.tpl`;
+    const made = await pvxCli([
+      "template",
+      "create",
+      await guestBundle("counter"),
+      "-o",
+      tpl,
+      "--ready",
+      "first-input",
+      "--",
+      "2",
+      "0",
+    ]);
+    assert.equal(made.code, 0, made.stderr);
+    assert.match(made.stdout, /^tick 0\ntick 1\ntemplate .*counter\.tpl: 1 thread/);
+    for (const line of ["one\n", "second\n"]) {
+      const r = await pvxStart(["run", "--from", tpl], line).result;
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(r.stdout, `read ${line.length} bytes\ndone\n`);
+    }
+  }));
+
+Deno.test("a template made after a time carries on from wherever the app was", () =>
+  inTempDirs(async (dir) => {
+    const tpl = `${dir}/later.tpl`;
+    const made = await pvxCli([
+      "template",
+      "create",
+      await guestBundle("counter"),
+      "-o",
+      tpl,
+      "--ready",
+      "ms:300",
+      "--",
+      "4",
+      "200",
+    ]);
+    assert.equal(made.code, 0, made.stderr);
+    const before = made.stdout.replace(/template .*\n$/, "");
+    const r = await pvxStart(["run", "--from", tpl], "x\n").result;
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(before + r.stdout, counted(4, "x\n"));
   }));

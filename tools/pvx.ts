@@ -8,7 +8,7 @@ import { prewarm, stopIdleThreads } from "../hv/vcpu_threads.ts";
 import { describeOutcome, EXIT_PVX_ERROR, exitStatus } from "./report.ts";
 import { ABI_VERSION, callsByName } from "../abi/calls.ts";
 import { analysePe, callsUsedByElf, describeAnalysis } from "./analyse.ts";
-import { basename, dirname, join } from "node:path";
+import { basename, dirname, join, resolve } from "node:path";
 import { parsePe, PeError } from "../guest/pe.ts";
 import { cacheRoot } from "./cache_dir.ts";
 import { AccelError, chooseAccel } from "./accel.ts";
@@ -19,10 +19,13 @@ import { onStopSignals } from "./signals.ts";
 import { parseRunOptions, UsageError } from "./run_options.ts";
 import { SnapshotError } from "../hv/snapshot_file.ts";
 import { InstanceStateError } from "../hv/instance.ts";
+import type { InstanceSession, SnapshotResult } from "../hv/snapshot.ts";
 import { ControlApiError } from "../hv/control_api.ts";
 import {
   apiCommand,
   apiServer,
+  describeSnapshot,
+  isSnapshot,
   pauseCommand,
   restoreCommand,
   resumeCommand,
@@ -40,28 +43,72 @@ const usage = `usage:
   pvx snapshot --api <socket> -o <snap> [--stop]
   pvx api <socket> GET|POST <route> [< body]   one raw request; prints the status, then the body
   pvx restore <snap> [--bundle <app.pvx>] [--api <socket>] [--share ...] [--overlay <dir>] [--timeout ...] [--cpus N]
-  pvx inspect <app.pvx>
+  pvx template create <app.pvx|app.exe> -o <tpl> --ready first-input|ms:<N> [run options] [-- args...]
+  pvx run --from <tpl> [run options]    a new instance from a template (a restore of it)
+  pvx inspect <app.pvx|snap>
   pvx analyse <app.exe>
   pvx overlay merge|sync|reset ...   (pvx overlay for its usage)
 A Windows .exe can be given to run (packed on the fly into a cached bundle) and to pack, with [--allow-missing].`;
 
 async function readHead(path: string): Promise<Uint8Array> {
   using f = await Deno.open(path);
-  const head = new Uint8Array(2);
+  // Enough for a PE's "MZ" and a snapshot's magic.
+  const head = new Uint8Array(8);
   await f.read(head);
   return head;
 }
 
 async function runCommand(argv: string[]): Promise<number> {
+  const at = argv.indexOf("--from");
+  if (at >= 0 && at < (argv.includes("--") ? argv.indexOf("--") : argv.length)) {
+    // A template is a snapshot taken at its ready point: each run from it is a restore.
+    if (argv.includes("--")) throw new UsageError("run --from: a template's arguments were fixed when it was made");
+    return await restoreCommand([...argv.slice(0, at), ...argv.slice(at + 1)]);
+  }
+  return await runApp("run", argv);
+}
+
+/**
+ * `pvx template create app -o TPL --ready first-input|ms:N [run options] [-- args]`:
+ * runs the app to its ready point, then snapshots and stops it.
+ */
+async function templateCommand(argv: string[]): Promise<number> {
+  const [verb, ...rest] = argv;
+  if (verb !== "create") throw new UsageError(`template ${verb ?? ""}: the only verb is create`);
+  const end = rest.includes("--") ? rest.indexOf("--") : rest.length;
+  const take = (name: string, short?: string) => {
+    const i = rest.slice(0, end).findIndex((a) => a === name || a === short);
+    if (i < 0 || i + 1 >= end) throw new UsageError(`template create needs ${name}`);
+    return rest.splice(i, 2)[1];
+  };
+  const output = take("--output", "-o");
+  const ready = take("--ready");
+  const m = /^(?:(first-input)|ms:(\d+))$/.exec(ready);
+  if (!m) throw new UsageError(`--ready ${JSON.stringify(ready)}: expected first-input or ms:<milliseconds>`);
+  return await runApp("template", rest, {
+    output: resolve(output),
+    ...(m[1] ? { firstInput: true } : { afterMs: Number(m[2]) }),
+  }, argv);
+}
+
+/** Where `pvx template create` snapshots the app: at its first console read, or after a time. */
+interface ReadyPoint {
+  output: string;
+  firstInput?: boolean;
+  afterMs?: number;
+}
+
+async function runApp(command: "run" | "template", argv: string[], ready?: ReadyPoint, whole = argv): Promise<number> {
   const o = parseRunOptions(argv);
   const [path, ...args] = o.positionals;
-  if (!path) throw new UsageError("run needs a bundle");
-  if (chooseAccel(o.accel) === "nested") return await runPvxNested("run", argv);
+  if (!path) throw new UsageError(`${command} needs a bundle or an exe`);
+  if (chooseAccel(o.accel) === "nested") return await runPvxNested(command, whole);
   if (o.overlay) await Deno.mkdir(o.overlay, { recursive: true });
   prewarm(); // the vCPU thread starts while the bundle is read and checked
   // Ctrl-C or a kill stops the guest the way --timeout does: with where every thread was.
   const interrupt = new AbortController();
   const stopListening = onStopSignals((sig) => interrupt.abort(sig));
+  let readyTimer: ReturnType<typeof setTimeout> | undefined;
   try {
     // A Windows exe runs from a bundle packed on the fly (and cached); anything else must be a bundle.
     const head = await readHead(path);
@@ -71,6 +118,13 @@ async function runCommand(argv: string[]): Promise<number> {
     const bundleBytes = await Deno.readFile(bundlePath);
     const bundle = await parseBundle(bundleBytes, bundlePath);
     const api = apiServer(o.api);
+    let session: InstanceSession | undefined;
+    let saved: Promise<SnapshotResult> | undefined;
+    const snapshotNow = () => {
+      if (saved) return;
+      saved = session!.snapshot(ready!.output, { stop: true });
+      saved.catch(() => {}); // awaited, and reported, once the app has stopped
+    };
     try {
       const { outcome, symbolize } = await launchBundle(bundle, {
         args,
@@ -81,14 +135,29 @@ async function runCommand(argv: string[]): Promise<number> {
         cpus: o.cpus,
         interrupt: interrupt.signal,
         bundleFile: { path: await Deno.realPath(bundlePath), sha256: await sha256Hex(bundleBytes) },
-        onSession: api.attach,
+        onSession: (s) => {
+          session = s;
+          api.attach(s);
+          if (ready?.afterMs !== undefined) readyTimer = setTimeout(snapshotNow, ready.afterMs);
+        },
+        ...(ready?.firstInput ? { onFirstInput: snapshotNow } : {}),
       });
+      if (ready) {
+        if (!saved) {
+          console.error(describeOutcome(outcome, bundle.manifest.name, symbolize));
+          throw new InstanceStateError(`${bundle.manifest.name} ended before its ready point: no template was made`);
+        }
+        const t = await saved;
+        console.log(`template ${t.path}: ${t.threads} thread(s), ${t.pages} page(s), ${t.fileBytes} bytes, id ${t.id}`);
+        return 0;
+      }
       if (outcome.kind !== "exit") console.error(describeOutcome(outcome, bundle.manifest.name, symbolize));
       return exitStatus(outcome);
     } finally {
       await api.close();
     }
   } finally {
+    clearTimeout(readyTimer);
     stopListening();
     stopIdleThreads();
   }
@@ -254,8 +323,9 @@ async function cachedBundle(entryPath: string, o: PackOptions): Promise<string> 
 
 async function inspectCommand(argv: string[]): Promise<number> {
   const [path] = argv;
-  if (!path) throw new UsageError("inspect needs a bundle");
-  console.log(describeBundle(await readBundle(path)));
+  if (!path) throw new UsageError("inspect needs a bundle or a snapshot");
+  const head = await readHead(path);
+  console.log(isSnapshot(head) ? describeSnapshot(path) : describeBundle(await readBundle(path)));
   return 0;
 }
 
@@ -279,6 +349,8 @@ export async function main(argv: string[]): Promise<number> {
         return await snapshotCommand(rest);
       case "restore":
         return await restoreCommand(rest);
+      case "template":
+        return await templateCommand(rest);
       case "api":
         return await apiCommand(rest);
       case "overlay":

@@ -7,7 +7,7 @@ import { basename, dirname, join, resolve } from "node:path";
 import { callControlApi, controlApi, requestControlApi, serveOnSocket } from "../hv/control_api.ts";
 import type { InstanceSession } from "../hv/snapshot.ts";
 import { loadSnapshot } from "../hv/snapshot.ts";
-import { SnapshotError } from "../hv/snapshot_file.ts";
+import { MAGIC, openSnapshot, SnapshotError } from "../hv/snapshot_file.ts";
 import { restoreSnapshot } from "../hv/launch.ts";
 import { parseBundle } from "./bundle.ts";
 import { parseRunOptions, UsageError } from "./run_options.ts";
@@ -147,4 +147,35 @@ export async function restoreCommand(argv: string[]): Promise<number> {
     stopListening();
     stopIdleThreads();
   }
+}
+
+/** Whether `head`, a file's first bytes, is a snapshot's magic. */
+export function isSnapshot(head: Uint8Array): boolean {
+  return head.length >= MAGIC.length && MAGIC.every((b, i) => head[i] === b);
+}
+
+/** `pvx inspect SNAP`: the app, its threads and where each stands, pages, sizes and sections, from the manifest. */
+export function describeSnapshot(path: string): string {
+  using snapshot = openSnapshot(path);
+  const m = snapshot.manifest;
+  const meta = m.meta as {
+    app?: string;
+    bundlePath?: string;
+    threads?: { threadId: number; cpu: number; blockedIn: string | number | null }[];
+    openHandles?: number;
+    currentDirectory?: string;
+  };
+  const pages = m.memory.extents.reduce((n, e) => n + e.length / 4096, 0);
+  const mib = (bytes: number) => `${(bytes / (1 << 20)).toFixed(1)} MiB`;
+  return [
+    `${path}: ${m.kind} snapshot of ${meta.app ?? "?"}, format ${m.format}, taken ${m.createdAt}`,
+    `  id      ${snapshot.id}${m.parent ? `\n  parent  ${m.parent}` : ""}`,
+    `  bundle  ${m.bundle.sha256}${meta.bundlePath ? ` (was ${meta.bundlePath})` : ""}`,
+    `  memory  ${mib(m.memory.size)} guest RAM, ${pages} page(s) stored in ${m.memory.extents.length} extent(s)`,
+    ...(meta.threads ?? []).map((t) =>
+      `  thread  ${t.threadId} on vCPU ${t.cpu}: ${t.blockedIn === null ? "running" : `blocked in ${t.blockedIn}`}`
+    ),
+    `  handles ${meta.openHandles ?? "?"} open; current directory ${meta.currentDirectory ?? "?"}`,
+    ...m.sections.map((s) => `  section ${s.name}: ${s.length} bytes`),
+  ].join("\n");
 }

@@ -1,0 +1,74 @@
+/*
+ * A multi-threaded guest for snapshots: N workers, each blocked on its own
+ * event until the main thread hands it a step, report their steps in turn,
+ * with a mutex held and a heap block and a file of their own; between rounds
+ * the main thread sleeps. Then it waits for a line on the console, so a test
+ * can act while it runs, and it ends once every worker has.
+ */
+#include "util.h"
+
+#define WORKERS 3
+
+static HANDLE go[WORKERS], done[WORKERS], lock;
+static volatile LONG quit;
+
+static DWORD WINAPI worker(LPVOID arg) {
+  int id = (int)(uintptr_t)arg;
+  int *steps = HeapAlloc(GetProcessHeap(), HEAP_ZERO_MEMORY, sizeof *steps);
+  for (;;) {
+    if (WaitForSingleObject(go[id], INFINITE) != WAIT_OBJECT_0) return 10;
+    if (quit) break;
+    if (WaitForSingleObject(lock, INFINITE) != WAIT_OBJECT_0) return 11;
+    out("worker ");
+    out_i(id);
+    out(" step ");
+    out_i(++*steps);
+    out("\n");
+    ReleaseMutex(lock);
+    SetEvent(done[id]);
+  }
+  return (DWORD)(100 + *steps);
+}
+
+int main(int argc, char **argv, char **envp) {
+  (void)envp;
+  int rounds = argc > 1 ? parse_int(argv[1]) : 5;
+  int ms = argc > 2 ? parse_int(argv[2]) : 100;
+  lock = CreateMutexW(NULL, FALSE, NULL);
+  HANDLE threads[WORKERS];
+  for (int i = 0; i < WORKERS; i++) {
+    go[i] = CreateEventW(NULL, FALSE, FALSE, NULL);
+    done[i] = CreateEventW(NULL, FALSE, FALSE, NULL);
+    threads[i] = CreateThread(NULL, 0, worker, (LPVOID)(uintptr_t)i, 0, NULL);
+    if (!threads[i]) return 2;
+  }
+  for (int r = 0; r < rounds; r++) {
+    out("round ");
+    out_i(r);
+    out("\n");
+    for (int i = 0; i < WORKERS; i++) {
+      SetEvent(go[i]);
+      if (WaitForSingleObject(done[i], INFINITE) != WAIT_OBJECT_0) return 3;
+    }
+    Sleep(ms);
+  }
+  char line[64];
+  DWORD got = 0;
+  if (!ReadFile(GetStdHandle(STD_INPUT_HANDLE), line, sizeof line, &got, NULL)) return 4;
+  out("read ");
+  out_i(got);
+  out(" bytes\n");
+  quit = 1;
+  for (int i = 0; i < WORKERS; i++) {
+    SetEvent(go[i]);
+    DWORD code = 0;
+    if (WaitForSingleObject(threads[i], INFINITE) != WAIT_OBJECT_0 || !GetExitCodeThread(threads[i], &code)) return 5;
+    out("worker ");
+    out_i(i);
+    out(" exited ");
+    out_i((int)code);
+    out("\n");
+  }
+  out("done\n");
+  return 0;
+}
