@@ -26,9 +26,18 @@ if (!access.ok) {
     );
     Deno.exit(1);
   }
-  Deno.exit(await runDenoNested(["run", "-A", new URL(import.meta.url).pathname]));
+  const args = Deno.args.filter((a) => a !== "--accel=nested");
+  Deno.exit(await runDenoNested(["run", "-A", new URL(import.meta.url).pathname, ...args]));
 }
 const label = Deno.env.get(IN_NESTED_ENV) ? "nested (emulated SVM) " : "";
+/** `--only=vmm|threads|windows|snapshots` runs one part of the bench. */
+const only = Deno.args.find((a) => a.startsWith("--only="))?.slice("--only=".length);
+const parts = ["vmm", "threads", "windows", "snapshots"];
+if (only !== undefined && !parts.includes(only)) {
+  console.error(`pvx bench: --only=${only}: expected one of ${parts.join(", ")}`);
+  Deno.exit(2);
+}
+const wanted = (part: string) => only === undefined || only === part;
 
 const here = new URL("./bench/", import.meta.url).pathname;
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
@@ -192,76 +201,138 @@ async function windowsVsWine(dir: string): Promise<void> {
   await new Deno.Command("wineserver", { args: ["-w"], env: wineEnv }).output();
 }
 
+/** Kilobytes of `pid`'s proportional set size in the mapping of `file`: its share of the pages it maps. */
+async function pssKiB(pid: number, file: string): Promise<number> {
+  const smaps = await Deno.readTextFile(`/proc/${pid}/smaps`);
+  let total = 0, inFile = false;
+  for (const l of smaps.split("\n")) {
+    if (/^[0-9a-f]+-[0-9a-f]+ /.test(l)) inFile = l.endsWith(file);
+    else if (inFile && l.startsWith("Pss:")) total += Number(l.split(/\s+/)[1]);
+  }
+  return total;
+}
+
+/**
+ * Templates and snapshots, against a cold boot of the same app through the
+ * same `pvx` command: the guest writes N MiB, then waits on the console, the
+ * template's ready point; every start from the template skips that work.
+ */
+async function snapshots(dir: string): Promise<void> {
+  const touch = await pack("touch.c", dir);
+  const pvx = new URL("./pvx.ts", import.meta.url).pathname;
+  const deno = (args: string[], stdin: "null" | "piped" = "null") =>
+    new Deno.Command(Deno.execPath(), { args: ["run", "-A", pvx, ...args], stdin, stdout: "null", stderr: "inherit" });
+  for (const mib of [1, 16, 48]) {
+    const tpl = `${dir}/touch-${mib}.tpl`;
+    const cold: number[] = [], make: number[] = [], warm: number[] = [];
+    for (let i = 0; i < REPEATS; i++) {
+      let t0 = performance.now();
+      if (!(await deno(["run", touch, "--", `${mib}`]).output()).success) throw new Error("touch guest failed");
+      cold.push(performance.now() - t0);
+      t0 = performance.now();
+      const made = await deno(["template", "create", touch, "-o", tpl, "--ready", "first-input", "--", `${mib}`])
+        .output();
+      if (!made.success) throw new Error("template create failed");
+      make.push(performance.now() - t0);
+      t0 = performance.now();
+      if (!(await deno(["run", "--from", tpl]).output()).success) throw new Error("run --from failed");
+      warm.push(performance.now() - t0);
+    }
+    const stored = (await Deno.stat(tpl)).blocks! * 512 / (1 << 20);
+    line(`start from template (${mib} MiB written) vs cold`, median(warm), median(cold), "ms", "< 1x", "cold run");
+    line(`template create (${mib} MiB written) vs cold run`, median(make), median(cold), "ms", "-", "cold run");
+    line(`snapshot size on disk vs memory written`, stored, mib, "MiB", "~1x", "written");
+  }
+  // Instances of one template map one file: each adds only the pages it has written itself.
+  const tpl = `${dir}/touch-48.tpl`, instances = 10;
+  const children = Array.from({ length: instances }, () => deno(["run", "--from", tpl], "piped").spawn());
+  try {
+    // Each holds the template mapped while it waits on its console: measure once all have mapped it.
+    const name = tpl.split("/").pop()!;
+    let pss: number[];
+    for (let tries = 0; (pss = await Promise.all(children.map((c) => pssKiB(c.pid, name)))).some((k) => k === 0);) {
+      if (++tries === 600) throw new Error("instances from the template did not map it within 2 minutes");
+      await new Promise((resolve) => setTimeout(resolve, 200));
+    }
+    line(`guest RAM per instance, ${instances} from one template`, median(pss) / 1024, 48, "MiB", "<< 1x", "written");
+  } finally {
+    for (const c of children) await c.stdin.close();
+    await Promise.all(children.map((c) => c.status));
+  }
+}
+
 const dir = await Deno.makeTempDir({ prefix: "pvx-bench-" });
 try {
-  const vmm = `${dir}/baseline`, files = `${dir}/file_io_baseline`;
-  await run("gcc", ["-O2", "-o", vmm, `${here}baseline.c`]);
-  await run("gcc", ["-O2", "-o", files, `${here}file_io_baseline.c`]);
-  const nullLoop = await readBundle(await pack("null_loop.c", dir));
-  const fileIo = await pack("file_io.c", dir);
+  if (wanted("vmm")) {
+    const vmm = `${dir}/baseline`, files = `${dir}/file_io_baseline`;
+    await run("gcc", ["-O2", "-o", vmm, `${here}baseline.c`]);
+    await run("gcc", ["-O2", "-o", files, `${here}file_io_baseline.c`]);
+    const nullLoop = await readBundle(await pack("null_loop.c", dir));
+    const fileIo = await pack("file_io.c", dir);
 
-  // A hypercall's cost is the slope between a short and a long run, so start-up cancels out.
-  const [few, many] = [2_000, 12_000];
-  const cNull: number[] = [], pvxNull: number[] = [];
-  for (let i = 0; i < REPEATS; i++) {
-    cNull.push(
-      (await cNanoseconds(vmm, ["null", `${many}`]) - await cNanoseconds(vmm, ["null", `${few}`])) / (many - few) /
-        1000,
-    );
-    pvxNull.push(
-      ((await pvxRun(nullLoop, [`${many}`])).wallMs - (await pvxRun(nullLoop, [`${few}`])).wallMs) * 1000 /
-        (many - few),
-    );
-  }
-  line("null hypercall round trip", median(pvxNull), median(cNull), "µs", "<= 1.1x");
-
-  const cBoot: number[] = [], coldBoot: number[] = [], warmBoot: number[] = [];
-  for (let i = 0; i < REPEATS; i++) {
-    cBoot.push(await cNanoseconds(vmm, ["boot"]) / 1e6);
-    coldBoot.push((await pvxRun(nullLoop, ["0"])).bootMs);
-  }
-  prewarm();
-  await pvxRun(nullLoop, ["0"]);
-  for (let i = 0; i < REPEATS; i++) warmBoot.push((await pvxRun(nullLoop, ["0"])).bootMs);
-  line("VM create -> first guest exit (warm thread)", median(warmBoot), median(cBoot), "ms", "<= 1.5x");
-  line("VM create -> first guest exit (new thread)", median(coldBoot), median(cBoot), "ms", "-");
-
-  // File throughput: the same file size both ways, in page cache, timed inside each program.
-  const totalMiB = 64;
-  for (const chunk of [4096, 1 << 20]) {
-    for (const mode of ["write", "read"]) {
-      const overlay = await Deno.makeTempDir({ dir }), cwd = await Deno.makeTempDir({ dir });
-      const pvxMiBs: number[] = [], cMiBs: number[] = [];
-      for (let i = 0; i < REPEATS; i++) {
-        if (mode === "read") {
-          await pvxPrinted(fileIo, ["write", `${chunk}`, `${totalMiB}`], overlay);
-          await cNanoseconds(files, ["write", `${chunk}`, `${totalMiB}`], cwd);
-        }
-        pvxMiBs.push(totalMiB / (await pvxPrinted(fileIo, [mode, `${chunk}`, `${totalMiB}`], overlay) / 1e9));
-        cMiBs.push(totalMiB / (await cNanoseconds(files, [mode, `${chunk}`, `${totalMiB}`], cwd) / 1e9));
-      }
-      const goal = chunk === 1 << 20 ? ">= 0.8x" : "-";
-      line(
-        `${mode === "read" ? "ReadFile" : "WriteFile"} ${chunk === 4096 ? "4 KiB" : "1 MiB"} chunks vs ${mode}()`,
-        median(pvxMiBs),
-        median(cMiBs),
-        "MiB/s",
-        goal,
+    // A hypercall's cost is the slope between a short and a long run, so start-up cancels out.
+    const [few, many] = [2_000, 12_000];
+    const cNull: number[] = [], pvxNull: number[] = [];
+    for (let i = 0; i < REPEATS; i++) {
+      cNull.push(
+        (await cNanoseconds(vmm, ["null", `${many}`]) - await cNanoseconds(vmm, ["null", `${few}`])) / (many - few) /
+          1000,
+      );
+      pvxNull.push(
+        ((await pvxRun(nullLoop, [`${many}`])).wallMs - (await pvxRun(nullLoop, [`${few}`])).wallMs) * 1000 /
+          (many - few),
       );
     }
-  }
-  const opens = 2000;
-  const overlay = await Deno.makeTempDir({ dir }), cwd = await Deno.makeTempDir({ dir });
-  const pvxOpen: number[] = [], cOpen: number[] = [];
-  for (let i = 0; i < REPEATS; i++) {
-    pvxOpen.push(await pvxPrinted(fileIo, ["openclose", `${opens}`], overlay) / opens / 1000);
-    cOpen.push(await cNanoseconds(files, ["openclose", `${opens}`], cwd) / opens / 1000);
-  }
-  line("CreateFileW+CloseHandle vs open+close", median(pvxOpen), median(cOpen), "µs", "-");
+    line("null hypercall round trip", median(pvxNull), median(cNull), "µs", "<= 1.1x");
 
-  await threads(dir);
+    const cBoot: number[] = [], coldBoot: number[] = [], warmBoot: number[] = [];
+    for (let i = 0; i < REPEATS; i++) {
+      cBoot.push(await cNanoseconds(vmm, ["boot"]) / 1e6);
+      coldBoot.push((await pvxRun(nullLoop, ["0"])).bootMs);
+    }
+    prewarm();
+    await pvxRun(nullLoop, ["0"]);
+    for (let i = 0; i < REPEATS; i++) warmBoot.push((await pvxRun(nullLoop, ["0"])).bootMs);
+    line("VM create -> first guest exit (warm thread)", median(warmBoot), median(cBoot), "ms", "<= 1.5x");
+    line("VM create -> first guest exit (new thread)", median(coldBoot), median(cBoot), "ms", "-");
 
-  await windowsVsWine(dir);
+    // File throughput: the same file size both ways, in page cache, timed inside each program.
+    const totalMiB = 64;
+    for (const chunk of [4096, 1 << 20]) {
+      for (const mode of ["write", "read"]) {
+        const overlay = await Deno.makeTempDir({ dir }), cwd = await Deno.makeTempDir({ dir });
+        const pvxMiBs: number[] = [], cMiBs: number[] = [];
+        for (let i = 0; i < REPEATS; i++) {
+          if (mode === "read") {
+            await pvxPrinted(fileIo, ["write", `${chunk}`, `${totalMiB}`], overlay);
+            await cNanoseconds(files, ["write", `${chunk}`, `${totalMiB}`], cwd);
+          }
+          pvxMiBs.push(totalMiB / (await pvxPrinted(fileIo, [mode, `${chunk}`, `${totalMiB}`], overlay) / 1e9));
+          cMiBs.push(totalMiB / (await cNanoseconds(files, [mode, `${chunk}`, `${totalMiB}`], cwd) / 1e9));
+        }
+        const goal = chunk === 1 << 20 ? ">= 0.8x" : "-";
+        line(
+          `${mode === "read" ? "ReadFile" : "WriteFile"} ${chunk === 4096 ? "4 KiB" : "1 MiB"} chunks vs ${mode}()`,
+          median(pvxMiBs),
+          median(cMiBs),
+          "MiB/s",
+          goal,
+        );
+      }
+    }
+    const opens = 2000;
+    const overlay = await Deno.makeTempDir({ dir }), cwd = await Deno.makeTempDir({ dir });
+    const pvxOpen: number[] = [], cOpen: number[] = [];
+    for (let i = 0; i < REPEATS; i++) {
+      pvxOpen.push(await pvxPrinted(fileIo, ["openclose", `${opens}`], overlay) / opens / 1000);
+      cOpen.push(await cNanoseconds(files, ["openclose", `${opens}`], cwd) / opens / 1000);
+    }
+    line("CreateFileW+CloseHandle vs open+close", median(pvxOpen), median(cOpen), "µs", "-");
+  }
+
+  if (wanted("threads")) await threads(dir);
+  if (wanted("windows")) await windowsVsWine(dir);
+  if (wanted("snapshots")) await snapshots(dir);
 } finally {
   stopIdleThreads();
   await Deno.remove(dir, { recursive: true });

@@ -1,0 +1,19 @@
+/* Bench guest for snapshots: writes argv[1] MiB of memory, waits for a line on the console (a
+ * template's ready point), then checks the memory still holds what it wrote and exits 0 if so. */
+#include "pvx.h"
+#include "guest_io.h"
+
+int main(int argc, char **argv, char **envp) {
+  (void)envp;
+  unsigned long bytes = (argc > 1 ? number(argv[1]) : 1) << 20;
+  unsigned char *p = VirtualAlloc(NULL, bytes, MEM_RESERVE | MEM_COMMIT, PAGE_READWRITE);
+  if (!p) return 2;
+  for (unsigned long i = 0; i < bytes; i += 4096) p[i] = (unsigned char)(i >> 12 | 1);
+  char line[16];
+  DWORD got;
+  ReadFile(GetStdHandle(STD_INPUT_HANDLE), line, sizeof line, &got, NULL);
+  for (unsigned long i = 0; i < bytes; i += 4096) {
+    if (p[i] != (unsigned char)(i >> 12 | 1)) return 3;
+  }
+  return 0;
+}
