@@ -88,10 +88,10 @@ function line(what: string, pvxValue: number, cValue: number, unit: string, goal
   );
 }
 
-async function pack(source: string, dir: string): Promise<string> {
+async function pack(source: string, dir: string, memoryMiB = defaultPackOptions.memoryMiB): Promise<string> {
   const name = source.replace(/\.c$/, "");
   await compileGuest(`${here}${source}`, `${dir}/${name}.elf`);
-  await writeBundle(`${dir}/${name}.pvx`, await packApp(`${dir}/${name}.elf`, defaultPackOptions));
+  await writeBundle(`${dir}/${name}.pvx`, await packApp(`${dir}/${name}.elf`, { ...defaultPackOptions, memoryMiB }));
   return `${dir}/${name}.pvx`;
 }
 
@@ -218,11 +218,11 @@ async function pssKiB(pid: number, file: string): Promise<number> {
  * template's ready point; every start from the template skips that work.
  */
 async function snapshots(dir: string): Promise<void> {
-  const touch = await pack("touch.c", dir);
+  const touch = await pack("touch.c", dir, 128);
   const pvx = new URL("./pvx.ts", import.meta.url).pathname;
   const deno = (args: string[], stdin: "null" | "piped" = "null") =>
     new Deno.Command(Deno.execPath(), { args: ["run", "-A", pvx, ...args], stdin, stdout: "null", stderr: "inherit" });
-  for (const mib of [1, 16, 48]) {
+  for (const mib of [1, 16, 32]) {
     const tpl = `${dir}/touch-${mib}.tpl`;
     const cold: number[] = [], make: number[] = [], warm: number[] = [];
     for (let i = 0; i < REPEATS; i++) {
@@ -244,7 +244,7 @@ async function snapshots(dir: string): Promise<void> {
     line(`snapshot size on disk vs memory written`, stored, mib, "MiB", "~1x", "written");
   }
   // Instances of one template map one file: each adds only the pages it has written itself.
-  const tpl = `${dir}/touch-48.tpl`, instances = 10;
+  const tpl = `${dir}/touch-32.tpl`, instances = 10;
   const children = Array.from({ length: instances }, () => deno(["run", "--from", tpl], "piped").spawn());
   try {
     // Each holds the template mapped while it waits on its console: measure once all have mapped it.
@@ -254,7 +254,7 @@ async function snapshots(dir: string): Promise<void> {
       if (++tries === 600) throw new Error("instances from the template did not map it within 2 minutes");
       await new Promise((resolve) => setTimeout(resolve, 200));
     }
-    line(`guest RAM per instance, ${instances} from one template`, median(pss) / 1024, 48, "MiB", "<< 1x", "written");
+    line(`guest RAM per instance, ${instances} from one template`, median(pss) / 1024, 32, "MiB", "<< 1x", "written");
   } finally {
     for (const c of children) await c.stdin.close();
     await Promise.all(children.map((c) => c.status));
