@@ -85,31 +85,19 @@ Deno.test("a snapshot of an app blocked on the console restores into that same r
     assert.equal(r.stdout, "read 6 bytes\ndone\n");
   }));
 
-Deno.test("pause and resume change nothing the app can see but the clock", () =>
+Deno.test("pause and resume change nothing the app can see but the clock; a bad request is named", () =>
   inTempDirs(async (dir) => {
     const api = `${dir}/api.sock`;
     const run = pvxStart(["run", "--api", api, await guestBundle("counter"), "--", "4", "200"], { keepOpen: true });
     await run.printed("tick 1\n");
-    const paused = await whenServing(["pause", "--api", api]);
+    const notPaused = await whenServing(["resume", "--api", api]);
+    assert.match(notPaused.stderr, /not paused/);
+    const paused = await pvxCli(["pause", "--api", api]);
     assert.equal(paused.code, 0, paused.stderr);
     assert.equal(paused.stdout, "counter: paused\n");
     const twice = await pvxCli(["pause", "--api", api]);
     assert.match(twice.stderr, /already paused/);
-    const resumed = await pvxCli(["resume", "--api", api]);
-    assert.equal(resumed.stdout, "counter: running\n");
-    await run.type("go\n");
-    await run.endInput();
-    const r = await run.result;
-    assert.equal(r.code, 0, r.stderr);
-    assert.equal(r.stdout, counted(4, "go\n"));
-  }));
-
-Deno.test("the control API names what is wrong with a request", () =>
-  inTempDirs(async (dir) => {
-    const api = `${dir}/api.sock`;
-    const run = pvxStart(["run", "--api", api, await guestBundle("counter"), "--", "1", "0"], { keepOpen: true });
-    await run.printed("tick 0\n");
-    const notJson = await whenServing(["api", api, "POST", "/snapshot"]);
+    const notJson = await pvxCli(["api", api, "POST", "/snapshot"]);
     assert.match(notJson.stdout, /^400\n.*the body is not JSON/s);
     const missing = await pvxStart(["api", api, "POST", "/snapshot"], '{"stop":true}').result;
     assert.match(missing.stdout, /^400\n.*"field":"path"/s);
@@ -117,10 +105,13 @@ Deno.test("the control API names what is wrong with a request", () =>
     assert.match(wrongType.stdout, /^400\n.*"field":"stop"/s);
     const unknown = await pvxCli(["api", api, "GET", "/nothing"]);
     assert.match(unknown.stdout, /^404\n/);
-    const notPaused = await pvxCli(["resume", "--api", api]);
-    assert.match(notPaused.stderr, /not paused/);
+    const resumed = await pvxCli(["resume", "--api", api]);
+    assert.equal(resumed.stdout, "counter: running\n");
+    await run.type("go\n");
     await run.endInput();
-    assert.equal((await run.result).code, 0);
+    const r = await run.result;
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, counted(4, "go\n"));
   }));
 
 Deno.test("a damaged snapshot is refused with the file, the offset and the reason", () =>

@@ -96,7 +96,8 @@ for (const cpus of ["1", "2"]) {
 }
 
 Deno.test("many threaded runs leak no host thread and no descriptor", async () => {
-  const runs = 12;
+  // A leak of even one thread or descriptor per run shows as growth of 8; the check below allows 2.
+  const runs = 8;
   const probe = await whereKvm(["run", "-A", leakProbe, await guestBundle("threads"), String(runs), "work"]);
   assert.equal(probe.code, 0, probe.stderr);
   const { before, after, outcomes } = JSON.parse(probe.stdout.trimEnd().split("\n").at(-1)!);
