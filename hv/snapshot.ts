@@ -142,8 +142,12 @@ export interface LoadedSnapshot {
   overlay: Uint8Array;
 }
 
-/** Opens and checks a snapshot: every section's hash, the state's version and shape, and its RAM's hashes. */
-export function loadSnapshot(path: string): LoadedSnapshot {
+/**
+ * Opens and checks a snapshot: every section's hash, the state's version and
+ * shape, and (unless `verifyMemory` is false) its RAM's hashes, which costs a
+ * read of every page it stores.
+ */
+export function loadSnapshot(path: string, { verifyMemory = true } = {}): LoadedSnapshot {
   const file = openSnapshot(path);
   try {
     if (file.manifest.kind !== "full") {
@@ -151,7 +155,7 @@ export function loadSnapshot(path: string): LoadedSnapshot {
     }
     const text = new TextDecoder("utf-8", { fatal: true }).decode(file.section("state"));
     const state = decodeState(JSON.parse(text), `${path}: state`);
-    file.verifyMemory();
+    if (verifyMemory) file.verifyMemory();
     return { file, state, overlay: file.section("overlay") };
   } catch (e) {
     file.close();

@@ -4,8 +4,10 @@
 // guest or pvx said, never on a guessed time.
 
 import assert from "node:assert/strict";
+import { dirname } from "node:path";
 import { guestBundle, pvxCli, pvxStart } from "./support/guests.ts";
 import { NOT_SERVING } from "../hv/control_api.ts";
+import { buildWindowsExe } from "./support/win32.ts";
 
 const ticks = (n: number) => Array.from({ length: n }, (_, i) => `tick ${i}\n`).join("");
 const counted = (n: number, line: string) => `${ticks(n)}read ${line.length} bytes\ndone\n`;
@@ -194,4 +196,23 @@ Deno.test("a template made after a time carries on from wherever the app was", (
     const r = await pvxStart(["run", "--from", tpl], "x\n").result;
     assert.equal(r.code, 0, r.stderr);
     assert.equal(before + r.stdout, counted(4, "x\n"));
+  }));
+
+Deno.test("a multi-threaded Windows exe is snapshotted and restored like an ELF guest", () =>
+  inTempDirs(async (dir) => {
+    const source = new URL("./guests/workers.c", import.meta.url).pathname;
+    const exe = await buildWindowsExe("workers", dir, source, ["-DWINDOWS_EXE", `-I${dirname(source)}`]);
+    const api = `${dir}/api.sock`;
+    const env = { PVX_CACHE_DIR: `${dir}/bundles` };
+    const run = pvxStart(["run", "--api", api, exe], { keepOpen: true }, env);
+    await run.printed("round 1\n");
+    const snap = await whenServing(["snapshot", "--api", api, "-o", `${dir}/exe.snap`, "--stop"]);
+    assert.equal(snap.code, 0, snap.stderr);
+    assert.match(snap.stdout, /: 4 thread\(s\)/);
+    await run.endInput();
+    const first = await run.result;
+    assert.equal(first.code, 0, first.stderr);
+    const r = await pvxStart(["restore", `${dir}/exe.snap`], "windows\n", env).result;
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(first.stdout + r.stdout, workersOutput(5, "windows\n"));
   }));

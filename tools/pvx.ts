@@ -42,7 +42,7 @@ const usage = `usage:
   pvx pause|resume --api <socket>
   pvx snapshot --api <socket> -o <snap> [--stop]
   pvx api <socket> GET|POST <route> [< body]   one raw request; prints the status, then the body
-  pvx restore <snap> [--bundle <app.pvx>] [--api <socket>] [--share ...] [--overlay <dir>] [--timeout ...] [--cpus N]
+  pvx restore <snap> [--bundle <app.pvx>] [--no-verify] [--api <socket>] [--share ...] [--overlay <dir>] [--timeout ...] [--cpus N]
   pvx template create <app.pvx|app.exe> -o <tpl> --ready first-input|ms:<N> [run options] [-- args...]
   pvx run --from <tpl> [run options]    a new instance from a template (a restore of it)
   pvx inspect <app.pvx|snap>

@@ -87,21 +87,23 @@ export async function apiCommand(argv: string[]): Promise<number> {
 }
 
 /**
- * `pvx restore SNAP [--bundle app.pvx] [run options]`: a new instance, in
+ * `pvx restore SNAP [--bundle app.pvx] [--no-verify] [run options]`: a new instance, in
  * this process, from a snapshot. The bundle is found by the path it had, or
  * beside the snapshot, and must hash to what the snapshot names.
  */
 export async function restoreCommand(argv: string[]): Promise<number> {
   const bundleAt = argv.indexOf("--bundle");
   const bundleArg = bundleAt >= 0 ? argv[bundleAt + 1] : undefined;
-  const rest = bundleAt >= 0 ? [...argv.slice(0, bundleAt), ...argv.slice(bundleAt + 2)] : argv;
+  const trusted = argv.includes("--no-verify");
+  const rest = (bundleAt >= 0 ? [...argv.slice(0, bundleAt), ...argv.slice(bundleAt + 2)] : argv)
+    .filter((a) => a !== "--no-verify");
   const o = parseRunOptions(rest);
   const [path] = o.positionals;
   if (!path) throw new UsageError("restore needs a snapshot file");
   if (chooseAccel(o.accel) === "nested") return await runPvxNested("restore", argv);
   if (o.overlay) await Deno.mkdir(o.overlay, { recursive: true });
   prewarm();
-  const snapshot = loadSnapshot(path);
+  const snapshot = loadSnapshot(path, { verifyMemory: !trusted });
   const interrupt = new AbortController();
   const stopListening = onStopSignals((sig) => interrupt.abort(sig));
   const api = apiServer(o.api);

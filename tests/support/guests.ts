@@ -106,9 +106,14 @@ export interface RunningPvx {
  * Starts `pvx <args>` and lets a test act on what the guest says while it
  * runs; `input` is its whole stdin, or it is kept open for `type`.
  */
-export function pvxStart(args: string[], input?: string | { keepOpen: true }): RunningPvx {
+export function pvxStart(
+  args: string[],
+  input?: string | { keepOpen: true },
+  env: Record<string, string> = {},
+): RunningPvx {
   const child = new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", pvxScript, ...args],
+    env,
     stdout: "piped",
     stderr: "piped",
     stdin: input === undefined ? "null" : "piped",

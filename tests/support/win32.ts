@@ -37,15 +37,22 @@ export async function buildPvxGuest(name: string, outDir: string): Promise<strin
 
 const mingw = ["-O2", "-Wall", "-Werror", "-nostdlib", "-fno-builtin"];
 
-export async function buildWindowsExe(name: string, outDir: string): Promise<string> {
+/** Builds tests/win32/<name>.c, or `source` with `flags`, as a Windows exe with the few lines of runtime it needs. */
+export async function buildWindowsExe(
+  name: string,
+  outDir: string,
+  source = `${win32Dir}${name}.c`,
+  flags: string[] = [],
+): Promise<string> {
   const out = `${outDir}/${name}.exe`;
   await run("x86_64-w64-mingw32-gcc", [
     ...mingw,
+    ...flags,
     "-e",
     "mainCRTStartup",
     "-o",
     out,
-    `${win32Dir}${name}.c`,
+    source,
     `${win32Dir}mingw_start.c`,
     "-lkernel32",
   ]);
