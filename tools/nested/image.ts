@@ -16,8 +16,11 @@ const wantedModules = ["virtio_pci", "virtio_console", "9pnet_virtio", "9p", "kv
 /**
  * pvx's guests need neither a virtual GIF nor nested SVM of their own, and QEMU's TCG emulation
  * of those is where a helper kernel was seen spinning at VMRUN with interrupts off: keep KVM off them.
+ * Nor do they need KVM's iTLB-multihit workaround (NX huge pages), whose recovery thread is where
+ * the helper kernel's soft lockups were seen (kvm-nx-lpage-recovery holding the MMU lock while a
+ * vCPU thread spun on it): "never" keeps that thread from being created at all.
  */
-const moduleParameters: Record<string, string> = { kvm_amd: "vgif=0 nested=0" };
+const moduleParameters: Record<string, string> = { kvm: "nx_huge_pages=never", kvm_amd: "vgif=0 nested=0" };
 
 export interface NestedImage {
   version: string;
