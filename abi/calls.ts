@@ -519,6 +519,14 @@ export const calls = [
     params: [{ name: "Address", c: "volatile LONG *", kind: "inStruct", size: 4 }],
     doc: "Wakes the threads blocked in PvxWaitOnAddress on Address.",
   },
+  {
+    nr: 55,
+    name: "PvxReady",
+    ret: "VOID",
+    failure: 0n,
+    params: [],
+    doc: "The app is ready for work: `pvx template create --ready call` snapshots it here; otherwise it does nothing.",
+  },
 ] as const satisfies readonly CallDef[];
 
 export type CallName = (typeof calls)[number]["name"];

@@ -64,6 +64,8 @@ export interface ThreadContext {
   deadline(ms: number): number;
   /** Blocks this thread for `ms` (0 = yield), returning early if the instance is stopping. */
   sleep(ms: number): void;
+  /** PvxReady: where a template is being made, waits there to be paused for its snapshot; else nothing. */
+  ready(): void;
   exitProcess(code: number): void;
   exitThread(code: number): void;
 }

@@ -649,6 +649,13 @@ static inline VOID PvxWakeByAddress(volatile LONG * Address) {
   pvx_hypercall(54, f);
 }
 
+/* The app is ready for work: `pvx template create --ready call` snapshots it here; otherwise it does nothing. */
+static inline VOID PvxReady(void) {
+  PVX_USES("PvxReady");
+  uint64_t f[1] = { 0 };
+  pvx_hypercall(55, f);
+}
+
 
 /* Critical sections run in the guest (guest/runtime.ts, reached through the
  * info page); only a contended one waits in the host. */

@@ -64,8 +64,13 @@ export function controlApi(session: InstanceSession, progress?: (done: number, t
     if (b.stop !== undefined && typeof b.stop !== "boolean") {
       return c.json(refuse(400, "must be true or false", "stop").body, 400);
     }
-    const result = await session.snapshot(b.path, { stop: b.stop === true, progress });
-    return c.json(result);
+    try {
+      return c.json(await session.snapshot(b.path, { stop: b.stop === true, progress }));
+    } catch (e) {
+      // Where the file was to go is the caller's to fix.
+      if (!(e instanceof Deno.errors.NotFound || e instanceof Deno.errors.PermissionDenied)) throw e;
+      return c.json(refuse(400, `cannot write the snapshot there: ${(e as Error).message}`, "path").body, 400);
+    }
   });
   app.notFound((c) => c.json(refuse(404, `no route ${c.req.method} ${c.req.path}`).body, 404));
   app.onError((e, c) => {

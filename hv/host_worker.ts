@@ -21,7 +21,7 @@ self.onmessage = (e: MessageEvent<ServiceInit>) => {
       control,
       threads: { threadStart: init.threadStart, launch: (thread) => post({ kind: "start-thread", thread }) },
       ...(restore ? { restore: restore.host, restoreThreads: restore.threads } : {}),
-      ...(init.readyOnFirstInput ? { onFirstRead: () => post({ kind: "first-input" }) } : {}),
+      ...(init.readyAt === "first-input" ? { onFirstRead: () => post({ kind: "ready" }) } : {}),
     });
   } catch (err) {
     post({ kind: "host-error", message: describe(err) });

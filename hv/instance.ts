@@ -8,6 +8,7 @@ import { Kvm, mapKvmRun, type Vm } from "./kvm.ts";
 import { type GuestRam, mapGuestRam, unmapGuestRam } from "./memory.ts";
 import type {
   ParkedThread,
+  ReadyPoint,
   ServiceInit,
   ServiceMessage,
   ThreadRestore,
@@ -38,8 +39,8 @@ export interface InstanceOptions {
   startedAt: number;
   /** Rebuild the guest from a snapshot's state instead of starting it at its entry point. */
   restore?: PausedState;
-  /** Called at the app's first console read, which reads nothing and waits to be paused (a template's ready point). */
-  onFirstInput?: () => void;
+  /** A template's ready point: `reached` is called when the app gets there, where it then waits to be paused. */
+  ready?: { at: ReadyPoint; reached(): void };
 }
 
 /** What `run` needs of a boot: where the first thread starts and what every vCPU is set up with. */
@@ -229,7 +230,8 @@ export class Instance {
         control: control.buffer,
         startedAt: opts.startedAt,
         ...(restore ? { restore } : {}),
-        ...(opts.onFirstInput && !threaded ? { readyOnFirstInput: true } : {}),
+        // The first console read is seen by whoever keeps the host state; a PvxReady call by any thread.
+        ...(opts.ready && (opts.ready.at === "call" || !threaded) ? { readyAt: opts.ready.at } : {}),
       };
       slot.fresh = false;
       slot.worker.postMessage(init);
@@ -242,7 +244,7 @@ export class Instance {
       stopAfterSnapshot: (to: string) => stopFromOutside({ kind: "snapshotted", to }),
     } as LiveRun;
     const onMessage = (cpu: number, m: VcpuMessage) => {
-      if (m.kind === "first-input") return opts.onFirstInput?.();
+      if (m.kind === "ready") return opts.ready?.reached();
       if (m.kind !== "parked") return report(cpu, m);
       if (!live.pause) return;
       live.pause.parked.set(cpu, m.thread);
@@ -309,7 +311,7 @@ export class Instance {
         service.onmessage = (e: MessageEvent<ServiceMessage>) => {
           const m = e.data;
           if (m.kind === "start-thread") start(m.thread);
-          else if (m.kind === "first-input") opts.onFirstInput?.();
+          else if (m.kind === "ready") opts.ready?.reached();
           else if (m.kind === "state") {
             if (live.pause) [live.pause.host, live.pause.guestThreads] = [m.host, m.threads];
             live.pause?.settled();
@@ -333,7 +335,7 @@ export class Instance {
           threadStart: plan.threadStart!,
           control: control.buffer,
           ...(opts.restore ? { restore: { host: opts.restore.host, threads: opts.restore.guestThreads! } } : {}),
-          ...(opts.onFirstInput ? { readyOnFirstInput: true } : {}),
+          ...(opts.ready?.at === "first-input" ? { readyAt: opts.ready.at } : {}),
         };
         service.postMessage(init);
       }

@@ -7,7 +7,7 @@ import { windowsSymbolizer } from "../guest/windows.ts";
 import { MiB } from "../guest/memory_map.ts";
 import { windowsCommandLine } from "../abi/host.ts";
 import type { ShareSpec } from "../abi/fileview.ts";
-import { Instance, type Outcome } from "./instance.ts";
+import { Instance, type InstanceOptions, type Outcome } from "./instance.ts";
 import { FIRST_THREAD_ID } from "./guest_threads.ts";
 import { type BootState, type BundleFile, InstanceSession, type LoadedSnapshot } from "./snapshot.ts";
 import { bootSregs } from "../guest/kernel.ts";
@@ -29,8 +29,8 @@ export interface LaunchOptions {
   bundleFile?: BundleFile;
   /** Called once the guest is about to run, with what pauses and snapshots it. */
   onSession?: (session: InstanceSession) => void;
-  /** Called at the app's first console read, which waits, reading nothing, to be paused. */
-  onFirstInput?: () => void;
+  /** A template's ready point, and what to do when the app reaches it (it then waits there to be paused). */
+  ready?: InstanceOptions["ready"];
 }
 
 export interface Launched {
@@ -103,7 +103,7 @@ function runOptions(bundle: Bundle, boot: BootState, overlayDir: string, opts: L
     timeoutMs: opts.timeoutMs,
     cpus: opts.cpus,
     interrupt: opts.interrupt,
-    onFirstInput: opts.onFirstInput,
+    ready: opts.ready,
     startedAt: boot.startedAt,
     host: { ...boot.host, bundleFiles: [...bundle.files], overlayDir, shares: [...opts.shares ?? []] },
   };

@@ -25,6 +25,9 @@ export interface ThreadStart {
   gsBase: number;
 }
 
+/** Where `pvx template create` snapshots an app: its first console read, or its PvxReady call. */
+export type ReadyPoint = "first-input" | "call";
+
 /** A hypercall a thread was blocked in when it parked: a restore makes it again, with the deadline it had. */
 export interface PendingCall {
   nr: number;
@@ -73,8 +76,8 @@ export interface VcpuInit {
   control: SharedArrayBuffer;
   startedAt: number;
   restore?: ThreadRestore;
-  /** Post "first-input" at the app's first console read, which then waits to be paused. */
-  readyOnFirstInput?: boolean;
+  /** A template's ready point: post "ready" when the app reaches it, then wait there to be paused. */
+  readyAt?: ReadyPoint;
 }
 
 /** What the host-services Worker needs (an app that can create threads). */
@@ -86,13 +89,13 @@ export interface ServiceInit {
   threadStart: number;
   control: SharedArrayBuffer;
   restore?: { host: HostState; threads: GuestThreadsState };
-  readyOnFirstInput?: boolean;
+  readyAt?: ReadyPoint;
 }
 
 /** Messages from the host-services Worker to the instance. */
 export type ServiceMessage =
   | { kind: "start-thread"; thread: ThreadStart }
-  | { kind: "first-input" }
+  | { kind: "ready" }
   /** The state it keeps, asked for once every vCPU has parked (ControlBlock.requestServiceState). */
   | { kind: "state"; host: HostState; threads: GuestThreadsState }
   | { kind: "done" }
@@ -101,7 +104,7 @@ export type ServiceMessage =
 /** What a vCPU thread posts: that it parked (with the host state, if it keeps it), or why it stopped. */
 export type VcpuMessage =
   | { kind: "parked"; thread: ParkedThread; host?: HostState }
-  | { kind: "first-input" }
+  | { kind: "ready" }
   | VcpuReport;
 
 /** Why a vCPU stopped, as the Worker reports it, and when the guest first left it (epoch ms). */

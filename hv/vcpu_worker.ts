@@ -83,6 +83,7 @@ function run(init: VcpuInit, control: ControlBlock, times: { firstExitAt?: numbe
     );
     control.waitWhilePaused();
   };
+  const reachedReady = () => self.postMessage({ kind: "ready" } satisfies VcpuMessage);
   const waits: WaitControl = {
     now: () => control.now(),
     checkpoint: (deadline) => {
@@ -98,9 +99,7 @@ function run(init: VcpuInit, control: ControlBlock, times: { firstExitAt?: numbe
     control,
     waits,
     restore: init.restore?.host,
-    ...(init.readyOnFirstInput
-      ? { onFirstRead: () => self.postMessage({ kind: "first-input" } satisfies VcpuMessage) }
-      : {}),
+    ...(init.readyAt === "first-input" ? { onFirstRead: reachedReady } : {}),
   });
   const services = (nr: number, frame: number) =>
     local ? local.dispatch(cpu, nr, frame, thread) : control.call(cpu, nr, frame, thread);
@@ -122,6 +121,12 @@ function run(init: VcpuInit, control: ControlBlock, times: { firstExitAt?: numbe
       while (!control.sleepUntil(deadline) && control.now() < deadline) {
         if (waits.checkpoint(deadline)) return;
       }
+    },
+    ready: () => {
+      if (init.readyAt !== "call") return;
+      reachedReady();
+      // The snapshot's pause finds this thread here; a restore makes the call again, outside a template.
+      while (!waits.checkpoint(Infinity)) control.sleepUntil(Infinity);
     },
     exitProcess: (code) => end = { kind: "exit", code },
     exitThread: (code) => {

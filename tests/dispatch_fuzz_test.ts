@@ -218,6 +218,7 @@ Deno.test("random hypercall frames never crash the host nor touch memory they mu
       waits: { now: () => control.now(), checkpoint: () => true },
       deadline: () => 0,
       sleep: () => {},
+      ready: () => {},
       exitProcess: (c) => exitCode = c,
       exitThread: (c) => exitCode = c,
     }),
@@ -280,7 +281,10 @@ Deno.test("random hypercall frames never crash the host nor touch memory they mu
         seen.consoleWrites++;
         const [buf, len] = [Number(slots[1]), Number(slots[2] & 0xffffffffn)];
         assert.ok(guest.pages.accessible(buf, len, false), "WriteFile read an unmapped buffer");
-        assert.deepEqual(written[0], guest.bytes.slice(buf, buf + len));
+        // A buffer that overlaps the frame or the count it writes back may change under the call: no fixed answer.
+        if (!allowed.some(([s, e]) => s < buf + len && buf < e)) {
+          assert.deepEqual(written[0], guest.bytes.slice(buf, buf + len));
+        }
       }
     }),
     {

@@ -105,6 +105,8 @@ Deno.test("pause and resume change nothing the app can see but the clock; a bad 
     assert.match(missing.stdout, /^400\n.*"field":"path"/s);
     const wrongType = await pvxStart(["api", api, "POST", "/snapshot"], '{"path":"x.snap","stop":"yes"}').result;
     assert.match(wrongType.stdout, /^400\n.*"field":"stop"/s);
+    const nowhere = await pvxStart(["api", api, "POST", "/snapshot"], '{"path":"/nonexistent/dir/x.snap"}').result;
+    assert.match(nowhere.stdout, /^400\n.*cannot write the snapshot there.*"field":"path"/s);
     const unknown = await pvxCli(["api", api, "GET", "/nothing"]);
     assert.match(unknown.stdout, /^404\n/);
     const resumed = await pvxCli(["resume", "--api", api]);
@@ -174,6 +176,20 @@ Deno.test("a template made at the app's first console read starts any number of 
       assert.equal(r.code, 0, r.stderr);
       assert.equal(r.stdout, `read ${line.length} bytes\ndone\n`);
     }
+  }));
+
+Deno.test("a template made at the app's PvxReady call starts there", () =>
+  inTempDirs(async (dir) => {
+    const tpl = `${dir}/ready.tpl`;
+    const bundle = await guestBundle("counter");
+    const made = await pvxCli(["template", "create", bundle, "-o", tpl, "--ready", "call", "--", "1", "0"]);
+    assert.equal(made.code, 0, made.stderr);
+    assert.match(made.stdout, /^tick 0\ntemplate .*ready\.tpl: 1 thread/);
+    const inspected = await pvxCli(["inspect", tpl]);
+    assert.match(inspected.stdout, /thread +8 on vCPU 0: blocked in PvxReady/);
+    const r = await pvxStart(["run", "--from", tpl], "ready\n").result;
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, "read 6 bytes\ndone\n");
   }));
 
 Deno.test("a template made after a time carries on from wherever the app was", () =>

@@ -1,7 +1,15 @@
 // The pvx command line: pack, inspect and run bundles.
 
 import { parseArgs } from "node:util";
-import { BundleError, describeBundle, encodeBundle, parseBundle, readBundle, writeBundle } from "./bundle.ts";
+import {
+  BundleError,
+  describeBundle,
+  encodeBundle,
+  parseBundle,
+  readBundle,
+  sha256Hex,
+  writeBundle,
+} from "./bundle.ts";
 import { ElfError, parseElf } from "../guest/elf.ts";
 import { launchBundle } from "../hv/launch.ts";
 import { prewarm, stopIdleThreads } from "../hv/vcpu_threads.ts";
@@ -20,6 +28,7 @@ import { parseRunOptions, UsageError } from "./run_options.ts";
 import { SnapshotError } from "../hv/snapshot_file.ts";
 import { InstanceStateError } from "../hv/instance.ts";
 import type { InstanceSession, SnapshotResult } from "../hv/snapshot.ts";
+import type { ReadyPoint } from "../hv/vcpu_thread.ts";
 import { ControlApiError } from "../hv/control_api.ts";
 import {
   apiCommand,
@@ -29,7 +38,6 @@ import {
   pauseCommand,
   restoreCommand,
   resumeCommand,
-  sha256Hex,
   snapshotCommand,
 } from "./snapshot_cli.ts";
 import { overlayCommand } from "./overlay_cli.ts";
@@ -43,7 +51,7 @@ const usage = `usage:
   pvx snapshot --api <socket> -o <snap> [--stop]
   pvx api <socket> GET|POST <route> [< body]   one raw request; prints the status, then the body
   pvx restore <snap> [--bundle <app.pvx>] [--no-verify] [--api <socket>] [--share ...] [--overlay <dir>] [--timeout ...] [--cpus N]
-  pvx template create <app.pvx|app.exe> -o <tpl> --ready first-input|ms:<N> [run options] [-- args...]
+  pvx template create <app.pvx|app.exe> -o <tpl> --ready first-input|call|ms:<N> [run options] [-- args...]
   pvx run --from <tpl> [run options]    a new instance from a template (a restore of it)
   pvx inspect <app.pvx|snap>
   pvx analyse <app.exe>
@@ -69,7 +77,7 @@ async function runCommand(argv: string[]): Promise<number> {
 }
 
 /**
- * `pvx template create app -o TPL --ready first-input|ms:N [run options] [-- args]`:
+ * `pvx template create app -o TPL --ready first-input|call|ms:N [run options] [-- args]`:
  * runs the app to its ready point, then snapshots and stops it.
  */
 async function templateCommand(argv: string[]): Promise<number> {
@@ -83,22 +91,27 @@ async function templateCommand(argv: string[]): Promise<number> {
   };
   const output = take("--output", "-o");
   const ready = take("--ready");
-  const m = /^(?:(first-input)|ms:(\d+))$/.exec(ready);
-  if (!m) throw new UsageError(`--ready ${JSON.stringify(ready)}: expected first-input or ms:<milliseconds>`);
+  const m = /^(?:(first-input|call)|ms:(\d+))$/.exec(ready);
+  if (!m) throw new UsageError(`--ready ${JSON.stringify(ready)}: expected first-input, call or ms:<milliseconds>`);
   return await runApp("template", rest, {
     output: resolve(output),
-    ...(m[1] ? { firstInput: true } : { afterMs: Number(m[2]) }),
+    ...(m[1] ? { at: m[1] as ReadyPoint } : { afterMs: Number(m[2]) }),
   }, argv);
 }
 
-/** Where `pvx template create` snapshots the app: at its first console read, or after a time. */
-interface ReadyPoint {
+/** Where `pvx template create` snapshots the app: at its first console read, its PvxReady call, or after a time. */
+interface TemplateReady {
   output: string;
-  firstInput?: boolean;
+  at?: ReadyPoint;
   afterMs?: number;
 }
 
-async function runApp(command: "run" | "template", argv: string[], ready?: ReadyPoint, whole = argv): Promise<number> {
+async function runApp(
+  command: "run" | "template",
+  argv: string[],
+  ready?: TemplateReady,
+  whole = argv,
+): Promise<number> {
   const o = parseRunOptions(argv);
   const [path, ...args] = o.positionals;
   if (!path) throw new UsageError(`${command} needs a bundle or an exe`);
@@ -140,7 +153,7 @@ async function runApp(command: "run" | "template", argv: string[], ready?: Ready
           api.attach(s);
           if (ready?.afterMs !== undefined) readyTimer = setTimeout(snapshotNow, ready.afterMs);
         },
-        ...(ready?.firstInput ? { onFirstInput: snapshotNow } : {}),
+        ...(ready?.at ? { ready: { at: ready.at, reached: snapshotNow } } : {}),
       });
       if (ready) {
         if (!saved) {

@@ -9,18 +9,13 @@ import type { InstanceSession } from "../hv/snapshot.ts";
 import { loadSnapshot } from "../hv/snapshot.ts";
 import { MAGIC, openSnapshot, SnapshotError } from "../hv/snapshot_file.ts";
 import { restoreSnapshot } from "../hv/launch.ts";
-import { parseBundle } from "./bundle.ts";
+import { parseBundle, sha256Hex } from "./bundle.ts";
 import { parseRunOptions, UsageError } from "./run_options.ts";
 import { chooseAccel } from "./accel.ts";
 import { runPvxNested } from "./nested/api_relay.ts";
 import { describeOutcome, exitStatus } from "./report.ts";
 import { onStopSignals } from "./signals.ts";
 import { prewarm, stopIdleThreads } from "../hv/vcpu_threads.ts";
-
-export async function sha256Hex(bytes: Uint8Array): Promise<string> {
-  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes.slice()));
-  return [...digest].map((b) => b.toString(16).padStart(2, "0")).join("");
-}
 
 function progressLine(what: string) {
   const startedAt = performance.now();
@@ -98,8 +93,10 @@ export async function restoreCommand(argv: string[]): Promise<number> {
   const rest = (bundleAt >= 0 ? [...argv.slice(0, bundleAt), ...argv.slice(bundleAt + 2)] : argv)
     .filter((a) => a !== "--no-verify");
   const o = parseRunOptions(rest);
-  const [path] = o.positionals;
+  const [path, ...extra] = o.positionals;
   if (!path) throw new UsageError("restore needs a snapshot file");
+  // These are in the snapshot's RAM already, set when the app started.
+  if (extra.length || o.environment.size) throw new UsageError("restore: arguments and --env are the snapshot's own");
   if (chooseAccel(o.accel) === "nested") return await runPvxNested("restore", argv);
   if (o.overlay) await Deno.mkdir(o.overlay, { recursive: true });
   prewarm();
@@ -110,7 +107,7 @@ export async function restoreCommand(argv: string[]): Promise<number> {
   try {
     const want = { sha256: snapshot.file.manifest.bundle.sha256, path: String(snapshot.file.manifest.meta.bundlePath) };
     const candidates = bundleArg ? [bundleArg] : [want.path, join(dirname(path), basename(want.path))];
-    let bundleBytes: Uint8Array | undefined, bundlePath = "";
+    let bundleBytes: Uint8Array<ArrayBuffer> | undefined, bundlePath = "";
     for (const candidate of candidates) {
       try {
         const bytes = await Deno.readFile(candidate);
@@ -138,7 +135,7 @@ export async function restoreCommand(argv: string[]): Promise<number> {
       overlayDir: o.overlay,
       cpus: o.cpus,
       interrupt: interrupt.signal,
-      bundleFile: { path: bundlePath, sha256: want.sha256 },
+      bundleFile: { path: await Deno.realPath(bundlePath), sha256: want.sha256 },
       onSession: api.attach,
     });
     if (outcome.kind !== "exit") console.error(describeOutcome(outcome, bundle.manifest.name, symbolize));

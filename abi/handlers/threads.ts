@@ -58,6 +58,10 @@ export function threadHandlers(ctx: ThreadContext) {
   return {
     ...timeHandlers(ctx),
     PvxNull: () => 0,
+    PvxReady: () => {
+      ctx.ready();
+      return 0;
+    },
     ExitProcess: (a) => {
       ctx.exitProcess(a.uExitCode as number);
       return 0;

@@ -22,6 +22,7 @@ int main(int argc, char **argv, char **envp) {
     }
     last = now;
   }
+  PvxReady(); /* a template made with --ready call is snapshotted here; elsewhere this does nothing */
   char line[64];
   DWORD got = 0;
   if (!ReadFile(GetStdHandle(STD_INPUT_HANDLE), line, sizeof line, &got, NULL)) return 3;

@@ -8,6 +8,8 @@ import { denoJob, NESTED_SOCKET_ENV } from "../../tools/accel.ts";
 import { RemoteRunner } from "../../tools/nested/jobs.ts";
 
 const guestsDir = new URL("../guests/", import.meta.url).pathname;
+/** How long a `pvx` a test starts may take before the test kills it as hung. */
+const PVX_HANG_MS = 600_000;
 const pvxScript = new URL("../../tools/pvx.ts", import.meta.url).pathname;
 const built = new Map<string, Promise<string>>();
 let workDir: string | undefined;
@@ -59,8 +61,9 @@ export async function pvxCli(args: string[], env: Record<string, string> = {}, s
     stdout: "piped",
     stderr: "piped",
     stdin: stdinOpen ? "piped" : "null",
-    // pvx must never hang; if it does, the test fails instead of stalling the suite.
-    signal: AbortSignal.timeout(120_000),
+    // pvx must never hang; if it does, the test fails instead of stalling the suite. The bound is
+    // generous: under the nested accelerator, with other tests' guests beside it, a long test takes minutes.
+    signal: AbortSignal.timeout(PVX_HANG_MS),
   }).spawn();
   return decoded(await child.output());
 }
@@ -117,7 +120,7 @@ export function pvxStart(
     stdout: "piped",
     stderr: "piped",
     stdin: input === undefined ? "null" : "piped",
-    signal: AbortSignal.timeout(120_000),
+    signal: AbortSignal.timeout(PVX_HANG_MS),
   }).spawn();
   const stdin = input === undefined ? undefined : child.stdin.getWriter();
   if (typeof input === "string") stdin!.write(new TextEncoder().encode(input)).then(() => stdin!.close());
