@@ -5,6 +5,7 @@
 // header, hashed manifest, a hashed section or memory extent, or a byte that
 // must read as zero, so a reader never trusts a number that nothing checks.
 
+import { describeValue } from "./describe_value.ts";
 import { createHash } from "node:crypto";
 import { dirname } from "node:path";
 import {
@@ -101,23 +102,6 @@ const BUNDLE_FIELDS = ["sha256"];
 const MEMORY_FIELDS = ["size", "fileOffset", "extents"];
 const EXTENT_FIELDS = ["start", "length", "sha256"];
 const SECTION_FIELDS = ["name", "offset", "length", "sha256"];
-
-/** A value as it should appear in an error message; never throws, whatever the value. */
-function describeValue(value: unknown): string {
-  switch (typeof value) {
-    case "string":
-      return JSON.stringify(value.length > 80 ? `${value.slice(0, 80)}…` : value);
-    case "number":
-    case "boolean":
-      return String(value);
-    case "bigint":
-      return `${value}n`;
-    case "object":
-      return value === null ? "null" : Array.isArray(value) ? "an array" : "an object";
-    default:
-      return typeof value;
-  }
-}
 
 function alignUp(offset: number): number {
   return Math.ceil(offset / PAGE_SIZE) * PAGE_SIZE;

@@ -4,6 +4,7 @@
 // a hashed entry at an offset derived from the manifest, so a reader never has
 // to trust a length or offset that nothing else checks.
 
+import { describeValue } from "../hv/describe_value.ts";
 import { dirname } from "node:path";
 
 export const MAGIC = new TextEncoder().encode("PVXBNDL\0");
@@ -66,23 +67,6 @@ export interface Bundle {
 
 const MANIFEST_FIELDS = ["format", "name", "entry", "kind", "memoryMiB", "abiVersion", "allowedCalls", "args", "files"];
 const FILE_FIELDS = ["path", "size", "sha256"];
-
-/** A value as it should appear in an error message; never throws, whatever the value. */
-function describeValue(value: unknown): string {
-  switch (typeof value) {
-    case "string":
-      return JSON.stringify(value.length > 80 ? `${value.slice(0, 80)}…` : value);
-    case "number":
-    case "boolean":
-      return String(value);
-    case "bigint":
-      return `${value}n`;
-    case "object":
-      return value === null ? "null" : Array.isArray(value) ? "an array" : "an object";
-    default:
-      return typeof value;
-  }
-}
 
 /**
  * Paths are compared the way a Windows app would see them. Folding through both
