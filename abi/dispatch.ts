@@ -6,12 +6,15 @@ import { type CallDef, callsByName, callsByNr, frameSize, type Param } from "./c
 import type { PageTables } from "../guest/paging.ts";
 import { win32Errors } from "./win32.ts";
 import { PAGE } from "../guest/memory_map.ts";
+import type { HostWrites } from "./host_writes.ts";
 
 /** Guest RAM as the host sees it, plus the guest's page tables for access checks. */
 export interface GuestView {
   readonly bytes: Uint8Array;
   readonly view: DataView;
   readonly pages: PageTables;
+  /** Told of every range a handler may write: the frame's result and each out-argument. */
+  readonly writes?: HostWrites;
 }
 
 /** A DWORD the host writes back into the guest. */
@@ -111,6 +114,7 @@ export class Dispatcher {
       ret = call.failure;
     }
     view.setBigUint64(frame, BigInt.asUintN(64, BigInt(ret)), true);
+    this.guest.writes?.mark(frame, 8);
     return call;
   }
 
@@ -170,6 +174,7 @@ export class Dispatcher {
     if (address > BigInt(this.guest.bytes.byteLength)) throw new Win32Error(win32Errors.ERROR_NOACCESS);
     const a = Number(address);
     if (!this.guest.pages.accessible(a, length, write)) throw new Win32Error(win32Errors.ERROR_NOACCESS);
+    if (write) this.guest.writes?.mark(a, length);
     return a;
   }
 

@@ -7,6 +7,8 @@
 // blocks land as low as they fit, so the guest touches few pages, and freeing
 // everything leaves one free block again.
 
+import type { HostWrites } from "./host_writes.ts";
+
 /** Block alignment and size unit; what HeapAlloc guarantees on x64. */
 const ALIGN = 16;
 
@@ -40,7 +42,13 @@ export class GuestHeap {
   readonly #free: Extent[] = [];
 
   /** [start, end) must be 16-byte aligned and above 0, which is the failure value. */
-  constructor(private readonly ram: Uint8Array, private readonly start: number, private readonly end: number) {
+  /** `writes` hears of the bytes the heap zeroes or moves. */
+  constructor(
+    private readonly ram: Uint8Array,
+    private readonly start: number,
+    private readonly end: number,
+    private readonly writes?: HostWrites,
+  ) {
     if (start % ALIGN || end % ALIGN || start <= 0 || end < start || end > ram.byteLength) {
       const range = `[${hex(start)}, ${hex(end)})`;
       throw new Error(`heap range ${range} is not 16-byte aligned above 0 inside RAM of ${hex(ram.byteLength)} bytes`);
@@ -53,7 +61,7 @@ export class GuestHeap {
     const address = this.#place(spanOf(size));
     if (address === 0) return 0;
     this.#blocks.set(address, size);
-    if (zero) this.ram.fill(0, address, address + size);
+    if (zero) this.#zero(address, address + size);
     return address;
   }
 
@@ -83,7 +91,7 @@ export class GuestHeap {
       if (target === 0) return 0;
     }
     this.#blocks.set(target, size);
-    if (zero && size > oldSize) this.ram.fill(0, target + oldSize, target + size);
+    if (zero && size > oldSize) this.#zero(target + oldSize, target + size);
     return target;
   }
 
@@ -96,8 +104,8 @@ export class GuestHeap {
     return { blocks: [...this.#blocks].sort(([a], [b]) => a - b) };
   }
 
-  static restore(ram: Uint8Array, start: number, end: number, data: unknown): GuestHeap {
-    const heap = new GuestHeap(ram, start, end);
+  static restore(ram: Uint8Array, start: number, end: number, data: unknown, writes?: HostWrites): GuestHeap {
+    const heap = new GuestHeap(ram, start, end, writes);
     const { blocks } = (data ?? {}) as Partial<GuestHeapData>;
     if (!Array.isArray(blocks)) throw new Error(`heap snapshot for [${hex(start)}, ${hex(end)}) has no block list`);
     heap.#free.length = 0;
@@ -176,11 +184,17 @@ export class GuestHeap {
     return true;
   }
 
+  #zero(from: number, to: number): void {
+    this.ram.fill(0, from, to);
+    this.writes?.mark(from, to - from);
+  }
+
   /** Copies the block into a new one of `span` bytes and frees the old; 0, changing nothing, when there is no room. */
   #move(address: number, oldSize: number, span: number): number {
     const target = this.#place(span);
     if (target === 0) return 0;
     this.ram.copyWithin(target, address, address + oldSize);
+    this.writes?.mark(target, oldSize);
     this.#blocks.delete(address);
     this.#release(address, spanOf(oldSize));
     return target;

@@ -24,6 +24,7 @@ import { PAGE, pageDown, pageUp } from "../guest/memory_map.ts";
 import type { PageTables, Protection } from "../guest/paging.ts";
 import { Win32Error } from "./dispatch.ts";
 import { win32Constants as W, win32Errors } from "./win32.ts";
+import type { HostWrites } from "./host_writes.ts";
 
 /** Reservations start on 64 KiB boundaries, as on Windows. */
 const GRANULARITY = 0x10000;
@@ -83,6 +84,8 @@ export class VirtualMemory {
     private readonly ram: Uint8Array,
     private readonly start: number,
     private readonly end: number,
+    /** Hears of the pages a commit zeroes. */
+    private readonly writes?: HostWrites,
   ) {
     if (start % PAGE || end % PAGE || start < 0 || end < start || end > ram.byteLength) {
       const region = `[${hex(start)}, ${hex(end)})`;
@@ -203,8 +206,15 @@ export class VirtualMemory {
   }
 
   /** Rebuilds the bookkeeping; the page tables and contents come back with the snapshot's RAM. */
-  static restore(tables: PageTables, ram: Uint8Array, start: number, end: number, data: unknown): VirtualMemory {
-    const vm = new VirtualMemory(tables, ram, start, end);
+  static restore(
+    tables: PageTables,
+    ram: Uint8Array,
+    start: number,
+    end: number,
+    data: unknown,
+    writes?: HostWrites,
+  ): VirtualMemory {
+    const vm = new VirtualMemory(tables, ram, start, end, writes);
     const fail = (what: string): never => {
       throw new Error(`virtual memory snapshot for [${hex(start)}, ${hex(end)}) is corrupt: ${what}`);
     };
@@ -300,7 +310,9 @@ export class VirtualMemory {
   /** Commits [first, end) with `protect`; pages committed only now start zeroed. */
   #commit(first: number, end: number, protect: number): void {
     for (let a = first; a < end; a += PAGE) {
-      if (!this.#pages[this.#page(a)]) this.ram.fill(0, a, a + PAGE);
+      if (this.#pages[this.#page(a)]) continue;
+      this.ram.fill(0, a, a + PAGE);
+      this.writes?.mark(a, PAGE);
     }
     this.#setPages(first, end, protect);
   }

@@ -181,6 +181,20 @@ export const kvm_dirty_log = struct("struct kvm_dirty_log", [
   ["dirty_bitmap", "u64"],
 ]);
 
+export const kvm_clear_dirty_log = struct("struct kvm_clear_dirty_log", [
+  ["slot", "u32"],
+  ["num_pages", "u32"],
+  ["first_page", "u64"],
+  ["dirty_bitmap", "u64"],
+]);
+
+export const kvm_enable_cap = struct("struct kvm_enable_cap", [
+  ["cap", "u32"],
+  ["flags", "u32"],
+  ["args", array("u64", 4)],
+  ["pad", array("u8", 64)],
+]);
+
 /** The head of the shared kvm_run page, and the exit-union members pvx decodes. */
 export const kvm_run = struct("struct kvm_run", [
   ["request_interrupt_window", "u8"],
@@ -252,11 +266,15 @@ export const ioctls = {
   KVM_GET_XCRS: ior(0xa6, kvm_xcrs),
   KVM_SET_XCRS: iow(0xa7, kvm_xcrs),
   KVM_GET_XSAVE2: ior(0xcf, kvm_xsave),
+  KVM_ENABLE_CAP: iow(0xa3, kvm_enable_cap),
+  KVM_CLEAR_DIRTY_LOG: iowr(0xc0, kvm_clear_dirty_log),
 } as const;
 
 export const KVM_CAP_USER_MEMORY = 3;
 export const KVM_CAP_IMMEDIATE_EXIT = 136;
 export const KVM_CAP_XSAVE2 = 208;
+export const KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 = 168;
+export const KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE = 1;
 export const KVM_MEM_LOG_DIRTY_PAGES = 1;
 
 export const exitReasons = {
@@ -303,6 +321,8 @@ export const layouts = [
   kvm_cpuid_entry2,
   kvm_cpuid2,
   kvm_dirty_log,
+  kvm_clear_dirty_log,
+  kvm_enable_cap,
   kvm_xsave,
   kvm_xcr,
   kvm_xcrs,

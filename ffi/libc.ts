@@ -66,6 +66,7 @@ export const SEEK_DATA = 3;
 export const SEEK_HOLE = 4;
 /** What SEEK_DATA returns when no data follows the offset. */
 export const ENXIO = 6;
+export const EINVAL = 22;
 
 const errnoNames: Record<number, string> = {
   1: "EPERM",

@@ -10,6 +10,7 @@
 // their leaf tables up front with reserveTables.
 
 import { PAGE, pageTablePoolBase, pageTablePoolEnd } from "./memory_map.ts";
+import type { HostWrites } from "../abi/host_writes.ts";
 
 // Entry bits, split into the low and high 32-bit halves: guest RAM lies below
 // 4 GiB, so an entry's address fits the low half and NX is the only high bit.
@@ -45,8 +46,11 @@ export class PageTables {
   readonly #attached: boolean;
   readonly root: number;
 
-  /** Starts fresh tables in `mem`, or attaches to the ones already at `root`. */
-  constructor(mem: Uint8Array, root?: number) {
+  /**
+   * Starts fresh tables in `mem`, or attaches to the ones already at `root`; `writes` hears of every table page
+   * the host changes in a running guest.
+   */
+  constructor(mem: Uint8Array, root?: number, private readonly writes?: HostWrites) {
     this.#mem = new DataView(mem.buffer, mem.byteOffset, mem.byteLength);
     this.#attached = root !== undefined;
     this.root = root ?? this.#allocate(0);
@@ -79,6 +83,7 @@ export class PageTables {
   #set(entry: number, low: number, high: number): void {
     this.#mem.setUint32(entry, low, true);
     this.#mem.setUint32(entry + 4, high, true);
+    this.writes?.mark(entry, 8);
   }
 
   /**

@@ -12,6 +12,7 @@ import { win32Constants as W, win32Errors as E } from "../abi/win32.ts";
 import { maxVcpus, PAGE } from "../guest/memory_map.ts";
 import { writeTeb } from "../guest/teb.ts";
 import type { ControlBlock } from "./control_block.ts";
+import type { HostWrites } from "../abi/host_writes.ts";
 import type { ThreadStart } from "./vcpu_thread.ts";
 
 /** The first thread's id; later threads count up in fours, as Windows ids do. */
@@ -61,6 +62,7 @@ export class GuestThreads implements ThreadStarter {
     private readonly control: ControlBlock,
     private readonly threadStart: number,
     private readonly launch: (thread: ThreadStart) => void,
+    private readonly writes?: HostWrites,
   ) {}
 
   get #sync(): SyncObjects {
@@ -96,7 +98,7 @@ export class GuestThreads implements ThreadStarter {
         rsp: stack.end,
         rbx: start,
         parameter,
-        gsBase: writeTeb(this.ram, cpu, threadId, { start: stack.base + PAGE, end: stack.end }),
+        gsBase: this.#writeTeb(cpu, threadId, stack),
       },
     };
     this.#byCpu.set(cpu, thread);
@@ -153,6 +155,12 @@ export class GuestThreads implements ThreadStarter {
   /** The thread on `cpu` has ended and its vCPU left the guest for good: the slot, and its stack, are free. */
   exited(cpu: number): void {
     this.#byCpu.delete(cpu);
+  }
+
+  #writeTeb(cpu: number, threadId: number, stack: Stack): number {
+    const teb = writeTeb(this.ram, cpu, threadId, { start: stack.base + PAGE, end: stack.end });
+    this.writes?.mark(teb, PAGE);
+    return teb;
   }
 
   /** Slot `cpu`'s stack if it is big enough, else a new one of `size` bytes (the old one released). */

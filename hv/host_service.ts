@@ -13,11 +13,12 @@ import { GuestRam } from "./memory.ts";
 import type { ControlBlock, ServiceAnswer, ServiceResult } from "./control_block.ts";
 import { pageTableUpdates, pageTableUpdatesSlot } from "../guest/memory_map.ts";
 import { GuestThreads, type GuestThreadsState } from "./guest_threads.ts";
-import type { ThreadStart } from "./vcpu_thread.ts";
+import type { SharedRam, ThreadStart } from "./vcpu_thread.ts";
+import { HostWrites } from "../abi/host_writes.ts";
 import type { Host } from "../abi/host.ts";
 
 export interface HostServiceInit {
-  ram: { hostAddress: bigint; size: number };
+  ram: SharedRam;
   pageTableRoot: number;
   allowedCalls: readonly string[];
   host: HostInit;
@@ -38,11 +39,13 @@ export class HostService {
   readonly #host: Host;
   readonly #ram: GuestRam;
   readonly #pages: PageTables;
+  readonly #writes: HostWrites;
   #threads?: GuestThreads;
 
   constructor(init: HostServiceInit) {
     const ram = this.#ram = new GuestRam(init.ram.hostAddress, init.ram.size);
-    const pages = this.#pages = new PageTables(ram.bytes, init.pageTableRoot);
+    const writes = this.#writes = new HostWrites(init.ram.writes);
+    const pages = this.#pages = new PageTables(ram.bytes, init.pageTableRoot, writes);
     const control = init.control;
     // On the host-services thread a pause cannot park the caller, whose vCPU thread waits on the answer:
     // the call is given up and its vCPU thread parks and makes it again.
@@ -58,7 +61,7 @@ export class HostService {
       init.host,
       ram.bytes,
       pages,
-      { sync: control.sync, waits, onFirstRead: init.onFirstRead },
+      { sync: control.sync, waits, writes, onFirstRead: init.onFirstRead },
       (memory) => {
         if (!init.threads) return noThreads;
         return this.#threads ??= new GuestThreads(
@@ -67,6 +70,7 @@ export class HostService {
           control,
           init.threads.threadStart,
           init.threads.launch,
+          writes,
         );
       },
       init.restore,
@@ -74,7 +78,7 @@ export class HostService {
     if (init.restoreThreads) this.#threads!.restore(init.restoreThreads, "snapshot: threads");
     const handlers = hostHandlers(this.#host);
     this.#dispatcher = new Dispatcher(
-      { bytes: ram.bytes, view: ram.view, pages },
+      { bytes: ram.bytes, view: ram.view, pages, writes },
       handlers,
       init.allowedCalls.filter((name) => name in handlers),
     );
@@ -111,6 +115,7 @@ export class HostService {
   #changes(cpu: number): ServiceResult {
     const entries = this.#pages.takeChanges(pageTableUpdatesSlot / 8);
     entries.forEach((entry, i) => this.#ram.view.setBigUint64(pageTableUpdates(cpu) + 8 * i, BigInt(entry), true));
+    this.#writes.mark(pageTableUpdates(cpu), 8 * entries.length);
     return { pageTableUpdates: entries.length };
   }
 

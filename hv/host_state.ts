@@ -11,6 +11,7 @@ import type { ConsoleIo, Host, ThreadStarter } from "../abi/host.ts";
 import type { SyncObjects, WaitControl } from "../abi/sync_objects.ts";
 import type { ModuleTable } from "../abi/handlers/modules.ts";
 import type { PageTables } from "../guest/paging.ts";
+import type { HostWrites } from "../abi/host_writes.ts";
 import { libc, POLLIN } from "../ffi/libc.ts";
 
 /** Structured-cloneable description of an instance's host state at boot. */
@@ -82,14 +83,14 @@ export function createHost(
   init: HostInit,
   ram: Uint8Array,
   pages: PageTables,
-  shared: { sync: SyncObjects; waits: WaitControl; onFirstRead?: () => void },
+  shared: { sync: SyncObjects; waits: WaitControl; writes: HostWrites; onFirstRead?: () => void },
   threads: (memory: VirtualMemory) => ThreadStarter,
   restored?: HostState,
 ): Host {
   const { virtual: v, heap: h } = init;
   const memory = restored
-    ? VirtualMemory.restore(pages, ram, v.start, v.end, restored.virtual)
-    : new VirtualMemory(pages, ram, v.start, v.end);
+    ? VirtualMemory.restore(pages, ram, v.start, v.end, restored.virtual, shared.writes)
+    : new VirtualMemory(pages, ram, v.start, v.end, shared.writes);
   const files = new FileView({
     bundleFiles: new Map(init.bundleFiles),
     overlayDir: init.overlayDir,
@@ -102,7 +103,9 @@ export function createHost(
   return {
     handles: restored ? HandleTable.restore(restored.handles, reopen) : new HandleTable(),
     files,
-    heap: restored ? GuestHeap.restore(ram, h.start, h.end, restored.heap) : new GuestHeap(ram, h.start, h.end),
+    heap: restored
+      ? GuestHeap.restore(ram, h.start, h.end, restored.heap, shared.writes)
+      : new GuestHeap(ram, h.start, h.end, shared.writes),
     memory,
     environment: new Map(init.environment.map(([k, v]) => [k.toUpperCase(), v])),
     commandLineAddress: init.commandLineAddress,

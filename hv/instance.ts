@@ -11,6 +11,7 @@ import type {
   ReadyPoint,
   ServiceInit,
   ServiceMessage,
+  SharedRam,
   ThreadRestore,
   ThreadStart,
   VcpuInit,
@@ -23,6 +24,7 @@ import type { HostInit, HostState } from "./host_state.ts";
 import type { GuestThreadsState } from "./guest_threads.ts";
 import type { SyncObjectsState } from "../abi/sync_objects.ts";
 import { ControlBlock } from "./control_block.ts";
+import { DirtyLog } from "./dirty_log.ts";
 import { maxVcpus } from "../guest/memory_map.ts";
 import { FIRST_THREAD_ID } from "./guest_threads.ts";
 
@@ -114,6 +116,7 @@ export class Instance {
   #kvm: Kvm;
   #vm: Vm;
   readonly ram: GuestRam;
+  readonly #dirty: DirtyLog;
   readonly #vcpus = new Map<number, VcpuSlot>();
   #closed = false;
   /** Epoch ms when the guest first exited to the host: the end of boot. */
@@ -121,10 +124,11 @@ export class Instance {
   /** Set while `run` runs: how pause, resume and stop reach it. */
   #live?: LiveRun;
 
-  private constructor(kvm: Kvm, vm: Vm, ram: GuestRam) {
+  private constructor(kvm: Kvm, vm: Vm, ram: GuestRam, dirty: DirtyLog) {
     this.#kvm = kvm;
     this.#vm = vm;
     this.ram = ram;
+    this.#dirty = dirty;
   }
 
   /** Creates the VM and its RAM; the caller writes the guest image into `ram` before `run`. */
@@ -138,14 +142,7 @@ export class Instance {
     let vm: Vm | undefined;
     try {
       vm = kvm.createVm();
-      vm.setUserMemoryRegion({
-        slot: 0,
-        flags: 0,
-        guestPhysAddr: 0n,
-        size: BigInt(ram.size),
-        hostAddr: ram.hostAddress,
-      });
-      return new Instance(kvm, vm, ram);
+      return new Instance(kvm, vm, ram, DirtyLog.register(kvm, vm, ram));
     } catch (e) {
       unmapGuestRam(ram);
       vm?.close();
@@ -158,7 +155,11 @@ export class Instance {
   async run(plan: RunPlan, opts: InstanceOptions): Promise<Outcome> {
     const control = new ControlBlock({ cpus: Math.min(opts.cpus ?? maxVcpus, maxVcpus) });
     const threaded = plan.threadStart !== undefined && opts.allowedCalls.includes("CreateThread");
-    const ram = { hostAddress: this.ram.hostAddress, size: this.ram.size };
+    const ram: SharedRam = {
+      hostAddress: this.ram.hostAddress,
+      size: this.ram.size,
+      writes: this.#dirty.hostWrites.buffer,
+    };
     const cpuid = this.#kvm.supportedCpuid();
     const pending = new Map<number, ThreadStart>();
     let outcome: Outcome | undefined;
@@ -440,6 +441,19 @@ export class Instance {
       sync: live.control.sync.save(),
       liveThreads: live.control.liveThreads,
     };
+  }
+
+  /**
+   * The pages of guest RAM written, by the guest or the host, since the last call or since the instance was
+   * created: what a diff snapshot stores; undefined where KVM cannot log them. Pages that could not be saved go
+   * back with `giveBackDirtyPages`.
+   */
+  takeDirtyPages(): number[] | undefined {
+    return this.#dirty.take();
+  }
+
+  giveBackDirtyPages(pages: Iterable<number>): void {
+    this.#dirty.giveBack(pages);
   }
 
   /** Ends a paused instance whose state was saved to `to`: `run` resolves with a "snapshotted" outcome. */

@@ -7,9 +7,11 @@ import {
   KVM_API_VERSION,
   KVM_CAP_IMMEDIATE_EXIT,
   KVM_CAP_XSAVE2,
+  kvm_clear_dirty_log,
   kvm_cpuid2,
   kvm_cpuid_entry2,
   kvm_dirty_log,
+  kvm_enable_cap,
   kvm_userspace_memory_region,
   kvm_xsave,
 } from "../ffi/kvm.ts";
@@ -166,7 +168,19 @@ export class Vm {
     return ioctlInt(this.#fd, "KVM_CREATE_VCPU", id);
   }
 
-  /** Fills `bitmap` (one bit per page of the slot) and clears the log. */
+  /** KVM_ENABLE_CAP on this VM with `args[0]`. */
+  enableCap(cap: number, arg0: bigint): void {
+    const buf = new Uint8Array(kvm_enable_cap.size);
+    const dv = new DataView(buf.buffer);
+    dv.setUint32(kvm_enable_cap.fields.cap.offset, cap, true);
+    dv.setBigUint64(kvm_enable_cap.fields.args.offset, arg0, true);
+    ioctlBuf(this.#fd, "KVM_ENABLE_CAP", buf);
+  }
+
+  /**
+   * Fills `bitmap` (one bit per page of the slot, its length a multiple of 8 bytes) with the pages written
+   * since the last call, which clears the log, or, with manual protection enabled, since `clearDirtyLog`.
+   */
   getDirtyLog(slot: number, bitmap: Uint8Array): void {
     const buf = new Uint8Array(kvm_dirty_log.size);
     const dv = new DataView(buf.buffer);
@@ -177,6 +191,21 @@ export class Vm {
       true,
     );
     ioctlBuf(this.#fd, "KVM_GET_DIRTY_LOG", buf);
+  }
+
+  /**
+   * With KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2: marks clean, and watches again, the pages of slot `slot` set in
+   * `bitmap`, whose bit 0 is page `firstPage` (a multiple of 64).
+   */
+  clearDirtyLog(slot: number, firstPage: number, pages: number, bitmap: Uint8Array): void {
+    const buf = new Uint8Array(kvm_clear_dirty_log.size);
+    const dv = new DataView(buf.buffer);
+    const f = kvm_clear_dirty_log.fields;
+    dv.setUint32(f.slot.offset, slot, true);
+    dv.setUint32(f.num_pages.offset, pages, true);
+    dv.setBigUint64(f.first_page.offset, BigInt(firstPage), true);
+    dv.setBigUint64(f.dirty_bitmap.offset, BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(bitmap))), true);
+    ioctlBuf(this.#fd, "KVM_CLEAR_DIRTY_LOG", buf);
   }
 
   close(): void {

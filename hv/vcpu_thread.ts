@@ -10,6 +10,13 @@ import type { GuestThreadsState } from "./guest_threads.ts";
 import type { VcpuState } from "./vcpu_state.ts";
 import type { SyncRef } from "../abi/sync_objects.ts";
 
+/** Guest RAM as another thread attaches to it: the mapping, and the bitmap of pages the host writes (HostWrites). */
+export interface SharedRam {
+  hostAddress: bigint;
+  size: number;
+  writes: SharedArrayBuffer;
+}
+
 /** Where a guest thread begins: registers, GS base and identity. */
 export interface ThreadStart {
   cpu: number;
@@ -64,7 +71,7 @@ export interface VcpuInit {
   runSize: number;
   /** A vCPU that never ran yet gets its CPUID set (KVM refuses a change after the first run). */
   fresh: boolean;
-  ram: { hostAddress: bigint; size: number };
+  ram: SharedRam;
   pageTableRoot: number;
   sregs: Sregs;
   /** "DLL!name" by the index a missing-import stub reports (Windows apps). */
@@ -82,7 +89,7 @@ export interface VcpuInit {
 
 /** What the host-services Worker needs (an app that can create threads). */
 export interface ServiceInit {
-  ram: { hostAddress: bigint; size: number };
+  ram: SharedRam;
   pageTableRoot: number;
   allowedCalls: string[];
   host: HostInit;

@@ -11,6 +11,7 @@ import { restoreVcpu, saveVcpu } from "./vcpu_state.ts";
 import type { WaitControl } from "../abi/sync_objects.ts";
 import { GuestRam } from "./memory.ts";
 import { PageTables } from "../guest/paging.ts";
+import { HostWrites } from "../abi/host_writes.ts";
 import { faultFrameFields, faultFrameSize, kernelModeSregs, STAR, UPDATE_PAGE_TABLES } from "../guest/kernel.ts";
 import { pageTableUpdates } from "../guest/memory_map.ts";
 import { AbiViolation, Dispatcher, type Thread } from "../abi/dispatch.ts";
@@ -45,7 +46,8 @@ function run(init: VcpuInit, control: ControlBlock, times: { firstExitAt?: numbe
   }
 
   const ram = new GuestRam(init.ram.hostAddress, init.ram.size);
-  const pages = new PageTables(ram.bytes, init.pageTableRoot);
+  const writes = new HostWrites(init.ram.writes);
+  const pages = new PageTables(ram.bytes, init.pageTableRoot, writes);
   const thread: Thread = { lastError: init.restore?.lastError ?? 0, id: threadId };
   /** The hypercall being served, for a snapshot taken while it waits. */
   let serving: { nr: number; frame: number } | undefined;
@@ -137,7 +139,7 @@ function run(init: VcpuInit, control: ControlBlock, times: { firstExitAt?: numbe
   };
   const handlers = threadHandlers(context);
   const own = new Dispatcher(
-    { bytes: ram.bytes, view: ram.view, pages },
+    { bytes: ram.bytes, view: ram.view, pages, writes },
     handlers,
     init.allowedCalls.filter((name) => name in handlers),
   );

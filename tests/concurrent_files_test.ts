@@ -6,6 +6,7 @@
 // and every file byte must be the same. (What one thread's file calls do is
 // checked against a model of Windows in tests/file_model_test.ts.)
 
+import { HostWrites } from "../abi/host_writes.ts";
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import { ControlBlock } from "../hv/control_block.ts";
@@ -62,7 +63,7 @@ function instance() {
   const overlayDir = Deno.makeTempDirSync({ prefix: "pvx-concurrent-" });
   const control = new ControlBlock({ cpus: THREADS });
   const service = new HostService({
-    ram: { hostAddress: ram.hostAddress, size: ram.size },
+    ram: { hostAddress: ram.hostAddress, size: ram.size, writes: HostWrites.create(ram.size).buffer },
     pageTableRoot: pages.root,
     allowedCalls: ["CreateFileW", "ReadFile", "WriteFile", "SetFilePointerEx", "CloseHandle"],
     control,
