@@ -4,7 +4,8 @@
 //   GET  /           the instance: app, state (running | paused), threads when paused
 //   POST /pause      park every vCPU
 //   POST /resume     continue
-//   POST /snapshot   {"path": "...", "stop": false}: save it to a snapshot file
+//   POST /snapshot   {"path": "...", "stop": false, "diffFrom"?: "..."}: save it to a snapshot file, whole
+//                    or only what changed since the snapshot at diffFrom
 //
 // Errors are {"error": {"message": ..., "field"?: ...}} with 400 for a bad
 // request, 404 for an unknown route and 409 for a state that does not allow it.
@@ -56,7 +57,7 @@ export function controlApi(session: InstanceSession, progress?: (done: number, t
       return c.json(r.body, r.status);
     }
     const b = typeof body === "object" && body !== null && !Array.isArray(body) ? body as Record<string, unknown> : {};
-    const unknown = Object.keys(b).find((k) => k !== "path" && k !== "stop");
+    const unknown = Object.keys(b).find((k) => !["path", "stop", "diffFrom"].includes(k));
     if (unknown) return c.json(refuse(400, `unknown field`, unknown).body, 400);
     if (typeof b.path !== "string" || b.path === "") {
       return c.json(refuse(400, "must be the snapshot file's path, a non-empty string", "path").body, 400);
@@ -64,8 +65,18 @@ export function controlApi(session: InstanceSession, progress?: (done: number, t
     if (b.stop !== undefined && typeof b.stop !== "boolean") {
       return c.json(refuse(400, "must be true or false", "stop").body, 400);
     }
+    const diffFrom = b.diffFrom;
+    if (diffFrom !== undefined) {
+      if (typeof diffFrom !== "string" || diffFrom === "") {
+        return c.json(refuse(400, "must be the parent snapshot's path, a non-empty string", "diffFrom").body, 400);
+      }
+      const problem = await Deno.stat(diffFrom).then((s) => s.isFile ? "" : "is not a file", (e) => e.message);
+      if (problem) return c.json(refuse(400, `${diffFrom}: ${problem}`, "diffFrom").body, 400);
+    }
     try {
-      return c.json(await session.snapshot(b.path, { stop: b.stop === true, progress }));
+      return c.json(
+        await session.snapshot(b.path, { stop: b.stop === true, progress, ...(diffFrom ? { diffFrom } : {}) }),
+      );
     } catch (e) {
       // Where the file was to go is the caller's to fix.
       if (!(e instanceof Deno.errors.NotFound || e instanceof Deno.errors.PermissionDenied)) throw e;

@@ -13,6 +13,7 @@ import { type BootState, type BundleFile, InstanceSession, type LoadedSnapshot }
 import { bootSregs } from "../guest/kernel.ts";
 import { unpackOverlay } from "../abi/overlay.ts";
 import { mapSnapshotChain } from "./snapshot_file.ts";
+import { resolve } from "node:path";
 
 export interface LaunchOptions {
   args: readonly string[];
@@ -136,7 +137,7 @@ export async function restoreSnapshot(
   }
   const symbolize = guestApp(bundle).symbolize ?? ((address: number) => `0x${address.toString(16)}`);
   const overlayDir = opts.overlayDir ?? await Deno.makeTempDir({ prefix: "pvx-overlay-" });
-  const instance = Instance.adopt(mapSnapshotChain([snapshot.file]));
+  const instance = Instance.adopt(mapSnapshotChain(snapshot.chain));
   try {
     unpackOverlay(snapshot.overlay, overlayDir, `${where}: overlay`);
     const pageTableRoot = boot.pageTableRoot;
@@ -149,7 +150,8 @@ export async function restoreSnapshot(
       windows: { missingImports: boot.missingImports },
       sregs: (cpu: number) => bootSregs(cpu, pageTableRoot),
     };
-    opts.onSession?.(new InstanceSession(instance, boot, opts.bundleFile, overlayDir));
+    const base = { id: snapshot.file.id, path: resolve(where) };
+    opts.onSession?.(new InstanceSession(instance, boot, opts.bundleFile, overlayDir, base));
     const outcome = await instance.run(plan, {
       ...runOptions(bundle, boot, overlayDir, opts),
       restore: state.paused,

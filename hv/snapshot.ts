@@ -13,7 +13,17 @@ import { InstanceStateError } from "./instance.ts";
 import { decodeVcpuState, encodeVcpuState } from "./vcpu_state.ts";
 import type { ShareSpec } from "../abi/fileview.ts";
 import { packOverlay } from "../abi/overlay.ts";
-import { openSnapshot, type Snapshot, SnapshotError, writeSnapshot } from "./snapshot_file.ts";
+import {
+  mapSnapshotChain,
+  openSnapshot,
+  PAGE_SIZE,
+  type Snapshot,
+  SnapshotError,
+  writeSnapshot,
+  type WrittenSnapshot,
+} from "./snapshot_file.ts";
+import { unmapGuestRam } from "./memory.ts";
+import { basename, dirname, join, resolve } from "node:path";
 
 /** The version of the "state" section; a reader refuses any other. */
 export const STATE_VERSION = 1;
@@ -51,25 +61,45 @@ export interface BundleFile {
 export interface SnapshotRequest {
   /** End the instance once the snapshot is safely written. */
   stop?: boolean;
+  /**
+   * Store only the pages written since this snapshot (a path), which must be the last one the instance was
+   * saved as or restored from: the dirty log counts from there.
+   */
+  diffFrom?: string;
   progress?: (done: number, total: number) => void;
 }
 
 export interface SnapshotResult {
   id: string;
+  kind: "full" | "diff";
+  /** The snapshot a diff is laid over. */
+  parent?: string;
   path: string;
   fileBytes: number;
   pages: number;
   threads: number;
 }
 
+/** A snapshot the instance's RAM was equal to: where the dirty log counts from. */
+export interface SnapshotRef {
+  id: string;
+  path: string;
+}
+
 /** A running instance as snapshots see it: what it was booted from, and where its files go. */
 export class InstanceSession {
+  #base: SnapshotRef | undefined;
+
+  /** `base` is the snapshot a restored instance came from. */
   constructor(
     readonly instance: Instance,
     readonly boot: BootState,
     readonly bundle: BundleFile | undefined,
     readonly overlayDir: string,
-  ) {}
+    base?: SnapshotRef,
+  ) {
+    this.#base = base;
+  }
 
   /**
    * Saves the instance to `path`: it is paused (if it was not already),
@@ -80,32 +110,71 @@ export class InstanceSession {
     if (!bundle) {
       throw new InstanceStateError("the instance was not started from a bundle file, which a snapshot names");
     }
+    const parent = request.diffFrom === undefined ? undefined : this.#checkDiffBase(request.diffFrom);
     const wasPaused = this.instance.paused;
     const paused = wasPaused ? this.instance.pausedState! : await this.instance.pause();
+    // Taken for a full snapshot too: the next diff counts from this one.
+    const dirty = this.instance.takeDirtyPages();
     try {
+      if (parent && !dirty) {
+        throw new InstanceStateError("this host's KVM does not log dirty pages, so only full snapshots can be taken");
+      }
       const state: InstanceState = { version: STATE_VERSION, boot: this.boot, paused };
-      const written = await writeSnapshot(path, {
-        kind: "full",
-        parent: null,
+      const common = {
         bundleSha256: bundle.sha256,
-        meta: { ...describeState(state), bundlePath: bundle.path },
-        memory: { bytes: this.instance.ram.bytes },
+        meta: { ...describeState(state), bundlePath: bundle.path, ...(parent ? { parentPath: parent.path } : {}) },
         sections: {
           state: new TextEncoder().encode(JSON.stringify(encodeState(state))),
           overlay: packOverlay(this.overlayDir),
         },
-      }, request.progress);
+      };
+      const bytes = this.instance.ram.bytes;
+      const written = await writeSnapshot(
+        path,
+        parent
+          ? { ...common, kind: "diff", parent: parent.id, memory: { bytes, pages: dirty! } }
+          : { ...common, kind: "full", parent: null, memory: { bytes } },
+        request.progress,
+      );
+      this.#base = { id: written.id, path: resolve(path) };
       if (request.stop) this.instance.stopAfterSnapshot(path);
       return {
         id: written.id,
+        kind: parent ? "diff" : "full",
+        ...(parent ? { parent: parent.id } : {}),
         path,
         fileBytes: written.fileBytes,
         pages: written.pages,
         threads: state.paused.threads.length,
       };
+    } catch (e) {
+      if (dirty) this.instance.giveBackDirtyPages(dirty);
+      throw e;
     } finally {
       if (!wasPaused && !request.stop) this.instance.resume();
     }
+  }
+
+  /** The snapshot at `path`, if it is the one the dirty log counts from. */
+  #checkDiffBase(path: string): SnapshotRef {
+    const base = this.#base;
+    if (!base) {
+      throw new InstanceStateError(
+        "the instance has not been snapshotted or restored yet, so there is nothing to diff from: take a full snapshot",
+      );
+    }
+    let id: string;
+    {
+      using parent = openSnapshot(path);
+      id = parent.id;
+    }
+    if (id !== base.id) {
+      throw new InstanceStateError(
+        `diffFrom: ${path} is snapshot ${id}, but the instance's changes are counted from ${base.id} ` +
+          `(${base.path}), its last snapshot or restore`,
+      );
+    }
+    return { id, path: resolve(path) };
   }
 }
 
@@ -135,35 +204,130 @@ function describeState(state: InstanceState) {
   };
 }
 
-/** A snapshot opened for restore: its checked state, and the file its RAM maps from. */
+/** A snapshot opened for restore: its checked state, and the chain of files its RAM maps from. */
 export interface LoadedSnapshot {
+  /** The snapshot asked for, whose state and overlay these are. */
   file: Snapshot;
+  /** The full snapshot first, then each diff over it; `file` last. */
+  chain: [Snapshot, ...Snapshot[]];
   state: InstanceState;
   overlay: Uint8Array;
+  /** Closes every file of the chain. */
+  close(): void;
 }
 
+/** Longer chains than this are refused as a likely loop rather than followed. */
+const MAX_CHAIN = 256;
+
 /**
- * Opens and checks a snapshot: every section's hash, the state's version and
- * shape, and (unless `verifyMemory` is false) its RAM's hashes, which costs a
- * read of every page it stores.
+ * Opens and checks a snapshot and, for a diff, every snapshot below it: every
+ * section's hash, each diff's parent, the state's version and shape, and
+ * (unless `verifyMemory` is false) the RAM hashes, which costs a read of every
+ * page stored.
  */
 export function loadSnapshot(path: string, { verifyMemory = true } = {}): LoadedSnapshot {
-  const file = openSnapshot(path);
+  const chain = openChain(path);
+  const file = chain.at(-1)!;
+  const close = () => chain.forEach((s) => s.close());
   try {
-    if (file.manifest.kind !== "full") {
-      throw new SnapshotError(path, 0, `a ${file.manifest.kind} snapshot cannot be restored on its own yet`);
-    }
     const text = new TextDecoder("utf-8", { fatal: true }).decode(file.section("state"));
     const state = decodeState(JSON.parse(text), `${path}: state`);
-    if (verifyMemory) file.verifyMemory();
-    return { file, state, overlay: file.section("overlay") };
+    if (verifyMemory) chain.forEach((s) => s.verifyMemory());
+    return { file, chain, state, overlay: file.section("overlay"), close };
   } catch (e) {
-    file.close();
+    close();
     if (e instanceof SyntaxError || e instanceof TypeError) {
       throw new SnapshotError(path, 0, `state section: ${e.message}`);
     }
     throw e;
   }
+}
+
+/**
+ * Compacts the chain ending at `path` into one full snapshot at `output`, with that snapshot's state and
+ * overlay; every hash is checked first, so a merge never carries damage forward.
+ */
+export async function mergeSnapshot(
+  path: string,
+  output: string,
+  progress?: (done: number, total: number) => void,
+): Promise<WrittenSnapshot & { chain: number }> {
+  const snapshot = loadSnapshot(path);
+  try {
+    const ram = mapSnapshotChain(snapshot.chain);
+    try {
+      // A page no file of the chain stores is zero, and stays a hole.
+      const pages = new Set<number>();
+      for (const { manifest } of snapshot.chain) {
+        for (const e of manifest.memory.extents) {
+          for (let at = e.start; at < e.start + e.length; at += PAGE_SIZE) pages.add(at / PAGE_SIZE);
+        }
+      }
+      const { manifest } = snapshot.file;
+      const { parentPath: _, ...meta } = manifest.meta;
+      const written = await writeSnapshot(output, {
+        kind: "full",
+        parent: null,
+        bundleSha256: manifest.bundle.sha256,
+        meta,
+        memory: { bytes: ram.bytes, pages },
+        sections: Object.fromEntries(manifest.sections.map((s) => [s.name, snapshot.file.section(s.name)])),
+      }, progress);
+      return { ...written, chain: snapshot.chain.length };
+    } finally {
+      unmapGuestRam(ram);
+    }
+  } finally {
+    snapshot.close();
+  }
+}
+
+/** The snapshot at `path` and, below it, each parent back to a full snapshot; the full one first. */
+export function openChain(path: string): [Snapshot, ...Snapshot[]] {
+  const chain = [openSnapshot(path)];
+  try {
+    while (chain[0].manifest.kind === "diff") {
+      if (chain.length === MAX_CHAIN) {
+        throw new SnapshotError(path, 0, `its chain of diffs is longer than ${MAX_CHAIN}: merge it first`);
+      }
+      chain.unshift(openParent(chain[0]));
+    }
+    return chain as [Snapshot, ...Snapshot[]];
+  } catch (e) {
+    chain.forEach((s) => s.close());
+    throw e;
+  }
+}
+
+/**
+ * A diff's parent: where it was when the diff was taken, else any snapshot
+ * beside the diff with the parent's id (the chain was moved together).
+ */
+function openParent(diff: Snapshot): Snapshot {
+  const want = diff.manifest.parent!;
+  const here = dirname(diff.path);
+  const recorded = diff.manifest.meta.parentPath;
+  const candidates = [
+    ...(typeof recorded === "string" ? [resolve(here, recorded), join(here, basename(recorded))] : []),
+    ...[...Deno.readDirSync(here)].filter((e) => e.isFile).map((e) => join(here, e.name)).sort(),
+  ];
+  for (const candidate of new Set(candidates)) {
+    if (resolve(candidate) === resolve(diff.path)) continue;
+    let parent: Snapshot;
+    try {
+      parent = openSnapshot(candidate);
+    } catch {
+      continue;
+    }
+    if (parent.id === want) return parent;
+    parent.close();
+  }
+  throw new SnapshotError(
+    diff.path,
+    0,
+    `manifest.parent: its parent snapshot ${want}${typeof recorded === "string" ? ` (was ${recorded})` : ""} ` +
+      `is not there nor beside it in ${here}`,
+  );
 }
 
 /** Checks the state section's shape; the components check their own parts as they rebuild (heap, handles, ...). */

@@ -6,31 +6,11 @@
 import assert from "node:assert/strict";
 import { dirname } from "node:path";
 import { guestBundle, pvxCli, pvxStart } from "./support/guests.ts";
-import { NOT_SERVING } from "../hv/control_api.ts";
+import { inTempDirs, snapshotPoints, whenServing, workersOutput } from "./support/snapshots.ts";
 import { buildWindowsExe } from "./support/win32.ts";
 
 const ticks = (n: number) => Array.from({ length: n }, (_, i) => `tick ${i}\n`).join("");
 const counted = (n: number, line: string) => `${ticks(n)}read ${line.length} bytes\ndone\n`;
-
-/** `pvx <args>` until it reaches the instance: its API socket appears once its guest is about to run. */
-async function whenServing(args: string[]) {
-  for (;;) {
-    const r = await pvxCli(args);
-    if (!r.stderr.includes(NOT_SERVING)) return r;
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-}
-
-async function inTempDirs(body: (dir: string, elsewhere: string) => Promise<void>) {
-  const dir = await Deno.makeTempDir({ prefix: "pvx-snap-" });
-  const elsewhere = await Deno.makeTempDir({ prefix: "pvx-snap-other-" });
-  try {
-    await body(dir, elsewhere);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-    await Deno.remove(elsewhere, { recursive: true });
-  }
-}
 
 Deno.test("a snapshot restores on another machine and the app's output goes on without a gap or a repeat", () =>
   inTempDirs(async (dir, elsewhere) => {
@@ -38,11 +18,13 @@ Deno.test("a snapshot restores on another machine and the app's output goes on w
     await Deno.copyFile(await guestBundle("counter"), bundle);
     const api = `${dir}/api.sock`;
     // The snapshot lands in one of the sleeps or in the final console read: the output must not show which.
+    const { seed, points: [tick] } = snapshotPoints(1, 0, 6);
+    const at = `(snapshot after tick ${tick}: PVX_SNAPSHOT_SEED=${seed})`;
     const run = pvxStart(["run", "--api", api, bundle, "--", "6", "300"], { keepOpen: true });
-    await run.printed("tick 2\n");
+    await run.printed(`tick ${tick}\n`);
     const snap = await whenServing(["snapshot", "--api", api, "-o", `${dir}/app.snap`, "--stop"]);
     assert.equal(snap.code, 0, snap.stderr);
-    assert.match(snap.stdout, /saved .*app\.snap: 1 thread/);
+    assert.match(snap.stdout, /saved .*app\.snap: full, 1 thread/);
     await run.endInput();
     const first = await run.result;
     assert.equal(first.code, 0, first.stderr);
@@ -59,7 +41,7 @@ Deno.test("a snapshot restores on another machine and the app's output goes on w
     const restored = pvxStart(["restore", `${elsewhere}/app.snap`], "hello\n");
     const r = await restored.result;
     assert.equal(r.code, 0, r.stderr);
-    assert.equal(first.stdout + r.stdout, counted(6, "hello\n"));
+    assert.equal(first.stdout + r.stdout, counted(6, "hello\n"), at);
 
     // One snapshot restores any number of times, each an instance of its own.
     const again = await pvxStart(["restore", `${elsewhere}/app.snap`], "hi\n").result;
@@ -126,15 +108,6 @@ Deno.test("a damaged snapshot is refused with the file, the offset and the reaso
     assert.match(r.stderr, /bad\.snap: offset \d+: /);
   }));
 
-const workersOutput = (rounds: number, line: string) => {
-  const steps = Array.from(
-    { length: rounds },
-    (_, r) => `round ${r}\n` + [0, 1, 2].map((w) => `worker ${w} step ${r + 1}\n`).join(""),
-  );
-  const exits = [0, 1, 2].map((w) => `worker ${w} exited ${100 + rounds}\n`).join("");
-  return `${steps.join("")}read ${line.length} bytes\n${exits}done\n`;
-};
-
 Deno.test("a multi-threaded app is snapshotted with threads blocked on events, a mutex, a sleep and the console", () =>
   inTempDirs(async (dir, elsewhere) => {
     const bundle = `${dir}/workers.pvx`;
@@ -144,7 +117,7 @@ Deno.test("a multi-threaded app is snapshotted with threads blocked on events, a
     await run.printed("round 2\n");
     const snap = await whenServing(["snapshot", "--api", api, "-o", `${elsewhere}/app.snap`, "--stop"]);
     assert.equal(snap.code, 0, snap.stderr);
-    assert.match(snap.stdout, /: 4 thread\(s\)/);
+    assert.match(snap.stdout, /: full, 4 thread\(s\)/);
     await run.endInput();
     const first = await run.result;
     assert.equal(first.code, 0, first.stderr);
@@ -224,7 +197,7 @@ Deno.test("a multi-threaded Windows exe is snapshotted and restored like an ELF 
     await run.printed("round 1\n");
     const snap = await whenServing(["snapshot", "--api", api, "-o", `${dir}/exe.snap`, "--stop"]);
     assert.equal(snap.code, 0, snap.stderr);
-    assert.match(snap.stdout, /: 4 thread\(s\)/);
+    assert.match(snap.stdout, /: full, 4 thread\(s\)/);
     await run.endInput();
     const first = await run.result;
     assert.equal(first.code, 0, first.stderr);

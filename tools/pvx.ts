@@ -48,7 +48,9 @@ const usage = `usage:
   pvx pack <app.elf> -o <app.pvx> [--name <name>] [--memory <MiB>] [--file <host>[:<bundle path>]]... [--arg <a>]...
   pvx run ... --api <socket>      serve the instance's control API (pause, resume, snapshot) on a Unix socket
   pvx pause|resume --api <socket>
-  pvx snapshot --api <socket> -o <snap> [--stop]
+  pvx snapshot --api <socket> -o <snap> [--diff-from <snap0>] [--stop]
+                                  --diff-from: only the pages written since snap0, the instance's last snapshot
+  pvx snapshot merge <snap> -o <full snap>    a diff and the chain below it, compacted into one full snapshot
   pvx api <socket> GET|POST <route> [< body]   one raw request; prints the status, then the body
   pvx restore <snap> [--bundle <app.pvx>] [--no-verify] [--api <socket>] [--share ...] [--overlay <dir>] [--timeout ...] [--cpus N]
   pvx template create <app.pvx|app.exe> -o <tpl> --ready first-input|call|ms:<N> [run options] [-- args...]

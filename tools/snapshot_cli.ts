@@ -6,7 +6,7 @@ import { parseArgs } from "node:util";
 import { basename, dirname, join, resolve } from "node:path";
 import { callControlApi, controlApi, requestControlApi, serveOnSocket } from "../hv/control_api.ts";
 import type { InstanceSession } from "../hv/snapshot.ts";
-import { loadSnapshot } from "../hv/snapshot.ts";
+import { loadSnapshot, mergeSnapshot, openChain } from "../hv/snapshot.ts";
 import { MAGIC, openSnapshot, SnapshotError } from "../hv/snapshot_file.ts";
 import { restoreSnapshot } from "../hv/launch.ts";
 import { parseBundle, sha256Hex } from "./bundle.ts";
@@ -54,19 +54,44 @@ async function changeState(command: "pause" | "resume", argv: string[]): Promise
 export const pauseCommand = (argv: string[]) => changeState("pause", argv);
 export const resumeCommand = (argv: string[]) => changeState("resume", argv);
 
-/** `pvx snapshot --api SOCKET -o SNAP [--stop]`. */
+/** `pvx snapshot --api SOCKET -o SNAP [--diff-from SNAP0] [--stop]`, and `pvx snapshot merge`. */
 export async function snapshotCommand(argv: string[]): Promise<number> {
+  if (argv[0] === "merge") return await mergeCommand(argv.slice(1));
   const { values } = parseArgs({
     args: argv,
-    options: { api: { type: "string" }, output: { type: "string", short: "o" }, stop: { type: "boolean" } },
+    options: {
+      api: { type: "string" },
+      output: { type: "string", short: "o" },
+      "diff-from": { type: "string" },
+      stop: { type: "boolean" },
+    },
   });
   if (!values.api || !values.output) throw new UsageError("snapshot needs --api <socket> and -o <snapshot file>");
+  const diffFrom = values["diff-from"];
   const answer = await callControlApi(values.api, "POST", "/snapshot", {
     path: resolve(values.output),
     stop: values.stop ?? false,
+    ...(diffFrom ? { diffFrom: resolve(diffFrom) } : {}),
   });
   console.log(
-    `saved ${answer.path}: ${answer.threads} thread(s), ${answer.pages} page(s), ${answer.fileBytes} bytes, id ${answer.id}`,
+    `saved ${answer.path}: ${answer.kind}${answer.parent ? ` over ${answer.parent}` : ""}, ${answer.threads} ` +
+      `thread(s), ${answer.pages} page(s), ${answer.fileBytes} bytes, id ${answer.id}`,
+  );
+  return 0;
+}
+
+/** `pvx snapshot merge SNAP -o OUT`: the chain below a diff compacted into one full snapshot. */
+async function mergeCommand(argv: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: { output: { type: "string", short: "o" } },
+  });
+  if (positionals.length !== 1 || !values.output) throw new UsageError("snapshot merge needs <snapshot> -o <output>");
+  const merged = await mergeSnapshot(positionals[0], values.output, progressLine("merge"));
+  console.log(
+    `merged ${merged.chain} snapshot(s) into ${values.output}: ${merged.pages} page(s), ` +
+      `${merged.fileBytes} bytes, id ${merged.id}`,
   );
   return 0;
 }
@@ -142,7 +167,7 @@ export async function restoreCommand(argv: string[]): Promise<number> {
     return exitStatus(outcome);
   } finally {
     await api.close();
-    snapshot.file.close();
+    snapshot.close();
     stopListening();
     stopIdleThreads();
   }
@@ -165,10 +190,20 @@ export function describeSnapshot(path: string): string {
     currentDirectory?: string;
   };
   const pages = m.memory.extents.reduce((n, e) => n + e.length / 4096, 0);
+  let chain: string | undefined;
+  if (m.kind === "diff") {
+    try {
+      const files = openChain(path);
+      chain = files.map((s) => s.path).reverse().join(" <- ");
+      files.forEach((s) => s.close());
+    } catch (e) {
+      chain = `broken: ${(e as Error).message}`;
+    }
+  }
   const mib = (bytes: number) => `${(bytes / (1 << 20)).toFixed(1)} MiB`;
   return [
     `${path}: ${m.kind} snapshot of ${meta.app ?? "?"}, format ${m.format}, taken ${m.createdAt}`,
-    `  id      ${snapshot.id}${m.parent ? `\n  parent  ${m.parent}` : ""}`,
+    `  id      ${snapshot.id}${m.parent ? `\n  parent  ${m.parent}` : ""}${chain ? `\n  chain   ${chain}` : ""}`,
     `  bundle  ${m.bundle.sha256}${meta.bundlePath ? ` (was ${meta.bundlePath})` : ""}`,
     `  memory  ${mib(m.memory.size)} guest RAM, ${pages} page(s) stored in ${m.memory.extents.length} extent(s)`,
     ...(meta.threads ?? []).map((t) =>
