@@ -212,6 +212,9 @@ async function pssKiB(pid: number, file: string): Promise<number> {
   return total;
 }
 
+/** A `pvx` command in a new process. */
+type Pvx = (args: string[], stdin?: "null" | "piped", stdout?: "null" | "piped") => Deno.Command;
+
 /**
  * Templates and snapshots, against a cold boot of the same app through the
  * same `pvx` command: the guest writes N MiB, then waits on the console, the
@@ -220,8 +223,8 @@ async function pssKiB(pid: number, file: string): Promise<number> {
 async function snapshots(dir: string): Promise<void> {
   const touch = await pack("touch.c", dir, 128);
   const pvx = new URL("./pvx.ts", import.meta.url).pathname;
-  const deno = (args: string[], stdin: "null" | "piped" = "null") =>
-    new Deno.Command(Deno.execPath(), { args: ["run", "-A", pvx, ...args], stdin, stdout: "null", stderr: "inherit" });
+  const deno: Pvx = (args, stdin = "null", stdout = "null") =>
+    new Deno.Command(Deno.execPath(), { args: ["run", "-A", pvx, ...args], stdin, stdout, stderr: "inherit" });
   for (const mib of [1, 16, 32]) {
     const tpl = `${dir}/touch-${mib}.tpl`;
     const cold: number[] = [], make: number[] = [], warm: number[] = [], trusted: number[] = [];
@@ -266,6 +269,44 @@ async function snapshots(dir: string): Promise<void> {
   } finally {
     for (const w of writers) await w.close();
     await Promise.all(children.map((c) => c.status));
+  }
+  await diffSnapshots(dir, tpl, deno);
+}
+
+/**
+ * Diff snapshots of instances from the 32 MiB template, each after rewriting N MiB of it: a diff
+ * from the template against a full snapshot of the same moment, in size and in time.
+ */
+async function diffSnapshots(dir: string, tpl: string, deno: Pvx): Promise<void> {
+  const api = `${dir}/diff.sock`;
+  const timed = async (args: string[]) => {
+    const t0 = performance.now();
+    if (!(await deno(args).output()).success) throw new Error(`pvx ${args.join(" ")} failed`);
+    return performance.now() - t0;
+  };
+  for (const mib of [1, 8]) {
+    const diffMs: number[] = [], fullMs: number[] = [], diffMiB: number[] = [], fullMiB: number[] = [];
+    for (let i = 0; i < REPEATS; i++) {
+      // The template waits in its first read, whose line says how many MiB to write again.
+      const child = deno(["run", "--from", tpl, "--api", api], "piped", "piped").spawn();
+      const input = child.stdin.getWriter();
+      await input.write(new TextEncoder().encode(`${mib}\n`));
+      const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+      for (let said = ""; !said.includes("\n");) said += (await reader.read()).value ?? "";
+      await timed(["pause", "--api", api]);
+      diffMs.push(await timed(["snapshot", "--api", api, "-o", `${dir}/d.snap`, "--diff-from", tpl]));
+      fullMs.push(await timed(["snapshot", "--api", api, "-o", `${dir}/f.snap`, "--stop"]));
+      await input.close();
+      reader.releaseLock();
+      await child.stdout.cancel();
+      await child.status;
+      for (const [name, into] of [["d.snap", diffMiB], ["f.snap", fullMiB]] as const) {
+        into.push((await Deno.stat(`${dir}/${name}`)).blocks! * 512 / (1 << 20));
+      }
+    }
+    line(`diff snapshot size (${mib} MiB rewritten) vs rewritten`, median(diffMiB), mib, "MiB", "~1x", "rewritten");
+    line(`  vs a full snapshot of the same moment`, median(diffMiB), median(fullMiB), "MiB", "<< 1x", "full");
+    line(`diff snapshot time (${mib} MiB rewritten) vs full`, median(diffMs), median(fullMs), "ms", "< 1x", "full");
   }
 }
 
