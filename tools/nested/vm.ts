@@ -46,6 +46,31 @@ export function fatalConsoleLine(log: string): string | undefined {
   }
 }
 
+/**
+ * Each vCPU's RIP as QEMU's monitor (`info registers -a`) has it, or "" when the monitor does not answer
+ * within a few seconds. Debian's kernel package carries no real System.map, so these stay addresses.
+ */
+export async function vcpuPlaces(monitor: string): Promise<string> {
+  let dump = "";
+  try {
+    using conn = await Deno.connect({ transport: "unix", path: monitor });
+    await conn.write(new TextEncoder().encode("info registers -a\n"));
+    const decoder = new TextDecoder();
+    const buf = new Uint8Array(65536);
+    const deadline = performance.now() + 5000;
+    // The answer ends at the prompt after the command's; the banner has one of its own.
+    while ((dump.match(/\(qemu\)/g) ?? []).length < 2 && performance.now() < deadline) {
+      const n = await Promise.race([conn.read(buf), new Promise<null>((r) => setTimeout(() => r(null), 1000))]);
+      if (n) dump += decoder.decode(buf.subarray(0, n), { stream: true });
+    }
+  } catch {
+    return "";
+  }
+  return [...dump.matchAll(/CPU#(\d+)[\s\S]*?RIP=([0-9a-f]{16})/g)].map(([, cpu, rip]) =>
+    `vCPU ${cpu} at RIP ${rip}${rip.startsWith("ffff") ? " (kernel)" : ""}`
+  ).join(", ");
+}
+
 /** Even a loaded emulated guest turns its agent's event loop within this; longer means a wedged kernel. */
 const agentSilenceLimitMs = 90_000;
 
@@ -162,8 +187,10 @@ export class NestedVm implements JobRunner {
       if (!finished && silentMs > agentSilenceLimitMs) {
         fatal ??= `its agent has not answered for ${Math.round(silentMs / 1000)} s`;
       }
-      if (fatal && !this.#stopped) {
-        this.#lockedUp = `the nested VM's kernel failed: ${fatal}`;
+      if (fatal && !this.#stopped && !this.#lockedUp) {
+        // Where each vCPU of the helper kernel stood is the one clue to what locked it up.
+        const where = await vcpuPlaces(join(this.workDir, "monitor.sock"));
+        this.#lockedUp = `the nested VM's kernel failed: ${fatal}${where ? `; ${where}` : ""}`;
         this.qemu.kill("SIGKILL");
       }
     }
