@@ -3,9 +3,13 @@
 // KVM's dirty log on the RAM slot; the host's (hypercall results, page
 // tables, zeroed memory), which KVM never sees, from HostWrites.
 //
-// Where KVM has KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 the log is read and then
-// cleared for exactly the pages read (KVM_CLEAR_DIRTY_LOG), so a page written
-// in between is never lost, and a live reader can clear just before copying.
+// KVM maps a logged slot with 4 KiB pages only and faults on each page's
+// first write after every look, so logging starts when there is something to
+// count from: at an instance's first snapshot, or at once for one restored
+// from a snapshot. Where KVM has KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2, the log is
+// read and then cleared for exactly the pages read (KVM_CLEAR_DIRTY_LOG), so
+// a page written in between is never lost and a live reader can clear just
+// before it copies.
 
 import {
   KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2,
@@ -25,50 +29,54 @@ export class DirtyLog {
   readonly #pages: number;
   /** KVM's bitmap: one bit per page, in whole 64-bit words as KVM_GET_DIRTY_LOG writes it. */
   readonly #bitmap: Uint8Array;
+  /** Off until there is something to count from; "unsupported" where KVM refuses to log (EINVAL). */
+  #logging: "off" | "on" | "unsupported" = "off";
 
-  private constructor(
-    private readonly vm: Vm,
-    ramBytes: number,
-    private readonly manual: boolean,
-    /** Whether KVM logs the slot at all; without it, which pages changed is unknown. */
-    readonly logging: boolean,
-  ) {
-    this.#pages = ramBytes / PAGE;
+  private constructor(private readonly vm: Vm, private readonly ram: GuestRam, private readonly manual: boolean) {
+    this.#pages = ram.size / PAGE;
     this.#bitmap = new Uint8Array(Math.ceil(this.#pages / 64) * 8);
-    this.hostWrites = HostWrites.create(ramBytes);
+    this.hostWrites = HostWrites.create(ram.size);
   }
 
-  /**
-   * Registers `ram` as the VM's RAM slot with its writes logged from the start. A KVM that refuses to log
-   * (EINVAL) still runs the guest; only diff snapshots are then refused.
-   */
-  static register(kvm: Kvm, vm: Vm, ram: GuestRam): DirtyLog {
+  /** Registers `ram` as the VM's RAM slot, logged from the start when `logNow` (a restored instance). */
+  static register(kvm: Kvm, vm: Vm, ram: GuestRam, logNow: boolean): DirtyLog {
     const manual = (kvm.checkExtension(KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2) & KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE) !== 0;
     if (manual) vm.enableCap(KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2, BigInt(KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE));
-    const slot = (flags: number) =>
-      vm.setUserMemoryRegion({
-        slot: RAM_SLOT,
-        flags,
-        guestPhysAddr: 0n,
-        size: BigInt(ram.size),
-        hostAddr: ram.hostAddress,
-      });
+    const log = new DirtyLog(vm, ram, manual);
+    log.#setSlot(0);
+    if (logNow) log.#start();
+    return log;
+  }
+
+  #setSlot(flags: number): void {
+    this.vm.setUserMemoryRegion({
+      slot: RAM_SLOT,
+      flags,
+      guestPhysAddr: 0n,
+      size: BigInt(this.ram.size),
+      hostAddr: this.ram.hostAddress,
+    });
+  }
+
+  /** Turns KVM's log on for the slot (a flags-only change); a KVM that cannot log still runs the guest. */
+  #start(): void {
     try {
-      slot(KVM_MEM_LOG_DIRTY_PAGES);
+      this.#setSlot(KVM_MEM_LOG_DIRTY_PAGES);
+      this.#logging = "on";
     } catch (e) {
       if (!(e instanceof SysError && e.errno === EINVAL)) throw e;
-      slot(0);
-      return new DirtyLog(vm, ram.size, manual, false);
+      this.#logging = "unsupported";
     }
-    return new DirtyLog(vm, ram.size, manual, true);
   }
 
   /**
-   * The pages written since the last `take` (or since RAM was registered), in order, or undefined when KVM does
-   * not log them; from now on only later writes count.
+   * The pages written since the last `take`, in order; undefined when that is not known (the first `take`, which
+   * starts the log, or a KVM that cannot log). From now on only later writes count. Guest RAM must not change
+   * while the log starts: call it with the vCPUs paused.
    */
   take(): number[] | undefined {
-    if (!this.logging) {
+    if (this.#logging !== "on") {
+      if (this.#logging === "off") this.#start();
       this.hostWrites.take(() => {});
       return undefined;
     }

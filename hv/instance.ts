@@ -133,16 +133,21 @@ export class Instance {
 
   /** Creates the VM and its RAM; the caller writes the guest image into `ram` before `run`. */
   static create(memoryBytes: number): Instance {
-    return Instance.adopt(mapGuestRam(memoryBytes));
+    return Instance.#make(mapGuestRam(memoryBytes), false);
   }
 
   /** Creates the VM around `ram` (a snapshot's, say), which the instance unmaps when it closes. */
   static adopt(ram: GuestRam): Instance {
+    // Its snapshot is what a diff of it counts from, so its writes are logged from the start.
+    return Instance.#make(ram, true);
+  }
+
+  static #make(ram: GuestRam, logDirtyNow: boolean): Instance {
     const kvm = new Kvm();
     let vm: Vm | undefined;
     try {
       vm = kvm.createVm();
-      return new Instance(kvm, vm, ram, DirtyLog.register(kvm, vm, ram));
+      return new Instance(kvm, vm, ram, DirtyLog.register(kvm, vm, ram, logDirtyNow));
     } catch (e) {
       unmapGuestRam(ram);
       vm?.close();
@@ -444,9 +449,10 @@ export class Instance {
   }
 
   /**
-   * The pages of guest RAM written, by the guest or the host, since the last call or since the instance was
-   * created: what a diff snapshot stores; undefined where KVM cannot log them. Pages that could not be saved go
-   * back with `giveBackDirtyPages`.
+   * The pages of guest RAM written, by the guest or the host, since the last call (or since a restored instance
+   * was created): what a diff snapshot stores. Undefined when that is not known: at a booted instance's first
+   * call, which starts the count, or where KVM cannot log. Pages that could not be saved go back with
+   * `giveBackDirtyPages`.
    */
   takeDirtyPages(): number[] | undefined {
     return this.#dirty.take();

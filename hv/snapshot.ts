@@ -117,7 +117,10 @@ export class InstanceSession {
     const dirty = this.instance.takeDirtyPages();
     try {
       if (parent && !dirty) {
-        throw new InstanceStateError("this host's KVM does not log dirty pages, so only full snapshots can be taken");
+        throw new InstanceStateError(
+          "the pages written since the last snapshot are not known (this host's KVM does not log them), " +
+            "so only a full snapshot can be taken",
+        );
       }
       const state: InstanceState = { version: STATE_VERSION, boot: this.boot, paused };
       const common = {

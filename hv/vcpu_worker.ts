@@ -144,7 +144,9 @@ function run(init: VcpuInit, control: ControlBlock, times: { firstExitAt?: numbe
     init.allowedCalls.filter((name) => name in handlers),
   );
   const rip = () => vcpu.getRegs().rip;
-  let translations = control.tlbGeneration();
+  // A vCPU that ran an earlier thread may still cache translations from before page tables changed while it
+  // was idle (KVM_SET_SREGS with the same CR3 flushes nothing): it flushes before it first enters.
+  let translations = init.fresh ? control.tlbGeneration() : undefined;
   /** The last hypercall this thread made, for a report when nothing else is left to tell. */
   let lastCall: number | undefined;
 
