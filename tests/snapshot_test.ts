@@ -108,6 +108,28 @@ Deno.test("a damaged snapshot is refused with the file, the offset and the reaso
     assert.match(r.stderr, /bad\.snap: offset \d+: /);
   }));
 
+Deno.test("pausing and resuming a busy multi-threaded app changes nothing in its output", () =>
+  inTempDirs(async (dir) => {
+    const api = `${dir}/api.sock`;
+    const rounds = 40;
+    const { seed, points } = snapshotPoints(3, 1, rounds);
+    const at = `(paused at rounds ${points.join(", ")}: PVX_SNAPSHOT_SEED=${seed})`;
+    const run = pvxStart(["run", "--api", api, await guestBundle("workers"), "--", `${rounds}`, "20"], {
+      keepOpen: true,
+    });
+    for (const round of points) {
+      await run.printed(`round ${round}\n`);
+      const paused = await whenServing(["pause", "--api", api]);
+      assert.equal(paused.code, 0, `${at} ${paused.stderr}`);
+      const resumed = await pvxCli(["resume", "--api", api]);
+      assert.equal(resumed.code, 0, `${at} ${resumed.stderr}`);
+    }
+    await run.endInput();
+    const r = await run.result;
+    assert.equal(r.code, 0, `${at} ${r.stderr}`);
+    assert.equal(r.stdout, workersOutput(rounds, ""), at);
+  }));
+
 Deno.test("a multi-threaded app is snapshotted with threads blocked on events, a mutex, a sleep and the console", () =>
   inTempDirs(async (dir, elsewhere) => {
     const bundle = `${dir}/workers.pvx`;
