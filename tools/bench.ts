@@ -309,8 +309,7 @@ async function diffSnapshots(dir: string): Promise<void> {
       diffMs.push(await timed(["snapshot", "--api", api, "-o", `${dir}/d.snap`, "--diff-from", tpl]));
       fullMs.push(await timed(["snapshot", "--api", api, "-o", `${dir}/f.snap`, "--stop"]));
       await input.close();
-      reader.releaseLock();
-      await child.stdout.cancel();
+      await reader.cancel();
       await child.status;
       for (const [name, into] of [["d.snap", diffMiB], ["f.snap", fullMiB]] as const) {
         into.push((await Deno.stat(`${dir}/${name}`)).blocks! * 512 / (1 << 20));
