@@ -4,6 +4,7 @@
 // an answer, never on a guessed time.
 
 import assert from "node:assert/strict";
+import fc from "fast-check";
 import { guestBundle, pvxCli, pvxStart, type RunningPvx } from "./support/guests.ts";
 import { requestControlApi } from "../hv/control_api.ts";
 import { daemonApi } from "../hv/daemon/api.ts";
@@ -11,6 +12,7 @@ import { Instances } from "../hv/daemon/instances.ts";
 import { Metrics } from "../hv/daemon/metrics.ts";
 import { Records } from "../hv/daemon/records.ts";
 import { openApiDocument } from "../hv/daemon/openapi.ts";
+import { fuzzRuns } from "./support/fuzz.ts";
 
 const ticks = (n: number) => Array.from({ length: n }, (_, i) => `tick ${i}\n`).join("");
 const counted = (n: number, line: string) => `${ticks(n)}read ${line.length} bytes\ndone\n`;
@@ -162,7 +164,10 @@ Deno.test("pvx serve: pause, resume and a snapshot go through the daemon, and th
     const paused = await pvxCli(["pause", ...host, id]);
     assert.equal(paused.code, 0, paused.stderr);
     assert.equal(paused.stdout, `${id}: paused\n`);
-    assert.equal((await api(daemon, "GET", `/instances/${id}`)).json.state, "paused");
+    const pausedState = (await api(daemon, "GET", `/instances/${id}`)).json;
+    assert.equal(pausedState.state, "paused");
+    assert.equal(pausedState.threads.length, 1);
+    assert.equal(pausedState.threads[0].threadId, 8);
     // It served, so its create was timed.
     const metrics = (await requestControlApi(daemon.socket, "GET", "/metrics")).body;
     assert.match(metrics, /^pvx_instance_create_seconds_count 1$/m);
@@ -189,6 +194,40 @@ Deno.test("pvx serve: pause, resume and a snapshot go through the daemon, and th
     assert.deepEqual([second.json.exit.code, second.json.exit.kind], [0, "exit"]);
     assert.deepEqual(second.json.from, { snapshot: `${dir}/app.snap` });
     assert.equal(before + (await logs(daemon, restored, "")).stdout, counted(6, "hi\n"));
+  }));
+
+Deno.test("pvx serve: instances started from one template each get their own console", () =>
+  withDaemon(async (daemon, dir) => {
+    const host = ["--host", daemon.socket];
+    const tpl = `${dir}/counter.tpl`;
+    const made = await pvxCli([
+      "template",
+      "create",
+      await guestBundle("counter"),
+      "-o",
+      tpl,
+      "--ready",
+      "call",
+      "--",
+      "1",
+      "0",
+    ]);
+    assert.equal(made.code, 0, made.stderr);
+    const ids = [];
+    for (const _ of [0, 1]) {
+      const started = await pvxCli(["start", ...host, "--from", tpl, "--json"]);
+      assert.equal(started.code, 0, started.stderr);
+      ids.push(JSON.parse(started.stdout).id);
+    }
+    const lines = ["first\n", "the second\n"];
+    await Promise.all(ids.map((id, i) => api(daemon, "POST", `/instances/${id}/stdin?close=true`, lines[i])));
+    for (const [i, id] of ids.entries()) {
+      const waited = await pvxCli(["wait", ...host, id, "--json"]);
+      assert.equal(waited.code, 0, waited.stderr);
+      assert.deepEqual(JSON.parse(waited.stdout).from, { template: tpl });
+      const read = await pvxCli(["logs", ...host, id]);
+      assert.equal(read.stdout, `read ${lines[i].length} bytes\ndone\n`);
+    }
   }));
 
 Deno.test("pvx serve: bad input is a 400 naming the field, an unknown route or id a 404, a wrong state a 409", () =>
@@ -251,6 +290,11 @@ Deno.test("pvx serve: bad input is a 400 naming the field, an unknown route or i
     assert.equal((await api(daemon, "GET", `/instances/${id}`)).status, 404);
     await assert.rejects(Deno.stat(removed.json.overlay), Deno.errors.NotFound);
 
+    // Blocked on the console for good: only its timeout ends it.
+    const timed = await create(daemon, { bundle, args: ["1", "0"], cpus: 1, timeoutMs: 500 });
+    const timedOut = await api(daemon, "POST", `/instances/${timed}/wait`);
+    assert.deepEqual([timedOut.json.exit.kind, timedOut.json.exit.code, timedOut.json.cpus], ["timeout", 124, 1]);
+
     const hello = await create(daemon, { bundle: await guestBundle("hello") });
     assert.equal((await api(daemon, "POST", `/instances/${hello}/wait`)).json.exit.code, 1);
     for (const route of ["/pause", "/resume", "/kill", "/stdin"]) {
@@ -258,6 +302,9 @@ Deno.test("pvx serve: bad input is a 400 naming the field, an unknown route or i
       assert.equal(r.status, 409, route);
       assert.match(r.json.error.message, /is exited/);
     }
+    const second = await pvxCli(["serve", "--socket", daemon.socket, "--state-dir", daemon.stateDir]);
+    assert.equal(second.code, 125);
+    assert.match(second.stderr, /a daemon is serving there already/);
     const health = await api(daemon, "GET", "/healthz");
     assert.deepEqual(health, { status: 200, json: { ok: true } });
   }));
@@ -390,6 +437,49 @@ Deno.test("pvx serve: the OpenAPI document names exactly the routes the daemon s
     const doc = await r.json();
     assert.equal(doc.openapi, "3.1.0");
     assert.deepEqual(doc, JSON.parse(JSON.stringify(openApiDocument)));
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("fuzz: no body, query or id makes the daemon answer 500 or create an instance", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "pvx-serve-" });
+  try {
+    const metrics = new Metrics();
+    // An instance this made would run `false`: the property is that none is made.
+    const instances = new Instances(new Records(dir), ["false"], metrics);
+    const app = daemonApi(instances, metrics);
+    const routes = app.routes.filter((r) => r.method !== "ALL");
+    const value = fc.oneof(
+      fc.jsonValue(),
+      fc.constantFrom(dir, "counter.pvx", `${dir}/nothing.pvx`, "/", "", -1, 1.5, 33, [], {}, ["a"], { A: 1 }),
+    );
+    const createFields = (openApiDocument.paths["/instances"].post.requestBody.content["application/json"]
+      .schema as { properties: object }).properties;
+    const field = fc.constantFrom(...Object.keys(createFields), "path", "stop", "diffFrom", "x");
+    const body = fc.oneof(
+      fc.dictionary(field, value, { maxKeys: 4 }).map((b) => JSON.stringify(b)),
+      fc.jsonValue().map((v) => JSON.stringify(v)),
+      fc.string(),
+    );
+    const query = fc.dictionary(fc.constantFrom("force", "close", "follow", "tail", "x"), fc.string(), { maxKeys: 3 });
+    await fc.assert(
+      fc.asyncProperty(fc.constantFrom(...routes), fc.string(), query, body, async (route, id, q, text) => {
+        const path = route.path.replace(":id", encodeURIComponent(id) || "none");
+        const search = new URLSearchParams(q).toString();
+        const response = await app.request(`${path}${search ? `?${search}` : ""}`, {
+          method: route.method,
+          ...(route.method === "GET" ? {} : { body: text }),
+        });
+        if (response.status >= 400) {
+          const answer = await response.json();
+          assert.ok(response.status < 500, `${route.method} ${path}?${search} ${text}: ${JSON.stringify(answer)}`);
+          assert.equal(typeof answer.error.message, "string");
+        } else await response.body?.cancel();
+        assert.equal(instances.list().length, 0);
+      }),
+      { numRuns: fuzzRuns },
+    );
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

@@ -9,7 +9,7 @@ import { Records } from "../hv/daemon/records.ts";
 import { Instances } from "../hv/daemon/instances.ts";
 import { Metrics } from "../hv/daemon/metrics.ts";
 import { daemonApi } from "../hv/daemon/api.ts";
-import { serveOnSocket } from "../hv/control_api.ts";
+import { requestControlApi, serveOnSocket } from "../hv/control_api.ts";
 import { parseDuration, UsageError } from "./run_options.ts";
 import { onStopSignals } from "./signals.ts";
 import { EXIT_PVX_ERROR } from "./report.ts";
@@ -63,6 +63,10 @@ export async function serveCommand(argv: string[]): Promise<number> {
   if (!tcp || values.socket) {
     // The socket's mode (0600) is its access control: no token.
     const socket = resolve(values.socket ?? join(stateDir, "serve.sock"));
+    // serveOnSocket replaces a stale socket, which must not be a live daemon's.
+    if (await requestControlApi(socket, "GET", "/healthz").then(() => true, () => false)) {
+      throw new DaemonError(`${socket}: a daemon is serving there already`);
+    }
     const server = await serveOnSocket(daemonApi(instances, metrics), socket);
     closers.push(server.close);
     console.log(`pvx serve: listening on ${socket}`);

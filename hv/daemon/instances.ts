@@ -46,6 +46,8 @@ export class Instance {
   private endedAt?: number;
   private killing = false;
   private stopsAtSnapshot = false;
+  /** While paused: each thread and the call it is blocked in, as the instance's API told it. */
+  private pausedThreads?: { threadId: number; cpu: number; blockedIn?: number }[];
   private exited: Promise<void>;
   private serving: Promise<void>;
 
@@ -156,6 +158,7 @@ export class Instance {
       createdAt,
       ...(pid === undefined || !this.running ? {} : { pid }),
       ...(uptimeMs === undefined ? {} : { uptimeSeconds: Math.round(uptimeMs) / 1000 }),
+      ...(state === "paused" && this.pausedThreads ? { threads: this.pausedThreads } : {}),
       ...(exit ? { exit } : {}),
     };
   }
@@ -186,7 +189,7 @@ export class Instance {
   }
 
   async pause() {
-    await this.forward("/pause");
+    this.pausedThreads = (await this.forward("/pause")).threads;
     this.setState("paused");
     return this.describe();
   }

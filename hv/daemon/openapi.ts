@@ -53,6 +53,14 @@ export const openApiDocument = {
           createdAt: { type: "string", format: "date-time" },
           pid: { type: "integer", description: "its process, while it runs" },
           uptimeSeconds: { type: "number" },
+          threads: {
+            type: "array",
+            description: "while paused: each thread, its vCPU and the number of the hypercall it is blocked in",
+            items: {
+              type: "object",
+              properties: { threadId: { type: "integer" }, cpu: { type: "integer" }, blockedIn: { type: "integer" } },
+            },
+          },
           exit: {
             type: "object",
             properties: {

@@ -69,7 +69,14 @@ export class Records {
     const records: InstanceRecord[] = [];
     for (const entry of Deno.readDirSync(this.dir)) {
       if (!entry.isFile || !entry.name.endsWith(".json")) continue; // a temp file a kill left midway
-      const record = JSON.parse(Deno.readTextFileSync(join(this.dir, entry.name))) as InstanceRecord;
+      const path = join(this.dir, entry.name);
+      let record: InstanceRecord;
+      try {
+        record = JSON.parse(Deno.readTextFileSync(path));
+      } catch (e) {
+        // Records are replaced atomically, so this one was damaged by something other than a daemon.
+        throw new Error(`${path}: not an instance record: ${(e as Error).message}`);
+      }
       if (record.state !== "exited" && record.state !== "lost") {
         killOrphan(record.pid, this.home(record.id));
         record.state = "lost";
