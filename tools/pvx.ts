@@ -41,6 +41,18 @@ import {
   snapshotCommand,
 } from "./snapshot_cli.ts";
 import { overlayCommand } from "./overlay_cli.ts";
+import {
+  changeStateCommand,
+  DaemonError,
+  daemonSnapshotCommand,
+  killCommand,
+  logsCommand,
+  psCommand,
+  rmCommand,
+  serveCommand,
+  startCommand,
+  waitCommand,
+} from "./daemon_cli.ts";
 
 const usage = `usage:
   pvx run <app.pvx> [--timeout <seconds|Nms>] [--share <host dir>:<guest dir>[:ro]]... [--env NAME=VALUE]...
@@ -58,6 +70,13 @@ const usage = `usage:
   pvx inspect <app.pvx|snap>
   pvx analyse <app.exe>
   pvx overlay merge|sync|reset ...   (pvx overlay for its usage)
+  pvx serve [--socket <path>] [--listen <host>:<port> --token-file <file>] [--state-dir <dir>]
+                                  a daemon that runs many instances, each in its own process, over an HTTP API
+  pvx ps | start <app.pvx|app.exe>|--from <tpl>|--snapshot <snap> [--cpus N] [--timeout T] [--env N=V]... [-- args]
+  pvx logs [-f] [--tail <KiB>] <id> | wait <id> | kill <id> | rm [-f] <id> | pause|resume <id>
+  pvx snapshot <id> -o <snap> [--diff-from <snap0>] [--stop]
+                                  clients of pvx serve: --host <socket|http://host:port> (or PVX_HOST), --token-file
+                                  <file> (or PVX_TOKEN_FILE), --json for scripts
 A Windows .exe can be given to run (packed on the fly into a cached bundle) and to pack, with [--allow-missing].`;
 
 async function readHead(path: string): Promise<Uint8Array> {
@@ -344,6 +363,8 @@ async function inspectCommand(argv: string[]): Promise<number> {
   return 0;
 }
 
+const usesApi = (argv: string[]) => argv.some((a) => a === "--api" || a.startsWith("--api="));
+
 export async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
   try {
@@ -356,12 +377,27 @@ export async function main(argv: string[]): Promise<number> {
         return await inspectCommand(rest);
       case "analyse":
         return await analyseCommand(rest);
+      // With --api they reach one instance's own control API; without, an instance of the daemon's.
       case "pause":
-        return await pauseCommand(rest);
+        return await (usesApi(rest) ? pauseCommand(rest) : changeStateCommand("pause", rest));
       case "resume":
-        return await resumeCommand(rest);
+        return await (usesApi(rest) ? resumeCommand(rest) : changeStateCommand("resume", rest));
       case "snapshot":
-        return await snapshotCommand(rest);
+        return await (usesApi(rest) || rest[0] === "merge" ? snapshotCommand(rest) : daemonSnapshotCommand(rest));
+      case "serve":
+        return await serveCommand(rest);
+      case "ps":
+        return await psCommand(rest);
+      case "start":
+        return await startCommand(rest);
+      case "logs":
+        return await logsCommand(rest);
+      case "wait":
+        return await waitCommand(rest);
+      case "kill":
+        return await killCommand(rest);
+      case "rm":
+        return await rmCommand(rest);
       case "restore":
         return await restoreCommand(rest);
       case "template":
@@ -382,7 +418,7 @@ export async function main(argv: string[]): Promise<number> {
     const expected = e instanceof BundleError || e instanceof ElfError || e instanceof PeError ||
       e instanceof MissingImportsError || e instanceof Deno.errors.NotFound || e instanceof AccelError ||
       e instanceof MissingPiece || e instanceof MissingPackages || e instanceof SnapshotError ||
-      e instanceof InstanceStateError || e instanceof ControlApiError;
+      e instanceof InstanceStateError || e instanceof ControlApiError || e instanceof DaemonError;
     console.error(`pvx: ${expected ? (e as Error).message : e instanceof Error ? e.stack : String(e)}`);
     return EXIT_PVX_ERROR;
   }

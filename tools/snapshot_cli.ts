@@ -5,7 +5,7 @@
 import { parseArgs } from "node:util";
 import { basename, dirname, join, resolve } from "node:path";
 import { callControlApi, controlApi, requestControlApi, serveOnSocket } from "../hv/control_api.ts";
-import type { InstanceSession } from "../hv/snapshot.ts";
+import type { InstanceSession, SnapshotResult } from "../hv/snapshot.ts";
 import { loadSnapshot, mergeSnapshot, openChain } from "../hv/snapshot.ts";
 import { MAGIC, openSnapshot, SnapshotError } from "../hv/snapshot_file.ts";
 import { restoreSnapshot } from "../hv/launch.ts";
@@ -73,11 +73,14 @@ export async function snapshotCommand(argv: string[]): Promise<number> {
     stop: values.stop ?? false,
     ...(diffFrom ? { diffFrom: resolve(diffFrom) } : {}),
   });
-  console.log(
-    `saved ${answer.path}: ${answer.kind}${answer.parent ? ` over ${answer.parent}` : ""}, ${answer.threads} ` +
-      `thread(s), ${answer.pages} page(s), ${answer.fileBytes} bytes, id ${answer.id}`,
-  );
+  console.log(describeSaved(answer));
   return 0;
+}
+
+/** What `pvx snapshot` prints of the control API's answer to POST /snapshot. */
+export function describeSaved(answer: SnapshotResult): string {
+  return `saved ${answer.path}: ${answer.kind}${answer.parent ? ` over ${answer.parent}` : ""}, ${answer.threads} ` +
+    `thread(s), ${answer.pages} page(s), ${answer.fileBytes} bytes, id ${answer.id}`;
 }
 
 /** `pvx snapshot merge SNAP -o OUT`: the chain below a diff compacted into one full snapshot. */

@@ -51,9 +51,10 @@ async function serveOne(runner: JobRunner, conn: Deno.UnixConn): Promise<void> {
   if (first.done || first.value.kind !== Kind.Start) return;
   let job: RunningJob;
   try {
+    // A client killed outright (kill -9) cannot be written to; the job is killed below, and its output is nobody's.
     job = await runner.start(parseJson<JobSpec>(first.value.payload), {
-      stdout: (b) => out.send(0, Kind.Stdout, b),
-      stderr: (b) => out.send(0, Kind.Stderr, b),
+      stdout: (b) => out.send(0, Kind.Stdout, b).catch(() => {}),
+      stderr: (b) => out.send(0, Kind.Stderr, b).catch(() => {}),
     });
   } catch (e) {
     await out.send(0, Kind.Failed, text((e as Error).message));

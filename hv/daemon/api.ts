@@ -1,0 +1,257 @@
+// The daemon's HTTP API (Hono): instances created, watched, driven and
+// removed, the Docker way. Routes and their bodies are in hv/daemon/openapi.ts,
+// which GET /openapi.json serves. Every body and query is checked here before a
+// handler acts: a 400 names the field. Errors are shaped as the instance's own
+// control API shapes them (hv/control_api.ts): {"error": {"message", "field"?}}.
+
+import { Hono } from "hono";
+import type { Context } from "hono";
+import { streamSSE } from "hono/streaming";
+import { timingSafeEqual } from "node:crypto";
+import { isAbsolute } from "node:path";
+import { refuse } from "../control_api.ts";
+import { describeValue } from "../describe_value.ts";
+import { maxVcpus } from "../../guest/memory_map.ts";
+import { type CreateSpec, type Instance, InstanceConflict, InstanceRefused, type Instances } from "./instances.ts";
+import type { Metrics } from "./metrics.ts";
+import { RING_BYTES } from "./console.ts";
+import { openApiDocument } from "./openapi.ts";
+
+/** A body or query the API refuses (400), naming the field. */
+class BadInput extends Error {
+  constructor(readonly field: string | undefined, message: string) {
+    super(message);
+  }
+}
+
+class NoSuchInstance extends Error {}
+
+type Body = Record<string, unknown>;
+
+async function jsonBody(c: Context, fields: readonly string[]): Promise<Body> {
+  const text = await c.req.text();
+  if (text.trim() === "") return {};
+  let body: unknown;
+  try {
+    body = JSON.parse(text);
+  } catch (e) {
+    throw new BadInput(undefined, `the body is not JSON: ${(e as Error).message}`);
+  }
+  if (typeof body !== "object" || body === null || Array.isArray(body)) {
+    throw new BadInput(undefined, `the body must be a JSON object, not ${describeValue(body)}`);
+  }
+  const unknown = Object.keys(body).find((k) => !fields.includes(k));
+  if (unknown) throw new BadInput(unknown, `unknown field; expected one of ${fields.join(", ")}`);
+  return body as Body;
+}
+
+/** The query's parameters, all of them among `names`. */
+function query(c: Context, names: readonly string[]): Record<string, string> {
+  const q = c.req.query();
+  const unknown = Object.keys(q).find((k) => !names.includes(k));
+  if (unknown) throw new BadInput(unknown, `unknown query parameter; expected ${names.join(", ") || "none"}`);
+  return q;
+}
+
+/** `?flag`, `?flag=true|1` or `?flag=false|0`. */
+function flag(q: Record<string, string>, name: string): boolean {
+  const v = q[name];
+  if (v === undefined || v === "false" || v === "0") return false;
+  if (v === "" || v === "true" || v === "1") return true;
+  throw new BadInput(name, `must be true or false, not ${describeValue(v)}`);
+}
+
+async function existingFile(body: Body, field: string): Promise<string> {
+  const path = body[field];
+  if (typeof path !== "string" || !isAbsolute(path)) {
+    throw new BadInput(field, `must be an absolute path, not ${describeValue(path)}`);
+  }
+  const problem = await Deno.stat(path).then((s) => s.isFile ? "" : "is not a file", (e) => e.message);
+  if (problem) throw new BadInput(field, `${path}: ${problem}`);
+  return path;
+}
+
+function optionalInteger(body: Body, field: string, min: number, max: number): number | undefined {
+  const v = body[field];
+  if (v === undefined) return undefined;
+  if (typeof v !== "number" || !Number.isInteger(v) || v < min || v > max) {
+    throw new BadInput(field, `must be a whole number from ${min} to ${max}, not ${describeValue(v)}`);
+  }
+  return v;
+}
+
+const createFields = ["bundle", "snapshot", "template", "args", "env", "cpus", "timeoutMs", "overlay"] as const;
+const sources = ["bundle", "snapshot", "template"] as const;
+
+async function createSpec(body: Body): Promise<CreateSpec> {
+  const given = sources.filter((s) => body[s] !== undefined);
+  if (given.length !== 1) {
+    throw new BadInput(given[1] ?? "bundle", "give exactly one of bundle, snapshot and template");
+  }
+  const source = given[0];
+  const path = await existingFile(body, source);
+  const args = body.args ?? [];
+  if (!Array.isArray(args) || args.some((a) => typeof a !== "string")) {
+    throw new BadInput("args", `must be an array of strings, not ${describeValue(args)}`);
+  }
+  const env = body.env ?? {};
+  if (typeof env !== "object" || env === null || Array.isArray(env)) {
+    throw new BadInput("env", `must be an object of NAME: value strings, not ${describeValue(env)}`);
+  }
+  for (const [name, value] of Object.entries(env)) {
+    if (!/^[^=\0]+$/.test(name) || typeof value !== "string" || value.includes("\0")) {
+      throw new BadInput("env", `${describeValue(name)}: names have no = or NUL, and values are strings`);
+    }
+  }
+  // A snapshot's arguments and environment are in its RAM already, set when the app started.
+  if (source !== "bundle" && args.length) {
+    throw new BadInput("args", `a ${source} keeps the arguments it was made with`);
+  }
+  if (source !== "bundle" && Object.keys(env).length) {
+    throw new BadInput("env", `a ${source} keeps the environment it was made with`);
+  }
+  const overlay = body.overlay;
+  if (overlay !== undefined && (typeof overlay !== "string" || !isAbsolute(overlay))) {
+    throw new BadInput("overlay", `must be an absolute path, not ${describeValue(overlay)}`);
+  }
+  return {
+    from: { [source]: path } as CreateSpec["from"],
+    args: args as string[],
+    env: env as Record<string, string>,
+    cpus: optionalInteger(body, "cpus", 1, maxVcpus),
+    timeoutMs: optionalInteger(body, "timeoutMs", 1, 2 ** 31),
+    ...(overlay === undefined ? {} : { overlay }),
+  };
+}
+
+async function snapshotRequest(body: Body) {
+  const path = body.path;
+  if (typeof path !== "string" || !isAbsolute(path)) {
+    throw new BadInput("path", `must be the snapshot file's absolute path, not ${describeValue(path)}`);
+  }
+  if (body.stop !== undefined && typeof body.stop !== "boolean") {
+    throw new BadInput("stop", `must be true or false, not ${describeValue(body.stop)}`);
+  }
+  return {
+    path,
+    ...(body.stop === undefined ? {} : { stop: body.stop }),
+    ...(body.diffFrom === undefined ? {} : { diffFrom: await existingFile(body, "diffFrom") }),
+  };
+}
+
+export interface DaemonApiOptions {
+  /** Required as `Authorization: Bearer <token>` on every request (the TCP listener). */
+  token?: string;
+}
+
+export function daemonApi(instances: Instances, metrics: Metrics, options: DaemonApiOptions = {}): Hono {
+  const app = new Hono();
+  const find = (c: Context): Instance => {
+    const instance = instances.get(c.req.param("id")!);
+    if (!instance) throw new NoSuchInstance(`no instance ${describeValue(c.req.param("id"))}`);
+    return instance;
+  };
+
+  if (options.token !== undefined) {
+    const want = new TextEncoder().encode(`Bearer ${options.token}`);
+    app.use("*", async (c, next) => {
+      const got = new TextEncoder().encode(c.req.header("authorization") ?? "");
+      if (got.length !== want.length || !timingSafeEqual(got, want)) {
+        c.header("WWW-Authenticate", "Bearer");
+        return c.json(refuse(401, "a valid bearer token is required").body, 401);
+      }
+      await next();
+    });
+  }
+
+  app.get("/healthz", (c) => {
+    query(c, []);
+    return c.json({ ok: true });
+  });
+  app.get("/openapi.json", (c) => c.json(openApiDocument));
+  app.get("/metrics", (c) => {
+    query(c, []);
+    return c.text(metrics.render(instances.countByState()), 200, {
+      "content-type": "text/plain; version=0.0.4; charset=utf-8",
+    });
+  });
+
+  app.post("/instances", async (c) => {
+    const requestedAt = performance.now();
+    query(c, []);
+    const instance = await instances.create(await createSpec(await jsonBody(c, createFields)), requestedAt);
+    return c.json({ id: instance.record.id, state: instance.record.state }, 201);
+  });
+  app.get("/instances", (c) => {
+    query(c, []);
+    return c.json(instances.list().map((i) => i.describe()));
+  });
+  app.get("/instances/:id", (c) => {
+    query(c, []);
+    return c.json(find(c).describe());
+  });
+  app.delete("/instances/:id", async (c) => {
+    const force = flag(query(c, ["force"]), "force");
+    const instance = find(c);
+    await instances.remove(instance, force);
+    return c.json(instance.describe());
+  });
+  app.post("/instances/:id/pause", async (c) => {
+    query(c, []);
+    return c.json(await find(c).pause());
+  });
+  app.post("/instances/:id/resume", async (c) => {
+    query(c, []);
+    return c.json(await find(c).resume());
+  });
+  app.post("/instances/:id/snapshot", async (c) => {
+    query(c, []);
+    const instance = find(c);
+    return c.json(await instance.snapshot(await snapshotRequest(await jsonBody(c, ["path", "stop", "diffFrom"]))));
+  });
+  app.post("/instances/:id/kill", async (c) => {
+    query(c, []);
+    return c.json(await find(c).kill());
+  });
+  app.post("/instances/:id/wait", async (c) => {
+    query(c, []);
+    return c.json(await find(c).wait());
+  });
+  app.post("/instances/:id/stdin", async (c) => {
+    const close = flag(query(c, ["close"]), "close");
+    const instance = find(c);
+    const bytes = new Uint8Array(await c.req.arrayBuffer());
+    await instance.write(bytes, close);
+    return c.json({ written: bytes.length, closed: close });
+  });
+  app.get("/instances/:id/logs", (c) => {
+    const q = query(c, ["follow", "tail"]);
+    const follow = flag(q, "follow");
+    const tail = q.tail === undefined ? RING_BYTES / 1024 : Number(q.tail);
+    if (q.tail !== undefined && !(q.tail !== "" && Number.isFinite(tail) && tail >= 0)) {
+      throw new BadInput("tail", `must be a number of KiB, 0 or more, not ${describeValue(q.tail)}`);
+    }
+    const instance = find(c);
+    return streamSSE(c, async (stream) => {
+      const gone = new AbortController();
+      stream.onAbort(() => gone.abort());
+      for await (const chunk of instance.console.read(Math.floor(tail * 1024), follow, gone.signal)) {
+        await stream.writeSSE({ event: chunk.stream, data: JSON.stringify(chunk.text) });
+      }
+      if (!instance.running) await stream.writeSSE({ event: "exit", data: JSON.stringify(instance.describe()) });
+    });
+  });
+
+  app.notFound((c) => c.json(refuse(404, `no route ${c.req.method} ${c.req.path}`).body, 404));
+  app.onError((e, c) => {
+    if (e instanceof BadInput) return c.json(refuse(400, e.message, e.field).body, 400);
+    if (e instanceof NoSuchInstance) return c.json(refuse(404, e.message).body, 404);
+    if (e instanceof InstanceConflict) return c.json(refuse(409, e.message).body, 409);
+    if (e instanceof InstanceRefused) {
+      const status = e.status === 400 ? 400 : 409;
+      return c.json(refuse(status, e.message).body, status);
+    }
+    return c.json(refuse(500, `${e.name}: ${e.message}`).body, 500);
+  });
+  return app;
+}

@@ -1,0 +1,327 @@
+// The daemon's instances, each supervised in a child process of its own: a
+// `pvx run|restore --api SOCKET` whose console is piped to the daemon and
+// whose pause, resume and snapshot are forwarded to that socket. A crash of
+// one instance's host side (a KVM error, a bug in a hypercall handler, a
+// SIGKILL) ends that process only: the daemon sees it exit and says so.
+
+import { join } from "node:path";
+import { callControlApi, ControlApiError, NOT_SERVING } from "../control_api.ts";
+import { ConsoleLog } from "./console.ts";
+import type { Metrics } from "./metrics.ts";
+import type { ExitKind, InstanceRecord, InstanceState, Records } from "./records.ts";
+
+/** The request does not fit the instance's state (409). */
+export class InstanceConflict extends Error {}
+
+/** A forwarded request the instance's own API refused, with its status and field. */
+export class InstanceRefused extends Error {
+  constructor(readonly status: number, message: string) {
+    super(message);
+  }
+}
+
+export interface CreateSpec {
+  from: InstanceRecord["from"];
+  args: string[];
+  env: Record<string, string>;
+  cpus?: number;
+  timeoutMs?: number;
+  /** Kept by the caller; by default the daemon makes one beside the record and removes it with the instance. */
+  overlay?: string;
+}
+
+/** How long a killed instance has to stop its guest and report before it is killed outright. */
+const KILL_GRACE_MS = 10_000;
+/**
+ * Between two probes of a starting instance's control API, doubling up to the last: under the
+ * nested accelerator each probe is a process in the helper VM, and there a start takes seconds.
+ */
+const PROBE_INTERVAL_MS = { first: 50, last: 1000 };
+
+export class Instance {
+  readonly console = new ConsoleLog();
+  private child?: Deno.ChildProcess;
+  private stdin?: WritableStreamDefaultWriter<Uint8Array>;
+  private startedAt = 0;
+  private endedAt?: number;
+  private killing = false;
+  private stopsAtSnapshot = false;
+  /** While paused: each thread and the call it is blocked in, as the instance's API told it. */
+  private pausedThreads?: { threadId: number; cpu: number; blockedIn?: number }[];
+  private exited: Promise<void>;
+  private serving: Promise<void>;
+
+  constructor(readonly record: InstanceRecord, private readonly registry: Instances) {
+    // A record a previous daemon left: there is no process to watch.
+    this.exited = Promise.resolve();
+    this.serving = Promise.reject(new InstanceConflict(`instance ${record.id} is ${record.state}`));
+    this.serving.catch(() => {});
+  }
+
+  get socket(): string {
+    return join(this.registry.records.home(this.record.id), "api.sock");
+  }
+
+  get running(): boolean {
+    return this.record.state !== "exited" && this.record.state !== "lost";
+  }
+
+  /** Starts the instance's process; `requestedAt` is when the create request came in. */
+  static spawn(record: InstanceRecord, registry: Instances, requestedAt: number): Instance {
+    const instance = new Instance(record, registry);
+    const child = new Deno.Command(registry.pvx[0], {
+      args: [...registry.pvx.slice(1), ...instance.commandLine()],
+      stdin: "piped",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    instance.child = child;
+    instance.stdin = child.stdin.getWriter();
+    instance.startedAt = performance.now();
+    record.pid = child.pid;
+    registry.records.save(record);
+    const pump = async (stream: ReadableStream<Uint8Array>, name: "stdout" | "stderr") => {
+      try {
+        for await (const bytes of stream) instance.console.append(name, bytes);
+      } catch {
+        // A broken pipe ends the stream; how the process ended is its status's to say.
+      }
+    };
+    const ended = Promise.all([child.status, pump(child.stdout, "stdout"), pump(child.stderr, "stderr")]);
+    instance.exited = ended.then(([status]) => instance.ended(status));
+    instance.serving = instance.probe(requestedAt);
+    instance.serving.catch(() => {});
+    return instance;
+  }
+
+  private commandLine(): string[] {
+    const r = this.record;
+    const options = [
+      "--api",
+      this.socket,
+      "--overlay",
+      r.overlay,
+      ...(r.cpus === undefined ? [] : ["--cpus", String(r.cpus)]),
+      ...(r.timeoutMs === undefined ? [] : ["--timeout", `${r.timeoutMs}ms`]),
+      ...Object.entries(r.env).flatMap(([name, value]) => ["--env", `${name}=${value}`]),
+    ];
+    if ("bundle" in r.from) return ["run", r.from.bundle, ...options, ...(r.args.length ? ["--", ...r.args] : [])];
+    if ("snapshot" in r.from) return ["restore", r.from.snapshot, ...options];
+    return ["run", "--from", r.from.template, ...options];
+  }
+
+  /** Asks the instance's API until it answers: its socket appears only once its guest is about to run. */
+  private async probe(requestedAt: number): Promise<void> {
+    let done = false;
+    this.exited.then(() => done = true);
+    for (let interval = PROBE_INTERVAL_MS.first; !done; interval = Math.min(2 * interval, PROBE_INTERVAL_MS.last)) {
+      try {
+        const answer = await callControlApi(this.socket, "GET", "/");
+        if (this.running) {
+          this.setState(answer.state === "paused" ? "paused" : "running");
+          this.registry.metrics.created((performance.now() - requestedAt) / 1000);
+        }
+        return;
+      } catch (e) {
+        if (!(e instanceof ControlApiError)) throw e;
+      }
+      await new Promise((resolve) => setTimeout(resolve, interval));
+    }
+    throw new InstanceConflict(`instance ${this.record.id} exited before its control API served`);
+  }
+
+  private ended(status: Deno.CommandStatus) {
+    this.endedAt = performance.now();
+    const kind = exitKind(status, this.killing, this.stopsAtSnapshot);
+    this.record.exit = { code: status.code, kind, at: new Date().toISOString() };
+    this.setState("exited");
+    this.registry.metrics.exited(kind);
+    this.console.end();
+  }
+
+  private setState(state: InstanceState) {
+    this.record.state = state;
+    this.registry.records.save(this.record);
+  }
+
+  describe() {
+    const { id, state, from, args, cpus, timeoutMs, overlay, createdAt, pid, exit } = this.record;
+    const uptimeMs = this.child ? (this.endedAt ?? performance.now()) - this.startedAt : undefined;
+    return {
+      id,
+      state,
+      from,
+      args,
+      ...(cpus === undefined ? {} : { cpus }),
+      ...(timeoutMs === undefined ? {} : { timeoutMs }),
+      overlay,
+      createdAt,
+      ...(pid === undefined || !this.running ? {} : { pid }),
+      ...(uptimeMs === undefined ? {} : { uptimeSeconds: Math.round(uptimeMs) / 1000 }),
+      ...(state === "paused" && this.pausedThreads ? { threads: this.pausedThreads } : {}),
+      ...(exit ? { exit } : {}),
+    };
+  }
+
+  /** Resolves once the instance has exited (at once for one that is lost). */
+  async wait() {
+    if (this.record.state === "lost") {
+      throw new InstanceConflict(`instance ${this.record.id} is lost: its process went with an earlier daemon`);
+    }
+    await this.exited;
+    return this.describe();
+  }
+
+  /** Forwards `route` to the instance's control API once it serves; its refusals are passed on. */
+  private async forward(route: string, body?: unknown) {
+    if (!this.running) throw new InstanceConflict(`instance ${this.record.id} is ${this.record.state}`);
+    await this.serving;
+    try {
+      return await callControlApi(this.socket, "POST", route, body);
+    } catch (e) {
+      if (!(e instanceof ControlApiError)) throw e;
+      // Gone between the check and the call.
+      if (e.status === 0 || e.message.includes(NOT_SERVING)) {
+        throw new InstanceConflict(`instance ${this.record.id} is no longer running`);
+      }
+      throw new InstanceRefused(e.status, e.message.slice(e.socket.length + 2));
+    }
+  }
+
+  async pause() {
+    this.pausedThreads = (await this.forward("/pause")).threads;
+    this.setState("paused");
+    return this.describe();
+  }
+
+  async resume() {
+    await this.forward("/resume");
+    this.setState("running");
+    return this.describe();
+  }
+
+  async snapshot(request: { path: string; diffFrom?: string; stop?: boolean }) {
+    if (request.stop) this.stopsAtSnapshot = true;
+    try {
+      return await this.forward("/snapshot", request);
+    } catch (e) {
+      if (request.stop) this.stopsAtSnapshot = false;
+      throw e;
+    }
+  }
+
+  /** Writes to the instance's stdin, then ends it with `close`. */
+  async write(bytes: Uint8Array, close: boolean) {
+    if (!this.running || !this.stdin) throw new InstanceConflict(`instance ${this.record.id} is ${this.record.state}`);
+    const stdin = this.stdin;
+    if (close) this.stdin = undefined;
+    try {
+      if (bytes.length) await stdin.write(bytes);
+      if (close) await stdin.close();
+    } catch {
+      throw new InstanceConflict(`instance ${this.record.id}: its stdin is closed`);
+    }
+  }
+
+  /** SIGTERM, which stops the guest and reports how it stood; SIGKILL if that takes longer than the grace. */
+  async kill() {
+    if (!this.running) throw new InstanceConflict(`instance ${this.record.id} is ${this.record.state}`);
+    this.killing = true;
+    this.child!.kill("SIGTERM");
+    const grace = setTimeout(() => this.child!.kill("SIGKILL"), KILL_GRACE_MS);
+    try {
+      await this.exited;
+    } finally {
+      clearTimeout(grace);
+    }
+    return this.describe();
+  }
+}
+
+function exitKind(status: Deno.CommandStatus, killed: boolean, stopsAtSnapshot: boolean): ExitKind {
+  if (status.signal) return killed ? "killed" : "crashed";
+  switch (status.code) {
+    case 124:
+      return "timeout";
+    case 125:
+      return "error";
+    case 126:
+      return "fault";
+    case 130:
+    case 143:
+      return killed ? "killed" : "interrupted";
+    default:
+      return status.code === 0 && stopsAtSnapshot ? "snapshotted" : "exit";
+  }
+}
+
+export class Instances {
+  private readonly all = new Map<string, Instance>();
+
+  /**
+   * `pvx` is the command that runs tools/pvx.ts (deno, its flags, the script). The
+   * records of a previous daemon are read as they were, and those that were running are lost.
+   */
+  constructor(readonly records: Records, readonly pvx: string[], readonly metrics: Metrics) {
+    for (const record of records.load()) this.all.set(record.id, new Instance(record, this));
+  }
+
+  list(): Instance[] {
+    return [...this.all.values()];
+  }
+
+  get(id: string): Instance | undefined {
+    return this.all.get(id);
+  }
+
+  countByState(): Record<InstanceState, number> {
+    const counts = { starting: 0, running: 0, paused: 0, exited: 0, lost: 0 };
+    for (const instance of this.all.values()) counts[instance.record.state]++;
+    return counts;
+  }
+
+  async create(spec: CreateSpec, requestedAt: number): Promise<Instance> {
+    let id: string;
+    do id = [...crypto.getRandomValues(new Uint8Array(6))].map((b) => b.toString(16).padStart(2, "0")).join(""); while (
+      this.all.has(id)
+    );
+    const home = this.records.home(id);
+    await Deno.mkdir(home, { recursive: true, mode: 0o700 });
+    const overlay = spec.overlay ?? join(home, "overlay");
+    await Deno.mkdir(overlay, { recursive: true });
+    const record: InstanceRecord = {
+      id,
+      createdAt: new Date().toISOString(),
+      from: spec.from,
+      args: spec.args,
+      env: spec.env,
+      ...(spec.cpus === undefined ? {} : { cpus: spec.cpus }),
+      ...(spec.timeoutMs === undefined ? {} : { timeoutMs: spec.timeoutMs }),
+      overlay,
+      ownOverlay: spec.overlay === undefined,
+      state: "starting",
+    };
+    const instance = Instance.spawn(record, this, requestedAt);
+    this.all.set(id, instance);
+    return instance;
+  }
+
+  /** Forgets an instance that has ended; a running one only with `force`, which kills it first. */
+  async remove(instance: Instance, force: boolean) {
+    if (instance.running) {
+      if (!force) {
+        throw new InstanceConflict(
+          `instance ${instance.record.id} is ${instance.record.state}: kill it first, or force`,
+        );
+      }
+      await instance.kill();
+    }
+    this.all.delete(instance.record.id);
+    await this.records.remove(instance.record);
+  }
+
+  /** Kills every running instance: the daemon is stopping, and their consoles go with it. */
+  async stopAll() {
+    await Promise.all(this.list().filter((i) => i.running).map((i) => i.kill().catch(() => {})));
+  }
+}

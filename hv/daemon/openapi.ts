@@ -1,0 +1,161 @@
+// The daemon API's OpenAPI 3.1 document, served at GET /openapi.json.
+// tests/serve_test.ts checks that it names exactly the routes hv/daemon/api.ts serves.
+
+const error = { $ref: "#/components/schemas/Error" };
+const instance = { $ref: "#/components/schemas/Instance" };
+const id = { name: "id", in: "path", required: true, schema: { type: "string" } };
+const json = (schema: unknown) => ({ content: { "application/json": { schema } } });
+const answer = (description: string, schema: unknown) => ({ description, ...json(schema) });
+const errors = {
+  400: answer("a bad body or query; error.field names what was wrong", error),
+  404: answer("no such route or instance", error),
+  409: answer("the instance's state does not allow it", error),
+};
+const onInstance = (summary: string, ok: unknown, extra: Record<string, unknown> = {}) => ({
+  summary,
+  parameters: [id],
+  responses: { 200: answer("done", ok), ...errors },
+  ...extra,
+});
+
+export const openApiDocument = {
+  openapi: "3.1.0",
+  info: {
+    title: "pvx serve",
+    version: "1",
+    description: "Instances, each a micro-VM in its own process. Over TCP every request needs `Authorization: Bearer`.",
+  },
+  components: {
+    securitySchemes: { bearer: { type: "http", scheme: "bearer" } },
+    schemas: {
+      Error: {
+        type: "object",
+        required: ["error"],
+        properties: {
+          error: {
+            type: "object",
+            required: ["message"],
+            properties: { message: { type: "string" }, field: { type: "string" } },
+          },
+        },
+      },
+      Instance: {
+        type: "object",
+        required: ["id", "state", "from", "args", "overlay", "createdAt"],
+        properties: {
+          id: { type: "string" },
+          state: { enum: ["starting", "running", "paused", "exited", "lost"] },
+          from: { type: "object", description: "one of bundle, snapshot, template: the path it was created from" },
+          args: { type: "array", items: { type: "string" } },
+          cpus: { type: "integer" },
+          timeoutMs: { type: "integer" },
+          overlay: { type: "string" },
+          createdAt: { type: "string", format: "date-time" },
+          pid: { type: "integer", description: "its process, while it runs" },
+          uptimeSeconds: { type: "number" },
+          threads: {
+            type: "array",
+            description: "while paused: each thread, its vCPU and the number of the hypercall it is blocked in",
+            items: {
+              type: "object",
+              properties: { threadId: { type: "integer" }, cpu: { type: "integer" }, blockedIn: { type: "integer" } },
+            },
+          },
+          exit: {
+            type: "object",
+            properties: {
+              code: { type: "integer", description: "the process's status: the app's exit code, or pvx's 124-126" },
+              kind: {
+                enum: ["exit", "snapshotted", "timeout", "killed", "fault", "error", "interrupted", "crashed"],
+              },
+              at: { type: "string", format: "date-time" },
+            },
+          },
+        },
+      },
+    },
+  },
+  security: [{ bearer: [] }],
+  paths: {
+    "/healthz": { get: { summary: "the daemon answers", responses: { 200: answer("ok", { type: "object" }) } } },
+    "/openapi.json": { get: { summary: "this document", responses: { 200: answer("the document", {}) } } },
+    "/metrics": {
+      get: {
+        summary: "Prometheus text: instances by state, exits by kind, create latency",
+        responses: { 200: { description: "metrics", content: { "text/plain": { schema: { type: "string" } } } } },
+      },
+    },
+    "/instances": {
+      post: {
+        summary: "create and start an instance from exactly one of bundle, snapshot, template",
+        requestBody: json({
+          type: "object",
+          additionalProperties: false,
+          properties: {
+            bundle: { type: "string", description: "absolute path of a .pvx or .exe" },
+            snapshot: { type: "string", description: "absolute path of a snapshot to restore" },
+            template: { type: "string", description: "absolute path of a template" },
+            args: { type: "array", items: { type: "string" }, description: "bundle only" },
+            env: { type: "object", additionalProperties: { type: "string" }, description: "bundle only" },
+            cpus: { type: "integer", minimum: 1 },
+            timeoutMs: { type: "integer", minimum: 1 },
+            overlay: { type: "string", description: "kept; by default the daemon makes one and rm removes it" },
+          },
+        }),
+        responses: {
+          201: answer("starting", {
+            type: "object",
+            properties: { id: { type: "string" }, state: { type: "string" } },
+          }),
+          400: errors[400],
+        },
+      },
+      get: {
+        summary: "every instance",
+        responses: { 200: answer("the instances", { type: "array", items: instance }) },
+      },
+    },
+    "/instances/{id}": {
+      get: onInstance("the instance", instance),
+      delete: onInstance("forget an instance that has ended; ?force kills a running one first", instance, {
+        parameters: [id, { name: "force", in: "query", schema: { type: "boolean" } }],
+      }),
+    },
+    "/instances/{id}/pause": { post: onInstance("park every vCPU", instance) },
+    "/instances/{id}/resume": { post: onInstance("continue", instance) },
+    "/instances/{id}/snapshot": {
+      post: onInstance("save a snapshot (as the instance's POST /snapshot)", { type: "object" }, {
+        requestBody: json({
+          type: "object",
+          required: ["path"],
+          additionalProperties: false,
+          properties: { path: { type: "string" }, diffFrom: { type: "string" }, stop: { type: "boolean" } },
+        }),
+      }),
+    },
+    "/instances/{id}/kill": {
+      post: onInstance("SIGTERM (the guest stops and reports), SIGKILL after 10 s; answers once it exited", instance),
+    },
+    "/instances/{id}/wait": { post: onInstance("answers once the instance has exited", instance) },
+    "/instances/{id}/stdin": {
+      post: onInstance("write the raw body to its stdin", { type: "object" }, {
+        parameters: [id, { name: "close", in: "query", schema: { type: "boolean" }, description: "then end it" }],
+        requestBody: { content: { "application/octet-stream": { schema: { type: "string", format: "binary" } } } },
+      }),
+    },
+    "/instances/{id}/logs": {
+      get: {
+        summary: "stdout and stderr as server-sent events (event stdout|stderr, data a JSON string), then exit",
+        parameters: [
+          id,
+          { name: "follow", in: "query", schema: { type: "boolean" }, description: "keep streaming until it exits" },
+          { name: "tail", in: "query", schema: { type: "number" }, description: "KiB of each stream to replay" },
+        ],
+        responses: {
+          200: { description: "events", content: { "text/event-stream": { schema: { type: "string" } } } },
+          ...errors,
+        },
+      },
+    },
+  },
+};

@@ -1,0 +1,110 @@
+// The daemon's state directory: one JSON record per instance, rewritten
+// atomically on every change of state, so that a daemon killed at any moment
+// leaves each record whole, and the next daemon can say what became of them.
+//
+//   <state dir>/instances/<id>.json     the record
+//   <state dir>/instances/<id>/         the instance's API socket, and its overlay unless one was given
+
+import { join } from "node:path";
+import { writeFileAtomic } from "../../abi/overlay.ts";
+
+export type InstanceState = "starting" | "running" | "paused" | "exited" | "lost";
+
+/** How an instance ended. */
+export type ExitKind =
+  | "exit" // the app exited: exitCode is its code
+  | "snapshotted" // stopped by a snapshot with stop
+  | "timeout" // its timeoutMs expired
+  | "killed" // by kill or rm --force
+  | "fault" // the app faulted, broke the ABI or called a missing import
+  | "error" // pvx could not run it (bad bundle or snapshot, KVM error)
+  | "interrupted" // its process was signalled by someone other than the daemon
+  | "crashed"; // its process died without saying how the app ended
+
+export interface InstanceRecord {
+  id: string;
+  createdAt: string;
+  from: { bundle: string } | { snapshot: string } | { template: string };
+  args: string[];
+  env: Record<string, string>;
+  cpus?: number;
+  timeoutMs?: number;
+  overlay: string;
+  /** The daemon made the overlay, and removes it with the instance. */
+  ownOverlay: boolean;
+  state: InstanceState;
+  pid?: number;
+  exit?: { code: number; kind: ExitKind; at: string };
+}
+
+export class Records {
+  readonly dir: string;
+
+  constructor(stateDir: string) {
+    this.dir = join(stateDir, "instances");
+    Deno.mkdirSync(this.dir, { recursive: true, mode: 0o700 });
+  }
+
+  /** The directory an instance's files live in. */
+  home(id: string): string {
+    return join(this.dir, id);
+  }
+
+  save(record: InstanceRecord) {
+    writeFileAtomic(join(this.dir, `${record.id}.json`), new TextEncoder().encode(JSON.stringify(record)), this.dir);
+  }
+
+  /** Forgets the instance, and its overlay if the daemon made it. */
+  async remove(record: InstanceRecord) {
+    await Deno.remove(join(this.dir, `${record.id}.json`)).catch(ignoreMissing);
+    if (record.ownOverlay) await Deno.remove(this.home(record.id), { recursive: true }).catch(ignoreMissing);
+    else await Deno.remove(join(this.home(record.id), "api.sock")).catch(ignoreMissing);
+  }
+
+  /**
+   * Every record a previous daemon left. Those of instances that had not exited
+   * are now `lost`: their process went with that daemon.
+   */
+  load(): InstanceRecord[] {
+    const records: InstanceRecord[] = [];
+    for (const entry of Deno.readDirSync(this.dir)) {
+      if (!entry.isFile || !entry.name.endsWith(".json")) continue; // a temp file a kill left midway
+      const path = join(this.dir, entry.name);
+      let record: InstanceRecord;
+      try {
+        record = JSON.parse(Deno.readTextFileSync(path));
+      } catch (e) {
+        // Records are replaced atomically, so this one was damaged by something other than a daemon.
+        throw new Error(`${path}: not an instance record: ${(e as Error).message}`);
+      }
+      if (record.state !== "exited" && record.state !== "lost") {
+        killOrphan(record.pid, this.home(record.id));
+        record.state = "lost";
+        delete record.pid;
+        this.save(record);
+      }
+      records.push(record);
+    }
+    return records.sort((a, b) => a.createdAt.localeCompare(b.createdAt));
+  }
+}
+
+/**
+ * An instance's process can outlive a daemon killed with SIGKILL, with nobody
+ * left to read its console or stop it. It is known by its command line, which
+ * names the instance's directory, so a pid reused by something else is left alone.
+ */
+function killOrphan(pid: number | undefined, home: string) {
+  if (pid === undefined) return;
+  try {
+    if (Deno.readTextFileSync(`/proc/${pid}/cmdline`).split("\0").some((arg) => arg.startsWith(home))) {
+      Deno.kill(pid, "SIGKILL");
+    }
+  } catch {
+    // Gone already.
+  }
+}
+
+function ignoreMissing(e: unknown) {
+  if (!(e instanceof Deno.errors.NotFound)) throw e;
+}

@@ -1,0 +1,486 @@
+// `pvx serve` as an operator uses it: a real daemon on a temporary Unix socket
+// (and one on TCP with a token), real instances in processes of their own, and
+// the Docker-shaped clients. Every step waits on what an instance printed or on
+// an answer, never on a guessed time.
+
+import assert from "node:assert/strict";
+import fc from "fast-check";
+import { guestBundle, pvxCli, pvxStart, type RunningPvx } from "./support/guests.ts";
+import { requestControlApi } from "../hv/control_api.ts";
+import { daemonApi } from "../hv/daemon/api.ts";
+import { Instances } from "../hv/daemon/instances.ts";
+import { Metrics } from "../hv/daemon/metrics.ts";
+import { Records } from "../hv/daemon/records.ts";
+import { openApiDocument } from "../hv/daemon/openapi.ts";
+import { fuzzRuns } from "./support/fuzz.ts";
+
+const ticks = (n: number) => Array.from({ length: n }, (_, i) => `tick ${i}\n`).join("");
+const counted = (n: number, line: string) => `${ticks(n)}read ${line.length} bytes\ndone\n`;
+
+interface Daemon {
+  socket: string;
+  stateDir: string;
+  process: RunningPvx;
+}
+
+/** A `pvx serve` on a socket in `dir`, once it listens. */
+async function serve(dir: string): Promise<Daemon> {
+  const socket = `${dir}/pvx.sock`;
+  const stateDir = `${dir}/state`;
+  const process = pvxStart(["serve", "--socket", socket, "--state-dir", stateDir]);
+  await process.printed(`listening on ${socket}`);
+  return { socket, stateDir, process };
+}
+
+async function stop(daemon: Daemon) {
+  daemon.process.kill("SIGTERM");
+  const r = await daemon.process.result;
+  assert.equal(r.code, 0, r.stderr);
+}
+
+async function withDaemon(body: (daemon: Daemon, dir: string) => Promise<void>) {
+  const dir = await Deno.makeTempDir({ prefix: "pvx-serve-" });
+  const daemon = await serve(dir);
+  try {
+    await body(daemon, dir);
+  } finally {
+    await stop(daemon);
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+/** One request; the answer's status and its body as JSON. */
+async function api(daemon: Daemon, method: string, route: string, body?: unknown) {
+  const r = await requestControlApi(
+    daemon.socket,
+    method,
+    route,
+    typeof body === "string" || body === undefined ? body : JSON.stringify(body),
+  );
+  return { status: r.status, json: JSON.parse(r.body) };
+}
+
+async function create(daemon: Daemon, body: unknown): Promise<string> {
+  const r = await api(daemon, "POST", "/instances", body);
+  assert.equal(r.status, 201, JSON.stringify(r.json));
+  assert.equal(r.json.state, "starting");
+  return r.json.id;
+}
+
+interface Logs {
+  stdout: string;
+  stderr: string;
+  exit?: { state: string; exit: { code: number; kind: string } };
+}
+
+/**
+ * Reads GET /instances/ID/logs?QUERY as server-sent events until the stream ends,
+ * or until stdout holds `until`.
+ */
+async function logs(daemon: Daemon, id: string, query: string, until?: string): Promise<Logs> {
+  const client = Deno.createHttpClient({ proxy: { transport: "unix", path: daemon.socket } });
+  try {
+    const response = await fetch(`http://pvx/instances/${id}/logs?${query}`, { client });
+    assert.equal(response.status, 200);
+    assert.match(response.headers.get("content-type") ?? "", /^text\/event-stream/);
+    const seen: Logs = { stdout: "", stderr: "" };
+    let pending = "";
+    for await (const text of response.body!.pipeThrough(new TextDecoderStream())) {
+      pending += text;
+      for (let end; (end = pending.indexOf("\n\n")) >= 0; pending = pending.slice(end + 2)) {
+        const fields = Object.fromEntries(pending.slice(0, end).split("\n").map((l) => l.split(/: (.*)/s)));
+        const data = JSON.parse(fields.data);
+        if (fields.event === "exit") seen.exit = data;
+        else seen[fields.event as "stdout" | "stderr"] += data;
+      }
+      if (until !== undefined && seen.stdout.includes(until)) {
+        await response.body!.cancel().catch(() => {});
+        return seen;
+      }
+    }
+    if (until !== undefined) throw new Error(`the logs ended before ${JSON.stringify(until)}: ${JSON.stringify(seen)}`);
+    return seen;
+  } finally {
+    client.close();
+  }
+}
+
+const printed = (daemon: Daemon, id: string, text: string) => logs(daemon, id, "follow=true", text);
+
+Deno.test("pvx serve: an instance is created, listed, read live and by a late reader, fed stdin and waited for", () =>
+  withDaemon(async (daemon) => {
+    const id = await create(daemon, { bundle: await guestBundle("counter"), args: ["3", "100"] });
+    assert.equal((await printed(daemon, id, "tick 2\n")).stdout, ticks(3));
+    // It now waits for a console line; a reader that comes late is given what it missed.
+    const late = await logs(daemon, id, "");
+    assert.equal(late.stdout, ticks(3));
+    assert.equal(late.exit, undefined);
+    assert.equal((await logs(daemon, id, "tail=0")).stdout, "");
+    const got = await api(daemon, "GET", `/instances/${id}`);
+    assert.equal(got.status, 200);
+    assert.ok(["starting", "running"].includes(got.json.state), got.json.state);
+    assert.ok(Number.isInteger(got.json.pid) && got.json.uptimeSeconds >= 0, JSON.stringify(got.json));
+
+    const follower = logs(daemon, id, "follow=true");
+    const fed = await api(daemon, "POST", `/instances/${id}/stdin?close=true`, "hello\n");
+    assert.deepEqual(fed, { status: 200, json: { written: 6, closed: true } });
+    const waited = await api(daemon, "POST", `/instances/${id}/wait`);
+    assert.equal(waited.json.state, "exited");
+    assert.deepEqual([waited.json.exit.code, waited.json.exit.kind], [0, "exit"]);
+    const followed = await follower;
+    assert.equal(followed.stdout, counted(3, "hello\n"));
+    assert.equal(followed.exit?.exit.code, 0);
+    assert.equal((await api(daemon, "POST", `/instances/${id}/stdin`, "more")).status, 409);
+
+    // The clients, the Docker way.
+    const host = ["--host", daemon.socket];
+    const hello = await pvxCli(["start", ...host, await guestBundle("hello"), "--", "x", "y"]);
+    assert.equal(hello.code, 0, hello.stderr);
+    const helloId = hello.stdout.trim();
+    const helloWait = await pvxCli(["wait", ...host, helloId]);
+    assert.equal(helloWait.code, 3, helloWait.stderr); // argc: the program's name, x and y
+    assert.equal(helloWait.stdout, `${helloId}: exit 3\n`);
+    const helloLogs = await pvxCli(["logs", ...host, helloId]);
+    assert.match(helloLogs.stdout, /^argc=3\nargv\[0\]=.*\nargv\[1\]=x\nargv\[2\]=y\n/);
+    const ps = await pvxCli(["ps", ...host]);
+    assert.equal(ps.code, 0, ps.stderr);
+    assert.match(ps.stdout, /^ID +STATE +UPTIME +EXIT +FROM\n/);
+    assert.match(ps.stdout, new RegExp(`\n${id} +exited +[\\d.]+s +exit 0 +bundle .*counter\\.pvx\n`));
+    const listed = JSON.parse((await pvxCli(["ps", ...host, "--json"])).stdout);
+    assert.deepEqual(listed.map((d: { id: string }) => d.id).sort(), [id, helloId].sort());
+    assert.equal((await api(daemon, "GET", "/instances")).json.length, 2);
+
+    const metrics = (await requestControlApi(daemon.socket, "GET", "/metrics")).body;
+    assert.match(metrics, /^pvx_instances\{state="exited"\} 2$/m);
+    assert.match(metrics, /^pvx_instance_exits_total\{kind="exit"\} 2$/m);
+  }));
+
+Deno.test("pvx serve: pause, resume and a snapshot go through the daemon, and the snapshot restores as a new instance", () =>
+  withDaemon(async (daemon, dir) => {
+    const host = ["--host", daemon.socket];
+    const id = await create(daemon, { bundle: await guestBundle("counter"), args: ["6", "200"] });
+    await printed(daemon, id, "tick 1\n");
+    // A pause waits for the instance's API to serve, then parks it.
+    const paused = await pvxCli(["pause", ...host, id]);
+    assert.equal(paused.code, 0, paused.stderr);
+    assert.equal(paused.stdout, `${id}: paused\n`);
+    const pausedState = (await api(daemon, "GET", `/instances/${id}`)).json;
+    assert.equal(pausedState.state, "paused");
+    assert.equal(pausedState.threads.length, 1);
+    assert.equal(pausedState.threads[0].threadId, 8);
+    // It served, so its create was timed.
+    const metrics = (await requestControlApi(daemon.socket, "GET", "/metrics")).body;
+    assert.match(metrics, /^pvx_instance_create_seconds_count 1$/m);
+    assert.match(metrics, /^pvx_instance_create_seconds_bucket\{le="\+Inf"\} 1$/m);
+    assert.match(metrics, /^pvx_instances\{state="paused"\} 1$/m);
+    const twice = await api(daemon, "POST", `/instances/${id}/pause`);
+    assert.equal(twice.status, 409);
+    assert.match(twice.json.error.message, /already paused/);
+    const resumed = await pvxCli(["resume", ...host, id]);
+    assert.equal(resumed.stdout, `${id}: running\n`);
+    assert.equal((await api(daemon, "POST", `/instances/${id}/resume`)).status, 409);
+
+    const snap = await pvxCli(["snapshot", ...host, id, "-o", `${dir}/app.snap`, "--stop"]);
+    assert.equal(snap.code, 0, snap.stderr);
+    assert.match(snap.stdout, /^saved .*app\.snap: full, 1 thread/);
+    const first = await api(daemon, "POST", `/instances/${id}/wait`);
+    assert.deepEqual(first.json.exit.kind, "snapshotted");
+    assert.equal((await api(daemon, "POST", `/instances/${id}/pause`)).status, 409);
+    const before = (await logs(daemon, id, "")).stdout;
+
+    const restored = await create(daemon, { snapshot: `${dir}/app.snap` });
+    await api(daemon, "POST", `/instances/${restored}/stdin?close=true`, "hi\n");
+    const second = await api(daemon, "POST", `/instances/${restored}/wait`);
+    assert.deepEqual([second.json.exit.code, second.json.exit.kind], [0, "exit"]);
+    assert.deepEqual(second.json.from, { snapshot: `${dir}/app.snap` });
+    assert.equal(before + (await logs(daemon, restored, "")).stdout, counted(6, "hi\n"));
+  }));
+
+Deno.test("pvx serve: instances started from one template each get their own console", () =>
+  withDaemon(async (daemon, dir) => {
+    const host = ["--host", daemon.socket];
+    const tpl = `${dir}/counter.tpl`;
+    const made = await pvxCli([
+      "template",
+      "create",
+      await guestBundle("counter"),
+      "-o",
+      tpl,
+      "--ready",
+      "call",
+      "--",
+      "1",
+      "0",
+    ]);
+    assert.equal(made.code, 0, made.stderr);
+    const ids = [];
+    for (const _ of [0, 1]) {
+      const started = await pvxCli(["start", ...host, "--from", tpl, "--json"]);
+      assert.equal(started.code, 0, started.stderr);
+      ids.push(JSON.parse(started.stdout).id);
+    }
+    const lines = ["first\n", "the second\n"];
+    await Promise.all(ids.map((id, i) => api(daemon, "POST", `/instances/${id}/stdin?close=true`, lines[i])));
+    for (const [i, id] of ids.entries()) {
+      const waited = await pvxCli(["wait", ...host, id, "--json"]);
+      assert.equal(waited.code, 0, waited.stderr);
+      assert.deepEqual(JSON.parse(waited.stdout).from, { template: tpl });
+      const read = await pvxCli(["logs", ...host, id]);
+      assert.equal(read.stdout, `read ${lines[i].length} bytes\ndone\n`);
+    }
+  }));
+
+Deno.test("pvx serve: bad input is a 400 naming the field, an unknown route or id a 404, a wrong state a 409", () =>
+  withDaemon(async (daemon, dir) => {
+    const bundle = await guestBundle("counter");
+    const field = async (method: string, route: string, body: unknown, name: string | undefined) => {
+      const r = await api(daemon, method, route, body);
+      assert.equal(r.status, 400, `${method} ${route} ${JSON.stringify(body)}: ${JSON.stringify(r.json)}`);
+      assert.equal(r.json.error.field, name, JSON.stringify(r.json));
+      assert.equal(typeof r.json.error.message, "string");
+    };
+    await field("POST", "/instances", "{not json", undefined);
+    await field("POST", "/instances", "[1]", undefined);
+    await field("POST", "/instances", {}, "bundle");
+    await field("POST", "/instances", { bundle: "counter.pvx" }, "bundle");
+    await field("POST", "/instances", { bundle: `${dir}/nothing.pvx` }, "bundle");
+    await field("POST", "/instances", { bundle: dir }, "bundle");
+    await field("POST", "/instances", { bundle, snapshot: bundle }, "snapshot");
+    await field("POST", "/instances", { bundle, args: [1] }, "args");
+    await field("POST", "/instances", { bundle, env: { A: 1 } }, "env");
+    await field("POST", "/instances", { bundle, env: { "A=B": "c" } }, "env");
+    await field("POST", "/instances", { bundle, cpus: 0 }, "cpus");
+    await field("POST", "/instances", { bundle, cpus: 1.5 }, "cpus");
+    await field("POST", "/instances", { bundle, timeoutMs: "1s" }, "timeoutMs");
+    await field("POST", "/instances", { bundle, colour: "red" }, "colour");
+    await field("POST", "/instances", { snapshot: bundle, args: ["a"] }, "args");
+    await field("POST", "/instances?verbose=1", { bundle }, "verbose");
+    assert.deepEqual((await api(daemon, "GET", "/instances")).json, [], "no bad create made an instance");
+
+    const missing = await api(daemon, "GET", "/nothing");
+    assert.equal(missing.status, 404);
+    assert.match(missing.json.error.message, /no route GET \/nothing/);
+    for (const [method, route] of [["GET", ""], ["DELETE", ""], ["POST", "/pause"], ["POST", "/wait"]]) {
+      assert.equal((await api(daemon, method, `/instances/nope${route}`)).status, 404, `${method} ${route}`);
+    }
+
+    const id = await create(daemon, { bundle, args: ["1", "0"] });
+    await printed(daemon, id, "tick 0\n");
+    await field("GET", `/instances/${id}/logs?tail=-1`, undefined, "tail");
+    await field("GET", `/instances/${id}/logs?tail=lots`, undefined, "tail");
+    await field("GET", `/instances/${id}/logs?follow=maybe`, undefined, "follow");
+    await field("GET", `/instances/${id}/logs?since=1`, undefined, "since");
+    await field("POST", `/instances/${id}/stdin?close=soon`, "x", "close");
+    await field("DELETE", `/instances/${id}?force=perhaps`, undefined, "force");
+    await field("POST", `/instances/${id}/snapshot`, { stop: true }, "path");
+    await field("POST", `/instances/${id}/snapshot`, { path: `${dir}/x.snap`, stop: "yes" }, "stop");
+    await field("POST", `/instances/${id}/snapshot`, { path: `${dir}/x.snap`, diffFrom: `${dir}/none` }, "diffFrom");
+    // Where the instance's own API refuses, its status and reason come through.
+    const nowhere = await api(daemon, "POST", `/instances/${id}/snapshot`, { path: "/nonexistent/dir/x.snap" });
+    assert.equal(nowhere.status, 400);
+    assert.match(nowhere.json.error.message, /cannot write the snapshot there/);
+
+    // rm, like docker rm: a running instance only with force, which kills it first.
+    const refused = await api(daemon, "DELETE", `/instances/${id}`);
+    assert.equal(refused.status, 409);
+    assert.match(refused.json.error.message, /is (starting|running)/);
+    const removed = await api(daemon, "DELETE", `/instances/${id}?force`);
+    assert.equal(removed.status, 200);
+    assert.deepEqual([removed.json.state, removed.json.exit.kind], ["exited", "killed"]);
+    assert.equal((await api(daemon, "GET", `/instances/${id}`)).status, 404);
+    await assert.rejects(Deno.stat(removed.json.overlay), Deno.errors.NotFound);
+
+    // Blocked on the console for good: only its timeout ends it.
+    const timed = await create(daemon, { bundle, args: ["1", "0"], cpus: 1, timeoutMs: 500 });
+    const timedOut = await api(daemon, "POST", `/instances/${timed}/wait`);
+    assert.deepEqual([timedOut.json.exit.kind, timedOut.json.exit.code, timedOut.json.cpus], ["timeout", 124, 1]);
+
+    const hello = await create(daemon, { bundle: await guestBundle("hello") });
+    assert.equal((await api(daemon, "POST", `/instances/${hello}/wait`)).json.exit.code, 1);
+    for (const route of ["/pause", "/resume", "/kill", "/stdin"]) {
+      const r = await api(daemon, "POST", `/instances/${hello}${route}`);
+      assert.equal(r.status, 409, route);
+      assert.match(r.json.error.message, /is exited/);
+    }
+    const second = await pvxCli(["serve", "--socket", daemon.socket, "--state-dir", daemon.stateDir]);
+    assert.equal(second.code, 125);
+    assert.match(second.stderr, /a daemon is serving there already/);
+    const health = await api(daemon, "GET", "/healthz");
+    assert.deepEqual(health, { status: 200, json: { ok: true } });
+  }));
+
+Deno.test("pvx serve: SIGKILL of one instance's process leaves the daemon and the others running; kill and rm", () =>
+  withDaemon(async (daemon) => {
+    const host = ["--host", daemon.socket];
+    const bundle = await guestBundle("counter");
+    const [doomed, survivor, killed] = [
+      await create(daemon, { bundle, args: ["1", "0"] }),
+      await create(daemon, { bundle, args: ["1", "0"] }),
+      await create(daemon, { bundle, args: ["1", "0"] }),
+    ];
+    for (const id of [doomed, survivor, killed]) await printed(daemon, id, "tick 0\n");
+
+    Deno.kill((await api(daemon, "GET", `/instances/${doomed}`)).json.pid, "SIGKILL");
+    const crashed = await api(daemon, "POST", `/instances/${doomed}/wait`);
+    assert.deepEqual([crashed.json.state, crashed.json.exit.kind], ["exited", "crashed"]);
+    assert.deepEqual(await api(daemon, "GET", "/healthz"), { status: 200, json: { ok: true } });
+    assert.notEqual((await api(daemon, "GET", `/instances/${survivor}`)).json.state, "exited");
+
+    await api(daemon, "POST", `/instances/${survivor}/stdin?close=true`, "ok\n");
+    const waited = await pvxCli(["wait", ...host, survivor]);
+    assert.equal(waited.code, 0, waited.stderr);
+    assert.equal((await logs(daemon, survivor, "")).stdout, counted(1, "ok\n"));
+
+    const kill = await pvxCli(["kill", ...host, killed]);
+    assert.equal(kill.code, 0, kill.stderr);
+    assert.equal(kill.stdout, `${killed}: killed 143\n`);
+    const metrics = (await requestControlApi(daemon.socket, "GET", "/metrics")).body;
+    for (const kind of ["crashed", "exit", "killed"]) {
+      assert.match(metrics, new RegExp(`^pvx_instance_exits_total\\{kind="${kind}"\\} 1$`, "m"));
+    }
+
+    for (const id of [doomed, killed]) {
+      const rm = await pvxCli(["rm", ...host, id]);
+      assert.equal(rm.stdout, `${id}\n`, rm.stderr);
+    }
+    const left = JSON.parse((await pvxCli(["ps", ...host, "--json"])).stdout);
+    assert.deepEqual(left.map((d: { id: string }) => d.id), [survivor]);
+    const again = await pvxCli(["rm", ...host, doomed]);
+    assert.equal(again.code, 125);
+    assert.match(again.stderr, /no instance "/);
+  }));
+
+Deno.test("pvx serve: after the daemon is killed, the next one reports its running instances as lost; overlays stay", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "pvx-serve-" });
+  try {
+    const first = await serve(dir);
+    const id = await create(first, { bundle: await guestBundle("counter"), args: ["1", "0"] });
+    await printed(first, id, "tick 0\n");
+    const { overlay } = (await api(first, "GET", `/instances/${id}`)).json;
+    first.process.kill("SIGKILL");
+    await first.process.result;
+
+    const second = await serve(dir);
+    try {
+      const [lost] = (await api(second, "GET", "/instances")).json;
+      assert.deepEqual([lost.id, lost.state, lost.pid], [id, "lost", undefined]);
+      assert.ok((await Deno.stat(overlay)).isDirectory);
+      const waited = await api(second, "POST", `/instances/${id}/wait`);
+      assert.equal(waited.status, 409);
+      assert.match(waited.json.error.message, /lost/);
+      assert.match(
+        (await requestControlApi(second.socket, "GET", "/metrics")).body,
+        /^pvx_instances\{state="lost"\} 1$/m,
+      );
+      assert.equal((await api(second, "DELETE", `/instances/${id}`)).status, 200);
+      await assert.rejects(Deno.stat(overlay), Deno.errors.NotFound);
+    } finally {
+      await stop(second);
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("pvx serve --listen: over TCP a request without the bearer token gets 401 before any handler", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "pvx-serve-" });
+  const tokenFile = `${dir}/token`;
+  await Deno.writeTextFile(tokenFile, `${crypto.randomUUID()}\n`);
+  const token = (await Deno.readTextFile(tokenFile)).trim();
+  const probe = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = probe.addr.port;
+  probe.close();
+  const url = `http://127.0.0.1:${port}`;
+  const daemon = pvxStart(["serve", "--listen", `127.0.0.1:${port}`, "--token-file", tokenFile, "--state-dir", dir]);
+  try {
+    await daemon.printed(`listening on ${url}`);
+    const get = async (route: string, authorization?: string) => {
+      const r = await fetch(`${url}${route}`, { headers: authorization ? { authorization } : {} });
+      return { status: r.status, json: await r.json() };
+    };
+    for (const authorization of [undefined, "Bearer wrong", `Basic ${token}`, `Bearer ${token}x`]) {
+      for (const route of ["/healthz", "/instances", "/nothing"]) {
+        const r = await get(route, authorization);
+        assert.equal(r.status, 401, `${route} with ${authorization}`);
+        assert.match(r.json.error.message, /bearer token/);
+      }
+    }
+    assert.deepEqual(await get("/healthz", `Bearer ${token}`), { status: 200, json: { ok: true } });
+    assert.equal((await get("/nothing", `Bearer ${token}`)).status, 404);
+    const ps = await pvxCli(["ps", "--host", url, "--token-file", tokenFile, "--json"]);
+    assert.equal(ps.stdout, "[]\n", ps.stderr);
+    const refused = await pvxCli(["ps", "--host", url]);
+    assert.equal(refused.code, 125);
+    assert.match(refused.stderr, /bearer token/);
+    const noToken = await pvxCli(["serve", "--listen", "127.0.0.1:0", "--state-dir", dir]);
+    assert.equal(noToken.code, 2);
+    assert.match(noToken.stderr, /--listen needs --token-file/);
+  } finally {
+    daemon.kill("SIGTERM");
+    await daemon.result;
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("pvx serve: the OpenAPI document names exactly the routes the daemon serves", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "pvx-serve-" });
+  try {
+    const metrics = new Metrics();
+    const app = daemonApi(new Instances(new Records(dir), ["false"], metrics), metrics);
+    const served = app.routes.filter((r) => r.method !== "ALL").map((r) => `${r.method} ${r.path}`);
+    const documented = Object.entries(openApiDocument.paths).flatMap(([path, ops]) =>
+      Object.keys(ops).map((method) => `${method.toUpperCase()} ${path.replace(/\{(\w+)\}/g, ":$1")}`)
+    );
+    assert.deepEqual([...new Set(served)].sort(), documented.sort());
+    const r = await app.request("/openapi.json");
+    assert.equal(r.status, 200);
+    const doc = await r.json();
+    assert.equal(doc.openapi, "3.1.0");
+    assert.deepEqual(doc, JSON.parse(JSON.stringify(openApiDocument)));
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("fuzz: no body, query or id makes the daemon answer 500 or create an instance", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "pvx-serve-" });
+  try {
+    const metrics = new Metrics();
+    // An instance this made would run `false`: the property is that none is made.
+    const instances = new Instances(new Records(dir), ["false"], metrics);
+    const app = daemonApi(instances, metrics);
+    const routes = app.routes.filter((r) => r.method !== "ALL");
+    const value = fc.oneof(
+      fc.jsonValue(),
+      fc.constantFrom(dir, "counter.pvx", `${dir}/nothing.pvx`, "/", "", -1, 1.5, 33, [], {}, ["a"], { A: 1 }),
+    );
+    const createFields = (openApiDocument.paths["/instances"].post.requestBody.content["application/json"]
+      .schema as { properties: object }).properties;
+    const field = fc.constantFrom(...Object.keys(createFields), "path", "stop", "diffFrom", "x");
+    const body = fc.oneof(
+      fc.dictionary(field, value, { maxKeys: 4 }).map((b) => JSON.stringify(b)),
+      fc.jsonValue().map((v) => JSON.stringify(v)),
+      fc.string(),
+    );
+    const query = fc.dictionary(fc.constantFrom("force", "close", "follow", "tail", "x"), fc.string(), { maxKeys: 3 });
+    await fc.assert(
+      fc.asyncProperty(fc.constantFrom(...routes), fc.string(), query, body, async (route, id, q, text) => {
+        const path = route.path.replace(":id", encodeURIComponent(id) || "none");
+        const search = new URLSearchParams(q).toString();
+        const response = await app.request(`${path}${search ? `?${search}` : ""}`, {
+          method: route.method,
+          ...(route.method === "GET" ? {} : { body: text }),
+        });
+        if (response.status >= 400) {
+          const answer = await response.json();
+          assert.ok(response.status < 500, `${route.method} ${path}?${search} ${text}: ${JSON.stringify(answer)}`);
+          assert.equal(typeof answer.error.message, "string");
+        } else await response.body?.cancel();
+        assert.equal(instances.list().length, 0);
+      }),
+      { numRuns: fuzzRuns },
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

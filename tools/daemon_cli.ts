@@ -1,0 +1,335 @@
+// `pvx serve`, the daemon (hv/daemon/), and its clients in the Docker shape:
+// `pvx ps`, `start`, `logs`, `kill`, `wait`, `rm`, and `pause|resume|snapshot ID`.
+// A client finds the daemon by --host or PVX_HOST: a Unix socket's path, or
+// http://HOST:PORT with the bearer token in --token-file or PVX_TOKEN_FILE.
+
+import { parseArgs } from "node:util";
+import { join, resolve } from "node:path";
+import { Records } from "../hv/daemon/records.ts";
+import { Instances } from "../hv/daemon/instances.ts";
+import { Metrics } from "../hv/daemon/metrics.ts";
+import { daemonApi } from "../hv/daemon/api.ts";
+import { requestControlApi, serveOnSocket } from "../hv/control_api.ts";
+import { parseDuration, UsageError } from "./run_options.ts";
+import { onStopSignals } from "./signals.ts";
+import { EXIT_PVX_ERROR } from "./report.ts";
+import { describeSaved } from "./snapshot_cli.ts";
+
+const pvxScript = new URL("./pvx.ts", import.meta.url).pathname;
+
+/** `$XDG_STATE_HOME/pvx`, or `~/.local/state/pvx`: instance records and daemon-made overlays survive a reboot. */
+function defaultStateDir(): string {
+  const home = Deno.env.get("HOME") ?? "/tmp";
+  return join(Deno.env.get("XDG_STATE_HOME") ?? join(home, ".local", "state"), "pvx");
+}
+
+/** Where `pvx serve` listens, and clients look, when neither is told. */
+const defaultSocket = () => join(defaultStateDir(), "serve.sock");
+
+async function readToken(file: string): Promise<string> {
+  const token = (await Deno.readTextFile(file)).trim();
+  if (!token) throw new UsageError(`--token-file ${file}: is empty`);
+  return token;
+}
+
+/**
+ * `pvx serve [--socket PATH] [--listen HOST:PORT --token-file FILE] [--state-dir DIR]`: serves until
+ * SIGINT or SIGTERM, then kills its instances. It prints where it listens once it does.
+ */
+export async function serveCommand(argv: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      socket: { type: "string" },
+      listen: { type: "string" },
+      "token-file": { type: "string" },
+      "state-dir": { type: "string" },
+    },
+  });
+  let tcp: { hostname: string; port: number } | undefined;
+  if (values.listen !== undefined) {
+    const m = /^(.+):(\d{1,5})$/.exec(values.listen);
+    if (!m || Number(m[2]) > 65535) throw new UsageError(`--listen ${values.listen}: expected HOST:PORT`);
+    if (!values["token-file"]) {
+      throw new UsageError("--listen needs --token-file: over TCP every request must carry it");
+    }
+    tcp = { hostname: m[1].replace(/^\[(.*)\]$/, "$1"), port: Number(m[2]) };
+  }
+  const token = values["token-file"] ? await readToken(values["token-file"]) : undefined;
+  const stateDir = resolve(values["state-dir"] ?? defaultStateDir());
+  const metrics = new Metrics();
+  const instances = new Instances(new Records(stateDir), [Deno.execPath(), "run", "-A", pvxScript], metrics);
+  const closers: (() => Promise<void>)[] = [];
+  if (!tcp || values.socket) {
+    // The socket's mode (0600) is its access control: no token.
+    const socket = resolve(values.socket ?? join(stateDir, "serve.sock"));
+    // serveOnSocket replaces a stale socket, which must not be a live daemon's.
+    if (await requestControlApi(socket, "GET", "/healthz").then(() => true, () => false)) {
+      throw new DaemonError(`${socket}: a daemon is serving there already`);
+    }
+    const server = await serveOnSocket(daemonApi(instances, metrics), socket);
+    closers.push(server.close);
+    console.log(`pvx serve: listening on ${socket}`);
+  }
+  if (tcp) {
+    const app = daemonApi(instances, metrics, { token });
+    const listening = Promise.withResolvers<Deno.NetAddr>();
+    const server = Deno.serve({ ...tcp, onListen: listening.resolve }, app.fetch);
+    closers.push(() => server.shutdown());
+    const addr = await listening.promise;
+    console.log(`pvx serve: listening on http://${addr.hostname}:${addr.port}`);
+  }
+  const stop = Promise.withResolvers<void>();
+  const stopListening = onStopSignals(() => stop.resolve());
+  await stop.promise;
+  stopListening();
+  await instances.stopAll();
+  await Promise.all(closers.map((close) => close()));
+  return 0;
+}
+
+/** The daemon refused a request or could not be reached. */
+export class DaemonError extends Error {
+  override name = "DaemonError";
+}
+
+interface Daemon {
+  fetch(route: string, init?: RequestInit): Promise<Response>;
+}
+
+const clientOptions = {
+  host: { type: "string" as const },
+  "token-file": { type: "string" as const },
+  json: { type: "boolean" as const, default: false },
+};
+
+async function connect(values: { host?: string; "token-file"?: string }): Promise<Daemon> {
+  const host = values.host ?? Deno.env.get("PVX_HOST") ?? defaultSocket();
+  const reach = async (url: string, init: RequestInit & { client?: Deno.HttpClient }) => {
+    try {
+      return await fetch(url, init);
+    } catch (e) {
+      if (!(e instanceof TypeError)) throw e;
+      throw new DaemonError(`${host}: cannot reach the daemon: ${(e.cause as Error)?.message ?? e.message}`);
+    }
+  };
+  if (/^https?:\/\//.test(host)) {
+    const tokenFile = values["token-file"] ?? Deno.env.get("PVX_TOKEN_FILE");
+    const token = tokenFile ? await readToken(tokenFile) : undefined;
+    return {
+      fetch: (route, init = {}) =>
+        reach(`${host.replace(/\/$/, "")}${route}`, {
+          ...init,
+          headers: {
+            ...init.headers as Record<string, string>,
+            ...(token ? { authorization: `Bearer ${token}` } : {}),
+          },
+        }),
+    };
+  }
+  return {
+    fetch: async (route, init = {}) => {
+      // One client per request: it holds the connection, and a long `logs -f` must not be shared.
+      const client = Deno.createHttpClient({ proxy: { transport: "unix", path: host } });
+      const response = await reach(`http://pvx${route}`, { ...init, client }).catch((e) => {
+        client.close();
+        throw e;
+      });
+      // The client is closed once the body has been read to its end.
+      const body = response.body?.pipeThrough(new TransformStream({ flush: () => client.close() }));
+      return new Response(body, response);
+    },
+  };
+}
+
+/** One request: its JSON answer, or a DaemonError with the daemon's message. */
+async function call(daemon: Daemon, method: string, route: string, body?: unknown) {
+  const response = await daemon.fetch(route, {
+    method,
+    ...(body === undefined ? {} : { body: JSON.stringify(body), headers: { "content-type": "application/json" } }),
+  });
+  const text = await response.text();
+  let answer;
+  try {
+    answer = JSON.parse(text);
+  } catch {
+    throw new DaemonError(`the daemon answered ${response.status} with a body that is not JSON: ${text}`);
+  }
+  if (response.status >= 400) {
+    const e = answer?.error;
+    throw new DaemonError(`${e?.field ? `${e.field}: ` : ""}${e?.message ?? `status ${response.status}`}`);
+  }
+  return answer;
+}
+
+interface Described {
+  id: string;
+  state: string;
+  from: Record<string, string>;
+  uptimeSeconds?: number;
+  exit?: { code: number; kind: string };
+}
+
+const fromText = (d: Described) => Object.entries(d.from).map(([k, v]) => `${k} ${v}`).join();
+const exitText = (d: Described) => d.exit ? `${d.exit.kind} ${d.exit.code}` : "";
+
+function print(json: boolean, answer: unknown, human: string) {
+  console.log(json ? JSON.stringify(answer) : human);
+}
+
+/** The one instance id a command takes. */
+function instanceArg(command: string, positionals: string[]): string {
+  if (positionals.length !== 1) throw new UsageError(`${command} needs one instance id`);
+  return encodeURIComponent(positionals[0]);
+}
+
+/** `pvx ps [--json]`: every instance the daemon knows, running or not. */
+export async function psCommand(argv: string[]): Promise<number> {
+  const { values } = parseArgs({ args: argv, options: clientOptions });
+  const list: Described[] = await call(await connect(values), "GET", "/instances");
+  const rows = [
+    ["ID", "STATE", "UPTIME", "EXIT", "FROM"],
+    ...list.map((
+      d,
+    ) => [d.id, d.state, d.uptimeSeconds === undefined ? "" : `${d.uptimeSeconds}s`, exitText(d), fromText(d)]),
+  ];
+  const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
+  print(values.json, list, rows.map((r) => r.map((cell, i) => cell.padEnd(widths[i])).join("  ").trimEnd()).join("\n"));
+  return 0;
+}
+
+/** `pvx start app.pvx|app.exe|--from TPL|--snapshot SNAP [options] [-- args]`: prints the new instance's id. */
+export async function startCommand(argv: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: {
+      ...clientOptions,
+      from: { type: "string" },
+      snapshot: { type: "string" },
+      cpus: { type: "string" },
+      timeout: { type: "string" },
+      env: { type: "string", multiple: true, default: [] },
+      overlay: { type: "string" },
+    },
+  });
+  const end = argv.indexOf("--");
+  const [app, ...extra] = end < 0 ? positionals : positionals.slice(0, positionals.length - (argv.length - end - 1));
+  const args = end < 0 ? [] : argv.slice(end + 1);
+  const given = [app, values.from, values.snapshot].filter((s) => s !== undefined);
+  if (given.length !== 1 || extra.length) {
+    throw new UsageError("start needs one of: an app, --from <template>, --snapshot <snap>");
+  }
+  const env = Object.fromEntries(values.env.map((pair) => {
+    const eq = pair.indexOf("=");
+    if (eq <= 0) throw new UsageError(`--env ${JSON.stringify(pair)}: expected NAME=VALUE`);
+    return [pair.slice(0, eq), pair.slice(eq + 1)];
+  }));
+  const answer = await call(await connect(values), "POST", "/instances", {
+    ...(app !== undefined ? { bundle: resolve(app) } : {}),
+    ...(values.from !== undefined ? { template: resolve(values.from) } : {}),
+    ...(values.snapshot !== undefined ? { snapshot: resolve(values.snapshot) } : {}),
+    ...(args.length ? { args } : {}),
+    ...(Object.keys(env).length ? { env } : {}),
+    ...(values.cpus === undefined ? {} : { cpus: Number(values.cpus) }),
+    ...(values.timeout === undefined ? {} : { timeoutMs: parseDuration(values.timeout) }),
+    ...(values.overlay === undefined ? {} : { overlay: resolve(values.overlay) }),
+  });
+  print(values.json, answer, answer.id);
+  return 0;
+}
+
+/** `pvx logs [-f] [--tail KiB] ID`: the instance's stdout on stdout, its stderr on stderr. */
+export async function logsCommand(argv: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: { ...clientOptions, follow: { type: "boolean", short: "f", default: false }, tail: { type: "string" } },
+  });
+  const id = instanceArg("logs", positionals);
+  const q = new URLSearchParams({ follow: String(values.follow), ...(values.tail ? { tail: values.tail } : {}) });
+  const response = await (await connect(values)).fetch(`/instances/${id}/logs?${q}`);
+  if (response.status >= 400) {
+    const e = (await response.json())?.error;
+    throw new DaemonError(`${e?.field ? `${e.field}: ` : ""}${e?.message}`);
+  }
+  const encoder = new TextEncoder();
+  let pending = "";
+  for await (const text of response.body!.pipeThrough(new TextDecoderStream())) {
+    pending += text;
+    let end;
+    while ((end = pending.indexOf("\n\n")) >= 0) {
+      const event = Object.fromEntries(
+        pending.slice(0, end).split("\n").map((
+          line,
+        ) => [line.slice(0, line.indexOf(":")), line.slice(line.indexOf(":") + 2)]),
+      );
+      pending = pending.slice(end + 2);
+      if (event.event === "stdout") await Deno.stdout.write(encoder.encode(JSON.parse(event.data)));
+      if (event.event === "stderr") await Deno.stderr.write(encoder.encode(JSON.parse(event.data)));
+    }
+  }
+  return 0;
+}
+
+/** `pvx wait ID`: prints how it ended, and exits with its status, as `pvx run` of it would have. */
+export async function waitCommand(argv: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({ args: argv, allowPositionals: true, options: clientOptions });
+  const d: Described = await call(await connect(values), "POST", `/instances/${instanceArg("wait", positionals)}/wait`);
+  print(values.json, d, `${d.id}: ${exitText(d)}`);
+  return d.exit ? d.exit.code & 0xff : EXIT_PVX_ERROR;
+}
+
+/** `pvx kill ID`: stops the guest (SIGTERM to its process, SIGKILL after a grace) and answers once it exited. */
+export async function killCommand(argv: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({ args: argv, allowPositionals: true, options: clientOptions });
+  const d: Described = await call(await connect(values), "POST", `/instances/${instanceArg("kill", positionals)}/kill`);
+  print(values.json, d, `${d.id}: ${exitText(d)}`);
+  return 0;
+}
+
+/** `pvx rm [-f] ID`: forgets an instance that has ended (with -f, kills a running one first). */
+export async function rmCommand(argv: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: { ...clientOptions, force: { type: "boolean", short: "f", default: false } },
+  });
+  const route = `/instances/${instanceArg("rm", positionals)}${values.force ? "?force=true" : ""}`;
+  const d: Described = await call(await connect(values), "DELETE", route);
+  print(values.json, d, d.id);
+  return 0;
+}
+
+/** `pvx pause|resume ID`: the daemon's form of `pvx pause|resume --api SOCKET`. */
+export async function changeStateCommand(command: "pause" | "resume", argv: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({ args: argv, allowPositionals: true, options: clientOptions });
+  const id = instanceArg(`${command} (or ${command} --api <socket>)`, positionals);
+  const d: Described = await call(await connect(values), "POST", `/instances/${id}/${command}`);
+  print(values.json, d, `${d.id}: ${d.state}`);
+  return 0;
+}
+
+/** `pvx snapshot ID -o SNAP [--diff-from SNAP0] [--stop]`: the daemon's form of `pvx snapshot --api SOCKET`. */
+export async function daemonSnapshotCommand(argv: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: {
+      ...clientOptions,
+      output: { type: "string", short: "o" },
+      "diff-from": { type: "string" },
+      stop: { type: "boolean", default: false },
+    },
+  });
+  const id = instanceArg("snapshot (or snapshot --api <socket>)", positionals);
+  if (!values.output) throw new UsageError("snapshot needs -o <snapshot file>");
+  const diffFrom = values["diff-from"];
+  const answer = await call(await connect(values), "POST", `/instances/${id}/snapshot`, {
+    path: resolve(values.output),
+    stop: values.stop,
+    ...(diffFrom ? { diffFrom: resolve(diffFrom) } : {}),
+  });
+  print(values.json, answer, describeSaved(answer));
+  return 0;
+}
