@@ -888,7 +888,8 @@ function parseArchive(bytes: Uint8Array, where: string): { entries: ArchiveEntry
   const entryCount = r.u32("the entry count");
   const whiteoutCount = r.u32("the whiteout count");
 
-  const kinds = new Map<string, number>();
+  /** Each entry by its case-folded path: its kind, and its path as spelled. */
+  const earlier = new Map<string, { kind: number; path: string }>();
   const entries: ArchiveEntry[] = [];
   let previous: string[] = [];
   const inOrder = (at: number, what: string, names: string[]) => {
@@ -908,11 +909,16 @@ function parseArchive(bytes: Uint8Array, where: string): { entries: ArchiveEntry
     }
     const names = r.path(what);
     const shown = inOrder(at, what, names);
-    if (kinds.has(foldPath(names))) r.fail(at, `${what} ${shown} has the name of an earlier entry, ignoring case`);
-    if (names.length > 1 && kinds.get(foldPath(names.slice(0, -1))) !== KIND_DIR) {
-      r.fail(at, `${what} ${shown}: its directory is not an earlier directory entry`);
+    if (earlier.has(foldPath(names))) r.fail(at, `${what} ${shown} has the name of an earlier entry, ignoring case`);
+    if (names.length > 1) {
+      const directory = earlier.get(foldPath(names.slice(0, -1)));
+      if (directory?.kind !== KIND_DIR) r.fail(at, `${what} ${shown}: its directory is not an earlier directory entry`);
+      // The host's names are case-sensitive: a path that spells its directory otherwise would not land in it.
+      if (directory!.path !== names.slice(0, -1).join("/")) {
+        r.fail(at, `${what} ${shown}: its directory is spelled ${directory!.path} in its own entry`);
+      }
     }
-    kinds.set(foldPath(names), kind);
+    earlier.set(foldPath(names), { kind, path: names.join("/") });
     const timeAt = r.offset;
     const mtime = r.i64(`${what}'s time`);
     if (mtime > MAX_TIME_MS || mtime < -MAX_TIME_MS) {
