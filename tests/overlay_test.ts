@@ -617,7 +617,10 @@ Deno.test("unpack: each malformed field is an OverlayArchiveError naming where, 
     refused({ entries: [dir(["x", "y"])] }, /entry 0 C:\\x\\y: its directory is not an earlier directory entry/, 20);
     refused({ entries: [file(["x"]), file(["x", "y"])] }, /its directory is not an earlier directory entry/);
     // Found by the property test below (seed 1105417427): the host's names are case-sensitive.
-    refused({ entries: [dir(["X"]), file(["x", "y"])] }, /entry 1 C:\\x\\y: its directory is spelled X in its own entry/);
+    refused(
+      { entries: [dir(["X"]), file(["x", "y"])] },
+      /entry 1 C:\\x\\y: its directory is spelled X in its own entry/,
+    );
     refused({ entries: [{ kind: 1, names: ["a"], mtime: 9e15 }] }, /time 9000000000000000 ms is out of range/, 25);
     refused(
       { entries: [{ kind: 2, names: ["a"], bytes: "abc", size: 40 }] },
