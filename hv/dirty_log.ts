@@ -17,11 +17,11 @@ import {
   KVM_MEM_LOG_DIRTY_PAGES,
 } from "../ffi/kvm.ts";
 import { HostWrites } from "../abi/host_writes.ts";
+import { PAGE } from "../guest/memory_map.ts";
 import type { Kvm, Vm } from "./kvm.ts";
 import type { GuestRam } from "./memory.ts";
 import { EINVAL, SysError } from "../ffi/libc.ts";
 
-const PAGE = 4096;
 const RAM_SLOT = 0;
 
 export class DirtyLog {
@@ -84,12 +84,12 @@ export class DirtyLog {
     bitmap.fill(0);
     this.vm.getDirtyLog(RAM_SLOT, bitmap);
     if (this.manual) this.vm.clearDirtyLog(RAM_SLOT, 0, this.#pages, bitmap);
-    const dirty = new Set<number>();
+    this.hostWrites.take((page) => bitmap[page >> 3] |= 1 << (page & 7));
+    const dirty: number[] = [];
     bitmap.forEach((byte, i) => {
-      for (let bit = 0; byte !== 0; bit++, byte >>= 1) if (byte & 1) dirty.add(i * 8 + bit);
+      for (let bit = 0; byte !== 0; bit++, byte >>= 1) if (byte & 1) dirty.push(i * 8 + bit);
     });
-    this.hostWrites.take((page) => dirty.add(page));
-    return [...dirty].sort((a, b) => a - b);
+    return dirty;
   }
 
   /** Puts back pages a `take` returned, for a snapshot that was not written after all: the next one has them. */

@@ -5,6 +5,7 @@
 // them into the "state" section of a snapshot (hv/snapshot_file.ts,
 // docs/snapshot.md) and checks them on the way back.
 
+import { PAGE } from "../guest/memory_map.ts";
 import type { HostInit, HostState } from "./host_state.ts";
 import type { ParkedThread } from "./vcpu_thread.ts";
 import { callsByNr } from "../abi/calls.ts";
@@ -16,7 +17,6 @@ import { packOverlay } from "../abi/overlay.ts";
 import {
   mapSnapshotChain,
   openSnapshot,
-  PAGE_SIZE,
   type Snapshot,
   SnapshotError,
   writeSnapshot,
@@ -263,7 +263,7 @@ export async function mergeSnapshot(
       const pages = new Set<number>();
       for (const { manifest } of snapshot.chain) {
         for (const e of manifest.memory.extents) {
-          for (let at = e.start; at < e.start + e.length; at += PAGE_SIZE) pages.add(at / PAGE_SIZE);
+          for (let at = e.start; at < e.start + e.length; at += PAGE) pages.add(at / PAGE);
         }
       }
       const { manifest } = snapshot.file;

@@ -21,13 +21,13 @@ import {
   SEEK_HOLE,
   SysError,
 } from "../ffi/libc.ts";
+import { PAGE } from "../guest/memory_map.ts";
 import { type GuestRam, mapGuestRamFromFile, overlayGuestRamFromFile, unmapGuestRam } from "./memory.ts";
 
 export const MAGIC = new TextEncoder().encode("PVXSNAP\0");
 export const FORMAT_VERSION = 1;
 export const HEADER_SIZE = 48;
 /** The unit of presence in a snapshot and of mmap: guest RAM is stored, mapped and overlaid in whole pages. */
-export const PAGE_SIZE = 4096;
 /**
  * The manifest is parsed as JSON in one piece, so its size bounds that work. It lists one extent per run of
  * present pages, and 32 MiB leaves room for 1 GiB of guest RAM in the worst case (every other page present).
@@ -51,7 +51,7 @@ const PLACEHOLDER_SHA256 = "0".repeat(64);
 export interface MemoryExtent {
   /** Guest address, page aligned; the bytes are at file offset `memory.fileOffset + start`. */
   start: number;
-  /** A positive multiple of PAGE_SIZE. */
+  /** A positive multiple of PAGE. */
   length: number;
   /** Lowercase hex SHA-256 of the extent's guest bytes. */
   sha256: string;
@@ -78,7 +78,7 @@ export interface SnapshotManifest {
   /** Whatever the caller chose to describe the snapshot with; only its being an object is checked. */
   meta: Record<string, unknown>;
   memory: {
-    /** Guest RAM bytes, a positive multiple of PAGE_SIZE. */
+    /** Guest RAM bytes, a positive multiple of PAGE. */
     size: number;
     /** Page-aligned start of the memory region: guest byte `a` is at file offset `fileOffset + a`. */
     fileOffset: number;
@@ -104,7 +104,7 @@ const EXTENT_FIELDS = ["start", "length", "sha256"];
 const SECTION_FIELDS = ["name", "offset", "length", "sha256"];
 
 function alignUp(offset: number): number {
-  return Math.ceil(offset / PAGE_SIZE) * PAGE_SIZE;
+  return Math.ceil(offset / PAGE) * PAGE;
 }
 
 function sha256Hex(bytes: Uint8Array): string {
@@ -161,7 +161,7 @@ export function validateManifest(value: unknown, file: string, manifestLength: n
 
   const pages = (value: unknown, field: string, min: number, max: number): number => {
     const n = integer(value, field, min, max);
-    if (n % PAGE_SIZE !== 0) fail(field, `must be a multiple of ${PAGE_SIZE}, got ${n}`);
+    if (n % PAGE !== 0) fail(field, `must be a multiple of ${PAGE}, got ${n}`);
     return n;
   };
 
@@ -222,7 +222,7 @@ export function validateManifest(value: unknown, file: string, manifestLength: n
   });
 
   const memory = record(m.memory, "manifest.memory", MEMORY_FIELDS);
-  const size = pages(memory.size, "manifest.memory.size", PAGE_SIZE, MAX_FILE_BYTES);
+  const size = pages(memory.size, "manifest.memory.size", PAGE, MAX_FILE_BYTES);
   const fileOffset = integer(memory.fileOffset, "manifest.memory.fileOffset", 0, MAX_FILE_BYTES);
   if (fileOffset !== alignUp(sectionsEnd)) {
     fail(
@@ -235,7 +235,7 @@ export function validateManifest(value: unknown, file: string, manifestLength: n
   const extents = array(memory.extents, "manifest.memory.extents").map((entry, i): MemoryExtent => {
     const field = `manifest.memory.extents[${i}]`;
     const e = record(entry, field, EXTENT_FIELDS);
-    const start = pages(e.start, `${field}.start`, 0, size - PAGE_SIZE);
+    const start = pages(e.start, `${field}.start`, 0, size - PAGE);
     // Strictly greater: adjacent extents would be one run of pages with two spellings.
     if (i > 0 && start <= extentsEnd) {
       fail(
@@ -244,7 +244,7 @@ export function validateManifest(value: unknown, file: string, manifestLength: n
           `(extents are sorted and never touch), got ${start}`,
       );
     }
-    const length = pages(e.length, `${field}.length`, PAGE_SIZE, size - start);
+    const length = pages(e.length, `${field}.length`, PAGE, size - start);
     extentsEnd = start + length;
     return { start, length, sha256: sha256(e.sha256, `${field}.sha256`) };
   });
@@ -590,16 +590,16 @@ function extentsOf(pages: Iterable<number>, pageCount: number): { start: number;
       throw new RangeError(`memory.pages: ${describeValue(page)} is not a page of guest RAM (0..${pageCount - 1})`);
     }
     const last = extents.at(-1);
-    if (last && last.start + last.length === page * PAGE_SIZE) last.length += PAGE_SIZE;
-    else extents.push({ start: page * PAGE_SIZE, length: PAGE_SIZE });
+    if (last && last.start + last.length === page * PAGE) last.length += PAGE;
+    else extents.push({ start: page * PAGE, length: PAGE });
   }
   return extents;
 }
 
 function nonZeroPages(ram: Uint8Array): number[] {
   const pages: number[] = [];
-  for (let page = 0; page * PAGE_SIZE < ram.length; page++) {
-    if (!isZero(ram.subarray(page * PAGE_SIZE, (page + 1) * PAGE_SIZE))) pages.push(page);
+  for (let page = 0; page * PAGE < ram.length; page++) {
+    if (!isZero(ram.subarray(page * PAGE, (page + 1) * PAGE))) pages.push(page);
   }
   return pages;
 }
@@ -617,13 +617,13 @@ export async function writeSnapshot(
   progress?: (doneBytes: number, totalBytes: number) => void,
 ): Promise<WrittenSnapshot> {
   const ram = input.memory.bytes;
-  if (ram.length === 0 || ram.length % PAGE_SIZE !== 0) {
+  if (ram.length === 0 || ram.length % PAGE !== 0) {
     throw new RangeError(
-      `memory.bytes: guest RAM must be a positive multiple of ${PAGE_SIZE} bytes, got ${ram.length}`,
+      `memory.bytes: guest RAM must be a positive multiple of ${PAGE} bytes, got ${ram.length}`,
     );
   }
   const pages = input.kind === "diff" ? input.memory.pages : input.memory.pages ?? nonZeroPages(ram);
-  const extents = extentsOf(pages, ram.length / PAGE_SIZE);
+  const extents = extentsOf(pages, ram.length / PAGE);
   const sections = Object.entries(input.sections);
   const createdAt = new Date().toISOString();
 
@@ -710,8 +710,8 @@ export async function writeSnapshot(
           piece.set(ram.subarray(at, at + piece.length));
           hash.update(piece);
           // Zero pages are skipped, not written: they stay holes, which read as zero and take no space.
-          const pageAt = (i: number) => piece.subarray(i * PAGE_SIZE, (i + 1) * PAGE_SIZE);
-          const count = piece.length / PAGE_SIZE;
+          const pageAt = (i: number) => piece.subarray(i * PAGE, (i + 1) * PAGE);
+          const count = piece.length / PAGE;
           for (let first = 0; first < count;) {
             if (isZero(pageAt(first))) {
               first++;
@@ -719,7 +719,7 @@ export async function writeSnapshot(
             }
             let end = first + 1;
             while (end < count && !isZero(pageAt(end))) end++;
-            await place(piece.subarray(first * PAGE_SIZE, end * PAGE_SIZE), fileOffset + at + first * PAGE_SIZE);
+            await place(piece.subarray(first * PAGE, end * PAGE), fileOffset + at + first * PAGE);
             first = end;
           }
           doneBytes += piece.length;
@@ -758,5 +758,5 @@ export async function writeSnapshot(
   } catch {
     // See above: nothing is wrong with the snapshot.
   }
-  return { id, fileBytes, pages: extents.reduce((sum, e) => sum + e.length, 0) / PAGE_SIZE };
+  return { id, fileBytes, pages: extents.reduce((sum, e) => sum + e.length, 0) / PAGE };
 }

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import fc from "fast-check";
+import { PAGE } from "../guest/memory_map.ts";
 import { unmapGuestRam } from "../hv/memory.ts";
 import {
   checkParent,
@@ -8,7 +9,6 @@ import {
   mapSnapshotChain,
   MAX_MANIFEST_BYTES,
   openSnapshot,
-  PAGE_SIZE,
   type Snapshot,
   SnapshotError,
   type SnapshotInput,
@@ -24,11 +24,11 @@ const sha256 = (bytes: Uint8Array) => createHash("sha256").update(bytes).digest(
 
 /** Fills `page` of `ram` with bytes that depend on `seed` and are never zero. */
 function fillPage(ram: Uint8Array, page: number, seed: number): void {
-  for (let i = 0; i < PAGE_SIZE; i++) ram[page * PAGE_SIZE + i] = ((seed * 31 + i * 7) % 255) + 1;
+  for (let i = 0; i < PAGE; i++) ram[page * PAGE + i] = ((seed * 31 + i * 7) % 255) + 1;
 }
 
 function ramWith(pageCount: number, pages: number[], seed = 1): Uint8Array {
-  const ram = new Uint8Array(pageCount * PAGE_SIZE);
+  const ram = new Uint8Array(pageCount * PAGE);
   for (const page of pages) fillPage(ram, page, seed + page);
   return ram;
 }
@@ -126,7 +126,7 @@ Deno.test("a full snapshot reads back what was written, holding only the non-zer
     assert.equal(written.pages, 4);
 
     const sectionBytes = Object.values(SAMPLE_SECTIONS).reduce((n, s) => n + s.length, 0);
-    const total = sectionBytes + 4 * PAGE_SIZE;
+    const total = sectionBytes + 4 * PAGE;
     assert.ok(calls.length > 0);
     assert.deepEqual(calls.at(-1), [total, total]);
     calls.forEach(([done, t], i) => {
@@ -146,18 +146,18 @@ Deno.test("a full snapshot reads back what was written, holding only the non-zer
     assert.deepEqual(m.bundle, { sha256: BUNDLE_SHA256 });
     assert.ok(Math.abs(Date.parse(m.createdAt) - Date.now()) < 60_000);
     assert.deepEqual(m.meta, SAMPLE_META);
-    assert.equal(m.memory.size, SAMPLE_PAGES * PAGE_SIZE);
-    assert.equal(m.memory.fileOffset % PAGE_SIZE, 0);
+    assert.equal(m.memory.size, SAMPLE_PAGES * PAGE);
+    assert.equal(m.memory.fileOffset % PAGE, 0);
     assert.equal(file.length, m.memory.fileOffset + m.memory.size);
     assert.deepEqual(
-      m.memory.extents.map((e) => [e.start / PAGE_SIZE, e.length / PAGE_SIZE]),
+      m.memory.extents.map((e) => [e.start / PAGE, e.length / PAGE]),
       [[1, 2], [5, 1], [15, 1]],
     );
     assert.deepEqual(m.sections.map((x) => x.name), ["state", "overlay", "empty"]);
     for (const [name, bytes] of Object.entries(SAMPLE_SECTIONS)) assert.deepEqual(s.section(name), bytes, name);
     s.verifyMemory();
     assert.deepEqual(memoryOf(file, m), input.memory.bytes);
-    assert.equal(written.fileBytes, HEADER_SIZE + manifestLength + sectionBytes + 4 * PAGE_SIZE);
+    assert.equal(written.fileBytes, HEADER_SIZE + manifestLength + sectionBytes + 4 * PAGE);
   });
 });
 
@@ -168,7 +168,7 @@ Deno.test("a diff holds exactly the listed pages, zero ones included, and maps o
     using parent = openSnapshot(`${dir}/base.snap`);
 
     const next = base.slice();
-    next.fill(0, 1 * PAGE_SIZE, 2 * PAGE_SIZE); // page 1 becomes zero: the diff must still carry it
+    next.fill(0, 1 * PAGE, 2 * PAGE); // page 1 becomes zero: the diff must still carry it
     fillPage(next, 3, 99);
     fillPage(next, 4, 98);
     const written = await writeSnapshot(`${dir}/diff.snap`, {
@@ -183,7 +183,7 @@ Deno.test("a diff holds exactly the listed pages, zero ones included, and maps o
     using diff = openSnapshot(`${dir}/diff.snap`);
     assert.equal(diff.manifest.kind, "diff");
     assert.equal(diff.manifest.parent, parent.id);
-    assert.deepEqual(diff.manifest.memory.extents.map((e) => [e.start / PAGE_SIZE, e.length / PAGE_SIZE]), [
+    assert.deepEqual(diff.manifest.memory.extents.map((e) => [e.start / PAGE, e.length / PAGE]), [
       [1, 1],
       [3, 2],
     ]);
@@ -207,7 +207,7 @@ Deno.test("a chain S0 <- D1 <- D2 maps to the last state, and writes to the mapp
     for (const [i, pages] of changes.entries()) {
       const next = states[i].slice();
       for (const page of pages) fillPage(next, page, 1000 * (i + 1) + page);
-      next.fill(0, 10 * PAGE_SIZE, 11 * PAGE_SIZE);
+      next.fill(0, 10 * PAGE, 11 * PAGE);
       states.push(next);
     }
     const paths = [`${dir}/s0.snap`, `${dir}/d1.snap`, `${dir}/d2.snap`];
@@ -234,9 +234,9 @@ Deno.test("a chain S0 <- D1 <- D2 maps to the last state, and writes to the mapp
           assert.deepEqual(ram.bytes, states[i], `state after ${i} diffs`);
           // Pages from every layer and from the holes: none of it may reach a file.
           for (const page of [0, 1, 3, 4, 10, 11, 12, 20, 31]) {
-            ram.bytes.fill(0xee, page * PAGE_SIZE, page * PAGE_SIZE + 100);
+            ram.bytes.fill(0xee, page * PAGE, page * PAGE + 100);
           }
-          assert.equal(ram.bytes[12 * PAGE_SIZE], 0xee);
+          assert.equal(ram.bytes[12 * PAGE], 0xee);
         } finally {
           unmapGuestRam(ram);
         }
@@ -316,7 +316,7 @@ Deno.test("a mostly-zero guest makes a sparse file, and opening, verifying and m
     const size = 1 << 30;
     // Untouched memory of a fresh buffer costs nothing; only the listed pages are read.
     const ram = new Uint8Array(size);
-    const present = [0, 1, 7, 100_000, size / PAGE_SIZE - 1];
+    const present = [0, 1, 7, 100_000, size / PAGE - 1];
     for (const page of present) fillPage(ram, page, page);
     const path = `${dir}/big.snap`;
     const written = await writeSnapshot(path, {
@@ -330,15 +330,15 @@ Deno.test("a mostly-zero guest makes a sparse file, and opening, verifying and m
     const stat = await Deno.stat(path);
     assert.ok(stat.size > size);
     assert.ok(stat.blocks !== null && stat.blocks * 512 < 1 << 20, `allocated ${stat.blocks} blocks of 512`);
-    assert.ok(written.fileBytes < 6 * PAGE_SIZE);
+    assert.ok(written.fileBytes < 6 * PAGE);
 
     using s = openSnapshot(path);
     s.verifyMemory();
     const mapped = mapSnapshotChain([s]);
     try {
       for (const page of [...present, 2, 99_999]) {
-        const at = page * PAGE_SIZE;
-        assert.deepEqual(mapped.bytes.subarray(at, at + PAGE_SIZE), ram.subarray(at, at + PAGE_SIZE), `page ${page}`);
+        const at = page * PAGE;
+        assert.deepEqual(mapped.bytes.subarray(at, at + PAGE), ram.subarray(at, at + PAGE), `page ${page}`);
       }
     } finally {
       unmapGuestRam(mapped);
@@ -478,7 +478,7 @@ Deno.test("layout refusals point where the file goes wrong", async (t) => {
         reason: `truncated: the memory region at offset ${fileOffset} (${size} bytes) ends at ${fileOffset + size}`,
       }));
     await t.step("truncated inside memory", () => {
-      const cut = fileOffset + 5 * PAGE_SIZE + 7;
+      const cut = fileOffset + 5 * PAGE + 7;
       refused(bytes.subarray(0, cut), { offset: cut, reason: `the file at ${cut}` });
     });
     await t.step("trailing bytes", () => {
@@ -509,14 +509,14 @@ Deno.test("layout refusals point where the file goes wrong", async (t) => {
       });
     });
     await t.step("an extent changed under its hash", () => {
-      write(flipped(fileOffset + 5 * PAGE_SIZE + 4095));
+      write(flipped(fileOffset + 5 * PAGE + 4095));
       using s = openSnapshot(path);
       assertRefused(() => s.verifyMemory(), path, {
-        offset: fileOffset + 5 * PAGE_SIZE,
-        reason: `memory extent at guest address ${5 * PAGE_SIZE} (4096 bytes): sha256 is`,
+        offset: fileOffset + 5 * PAGE,
+        reason: `memory extent at guest address ${5 * PAGE} (4096 bytes): sha256 is`,
       });
     });
-    for (const guest of [10, 3 * PAGE_SIZE + 100, 14 * PAGE_SIZE + 4095]) {
+    for (const guest of [10, 3 * PAGE + 100, 14 * PAGE + 4095]) {
       await t.step(`data outside every extent at guest ${guest}`, () => {
         write(flipped(fileOffset + guest));
         using s = openSnapshot(path);
@@ -563,18 +563,18 @@ Deno.test("manifest schema refusals", async (t) => {
       ["size not whole pages", (m) => memory(m, { size: 65537 }), "manifest.memory.size: must be a multiple of 4096"],
       [
         "fileOffset",
-        (m) => memory(m, { fileOffset: m.memory.fileOffset + PAGE_SIZE }),
+        (m) => memory(m, { fileOffset: m.memory.fileOffset + PAGE }),
         "manifest.memory.fileOffset: must be",
       ],
       ["extents not an array", (m) => memory(m, { extents: {} as never }), "manifest.memory.extents: must be an array"],
       [
         "extent beyond size",
-        (m) => memory(m, { size: 8 * PAGE_SIZE }),
+        (m) => memory(m, { size: 8 * PAGE }),
         "manifest.memory.extents[2].start: must be an integer in 0..28672, got 61440",
       ],
       [
         "extent running past size",
-        (m) => memory(m, { extents: [first, second, { ...third, length: 2 * PAGE_SIZE }] }),
+        (m) => memory(m, { extents: [first, second, { ...third, length: 2 * PAGE }] }),
         "manifest.memory.extents[2].length: must be an integer in 4096..4096",
       ],
       [
@@ -584,14 +584,14 @@ Deno.test("manifest schema refusals", async (t) => {
       ],
       [
         "extents overlapping",
-        (m) => memory(m, { extents: [first, { ...first, start: PAGE_SIZE * 2 }] }),
+        (m) => memory(m, { extents: [first, { ...first, start: PAGE * 2 }] }),
         "manifest.memory.extents[1].start: must be greater than 12288",
       ],
       [
         "extents touching",
         (m) =>
           memory(m, {
-            extents: [{ ...first, length: PAGE_SIZE }, { ...first, start: 2 * PAGE_SIZE, length: PAGE_SIZE }],
+            extents: [{ ...first, length: PAGE }, { ...first, start: 2 * PAGE, length: PAGE }],
           }),
         "manifest.memory.extents[1].start: must be greater than 8192, where manifest.memory.extents[0] ends",
       ],
