@@ -4,7 +4,7 @@
 
 import { kvmAccess } from "../hv/kvm_access.ts";
 import { type JobRunner, RemoteRunner, runAsThisProcess } from "./nested/jobs.ts";
-import { NestedVm } from "./nested/vm.ts";
+import { defaultNestedVm, NestedVm, type NestedVmOptions } from "./nested/vm.ts";
 import type { JobSpec } from "./nested/protocol.ts";
 
 export type Accel = "kvm" | "nested";
@@ -34,10 +34,10 @@ export function chooseAccel(choice = Deno.env.get(ACCEL_ENV) ?? "auto"): Accel {
 }
 
 /** The VM to hand a job to: the shared one named by PVX_NESTED_SOCKET, else a new one for this job alone. */
-async function nestedRunner(): Promise<{ runner: JobRunner; close(): Promise<void> }> {
+async function nestedRunner(vmOptions: NestedVmOptions): Promise<{ runner: JobRunner; close(): Promise<void> }> {
   const shared = Deno.env.get(NESTED_SOCKET_ENV);
   if (shared) return { runner: new RemoteRunner(shared), close: async () => {} };
-  const vm = await NestedVm.boot();
+  const vm = await NestedVm.boot(vmOptions);
   return { runner: vm, close: () => vm.shutdown() };
 }
 
@@ -62,8 +62,9 @@ export const IN_NESTED_ENV = "PVX_IN_NESTED";
 export async function runDenoNested(
   args: string[],
   alongside?: (runner: JobRunner) => Promise<{ close(): Promise<void> }>,
+  vmOptions = defaultNestedVm,
 ): Promise<number> {
-  const { runner, close } = await nestedRunner();
+  const { runner, close } = await nestedRunner(vmOptions);
   try {
     const served = await alongside?.(runner);
     try {

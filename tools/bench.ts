@@ -14,6 +14,7 @@ import { launchBundle } from "../hv/launch.ts";
 import { prewarm, stopIdleThreads } from "../hv/vcpu_threads.ts";
 import { kvmAccess } from "../hv/kvm_access.ts";
 import { IN_NESTED_ENV, runDenoNested } from "./accel.ts";
+import { defaultNestedVm } from "./nested/vm.ts";
 
 // Figures from the nested accelerator are an emulated CPU's: run everything there, pvx and its
 // baselines alike, so the ratios compare like with like, and label every figure.
@@ -27,12 +28,14 @@ if (!access.ok) {
     Deno.exit(1);
   }
   const args = Deno.args.filter((a) => a !== "--accel=nested");
-  Deno.exit(await runDenoNested(["run", "-A", new URL(import.meta.url).pathname, ...args]));
+  // Room for the clones part's 50 instances, each a Deno process of its own.
+  const vm = { ...defaultNestedVm, memoryMiB: 12 * 1024 };
+  Deno.exit(await runDenoNested(["run", "-A", new URL(import.meta.url).pathname, ...args], undefined, vm));
 }
 const label = Deno.env.get(IN_NESTED_ENV) ? "nested (emulated SVM) " : "";
-/** `--only=vmm|threads|windows|snapshots|diffs` runs one part of the bench. */
+/** `--only=vmm|threads|windows|snapshots|clones|diffs` runs one part of the bench. */
 const only = Deno.args.find((a) => a.startsWith("--only="))?.slice("--only=".length);
-const parts = ["vmm", "threads", "windows", "snapshots", "diffs"];
+const parts = ["vmm", "threads", "windows", "snapshots", "clones", "diffs"];
 if (only !== undefined && !parts.includes(only)) {
   console.error(`pvx bench: --only=${only}: expected one of ${parts.join(", ")}`);
   Deno.exit(2);
@@ -42,6 +45,8 @@ const wanted = (part: string) => only === undefined || only === part;
 const here = new URL("./bench/", import.meta.url).pathname;
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const REPEATS = Number(Deno.env.get("PVX_BENCH_REPEATS") ?? 5);
+/** Instances started together from one template to measure what each costs in memory. */
+const CLONES = Number(Deno.env.get("PVX_BENCH_CLONES") ?? 50);
 
 /** Runs a program and returns what it printed, trimmed. */
 async function printed(bin: string, args: string[], cwd?: string, env?: Record<string, string>): Promise<string> {
@@ -254,22 +259,42 @@ async function snapshots(dir: string): Promise<void> {
     line(`template create (${mib} MiB written) vs cold run`, median(make), median(cold), "ms", "-", "cold run");
     line(`snapshot size on disk vs memory written`, stored, mib, "MiB", "~1x", "written");
   }
-  // Instances of one template map one file: each adds only the pages it has written itself. Each
-  // is given one line, reads back all the memory the template holds, and waits for a second.
-  const tpl = `${dir}/touch-32.tpl`, instances = 5;
-  const children = Array.from({ length: instances }, () => deno(["run", "--from", tpl], "piped").spawn());
+}
+
+/**
+ * Instances of one template map one file: each adds only the pages it writes itself. Every clone is
+ * given one line, reads back all the memory the template holds, and waits; then the proportional set
+ * size of each clone's mapping of the template is its share of the pages they all use, and what is
+ * left of the sum once the template's pages are counted once is what the clones cost on their own.
+ */
+async function clones(dir: string): Promise<void> {
+  const touch = await pack("touch.c", dir, 128);
+  const deno = pvxProcess();
+  const tpl = `${dir}/touch-clones.tpl`, writtenMiB = 32;
+  const made = await deno(["template", "create", touch, "-o", tpl, "--ready", "first-input", "--", `${writtenMiB}`])
+    .output();
+  if (!made.success) throw new Error("template create failed");
+  const children = Array.from({ length: CLONES }, () => deno(["run", "--from", tpl], "piped").spawn());
   const writers = children.map((c) => c.stdin.getWriter());
   await Promise.all(writers.map((w) => w.write(new TextEncoder().encode("go\n"))));
   try {
-    const name = tpl.split("/").pop()!, share = 32 * 1024 / instances;
-    const settled = (kib: number[]) => Math.min(...kib) > 0.9 * share && Math.max(...kib) - Math.min(...kib) < 256;
+    const name = tpl.split("/").pop()!, share = writtenMiB * 1024 / CLONES;
+    const readBack = (kib: number[]) => kib.filter((k) => k > 0.9 * share).length;
+    const settled = (kib: number[]) => readBack(kib) === CLONES && Math.max(...kib) - Math.min(...kib) < 256;
     let pss: number[];
-    // Measured once every instance has read its memory back: then all share the file's pages alike.
-    for (let tries = 0; !settled(pss = await Promise.all(children.map((c) => pssKiB(c.pid, name))));) {
-      if (++tries === 600) throw new Error("instances from the template did not read it back within 2 minutes");
+    for (let tries = 0, shown = -1; !settled(pss = await Promise.all(children.map((c) => pssKiB(c.pid, name))));) {
+      if (readBack(pss) !== shown) {
+        shown = readBack(pss);
+        console.error(
+          `pvx bench: ${shown} of ${CLONES} clones read back (PSS ${Math.min(...pss)}-${Math.max(...pss)} KiB)`,
+        );
+      }
+      if (++tries === 3000) throw new Error(`${CLONES} clones of the template did not read it back in 10 minutes`);
       await new Promise((resolve) => setTimeout(resolve, 200));
     }
-    line(`guest RAM per instance, ${instances} from one template`, median(pss) / 1024, 32, "MiB", "<< 1x", "written");
+    const ownMiB = (pss.reduce((a, b) => a + b, 0) / 1024 - writtenMiB) / CLONES;
+    line(`guest RAM per clone, ${CLONES} from one template`, median(pss) / 1024, writtenMiB, "MiB", "<< 1x", "written");
+    line(`  beyond the template's shared pages`, Math.max(ownMiB, 0), writtenMiB, "MiB", "~0x", "written");
   } finally {
     for (const w of writers) await w.close();
     await Promise.all(children.map((c) => c.status));
@@ -394,6 +419,7 @@ try {
   if (wanted("threads")) await threads(dir);
   if (wanted("windows")) await windowsVsWine(dir);
   if (wanted("snapshots")) await snapshots(dir);
+  if (wanted("clones")) await clones(dir);
   if (wanted("diffs")) await diffSnapshots(dir);
 } finally {
   stopIdleThreads();
