@@ -18,7 +18,11 @@ import { SnapshotError } from "./snapshot_file.ts";
 type ErrorBody = { error: { message: string; field?: string } };
 
 /** An error answer in the shape every pvx API uses (this one and the daemon's, hv/daemon/api.ts). */
-export function refuse<S extends 400 | 401 | 404 | 409 | 500>(status: S, message: string, field?: string) {
+export function refuse<S extends 400 | 401 | 404 | 409 | 422 | 429 | 500 | 507>(
+  status: S,
+  message: string,
+  field?: string,
+) {
   return { body: { error: { message, ...(field ? { field } : {}) } } satisfies ErrorBody, status };
 }
 

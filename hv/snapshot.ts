@@ -207,6 +207,61 @@ function describeState(state: InstanceState) {
   };
 }
 
+/** What a snapshot is, from its manifest alone: `pvx inspect` and the daemon's GET /snapshots/:id show it. */
+export interface SnapshotSummary {
+  path: string;
+  id: string;
+  kind: "full" | "diff";
+  format: number;
+  createdAt: string;
+  /** A diff's parent's id, and the chain from the full snapshot up to this one, or why it is broken. */
+  parent?: string;
+  chain?: string[] | { broken: string };
+  bundle: { sha256: string; path?: string };
+  app?: string;
+  memory: { bytes: number; pagesStored: number; extents: number };
+  threads: ReturnType<typeof describeState>["threads"];
+  openHandles?: number;
+  currentDirectory?: string;
+  sections: { name: string; length: number }[];
+}
+
+export function summarizeSnapshot(path: string): SnapshotSummary {
+  using snapshot = openSnapshot(path);
+  const m = snapshot.manifest;
+  const meta = m.meta as Partial<ReturnType<typeof describeState>> & { bundlePath?: string };
+  let chain: SnapshotSummary["chain"];
+  if (m.kind === "diff") {
+    try {
+      const files = openChain(path);
+      chain = files.map((s) => s.path);
+      files.forEach((s) => s.close());
+    } catch (e) {
+      chain = { broken: (e as Error).message };
+    }
+  }
+  return {
+    path: snapshot.path,
+    id: snapshot.id,
+    kind: m.kind,
+    format: m.format,
+    createdAt: m.createdAt,
+    ...(m.parent ? { parent: m.parent } : {}),
+    ...(chain ? { chain } : {}),
+    bundle: { sha256: m.bundle.sha256, ...(meta.bundlePath ? { path: meta.bundlePath } : {}) },
+    ...(meta.app ? { app: meta.app } : {}),
+    memory: {
+      bytes: m.memory.size,
+      pagesStored: m.memory.extents.reduce((n, e) => n + e.length / PAGE, 0),
+      extents: m.memory.extents.length,
+    },
+    threads: meta.threads ?? [],
+    ...(meta.openHandles === undefined ? {} : { openHandles: meta.openHandles }),
+    ...(meta.currentDirectory === undefined ? {} : { currentDirectory: meta.currentDirectory }),
+    sections: m.sections.map((sec) => ({ name: sec.name, length: sec.length })),
+  };
+}
+
 /** A snapshot opened for restore: its checked state, and the chain of files its RAM maps from. */
 export interface LoadedSnapshot {
   /** The snapshot asked for, whose state and overlay these are. */

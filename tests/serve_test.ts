@@ -11,6 +11,7 @@ import { daemonApi } from "../hv/daemon/api.ts";
 import { Instances } from "../hv/daemon/instances.ts";
 import { Metrics } from "../hv/daemon/metrics.ts";
 import { Records } from "../hv/daemon/records.ts";
+import { StoredSnapshots } from "../hv/daemon/snapshots.ts";
 import { openApiDocument } from "../hv/daemon/openapi.ts";
 import { fuzzRuns } from "./support/fuzz.ts";
 
@@ -230,6 +231,77 @@ Deno.test("pvx serve: instances started from one template each get their own con
     }
   }));
 
+Deno.test("pvx serve: templates and kept snapshots are resources, deleted only once nothing depends on them", () =>
+  withDaemon(async (daemon) => {
+    const host = ["--host", daemon.socket];
+    const counter = await guestBundle("counter");
+    const made = await api(daemon, "POST", "/templates", { bundle: counter, ready: "call", args: ["1", "0"] });
+    assert.equal(made.status, 201, JSON.stringify(made.json));
+    const tpl = made.json;
+    assert.match(tpl.id, /^[0-9a-f]{12}$/);
+    assert.deepEqual([tpl.kind, tpl.from.ready, tpl.from.args, tpl.file.kind], [
+      "template",
+      "call",
+      ["1", "0"],
+      "full",
+    ]);
+    assert.equal(tpl.file.id.slice(0, 12), tpl.id);
+    const listed = await pvxCli(["template", "ls", ...host]);
+    assert.match(listed.stdout, new RegExp(`^ID .*\n${tpl.id} .* bundle .*counter\\.pvx at call$`, "m"), listed.stderr);
+
+    // An instance started from the template by its id; the template cannot go while it runs.
+    const started = await pvxCli(["start", ...host, "--from", tpl.id]);
+    assert.equal(started.code, 0, started.stderr);
+    const id = started.stdout.trim();
+    const inUse = await api(daemon, "DELETE", `/templates/${tpl.id}`);
+    assert.equal(inUse.status, 409);
+    assert.match(inUse.json.error.message, new RegExp(`in use by instance ${id}`));
+
+    // A diff from the template, kept by the daemon, then restored as a new instance by its id.
+    const diff = await pvxCli(["snapshot", ...host, id, "--diff-from", tpl.id, "--stop", "--json"]);
+    assert.equal(diff.code, 0, diff.stderr);
+    const saved = JSON.parse(diff.stdout);
+    assert.deepEqual([saved.kind, saved.parent.slice(0, 12), saved.snapshot], ["diff", tpl.id, saved.id.slice(0, 12)]);
+    assert.equal((await api(daemon, "POST", `/instances/${id}/wait`)).json.exit.kind, "snapshotted");
+    const kept = (await api(daemon, "GET", `/snapshots/${saved.snapshot}`)).json;
+    assert.deepEqual([kept.kind, kept.parent, kept.from, kept.file.kind], [
+      "snapshot",
+      tpl.id,
+      { instance: id },
+      "diff",
+    ]);
+    const parentInUse = await api(daemon, "DELETE", `/templates/${tpl.id}`);
+    assert.equal(parentInUse.status, 409);
+    assert.match(parentInUse.json.error.message, new RegExp(`parent of snapshot ${saved.snapshot}`));
+    const restored = await create(daemon, { snapshot: saved.snapshot });
+    await api(daemon, "POST", `/instances/${restored}/stdin?close=true`, "hi\n");
+    const ended = await api(daemon, "POST", `/instances/${restored}/wait`);
+    assert.deepEqual([ended.json.exit.kind, ended.json.exit.code], ["exit", 0]);
+    assert.equal((await logs(daemon, restored, "")).stdout, "read 3 bytes\ndone\n");
+
+    // Nothing depends on them now: the diff, then the template.
+    assert.equal((await pvxCli(["snapshot", "rm", ...host, saved.snapshot])).stdout, `${saved.snapshot}\n`);
+    assert.equal((await api(daemon, "DELETE", `/templates/${tpl.id}`)).status, 200);
+    assert.deepEqual([(await api(daemon, "GET", "/templates")).json, (await api(daemon, "GET", "/snapshots")).json], [
+      [],
+      [],
+    ]);
+    assert.deepEqual([...Deno.readDirSync(`${daemon.stateDir}/snapshots`)], []);
+    assert.equal((await api(daemon, "GET", `/snapshots/${saved.snapshot}`)).status, 404);
+    assert.equal((await api(daemon, "POST", "/instances", { template: tpl.id })).json.error.field, "template");
+
+    // An app that never reaches its ready point makes no template, and says why.
+    const failed = await api(daemon, "POST", "/templates", {
+      bundle: await guestBundle("hello"),
+      ready: "first-input",
+    });
+    assert.equal(failed.status, 422, JSON.stringify(failed.json));
+    assert.match(failed.json.error.message, /template create exited/);
+    assert.deepEqual((await api(daemon, "GET", "/templates")).json, []);
+    const bad = await api(daemon, "POST", "/templates", { bundle: counter, ready: "later" });
+    assert.deepEqual([bad.status, bad.json.error.field], [400, "ready"]);
+  }));
+
 Deno.test("pvx serve: bad input is a 400 naming the field, an unknown route or id a 404, a wrong state a 409", () =>
   withDaemon(async (daemon, dir) => {
     const bundle = await guestBundle("counter");
@@ -426,7 +498,7 @@ Deno.test("pvx serve: the OpenAPI document names exactly the routes the daemon s
   const dir = await Deno.makeTempDir({ prefix: "pvx-serve-" });
   try {
     const metrics = new Metrics();
-    const app = daemonApi(new Instances(new Records(dir), ["false"], metrics), metrics);
+    const app = daemonApi(new Instances(new Records(dir), ["false"], metrics), new StoredSnapshots(dir), metrics);
     const served = app.routes.filter((r) => r.method !== "ALL").map((r) => `${r.method} ${r.path}`);
     const documented = Object.entries(openApiDocument.paths).flatMap(([path, ops]) =>
       Object.keys(ops).map((method) => `${method.toUpperCase()} ${path.replace(/\{(\w+)\}/g, ":$1")}`)
@@ -448,7 +520,8 @@ Deno.test("fuzz: no body, query or id makes the daemon answer 500 or create an i
     const metrics = new Metrics();
     // An instance this made would run `false`: the property is that none is made.
     const instances = new Instances(new Records(dir), ["false"], metrics);
-    const app = daemonApi(instances, metrics);
+    const stored = new StoredSnapshots(dir);
+    const app = daemonApi(instances, stored, metrics);
     const routes = app.routes.filter((r) => r.method !== "ALL");
     const value = fc.oneof(
       fc.jsonValue(),
@@ -456,7 +529,7 @@ Deno.test("fuzz: no body, query or id makes the daemon answer 500 or create an i
     );
     const createFields = (openApiDocument.paths["/instances"].post.requestBody.content["application/json"]
       .schema as { properties: object }).properties;
-    const field = fc.constantFrom(...Object.keys(createFields), "path", "stop", "diffFrom", "x");
+    const field = fc.constantFrom(...Object.keys(createFields), "path", "stop", "diffFrom", "ready", "x");
     const body = fc.oneof(
       fc.dictionary(field, value, { maxKeys: 4 }).map((b) => JSON.stringify(b)),
       fc.jsonValue().map((v) => JSON.stringify(v)),
@@ -477,6 +550,7 @@ Deno.test("fuzz: no body, query or id makes the daemon answer 500 or create an i
           assert.equal(typeof answer.error.message, "string");
         } else await response.body?.cancel();
         assert.equal(instances.list().length, 0);
+        assert.deepEqual([stored.list("template"), stored.list("snapshot")], [[], []]);
       }),
       { numRuns: fuzzRuns },
     );

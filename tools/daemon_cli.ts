@@ -8,6 +8,7 @@ import { join, resolve } from "node:path";
 import { Records } from "../hv/daemon/records.ts";
 import { Instances } from "../hv/daemon/instances.ts";
 import { Metrics } from "../hv/daemon/metrics.ts";
+import { StoredSnapshots } from "../hv/daemon/snapshots.ts";
 import { daemonApi } from "../hv/daemon/api.ts";
 import { requestControlApi, serveOnSocket } from "../hv/control_api.ts";
 import { parseDuration, UsageError } from "./run_options.ts";
@@ -59,6 +60,7 @@ export async function serveCommand(argv: string[]): Promise<number> {
   const stateDir = resolve(values["state-dir"] ?? defaultStateDir());
   const metrics = new Metrics();
   const instances = new Instances(new Records(stateDir), [Deno.execPath(), "run", "-A", pvxScript], metrics);
+  const stored = new StoredSnapshots(stateDir);
   const closers: (() => Promise<void>)[] = [];
   if (!tcp || values.socket) {
     // The socket's mode (0600) is its access control: no token.
@@ -67,12 +69,12 @@ export async function serveCommand(argv: string[]): Promise<number> {
     if (await requestControlApi(socket, "GET", "/healthz").then(() => true, () => false)) {
       throw new DaemonError(`${socket}: a daemon is serving there already`);
     }
-    const server = await serveOnSocket(daemonApi(instances, metrics), socket);
+    const server = await serveOnSocket(daemonApi(instances, stored, metrics), socket);
     closers.push(server.close);
     console.log(`pvx serve: listening on ${socket}`);
   }
   if (tcp) {
-    const app = daemonApi(instances, metrics, { token });
+    const app = daemonApi(instances, stored, metrics, { token });
     const listening = Promise.withResolvers<Deno.NetAddr>();
     const server = Deno.serve({ ...tcp, onListen: listening.resolve }, app.fetch);
     closers.push(() => server.shutdown());
@@ -198,6 +200,14 @@ export async function psCommand(argv: string[]): Promise<number> {
   return 0;
 }
 
+function envObject(pairs: string[]): Record<string, string> {
+  return Object.fromEntries(pairs.map((pair) => {
+    const eq = pair.indexOf("=");
+    if (eq <= 0) throw new UsageError(`--env ${JSON.stringify(pair)}: expected NAME=VALUE`);
+    return [pair.slice(0, eq), pair.slice(eq + 1)];
+  }));
+}
+
 /** `pvx start app.pvx|app.exe|--from TPL|--snapshot SNAP [options] [-- args]`: prints the new instance's id. */
 export async function startCommand(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
@@ -220,15 +230,11 @@ export async function startCommand(argv: string[]): Promise<number> {
   if (given.length !== 1 || extra.length) {
     throw new UsageError("start needs one of: an app, --from <template>, --snapshot <snap>");
   }
-  const env = Object.fromEntries(values.env.map((pair) => {
-    const eq = pair.indexOf("=");
-    if (eq <= 0) throw new UsageError(`--env ${JSON.stringify(pair)}: expected NAME=VALUE`);
-    return [pair.slice(0, eq), pair.slice(eq + 1)];
-  }));
+  const env = envObject(values.env);
   const answer = await call(await connect(values), "POST", "/instances", {
     ...(app !== undefined ? { bundle: resolve(app) } : {}),
-    ...(values.from !== undefined ? { template: resolve(values.from) } : {}),
-    ...(values.snapshot !== undefined ? { snapshot: resolve(values.snapshot) } : {}),
+    ...(values.from !== undefined ? { template: await pathOrId(values.from) } : {}),
+    ...(values.snapshot !== undefined ? { snapshot: await pathOrId(values.snapshot) } : {}),
     ...(args.length ? { args } : {}),
     ...(Object.keys(env).length ? { env } : {}),
     ...(values.cpus === undefined ? {} : { cpus: Number(values.cpus) }),
@@ -310,7 +316,19 @@ export async function changeStateCommand(command: "pause" | "resume", argv: stri
   return 0;
 }
 
-/** `pvx snapshot ID -o SNAP [--diff-from SNAP0] [--stop]`: the daemon's form of `pvx snapshot --api SOCKET`. */
+/**
+ * A kept template's or snapshot's id as it is, or a file's path made absolute: the daemon's fields take
+ * either, and a name that is both an id and a file here means the file.
+ */
+async function pathOrId(value: string): Promise<string> {
+  if (/^[0-9a-f]{12}$/.test(value) && !(await Deno.stat(value).then(() => true, () => false))) return value;
+  return resolve(value);
+}
+
+/**
+ * `pvx snapshot ID [-o SNAP] [--diff-from SNAP0] [--stop]`: the daemon's form of `pvx snapshot --api SOCKET`.
+ * Without -o the daemon keeps the snapshot, and prints its id.
+ */
 export async function daemonSnapshotCommand(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args: argv,
@@ -323,13 +341,89 @@ export async function daemonSnapshotCommand(argv: string[]): Promise<number> {
     },
   });
   const id = instanceArg("snapshot (or snapshot --api <socket>)", positionals);
-  if (!values.output) throw new UsageError("snapshot needs -o <snapshot file>");
   const diffFrom = values["diff-from"];
   const answer = await call(await connect(values), "POST", `/instances/${id}/snapshot`, {
-    path: resolve(values.output),
+    ...(values.output ? { path: resolve(values.output) } : {}),
     stop: values.stop,
-    ...(diffFrom ? { diffFrom: resolve(diffFrom) } : {}),
+    ...(diffFrom ? { diffFrom: await pathOrId(diffFrom) } : {}),
   });
-  print(values.json, answer, describeSaved(answer));
+  print(values.json, answer, `${describeSaved(answer)}${answer.snapshot ? `, kept as ${answer.snapshot}` : ""}`);
+  return 0;
+}
+
+interface StoredDescribed {
+  id: string;
+  kind: string;
+  createdAt: string;
+  fileBytes: number;
+  parent?: string;
+  from: Record<string, unknown>;
+  file: { app?: string; kind?: string; broken?: string };
+}
+
+/** `pvx template ls|inspect|rm` and `pvx snapshot ls|inspect|rm`: what the daemon keeps, the `docker image` way. */
+export async function storedCommand(kind: "template" | "snapshot", argv: string[]): Promise<number> {
+  const [verb, ...rest] = argv;
+  const { values, positionals } = parseArgs({ args: rest, allowPositionals: true, options: clientOptions });
+  const daemon = await connect(values);
+  const one = () => {
+    if (positionals.length !== 1) throw new UsageError(`${kind} ${verb} needs one ${kind} id`);
+    return `/${kind}s/${encodeURIComponent(positionals[0])}`;
+  };
+  if (verb === "ls") {
+    const list: StoredDescribed[] = await call(daemon, "GET", `/${kind}s`);
+    const rows = [
+      ["ID", "CREATED", "SIZE", "APP", "FROM"],
+      ...list.map((d) => [
+        d.id,
+        d.createdAt,
+        `${(d.fileBytes / (1 << 20)).toFixed(1)} MiB`,
+        d.file.broken ? `broken: ${d.file.broken}` : d.file.app ?? "?",
+        "bundle" in d.from
+          ? `${d.from.bundle} at ${d.from.ready}`
+          : `instance ${d.from.instance}${d.parent ? `, diff over ${d.parent}` : ""}`,
+      ]),
+    ];
+    const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
+    print(
+      values.json,
+      list,
+      rows.map((r) => r.map((cell, i) => cell.padEnd(widths[i])).join("  ").trimEnd()).join("\n"),
+    );
+  } else if (verb === "inspect") {
+    const d = await call(daemon, "GET", one());
+    console.log(JSON.stringify(d, null, values.json ? undefined : 2));
+  } else if (verb === "rm") {
+    const d: StoredDescribed = await call(daemon, "DELETE", one());
+    print(values.json, d, d.id);
+  } else throw new UsageError(`${kind} ${verb ?? ""}: expected ls, inspect or rm`);
+  return 0;
+}
+
+/** `pvx template create APP --ready R [--cpus N] [--env N=V]... [-- args]` without -o: the daemon makes and keeps it. */
+export async function daemonTemplateCommand(argv: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: {
+      ...clientOptions,
+      ready: { type: "string" },
+      cpus: { type: "string" },
+      env: { type: "string", multiple: true, default: [] },
+    },
+  });
+  const end = argv.indexOf("--");
+  const args = end < 0 ? [] : argv.slice(end + 1);
+  const [app, ...extra] = end < 0 ? positionals : positionals.slice(0, positionals.length - args.length);
+  if (app === undefined || extra.length) throw new UsageError("template create needs one app");
+  if (!values.ready) throw new UsageError("template create needs --ready first-input|call|ms:<N>");
+  const d: StoredDescribed = await call(await connect(values), "POST", "/templates", {
+    bundle: resolve(app),
+    ready: values.ready,
+    ...(args.length ? { args } : {}),
+    ...(values.env.length ? { env: envObject(values.env) } : {}),
+    ...(values.cpus === undefined ? {} : { cpus: Number(values.cpus) }),
+  });
+  print(values.json, d, d.id);
   return 0;
 }

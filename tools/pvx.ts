@@ -45,12 +45,14 @@ import {
   changeStateCommand,
   DaemonError,
   daemonSnapshotCommand,
+  daemonTemplateCommand,
   killCommand,
   logsCommand,
   psCommand,
   rmCommand,
   serveCommand,
   startCommand,
+  storedCommand,
   waitCommand,
 } from "./daemon_cli.ts";
 
@@ -74,7 +76,9 @@ const usage = `usage:
                                   a daemon that runs many instances, each in its own process, over an HTTP API
   pvx ps | start <app.pvx|app.exe>|--from <tpl>|--snapshot <snap> [--cpus N] [--timeout T] [--env N=V]... [-- args]
   pvx logs [-f] [--tail <KiB>] <id> | wait <id> | kill <id> | rm [-f] <id> | pause|resume <id>
-  pvx snapshot <id> -o <snap> [--diff-from <snap0>] [--stop]
+  pvx snapshot <id> [-o <snap>] [--diff-from <snap0|id>] [--stop]    without -o the daemon keeps it
+  pvx template create <app> --ready ... [-- args]    without -o the daemon makes and keeps it
+  pvx template ls|inspect|rm [<id>] | snapshot ls|inspect|rm [<id>]    what the daemon keeps
                                   clients of pvx serve: --host <socket|http://host:port> (or PVX_HOST), --token-file
                                   <file> (or PVX_TOKEN_FILE), --json for scripts
 A Windows .exe can be given to run (packed on the fly into a cached bundle) and to pack, with [--allow-missing].`;
@@ -383,6 +387,7 @@ export async function main(argv: string[]): Promise<number> {
       case "resume":
         return await (usesApi(rest) ? resumeCommand(rest) : changeStateCommand("resume", rest));
       case "snapshot":
+        if (["ls", "inspect", "rm"].includes(rest[0])) return await storedCommand("snapshot", rest);
         return await (usesApi(rest) || rest[0] === "merge" ? snapshotCommand(rest) : daemonSnapshotCommand(rest));
       case "serve":
         return await serveCommand(rest);
@@ -401,6 +406,12 @@ export async function main(argv: string[]): Promise<number> {
       case "restore":
         return await restoreCommand(rest);
       case "template":
+        if (["ls", "inspect", "rm"].includes(rest[0])) return await storedCommand("template", rest);
+        // Without -o, the template is the daemon's to make and keep.
+        const options = rest.includes("--") ? rest.slice(0, rest.indexOf("--")) : rest;
+        if (rest[0] === "create" && !options.some((a) => a === "-o" || a === "--output")) {
+          return await daemonTemplateCommand(rest.slice(1));
+        }
         return await templateCommand(rest);
       case "api":
         return await apiCommand(rest);

@@ -6,8 +6,8 @@ import { parseArgs } from "node:util";
 import { basename, dirname, join, resolve } from "node:path";
 import { callControlApi, controlApi, requestControlApi, serveOnSocket } from "../hv/control_api.ts";
 import type { InstanceSession, SnapshotResult } from "../hv/snapshot.ts";
-import { loadSnapshot, mergeSnapshot, openChain } from "../hv/snapshot.ts";
-import { MAGIC, openSnapshot, SnapshotError } from "../hv/snapshot_file.ts";
+import { loadSnapshot, mergeSnapshot, summarizeSnapshot } from "../hv/snapshot.ts";
+import { MAGIC, SnapshotError } from "../hv/snapshot_file.ts";
 import { restoreSnapshot } from "../hv/launch.ts";
 import { parseBundle, sha256Hex } from "./bundle.ts";
 import { parseRunOptions, UsageError } from "./run_options.ts";
@@ -183,36 +183,24 @@ export function isSnapshot(head: Uint8Array): boolean {
 
 /** `pvx inspect SNAP`: the app, its threads and where each stands, pages, sizes and sections, from the manifest. */
 export function describeSnapshot(path: string): string {
-  using snapshot = openSnapshot(path);
-  const m = snapshot.manifest;
-  const meta = m.meta as {
-    app?: string;
-    bundlePath?: string;
-    threads?: { threadId: number; cpu: number; blockedIn: string | number | null }[];
-    openHandles?: number;
-    currentDirectory?: string;
-  };
-  const pages = m.memory.extents.reduce((n, e) => n + e.length / 4096, 0);
-  let chain: string | undefined;
-  if (m.kind === "diff") {
-    try {
-      const files = openChain(path);
-      chain = files.map((s) => s.path).reverse().join(" <- ");
-      files.forEach((s) => s.close());
-    } catch (e) {
-      chain = `broken: ${(e as Error).message}`;
-    }
-  }
+  const s = summarizeSnapshot(path);
+  const chain = s.chain === undefined
+    ? undefined
+    : Array.isArray(s.chain)
+    ? [...s.chain].reverse().join(" <- ")
+    : `broken: ${s.chain.broken}`;
   const mib = (bytes: number) => `${(bytes / (1 << 20)).toFixed(1)} MiB`;
   return [
-    `${path}: ${m.kind} snapshot of ${meta.app ?? "?"}, format ${m.format}, taken ${m.createdAt}`,
-    `  id      ${snapshot.id}${m.parent ? `\n  parent  ${m.parent}` : ""}${chain ? `\n  chain   ${chain}` : ""}`,
-    `  bundle  ${m.bundle.sha256}${meta.bundlePath ? ` (was ${meta.bundlePath})` : ""}`,
-    `  memory  ${mib(m.memory.size)} guest RAM, ${pages} page(s) stored in ${m.memory.extents.length} extent(s)`,
-    ...(meta.threads ?? []).map((t) =>
+    `${path}: ${s.kind} snapshot of ${s.app ?? "?"}, format ${s.format}, taken ${s.createdAt}`,
+    `  id      ${s.id}${s.parent ? `\n  parent  ${s.parent}` : ""}${chain ? `\n  chain   ${chain}` : ""}`,
+    `  bundle  ${s.bundle.sha256}${s.bundle.path ? ` (was ${s.bundle.path})` : ""}`,
+    `  memory  ${
+      mib(s.memory.bytes)
+    } guest RAM, ${s.memory.pagesStored} page(s) stored in ${s.memory.extents} extent(s)`,
+    ...s.threads.map((t) =>
       `  thread  ${t.threadId} on vCPU ${t.cpu}: ${t.blockedIn === null ? "running" : `blocked in ${t.blockedIn}`}`
     ),
-    `  handles ${meta.openHandles ?? "?"} open; current directory ${meta.currentDirectory ?? "?"}`,
-    ...m.sections.map((s) => `  section ${s.name}: ${s.length} bytes`),
+    `  handles ${s.openHandles ?? "?"} open; current directory ${s.currentDirectory ?? "?"}`,
+    ...s.sections.map((sec) => `  section ${sec.name}: ${sec.length} bytes`),
   ].join("\n");
 }

@@ -16,6 +16,15 @@ import { type CreateSpec, type Instance, InstanceConflict, InstanceRefused, type
 import type { Metrics } from "./metrics.ts";
 import { RING_BYTES } from "./console.ts";
 import { openApiDocument } from "./openapi.ts";
+import {
+  NoSuchStored,
+  type ReadyPoint,
+  StoredInUse,
+  type StoredKind,
+  type StoredRecord,
+  type StoredSnapshots,
+  TemplateFailed,
+} from "./snapshots.ts";
 
 /** A body or query the API refuses (400), naming the field. */
 class BadInput extends Error {
@@ -61,8 +70,20 @@ function flag(q: Record<string, string>, name: string): boolean {
   throw new BadInput(name, `must be true or false, not ${describeValue(v)}`);
 }
 
-async function existingFile(body: Body, field: string): Promise<string> {
+/** A kept template's or snapshot's id, which a field may give instead of a path. */
+const STORED_ID = /^[0-9a-f]{12}$/;
+
+/** The file a field names: an absolute path, or for `kind`, the id of one the daemon keeps. */
+async function existingFile(body: Body, field: string, stored?: StoredSnapshots, kind?: StoredKind): Promise<string> {
   const path = body[field];
+  if (stored && kind && typeof path === "string" && STORED_ID.test(path)) {
+    try {
+      return stored.get(kind, path).path;
+    } catch (e) {
+      if (e instanceof NoSuchStored) throw new BadInput(field, e.message);
+      throw e;
+    }
+  }
   if (typeof path !== "string" || !isAbsolute(path)) {
     throw new BadInput(field, `must be an absolute path, not ${describeValue(path)}`);
   }
@@ -83,17 +104,15 @@ function optionalInteger(body: Body, field: string, min: number, max: number): n
 const createFields = ["bundle", "snapshot", "template", "args", "env", "cpus", "timeoutMs", "overlay"] as const;
 const sources = ["bundle", "snapshot", "template"] as const;
 
-async function createSpec(body: Body): Promise<CreateSpec> {
-  const given = sources.filter((s) => body[s] !== undefined);
-  if (given.length !== 1) {
-    throw new BadInput(given[1] ?? "bundle", "give exactly one of bundle, snapshot and template");
+function stringArray(body: Body, field: string): string[] {
+  const v = body[field] ?? [];
+  if (!Array.isArray(v) || v.some((a) => typeof a !== "string")) {
+    throw new BadInput(field, `must be an array of strings, not ${describeValue(v)}`);
   }
-  const source = given[0];
-  const path = await existingFile(body, source);
-  const args = body.args ?? [];
-  if (!Array.isArray(args) || args.some((a) => typeof a !== "string")) {
-    throw new BadInput("args", `must be an array of strings, not ${describeValue(args)}`);
-  }
+  return v;
+}
+
+function environment(body: Body): Record<string, string> {
   const env = body.env ?? {};
   if (typeof env !== "object" || env === null || Array.isArray(env)) {
     throw new BadInput("env", `must be an object of NAME: value strings, not ${describeValue(env)}`);
@@ -103,6 +122,18 @@ async function createSpec(body: Body): Promise<CreateSpec> {
       throw new BadInput("env", `${describeValue(name)}: names have no = or NUL, and values are strings`);
     }
   }
+  return env as Record<string, string>;
+}
+
+async function createSpec(body: Body, stored: StoredSnapshots): Promise<CreateSpec> {
+  const given = sources.filter((s) => body[s] !== undefined);
+  if (given.length !== 1) {
+    throw new BadInput(given[1] ?? "bundle", "give exactly one of bundle, snapshot and template");
+  }
+  const source = given[0];
+  const path = await existingFile(body, source, stored, source === "bundle" ? undefined : source);
+  const args = stringArray(body, "args");
+  const env = environment(body);
   // A snapshot's arguments and environment are in its RAM already, set when the app started.
   if (source !== "bundle" && args.length) {
     throw new BadInput("args", `a ${source} keeps the arguments it was made with`);
@@ -116,26 +147,47 @@ async function createSpec(body: Body): Promise<CreateSpec> {
   }
   return {
     from: { [source]: path } as CreateSpec["from"],
-    args: args as string[],
-    env: env as Record<string, string>,
+    args,
+    env,
     cpus: optionalInteger(body, "cpus", 1, maxVcpus),
     timeoutMs: optionalInteger(body, "timeoutMs", 1, 2 ** 31),
     ...(overlay === undefined ? {} : { overlay }),
   };
 }
 
-async function snapshotRequest(body: Body) {
+/** A snapshot request; without a path, the daemon keeps the snapshot and names it by its id. */
+async function snapshotRequest(body: Body, stored: StoredSnapshots) {
   const path = body.path;
-  if (typeof path !== "string" || !isAbsolute(path)) {
+  if (path !== undefined && (typeof path !== "string" || !isAbsolute(path))) {
     throw new BadInput("path", `must be the snapshot file's absolute path, not ${describeValue(path)}`);
   }
   if (body.stop !== undefined && typeof body.stop !== "boolean") {
     throw new BadInput("stop", `must be true or false, not ${describeValue(body.stop)}`);
   }
+  let diffFrom: string | undefined;
+  if (body.diffFrom !== undefined) {
+    // The parent may be a template or a snapshot the daemon keeps.
+    const id = body.diffFrom;
+    const kind = typeof id === "string" && STORED_ID.test(id) ? stored.byId(id)?.kind : undefined;
+    diffFrom = await existingFile(body, "diffFrom", stored, kind ?? "snapshot");
+  }
   return {
-    path,
+    ...(path === undefined ? {} : { path }),
     ...(body.stop === undefined ? {} : { stop: body.stop }),
-    ...(body.diffFrom === undefined ? {} : { diffFrom: await existingFile(body, "diffFrom") }),
+    ...(diffFrom === undefined ? {} : { diffFrom }),
+  };
+}
+
+const readyPoint = /^(?:first-input|call|ms:\d{1,9})$/;
+
+async function templateSpec(body: Body) {
+  const bundle = await existingFile(body, "bundle");
+  if (typeof body.ready !== "string" || !readyPoint.test(body.ready)) {
+    throw new BadInput("ready", `must be first-input, call or ms:<milliseconds>, not ${describeValue(body.ready)}`);
+  }
+  return {
+    from: { bundle, ready: body.ready as ReadyPoint, args: stringArray(body, "args"), env: environment(body) },
+    cpus: optionalInteger(body, "cpus", 1, maxVcpus),
   };
 }
 
@@ -144,13 +196,25 @@ export interface DaemonApiOptions {
   token?: string;
 }
 
-export function daemonApi(instances: Instances, metrics: Metrics, options: DaemonApiOptions = {}): Hono {
+export function daemonApi(
+  instances: Instances,
+  stored: StoredSnapshots,
+  metrics: Metrics,
+  options: DaemonApiOptions = {},
+): Hono {
   const app = new Hono();
   const find = (c: Context): Instance => {
     const instance = instances.get(c.req.param("id")!);
     if (!instance) throw new NoSuchInstance(`no instance ${describeValue(c.req.param("id"))}`);
     return instance;
   };
+  /** The live instances whose RAM maps `record`'s file: those started from it or from a diff over it. */
+  const liveUsers = (record: StoredRecord) =>
+    instances.list().filter((i) => {
+      const from = i.record.from;
+      const source = stored.byPath("snapshot" in from ? from.snapshot : "template" in from ? from.template : "");
+      return i.running && source !== undefined && stored.chain(source).includes(record);
+    }).map((i) => i.record.id);
 
   if (options.token !== undefined) {
     const want = new TextEncoder().encode(`Bearer ${options.token}`);
@@ -179,7 +243,7 @@ export function daemonApi(instances: Instances, metrics: Metrics, options: Daemo
   app.post("/instances", async (c) => {
     const requestedAt = performance.now();
     query(c, []);
-    const instance = await instances.create(await createSpec(await jsonBody(c, createFields)), requestedAt);
+    const instance = await instances.create(await createSpec(await jsonBody(c, createFields), stored), requestedAt);
     return c.json({ id: instance.record.id, state: instance.record.state }, 201);
   });
   app.get("/instances", (c) => {
@@ -207,7 +271,10 @@ export function daemonApi(instances: Instances, metrics: Metrics, options: Daemo
   app.post("/instances/:id/snapshot", async (c) => {
     query(c, []);
     const instance = find(c);
-    return c.json(await instance.snapshot(await snapshotRequest(await jsonBody(c, ["path", "stop", "diffFrom"]))));
+    const request = await snapshotRequest(await jsonBody(c, ["path", "stop", "diffFrom"]), stored);
+    if (request.path !== undefined) return c.json(await instance.snapshot({ ...request, path: request.path }));
+    const saved = await instance.snapshot({ ...request, path: stored.newPath() });
+    return c.json({ ...saved, snapshot: stored.addSnapshot(saved, instance.record.id).id });
   });
   app.post("/instances/:id/kill", async (c) => {
     query(c, []);
@@ -242,10 +309,36 @@ export function daemonApi(instances: Instances, metrics: Metrics, options: Daemo
     });
   });
 
+  for (const kind of ["template", "snapshot"] as const) {
+    const route = `/${kind}s`;
+    app.get(route, (c) => {
+      query(c, []);
+      return c.json(stored.list(kind).map((r) => stored.describe(r)));
+    });
+    app.get(`${route}/:id`, (c) => {
+      query(c, []);
+      return c.json(stored.describe(stored.get(kind, c.req.param("id")!)));
+    });
+    app.delete(`${route}/:id`, async (c) => {
+      query(c, []);
+      const record = stored.get(kind, c.req.param("id")!);
+      const described = stored.describe(record);
+      await stored.remove(record, liveUsers(record));
+      return c.json(described);
+    });
+  }
+  app.post("/templates", async (c) => {
+    query(c, []);
+    const spec = await templateSpec(await jsonBody(c, ["bundle", "ready", "args", "env", "cpus"]));
+    return c.json(stored.describe(await stored.makeTemplate(instances.pvx, spec.from, spec.cpus)), 201);
+  });
+
   app.notFound((c) => c.json(refuse(404, `no route ${c.req.method} ${c.req.path}`).body, 404));
   app.onError((e, c) => {
     if (e instanceof BadInput) return c.json(refuse(400, e.message, e.field).body, 400);
-    if (e instanceof NoSuchInstance) return c.json(refuse(404, e.message).body, 404);
+    if (e instanceof NoSuchInstance || e instanceof NoSuchStored) return c.json(refuse(404, e.message).body, 404);
+    if (e instanceof StoredInUse) return c.json(refuse(409, e.message).body, 409);
+    if (e instanceof TemplateFailed) return c.json(refuse(422, e.message).body, 422);
     if (e instanceof InstanceConflict) return c.json(refuse(409, e.message).body, 409);
     if (e instanceof InstanceRefused) {
       const status = e.status === 400 ? 400 : 409;

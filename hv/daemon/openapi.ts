@@ -3,6 +3,7 @@
 
 const error = { $ref: "#/components/schemas/Error" };
 const instance = { $ref: "#/components/schemas/Instance" };
+const stored = { $ref: "#/components/schemas/Stored" };
 const id = { name: "id", in: "path", required: true, schema: { type: "string" } };
 const json = (schema: unknown) => ({ content: { "application/json": { schema } } });
 const answer = (description: string, schema: unknown) => ({ description, ...json(schema) });
@@ -11,6 +12,18 @@ const errors = {
   404: answer("no such route or instance", error),
   409: answer("the instance's state does not allow it", error),
 };
+const onStored = (kind: string) => ({
+  get: {
+    summary: `the ${kind} and what its file holds`,
+    parameters: [id],
+    responses: { 200: answer("it", stored), ...errors },
+  },
+  delete: {
+    summary: `delete the ${kind}: refused (409) while an instance runs from it or a kept diff is laid over it`,
+    parameters: [id],
+    responses: { 200: answer("deleted", stored), ...errors },
+  },
+});
 const onInstance = (summary: string, ok: unknown, extra: Record<string, unknown> = {}) => ({
   summary,
   parameters: [id],
@@ -37,6 +50,21 @@ export const openApiDocument = {
             required: ["message"],
             properties: { message: { type: "string" }, field: { type: "string" } },
           },
+        },
+      },
+      Stored: {
+        type: "object",
+        required: ["id", "kind", "path", "createdAt", "from", "fileBytes", "file"],
+        properties: {
+          id: { type: "string", description: "12 hex digits: the start of the file's id" },
+          kind: { enum: ["template", "snapshot"] },
+          path: { type: "string" },
+          createdAt: { type: "string", format: "date-time" },
+          from: { type: "object", description: "a template: bundle, ready, args, env; a snapshot: instance" },
+          parent: { type: "string", description: "a diff's parent, when the daemon keeps it" },
+          cpus: { type: "integer" },
+          fileBytes: { type: "integer" },
+          file: { type: "object", description: "as `pvx inspect` shows it, or {broken} if the file is damaged" },
         },
       },
       Instance: {
@@ -93,8 +121,8 @@ export const openApiDocument = {
           additionalProperties: false,
           properties: {
             bundle: { type: "string", description: "absolute path of a .pvx or .exe" },
-            snapshot: { type: "string", description: "absolute path of a snapshot to restore" },
-            template: { type: "string", description: "absolute path of a template" },
+            snapshot: { type: "string", description: "a snapshot's absolute path, or the id of one the daemon keeps" },
+            template: { type: "string", description: "a template's absolute path, or the id of one the daemon keeps" },
             args: { type: "array", items: { type: "string" }, description: "bundle only" },
             env: { type: "object", additionalProperties: { type: "string" }, description: "bundle only" },
             cpus: { type: "integer", minimum: 1 },
@@ -124,14 +152,22 @@ export const openApiDocument = {
     "/instances/{id}/pause": { post: onInstance("park every vCPU", instance) },
     "/instances/{id}/resume": { post: onInstance("continue", instance) },
     "/instances/{id}/snapshot": {
-      post: onInstance("save a snapshot (as the instance's POST /snapshot)", { type: "object" }, {
-        requestBody: json({
-          type: "object",
-          required: ["path"],
-          additionalProperties: false,
-          properties: { path: { type: "string" }, diffFrom: { type: "string" }, stop: { type: "boolean" } },
-        }),
-      }),
+      post: onInstance(
+        "save a snapshot (as the instance's POST /snapshot); without a path the daemon keeps it, named by the " +
+          "answer's `snapshot` id",
+        { type: "object" },
+        {
+          requestBody: json({
+            type: "object",
+            additionalProperties: false,
+            properties: {
+              path: { type: "string" },
+              diffFrom: { type: "string", description: "a path, or the id of a snapshot or template the daemon keeps" },
+              stop: { type: "boolean" },
+            },
+          }),
+        },
+      ),
     },
     "/instances/{id}/kill": {
       post: onInstance("SIGTERM (the guest stops and reports), SIGKILL after 10 s; answers once it exited", instance),
@@ -143,6 +179,37 @@ export const openApiDocument = {
         requestBody: { content: { "application/octet-stream": { schema: { type: "string", format: "binary" } } } },
       }),
     },
+    "/templates": {
+      post: {
+        summary: "boot the bundle, run it to its ready point and keep the snapshot taken there; answers once made",
+        requestBody: json({
+          type: "object",
+          required: ["bundle", "ready"],
+          additionalProperties: false,
+          properties: {
+            bundle: { type: "string", description: "absolute path of a .pvx or .exe" },
+            ready: { type: "string", description: "first-input, call (PvxReady) or ms:N" },
+            args: { type: "array", items: { type: "string" } },
+            env: { type: "object", additionalProperties: { type: "string" } },
+            cpus: { type: "integer", minimum: 1 },
+          },
+        }),
+        responses: {
+          201: answer("made", stored),
+          400: errors[400],
+          422: answer("the app did not reach its ready point; the message is what pvx said", error),
+        },
+      },
+      get: { summary: "every template", responses: { 200: answer("the templates", { type: "array", items: stored }) } },
+    },
+    "/templates/{id}": onStored("template"),
+    "/snapshots": {
+      get: {
+        summary: "every snapshot the daemon keeps",
+        responses: { 200: answer("the snapshots", { type: "array", items: stored }) },
+      },
+    },
+    "/snapshots/{id}": onStored("snapshot"),
     "/instances/{id}/logs": {
       get: {
         summary: "stdout and stderr as server-sent events (event stdout|stderr, data a JSON string), then exit",
