@@ -206,15 +206,20 @@ async function windowsVsWine(dir: string): Promise<void> {
   await new Deno.Command("wineserver", { args: ["-w"], env: wineEnv }).output();
 }
 
-/** Kilobytes of `pid`'s proportional set size in the mapping of `file`: its share of the pages it maps. */
-async function pssKiB(pid: number, file: string): Promise<number> {
+/**
+ * Kilobytes of `pid`'s mapping of `file`: its proportional set size (its share of the pages it maps), and
+ * its private pages (those no other process maps: the pages it wrote itself, copied on write).
+ */
+async function mappedKiB(pid: number, file: string): Promise<{ pss: number; own: number }> {
   const smaps = await Deno.readTextFile(`/proc/${pid}/smaps`);
-  let total = 0, inFile = false;
+  const kib = { pss: 0, own: 0 };
+  let inFile = false;
   for (const l of smaps.split("\n")) {
     if (/^[0-9a-f]+-[0-9a-f]+ /.test(l)) inFile = l.endsWith(file);
-    else if (inFile && l.startsWith("Pss:")) total += Number(l.split(/\s+/)[1]);
+    else if (inFile && l.startsWith("Pss:")) kib.pss += Number(l.split(/\s+/)[1]);
+    else if (inFile && /^Private_(Clean|Dirty):/.test(l)) kib.own += Number(l.split(/\s+/)[1]);
   }
-  return total;
+  return kib;
 }
 
 /** A `pvx` command in a new process. */
@@ -264,8 +269,8 @@ async function snapshots(dir: string): Promise<void> {
 /**
  * Instances of one template map one file: each adds only the pages it writes itself. Every clone is
  * given one line, reads back all the memory the template holds, and waits; then the proportional set
- * size of each clone's mapping of the template is its share of the pages they all use, and what is
- * left of the sum once the template's pages are counted once is what the clones cost on their own.
+ * size of each clone's mapping of the template is its share of the pages they all use, and its private
+ * pages are what it costs on its own.
  */
 async function clones(dir: string): Promise<void> {
   const touch = await pack("touch.c", dir, 128);
@@ -281,8 +286,12 @@ async function clones(dir: string): Promise<void> {
     const name = tpl.split("/").pop()!, share = writtenMiB * 1024 / CLONES;
     const readBack = (kib: number[]) => kib.filter((k) => k > 0.9 * share).length;
     const settled = (kib: number[]) => readBack(kib) === CLONES && Math.max(...kib) - Math.min(...kib) < 256;
+    let mapped: { pss: number; own: number }[];
     let pss: number[];
-    for (let tries = 0, shown = -1; !settled(pss = await Promise.all(children.map((c) => pssKiB(c.pid, name))));) {
+    for (
+      let tries = 0, shown = -1;
+      !settled(pss = (mapped = await Promise.all(children.map((c) => mappedKiB(c.pid, name)))).map((m) => m.pss));
+    ) {
       if (readBack(pss) !== shown) {
         shown = readBack(pss);
         console.error(
@@ -292,9 +301,15 @@ async function clones(dir: string): Promise<void> {
       if (++tries === 3000) throw new Error(`${CLONES} clones of the template did not read it back in 10 minutes`);
       await new Promise((resolve) => setTimeout(resolve, 200));
     }
-    const ownMiB = (pss.reduce((a, b) => a + b, 0) / 1024 - writtenMiB) / CLONES;
     line(`guest RAM per clone, ${CLONES} from one template`, median(pss) / 1024, writtenMiB, "MiB", "<< 1x", "written");
-    line(`  beyond the template's shared pages`, Math.max(ownMiB, 0), writtenMiB, "MiB", "~0x", "written");
+    line(
+      `  of it its own (copied on write)`,
+      median(mapped.map((m) => m.own)) / 1024,
+      writtenMiB,
+      "MiB",
+      "~0x",
+      "written",
+    );
   } finally {
     for (const w of writers) await w.close();
     await Promise.all(children.map((c) => c.status));
