@@ -24,6 +24,20 @@ Deno.test("exit codes: main's return value and ExitProcess both become the proce
   }
 });
 
+Deno.test("--memory is the guest's RAM: a commit that does not fit in it is refused, one that fits is made", async () => {
+  const refused = await runGuest("alloc", ["24"], ["--memory", "16"]);
+  assert.equal(refused.code, 1, refused.stderr);
+  assert.equal(refused.stdout, "refused: error 8\n"); // ERROR_NOT_ENOUGH_MEMORY
+  const fits = await runGuest("alloc", ["24"], ["--memory", "48"]);
+  assert.deepEqual([fits.code, fits.stdout], [0, "committed\n"], fits.stderr);
+  // Without it, the bundle's own 64 MiB.
+  const packed = await runGuest("alloc", ["80"]);
+  assert.deepEqual([packed.code, packed.stdout], [1, "refused: error 8\n"], packed.stderr);
+  const bad = await runGuest("alloc", [], ["--memory", "4"]);
+  assert.equal(bad.code, 2);
+  assert.match(bad.stderr, /--memory "4": expected MiB, a whole number from 8 to 1024/);
+});
+
 async function faultReport(kind: string): Promise<string> {
   const r = await runGuest("fault", [kind]);
   assert.equal(r.code, EXIT_GUEST_FAILED, r.stderr);

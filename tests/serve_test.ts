@@ -12,6 +12,7 @@ import { Instances } from "../hv/daemon/instances.ts";
 import { Metrics } from "../hv/daemon/metrics.ts";
 import { Records } from "../hv/daemon/records.ts";
 import { StoredSnapshots } from "../hv/daemon/snapshots.ts";
+import { guestMemoryMiB } from "../tools/daemon_cli.ts";
 import { openApiDocument } from "../hv/daemon/openapi.ts";
 import { fuzzRuns } from "./support/fuzz.ts";
 
@@ -25,10 +26,10 @@ interface Daemon {
 }
 
 /** A `pvx serve` on a socket in `dir`, once it listens. */
-async function serve(dir: string): Promise<Daemon> {
+async function serve(dir: string, options: string[] = []): Promise<Daemon> {
   const socket = `${dir}/pvx.sock`;
   const stateDir = `${dir}/state`;
-  const process = pvxStart(["serve", "--socket", socket, "--state-dir", stateDir]);
+  const process = pvxStart(["serve", "--socket", socket, "--state-dir", stateDir, ...options]);
   await process.printed(`listening on ${socket}`);
   return { socket, stateDir, process };
 }
@@ -39,9 +40,9 @@ async function stop(daemon: Daemon) {
   assert.equal(r.code, 0, r.stderr);
 }
 
-async function withDaemon(body: (daemon: Daemon, dir: string) => Promise<void>) {
+async function withDaemon(body: (daemon: Daemon, dir: string) => Promise<void>, options: string[] = []) {
   const dir = await Deno.makeTempDir({ prefix: "pvx-serve-" });
-  const daemon = await serve(dir);
+  const daemon = await serve(dir, options);
   try {
     await body(daemon, dir);
   } finally {
@@ -302,9 +303,45 @@ Deno.test("pvx serve: templates and kept snapshots are resources, deleted only o
     assert.deepEqual([bad.status, bad.json.error.field], [400, "ready"]);
   }));
 
+Deno.test("pvx serve: past --max-instances a create is a 429, past --max-memory a 507, each naming the limit", () =>
+  withDaemon(async (daemon) => {
+    const counter = await guestBundle("counter");
+    const first = await create(daemon, { bundle: counter, args: ["1", "0"], memoryMiB: 32 });
+    const second = await create(daemon, { bundle: counter, args: ["1", "0"] }); // the bundle's own 64 MiB
+    assert.deepEqual(
+      [
+        (await api(daemon, "GET", `/instances/${first}`)).json.memoryMiB,
+        (await api(daemon, "GET", `/instances/${second}`)).json.memoryMiB,
+      ],
+      [32, 64],
+    );
+    const many = await api(daemon, "POST", "/instances", { bundle: counter, memoryMiB: 8 });
+    assert.equal(many.status, 429, JSON.stringify(many.json));
+    assert.match(many.json.error.message, /--max-instances 2 is reached: 2 live/);
+    await api(daemon, "POST", `/instances/${second}/kill`);
+    const big = await api(daemon, "POST", "/instances", { bundle: counter, memoryMiB: 80 });
+    assert.equal(big.status, 507, JSON.stringify(big.json));
+    assert.match(
+      big.json.error.message,
+      /--max-memory 100 MiB would be exceeded: 32 MiB .* in use, this instance needs 80 MiB/,
+    );
+    const third = await create(daemon, { bundle: counter, args: ["1", "0"], memoryMiB: 64 });
+    await printed(daemon, third, "tick 0\n");
+    const metrics = (await requestControlApi(daemon.socket, "GET", "/metrics")).body;
+    assert.match(metrics, /^pvx_guest_memory_mib 96$/m);
+    assert.match(metrics, /^pvx_max_instances 2$/m);
+    assert.match(metrics, /^pvx_max_memory_mib 100$/m);
+    const refusedStart = await pvxCli(["start", "--host", daemon.socket, counter, "--memory", "8"]);
+    assert.equal(refusedStart.code, 125);
+    assert.match(refusedStart.stderr, /--max-instances 2/);
+    assert.equal((await api(daemon, "GET", "/instances")).json.length, 3, "no refused create made an instance");
+    for (const id of [first, third]) await api(daemon, "POST", `/instances/${id}/kill`);
+  }, ["--max-instances", "2", "--max-memory", "100"]));
+
 Deno.test("pvx serve: bad input is a 400 naming the field, an unknown route or id a 404, a wrong state a 409", () =>
   withDaemon(async (daemon, dir) => {
     const bundle = await guestBundle("counter");
+    await Deno.writeTextFile(`${dir}/not-a-bundle.pvx`, "hello");
     const field = async (method: string, route: string, body: unknown, name: string | undefined) => {
       const r = await api(daemon, method, route, body);
       assert.equal(r.status, 400, `${method} ${route} ${JSON.stringify(body)}: ${JSON.stringify(r.json)}`);
@@ -326,6 +363,9 @@ Deno.test("pvx serve: bad input is a 400 naming the field, an unknown route or i
     await field("POST", "/instances", { bundle, timeoutMs: "1s" }, "timeoutMs");
     await field("POST", "/instances", { bundle, colour: "red" }, "colour");
     await field("POST", "/instances", { snapshot: bundle, args: ["a"] }, "args");
+    await field("POST", "/instances", { bundle, memoryMiB: 4 }, "memoryMiB");
+    await field("POST", "/instances", { snapshot: bundle, memoryMiB: 32 }, "memoryMiB");
+    await field("POST", "/instances", { bundle: `${dir}/not-a-bundle.pvx` }, "bundle");
     await field("POST", "/instances?verbose=1", { bundle }, "verbose");
     assert.deepEqual((await api(daemon, "GET", "/instances")).json, [], "no bad create made an instance");
 
@@ -498,7 +538,11 @@ Deno.test("pvx serve: the OpenAPI document names exactly the routes the daemon s
   const dir = await Deno.makeTempDir({ prefix: "pvx-serve-" });
   try {
     const metrics = new Metrics();
-    const app = daemonApi(new Instances(new Records(dir), ["false"], metrics), new StoredSnapshots(dir), metrics);
+    const app = daemonApi(
+      new Instances(new Records(dir), ["false"], metrics, { guestMemoryMiB }),
+      new StoredSnapshots(dir),
+      metrics,
+    );
     const served = app.routes.filter((r) => r.method !== "ALL").map((r) => `${r.method} ${r.path}`);
     const documented = Object.entries(openApiDocument.paths).flatMap(([path, ops]) =>
       Object.keys(ops).map((method) => `${method.toUpperCase()} ${path.replace(/\{(\w+)\}/g, ":$1")}`)
@@ -519,7 +563,7 @@ Deno.test("fuzz: no body, query or id makes the daemon answer 500 or create an i
   try {
     const metrics = new Metrics();
     // An instance this made would run `false`: the property is that none is made.
-    const instances = new Instances(new Records(dir), ["false"], metrics);
+    const instances = new Instances(new Records(dir), ["false"], metrics, { guestMemoryMiB });
     const stored = new StoredSnapshots(dir);
     const app = daemonApi(instances, stored, metrics);
     const routes = app.routes.filter((r) => r.method !== "ALL");

@@ -6,6 +6,7 @@
 
 import { describeValue } from "../hv/describe_value.ts";
 import { dirname } from "node:path";
+import { maxMemory, MiB, minMemory } from "../guest/memory_map.ts";
 
 export const MAGIC = new TextEncoder().encode("PVXBNDL\0");
 export const FORMAT_VERSION = 0;
@@ -17,8 +18,10 @@ const VERSION_OFFSET = 8;
 const MANIFEST_LENGTH_OFFSET = 12;
 const MANIFEST_HASH_OFFSET = 16;
 const MAX_PATH_BYTES = 255;
-const MIN_MEMORY_MIB = 8;
-const MAX_MEMORY_MIB = 1024;
+const MIN_MEMORY_MIB = minMemory / MiB;
+const MAX_MEMORY_MIB = maxMemory / MiB;
+/** Guest RAM of a bundle packed without --memory, as `pvx run app.exe` packs one. */
+export const DEFAULT_MEMORY_MIB = 64;
 const MAX_NAME_CHARS = 64;
 const NAME_PATTERN = /^[A-Za-z0-9._-]+$/;
 const CALL_NAME_PATTERN = /^[A-Za-z0-9_]+$/;
@@ -444,3 +447,6 @@ export function describeBundle(b: Bundle): string {
   ];
   return lines.join("\n");
 }
+
+/** A Windows exe ("MZ"), which pvx packs into a bundle, rather than a bundle or an ELF. */
+export const isPe = (bytes: Uint8Array) => bytes[0] === 0x4d && bytes[1] === 0x5a;

@@ -5,7 +5,10 @@
 
 import { parseArgs } from "node:util";
 import { join, resolve } from "node:path";
-import { Records } from "../hv/daemon/records.ts";
+import { type InstanceRecord, Records } from "../hv/daemon/records.ts";
+import { summarizeSnapshot } from "../hv/snapshot.ts";
+import { MiB } from "../guest/memory_map.ts";
+import { DEFAULT_MEMORY_MIB, isPe, parseBundle } from "./bundle.ts";
 import { Instances } from "../hv/daemon/instances.ts";
 import { Metrics } from "../hv/daemon/metrics.ts";
 import { StoredSnapshots } from "../hv/daemon/snapshots.ts";
@@ -34,8 +37,22 @@ async function readToken(file: string): Promise<string> {
 }
 
 /**
- * `pvx serve [--socket PATH] [--listen HOST:PORT --token-file FILE] [--state-dir DIR]`: serves until
- * SIGINT or SIGTERM, then kills its instances. It prints where it listens once it does.
+ * The guest RAM an instance of `from` will have, in MiB: what the create asks for, else the bundle's own (an exe
+ * is packed with the default), else the snapshot's.
+ */
+export async function guestMemoryMiB(from: InstanceRecord["from"], memoryMiB?: number): Promise<number> {
+  if ("bundle" in from) {
+    if (memoryMiB !== undefined) return memoryMiB;
+    const bytes = await Deno.readFile(from.bundle);
+    return isPe(bytes) ? DEFAULT_MEMORY_MIB : (await parseBundle(bytes, from.bundle)).manifest.memoryMiB;
+  }
+  return summarizeSnapshot("snapshot" in from ? from.snapshot : from.template).memory.bytes / MiB;
+}
+
+/**
+ * `pvx serve [--socket PATH] [--listen HOST:PORT --token-file FILE] [--state-dir DIR] [--max-instances N]
+ * [--max-memory MiB]`: serves until SIGINT or SIGTERM, then kills its instances. It prints where it listens once
+ * it does. Past a --max limit, a create is refused (429, 507) rather than the host overcommitted.
  */
 export async function serveCommand(argv: string[]): Promise<number> {
   const { values } = parseArgs({
@@ -45,8 +62,19 @@ export async function serveCommand(argv: string[]): Promise<number> {
       listen: { type: "string" },
       "token-file": { type: "string" },
       "state-dir": { type: "string" },
+      "max-instances": { type: "string" },
+      "max-memory": { type: "string" },
     },
   });
+  const limit = (name: "max-instances" | "max-memory") => {
+    const v = values[name];
+    if (v === undefined) return undefined;
+    if (!/^[1-9]\d{0,8}$/.test(v)) {
+      throw new UsageError(`--${name} ${JSON.stringify(v)}: expected a whole number above 0`);
+    }
+    return Number(v);
+  };
+  const capacity = { maxInstances: limit("max-instances"), maxMemoryMiB: limit("max-memory"), guestMemoryMiB };
   let tcp: { hostname: string; port: number } | undefined;
   if (values.listen !== undefined) {
     const m = /^(.+):(\d{1,5})$/.exec(values.listen);
@@ -59,7 +87,7 @@ export async function serveCommand(argv: string[]): Promise<number> {
   const token = values["token-file"] ? await readToken(values["token-file"]) : undefined;
   const stateDir = resolve(values["state-dir"] ?? defaultStateDir());
   const metrics = new Metrics();
-  const instances = new Instances(new Records(stateDir), [Deno.execPath(), "run", "-A", pvxScript], metrics);
+  const instances = new Instances(new Records(stateDir), [Deno.execPath(), "run", "-A", pvxScript], metrics, capacity);
   const stored = new StoredSnapshots(stateDir);
   const closers: (() => Promise<void>)[] = [];
   if (!tcp || values.socket) {
@@ -218,6 +246,7 @@ export async function startCommand(argv: string[]): Promise<number> {
       from: { type: "string" },
       snapshot: { type: "string" },
       cpus: { type: "string" },
+      memory: { type: "string" },
       timeout: { type: "string" },
       env: { type: "string", multiple: true, default: [] },
       overlay: { type: "string" },
@@ -238,6 +267,7 @@ export async function startCommand(argv: string[]): Promise<number> {
     ...(args.length ? { args } : {}),
     ...(Object.keys(env).length ? { env } : {}),
     ...(values.cpus === undefined ? {} : { cpus: Number(values.cpus) }),
+    ...(values.memory === undefined ? {} : { memoryMiB: Number(values.memory) }),
     ...(values.timeout === undefined ? {} : { timeoutMs: parseDuration(values.timeout) }),
     ...(values.overlay === undefined ? {} : { overlay: resolve(values.overlay) }),
   });

@@ -3,8 +3,10 @@
 import { parseArgs } from "node:util";
 import {
   BundleError,
+  DEFAULT_MEMORY_MIB,
   describeBundle,
   encodeBundle,
+  isPe,
   parseBundle,
   readBundle,
   sha256Hex,
@@ -58,7 +60,7 @@ import {
 
 const usage = `usage:
   pvx run <app.pvx> [--timeout <seconds|Nms>] [--share <host dir>:<guest dir>[:ro]]... [--env NAME=VALUE]...
-          [--overlay <dir>] [--cpus <N>] [--accel auto|kvm|nested] [--api <socket>] [-- args...]
+          [--overlay <dir>] [--cpus <N>] [--memory <MiB>] [--accel auto|kvm|nested] [--api <socket>] [-- args...]
   pvx pack <app.elf> -o <app.pvx> [--name <name>] [--memory <MiB>] [--file <host>[:<bundle path>]]... [--arg <a>]...
   pvx run ... --api <socket>      serve the instance's control API (pause, resume, snapshot) on a Unix socket
   pvx pause|resume --api <socket>
@@ -154,7 +156,10 @@ async function runApp(
       ? await cachedBundle(path, { ...defaultPackOptions, allowMissing: o.allowMissing })
       : path;
     const bundleBytes = await Deno.readFile(bundlePath);
-    const bundle = await parseBundle(bundleBytes, bundlePath);
+    const packed = await parseBundle(bundleBytes, bundlePath);
+    const bundle = o.memoryMiB === undefined
+      ? packed
+      : { ...packed, manifest: { ...packed.manifest, memoryMiB: o.memoryMiB } };
     const api = apiServer(o.api);
     let session: InstanceSession | undefined;
     let saved: Promise<SnapshotResult> | undefined;
@@ -211,9 +216,12 @@ export interface PackOptions {
 }
 
 /** What `pvx pack` does without options, and what `pvx run app.exe` packs with. */
-export const defaultPackOptions: PackOptions = { memoryMiB: 64, files: [], args: [], allowMissing: false };
-
-const isPe = (bytes: Uint8Array) => bytes[0] === 0x4d && bytes[1] === 0x5a; // "MZ"
+export const defaultPackOptions: PackOptions = {
+  memoryMiB: DEFAULT_MEMORY_MIB,
+  files: [],
+  args: [],
+  allowMissing: false,
+};
 
 /** DLLs the exe (and those DLLs) import that sit beside it: Windows would load them from there first. */
 async function dllsBeside(
@@ -405,7 +413,7 @@ export async function main(argv: string[]): Promise<number> {
         return await rmCommand(rest);
       case "restore":
         return await restoreCommand(rest);
-      case "template":
+      case "template": {
         if (["ls", "inspect", "rm"].includes(rest[0])) return await storedCommand("template", rest);
         // Without -o, the template is the daemon's to make and keep.
         const options = rest.includes("--") ? rest.slice(0, rest.indexOf("--")) : rest;
@@ -413,6 +421,7 @@ export async function main(argv: string[]): Promise<number> {
           return await daemonTemplateCommand(rest.slice(1));
         }
         return await templateCommand(rest);
+      }
       case "api":
         return await apiCommand(rest);
       case "overlay":

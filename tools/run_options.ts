@@ -1,10 +1,10 @@
 // The options `pvx run` and `pvx restore` share: how long, what is shared,
-// the environment, the overlay, the vCPU cap, the accelerator and the
-// control API socket.
+// the environment, the overlay, the vCPU cap, guest memory, the accelerator
+// and the control API socket.
 
 import { parseArgs } from "node:util";
 import { parseShareSpec, type ShareSpec } from "../abi/fileview.ts";
-import { maxVcpus } from "../guest/memory_map.ts";
+import { maxMemory, maxVcpus, MiB, minMemory } from "../guest/memory_map.ts";
 
 /** The command line itself is wrong: pvx prints usage along with it. */
 export class UsageError extends Error {}
@@ -24,6 +24,8 @@ export interface RunOptions {
   environment: Map<string, string>;
   overlay?: string;
   cpus?: number;
+  /** Guest RAM in MiB, in place of the bundle's own: the instance's memory partition. */
+  memoryMiB?: number;
   allowMissing: boolean;
   accel?: string;
   /** Serve the instance's control API on this Unix socket. */
@@ -40,6 +42,7 @@ export function parseRunOptions(argv: string[]): RunOptions {
       env: { type: "string", multiple: true, default: [] },
       overlay: { type: "string" },
       cpus: { type: "string" },
+      memory: { type: "string" },
       "allow-missing": { type: "boolean", default: false },
       accel: { type: "string" },
       api: { type: "string" },
@@ -48,6 +51,13 @@ export function parseRunOptions(argv: string[]): RunOptions {
   const cpus = values.cpus === undefined ? undefined : Number(values.cpus);
   if (cpus !== undefined && !(Number.isInteger(cpus) && cpus >= 1 && cpus <= maxVcpus)) {
     throw new UsageError(`--cpus ${JSON.stringify(values.cpus)}: expected a whole number from 1 to ${maxVcpus}`);
+  }
+  const memoryMiB = values.memory === undefined ? undefined : Number(values.memory);
+  const [minMiB, maxMiB] = [minMemory / MiB, maxMemory / MiB];
+  if (memoryMiB !== undefined && !(Number.isInteger(memoryMiB) && memoryMiB >= minMiB && memoryMiB <= maxMiB)) {
+    throw new UsageError(
+      `--memory ${JSON.stringify(values.memory)}: expected MiB, a whole number from ${minMiB} to ${maxMiB}`,
+    );
   }
   const shares = values.share.map((spec) => {
     try {
@@ -68,6 +78,7 @@ export function parseRunOptions(argv: string[]): RunOptions {
     environment,
     overlay: values.overlay,
     cpus,
+    memoryMiB,
     allowMissing: values["allow-missing"],
     accel: values.accel,
     api: values.api,

@@ -125,6 +125,9 @@ export async function restoreCommand(argv: string[]): Promise<number> {
   if (!path) throw new UsageError("restore needs a snapshot file");
   // These are in the snapshot's RAM already, set when the app started.
   if (extra.length || o.environment.size) throw new UsageError("restore: arguments and --env are the snapshot's own");
+  if (o.memoryMiB !== undefined) {
+    throw new UsageError("restore: --memory is the snapshot's own: its RAM is saved whole");
+  }
   if (chooseAccel(o.accel) === "nested") return await runPvxNested("restore", argv);
   if (o.overlay) await Deno.mkdir(o.overlay, { recursive: true });
   prewarm();

@@ -11,8 +11,16 @@ import { timingSafeEqual } from "node:crypto";
 import { isAbsolute } from "node:path";
 import { refuse } from "../control_api.ts";
 import { describeValue } from "../describe_value.ts";
-import { maxVcpus } from "../../guest/memory_map.ts";
-import { type CreateSpec, type Instance, InstanceConflict, InstanceRefused, type Instances } from "./instances.ts";
+import { maxMemory, maxVcpus, MiB, minMemory } from "../../guest/memory_map.ts";
+import {
+  AtCapacity,
+  BadSource,
+  type CreateSpec,
+  type Instance,
+  InstanceConflict,
+  InstanceRefused,
+  type Instances,
+} from "./instances.ts";
 import type { Metrics } from "./metrics.ts";
 import { RING_BYTES } from "./console.ts";
 import { openApiDocument } from "./openapi.ts";
@@ -101,7 +109,17 @@ function optionalInteger(body: Body, field: string, min: number, max: number): n
   return v;
 }
 
-const createFields = ["bundle", "snapshot", "template", "args", "env", "cpus", "timeoutMs", "overlay"] as const;
+const createFields = [
+  "bundle",
+  "snapshot",
+  "template",
+  "args",
+  "env",
+  "cpus",
+  "memoryMiB",
+  "timeoutMs",
+  "overlay",
+] as const;
 const sources = ["bundle", "snapshot", "template"] as const;
 
 function stringArray(body: Body, field: string): string[] {
@@ -141,6 +159,10 @@ async function createSpec(body: Body, stored: StoredSnapshots): Promise<CreateSp
   if (source !== "bundle" && Object.keys(env).length) {
     throw new BadInput("env", `a ${source} keeps the environment it was made with`);
   }
+  const memoryMiB = optionalInteger(body, "memoryMiB", minMemory / MiB, maxMemory / MiB);
+  if (source !== "bundle" && memoryMiB !== undefined) {
+    throw new BadInput("memoryMiB", `a ${source} keeps the guest RAM it was made with`);
+  }
   const overlay = body.overlay;
   if (overlay !== undefined && (typeof overlay !== "string" || !isAbsolute(overlay))) {
     throw new BadInput("overlay", `must be an absolute path, not ${describeValue(overlay)}`);
@@ -150,6 +172,7 @@ async function createSpec(body: Body, stored: StoredSnapshots): Promise<CreateSp
     args,
     env,
     cpus: optionalInteger(body, "cpus", 1, maxVcpus),
+    ...(memoryMiB === undefined ? {} : { memoryMiB }),
     timeoutMs: optionalInteger(body, "timeoutMs", 1, 2 ** 31),
     ...(overlay === undefined ? {} : { overlay }),
   };
@@ -235,7 +258,9 @@ export function daemonApi(
   app.get("/openapi.json", (c) => c.json(openApiDocument));
   app.get("/metrics", (c) => {
     query(c, []);
-    return c.text(metrics.render(instances.countByState()), 200, {
+    const { maxInstances, maxMemoryMiB } = instances.capacity;
+    const capacity = { memoryMiB: instances.inUse().memoryMiB, maxInstances, maxMemoryMiB };
+    return c.text(metrics.render(instances.countByState(), capacity), 200, {
       "content-type": "text/plain; version=0.0.4; charset=utf-8",
     });
   });
@@ -337,6 +362,8 @@ export function daemonApi(
   app.onError((e, c) => {
     if (e instanceof BadInput) return c.json(refuse(400, e.message, e.field).body, 400);
     if (e instanceof NoSuchInstance || e instanceof NoSuchStored) return c.json(refuse(404, e.message).body, 404);
+    if (e instanceof BadSource) return c.json(refuse(400, e.message, e.field).body, 400);
+    if (e instanceof AtCapacity) return c.json(refuse(e.status, e.message).body, e.status);
     if (e instanceof StoredInUse) return c.json(refuse(409, e.message).body, 409);
     if (e instanceof TemplateFailed) return c.json(refuse(422, e.message).body, 422);
     if (e instanceof InstanceConflict) return c.json(refuse(409, e.message).body, 409);

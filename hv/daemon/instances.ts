@@ -20,11 +20,27 @@ export class InstanceRefused extends Error {
   }
 }
 
+/** The daemon is at one of its host-wide limits (429 for instances, 507 for memory); the message names it. */
+export class AtCapacity extends Error {
+  constructor(readonly status: 429 | 507, message: string) {
+    super(message);
+  }
+}
+
+/** What the create names cannot be run: not a bundle, a damaged snapshot (400 on that field). */
+export class BadSource extends Error {
+  constructor(readonly field: string, message: string) {
+    super(message);
+  }
+}
+
 export interface CreateSpec {
   from: InstanceRecord["from"];
   args: string[];
   env: Record<string, string>;
   cpus?: number;
+  /** Guest RAM of a bundle's instance in place of the bundle's own; a snapshot's is its own. */
+  memoryMiB?: number;
   timeoutMs?: number;
   /** Kept by the caller; by default the daemon makes one beside the record and removes it with the instance. */
   overlay?: string;
@@ -102,6 +118,7 @@ export class Instance {
       "--overlay",
       r.overlay,
       ...(r.cpus === undefined ? [] : ["--cpus", String(r.cpus)]),
+      ...("bundle" in r.from ? ["--memory", String(r.memoryMiB)] : []),
       ...(r.timeoutMs === undefined ? [] : ["--timeout", `${r.timeoutMs}ms`]),
       ...Object.entries(r.env).flatMap(([name, value]) => ["--env", `${name}=${value}`]),
     ];
@@ -145,7 +162,7 @@ export class Instance {
   }
 
   describe() {
-    const { id, state, from, args, cpus, timeoutMs, overlay, createdAt, pid, exit } = this.record;
+    const { id, state, from, args, cpus, memoryMiB, timeoutMs, overlay, createdAt, pid, exit } = this.record;
     const uptimeMs = this.child ? (this.endedAt ?? performance.now()) - this.startedAt : undefined;
     return {
       id,
@@ -153,6 +170,7 @@ export class Instance {
       from,
       args,
       ...(cpus === undefined ? {} : { cpus }),
+      memoryMiB,
       ...(timeoutMs === undefined ? {} : { timeoutMs }),
       overlay,
       createdAt,
@@ -255,15 +273,62 @@ function exitKind(status: Deno.CommandStatus, killed: boolean, stopsAtSnapshot: 
   }
 }
 
+/** The host-wide capacity of a daemon, and how it learns what an instance will take. */
+export interface Capacity {
+  /** Instances starting, running or paused at once. */
+  maxInstances?: number;
+  /** Their guest RAM together. */
+  maxMemoryMiB?: number;
+  /** The guest RAM an instance of `from` gets when its create asks for `memoryMiB` (bundles only). */
+  guestMemoryMiB(from: InstanceRecord["from"], memoryMiB?: number): Promise<number>;
+}
+
 export class Instances {
   private readonly all = new Map<string, Instance>();
+  /** Creates that passed the capacity check and are not yet in `all`: counted against it all the same. */
+  private pending = { instances: 0, memoryMiB: 0 };
 
   /**
    * `pvx` is the command that runs tools/pvx.ts (deno, its flags, the script). The
    * records of a previous daemon are read as they were, and those that were running are lost.
    */
-  constructor(readonly records: Records, readonly pvx: string[], readonly metrics: Metrics) {
+  constructor(
+    readonly records: Records,
+    readonly pvx: string[],
+    readonly metrics: Metrics,
+    readonly capacity: Capacity,
+  ) {
     for (const record of records.load()) this.all.set(record.id, new Instance(record, this));
+  }
+
+  /** Instances that hold guest RAM now, and how much, with the creates under way. */
+  inUse(): { instances: number; memoryMiB: number } {
+    const live = this.list().filter((i) => i.running);
+    return {
+      instances: live.length + this.pending.instances,
+      memoryMiB: live.reduce((sum, i) => sum + i.record.memoryMiB, 0) + this.pending.memoryMiB,
+    };
+  }
+
+  /** Refuses a create that would take the daemon past a limit; otherwise counts it until it is listed. */
+  private reserve(memoryMiB: number): () => void {
+    const used = this.inUse(), { maxInstances, maxMemoryMiB } = this.capacity;
+    if (maxInstances !== undefined && used.instances >= maxInstances) {
+      throw new AtCapacity(429, `the daemon's --max-instances ${maxInstances} is reached: ${used.instances} live`);
+    }
+    if (maxMemoryMiB !== undefined && used.memoryMiB + memoryMiB > maxMemoryMiB) {
+      throw new AtCapacity(
+        507,
+        `the daemon's --max-memory ${maxMemoryMiB} MiB would be exceeded: ${used.memoryMiB} MiB of guest RAM in use, ` +
+          `this instance needs ${memoryMiB} MiB`,
+      );
+    }
+    this.pending.instances++;
+    this.pending.memoryMiB += memoryMiB;
+    return () => {
+      this.pending.instances--;
+      this.pending.memoryMiB -= memoryMiB;
+    };
   }
 
   list(): Instance[] {
@@ -281,6 +346,21 @@ export class Instances {
   }
 
   async create(spec: CreateSpec, requestedAt: number): Promise<Instance> {
+    let memoryMiB: number;
+    try {
+      memoryMiB = await this.capacity.guestMemoryMiB(spec.from, spec.memoryMiB);
+    } catch (e) {
+      throw new BadSource(Object.keys(spec.from)[0], (e as Error).message);
+    }
+    const release = this.reserve(memoryMiB);
+    try {
+      return await this.start(spec, memoryMiB, requestedAt);
+    } finally {
+      release();
+    }
+  }
+
+  private async start(spec: CreateSpec, memoryMiB: number, requestedAt: number): Promise<Instance> {
     let id: string;
     do id = [...crypto.getRandomValues(new Uint8Array(6))].map((b) => b.toString(16).padStart(2, "0")).join(""); while (
       this.all.has(id)
@@ -296,6 +376,7 @@ export class Instances {
       args: spec.args,
       env: spec.env,
       ...(spec.cpus === undefined ? {} : { cpus: spec.cpus }),
+      memoryMiB,
       ...(spec.timeoutMs === undefined ? {} : { timeoutMs: spec.timeoutMs }),
       overlay,
       ownOverlay: spec.overlay === undefined,

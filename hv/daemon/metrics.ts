@@ -1,6 +1,7 @@
 // What `GET /metrics` reports, in Prometheus's text exposition format: the
 // instances by state (read from the registry when scraped, so it cannot drift),
-// exits by kind, and how long a create takes to reach a serving instance.
+// guest RAM against the daemon's limits, exits by kind, and how long a create
+// takes to reach a serving instance.
 
 /** Upper bounds, in seconds: a create is ~0.1 s on KVM and several seconds under the nested accelerator. */
 const CREATE_BUCKETS = [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120];
@@ -24,12 +25,29 @@ export class Metrics {
     this.createCount++;
   }
 
-  render(byState: Record<string, number>): string {
+  /** `capacity` is the live instances' guest RAM and the daemon's limits, where it has them. */
+  render(
+    byState: Record<string, number>,
+    capacity: { memoryMiB: number; maxInstances?: number; maxMemoryMiB?: number },
+  ): string {
     const label = (v: string) => JSON.stringify(v); // Prometheus escapes \, " and newline as JSON does
     return [
       "# HELP pvx_instances Instances the daemon knows, by state.",
       "# TYPE pvx_instances gauge",
       ...Object.entries(byState).map(([state, n]) => `pvx_instances{state=${label(state)}} ${n}`),
+      "# HELP pvx_guest_memory_mib Guest RAM of the live instances, counted against --max-memory.",
+      "# TYPE pvx_guest_memory_mib gauge",
+      `pvx_guest_memory_mib ${capacity.memoryMiB}`,
+      ...(capacity.maxInstances === undefined ? [] : [
+        "# HELP pvx_max_instances --max-instances: live instances past which a create is refused (429).",
+        "# TYPE pvx_max_instances gauge",
+        `pvx_max_instances ${capacity.maxInstances}`,
+      ]),
+      ...(capacity.maxMemoryMiB === undefined ? [] : [
+        "# HELP pvx_max_memory_mib --max-memory: guest RAM past which a create is refused (507).",
+        "# TYPE pvx_max_memory_mib gauge",
+        `pvx_max_memory_mib ${capacity.maxMemoryMiB}`,
+      ]),
       "# HELP pvx_instance_exits_total Instances that ended since the daemon started, by how.",
       "# TYPE pvx_instance_exits_total counter",
       ...[...this.exits].map(([kind, n]) => `pvx_instance_exits_total{kind=${label(kind)}} ${n}`),

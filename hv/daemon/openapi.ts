@@ -69,13 +69,14 @@ export const openApiDocument = {
       },
       Instance: {
         type: "object",
-        required: ["id", "state", "from", "args", "overlay", "createdAt"],
+        required: ["id", "state", "from", "args", "memoryMiB", "overlay", "createdAt"],
         properties: {
           id: { type: "string" },
           state: { enum: ["starting", "running", "paused", "exited", "lost"] },
           from: { type: "object", description: "one of bundle, snapshot, template: the path it was created from" },
           args: { type: "array", items: { type: "string" } },
           cpus: { type: "integer" },
+          memoryMiB: { type: "integer", description: "its guest RAM, counted against the daemon's --max-memory" },
           timeoutMs: { type: "integer" },
           overlay: { type: "string" },
           createdAt: { type: "string", format: "date-time" },
@@ -126,6 +127,12 @@ export const openApiDocument = {
             args: { type: "array", items: { type: "string" }, description: "bundle only" },
             env: { type: "object", additionalProperties: { type: "string" }, description: "bundle only" },
             cpus: { type: "integer", minimum: 1 },
+            memoryMiB: {
+              type: "integer",
+              minimum: 8,
+              maximum: 1024,
+              description: "bundle only: guest RAM in place of the bundle's own",
+            },
             timeoutMs: { type: "integer", minimum: 1 },
             overlay: { type: "string", description: "kept; by default the daemon makes one and rm removes it" },
           },
@@ -136,6 +143,8 @@ export const openApiDocument = {
             properties: { id: { type: "string" }, state: { type: "string" } },
           }),
           400: errors[400],
+          429: answer("the daemon runs --max-instances instances already", error),
+          507: answer("the instance's guest RAM would take the daemon past --max-memory", error),
         },
       },
       get: {

@@ -28,6 +28,8 @@ export interface InstanceRecord {
   args: string[];
   env: Record<string, string>;
   cpus?: number;
+  /** Its guest RAM: the bundle's, the create's memoryMiB, or the snapshot's. */
+  memoryMiB: number;
   timeoutMs?: number;
   overlay: string;
   /** The daemon made the overlay, and removes it with the instance. */
