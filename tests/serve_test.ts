@@ -248,7 +248,7 @@ Deno.test("pvx serve: templates and kept snapshots are resources, deleted only o
     ]);
     assert.equal(tpl.file.id.slice(0, 12), tpl.id);
     const listed = await pvxCli(["template", "ls", ...host]);
-    assert.match(listed.stdout, new RegExp(`^ID .*\n${tpl.id} .* bundle .*counter\\.pvx at call$`, "m"), listed.stderr);
+    assert.match(listed.stdout, new RegExp(`^${tpl.id} +\\S+ +[\\d.]+ MiB +counter +\\S*counter\\.pvx at call$`, "m"));
 
     // An instance started from the template by its id; the template cannot go while it runs.
     const started = await pvxCli(["start", ...host, "--from", tpl.id]);
@@ -384,7 +384,7 @@ Deno.test("pvx serve: bad input is a 400 naming the field, an unknown route or i
     await field("GET", `/instances/${id}/logs?since=1`, undefined, "since");
     await field("POST", `/instances/${id}/stdin?close=soon`, "x", "close");
     await field("DELETE", `/instances/${id}?force=perhaps`, undefined, "force");
-    await field("POST", `/instances/${id}/snapshot`, { stop: true }, "path");
+    await field("POST", `/instances/${id}/snapshot`, { path: "x.snap" }, "path");
     await field("POST", `/instances/${id}/snapshot`, { path: `${dir}/x.snap`, stop: "yes" }, "stop");
     await field("POST", `/instances/${id}/snapshot`, { path: `${dir}/x.snap`, diffFrom: `${dir}/none` }, "diffFrom");
     // Where the instance's own API refuses, its status and reason come through.

@@ -48,6 +48,12 @@ export class TemplateFailed extends Error {}
 
 export const shortId = (fileId: string) => fileId.slice(0, 12);
 
+/** What a file takes on disk: a snapshot is sparse, its zero pages holes, so its length says little. */
+function diskBytes(path: string): number {
+  const info = Deno.statSync(path);
+  return info.blocks === null ? info.size : info.blocks * 512;
+}
+
 export class StoredSnapshots {
   readonly dir: string;
   private readonly all = new Map<string, StoredRecord>();
@@ -142,7 +148,7 @@ export class StoredSnapshots {
       createdAt: new Date().toISOString(),
       from,
       ...(cpus === undefined ? {} : { cpus }),
-      fileBytes: Deno.statSync(path).size,
+      fileBytes: diskBytes(path),
     });
   }
 
