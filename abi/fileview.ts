@@ -18,6 +18,7 @@ import {
   pickEntry,
   writeFileAtomic,
 } from "./overlay.ts";
+import { DiskQuota, filesBytes } from "./disk_quota.ts";
 
 /**
  * A call on the drive failed the Win32 way; `code` is what GetLastError returns. It is a
@@ -277,6 +278,16 @@ function hostCall<T>(where: string, action: () => T): T {
   }
 }
 
+/** Takes `bytes` of the overlay's quota for `where`, or refuses the guest as a full disk would. */
+function charge(quota: DiskQuota | undefined, bytes: number, where: string): void {
+  if (quota && !quota.take(bytes)) {
+    throw new FileViewError(
+      E.ERROR_DISK_FULL,
+      `${where}: the overlay's quota of ${quota.limit} bytes is full (${quota.used} used, ${bytes} more needed)`,
+    );
+  }
+}
+
 const UNIX_EPOCH_FILETIME = 116444736000000000n;
 
 /** Bundle entries have no timestamp; they report the Unix epoch so listings stay deterministic. */
@@ -467,7 +478,12 @@ class Drive {
   /** Per directory, the mount points and mount ancestors directly in it. */
   readonly #pinnedChildren = new Map<string, string[]>();
 
-  constructor(bundle: ReadonlyMap<string, Uint8Array>, overlay: Overlay, shares: readonly ShareSpec[]) {
+  constructor(
+    bundle: ReadonlyMap<string, Uint8Array>,
+    overlay: Overlay,
+    shares: readonly ShareSpec[],
+    readonly quota?: DiskQuota,
+  ) {
     this.#bundle = indexBundle(bundle);
     this.#overlay = overlay;
     for (const share of shares.map((spec) => new Share(spec))) {
@@ -577,6 +593,7 @@ class Drive {
   /** Creates an empty file, or a copy of `from`'s content. */
   createFile(dir: Node, name: string, from?: Node): Node {
     const path = joinHost(this.#hostDirFor(dir), name);
+    if (from && dir.layer === "drive") charge(this.quota, this.stat(from).size, guestPathString([...dir.names, name]));
     // createNew also refuses to follow a symlink someone put at `path` after the lookup.
     Deno.openSync(path, { write: true, createNew: true }).close();
     const source = from && (from.layer === "share" ? from.real : from.overlay);
@@ -604,6 +621,7 @@ class Drive {
     if (node.layer === "share") return node.real;
     if (node.overlay) return node.overlay;
     const path = joinHost(this.#overlay.ensureDir(node.names.slice(0, -1)), node.names.at(-1)!);
+    charge(this.quota, node.bundle!.bytes!.length, guestPathString(node.names));
     writeFileAtomic(path, node.bundle!.bytes!, this.#overlay.temp);
     return path;
   }
@@ -636,7 +654,11 @@ class Drive {
     }
     // Whiteout first: a crash in between leaves the overlay copy visible, not the stale bundle one.
     if (node.bundle) this.#overlay.whiteouts.add(node.names);
-    if (node.overlay) Deno.removeSync(node.overlay, { recursive: node.isDir });
+    if (node.overlay) {
+      const freed = this.quota ? filesBytes(node.overlay) : 0;
+      Deno.removeSync(node.overlay, { recursive: node.isDir });
+      this.quota?.give(freed);
+    }
   }
 
   /**
@@ -714,7 +736,7 @@ class OpenNode {
   readonly handles = new Set<Handle>();
   deleteOnClose = false;
   #bytes?: Uint8Array;
-  #host?: { file: Deno.FsFile; writable: boolean };
+  #host?: { file: Deno.FsFile; writable: boolean; quota?: DiskQuota };
 
   constructor(public key: string, public path: string, readonly isDirectory: boolean) {}
 
@@ -733,13 +755,33 @@ class OpenNode {
     else this.#host = { file: data, writable: false };
   }
 
-  /** Switches every handle to a writable host file, e.g. the copy a bundle file just got in the overlay. */
-  makeWritable(open: () => Deno.FsFile): void {
+  /**
+   * Switches every handle to a writable host file, e.g. the copy a bundle file just got in the overlay;
+   * `quota` is the overlay's, when that is where the file is.
+   */
+  makeWritable(open: () => Deno.FsFile, quota?: DiskQuota): void {
     if (this.#host?.writable) return;
     const file = open();
     this.#host?.file.close();
-    this.#host = { file, writable: true };
+    this.#host = { file, writable: true, quota };
     this.#bytes = undefined;
+  }
+
+  /**
+   * Runs `action` on the writable file, which it leaves `size` bytes long, or with `grows` at least as long
+   * as it was. The overlay's quota is charged the difference first, and what did not happen is given back.
+   */
+  resize<T>(size: number, grows: boolean, where: string, action: (file: Deno.FsFile) => T): T {
+    const file = this.writableFile(), quota = this.#host!.quota;
+    if (!quota) return action(file);
+    const before = file.statSync().size;
+    const after = grows ? Math.max(before, size) : size;
+    charge(quota, after - before, where);
+    try {
+      return action(file);
+    } finally {
+      quota.take(file.statSync().size - after);
+    }
   }
 
   read(into: Uint8Array, position: number): number {
@@ -810,11 +852,10 @@ class Handle implements OpenFile {
   }
 
   write(from: Uint8Array, position: number): number {
-    return this.#io(
-      "WriteFile",
-      "write",
-      () => writeAt(this.#node.writableFile(), from, checkedPosition(position, from.length)),
-    );
+    return this.#io("WriteFile", "write", () => {
+      const at = checkedPosition(position, from.length);
+      return this.#node.resize(at + from.length, true, `WriteFile ${this.path}`, (f) => writeAt(f, from, at));
+    });
   }
 
   size(): number {
@@ -823,7 +864,10 @@ class Handle implements OpenFile {
   }
 
   setSize(size: number): void {
-    this.#io("SetEndOfFile", "write", () => this.#node.writableFile().truncateSync(checkedPosition(size, 0)));
+    this.#io("SetEndOfFile", "write", () => {
+      const to = checkedPosition(size, 0);
+      this.#node.resize(to, false, `SetEndOfFile ${this.path}`, (f) => f.truncateSync(to));
+    });
   }
 
   flush(): void {
@@ -933,10 +977,20 @@ export class FileView {
   readonly #open: OpenFiles;
   #cwd: readonly string[] = [];
 
+  /** `overlayQuotaBytes` caps the overlay's files (abi/disk_quota.ts); past it the guest gets ERROR_DISK_FULL. */
   constructor(
-    opts: { bundleFiles: ReadonlyMap<string, Uint8Array>; overlayDir: string; shares: readonly ShareSpec[] },
+    opts: {
+      bundleFiles: ReadonlyMap<string, Uint8Array>;
+      overlayDir: string;
+      shares: readonly ShareSpec[];
+      overlayQuotaBytes?: number;
+    },
   ) {
-    this.#drive = new Drive(opts.bundleFiles, new Overlay(opts.overlayDir), opts.shares);
+    const overlay = new Overlay(opts.overlayDir);
+    const quota = opts.overlayQuotaBytes === undefined
+      ? undefined
+      : new DiskQuota(opts.overlayQuotaBytes, overlay.files);
+    this.#drive = new Drive(opts.bundleFiles, overlay, opts.shares, quota);
     this.#open = new OpenFiles((path, isDirectory) => {
       // CloseHandle cannot report a failed delete-on-close (say, a directory that filled up); Windows drops it too.
       try {
@@ -1001,9 +1055,10 @@ export class FileView {
         (shared) => {
           if (node.isDir) return;
           // Truncating needs the host file writable even through a read-only handle (CREATE_ALWAYS + GENERIC_READ).
-          if (access.write || truncates) shared.makeWritable(() => this.#drive.openForWriting(node));
+          const quota = node.layer === "drive" ? this.#drive.quota : undefined;
+          if (access.write || truncates) shared.makeWritable(() => this.#drive.openForWriting(node), quota);
           else shared.load(() => this.#drive.openForReading(node));
-          if (truncates && lookup.found) shared.writableFile().truncateSync(0);
+          if (truncates && lookup.found) shared.resize(0, false, `CreateFile ${quote(path)}`, (f) => f.truncateSync(0));
         },
       );
       return { file, existed: lookup.found };

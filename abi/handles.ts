@@ -17,7 +17,10 @@ export type HandleKind = HandleObject["kind"];
 /** Windows hands out handles in steps of four and ignores their two low bits (OBJ_HANDLE_TAGBITS), which apps may use as tags. */
 const STEP = 4;
 const untagged = (handle: number) => handle - (handle % STEP);
-/** More open handles than any sane app needs; past it CreateFileW fails instead of the host growing without bound. */
+/**
+ * More open handles than any sane app needs; past it CreateFileW fails instead of the host growing without
+ * bound. An instance's partition may set a lower cap.
+ */
 export const MAX_HANDLES = 1 << 16;
 
 /** A handle as a snapshot keeps it: an open file by its guest path, never by a host descriptor. */
@@ -38,7 +41,8 @@ export class HandleTable {
   readonly std: ReadonlyMap<number, number>;
   readonly processHeap: number;
 
-  constructor() {
+  /** `limit` counts every handle, the three console ones and the process heap's among them. */
+  constructor(readonly limit = MAX_HANDLES) {
     this.std = new Map([
       [STD_INPUT_HANDLE, this.open({ kind: "console", stream: "stdin" })!],
       [STD_OUTPUT_HANDLE, this.open({ kind: "console", stream: "stdout" })!],
@@ -49,7 +53,7 @@ export class HandleTable {
 
   /** The new handle, or undefined when the table is full. */
   open(object: HandleObject): number | undefined {
-    if (this.#objects.size >= MAX_HANDLES) return undefined;
+    if (this.#objects.size >= this.limit) return undefined;
     // Below the sync objects' handles (abi/sync_objects.ts), which name their slots instead.
     const advance = () => this.#next = (this.#next + STEP) % SYNC_HANDLE_BASE;
     while (this.#objects.has(this.#next) || this.#next === 0) advance();
@@ -106,8 +110,12 @@ export class HandleTable {
    * `reopen`; a file that cannot be opened any more (deleted while open, a
    * share that is missing) fails the restore, naming the handle.
    */
-  static restore(state: HandleTableState, reopen: (path: string, options: OpenOptions) => OpenFile): HandleTable {
-    const table = new HandleTable();
+  static restore(
+    state: HandleTableState,
+    reopen: (path: string, options: OpenOptions) => OpenFile,
+    limit = MAX_HANDLES,
+  ): HandleTable {
+    const table = new HandleTable(limit);
     table.#objects.clear();
     try {
       for (const [handle, h] of state.handles) {

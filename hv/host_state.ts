@@ -15,9 +15,18 @@ import type { HostWrites } from "../abi/host_writes.ts";
 import { libc, POLLIN } from "../ffi/libc.ts";
 
 /** Structured-cloneable description of an instance's host state at boot. */
+/** An instance's partitions the host services enforce: what the guest gets past them is a Win32 error. */
+export interface HostLimits {
+  /** Open handles in the handle table: files, searches, heaps, the console (ERROR_TOO_MANY_OPEN_FILES). */
+  maxHandles?: number;
+  /** Bytes of files in the overlay, its writes and copies of bundle files together (ERROR_DISK_FULL). */
+  overlayQuotaBytes?: number;
+}
+
 export interface HostInit {
   bundleFiles: [string, Uint8Array][];
   overlayDir: string;
+  limits?: HostLimits;
   shares: ShareSpec[];
   environment: [string, string][];
   heap: { start: number; end: number };
@@ -95,13 +104,16 @@ export function createHost(
     bundleFiles: new Map(init.bundleFiles),
     overlayDir: init.overlayDir,
     shares: init.shares,
+    overlayQuotaBytes: init.limits?.overlayQuotaBytes,
   });
   if (restored) files.setCurrentDirectory(restored.currentDirectory);
   // A restored file handle opens what is there now: the file must still exist, with the same access and sharing.
   const reopen = (path: string, options: Parameters<FileView["open"]>[1]) =>
     files.open(path, { ...options, disposition: W.OPEN_EXISTING }).file;
   return {
-    handles: restored ? HandleTable.restore(restored.handles, reopen) : new HandleTable(),
+    handles: restored
+      ? HandleTable.restore(restored.handles, reopen, init.limits?.maxHandles)
+      : new HandleTable(init.limits?.maxHandles),
     files,
     heap: restored
       ? GuestHeap.restore(ram, h.start, h.end, restored.heap, shared.writes)

@@ -3,6 +3,7 @@
 // exits, faults or breaks the ABI on any thread, or times out: every vCPU is
 // then pulled out of the guest and out of any wait (hv/control_block.ts).
 
+import { cpuUsage } from "node:process";
 import { libc } from "../ffi/libc.ts";
 import { Kvm, mapKvmRun, type Vm } from "./kvm.ts";
 import { type GuestRam, mapGuestRam, unmapGuestRam } from "./memory.ts";
@@ -33,6 +34,8 @@ export interface InstanceOptions {
   host: HostInit;
   /** Stop the guest after this many milliseconds. */
   timeoutMs?: number;
+  /** Stop the guest once this process has used this many milliseconds of CPU time since the run began. */
+  cpuLimitMs?: number;
   /** Stop the guest when this aborts (its reason, such as "SIGINT", is reported), as a timeout does. */
   interrupt?: AbortSignal;
   /** At most this many vCPUs in the guest at once (default: no cap beyond the host's scheduler). */
@@ -81,6 +84,7 @@ export type Outcome =
   | { kind: "exit"; code: number }
   | At & { kind: "fault"; frame: Record<string, bigint> }
   | { kind: "timeout"; afterMs: number; threads: (At & { rip: bigint })[] }
+  | { kind: "cpu-limit"; limitMs: number; threads: (At & { rip: bigint })[] }
   | { kind: "interrupted"; reason: string; threads: (At & { rip: bigint })[] }
   | At & { kind: "violation"; message: string; rip: bigint }
   | At & { kind: "crash"; message: string; rip?: bigint }
@@ -172,6 +176,7 @@ export class Instance {
     /** Why every thread is being stopped and reported, when nothing inside the guest ended it. */
     let stoppedFromOutside:
       | { kind: "timeout" }
+      | { kind: "cpu-limit" }
       | { kind: "interrupted"; reason: string }
       | { kind: "snapshotted"; to: string }
       | undefined;
@@ -198,6 +203,8 @@ export class Instance {
         const why = stoppedFromOutside;
         outcome = why.kind === "timeout"
           ? { kind: "timeout", afterMs: opts.timeoutMs!, threads }
+          : why.kind === "cpu-limit"
+          ? { kind: "cpu-limit", limitMs: opts.cpuLimitMs!, threads }
           : why.kind === "interrupted"
           ? { kind: "interrupted", reason: why.reason, threads }
           : why;
@@ -307,6 +314,9 @@ export class Instance {
     const timer = opts.timeoutMs === undefined
       ? undefined
       : setTimeout(() => stopFromOutside({ kind: "timeout" }), opts.timeoutMs);
+    const cpuWatch = opts.cpuLimitMs === undefined
+      ? undefined
+      : watchCpuTime(opts.cpuLimitMs, () => stopFromOutside({ kind: "cpu-limit" }));
     const onInterrupt = () => stopFromOutside({ kind: "interrupted", reason: String(opts.interrupt!.reason) });
     if (opts.interrupt?.aborted) onInterrupt();
     opts.interrupt?.addEventListener("abort", onInterrupt);
@@ -378,6 +388,7 @@ export class Instance {
       live.pause?.settled();
       this.#live = undefined;
       clearTimeout(timer);
+      clearInterval(cpuWatch);
       opts.interrupt?.removeEventListener("abort", onInterrupt);
       service?.terminate();
       for (const slot of this.#vcpus.values()) {
@@ -503,4 +514,20 @@ export class Instance {
     unmapGuestRam(this.ram);
     this.#kvm.close();
   }
+}
+
+/**
+ * Calls `exceeded` once this process has used `limitMs` of CPU time from now: its vCPU threads' guest time
+ * (which Linux counts as theirs) and its host work together, as `ulimit -t` counts. Checked a few times per
+ * limit, so it stops the guest within a tenth of the limit (and at most 250 ms) past it.
+ */
+function watchCpuTime(limitMs: number, exceeded: () => void): ReturnType<typeof setInterval> {
+  const usedMs = () => {
+    const u = cpuUsage();
+    return (u.user + u.system) / 1000;
+  };
+  const from = usedMs();
+  return setInterval(() => {
+    if (usedMs() - from >= limitMs) exceeded();
+  }, Math.min(250, Math.max(10, limitMs / 10)));
 }

@@ -8,6 +8,7 @@ import { MiB } from "../guest/memory_map.ts";
 import { windowsCommandLine } from "../abi/host.ts";
 import type { ShareSpec } from "../abi/fileview.ts";
 import { Instance, type InstanceOptions, type Outcome } from "./instance.ts";
+import type { HostLimits } from "./host_state.ts";
 import { FIRST_THREAD_ID } from "./guest_threads.ts";
 import { type BootState, type BundleFile, InstanceSession, type LoadedSnapshot } from "./snapshot.ts";
 import { bootSregs } from "../guest/kernel.ts";
@@ -24,6 +25,10 @@ export interface LaunchOptions {
   overlayDir?: string;
   /** At most this many guest threads run at once. */
   cpus?: number;
+  /** Open handles and the overlay's bytes the guest may have (abi/handles.ts, abi/disk_quota.ts). */
+  limits?: HostLimits;
+  /** Stop the guest once the instance has used this much CPU time. */
+  cpuLimitMs?: number;
   /** Stops the guest, reporting where every thread was, when it aborts. */
   interrupt?: AbortSignal;
   /** The bundle file, which snapshots name by its SHA-256 (and where it was, to find it again). */
@@ -102,11 +107,18 @@ function runOptions(bundle: Bundle, boot: BootState, overlayDir: string, opts: L
   return {
     allowedCalls: bundle.manifest.allowedCalls,
     timeoutMs: opts.timeoutMs,
+    cpuLimitMs: opts.cpuLimitMs,
     cpus: opts.cpus,
     interrupt: opts.interrupt,
     ready: opts.ready,
     startedAt: boot.startedAt,
-    host: { ...boot.host, bundleFiles: [...bundle.files], overlayDir, shares: [...opts.shares ?? []] },
+    host: {
+      ...boot.host,
+      bundleFiles: [...bundle.files],
+      overlayDir,
+      shares: [...opts.shares ?? []],
+      limits: opts.limits ?? {},
+    },
   };
 }
 

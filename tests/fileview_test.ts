@@ -781,3 +781,61 @@ Deno.test("property: arbitrary paths only ever fail with FileViewError and touch
       { numRuns: fuzzRuns },
     );
   }));
+
+Deno.test("the overlay's quota: a write, a copy-up or a resize past it is ERROR_DISK_FULL and changes nothing", () =>
+  withDrive((d) => {
+    const quota = 64;
+    const view = () =>
+      new FileView({
+        bundleFiles: d.bundle,
+        overlayDir: d.overlay,
+        shares: [{ guestPath: "C:\\shared", hostPath: d.share, readOnly: false }],
+        overlayQuotaBytes: quota,
+      });
+    const v = view();
+    const create = (path: string) =>
+      v.open(path, options({ write: true, disposition: W.CREATE_ALWAYS, share: W.FILE_SHARE_READ })).file;
+    const a = create("a.txt");
+    assert.equal(a.write(new Uint8Array(50), 0), 50);
+    // Rewriting what is there takes nothing more; growing past the quota is refused whole.
+    assert.equal(a.write(new Uint8Array(50).fill(1), 0), 50);
+    expectCode(E.ERROR_DISK_FULL, () => a.write(new Uint8Array(30), 50), "grow a.txt past the quota");
+    assert.equal(a.size(), 50);
+    expectCode(E.ERROR_DISK_FULL, () => a.setSize(100), "SetEndOfFile past the quota");
+    assert.equal(a.size(), 50);
+    // readme.txt (12 bytes) is copied up whole when opened for writing: 62 of 64 bytes.
+    const readme = v.open("readme.txt", options({ write: true })).file;
+    readme.write(encode("HELLO"), 0);
+    expectCode(E.ERROR_DISK_FULL, () => v.open("data\\config.txt", options({ write: true })), "copy-up");
+    // A share is the user's own directory: not counted.
+    const shared = create("C:\\shared\\big.bin");
+    assert.equal(shared.write(new Uint8Array(1000), 0), 1000);
+    shared.close();
+    // Shrinking, truncating and deleting give the bytes back.
+    a.setSize(10);
+    v.open("data\\config.txt", options({ write: true })).file.close();
+    a.close();
+    v.delete("a.txt");
+    const b = create("b.txt");
+    assert.equal(b.write(new Uint8Array(64 - 12 - 9), 0), 43);
+    expectCode(E.ERROR_DISK_FULL, () => b.write(new Uint8Array(1), 43));
+    b.close();
+    readme.close();
+    // Nothing else broke: every file reads back as written.
+    const read = (path: string) => {
+      const f = v.open(path, options()).file;
+      const into = new Uint8Array(f.size());
+      f.read(into, 0);
+      f.close();
+      return into;
+    };
+    assert.equal(decode(read("readme.txt")), "HELLO bundle");
+    assert.equal(decode(read("data\\config.txt")), "key=value");
+    assert.equal(read("b.txt").length, 43);
+    // A view over the same overlay, as after a restore, counts what it holds from the start.
+    const again = view();
+    expectCode(
+      E.ERROR_DISK_FULL,
+      () => again.open("c.txt", options({ write: true, disposition: W.CREATE_NEW })).file.write(new Uint8Array(1), 0),
+    );
+  }));

@@ -176,6 +176,8 @@ async function runApp(
         environment: o.environment,
         overlayDir: o.overlay,
         cpus: o.cpus,
+        limits: o.limits,
+        cpuLimitMs: o.cpuLimitMs,
         interrupt: interrupt.signal,
         bundleFile: { path: await Deno.realPath(bundlePath), sha256: await sha256Hex(bundleBytes) },
         onSession: (s) => {

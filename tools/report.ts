@@ -40,6 +40,11 @@ export function describeOutcome(o: Outcome, app: string, symbolize: Symbolize): 
         `pvx: ${app} did not finish within ${o.afterMs} ms; stopped ${o.threads.length} thread(s):`,
         ...o.threads.map((t) => `  ${where(t)} at RIP ${at(t.rip)}`),
       ].join("\n");
+    case "cpu-limit":
+      return [
+        `pvx: ${app} used up its CPU-time limit of ${o.limitMs} ms; stopped ${o.threads.length} thread(s):`,
+        ...o.threads.map((t) => `  ${where(t)} at RIP ${at(t.rip)}`),
+      ].join("\n");
     case "interrupted":
       return [
         `pvx: ${app} was interrupted by ${o.reason}; stopped ${o.threads.length} thread(s):`,
@@ -69,6 +74,8 @@ export function describeOutcome(o: Outcome, app: string, symbolize: Symbolize): 
 export const EXIT_TIMEOUT = 124;
 export const EXIT_PVX_ERROR = 125;
 export const EXIT_GUEST_FAILED = 126;
+/** 128 + SIGXCPU: what a shell reports for a program `ulimit -t` stopped. */
+export const EXIT_CPU_LIMIT = 152;
 
 export function exitStatus(o: Outcome): number {
   switch (o.kind) {
@@ -76,6 +83,8 @@ export function exitStatus(o: Outcome): number {
       return o.code & 0xff;
     case "timeout":
       return EXIT_TIMEOUT;
+    case "cpu-limit":
+      return EXIT_CPU_LIMIT;
     case "interrupted":
       return 128 + (signalNumbers[o.reason] ?? 0);
     case "snapshotted":

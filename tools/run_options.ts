@@ -1,20 +1,33 @@
 // The options `pvx run` and `pvx restore` share: how long, what is shared,
-// the environment, the overlay, the vCPU cap, guest memory, the accelerator
-// and the control API socket.
+// the environment, the overlay, the instance's partitions (vCPUs, guest
+// memory, handles, overlay bytes, CPU time), the accelerator and the control
+// API socket.
 
 import { parseArgs } from "node:util";
 import { parseShareSpec, type ShareSpec } from "../abi/fileview.ts";
 import { maxMemory, maxVcpus, MiB, minMemory } from "../guest/memory_map.ts";
+import { MAX_HANDLES } from "../abi/handles.ts";
+import type { HostLimits } from "../hv/host_state.ts";
+
+/** The console's three handles and the process heap are open from the start: a cap needs room for one more. */
+const MIN_HANDLES = 5;
 
 /** The command line itself is wrong: pvx prints usage along with it. */
 export class UsageError extends Error {}
 
-export function parseDuration(text: string): number {
+export function parseDuration(text: string, option = "--timeout"): number {
   const m = /^(\d+(?:\.\d+)?)(ms|s)?$/.exec(text);
   if (!m) {
-    throw new UsageError(`--timeout ${JSON.stringify(text)}: expected seconds (e.g. 2.5) or milliseconds (e.g. 300ms)`);
+    throw new UsageError(`${option} ${JSON.stringify(text)}: expected seconds (e.g. 2.5) or milliseconds (e.g. 300ms)`);
   }
   return m[2] === "ms" ? Number(m[1]) : Number(m[1]) * 1000;
+}
+
+/** `512K`, `64M`, `2G`, or bytes. */
+export function parseSize(option: string, text: string): number {
+  const m = /^(\d{1,15})([KMG])?$/i.exec(text);
+  if (!m) throw new UsageError(`${option} ${JSON.stringify(text)}: expected a size such as 512K, 64M or 2G`);
+  return Number(m[1]) * 1024 ** " KMG".indexOf((m[2] ?? " ").toUpperCase());
 }
 
 export interface RunOptions {
@@ -26,6 +39,9 @@ export interface RunOptions {
   cpus?: number;
   /** Guest RAM in MiB, in place of the bundle's own: the instance's memory partition. */
   memoryMiB?: number;
+  /** The instance's other partitions: open handles, the overlay's bytes and CPU time. */
+  limits: HostLimits;
+  cpuLimitMs?: number;
   allowMissing: boolean;
   accel?: string;
   /** Serve the instance's control API on this Unix socket. */
@@ -43,6 +59,9 @@ export function parseRunOptions(argv: string[]): RunOptions {
       overlay: { type: "string" },
       cpus: { type: "string" },
       memory: { type: "string" },
+      "max-handles": { type: "string" },
+      "overlay-quota": { type: "string" },
+      "cpu-limit": { type: "string" },
       "allow-missing": { type: "boolean", default: false },
       accel: { type: "string" },
       api: { type: "string" },
@@ -59,6 +78,22 @@ export function parseRunOptions(argv: string[]): RunOptions {
       `--memory ${JSON.stringify(values.memory)}: expected MiB, a whole number from ${minMiB} to ${maxMiB}`,
     );
   }
+  const maxHandles = values["max-handles"] === undefined ? undefined : Number(values["max-handles"]);
+  if (
+    maxHandles !== undefined &&
+    !(Number.isInteger(maxHandles) && maxHandles >= MIN_HANDLES && maxHandles <= MAX_HANDLES)
+  ) {
+    throw new UsageError(
+      `--max-handles ${JSON.stringify(values["max-handles"])}: expected a whole number from ${MIN_HANDLES} ` +
+        `(the console's three and the process heap take ${MIN_HANDLES - 1}) to ${MAX_HANDLES}`,
+    );
+  }
+  const quota = values["overlay-quota"];
+  const limits: HostLimits = {
+    ...(maxHandles === undefined ? {} : { maxHandles }),
+    ...(quota === undefined ? {} : { overlayQuotaBytes: parseSize("--overlay-quota", quota) }),
+  };
+  const cpuLimit = values["cpu-limit"];
   const shares = values.share.map((spec) => {
     try {
       return parseShareSpec(spec);
@@ -79,6 +114,8 @@ export function parseRunOptions(argv: string[]): RunOptions {
     overlay: values.overlay,
     cpus,
     memoryMiB,
+    limits,
+    ...(cpuLimit === undefined ? {} : { cpuLimitMs: parseDuration(cpuLimit, "--cpu-limit") }),
     allowMissing: values["allow-missing"],
     accel: values.accel,
     api: values.api,

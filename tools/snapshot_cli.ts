@@ -165,6 +165,8 @@ export async function restoreCommand(argv: string[]): Promise<number> {
       shares: o.shares,
       overlayDir: o.overlay,
       cpus: o.cpus,
+      limits: o.limits,
+      cpuLimitMs: o.cpuLimitMs,
       interrupt: interrupt.signal,
       bundleFile: { path: await Deno.realPath(bundlePath), sha256: want.sha256 },
       onSession: api.attach,
