@@ -22,6 +22,8 @@ const untagged = (handle: number) => handle - (handle % STEP);
  * bound. An instance's partition may set a lower cap.
  */
 export const MAX_HANDLES = 1 << 16;
+/** The console's three handles and the process heap are open from the start: a cap needs room for one more. */
+export const MIN_HANDLES = 5;
 
 /** A handle as a snapshot keeps it: an open file by its guest path, never by a host descriptor. */
 export type HandleState =

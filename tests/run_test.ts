@@ -39,6 +39,34 @@ Deno.test("--memory is the guest's RAM: a commit that does not fit in it is refu
   assert.match(bad.stderr, /--memory "4": expected MiB, a whole number from 8 to 1024/);
 });
 
+Deno.test("--max-handles, --overlay-quota and --cpu-limit: the guest gets the Win32 error, or is stopped, at its limit", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "pvx-limits-" });
+  try {
+    // The console's three handles and the process heap are open already.
+    const handles = await runGuest("limits", ["handles"], ["--max-handles", "10", "--overlay", `${dir}/h`]);
+    assert.deepEqual([handles.code, handles.stdout], [1, "opening stopped after 6: error 4\n"], handles.stderr);
+    const full = await runGuest("limits", ["disk", "100"], ["--overlay-quota", "64K", "--overlay", `${dir}/d`]);
+    assert.deepEqual([full.code, full.stdout], [1, "writing stopped after 64: error 112\n"], full.stderr);
+    assert.equal((await Deno.stat(`${dir}/d/files/fill.bin`)).size, 64 * 1024, "the refused write left nothing behind");
+    const fits = await runGuest("limits", ["disk", "64"], ["--overlay-quota", "64K"]);
+    assert.deepEqual([fits.code, fits.stdout], [0, "wrote 64 KiB\n"], fits.stderr);
+    const spin = await runGuest("spin", [], ["--cpu-limit", "5s"]);
+    assert.equal(spin.code, 152, spin.stderr);
+    assert.equal(spin.stdout, "spinning\n");
+    assert.match(
+      spin.stderr,
+      /used up its CPU-time limit of 5000 ms; stopped 1 thread\(s\):\n  thread \d+ \(vCPU 0\) at RIP/,
+    );
+    for (const [flag, value] of [["--max-handles", "4"], ["--overlay-quota", "lots"], ["--cpu-limit", "soon"]]) {
+      const bad = await runGuest("spin", [], [flag, value]);
+      assert.equal(bad.code, 2, `${flag} ${value}`);
+      assert.match(bad.stderr, new RegExp(`${flag} "${value}": expected`));
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 async function faultReport(kind: string): Promise<string> {
   const r = await runGuest("fault", [kind]);
   assert.equal(r.code, EXIT_GUEST_FAILED, r.stderr);

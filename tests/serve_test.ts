@@ -336,6 +336,30 @@ Deno.test("pvx serve: past --max-instances a create is a 429, past --max-memory 
     assert.match(refusedStart.stderr, /--max-instances 2/);
     assert.equal((await api(daemon, "GET", "/instances")).json.length, 3, "no refused create made an instance");
     for (const id of [first, third]) await api(daemon, "POST", `/instances/${id}/kill`);
+
+    // Each instance's own partitions, given on create.
+    const limited = await pvxCli([
+      "start",
+      "--host",
+      daemon.socket,
+      await guestBundle("limits"),
+      "--max-handles",
+      "10",
+      "--memory",
+      "8",
+      "--",
+      "handles",
+    ]);
+    assert.equal(limited.code, 0, limited.stderr);
+    const handles = limited.stdout.trim();
+    const spin = await create(daemon, { bundle: await guestBundle("spin"), memoryMiB: 8, cpuLimitMs: 5000 });
+    const [h, s] = [
+      await api(daemon, "POST", `/instances/${handles}/wait`),
+      await api(daemon, "POST", `/instances/${spin}/wait`),
+    ];
+    assert.deepEqual([h.json.maxHandles, h.json.exit.code], [10, 1]);
+    assert.equal((await logs(daemon, handles, "")).stdout, "opening stopped after 6: error 4\n");
+    assert.deepEqual([s.json.cpuLimitMs, s.json.exit.kind, s.json.exit.code], [5000, "cpu-limit", 152]);
   }, ["--max-instances", "2", "--max-memory", "100"]));
 
 Deno.test("pvx serve: bad input is a 400 naming the field, an unknown route or id a 404, a wrong state a 409", () =>

@@ -14,7 +14,7 @@ import { Metrics } from "../hv/daemon/metrics.ts";
 import { StoredSnapshots } from "../hv/daemon/snapshots.ts";
 import { daemonApi } from "../hv/daemon/api.ts";
 import { requestControlApi, serveOnSocket } from "../hv/control_api.ts";
-import { parseDuration, UsageError } from "./run_options.ts";
+import { parseDuration, parseSize, UsageError } from "./run_options.ts";
 import { onStopSignals } from "./signals.ts";
 import { EXIT_PVX_ERROR } from "./report.ts";
 import { describeSaved } from "./snapshot_cli.ts";
@@ -247,6 +247,9 @@ export async function startCommand(argv: string[]): Promise<number> {
       snapshot: { type: "string" },
       cpus: { type: "string" },
       memory: { type: "string" },
+      "max-handles": { type: "string" },
+      "overlay-quota": { type: "string" },
+      "cpu-limit": { type: "string" },
       timeout: { type: "string" },
       env: { type: "string", multiple: true, default: [] },
       overlay: { type: "string" },
@@ -268,6 +271,11 @@ export async function startCommand(argv: string[]): Promise<number> {
     ...(Object.keys(env).length ? { env } : {}),
     ...(values.cpus === undefined ? {} : { cpus: Number(values.cpus) }),
     ...(values.memory === undefined ? {} : { memoryMiB: Number(values.memory) }),
+    ...(values["max-handles"] === undefined ? {} : { maxHandles: Number(values["max-handles"]) }),
+    ...(values["overlay-quota"] === undefined
+      ? {}
+      : { overlayQuotaBytes: parseSize("--overlay-quota", values["overlay-quota"]) }),
+    ...(values["cpu-limit"] === undefined ? {} : { cpuLimitMs: parseDuration(values["cpu-limit"], "--cpu-limit") }),
     ...(values.timeout === undefined ? {} : { timeoutMs: parseDuration(values.timeout) }),
     ...(values.overlay === undefined ? {} : { overlay: resolve(values.overlay) }),
   });

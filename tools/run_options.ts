@@ -6,11 +6,8 @@
 import { parseArgs } from "node:util";
 import { parseShareSpec, type ShareSpec } from "../abi/fileview.ts";
 import { maxMemory, maxVcpus, MiB, minMemory } from "../guest/memory_map.ts";
-import { MAX_HANDLES } from "../abi/handles.ts";
+import { MAX_HANDLES, MIN_HANDLES } from "../abi/handles.ts";
 import type { HostLimits } from "../hv/host_state.ts";
-
-/** The console's three handles and the process heap are open from the start: a cap needs room for one more. */
-const MIN_HANDLES = 5;
 
 /** The command line itself is wrong: pvx prints usage along with it. */
 export class UsageError extends Error {}

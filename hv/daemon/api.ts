@@ -12,6 +12,7 @@ import { isAbsolute } from "node:path";
 import { refuse } from "../control_api.ts";
 import { describeValue } from "../describe_value.ts";
 import { maxMemory, maxVcpus, MiB, minMemory } from "../../guest/memory_map.ts";
+import { MAX_HANDLES, MIN_HANDLES } from "../../abi/handles.ts";
 import {
   AtCapacity,
   BadSource,
@@ -117,6 +118,9 @@ const createFields = [
   "env",
   "cpus",
   "memoryMiB",
+  "maxHandles",
+  "overlayQuotaBytes",
+  "cpuLimitMs",
   "timeoutMs",
   "overlay",
 ] as const;
@@ -174,6 +178,9 @@ async function createSpec(body: Body, stored: StoredSnapshots): Promise<CreateSp
     cpus: optionalInteger(body, "cpus", 1, maxVcpus),
     ...(memoryMiB === undefined ? {} : { memoryMiB }),
     timeoutMs: optionalInteger(body, "timeoutMs", 1, 2 ** 31),
+    maxHandles: optionalInteger(body, "maxHandles", MIN_HANDLES, MAX_HANDLES),
+    overlayQuotaBytes: optionalInteger(body, "overlayQuotaBytes", 0, Number.MAX_SAFE_INTEGER),
+    cpuLimitMs: optionalInteger(body, "cpuLimitMs", 1, 2 ** 31),
     ...(overlay === undefined ? {} : { overlay }),
   };
 }

@@ -41,6 +41,9 @@ export interface CreateSpec {
   cpus?: number;
   /** Guest RAM of a bundle's instance in place of the bundle's own; a snapshot's is its own. */
   memoryMiB?: number;
+  maxHandles?: number;
+  overlayQuotaBytes?: number;
+  cpuLimitMs?: number;
   timeoutMs?: number;
   /** Kept by the caller; by default the daemon makes one beside the record and removes it with the instance. */
   overlay?: string;
@@ -119,6 +122,9 @@ export class Instance {
       r.overlay,
       ...(r.cpus === undefined ? [] : ["--cpus", String(r.cpus)]),
       ...("bundle" in r.from ? ["--memory", String(r.memoryMiB)] : []),
+      ...(r.maxHandles === undefined ? [] : ["--max-handles", String(r.maxHandles)]),
+      ...(r.overlayQuotaBytes === undefined ? [] : ["--overlay-quota", String(r.overlayQuotaBytes)]),
+      ...(r.cpuLimitMs === undefined ? [] : ["--cpu-limit", `${r.cpuLimitMs}ms`]),
       ...(r.timeoutMs === undefined ? [] : ["--timeout", `${r.timeoutMs}ms`]),
       ...Object.entries(r.env).flatMap(([name, value]) => ["--env", `${name}=${value}`]),
     ];
@@ -162,7 +168,9 @@ export class Instance {
   }
 
   describe() {
-    const { id, state, from, args, cpus, memoryMiB, timeoutMs, overlay, createdAt, pid, exit } = this.record;
+    const { id, state, from, args, cpus, memoryMiB, maxHandles, overlayQuotaBytes, cpuLimitMs, timeoutMs } =
+      this.record;
+    const { overlay, createdAt, pid, exit } = this.record;
     const uptimeMs = this.child ? (this.endedAt ?? performance.now()) - this.startedAt : undefined;
     return {
       id,
@@ -171,6 +179,9 @@ export class Instance {
       args,
       ...(cpus === undefined ? {} : { cpus }),
       memoryMiB,
+      ...(maxHandles === undefined ? {} : { maxHandles }),
+      ...(overlayQuotaBytes === undefined ? {} : { overlayQuotaBytes }),
+      ...(cpuLimitMs === undefined ? {} : { cpuLimitMs }),
       ...(timeoutMs === undefined ? {} : { timeoutMs }),
       overlay,
       createdAt,
@@ -261,6 +272,8 @@ function exitKind(status: Deno.CommandStatus, killed: boolean, stopsAtSnapshot: 
   switch (status.code) {
     case 124:
       return "timeout";
+    case 152:
+      return "cpu-limit";
     case 125:
       return "error";
     case 126:
@@ -377,6 +390,9 @@ export class Instances {
       env: spec.env,
       ...(spec.cpus === undefined ? {} : { cpus: spec.cpus }),
       memoryMiB,
+      ...(spec.maxHandles === undefined ? {} : { maxHandles: spec.maxHandles }),
+      ...(spec.overlayQuotaBytes === undefined ? {} : { overlayQuotaBytes: spec.overlayQuotaBytes }),
+      ...(spec.cpuLimitMs === undefined ? {} : { cpuLimitMs: spec.cpuLimitMs }),
       ...(spec.timeoutMs === undefined ? {} : { timeoutMs: spec.timeoutMs }),
       overlay,
       ownOverlay: spec.overlay === undefined,

@@ -15,6 +15,7 @@ export type ExitKind =
   | "exit" // the app exited: exitCode is its code
   | "snapshotted" // stopped by a snapshot with stop
   | "timeout" // its timeoutMs expired
+  | "cpu-limit" // it used up its cpuLimitMs
   | "killed" // by kill or rm --force
   | "fault" // the app faulted, broke the ABI or called a missing import
   | "error" // pvx could not run it (bad bundle or snapshot, KVM error)
@@ -30,6 +31,9 @@ export interface InstanceRecord {
   cpus?: number;
   /** Its guest RAM: the bundle's, the create's memoryMiB, or the snapshot's. */
   memoryMiB: number;
+  maxHandles?: number;
+  overlayQuotaBytes?: number;
+  cpuLimitMs?: number;
   timeoutMs?: number;
   overlay: string;
   /** The daemon made the overlay, and removes it with the instance. */
