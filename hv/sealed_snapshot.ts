@@ -57,6 +57,14 @@ export class SealError extends SnapshotError {
   override name = "SealError";
 }
 
+/** A key file that cannot be used, or made: the file and what is wrong. */
+export class KeyFileError extends Error {
+  override name = "KeyFileError";
+  constructor(readonly file: string, readonly problem: string) {
+    super(`${file}: key file: ${problem}`);
+  }
+}
+
 /** A key file's key, as HKDF input: the raw bytes are not kept. */
 export interface SealKey {
   file: string;
@@ -82,7 +90,7 @@ async function importKey(bytes: Uint8Array<ArrayBuffer>, file: string): Promise<
 /** Reads a key file: exactly KEY_BYTES bytes, readable by its owner only, as `pvx key create` makes one. */
 export async function readKeyFile(path: string): Promise<SealKey> {
   const fail = (problem: string): never => {
-    throw new SealError(path, 0, `key file: ${problem}`);
+    throw new KeyFileError(path, problem);
   };
   const info = await Deno.stat(path);
   if (!info.isFile) fail("is not a file");
@@ -106,10 +114,9 @@ export async function createKeyFile(path: string): Promise<SealKey> {
     }, { mode: 0o600, exclusive: true });
   } catch (e) {
     if (!(e instanceof Deno.errors.AlreadyExists)) throw e;
-    throw new SealError(
+    throw new KeyFileError(
       path,
-      0,
-      "key file: exists already, and is never replaced: every blob sealed under it would become unreadable",
+      "exists already, and is never replaced: every blob sealed under it would become unreadable",
     );
   }
   return await importKey(bytes, path);

@@ -208,7 +208,7 @@ Deno.test("a key file is 32 random bytes only its owner can read, never replaced
   assert.equal(info.size, 32);
   assert.deepEqual((await readKeyFile(path)).id, key.id);
   const before = await Deno.readFile(path);
-  await assert.rejects(createKeyFile(path), /made\.key: offset 0: key file: exists already, and is never replaced/);
+  await assert.rejects(createKeyFile(path), /made\.key: key file: exists already, and is never replaced/);
   assert.deepEqual(await Deno.readFile(path), before);
   assert.deepEqual([...Deno.readDirSync(fixture.dir)].filter((e) => e.name.includes(".tmp-")), []);
 

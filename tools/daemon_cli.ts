@@ -13,7 +13,8 @@ import { requestControlApi, serveOnSocket } from "../hv/control_api.ts";
 import { parseDuration, UsageError } from "./run_options.ts";
 import { onStopSignals } from "./signals.ts";
 import { EXIT_PVX_ERROR } from "./report.ts";
-import { describeSaved } from "./snapshot_cli.ts";
+import { describeSaved, parseExpiry } from "./snapshot_cli.ts";
+import { readKeyFile } from "../hv/sealed_snapshot.ts";
 
 const pvxScript = new URL("./pvx.ts", import.meta.url).pathname;
 
@@ -33,7 +34,7 @@ async function readToken(file: string): Promise<string> {
 }
 
 /**
- * `pvx serve [--socket PATH] [--listen HOST:PORT --token-file FILE] [--state-dir DIR]`: serves until
+ * `pvx serve [--socket PATH] [--listen HOST:PORT --token-file FILE] [--state-dir DIR] [--key-file KEY]`: serves until
  * SIGINT or SIGTERM, then kills its instances. It prints where it listens once it does.
  */
 export async function serveCommand(argv: string[]): Promise<number> {
@@ -44,6 +45,7 @@ export async function serveCommand(argv: string[]): Promise<number> {
       listen: { type: "string" },
       "token-file": { type: "string" },
       "state-dir": { type: "string" },
+      "key-file": { type: "string" },
     },
   });
   let tcp: { hostname: string; port: number } | undefined;
@@ -58,7 +60,10 @@ export async function serveCommand(argv: string[]): Promise<number> {
   const token = values["token-file"] ? await readToken(values["token-file"]) : undefined;
   const stateDir = resolve(values["state-dir"] ?? defaultStateDir());
   const metrics = new Metrics();
-  const instances = new Instances(new Records(stateDir), [Deno.execPath(), "run", "-A", pvxScript], metrics);
+  const keyFile = values["key-file"] === undefined ? undefined : resolve(values["key-file"]);
+  // Checked now, so a bad key file stops the daemon at its start rather than failing each sealed snapshot.
+  if (keyFile) await readKeyFile(keyFile);
+  const instances = new Instances(new Records(stateDir), [Deno.execPath(), "run", "-A", pvxScript], metrics, keyFile);
   const closers: (() => Promise<void>)[] = [];
   if (!tcp || values.socket) {
     // The socket's mode (0600) is its access control: no token.
@@ -310,7 +315,10 @@ export async function changeStateCommand(command: "pause" | "resume", argv: stri
   return 0;
 }
 
-/** `pvx snapshot ID -o SNAP [--diff-from SNAP0] [--stop]`: the daemon's form of `pvx snapshot --api SOCKET`. */
+/**
+ * `pvx snapshot ID -o SNAP [--diff-from SNAP0 | --seal [--expires T]] [--stop]`: the daemon's form of
+ * `pvx snapshot --api SOCKET`; it seals with its own key file.
+ */
 export async function daemonSnapshotCommand(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args: argv,
@@ -320,15 +328,19 @@ export async function daemonSnapshotCommand(argv: string[]): Promise<number> {
       output: { type: "string", short: "o" },
       "diff-from": { type: "string" },
       stop: { type: "boolean", default: false },
+      seal: { type: "boolean", default: false },
+      expires: { type: "string" },
     },
   });
   const id = instanceArg("snapshot (or snapshot --api <socket>)", positionals);
   if (!values.output) throw new UsageError("snapshot needs -o <snapshot file>");
   const diffFrom = values["diff-from"];
+  if (values.expires && !values.seal) throw new UsageError("snapshot: --expires is for --seal");
   const answer = await call(await connect(values), "POST", `/instances/${id}/snapshot`, {
     path: resolve(values.output),
     stop: values.stop,
     ...(diffFrom ? { diffFrom: resolve(diffFrom) } : {}),
+    ...(values.seal ? { seal: values.expires ? { expiresInMs: parseExpiry(values.expires) } : true } : {}),
   });
   print(values.json, answer, describeSaved(answer));
   return 0;

@@ -132,10 +132,21 @@ async function snapshotRequest(body: Body) {
   if (body.stop !== undefined && typeof body.stop !== "boolean") {
     throw new BadInput("stop", `must be true or false, not ${describeValue(body.stop)}`);
   }
+  // Sealed under the daemon's own key file: a client names no key, and is never sent one.
+  const seal = body.seal;
+  if (seal !== undefined && seal !== true) {
+    const s = typeof seal === "object" && seal !== null && !Array.isArray(seal) ? seal as Body : undefined;
+    const other = s && Object.keys(s).find((k) => k !== "expiresInMs");
+    if (!s || other) {
+      throw new BadInput(other ? `seal.${other}` : "seal", 'must be true or {"expiresInMs": n}');
+    }
+    optionalInteger(s, "expiresInMs", 1, Number.MAX_SAFE_INTEGER);
+  }
   return {
     path,
     ...(body.stop === undefined ? {} : { stop: body.stop }),
     ...(body.diffFrom === undefined ? {} : { diffFrom: await existingFile(body, "diffFrom") }),
+    ...(seal === undefined ? {} : { seal: seal === true ? {} : seal as { expiresInMs?: number } }),
   };
 }
 
@@ -207,7 +218,9 @@ export function daemonApi(instances: Instances, metrics: Metrics, options: Daemo
   app.post("/instances/:id/snapshot", async (c) => {
     query(c, []);
     const instance = find(c);
-    return c.json(await instance.snapshot(await snapshotRequest(await jsonBody(c, ["path", "stop", "diffFrom"]))));
+    return c.json(
+      await instance.snapshot(await snapshotRequest(await jsonBody(c, ["path", "stop", "diffFrom", "seal"]))),
+    );
   });
   app.post("/instances/:id/kill", async (c) => {
     query(c, []);

@@ -93,7 +93,10 @@ export const openApiDocument = {
           additionalProperties: false,
           properties: {
             bundle: { type: "string", description: "absolute path of a .pvx or .exe" },
-            snapshot: { type: "string", description: "absolute path of a snapshot to restore" },
+            snapshot: {
+              type: "string",
+              description: "absolute path of a snapshot to restore, or of a blob sealed under the daemon's key",
+            },
             template: { type: "string", description: "absolute path of a template" },
             args: { type: "array", items: { type: "string" }, description: "bundle only" },
             env: { type: "object", additionalProperties: { type: "string" }, description: "bundle only" },
@@ -129,7 +132,22 @@ export const openApiDocument = {
           type: "object",
           required: ["path"],
           additionalProperties: false,
-          properties: { path: { type: "string" }, diffFrom: { type: "string" }, stop: { type: "boolean" } },
+          properties: {
+            path: { type: "string" },
+            diffFrom: { type: "string" },
+            stop: { type: "boolean" },
+            seal: {
+              description: "one blob sealed under the daemon's key file (pvx serve --key-file); never a diff",
+              oneOf: [
+                { type: "boolean", enum: [true] },
+                {
+                  type: "object",
+                  additionalProperties: false,
+                  properties: { expiresInMs: { type: "integer", minimum: 1 } },
+                },
+              ],
+            },
+          },
         }),
       }),
     },
