@@ -16,6 +16,8 @@ import { type CreateSpec, type Instance, InstanceConflict, InstanceRefused, type
 import type { Metrics } from "./metrics.ts";
 import { RING_BYTES } from "./console.ts";
 import { openApiDocument } from "./openapi.ts";
+import type { ChunkStore } from "../chunks.ts";
+import { chunksApi } from "./chunks_api.ts";
 
 /** A body or query the API refuses (400), naming the field. */
 class BadInput extends Error {
@@ -153,6 +155,8 @@ async function snapshotRequest(body: Body) {
 export interface DaemonApiOptions {
   /** Required as `Authorization: Bearer <token>` on every request (the TCP listener). */
   token?: string;
+  /** The chunk store the /chunks routes serve (hv/daemon/chunks_api.ts); without one there are none. */
+  chunks?: ChunkStore;
 }
 
 export function daemonApi(instances: Instances, metrics: Metrics, options: DaemonApiOptions = {}): Hono {
@@ -175,6 +179,7 @@ export function daemonApi(instances: Instances, metrics: Metrics, options: Daemo
     });
   }
 
+  if (options.chunks) app.route("/chunks", chunksApi(options.chunks));
   app.get("/healthz", (c) => {
     query(c, []);
     return c.json({ ok: true });
