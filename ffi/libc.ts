@@ -16,6 +16,8 @@ export const libcSymbols = {
   munmap: { parameters: ["pointer", "usize"], result: "i32" },
   // ssize_t pread(int fd, void *buf, size_t count, off_t offset);
   pread: { parameters: ["i32", "buffer", "usize", "i64"], result: "isize" },
+  // int memfd_create(const char *name, unsigned int flags);
+  memfd_create: { parameters: ["buffer", "u32"], result: "i32" },
   // off_t lseek(int fd, off_t offset, int whence);
   lseek: { parameters: ["i32", "i64", "i32"], result: "i64" },
   // int mprotect(void *addr, size_t len, int prot);
@@ -45,6 +47,7 @@ export function libc(): Deno.DynamicLibrary<typeof libcSymbols>["symbols"] {
 export const O_RDONLY = 0x0;
 export const O_RDWR = 0x2;
 export const O_CLOEXEC = 0x80000;
+export const MFD_CLOEXEC = 0x1;
 export const PROT_READ = 1;
 export const PROT_WRITE = 2;
 export const MAP_SHARED = 0x01;

@@ -4,8 +4,10 @@
 //   GET  /           the instance: app, state (running | paused), threads when paused
 //   POST /pause      park every vCPU
 //   POST /resume     continue
-//   POST /snapshot   {"path": "...", "stop": false, "diffFrom"?: "..."}: save it to a snapshot file, whole
-//                    or only what changed since the snapshot at diffFrom
+//   POST /snapshot   {"path": "...", "stop": false, "diffFrom"?: "...", "seal"?: {...}}: save it to a
+//                    snapshot file, whole or only what changed since the snapshot at diffFrom; with
+//                    "seal": {"keyFile": "...", "expiresInMs"?: n}, to one blob sealed under that key file's
+//                    key (hv/sealed_snapshot.ts), which this process reads: the key itself is never sent
 //
 // Errors are {"error": {"message": ..., "field"?: ...}} with 400 for a bad
 // request, 404 for an unknown route and 409 for a state that does not allow it.
@@ -14,6 +16,7 @@ import { Hono } from "hono";
 import type { InstanceSession } from "./snapshot.ts";
 import { InstanceStateError } from "./instance.ts";
 import { SnapshotError } from "./snapshot_file.ts";
+import { KeyFileError, readKeyFile, type SealKey } from "./sealed_snapshot.ts";
 
 type ErrorBody = { error: { message: string; field?: string } };
 
@@ -62,7 +65,7 @@ export function controlApi(session: InstanceSession, progress?: (done: number, t
       return c.json(r.body, r.status);
     }
     const b = typeof body === "object" && body !== null && !Array.isArray(body) ? body as Record<string, unknown> : {};
-    const unknown = Object.keys(b).find((k) => !["path", "stop", "diffFrom"].includes(k));
+    const unknown = Object.keys(b).find((k) => !["path", "stop", "diffFrom", "seal"].includes(k));
     if (unknown) return c.json(refuse(400, `unknown field`, unknown).body, 400);
     if (typeof b.path !== "string" || b.path === "") {
       return c.json(refuse(400, "must be the snapshot file's path, a non-empty string", "path").body, 400);
@@ -78,9 +81,46 @@ export function controlApi(session: InstanceSession, progress?: (done: number, t
       const problem = await Deno.stat(diffFrom).then((s) => s.isFile ? "" : "is not a file", (e) => e.message);
       if (problem) return c.json(refuse(400, `${diffFrom}: ${problem}`, "diffFrom").body, 400);
     }
+    let seal: { key: SealKey; expiresAt?: Date } | undefined;
+    if (b.seal !== undefined) {
+      const s = b.seal;
+      if (typeof s !== "object" || s === null || Array.isArray(s)) {
+        return c.json(refuse(400, 'must be an object: {"keyFile": ..., "expiresInMs"?: ...}', "seal").body, 400);
+      }
+      const { keyFile, expiresInMs, ...others } = s as Record<string, unknown>;
+      const other = Object.keys(others)[0];
+      if (other) return c.json(refuse(400, "unknown field", `seal.${other}`).body, 400);
+      if (typeof keyFile !== "string" || keyFile === "") {
+        return c.json(refuse(400, "must be the key file's path, a non-empty string", "seal.keyFile").body, 400);
+      }
+      if (expiresInMs !== undefined && !(Number.isSafeInteger(expiresInMs) && (expiresInMs as number) > 0)) {
+        return c.json(refuse(400, "must be a whole number of milliseconds above 0", "seal.expiresInMs").body, 400);
+      }
+      if (diffFrom !== undefined) {
+        return c.json(
+          refuse(400, "a sealed snapshot is always full: give seal or diffFrom, not both", "seal").body,
+          400,
+        );
+      }
+      try {
+        seal = {
+          key: await readKeyFile(keyFile),
+          ...(expiresInMs === undefined ? {} : { expiresAt: new Date(Date.now() + (expiresInMs as number)) }),
+        };
+      } catch (e) {
+        const unreadable = e instanceof Deno.errors.NotFound || e instanceof Deno.errors.PermissionDenied;
+        if (!unreadable && !(e instanceof KeyFileError)) throw e;
+        return c.json(refuse(400, `cannot use the key file: ${(e as Error).message}`, "seal.keyFile").body, 400);
+      }
+    }
     try {
       return c.json(
-        await session.snapshot(b.path, { stop: b.stop === true, progress, ...(diffFrom ? { diffFrom } : {}) }),
+        await session.snapshot(b.path, {
+          stop: b.stop === true,
+          progress,
+          ...(diffFrom ? { diffFrom } : {}),
+          ...(seal ? { seal } : {}),
+        }),
       );
     } catch (e) {
       // Where the file was to go is the caller's to fix.

@@ -134,7 +134,7 @@ export async function restoreSnapshot(
 ): Promise<Launched> {
   const { state } = snapshot;
   const boot = state.boot;
-  const where = snapshot.file.path;
+  const where = snapshot.sealedFrom ?? snapshot.file.path;
   if (bundle.manifest.name !== boot.app) {
     throw new Error(`${where}: the snapshot is of ${boot.app}, not ${bundle.manifest.name}`);
   }
@@ -162,7 +162,7 @@ export async function restoreSnapshot(
       windows: { missingImports: boot.missingImports },
       sregs: (cpu: number) => bootSregs(cpu, pageTableRoot),
     };
-    const base = { id: snapshot.file.id, path: resolve(where) };
+    const base = { id: snapshot.file.id, path: resolve(where), ...(snapshot.sealedFrom ? { sealed: true } : {}) };
     opts.onSession?.(new InstanceSession(instance, boot, opts.bundleFile, overlayDir, base));
     const outcome = await instance.run(plan, {
       ...runOptions(bundle, boot, overlayDir, opts),

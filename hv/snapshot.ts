@@ -15,6 +15,7 @@ import { decodeVcpuState, encodeVcpuState } from "./vcpu_state.ts";
 import type { ShareSpec } from "../abi/fileview.ts";
 import { packOverlay } from "../abi/overlay.ts";
 import {
+  HEADER_SIZE,
   mapSnapshotChain,
   openSnapshot,
   type Snapshot,
@@ -23,6 +24,7 @@ import {
   type WrittenSnapshot,
 } from "./snapshot_file.ts";
 import { unmapGuestRam } from "./memory.ts";
+import { type SealedBlob, type SealKey, unsealSnapshot, writeSealedSnapshot } from "./sealed_snapshot.ts";
 import { basename, dirname, join, resolve } from "node:path";
 
 /** The version of the "state" section; a reader refuses any other. */
@@ -66,6 +68,8 @@ export interface SnapshotRequest {
    * saved as or restored from: the dirty log counts from there.
    */
   diffFrom?: string;
+  /** Write one blob sealed under `key` (hv/sealed_snapshot.ts) instead of a snapshot file; always full. */
+  seal?: { key: SealKey; expiresAt?: Date };
   progress?: (done: number, total: number) => void;
 }
 
@@ -78,12 +82,16 @@ export interface SnapshotResult {
   fileBytes: number;
   pages: number;
   threads: number;
+  /** For a sealed blob: when it was sealed and when it expires, as ISO times. */
+  sealed?: { createdAt: string; expiresAt?: string };
 }
 
 /** A snapshot the instance's RAM was equal to: where the dirty log counts from. */
 export interface SnapshotRef {
   id: string;
   path: string;
+  /** The snapshot is inside a sealed blob at `path`, which no diff can name as its parent. */
+  sealed?: boolean;
 }
 
 /** A running instance as snapshots see it: what it was booted from, and where its files go. */
@@ -110,6 +118,9 @@ export class InstanceSession {
     if (!bundle) {
       throw new InstanceStateError("the instance was not started from a bundle file, which a snapshot names");
     }
+    if (request.seal && request.diffFrom !== undefined) {
+      throw new RangeError("a sealed snapshot is always full: it cannot be a diff");
+    }
     const parent = request.diffFrom === undefined ? undefined : this.#checkDiffBase(request.diffFrom);
     const wasPaused = this.instance.paused;
     const paused = wasPaused ? this.instance.pausedState! : await this.instance.pause();
@@ -132,14 +143,14 @@ export class InstanceSession {
         },
       };
       const bytes = this.instance.ram.bytes;
-      const written = await writeSnapshot(
-        path,
-        parent
-          ? { ...common, kind: "diff", parent: parent.id, memory: { bytes, pages: dirty! } }
-          : { ...common, kind: "full", parent: null, memory: { bytes } },
-        request.progress,
-      );
-      this.#base = { id: written.id, path: resolve(path) };
+      const input = parent
+        ? { ...common, kind: "diff" as const, parent: parent.id, memory: { bytes, pages: dirty! } }
+        : { ...common, kind: "full" as const, parent: null, memory: { bytes } };
+      const { seal, progress } = request;
+      const written: WrittenSnapshot & { sealed?: SealedBlob } = seal
+        ? await writeSealedSnapshot(path, input, seal.key, { expiresAt: seal.expiresAt, progress })
+        : await writeSnapshot(path, input, progress);
+      this.#base = { id: written.id, path: resolve(path), ...(seal ? { sealed: true } : {}) };
       if (request.stop) this.instance.stopAfterSnapshot(path);
       return {
         id: written.id,
@@ -149,6 +160,14 @@ export class InstanceSession {
         fileBytes: written.fileBytes,
         pages: written.pages,
         threads: state.paused.threads.length,
+        ...(written.sealed
+          ? {
+            sealed: {
+              createdAt: written.sealed.createdAt.toISOString(),
+              ...(written.sealed.expiresAt ? { expiresAt: written.sealed.expiresAt.toISOString() } : {}),
+            },
+          }
+          : {}),
       };
     } catch (e) {
       if (dirty) this.instance.giveBackDirtyPages(dirty);
@@ -164,6 +183,12 @@ export class InstanceSession {
     if (!base) {
       throw new InstanceStateError(
         "the instance has not been snapshotted or restored yet, so there is nothing to diff from: take a full snapshot",
+      );
+    }
+    if (base.sealed) {
+      throw new InstanceStateError(
+        `diffFrom: the instance's changes are counted from ${base.path}, a sealed snapshot, which no diff can be ` +
+          "laid over: take a full snapshot",
       );
     }
     let id: string;
@@ -270,6 +295,8 @@ export interface LoadedSnapshot {
   chain: [Snapshot, ...Snapshot[]];
   state: InstanceState;
   overlay: Uint8Array;
+  /** The sealed blob `file` was unsealed from (its path then names nothing on disk). */
+  sealedFrom?: string;
   /** Closes every file of the chain. */
   close(): void;
 }
@@ -284,7 +311,23 @@ const MAX_CHAIN = 256;
  * page stored.
  */
 export function loadSnapshot(path: string, { verifyMemory = true } = {}): LoadedSnapshot {
-  const chain = openChain(path);
+  return loadChain(openChain(path), path, verifyMemory);
+}
+
+/**
+ * Opens a sealed blob with `key` (every segment decrypted and authenticated, into memory) and checks the
+ * snapshot inside as loadSnapshot does. A sealed snapshot is always full.
+ */
+export async function loadSealedSnapshot(path: string, key: SealKey, { verifyMemory = true } = {}) {
+  const file = await unsealSnapshot(path, key);
+  if (file.manifest.kind !== "full") {
+    file.close();
+    throw new SnapshotError(file.path, HEADER_SIZE, "manifest.kind: a sealed snapshot is full, this one is a diff");
+  }
+  return { ...loadChain([file], file.path, verifyMemory), sealedFrom: path };
+}
+
+function loadChain(chain: [Snapshot, ...Snapshot[]], path: string, verifyMemory: boolean): LoadedSnapshot {
   const file = chain.at(-1)!;
   const close = () => chain.forEach((s) => s.close());
   try {

@@ -7,7 +7,7 @@
 
 import { describeValue } from "./describe_value.ts";
 import { createHash } from "node:crypto";
-import { dirname } from "node:path";
+import { writeFileAtomically } from "./atomic_file.ts";
 import {
   check,
   cString,
@@ -280,12 +280,23 @@ export interface Snapshot {
    * which leaves holes there), so its cost follows the pages present, not the size of guest RAM.
    */
   verifyMemory(): void;
+  /**
+   * The snapshot's packed form, in pieces: the file without its holes, i.e. every byte before the memory region,
+   * then each extent's bytes in manifest order; `packedLength(manifest)` bytes in all. SnapshotUnpacker lays
+   * it out again. Nothing is checked on the way: the unpacked file is checked when it is opened.
+   */
+  packed(): Generator<Uint8Array<ArrayBuffer>>;
   close(): void;
   [Symbol.dispose](): void;
 }
 
+/** How long a snapshot's packed form (Snapshot.packed) is. */
+export function packedLength(manifest: SnapshotManifest): number {
+  return manifest.memory.extents.reduce((sum, e) => sum + e.length, manifest.memory.fileOffset);
+}
+
 /** Fills `into` from `offset` of `fd`; a file that ends first has changed since it was checked. */
-function readFully(fd: number, file: string, offset: number, into: Uint8Array): Uint8Array {
+function readFully<T extends Uint8Array>(fd: number, file: string, offset: number, into: T): T {
   for (let done = 0; done < into.length;) {
     const n = check(
       `pread ${file}`,
@@ -307,19 +318,19 @@ function isZero(bytes: Uint8Array): boolean {
   return true;
 }
 
-function readManifest(fd: number, file: string): { id: string; manifest: SnapshotManifest } {
+/**
+ * Checks a snapshot's header, its first HEADER_SIZE bytes (fewer if the file is shorter): magic, version, and a
+ * manifest length within bounds and within `fileSize`, the length of the file. Returns the manifest's length.
+ */
+function checkHeader(header: Uint8Array, file: string, fileSize: number): number {
   const fail = (offset: number, reason: string): never => {
     throw new SnapshotError(file, offset, reason);
   };
-
-  const fileSize = check(`lseek ${file}`, Number(libc().lseek(fd, 0n, SEEK_END)));
-  const header = readFully(fd, file, 0, new Uint8Array(Math.min(fileSize, HEADER_SIZE)));
   if (header.subarray(0, MAGIC.length).some((b, i) => b !== MAGIC[i])) fail(0, "bad magic: not a pvx snapshot");
   if (fileSize < HEADER_SIZE) {
     fail(fileSize, `truncated: the header needs ${HEADER_SIZE} bytes, file has ${fileSize}`);
   }
-
-  const view = new DataView(header.buffer);
+  const view = new DataView(header.buffer, header.byteOffset, HEADER_SIZE);
   const version = view.getUint32(VERSION_OFFSET, true);
   if (version !== FORMAT_VERSION) {
     fail(VERSION_OFFSET, `format version ${version} is not supported (this reader knows ${FORMAT_VERSION})`);
@@ -332,9 +343,22 @@ function readManifest(fd: number, file: string): { id: string; manifest: Snapsho
   if (fileSize < manifestEnd) {
     fail(fileSize, `truncated: the ${manifestLength}-byte manifest at offset ${HEADER_SIZE} ends at ${manifestEnd}`);
   }
+  return manifestLength;
+}
 
-  const manifestBytes = readFully(fd, file, HEADER_SIZE, new Uint8Array(manifestLength));
-  const declared = Array.from(header.subarray(MANIFEST_HASH_OFFSET), (b) => b.toString(16).padStart(2, "0")).join("");
+/** Checks the manifest's hash (stored in `header`), encoding and schema: the snapshot's id and its manifest. */
+function parseManifest(
+  header: Uint8Array,
+  manifestBytes: Uint8Array,
+  file: string,
+): { id: string; manifest: SnapshotManifest } {
+  const fail = (offset: number, reason: string): never => {
+    throw new SnapshotError(file, offset, reason);
+  };
+  const declared = Array.from(
+    header.subarray(MANIFEST_HASH_OFFSET, HEADER_SIZE),
+    (b) => b.toString(16).padStart(2, "0"),
+  ).join("");
   const id = sha256Hex(manifestBytes);
   if (id !== declared) {
     fail(MANIFEST_HASH_OFFSET, `manifest sha256 mismatch: header says ${declared}, manifest bytes hash to ${id}`);
@@ -353,7 +377,20 @@ function readManifest(fd: number, file: string): { id: string; manifest: Snapsho
   } catch (e) {
     return fail(HEADER_SIZE, `manifest is not valid JSON: ${(e as Error).message}`);
   }
-  const manifest = validateManifest(value, file, manifestLength);
+  return { id, manifest: validateManifest(value, file, manifestBytes.length) };
+}
+
+function readManifest(fd: number, file: string): { id: string; manifest: SnapshotManifest } {
+  const fail = (offset: number, reason: string): never => {
+    throw new SnapshotError(file, offset, reason);
+  };
+
+  const fileSize = check(`lseek ${file}`, Number(libc().lseek(fd, 0n, SEEK_END)));
+  const header = readFully(fd, file, 0, new Uint8Array(Math.min(fileSize, HEADER_SIZE)));
+  const manifestLength = checkHeader(header, file, fileSize);
+  const manifestEnd = HEADER_SIZE + manifestLength;
+  const manifestBytes = readFully(fd, file, HEADER_SIZE, new Uint8Array(manifestLength));
+  const { id, manifest } = parseManifest(header, manifestBytes, file);
 
   const { size, fileOffset } = manifest.memory;
   const end = fileOffset + size;
@@ -465,6 +502,15 @@ class OpenSnapshot implements Snapshot {
     }
   }
 
+  *packed(): Generator<Uint8Array<ArrayBuffer>> {
+    const { fileOffset, extents } = this.manifest.memory;
+    for (const [from, length] of [[0, fileOffset], ...extents.map((e) => [fileOffset + e.start, e.length])]) {
+      for (let at = from; at < from + length; at += CHUNK_BYTES) {
+        yield readFully(this.fd, this.path, at, new Uint8Array(Math.min(CHUNK_BYTES, from + length - at)));
+      }
+    }
+  }
+
   close(): void {
     if (this.#fd < 0) return;
     check(`close ${this.path}`, libc().close(this.#fd));
@@ -488,6 +534,97 @@ export function openSnapshot(path: string): Snapshot {
   } catch (e) {
     libc().close(fd);
     throw e;
+  }
+}
+
+/**
+ * Opens and checks the snapshot in `fd` as openSnapshot does, for a file that has no path worth naming (a memfd);
+ * `file` names it in errors. The snapshot owns `fd` from here on, and it is closed if the check fails.
+ */
+export function openSnapshotFd(fd: number, file: string): Snapshot {
+  try {
+    const { id, manifest } = readManifest(fd, file);
+    return new OpenSnapshot(file, fd, id, manifest);
+  } catch (e) {
+    libc().close(fd);
+    throw e;
+  }
+}
+
+/**
+ * Lays a snapshot's packed form (Snapshot.packed) out in `out`, an empty file, as the snapshot file it came
+ * from: bytes before the memory region where they were, each extent's bytes at its guest address, holes
+ * elsewhere. The manifest, read from the first bytes, says where each byte goes; open the file afterwards to
+ * check the rest.
+ */
+export class SnapshotUnpacker {
+  #head: Uint8Array[] = [];
+  #headBytes = 0;
+  #layout?: { manifest: SnapshotManifest; ends: number[]; total: number };
+  /** How many bytes of the packed form have been placed. */
+  #at = 0;
+
+  constructor(readonly out: Deno.FsFile, readonly file: string) {}
+
+  async write(bytes: Uint8Array): Promise<void> {
+    if (this.#layout) return await this.#place(bytes);
+    this.#head.push(bytes.slice());
+    this.#headBytes += bytes.length;
+    if (this.#headBytes < HEADER_SIZE) return;
+    const head = new Uint8Array(this.#headBytes);
+    let at = 0;
+    for (const piece of this.#head) head.set(piece, (at += piece.length) - piece.length);
+    // Nothing about the file's length is known yet: only the header's own fields are checked here.
+    const manifestLength = checkHeader(head, this.file, MAX_FILE_BYTES);
+    if (this.#headBytes < HEADER_SIZE + manifestLength) {
+      this.#head = [head];
+      return;
+    }
+    const { manifest } = parseManifest(head, head.subarray(HEADER_SIZE, HEADER_SIZE + manifestLength), this.file);
+    let end = manifest.memory.fileOffset;
+    const ends = manifest.memory.extents.map((e) => end += e.length);
+    this.#layout = { manifest, ends, total: packedLength(manifest) };
+    this.#head = [];
+    await this.#place(head);
+  }
+
+  /** Ends the file where its memory region does; refuses a packed form that stopped short. */
+  async finish(): Promise<void> {
+    const total = this.#layout?.total;
+    if (total === undefined || this.#at < total) {
+      throw new SnapshotError(
+        this.file,
+        this.#layout ? this.#at : this.#headBytes,
+        `truncated: the packed snapshot ends after ${this.#layout ? this.#at : this.#headBytes} bytes` +
+          (total === undefined ? ", before its manifest does" : `, its manifest needs ${total}`),
+      );
+    }
+    const { fileOffset, size } = this.#layout!.manifest.memory;
+    await this.out.truncate(fileOffset + size);
+  }
+
+  async #place(bytes: Uint8Array): Promise<void> {
+    const { manifest: { memory: { fileOffset, extents } }, ends, total } = this.#layout!;
+    if (this.#at + bytes.length > total) {
+      throw new SnapshotError(
+        this.file,
+        total,
+        `the packed snapshot is longer than the ${total} bytes its manifest needs`,
+      );
+    }
+    for (let done = 0; done < bytes.length;) {
+      const at = this.#at;
+      // Before the memory region the packed form is the file itself; after it, extents follow one another.
+      const k = at < fileOffset ? -1 : ends.findIndex((end) => at < end);
+      const runEnd = k < 0 ? fileOffset : ends[k];
+      const target = k < 0 ? at : fileOffset + extents[k].start + at - (runEnd - extents[k].length);
+      const n = Math.min(bytes.length - done, runEnd - at);
+      await this.out.seek(target, Deno.SeekMode.Start);
+      const piece = bytes.subarray(done, done + n);
+      for (let written = 0; written < n;) written += await this.out.write(piece.subarray(written));
+      done += n;
+      this.#at += n;
+    }
   }
 }
 
@@ -616,6 +753,20 @@ export async function writeSnapshot(
   input: SnapshotInput,
   progress?: (doneBytes: number, totalBytes: number) => void,
 ): Promise<WrittenSnapshot> {
+  return await writeFileAtomically(path, (out) => writeSnapshotInto(out, path, input, progress));
+}
+
+/**
+ * Writes a snapshot into `out`, an empty file opened for writing, as writeSnapshot does but in place: nothing
+ * is synced or renamed. For files no reader can see until they are complete, such as a memfd (see
+ * hv/sealed_snapshot.ts). `file` names it in errors.
+ */
+export async function writeSnapshotInto(
+  out: Deno.FsFile,
+  file: string,
+  input: SnapshotInput,
+  progress?: (doneBytes: number, totalBytes: number) => void,
+): Promise<WrittenSnapshot> {
   const ram = input.memory.bytes;
   if (ram.length === 0 || ram.length % PAGE !== 0) {
     throw new RangeError(
@@ -660,7 +811,7 @@ export async function writeSnapshot(
     const length = encode(manifestFor(manifestLength, extentPlaceholders, sectionPlaceholders)).length;
     if (length > MAX_MANIFEST_BYTES) {
       throw new SnapshotError(
-        path,
+        file,
         MANIFEST_LENGTH_OFFSET,
         `manifest length ${length} exceeds the ${MAX_MANIFEST_BYTES}-byte limit (${extents.length} extents)`,
       );
@@ -671,7 +822,7 @@ export async function writeSnapshot(
   // Checked before anything is written, so a bad input leaves no file behind and errors show the caller's values.
   const layout = validateManifest(
     manifestFor(manifestLength, extentPlaceholders, sectionPlaceholders),
-    path,
+    file,
     manifestLength,
   );
   const { fileOffset } = layout.memory;
@@ -680,83 +831,61 @@ export async function writeSnapshot(
     extents.reduce((sum, e) => sum + e.length, 0);
   let doneBytes = 0;
   let fileBytes = 0;
-  let id: string;
-  // Same directory as the target, because rename is only atomic within one filesystem.
-  const temp = `${path}.tmp-${crypto.randomUUID()}`;
-  try {
-    { // Closed before the rename, which Windows refuses on an open file.
-      using out = await Deno.open(temp, { write: true, createNew: true });
-      const place = async (bytes: Uint8Array, offset: number) => {
-        await out.seek(offset, Deno.SeekMode.Start);
-        for (let written = 0; written < bytes.length;) written += await out.write(bytes.subarray(written));
-        fileBytes += bytes.length;
-      };
+  const place = async (bytes: Uint8Array, offset: number) => {
+    await out.seek(offset, Deno.SeekMode.Start);
+    for (let written = 0; written < bytes.length;) written += await out.write(bytes.subarray(written));
+    fileBytes += bytes.length;
+  };
 
-      const sectionHashes: string[] = [];
-      for (const [i, [, bytes]] of sections.entries()) {
-        const copy = bytes.slice();
-        sectionHashes.push(sha256Hex(copy));
-        await place(copy, layout.sections[i].offset);
-        doneBytes += copy.length;
-        progress?.(doneBytes, totalBytes);
-      }
+  const sectionHashes: string[] = [];
+  for (const [i, [, bytes]] of sections.entries()) {
+    const copy = bytes.slice();
+    sectionHashes.push(sha256Hex(copy));
+    await place(copy, layout.sections[i].offset);
+    doneBytes += copy.length;
+    progress?.(doneBytes, totalBytes);
+  }
 
-      const scratch = new Uint8Array(CHUNK_BYTES);
-      const extentHashes: string[] = [];
-      for (const e of extents) {
-        const hash = createHash("sha256");
-        for (let at = e.start; at < e.start + e.length; at += CHUNK_BYTES) {
-          const piece = scratch.subarray(0, Math.min(CHUNK_BYTES, e.start + e.length - at));
-          piece.set(ram.subarray(at, at + piece.length));
-          hash.update(piece);
-          // Zero pages are skipped, not written: they stay holes, which read as zero and take no space.
-          const pageAt = (i: number) => piece.subarray(i * PAGE, (i + 1) * PAGE);
-          const count = piece.length / PAGE;
-          for (let first = 0; first < count;) {
-            if (isZero(pageAt(first))) {
-              first++;
-              continue;
-            }
-            let end = first + 1;
-            while (end < count && !isZero(pageAt(end))) end++;
-            await place(piece.subarray(first * PAGE, end * PAGE), fileOffset + at + first * PAGE);
-            first = end;
-          }
-          doneBytes += piece.length;
-          progress?.(doneBytes, totalBytes);
+  const scratch = new Uint8Array(CHUNK_BYTES);
+  const extentHashes: string[] = [];
+  for (const e of extents) {
+    const hash = createHash("sha256");
+    for (let at = e.start; at < e.start + e.length; at += CHUNK_BYTES) {
+      const piece = scratch.subarray(0, Math.min(CHUNK_BYTES, e.start + e.length - at));
+      piece.set(ram.subarray(at, at + piece.length));
+      hash.update(piece);
+      // Zero pages are skipped, not written: they stay holes, which read as zero and take no space.
+      const pageAt = (i: number) => piece.subarray(i * PAGE, (i + 1) * PAGE);
+      const count = piece.length / PAGE;
+      for (let first = 0; first < count;) {
+        if (isZero(pageAt(first))) {
+          first++;
+          continue;
         }
-        extentHashes.push(hash.digest("hex"));
+        let end = first + 1;
+        while (end < count && !isZero(pageAt(end))) end++;
+        await place(piece.subarray(first * PAGE, end * PAGE), fileOffset + at + first * PAGE);
+        first = end;
       }
-      // Extends the file over trailing zero pages as a hole, so it ends where guest RAM does.
-      await out.truncate(fileOffset + ram.length);
-
-      // The header goes last: until then the file starts with zeros, so a temp file left by a killed writer is
-      // refused as "bad magic" rather than read as a snapshot with missing pages.
-      const manifestBytes = encode(manifestFor(manifestLength, extentHashes, sectionHashes));
-      const header = new Uint8Array(HEADER_SIZE + manifestBytes.length);
-      const view = new DataView(header.buffer);
-      header.set(MAGIC, 0);
-      view.setUint32(VERSION_OFFSET, FORMAT_VERSION, true);
-      view.setUint32(MANIFEST_LENGTH_OFFSET, manifestBytes.length, true);
-      header.set(createHash("sha256").update(manifestBytes).digest(), MANIFEST_HASH_OFFSET);
-      header.set(manifestBytes, HEADER_SIZE);
-      await place(header, 0);
-      id = sha256Hex(manifestBytes);
-      // Without the fsync, a crash soon after the rename could leave the name pointing at unwritten blocks.
-      await out.sync();
+      doneBytes += piece.length;
+      progress?.(doneBytes, totalBytes);
     }
-    await Deno.rename(temp, path);
-  } catch (e) {
-    await Deno.remove(temp).catch(() => {});
-    throw e;
+    extentHashes.push(hash.digest("hex"));
   }
-  // Persists the rename itself. Best-effort: some filesystems refuse to fsync a directory, and the snapshot is
-  // complete under its name either way; only durability across a power cut is weaker.
-  try {
-    using dir = await Deno.open(dirname(path), { read: true });
-    await dir.sync();
-  } catch {
-    // See above: nothing is wrong with the snapshot.
-  }
+  // Extends the file over trailing zero pages as a hole, so it ends where guest RAM does.
+  await out.truncate(fileOffset + ram.length);
+
+  // The header goes last: until then the file starts with zeros, so a temp file left by a killed writer is
+  // refused as "bad magic" rather than read as a snapshot with missing pages.
+  const manifestBytes = encode(manifestFor(manifestLength, extentHashes, sectionHashes));
+  const header = new Uint8Array(HEADER_SIZE + manifestBytes.length);
+  const view = new DataView(header.buffer);
+  header.set(MAGIC, 0);
+  view.setUint32(VERSION_OFFSET, FORMAT_VERSION, true);
+  view.setUint32(MANIFEST_LENGTH_OFFSET, manifestBytes.length, true);
+  header.set(createHash("sha256").update(manifestBytes).digest(), MANIFEST_HASH_OFFSET);
+  header.set(manifestBytes, HEADER_SIZE);
+  await place(header, 0);
+  const id = sha256Hex(manifestBytes);
   return { id, fileBytes, pages: extents.reduce((sum, e) => sum + e.length, 0) / PAGE };
 }

@@ -198,6 +198,54 @@ Deno.test("pvx serve: pause, resume and a snapshot go through the daemon, and th
     assert.equal(before + (await logs(daemon, restored, "")).stdout, counted(6, "hi\n"));
   }));
 
+Deno.test("pvx serve --key-file: a snapshot sealed under the daemon's key restores as a new instance, unaltered only", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "pvx-serve-" });
+  const made = await pvxCli(["key", "create", "-o", `${dir}/daemon.key`]);
+  assert.equal(made.code, 0, made.stderr);
+  const daemon = await serve(dir, ["--key-file", `${dir}/daemon.key`]);
+  try {
+    const host = ["--host", daemon.socket];
+    const id = await create(daemon, { bundle: await guestBundle("counter"), args: ["3", "200"] });
+    await printed(daemon, id, "tick 1\n");
+    const snap = await pvxCli([
+      "snapshot",
+      ...host,
+      id,
+      "-o",
+      `${dir}/app.blob`,
+      "--seal",
+      "--expires",
+      "1h",
+      "--stop",
+    ]);
+    assert.equal(snap.code, 0, snap.stderr);
+    assert.match(snap.stdout, /^saved .*app\.blob: full, sealed until \d{4}-\d\d-\d\dT.*Z, 1 thread/);
+    assert.equal((await api(daemon, "POST", `/instances/${id}/wait`)).json.exit.kind, "snapshotted");
+    const before = (await logs(daemon, id, "")).stdout;
+
+    const restored = await create(daemon, { snapshot: `${dir}/app.blob` });
+    await api(daemon, "POST", `/instances/${restored}/stdin?close=true`, "hi\n");
+    const second = await api(daemon, "POST", `/instances/${restored}/wait`);
+    assert.deepEqual([second.json.exit.code, second.json.exit.kind], [0, "exit"]);
+    assert.equal(before + (await logs(daemon, restored, "")).stdout, counted(3, "hi\n"));
+
+    // A client that keeps the blob can change it, but what it hands back is refused.
+    const blob = await Deno.readFile(`${dir}/app.blob`);
+    blob[blob.length >> 1] ^= 0x20;
+    await Deno.writeFile(`${dir}/altered.blob`, blob);
+    const altered = await create(daemon, { snapshot: `${dir}/altered.blob` });
+    const refused = await api(daemon, "POST", `/instances/${altered}/wait`);
+    assert.equal(refused.json.exit.kind, "error");
+    assert.match(
+      (await logs(daemon, altered, "")).stderr,
+      /altered\.blob: offset \d+: segment \d+ of \d+ .*authentication failed/,
+    );
+  } finally {
+    await stop(daemon);
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("pvx serve: instances started from one template each get their own console", () =>
   withDaemon(async (daemon, dir) => {
     const host = ["--host", daemon.socket];
@@ -346,13 +394,13 @@ Deno.test("pvx serve: past --max-instances a create is a 429, past --max-memory 
       "--max-handles",
       "10",
       "--memory",
-      "8",
+      "32",
       "--",
       "handles",
     ]);
     assert.equal(limited.code, 0, limited.stderr);
     const handles = limited.stdout.trim();
-    const spin = await create(daemon, { bundle: await guestBundle("spin"), memoryMiB: 8, cpuLimitMs: 5000 });
+    const spin = await create(daemon, { bundle: await guestBundle("spin"), memoryMiB: 32, cpuLimitMs: 5000 });
     const [h, s] = [
       await api(daemon, "POST", `/instances/${handles}/wait`),
       await api(daemon, "POST", `/instances/${spin}/wait`),
@@ -411,6 +459,23 @@ Deno.test("pvx serve: bad input is a 400 naming the field, an unknown route or i
     await field("POST", `/instances/${id}/snapshot`, { path: "x.snap" }, "path");
     await field("POST", `/instances/${id}/snapshot`, { path: `${dir}/x.snap`, stop: "yes" }, "stop");
     await field("POST", `/instances/${id}/snapshot`, { path: `${dir}/x.snap`, diffFrom: `${dir}/none` }, "diffFrom");
+    await field("POST", `/instances/${id}/snapshot`, { path: `${dir}/x.snap`, seal: "yes" }, "seal");
+    // The daemon seals with its own key: a client can name none.
+    await field(
+      "POST",
+      `/instances/${id}/snapshot`,
+      { path: `${dir}/x.snap`, seal: { keyFile: bundle } },
+      "seal.keyFile",
+    );
+    await field(
+      "POST",
+      `/instances/${id}/snapshot`,
+      { path: `${dir}/x.snap`, seal: { expiresInMs: 0 } },
+      "expiresInMs",
+    );
+    const keyless = await api(daemon, "POST", `/instances/${id}/snapshot`, { path: `${dir}/x.snap`, seal: true });
+    assert.equal(keyless.status, 409);
+    assert.match(keyless.json.error.message, /no key to seal with: start pvx serve with --key-file/);
     // Where the instance's own API refuses, its status and reason come through.
     const nowhere = await api(daemon, "POST", `/instances/${id}/snapshot`, { path: "/nonexistent/dir/x.snap" });
     assert.equal(nowhere.status, 400);

@@ -49,6 +49,63 @@ Deno.test("a snapshot restores on another machine and the app's output goes on w
     assert.equal(first.stdout + again.stdout, counted(6, "hi\n"));
   }));
 
+Deno.test("a sealed snapshot restores on any host with its key exactly as the plain one; without it, or altered, not at all", () =>
+  inTempDirs(async (dir, elsewhere) => {
+    const bundle = `${dir}/counter.pvx`;
+    await Deno.copyFile(await guestBundle("counter"), bundle);
+    const key = `${dir}/seal.key`;
+    const made = await pvxCli(["key", "create", "-o", key]);
+    assert.equal(made.code, 0, made.stderr);
+    const api = `${dir}/api.sock`;
+    const { seed, points: [tick] } = snapshotPoints(1, 0, 4);
+    const at = `(snapshot after tick ${tick}: PVX_SNAPSHOT_SEED=${seed})`;
+    const run = pvxStart(["run", "--api", api, bundle, "--", "4", "300"], { keepOpen: true });
+    await run.printed(`tick ${tick}\n`);
+    // Paused first, so the plain snapshot and the sealed one are of the same instant.
+    const paused = await whenServing(["pause", "--api", api]);
+    assert.equal(paused.code, 0, paused.stderr);
+    const plain = await pvxCli(["snapshot", "--api", api, "-o", `${dir}/app.snap`]);
+    assert.equal(plain.code, 0, plain.stderr);
+    const sealed = await pvxCli(
+      ["snapshot", "--api", api, "-o", `${dir}/app.blob`, "--seal", "--key-file", key, "--expires", "1h", "--stop"],
+    );
+    assert.equal(sealed.code, 0, sealed.stderr);
+    assert.match(sealed.stdout, /saved .*app\.blob: full, sealed until \d{4}-.*Z, 1 thread/);
+    const noKey = await pvxCli(["snapshot", "--api", api, "-o", `${dir}/x.blob`, "--seal"]);
+    assert.match(noKey.stderr, /--seal needs --key-file/);
+    await run.endInput();
+    const first = await run.result;
+    assert.equal(first.code, 0, first.stderr);
+    const inspected = await pvxCli(["inspect", `${dir}/app.blob`]);
+    assert.match(inspected.stdout, /app\.blob: sealed snapshot, format 1, .*unverified/);
+    const blob = await Deno.readFile(`${dir}/app.blob`);
+    assert.ok(!new TextDecoder("latin1").decode(blob).includes('"boot":'), "the blob shows the state section");
+
+    // The other host has the blob, the bundle and a copy of the key, and nothing else.
+    await Deno.copyFile(`${dir}/app.blob`, `${elsewhere}/app.blob`);
+    await Deno.copyFile(bundle, `${elsewhere}/counter.pvx`);
+    await Deno.copyFile(key, `${elsewhere}/seal.key`);
+    const fromBlob = await pvxStart(["restore", `${elsewhere}/app.blob`, "--key-file", `${elsewhere}/seal.key`], "hi\n")
+      .result;
+    assert.equal(fromBlob.code, 0, fromBlob.stderr);
+    const fromPlain = await pvxStart(["restore", `${dir}/app.snap`], "hi\n").result;
+    assert.equal(fromPlain.code, 0, fromPlain.stderr);
+    assert.equal(fromBlob.stdout, fromPlain.stdout, at);
+    assert.equal(first.stdout + fromBlob.stdout, counted(4, "hi\n"), at);
+
+    const without = await pvxCli(["restore", `${elsewhere}/app.blob`]);
+    assert.match(without.stderr, /app\.blob: offset 0: is a sealed snapshot: give --key-file/);
+    const otherKey = `${elsewhere}/other.key`;
+    assert.equal((await pvxCli(["key", "create", "-o", otherKey])).code, 0);
+    const wrong = await pvxCli(["restore", `${elsewhere}/app.blob`, "--key-file", otherKey]);
+    assert.match(wrong.stderr, /app\.blob: offset 100: wrong key: the blob was sealed under key id [0-9a-f]+/);
+    blob[blob.length - 1] ^= 1;
+    await Deno.writeFile(`${elsewhere}/app.blob`, blob);
+    const altered = await pvxCli(["restore", `${elsewhere}/app.blob`, "--key-file", `${elsewhere}/seal.key`]);
+    assert.notEqual(altered.code, 0);
+    assert.match(altered.stderr, /app\.blob: offset \d+: segment \d+ of \d+ .*authentication failed/);
+  }));
+
 Deno.test("a snapshot of an app blocked on the console restores into that same read", () =>
   inTempDirs(async (dir) => {
     const bundle = `${dir}/counter.pvx`;

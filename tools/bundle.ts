@@ -7,6 +7,7 @@
 import { describeValue } from "../hv/describe_value.ts";
 import { dirname } from "node:path";
 import { maxMemory, MiB, minMemory } from "../guest/memory_map.ts";
+import { writeFileAtomically } from "../hv/atomic_file.ts";
 
 export const MAGIC = new TextEncoder().encode("PVXBNDL\0");
 export const FORMAT_VERSION = 0;
@@ -393,28 +394,9 @@ export async function encodeBundle(
  * mix, even if the process or machine dies part-way.
  */
 export async function writeBundle(path: string, bytes: Uint8Array): Promise<void> {
-  // Same directory as the target, because rename is only atomic within one filesystem.
-  const temp = `${path}.tmp-${crypto.randomUUID()}`;
-  try {
-    { // Closed before the rename, which Windows refuses on an open file.
-      using out = await Deno.open(temp, { write: true, createNew: true });
-      for (let written = 0; written < bytes.length;) written += await out.write(bytes.subarray(written));
-      // Without the fsync, a crash soon after the rename could leave the name pointing at unwritten blocks.
-      await out.sync();
-    }
-    await Deno.rename(temp, path);
-  } catch (e) {
-    await Deno.remove(temp).catch(() => {});
-    throw e;
-  }
-  // Persists the rename itself. Best-effort: some filesystems refuse to fsync a directory, and the
-  // bundle is complete under its name either way; only durability across a power cut is weaker.
-  try {
-    using dir = await Deno.open(dirname(path), { read: true });
-    await dir.sync();
-  } catch {
-    // See above: nothing is wrong with the bundle.
-  }
+  await writeFileAtomically(path, async (out) => {
+    for (let written = 0; written < bytes.length;) written += await out.write(bytes.subarray(written));
+  });
 }
 
 function formatSize(bytes: number): string {

@@ -17,7 +17,8 @@ import { requestControlApi, serveOnSocket } from "../hv/control_api.ts";
 import { parseDuration, parseSize, UsageError } from "./run_options.ts";
 import { onStopSignals } from "./signals.ts";
 import { EXIT_PVX_ERROR } from "./report.ts";
-import { describeSaved } from "./snapshot_cli.ts";
+import { describeSaved, parseExpiry } from "./snapshot_cli.ts";
+import { readKeyFile } from "../hv/sealed_snapshot.ts";
 
 const pvxScript = new URL("./pvx.ts", import.meta.url).pathname;
 
@@ -51,8 +52,9 @@ export async function guestMemoryMiB(from: InstanceRecord["from"], memoryMiB?: n
 
 /**
  * `pvx serve [--socket PATH] [--listen HOST:PORT --token-file FILE] [--state-dir DIR] [--max-instances N]
- * [--max-memory MiB]`: serves until SIGINT or SIGTERM, then kills its instances. It prints where it listens once
- * it does. Past a --max limit, a create is refused (429, 507) rather than the host overcommitted.
+ * [--max-memory MiB] [--key-file KEY]`: serves until SIGINT or SIGTERM, then kills its instances. It prints where
+ * it listens once it does. Past a --max limit, a create is refused (429, 507) rather than the host overcommitted.
+ * Sealed snapshots are sealed with, and restored with, KEY.
  */
 export async function serveCommand(argv: string[]): Promise<number> {
   const { values } = parseArgs({
@@ -64,6 +66,7 @@ export async function serveCommand(argv: string[]): Promise<number> {
       "state-dir": { type: "string" },
       "max-instances": { type: "string" },
       "max-memory": { type: "string" },
+      "key-file": { type: "string" },
     },
   });
   const limit = (name: "max-instances" | "max-memory") => {
@@ -87,7 +90,16 @@ export async function serveCommand(argv: string[]): Promise<number> {
   const token = values["token-file"] ? await readToken(values["token-file"]) : undefined;
   const stateDir = resolve(values["state-dir"] ?? defaultStateDir());
   const metrics = new Metrics();
-  const instances = new Instances(new Records(stateDir), [Deno.execPath(), "run", "-A", pvxScript], metrics, capacity);
+  const keyFile = values["key-file"] === undefined ? undefined : resolve(values["key-file"]);
+  // Checked now, so a bad key file stops the daemon at its start rather than failing each sealed snapshot.
+  if (keyFile) await readKeyFile(keyFile);
+  const instances = new Instances(
+    new Records(stateDir),
+    [Deno.execPath(), "run", "-A", pvxScript],
+    metrics,
+    capacity,
+    keyFile,
+  );
   const stored = new StoredSnapshots(stateDir);
   const closers: (() => Promise<void>)[] = [];
   if (!tcp || values.socket) {
@@ -364,8 +376,9 @@ async function pathOrId(value: string): Promise<string> {
 }
 
 /**
- * `pvx snapshot ID [-o SNAP] [--diff-from SNAP0] [--stop]`: the daemon's form of `pvx snapshot --api SOCKET`.
- * Without -o the daemon keeps the snapshot, and prints its id.
+ * `pvx snapshot ID [-o SNAP] [--diff-from SNAP0 | --seal [--expires T]] [--stop]`: the daemon's form of
+ * `pvx snapshot --api SOCKET`; it seals with its own key file. Without -o the daemon keeps the snapshot, and
+ * prints its id.
  */
 export async function daemonSnapshotCommand(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
@@ -376,14 +389,18 @@ export async function daemonSnapshotCommand(argv: string[]): Promise<number> {
       output: { type: "string", short: "o" },
       "diff-from": { type: "string" },
       stop: { type: "boolean", default: false },
+      seal: { type: "boolean", default: false },
+      expires: { type: "string" },
     },
   });
   const id = instanceArg("snapshot (or snapshot --api <socket>)", positionals);
   const diffFrom = values["diff-from"];
+  if (values.expires && !values.seal) throw new UsageError("snapshot: --expires is for --seal");
   const answer = await call(await connect(values), "POST", `/instances/${id}/snapshot`, {
     ...(values.output ? { path: resolve(values.output) } : {}),
     stop: values.stop,
     ...(diffFrom ? { diffFrom: await pathOrId(diffFrom) } : {}),
+    ...(values.seal ? { seal: values.expires ? { expiresInMs: parseExpiry(values.expires) } : true } : {}),
   });
   print(values.json, answer, `${describeSaved(answer)}${answer.snapshot ? `, kept as ${answer.snapshot}` : ""}`);
   return 0;

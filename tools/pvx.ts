@@ -28,6 +28,7 @@ import { MissingPackages } from "./packages.ts";
 import { onStopSignals } from "./signals.ts";
 import { parseRunOptions, UsageError } from "./run_options.ts";
 import { SnapshotError } from "../hv/snapshot_file.ts";
+import { isSealed, KeyFileError } from "../hv/sealed_snapshot.ts";
 import { InstanceStateError } from "../hv/instance.ts";
 import type { InstanceSession, SnapshotResult } from "../hv/snapshot.ts";
 import type { ReadyPoint } from "../hv/vcpu_thread.ts";
@@ -35,8 +36,10 @@ import { ControlApiError } from "../hv/control_api.ts";
 import {
   apiCommand,
   apiServer,
+  describeSealed,
   describeSnapshot,
   isSnapshot,
+  keyCommand,
   pauseCommand,
   restoreCommand,
   resumeCommand,
@@ -64,21 +67,23 @@ const usage = `usage:
   pvx pack <app.elf> -o <app.pvx> [--name <name>] [--memory <MiB>] [--file <host>[:<bundle path>]]... [--arg <a>]...
   pvx run ... --api <socket>      serve the instance's control API (pause, resume, snapshot) on a Unix socket
   pvx pause|resume --api <socket>
-  pvx snapshot --api <socket> -o <snap> [--diff-from <snap0>] [--stop]
+  pvx snapshot --api <socket> -o <snap> [--diff-from <snap0> | --seal --key-file <key> [--expires <30m|12h|7d>]] [--stop]
                                   --diff-from: only the pages written since snap0, the instance's last snapshot
+                                  --seal: one blob, AES-256-GCM under the key file's key, that only its holder can open
+  pvx key create -o <key>         a new key file for sealed snapshots (32 random bytes, mode 0600)
   pvx snapshot merge <snap> -o <full snap>    a diff and the chain below it, compacted into one full snapshot
   pvx api <socket> GET|POST <route> [< body]   one raw request; prints the status, then the body
-  pvx restore <snap> [--bundle <app.pvx>] [--no-verify] [--api <socket>] [--share ...] [--overlay <dir>] [--timeout ...] [--cpus N]
+  pvx restore <snap> [--bundle <app.pvx>] [--key-file <key>] [--no-verify] [--api <socket>] [--share ...] [--overlay <dir>] [--timeout ...] [--cpus N]
   pvx template create <app.pvx|app.exe> -o <tpl> --ready first-input|call|ms:<N> [run options] [-- args...]
   pvx run --from <tpl> [run options]    a new instance from a template (a restore of it)
-  pvx inspect <app.pvx|snap>
+  pvx inspect <app.pvx|snap|sealed snap>
   pvx analyse <app.exe>
   pvx overlay merge|sync|reset ...   (pvx overlay for its usage)
-  pvx serve [--socket <path>] [--listen <host>:<port> --token-file <file>] [--state-dir <dir>]
+  pvx serve [--socket <path>] [--listen <host>:<port> --token-file <file>] [--state-dir <dir>] [--key-file <key>]
                                   a daemon that runs many instances, each in its own process, over an HTTP API
   pvx ps | start <app.pvx|app.exe>|--from <tpl>|--snapshot <snap> [--cpus N] [--timeout T] [--env N=V]... [-- args]
   pvx logs [-f] [--tail <KiB>] <id> | wait <id> | kill <id> | rm [-f] <id> | pause|resume <id>
-  pvx snapshot <id> [-o <snap>] [--diff-from <snap0|id>] [--stop]    without -o the daemon keeps it
+  pvx snapshot <id> [-o <snap>] [--diff-from <snap0|id> | --seal [--expires <T>]] [--stop]   --seal: under serve's key
   pvx template create <app> --ready ... [-- args]    without -o the daemon makes and keeps it
   pvx template ls|inspect|rm [<id>] | snapshot ls|inspect|rm [<id>]    what the daemon keeps
                                   clients of pvx serve: --host <socket|http://host:port> (or PVX_HOST), --token-file
@@ -373,7 +378,13 @@ async function inspectCommand(argv: string[]): Promise<number> {
   const [path] = argv;
   if (!path) throw new UsageError("inspect needs a bundle or a snapshot");
   const head = await readHead(path);
-  console.log(isSnapshot(head) ? describeSnapshot(path) : describeBundle(await readBundle(path)));
+  console.log(
+    isSnapshot(head)
+      ? describeSnapshot(path)
+      : isSealed(head)
+      ? await describeSealed(path)
+      : describeBundle(await readBundle(path)),
+  );
   return 0;
 }
 
@@ -415,6 +426,8 @@ export async function main(argv: string[]): Promise<number> {
         return await rmCommand(rest);
       case "restore":
         return await restoreCommand(rest);
+      case "key":
+        return await keyCommand(rest);
       case "template": {
         if (["ls", "inspect", "rm"].includes(rest[0])) return await storedCommand("template", rest);
         // Without -o, the template is the daemon's to make and keep.
@@ -440,6 +453,7 @@ export async function main(argv: string[]): Promise<number> {
     const expected = e instanceof BundleError || e instanceof ElfError || e instanceof PeError ||
       e instanceof MissingImportsError || e instanceof Deno.errors.NotFound || e instanceof AccelError ||
       e instanceof MissingPiece || e instanceof MissingPackages || e instanceof SnapshotError ||
+      e instanceof KeyFileError ||
       e instanceof InstanceStateError || e instanceof ControlApiError || e instanceof DaemonError;
     console.error(`pvx: ${expected ? (e as Error).message : e instanceof Error ? e.stack : String(e)}`);
     return EXIT_PVX_ERROR;

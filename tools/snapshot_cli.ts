@@ -6,7 +6,8 @@ import { parseArgs } from "node:util";
 import { basename, dirname, join, resolve } from "node:path";
 import { callControlApi, controlApi, requestControlApi, serveOnSocket } from "../hv/control_api.ts";
 import type { InstanceSession, SnapshotResult } from "../hv/snapshot.ts";
-import { loadSnapshot, mergeSnapshot, summarizeSnapshot } from "../hv/snapshot.ts";
+import { loadSealedSnapshot, loadSnapshot, mergeSnapshot, summarizeSnapshot } from "../hv/snapshot.ts";
+import { createKeyFile, isSealed, peekSealedHeader, readKeyFile } from "../hv/sealed_snapshot.ts";
 import { MAGIC, SnapshotError } from "../hv/snapshot_file.ts";
 import { restoreSnapshot } from "../hv/launch.ts";
 import { parseBundle, sha256Hex } from "./bundle.ts";
@@ -54,7 +55,16 @@ async function changeState(command: "pause" | "resume", argv: string[]): Promise
 export const pauseCommand = (argv: string[]) => changeState("pause", argv);
 export const resumeCommand = (argv: string[]) => changeState("resume", argv);
 
-/** `pvx snapshot --api SOCKET -o SNAP [--diff-from SNAP0] [--stop]`, and `pvx snapshot merge`. */
+/** `--expires 90s|30m|12h|7d`, in milliseconds. */
+export function parseExpiry(text: string): number {
+  const m = /^(\d+)(s|m|h|d)$/.exec(text);
+  if (!m || Number(m[1]) === 0) {
+    throw new UsageError(`--expires ${JSON.stringify(text)}: expected a time such as 90s, 30m, 12h or 7d`);
+  }
+  return Number(m[1]) * { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[m[2] as "s" | "m" | "h" | "d"];
+}
+
+/** `pvx snapshot --api SOCKET -o SNAP [--diff-from SNAP0 | --seal --key-file KEY [--expires T]] [--stop]`, and merge. */
 export async function snapshotCommand(argv: string[]): Promise<number> {
   if (argv[0] === "merge") return await mergeCommand(argv.slice(1));
   const { values } = parseArgs({
@@ -64,14 +74,30 @@ export async function snapshotCommand(argv: string[]): Promise<number> {
       output: { type: "string", short: "o" },
       "diff-from": { type: "string" },
       stop: { type: "boolean" },
+      seal: { type: "boolean" },
+      "key-file": { type: "string" },
+      expires: { type: "string" },
     },
   });
   if (!values.api || !values.output) throw new UsageError("snapshot needs --api <socket> and -o <snapshot file>");
   const diffFrom = values["diff-from"];
+  if (values.seal && !values["key-file"]) throw new UsageError("snapshot --seal needs --key-file <key>");
+  if (!values.seal && (values["key-file"] || values.expires)) {
+    throw new UsageError("snapshot: --key-file and --expires are for --seal");
+  }
+  if (values.seal && diffFrom) throw new UsageError("snapshot: a sealed snapshot is always full: no --diff-from");
   const answer = await callControlApi(values.api, "POST", "/snapshot", {
     path: resolve(values.output),
     stop: values.stop ?? false,
     ...(diffFrom ? { diffFrom: resolve(diffFrom) } : {}),
+    ...(values.seal
+      ? {
+        seal: {
+          keyFile: resolve(values["key-file"]!),
+          ...(values.expires ? { expiresInMs: parseExpiry(values.expires) } : {}),
+        },
+      }
+      : {}),
   });
   console.log(describeSaved(answer));
   return 0;
@@ -79,8 +105,22 @@ export async function snapshotCommand(argv: string[]): Promise<number> {
 
 /** What `pvx snapshot` prints of the control API's answer to POST /snapshot. */
 export function describeSaved(answer: SnapshotResult): string {
-  return `saved ${answer.path}: ${answer.kind}${answer.parent ? ` over ${answer.parent}` : ""}, ${answer.threads} ` +
-    `thread(s), ${answer.pages} page(s), ${answer.fileBytes} bytes, id ${answer.id}`;
+  const sealed = answer.sealed ? `, sealed${answer.sealed.expiresAt ? ` until ${answer.sealed.expiresAt}` : ""}` : "";
+  return `saved ${answer.path}: ${answer.kind}${answer.parent ? ` over ${answer.parent}` : ""}${sealed}, ` +
+    `${answer.threads} thread(s), ${answer.pages} page(s), ${answer.fileBytes} bytes, id ${answer.id}`;
+}
+
+/** `pvx key create -o KEY`: a new key for sealed snapshots, 32 random bytes, mode 0600; never replaces a file. */
+export async function keyCommand(argv: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: { output: { type: "string", short: "o" } },
+  });
+  if (positionals.join(" ") !== "create" || !values.output) throw new UsageError("key create needs -o <key file>");
+  const key = await createKeyFile(values.output);
+  console.log(`created ${values.output}: key id ${[...key.id].map((b) => b.toString(16).padStart(2, "0")).join("")}`);
+  return 0;
 }
 
 /** `pvx snapshot merge SNAP -o OUT`: the chain below a diff compacted into one full snapshot. */
@@ -109,17 +149,25 @@ export async function apiCommand(argv: string[]): Promise<number> {
   return 0;
 }
 
+/** `argv` without `--name VALUE`, and that value. */
+function takeOption(argv: string[], name: string): [string | undefined, string[]] {
+  const at = argv.indexOf(name);
+  if (at < 0) return [undefined, argv];
+  if (at + 1 >= argv.length) throw new UsageError(`${name} needs a value`);
+  return [argv[at + 1], [...argv.slice(0, at), ...argv.slice(at + 2)]];
+}
+
 /**
- * `pvx restore SNAP [--bundle app.pvx] [--no-verify] [run options]`: a new instance, in
- * this process, from a snapshot. The bundle is found by the path it had, or
- * beside the snapshot, and must hash to what the snapshot names.
+ * `pvx restore SNAP [--bundle app.pvx] [--key-file KEY] [--no-verify] [run options]`: a new
+ * instance, in this process, from a snapshot or a sealed blob (which needs its key). The
+ * bundle is found by the path it had, or beside the snapshot, and must hash to what the
+ * snapshot names.
  */
 export async function restoreCommand(argv: string[]): Promise<number> {
-  const bundleAt = argv.indexOf("--bundle");
-  const bundleArg = bundleAt >= 0 ? argv[bundleAt + 1] : undefined;
+  const [bundleArg, withoutBundle] = takeOption(argv, "--bundle");
+  const [keyFile, withoutKey] = takeOption(withoutBundle, "--key-file");
   const trusted = argv.includes("--no-verify");
-  const rest = (bundleAt >= 0 ? [...argv.slice(0, bundleAt), ...argv.slice(bundleAt + 2)] : argv)
-    .filter((a) => a !== "--no-verify");
+  const rest = withoutKey.filter((a) => a !== "--no-verify");
   const o = parseRunOptions(rest);
   const [path, ...extra] = o.positionals;
   if (!path) throw new UsageError("restore needs a snapshot file");
@@ -131,7 +179,11 @@ export async function restoreCommand(argv: string[]): Promise<number> {
   if (chooseAccel(o.accel) === "nested") return await runPvxNested("restore", argv);
   if (o.overlay) await Deno.mkdir(o.overlay, { recursive: true });
   prewarm();
-  const snapshot = loadSnapshot(path, { verifyMemory: !trusted });
+  let snapshot;
+  if (await isSealedFile(path)) {
+    if (!keyFile) throw new SnapshotError(path, 0, "is a sealed snapshot: give --key-file <key>");
+    snapshot = await loadSealedSnapshot(path, await readKeyFile(keyFile), { verifyMemory: !trusted });
+  } else snapshot = loadSnapshot(path, { verifyMemory: !trusted });
   const interrupt = new AbortController();
   const stopListening = onStopSignals((sig) => interrupt.abort(sig));
   const api = apiServer(o.api);
@@ -179,6 +231,25 @@ export async function restoreCommand(argv: string[]): Promise<number> {
     stopListening();
     stopIdleThreads();
   }
+}
+
+async function isSealedFile(path: string): Promise<boolean> {
+  using file = await Deno.open(path);
+  const head = new Uint8Array(8);
+  await file.read(head);
+  return isSealed(head);
+}
+
+/** `pvx inspect BLOB`: what a sealed blob's header says, which nothing vouches for without its key. */
+export async function describeSealed(path: string): Promise<string> {
+  const h = await peekSealedHeader(path);
+  return [
+    `${path}: sealed snapshot, format ${h.version}, sealed ${h.createdAt.toISOString()} (unverified: no key given)`,
+    `  bundle  ${h.bundleSha256}`,
+    `  expires ${h.expiresAt?.toISOString() ?? "never"}`,
+    `  key id  ${h.keyId}`,
+    `  length  ${h.plaintextLength} bytes of snapshot inside`,
+  ].join("\n");
 }
 
 /** Whether `head`, a file's first bytes, is a snapshot's magic. */

@@ -34,6 +34,8 @@ import {
   type StoredSnapshots,
   TemplateFailed,
 } from "./snapshots.ts";
+import type { ChunkStore } from "../chunks.ts";
+import { chunksApi } from "./chunks_api.ts";
 
 /** A body or query the API refuses (400), naming the field. */
 class BadInput extends Error {
@@ -201,10 +203,21 @@ async function snapshotRequest(body: Body, stored: StoredSnapshots) {
     const kind = typeof id === "string" && STORED_ID.test(id) ? stored.byId(id)?.kind : undefined;
     diffFrom = await existingFile(body, "diffFrom", stored, kind ?? "snapshot");
   }
+  // Sealed under the daemon's own key file: a client names no key, and is never sent one.
+  const seal = body.seal;
+  if (seal !== undefined && seal !== true) {
+    const s = typeof seal === "object" && seal !== null && !Array.isArray(seal) ? seal as Body : undefined;
+    const other = s && Object.keys(s).find((k) => k !== "expiresInMs");
+    if (!s || other) {
+      throw new BadInput(other ? `seal.${other}` : "seal", 'must be true or {"expiresInMs": n}');
+    }
+    optionalInteger(s, "expiresInMs", 1, Number.MAX_SAFE_INTEGER);
+  }
   return {
     ...(path === undefined ? {} : { path }),
     ...(body.stop === undefined ? {} : { stop: body.stop }),
     ...(diffFrom === undefined ? {} : { diffFrom }),
+    ...(seal === undefined ? {} : { seal: seal === true ? {} : seal as { expiresInMs?: number } }),
   };
 }
 
@@ -224,6 +237,8 @@ async function templateSpec(body: Body) {
 export interface DaemonApiOptions {
   /** Required as `Authorization: Bearer <token>` on every request (the TCP listener). */
   token?: string;
+  /** The chunk store the /chunks routes serve (hv/daemon/chunks_api.ts); without one there are none. */
+  chunks?: ChunkStore;
 }
 
 export function daemonApi(
@@ -258,6 +273,7 @@ export function daemonApi(
     });
   }
 
+  if (options.chunks) app.route("/chunks", chunksApi(options.chunks));
   app.get("/healthz", (c) => {
     query(c, []);
     return c.json({ ok: true });
@@ -303,8 +319,9 @@ export function daemonApi(
   app.post("/instances/:id/snapshot", async (c) => {
     query(c, []);
     const instance = find(c);
-    const request = await snapshotRequest(await jsonBody(c, ["path", "stop", "diffFrom"]), stored);
+    const request = await snapshotRequest(await jsonBody(c, ["path", "stop", "diffFrom", "seal"]), stored);
     if (request.path !== undefined) return c.json(await instance.snapshot({ ...request, path: request.path }));
+    if (request.seal) throw new BadInput("path", "a sealed snapshot is the client's to hold: give the blob's path");
     const saved = await instance.snapshot({ ...request, path: stored.newPath() });
     return c.json({ ...saved, snapshot: stored.addSnapshot(saved, instance.record.id).id });
   });

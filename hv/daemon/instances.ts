@@ -129,7 +129,10 @@ export class Instance {
       ...Object.entries(r.env).flatMap(([name, value]) => ["--env", `${name}=${value}`]),
     ];
     if ("bundle" in r.from) return ["run", r.from.bundle, ...options, ...(r.args.length ? ["--", ...r.args] : [])];
-    if ("snapshot" in r.from) return ["restore", r.from.snapshot, ...options];
+    if ("snapshot" in r.from) {
+      const key = this.registry.keyFile;
+      return ["restore", r.from.snapshot, ...(key ? ["--key-file", key] : []), ...options];
+    }
     return ["run", "--from", r.from.template, ...options];
   }
 
@@ -229,10 +232,15 @@ export class Instance {
     return this.describe();
   }
 
-  async snapshot(request: { path: string; diffFrom?: string; stop?: boolean }) {
+  async snapshot(request: { path: string; diffFrom?: string; stop?: boolean; seal?: { expiresInMs?: number } }) {
+    const { seal, ...plain } = request;
+    const keyFile = this.registry.keyFile;
+    if (seal && !keyFile) {
+      throw new InstanceConflict("this daemon has no key to seal with: start pvx serve with --key-file");
+    }
     if (request.stop) this.stopsAtSnapshot = true;
     try {
-      return await this.forward("/snapshot", request);
+      return await this.forward("/snapshot", seal ? { ...plain, seal: { ...seal, keyFile } } : plain);
     } catch (e) {
       if (request.stop) this.stopsAtSnapshot = false;
       throw e;
@@ -304,12 +312,14 @@ export class Instances {
   /**
    * `pvx` is the command that runs tools/pvx.ts (deno, its flags, the script). The
    * records of a previous daemon are read as they were, and those that were running are lost.
+   * `keyFile` is the daemon's key for sealed snapshots: what it seals with, and what it gives restores.
    */
   constructor(
     readonly records: Records,
     readonly pvx: string[],
     readonly metrics: Metrics,
     readonly capacity: Capacity,
+    readonly keyFile?: string,
   ) {
     for (const record of records.load()) this.all.set(record.id, new Instance(record, this));
   }

@@ -135,7 +135,10 @@ export const openApiDocument = {
           additionalProperties: false,
           properties: {
             bundle: { type: "string", description: "absolute path of a .pvx or .exe" },
-            snapshot: { type: "string", description: "a snapshot's absolute path, or the id of one the daemon keeps" },
+            snapshot: {
+              type: "string",
+              description: "a snapshot's absolute path, the id of one the daemon keeps, or a blob sealed under its key",
+            },
             template: { type: "string", description: "a template's absolute path, or the id of one the daemon keeps" },
             args: { type: "array", items: { type: "string" }, description: "bundle only" },
             env: { type: "object", additionalProperties: { type: "string" }, description: "bundle only" },
@@ -197,6 +200,17 @@ export const openApiDocument = {
               path: { type: "string" },
               diffFrom: { type: "string", description: "a path, or the id of a snapshot or template the daemon keeps" },
               stop: { type: "boolean" },
+              seal: {
+                description: "one blob sealed under the daemon's key file (pvx serve --key-file); never a diff",
+                oneOf: [
+                  { type: "boolean", enum: [true] },
+                  {
+                    type: "object",
+                    additionalProperties: false,
+                    properties: { expiresInMs: { type: "integer", minimum: 1 } },
+                  },
+                ],
+              },
             },
           }),
         },

@@ -1,0 +1,175 @@
+// Content-addressed chunks: files (snapshots, bundles) cut into pieces named
+// by their SHA-256, so that a host that already holds a piece never receives it
+// again. A file becomes a recipe (which chunk goes where; the rest is zero),
+// a ChunkStore keeps chunks on disk, and `lacking` is the "which of these do
+// you not have" half of a transfer. Layout and rationale: docs/snapshot.md,
+// "Content-addressed chunks".
+
+import { createHash } from "node:crypto";
+import { join } from "node:path";
+import { writeFileAtomically } from "./atomic_file.ts";
+import { openSnapshot } from "./snapshot_file.ts";
+
+/** Every chunk but a region's last is this long. */
+export const CHUNK_BYTES = 64 << 10;
+const SHA256_HEX = /^[0-9a-f]{64}$/;
+
+export interface ChunkRef {
+  /** Where the chunk's bytes go in the file. */
+  offset: number;
+  length: number;
+  /** Lowercase hex SHA-256 of the chunk's bytes: its name. */
+  id: string;
+}
+
+/** A file as chunks: its length, and the chunks that cover it; every byte no chunk covers is zero. */
+export interface Recipe {
+  length: number;
+  chunks: ChunkRef[];
+}
+
+export const chunkId = (bytes: Uint8Array) => createHash("sha256").update(bytes).digest("hex");
+
+function isZero(bytes: Uint8Array): boolean {
+  for (let i = 0; i < bytes.length; i++) if (bytes[i] !== 0) return false;
+  return true;
+}
+
+/** A chunk the store or a peer refused: which, and why. */
+export class ChunkError extends Error {
+  override name = "ChunkError";
+}
+
+/**
+ * Cuts `[from, to)` of `file` into CHUNK_BYTES pieces starting at `from`, calling `take` with each that is not all
+ * zeros (a zero chunk is a hole in the recipe and never sent).
+ */
+async function cut(
+  file: Deno.FsFile,
+  from: number,
+  to: number,
+  take: (ref: ChunkRef, bytes: Uint8Array) => Promise<void> | void,
+): Promise<void> {
+  const buffer = new Uint8Array(CHUNK_BYTES);
+  for (let offset = from; offset < to; offset += CHUNK_BYTES) {
+    const piece = buffer.subarray(0, Math.min(CHUNK_BYTES, to - offset));
+    await file.seek(offset, Deno.SeekMode.Start);
+    for (let done = 0; done < piece.length;) {
+      const n = await file.read(piece.subarray(done));
+      if (n === null) throw new ChunkError(`${offset + done}: the file ended while it was being cut into chunks`);
+      done += n;
+    }
+    if (!isZero(piece)) await take({ offset, length: piece.length, id: chunkId(piece) }, piece);
+  }
+}
+
+/**
+ * The recipe of the file at `path`, passing each chunk to `take` (to store or send it). A snapshot is cut in two
+ * regions: what comes before its memory region (header, manifest, sections: new with every snapshot), then guest
+ * RAM in chunks aligned to guest addresses, so that a page run the guest did not change is the same chunk in every
+ * snapshot of it, wherever the manifest's length puts the memory region. Any other file (a bundle) is cut from its
+ * start.
+ */
+export async function chunkFile(
+  path: string,
+  take: (ref: ChunkRef, bytes: Uint8Array) => Promise<void> | void = () => {},
+): Promise<Recipe> {
+  let memoryAt: number | undefined;
+  try {
+    using snapshot = openSnapshot(path);
+    memoryAt = snapshot.manifest.memory.fileOffset;
+  } catch {
+    // Not a snapshot: cut from the start.
+  }
+  using file = await Deno.open(path, { read: true });
+  const length = (await file.stat()).size;
+  const chunks: ChunkRef[] = [];
+  const collect = async (ref: ChunkRef, bytes: Uint8Array) => {
+    chunks.push(ref);
+    await take(ref, bytes);
+  };
+  if (memoryAt === undefined) await cut(file, 0, length, collect);
+  else {
+    await cut(file, 0, memoryAt, collect);
+    await cut(file, memoryAt, length, collect);
+  }
+  return { length, chunks };
+}
+
+/**
+ * Chunks on disk, one file each, named by hash under a two-hex-digit fan-out (`ab/abcd…`). A chunk is written to
+ * a temporary file, fsynced and renamed, so a chunk file is always whole; its hash is checked when it is stored
+ * and again whenever it is read, so a damaged disk is an error naming the chunk, never wrong bytes.
+ */
+export class ChunkStore {
+  constructor(readonly dir: string) {}
+
+  #path(id: string): string {
+    if (!SHA256_HEX.test(id)) throw new ChunkError(`${JSON.stringify(id)} is not a chunk id (64 lowercase hex digits)`);
+    return join(this.dir, id.slice(0, 2), id);
+  }
+
+  async has(id: string): Promise<boolean> {
+    try {
+      return (await Deno.stat(this.#path(id))).isFile;
+    } catch (e) {
+      if (e instanceof Deno.errors.NotFound) return false;
+      throw e;
+    }
+  }
+
+  /** Stores `bytes` as chunk `id`, which must be their hash; a chunk already there is left as it is. */
+  async put(id: string, bytes: Uint8Array): Promise<void> {
+    const path = this.#path(id);
+    if (bytes.length === 0 || bytes.length > CHUNK_BYTES) {
+      throw new ChunkError(`chunk ${id}: ${bytes.length} bytes, where a chunk has 1 to ${CHUNK_BYTES}`);
+    }
+    const actual = chunkId(bytes);
+    if (actual !== id) throw new ChunkError(`chunk ${id}: its bytes hash to ${actual}`);
+    if (await this.has(id)) return;
+    await Deno.mkdir(join(this.dir, id.slice(0, 2)), { recursive: true });
+    await writeFileAtomically(path, async (out) => {
+      for (let written = 0; written < bytes.length;) written += await out.write(bytes.subarray(written));
+    });
+  }
+
+  /** Chunk `id`'s bytes, checked against their hash. */
+  async get(id: string): Promise<Uint8Array<ArrayBuffer>> {
+    const path = this.#path(id);
+    const bytes = await Deno.readFile(path);
+    const actual = chunkId(bytes);
+    if (actual !== id) throw new ChunkError(`${path}: chunk ${id} is damaged: its bytes hash to ${actual}`);
+    return bytes;
+  }
+
+  /** Writes the file `recipe` describes to `path` (atomically), every chunk read from here and checked. */
+  async assemble(recipe: Recipe, path: string): Promise<void> {
+    await writeFileAtomically(path, async (out) => {
+      for (const ref of recipe.chunks) {
+        const bytes = await this.get(ref.id);
+        if (bytes.length !== ref.length) {
+          throw new ChunkError(
+            `chunk ${ref.id} at ${ref.offset}: ${bytes.length} bytes, the recipe says ${ref.length}`,
+          );
+        }
+        await out.seek(ref.offset, Deno.SeekMode.Start);
+        for (let written = 0; written < bytes.length;) written += await out.write(bytes.subarray(written));
+      }
+      // Zero ranges stay holes, as in a snapshot pvx writes itself.
+      await out.truncate(recipe.length);
+    });
+  }
+}
+
+/** Of `ids`, those `store` does not hold, each once, in the order first asked: what a sender must send. */
+export async function lacking(store: ChunkStore, ids: readonly string[]): Promise<string[]> {
+  const missing: string[] = [];
+  for (const id of new Set(ids)) if (!(await store.has(id))) missing.push(id);
+  return missing;
+}
+
+/** Bytes a transfer of `recipe` sends to a holder lacking `missing`: each missing chunk once. */
+export function bytesToSend(recipe: Recipe, missing: readonly string[]): number {
+  const lengths = new Map(recipe.chunks.map((c) => [c.id, c.length]));
+  return missing.reduce((sum, id) => sum + (lengths.get(id) ?? 0), 0);
+}

@@ -1,0 +1,122 @@
+// The daemon's chunk routes (hv/chunks.ts), mounted under /chunks behind the
+// daemon's token like every other route: a peer asks which chunks this host
+// lacks, then sends only those.
+//
+//   POST /chunks/missing  {"chunks": [id, ...]}  ->  {"missing": [id, ...]}
+//   PUT  /chunks/:id      the chunk's bytes; refused (400) unless they hash to id
+//   GET  /chunks/:id      the chunk's bytes, checked against id first
+
+import { Hono } from "hono";
+import { refuse } from "../control_api.ts";
+import { describeValue } from "../describe_value.ts";
+import { CHUNK_BYTES, ChunkError, type ChunkStore, lacking } from "../chunks.ts";
+
+/** Ids per negotiation: 4 GiB of chunks, about 4.3 MB of JSON. A peer with more asks in batches. */
+export const MAX_IDS_PER_REQUEST = 65536;
+
+const SHA256_HEX = /^[0-9a-f]{64}$/;
+
+export function chunksApi(store: ChunkStore): Hono {
+  const app = new Hono();
+  const badId = (id: string) => refuse(400, `${describeValue(id)} is not a chunk id (64 lowercase hex digits)`, "id");
+
+  app.post("/missing", async (c) => {
+    let body: unknown;
+    try {
+      body = await c.req.json();
+    } catch (e) {
+      return c.json(refuse(400, `the body is not JSON: ${(e as Error).message}`).body, 400);
+    }
+    const b = typeof body === "object" && body !== null && !Array.isArray(body) ? body as Record<string, unknown> : {};
+    const other = Object.keys(b).find((k) => k !== "chunks");
+    if (other) return c.json(refuse(400, "unknown field; expected chunks", other).body, 400);
+    const ids = b.chunks;
+    if (!Array.isArray(ids) || ids.length > MAX_IDS_PER_REQUEST) {
+      return c.json(refuse(400, `must be an array of at most ${MAX_IDS_PER_REQUEST} chunk ids`, "chunks").body, 400);
+    }
+    const bad = ids.findIndex((id) => typeof id !== "string" || !SHA256_HEX.test(id));
+    if (bad >= 0) {
+      const r = refuse(400, `${describeValue(ids[bad])} is not a chunk id (64 lowercase hex digits)`, `chunks[${bad}]`);
+      return c.json(r.body, 400);
+    }
+    return c.json({ missing: await lacking(store, ids as string[]) });
+  });
+
+  app.put("/:id", async (c) => {
+    const id = c.req.param("id");
+    if (!SHA256_HEX.test(id)) return c.json(badId(id).body, 400);
+    const declared = Number(c.req.header("content-length") ?? NaN);
+    if (declared > CHUNK_BYTES) {
+      return c.json(refuse(400, `a chunk has at most ${CHUNK_BYTES} bytes, this one ${declared}`).body, 400);
+    }
+    const bytes = new Uint8Array(await c.req.arrayBuffer());
+    const had = await store.has(id);
+    try {
+      await store.put(id, bytes);
+    } catch (e) {
+      if (!(e instanceof ChunkError)) throw e;
+      return c.json(refuse(400, e.message).body, 400);
+    }
+    return c.json({ id, bytes: bytes.length, stored: !had }, had ? 200 : 201);
+  });
+
+  app.get("/:id", async (c) => {
+    const id = c.req.param("id");
+    if (!SHA256_HEX.test(id)) return c.json(badId(id).body, 400);
+    if (!(await store.has(id))) return c.json(refuse(404, `no chunk ${id}`).body, 404);
+    const bytes = await store.get(id);
+    return c.body(bytes.slice().buffer, 200, { "content-type": "application/octet-stream" });
+  });
+  return app;
+}
+
+/** A daemon to send chunks to: its base URL, and its bearer token. */
+export interface ChunkPeer {
+  url: string;
+  token?: string;
+}
+
+export interface Pushed {
+  /** Chunks in the recipe, each counted once. */
+  chunks: number;
+  /** Chunks the peer lacked, and so were sent. */
+  sent: number;
+  /** Bytes of chunk data sent. */
+  bytes: number;
+}
+
+/**
+ * Sends a peer the chunks of `ids` it lacks, read from `store`: asks which (in batches), then PUTs each. Every
+ * refusal is a ChunkError with the peer's status and message.
+ */
+export async function pushChunks(ids: readonly string[], store: ChunkStore, peer: ChunkPeer): Promise<Pushed> {
+  const headers: Record<string, string> = peer.token ? { authorization: `Bearer ${peer.token}` } : {};
+  const call = async (route: string, init: RequestInit) => {
+    const r = await fetch(`${peer.url.replace(/\/$/, "")}/chunks${route}`, {
+      ...init,
+      headers: { ...headers, ...init.headers as Record<string, string> },
+    });
+    const answer = await r.json().catch(() => ({}));
+    if (r.status >= 300) {
+      throw new ChunkError(`${peer.url}: ${init.method} /chunks${route}: ${r.status} ${answer?.error?.message ?? ""}`);
+    }
+    return answer;
+  };
+  const unique = [...new Set(ids)];
+  let sent = 0, bytes = 0;
+  for (let at = 0; at < unique.length; at += MAX_IDS_PER_REQUEST) {
+    const batch = unique.slice(at, at + MAX_IDS_PER_REQUEST);
+    const { missing } = await call("/missing", {
+      method: "POST",
+      body: JSON.stringify({ chunks: batch }),
+      headers: { "content-type": "application/json" },
+    });
+    for (const id of missing as string[]) {
+      const chunk = await store.get(id);
+      await call(`/${id}`, { method: "PUT", body: chunk.slice() });
+      sent++;
+      bytes += chunk.length;
+    }
+  }
+  return { chunks: unique.length, sent, bytes };
+}
