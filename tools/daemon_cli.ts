@@ -7,7 +7,8 @@ import { parseArgs } from "node:util";
 import { join, resolve } from "node:path";
 import { type InstanceRecord, Records } from "../hv/daemon/records.ts";
 import { summarizeSnapshot } from "../hv/snapshot.ts";
-import { MiB } from "../guest/memory_map.ts";
+import { isSealed, readKeyFile } from "../hv/sealed_snapshot.ts";
+import { maxMemory, MiB } from "../guest/memory_map.ts";
 import { DEFAULT_MEMORY_MIB, isPe, parseBundle } from "./bundle.ts";
 import { Instances } from "../hv/daemon/instances.ts";
 import { Metrics } from "../hv/daemon/metrics.ts";
@@ -18,7 +19,6 @@ import { parseDuration, parseSize, UsageError } from "./run_options.ts";
 import { onStopSignals } from "./signals.ts";
 import { EXIT_PVX_ERROR } from "./report.ts";
 import { describeSaved, parseExpiry } from "./snapshot_cli.ts";
-import { readKeyFile } from "../hv/sealed_snapshot.ts";
 
 const pvxScript = new URL("./pvx.ts", import.meta.url).pathname;
 
@@ -41,13 +41,23 @@ async function readToken(file: string): Promise<string> {
  * The guest RAM an instance of `from` will have, in MiB: what the create asks for, else the bundle's own (an exe
  * is packed with the default), else the snapshot's.
  */
+async function readHead(path: string): Promise<Uint8Array> {
+  using file = await Deno.open(path);
+  const head = new Uint8Array(16);
+  await file.read(head);
+  return head;
+}
+
 export async function guestMemoryMiB(from: InstanceRecord["from"], memoryMiB?: number): Promise<number> {
   if ("bundle" in from) {
     if (memoryMiB !== undefined) return memoryMiB;
     const bytes = await Deno.readFile(from.bundle);
     return isPe(bytes) ? DEFAULT_MEMORY_MIB : (await parseBundle(bytes, from.bundle)).manifest.memoryMiB;
   }
-  return summarizeSnapshot("snapshot" in from ? from.snapshot : from.template).memory.bytes / MiB;
+  const path = "snapshot" in from ? from.snapshot : from.template;
+  // A sealed blob's RAM size is inside the ciphertext: counted as the most a guest can have, never too little.
+  if (isSealed(await readHead(path))) return maxMemory / MiB;
+  return summarizeSnapshot(path).memory.bytes / MiB;
 }
 
 /**
