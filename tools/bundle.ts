@@ -432,3 +432,11 @@ export function describeBundle(b: Bundle): string {
 
 /** A Windows exe ("MZ"), which pvx packs into a bundle, rather than a bundle or an ELF. */
 export const isPe = (bytes: Uint8Array) => bytes[0] === 0x4d && bytes[1] === 0x5a;
+
+/** A file's first bytes: enough for a PE's "MZ", a snapshot's magic and a sealed blob's. */
+export async function readHead(path: string): Promise<Uint8Array> {
+  using file = await Deno.open(path);
+  const head = new Uint8Array(8);
+  await file.read(head);
+  return head;
+}

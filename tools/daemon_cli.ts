@@ -9,13 +9,13 @@ import { type InstanceRecord, Records } from "../hv/daemon/records.ts";
 import { summarizeSnapshot } from "../hv/snapshot.ts";
 import { isSealed, readKeyFile } from "../hv/sealed_snapshot.ts";
 import { maxMemory, MiB } from "../guest/memory_map.ts";
-import { DEFAULT_MEMORY_MIB, isPe, parseBundle } from "./bundle.ts";
+import { DEFAULT_MEMORY_MIB, isPe, parseBundle, readHead } from "./bundle.ts";
 import { Instances } from "../hv/daemon/instances.ts";
 import { Metrics } from "../hv/daemon/metrics.ts";
 import { StoredSnapshots } from "../hv/daemon/snapshots.ts";
 import { daemonApi } from "../hv/daemon/api.ts";
 import { requestControlApi, serveOnSocket } from "../hv/control_api.ts";
-import { parseDuration, parseSize, UsageError } from "./run_options.ts";
+import { parseDuration, parseEnvPairs, parseSize, UsageError } from "./run_options.ts";
 import { onStopSignals } from "./signals.ts";
 import { EXIT_PVX_ERROR } from "./report.ts";
 import { describeSaved, parseExpiry } from "./snapshot_cli.ts";
@@ -41,13 +41,6 @@ async function readToken(file: string): Promise<string> {
  * The guest RAM an instance of `from` will have, in MiB: what the create asks for, else the bundle's own (an exe
  * is packed with the default), else the snapshot's.
  */
-async function readHead(path: string): Promise<Uint8Array> {
-  using file = await Deno.open(path);
-  const head = new Uint8Array(16);
-  await file.read(head);
-  return head;
-}
-
 export async function guestMemoryMiB(from: InstanceRecord["from"], memoryMiB?: number): Promise<number> {
   if ("bundle" in from) {
     if (memoryMiB !== undefined) return memoryMiB;
@@ -225,6 +218,12 @@ interface Described {
 const fromText = (d: Described) => Object.entries(d.from).map(([k, v]) => `${k} ${v}`).join();
 const exitText = (d: Described) => d.exit ? `${d.exit.kind} ${d.exit.code}` : "";
 
+/** Rows as columns padded to their widest cell, the `docker ps` way. */
+function table(rows: string[][]): string {
+  const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
+  return rows.map((r) => r.map((cell, i) => cell.padEnd(widths[i])).join("  ").trimEnd()).join("\n");
+}
+
 function print(json: boolean, answer: unknown, human: string) {
   console.log(json ? JSON.stringify(answer) : human);
 }
@@ -245,17 +244,8 @@ export async function psCommand(argv: string[]): Promise<number> {
       d,
     ) => [d.id, d.state, d.uptimeSeconds === undefined ? "" : `${d.uptimeSeconds}s`, exitText(d), fromText(d)]),
   ];
-  const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
-  print(values.json, list, rows.map((r) => r.map((cell, i) => cell.padEnd(widths[i])).join("  ").trimEnd()).join("\n"));
+  print(values.json, list, table(rows));
   return 0;
-}
-
-function envObject(pairs: string[]): Record<string, string> {
-  return Object.fromEntries(pairs.map((pair) => {
-    const eq = pair.indexOf("=");
-    if (eq <= 0) throw new UsageError(`--env ${JSON.stringify(pair)}: expected NAME=VALUE`);
-    return [pair.slice(0, eq), pair.slice(eq + 1)];
-  }));
 }
 
 /** `pvx start app.pvx|app.exe|--from TPL|--snapshot SNAP [options] [-- args]`: prints the new instance's id. */
@@ -284,7 +274,7 @@ export async function startCommand(argv: string[]): Promise<number> {
   if (given.length !== 1 || extra.length) {
     throw new UsageError("start needs one of: an app, --from <template>, --snapshot <snap>");
   }
-  const env = envObject(values.env);
+  const env = Object.fromEntries(parseEnvPairs(values.env));
   const answer = await call(await connect(values), "POST", "/instances", {
     ...(app !== undefined ? { bundle: resolve(app) } : {}),
     ...(values.from !== undefined ? { template: await pathOrId(values.from) } : {}),
@@ -449,12 +439,7 @@ export async function storedCommand(kind: "template" | "snapshot", argv: string[
           : `instance ${d.from.instance}${d.parent ? `, diff over ${d.parent}` : ""}`,
       ]),
     ];
-    const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
-    print(
-      values.json,
-      list,
-      rows.map((r) => r.map((cell, i) => cell.padEnd(widths[i])).join("  ").trimEnd()).join("\n"),
-    );
+    print(values.json, list, table(rows));
   } else if (verb === "inspect") {
     const d = await call(daemon, "GET", one());
     console.log(JSON.stringify(d, null, values.json ? undefined : 2));
@@ -486,7 +471,7 @@ export async function daemonTemplateCommand(argv: string[]): Promise<number> {
     bundle: resolve(app),
     ready: values.ready,
     ...(args.length ? { args } : {}),
-    ...(values.env.length ? { env: envObject(values.env) } : {}),
+    ...(values.env.length ? { env: Object.fromEntries(parseEnvPairs(values.env)) } : {}),
     ...(values.cpus === undefined ? {} : { cpus: Number(values.cpus) }),
   });
   print(values.json, d, d.id);

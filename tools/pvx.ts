@@ -9,6 +9,7 @@ import {
   isPe,
   parseBundle,
   readBundle,
+  readHead,
   sha256Hex,
   writeBundle,
 } from "./bundle.ts";
@@ -89,14 +90,6 @@ const usage = `usage:
                                   clients of pvx serve: --host <socket|http://host:port> (or PVX_HOST), --token-file
                                   <file> (or PVX_TOKEN_FILE), --json for scripts
 A Windows .exe can be given to run (packed on the fly into a cached bundle) and to pack, with [--allow-missing].`;
-
-async function readHead(path: string): Promise<Uint8Array> {
-  using f = await Deno.open(path);
-  // Enough for a PE's "MZ" and a snapshot's magic.
-  const head = new Uint8Array(8);
-  await f.read(head);
-  return head;
-}
 
 async function runCommand(argv: string[]): Promise<number> {
   const at = argv.indexOf("--from");

@@ -27,6 +27,15 @@ export function parseSize(option: string, text: string): number {
   return Number(m[1]) * 1024 ** " KMG".indexOf((m[2] ?? " ").toUpperCase());
 }
 
+/** `--env NAME=VALUE` options as [name, value] pairs. */
+export function parseEnvPairs(pairs: readonly string[]): [string, string][] {
+  return pairs.map((pair) => {
+    const eq = pair.indexOf("=");
+    if (eq <= 0) throw new UsageError(`--env ${JSON.stringify(pair)}: expected NAME=VALUE`);
+    return [pair.slice(0, eq), pair.slice(eq + 1)];
+  });
+}
+
 export interface RunOptions {
   positionals: string[];
   timeoutMs?: number;
@@ -98,11 +107,7 @@ export function parseRunOptions(argv: string[]): RunOptions {
       throw new UsageError(`--share ${spec}: ${(e as Error).message}`);
     }
   });
-  const environment = new Map(values.env.map((pair) => {
-    const eq = pair.indexOf("=");
-    if (eq <= 0) throw new UsageError(`--env ${JSON.stringify(pair)}: expected NAME=VALUE`);
-    return [pair.slice(0, eq), pair.slice(eq + 1)] as const;
-  }));
+  const environment = new Map(parseEnvPairs(values.env));
   return {
     positionals,
     timeoutMs: values.timeout === undefined ? undefined : parseDuration(values.timeout),

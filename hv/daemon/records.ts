@@ -72,27 +72,33 @@ export class Records {
    * are now `lost`: their process went with that daemon.
    */
   load(): InstanceRecord[] {
-    const records: InstanceRecord[] = [];
-    for (const entry of Deno.readDirSync(this.dir)) {
-      if (!entry.isFile || !entry.name.endsWith(".json")) continue; // a temp file a kill left midway
-      const path = join(this.dir, entry.name);
-      let record: InstanceRecord;
-      try {
-        record = JSON.parse(Deno.readTextFileSync(path));
-      } catch (e) {
-        // Records are replaced atomically, so this one was damaged by something other than a daemon.
-        throw new Error(`${path}: not an instance record: ${(e as Error).message}`);
-      }
+    const records = readJsonRecords<InstanceRecord>(this.dir, "an instance record");
+    for (const record of records) {
       if (record.state !== "exited" && record.state !== "lost") {
         killOrphan(record.pid, this.home(record.id));
         record.state = "lost";
         delete record.pid;
         this.save(record);
       }
-      records.push(record);
     }
     return records.sort((a, b) => a.createdAt.localeCompare(b.createdAt));
   }
+}
+
+/** Every `<name>.json` record in `dir`, each `what` the daemon keeps. */
+export function readJsonRecords<T>(dir: string, what: string): T[] {
+  const records: T[] = [];
+  for (const entry of Deno.readDirSync(dir)) {
+    if (!entry.isFile || !entry.name.endsWith(".json")) continue; // a temp file a kill left midway
+    const path = join(dir, entry.name);
+    try {
+      records.push(JSON.parse(Deno.readTextFileSync(path)));
+    } catch (e) {
+      // Records are replaced atomically, so this one was damaged by something other than a daemon.
+      throw new Error(`${path}: not ${what}: ${(e as Error).message}`);
+    }
+  }
+  return records;
 }
 
 /**

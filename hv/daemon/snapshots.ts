@@ -9,6 +9,7 @@
 
 import { join } from "node:path";
 import { writeFileAtomic } from "../../abi/overlay.ts";
+import { readJsonRecords } from "./records.ts";
 import { type SnapshotResult, type SnapshotSummary, summarizeSnapshot } from "../snapshot.ts";
 import { SnapshotError } from "../snapshot_file.ts";
 
@@ -62,15 +63,7 @@ export class StoredSnapshots {
     this.dir = join(stateDir, "snapshots");
     Deno.mkdirSync(this.dir, { recursive: true, mode: 0o700 });
     const kept = new Set<string>();
-    for (const entry of Deno.readDirSync(this.dir)) {
-      if (!entry.isFile || !entry.name.endsWith(".json")) continue;
-      const path = join(this.dir, entry.name);
-      let record: StoredRecord;
-      try {
-        record = JSON.parse(Deno.readTextFileSync(path));
-      } catch (e) {
-        throw new Error(`${path}: not a snapshot record: ${(e as Error).message}`);
-      }
+    for (const record of readJsonRecords<StoredRecord>(this.dir, "a snapshot record")) {
       this.all.set(record.id, record);
       kept.add(record.path);
     }
