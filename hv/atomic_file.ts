@@ -46,3 +46,13 @@ export async function writeFileAtomically<T>(
   }
   return result;
 }
+
+/** Writes all of `bytes` to `out`, which may take several writes. */
+export async function writeAll(out: Deno.FsFile, bytes: Uint8Array): Promise<void> {
+  for (let written = 0; written < bytes.length;) written += await out.write(bytes.subarray(written));
+}
+
+/** `writeFileAtomically` of bytes already in hand. */
+export async function writeBytesAtomically(path: string, bytes: Uint8Array, options: AtomicWriteOptions = {}) {
+  await writeFileAtomically(path, (out) => writeAll(out, bytes), options);
+}

@@ -7,7 +7,7 @@
 
 import { createHash } from "node:crypto";
 import { join } from "node:path";
-import { writeFileAtomically } from "./atomic_file.ts";
+import { writeAll, writeBytesAtomically, writeFileAtomically } from "./atomic_file.ts";
 import { openSnapshot } from "./snapshot_file.ts";
 
 /** Every chunk but a region's last is this long. */
@@ -128,9 +128,7 @@ export class ChunkStore {
     if (actual !== id) throw new ChunkError(`chunk ${id}: its bytes hash to ${actual}`);
     if (await this.has(id)) return;
     await Deno.mkdir(join(this.dir, id.slice(0, 2)), { recursive: true });
-    await writeFileAtomically(path, async (out) => {
-      for (let written = 0; written < bytes.length;) written += await out.write(bytes.subarray(written));
-    });
+    await writeBytesAtomically(path, bytes);
   }
 
   /** Chunk `id`'s bytes, checked against their hash. */
@@ -153,7 +151,7 @@ export class ChunkStore {
           );
         }
         await out.seek(ref.offset, Deno.SeekMode.Start);
-        for (let written = 0; written < bytes.length;) written += await out.write(bytes.subarray(written));
+        await writeAll(out, bytes);
       }
       // Zero ranges stay holes, as in a snapshot pvx writes itself.
       await out.truncate(recipe.length);

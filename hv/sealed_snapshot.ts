@@ -6,7 +6,7 @@
 // "Sealed snapshots".
 
 import { check, cString, libc, MFD_CLOEXEC } from "../ffi/libc.ts";
-import { writeFileAtomically } from "./atomic_file.ts";
+import { writeAll, writeBytesAtomically, writeFileAtomically } from "./atomic_file.ts";
 import {
   openSnapshotFd,
   packedLength,
@@ -109,9 +109,7 @@ export async function readKeyFile(path: string): Promise<SealKey> {
 export async function createKeyFile(path: string): Promise<SealKey> {
   const bytes = crypto.getRandomValues(new Uint8Array(KEY_BYTES));
   try {
-    await writeFileAtomically(path, async (out) => {
-      for (let written = 0; written < bytes.length;) written += await out.write(bytes.subarray(written));
-    }, { mode: 0o600, exclusive: true });
+    await writeBytesAtomically(path, bytes, { mode: 0o600, exclusive: true });
   } catch (e) {
     if (!(e instanceof Deno.errors.AlreadyExists)) throw e;
     throw new KeyFileError(
@@ -233,10 +231,7 @@ export async function sealSnapshot(
 
   const fileBytes = sealedLength(plaintextLength);
   await writeFileAtomically(path, async (out) => {
-    const writeAll = async (bytes: Uint8Array) => {
-      for (let written = 0; written < bytes.length;) written += await out.write(bytes.subarray(written));
-    };
-    await writeAll(header);
+    await writeAll(out, header);
     const segment = new Uint8Array(SEGMENT_BYTES);
     let filled = 0, index = 0;
     const seal = async (length: number) => {
@@ -246,7 +241,7 @@ export async function sealSnapshot(
         aesKey,
         segment.subarray(0, length),
       );
-      await writeAll(new Uint8Array(sealed));
+      await writeAll(out, new Uint8Array(sealed));
       index++;
       options.progress?.(Math.min(index * SEGMENT_BYTES, plaintextLength), plaintextLength);
     };

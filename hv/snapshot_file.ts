@@ -7,7 +7,7 @@
 
 import { describeValue } from "./describe_value.ts";
 import { createHash } from "node:crypto";
-import { writeFileAtomically } from "./atomic_file.ts";
+import { writeAll, writeFileAtomically } from "./atomic_file.ts";
 import {
   check,
   cString,
@@ -833,7 +833,7 @@ export async function writeSnapshotInto(
   let fileBytes = 0;
   const place = async (bytes: Uint8Array, offset: number) => {
     await out.seek(offset, Deno.SeekMode.Start);
-    for (let written = 0; written < bytes.length;) written += await out.write(bytes.subarray(written));
+    await writeAll(out, bytes);
     fileBytes += bytes.length;
   };
 

@@ -5,9 +5,8 @@
 // to trust a length or offset that nothing else checks.
 
 import { describeValue } from "../hv/describe_value.ts";
-import { dirname } from "node:path";
 import { maxMemory, MiB, minMemory } from "../guest/memory_map.ts";
-import { writeFileAtomically } from "../hv/atomic_file.ts";
+import { writeBytesAtomically } from "../hv/atomic_file.ts";
 
 export const MAGIC = new TextEncoder().encode("PVXBNDL\0");
 export const FORMAT_VERSION = 0;
@@ -394,9 +393,7 @@ export async function encodeBundle(
  * mix, even if the process or machine dies part-way.
  */
 export async function writeBundle(path: string, bytes: Uint8Array): Promise<void> {
-  await writeFileAtomically(path, async (out) => {
-    for (let written = 0; written < bytes.length;) written += await out.write(bytes.subarray(written));
-  });
+  await writeBytesAtomically(path, bytes);
 }
 
 function formatSize(bytes: number): string {
