@@ -20,6 +20,8 @@ export const libcSymbols = {
   memfd_create: { parameters: ["buffer", "u32"], result: "i32" },
   // off_t lseek(int fd, off_t offset, int whence);
   lseek: { parameters: ["i32", "i64", "i32"], result: "i64" },
+  // int mincore(void *addr, size_t len, unsigned char *vec);
+  mincore: { parameters: ["pointer", "usize", "buffer"], result: "i32" },
   // int mprotect(void *addr, size_t len, int prot);
   mprotect: { parameters: ["pointer", "usize", "i32"], result: "i32" },
   // int *__errno_location(void);

@@ -2,6 +2,8 @@
 // owner can open (mode 0600), the way Firecracker serves its API socket.
 //
 //   GET  /           the instance: app, state (running | paused), threads when paused
+//   GET  /stats      hypercalls served by name, their latency histogram (hv/hypercall_stats.ts), and
+//                    guest pages resident in host memory
 //   POST /pause      park every vCPU
 //   POST /resume     continue
 //   POST /snapshot   {"path": "...", "stop": false, "diffFrom"?: "...", "seal"?: {...}}: save it to a
@@ -21,7 +23,7 @@ import { KeyFileError, readKeyFile, type SealKey } from "./sealed_snapshot.ts";
 type ErrorBody = { error: { message: string; field?: string } };
 
 /** An error answer in the shape every pvx API uses (this one and the daemon's, hv/daemon/api.ts). */
-export function refuse<S extends 400 | 401 | 404 | 409 | 422 | 429 | 500 | 507>(
+export function refuse<S extends 400 | 401 | 404 | 409 | 413 | 422 | 429 | 500 | 507>(
   status: S,
   message: string,
   field?: string,
@@ -48,6 +50,7 @@ export function controlApi(session: InstanceSession, progress?: (done: number, t
   });
 
   app.get("/", (c) => c.json(describe()));
+  app.get("/stats", (c) => c.json(instance.stats()));
   app.post("/pause", async (c) => {
     await instance.pause();
     return c.json(describe());

@@ -3,8 +3,8 @@
 // KVM_RUN while its guest runs): the stop and pause requests, the kick that
 // pulls a vCPU out of the guest, the run tokens behind --cpus, the TLB
 // generation, the guest clock, the count of live guest threads, one hypercall
-// mailbox per vCPU for the host-services thread, and the sync objects
-// (abi/sync_objects.ts).
+// mailbox per vCPU for the host-services thread, the sync objects
+// (abi/sync_objects.ts) and the hypercall counts (hv/hypercall_stats.ts).
 
 import { libc, SIGURG } from "../ffi/libc.ts";
 import { requestImmediateExit } from "./vcpu.ts";
@@ -12,6 +12,7 @@ import { SYNC_BYTES, SyncObjects } from "../abi/sync_objects.ts";
 import { AbiViolation, type Thread } from "../abi/dispatch.ts";
 import { callsByNr } from "../abi/calls.ts";
 import { maxVcpus } from "../guest/memory_map.ts";
+import { HYPERCALL_STATS_BYTES, HypercallStats } from "./hypercall_stats.ts";
 
 // Header words.
 const STOP = 0, TLB_GEN = 1, RUN_TOKENS = 2, SERVICE_BELL = 3, SERVICE_QUIT = 4, LIVE_THREADS = 5, PAUSE = 6;
@@ -27,7 +28,8 @@ const MAIL_STATE = 4, MAIL_NR = 5, MAIL_FRAME = 6, MAIL_LAST_ERROR = 7, MAIL_RES
 const MAIL_TEXT = 16, MAIL_TEXT_BYTES = 192, CPU_WORDS = MAIL_TEXT + MAIL_TEXT_BYTES / 4;
 const CPUS = HEADER;
 const SYNC_OFFSET = 4 * (CPUS + CPU_WORDS * maxVcpus);
-const BYTES = SYNC_OFFSET + SYNC_BYTES;
+const STATS_OFFSET = Math.ceil((SYNC_OFFSET + SYNC_BYTES) / 8) * 8;
+const BYTES = STATS_OFFSET + HYPERCALL_STATS_BYTES;
 
 const enum Mail {
   Idle = 0,
@@ -59,6 +61,7 @@ export type ServiceAnswer = ServiceResult | { violation: string };
 export class ControlBlock {
   readonly buffer: SharedArrayBuffer;
   readonly sync: SyncObjects;
+  readonly hypercalls: HypercallStats;
   readonly #w: Int32Array;
   readonly #clockShift: Float64Array;
   readonly #text = new TextEncoder();
@@ -70,6 +73,7 @@ export class ControlBlock {
     this.#w = new Int32Array(this.buffer, 0, SYNC_OFFSET / 4);
     this.#clockShift = new Float64Array(this.buffer, 4 * CLOCK_SHIFT, 1);
     this.sync = new SyncObjects(this.buffer, SYNC_OFFSET);
+    this.hypercalls = new HypercallStats(this.buffer, STATS_OFFSET);
     if (!(from instanceof SharedArrayBuffer)) {
       this.#w[RUN_TOKENS] = from.cpus;
       this.#w[LIVE_THREADS] = 1;

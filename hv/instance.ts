@@ -25,8 +25,9 @@ import type { HostInit, HostState } from "./host_state.ts";
 import type { GuestThreadsState } from "./guest_threads.ts";
 import type { SyncObjectsState } from "../abi/sync_objects.ts";
 import { ControlBlock } from "./control_block.ts";
+import { type HypercallStats, type HypercallTotals, noHypercalls } from "./hypercall_stats.ts";
 import { DirtyLog } from "./dirty_log.ts";
-import { maxVcpus } from "../guest/memory_map.ts";
+import { maxVcpus, PAGE } from "../guest/memory_map.ts";
 import { FIRST_THREAD_ID } from "./guest_threads.ts";
 
 export interface InstanceOptions {
@@ -127,6 +128,8 @@ export class Instance {
   firstExitAt?: number;
   /** Set while `run` runs: how pause, resume and stop reach it. */
   #live?: LiveRun;
+  /** The last run's: kept once it ends, for a final report. */
+  #hypercalls?: HypercallStats;
 
   private constructor(kvm: Kvm, vm: Vm, ram: GuestRam, dirty: DirtyLog) {
     this.#kvm = kvm;
@@ -163,6 +166,7 @@ export class Instance {
   /** Runs the app from `plan` until it exits, faults, breaks the ABI or times out, on any of its threads. */
   async run(plan: RunPlan, opts: InstanceOptions): Promise<Outcome> {
     const control = new ControlBlock({ cpus: Math.min(opts.cpus ?? maxVcpus, maxVcpus) });
+    this.#hypercalls = control.hypercalls;
     const threaded = plan.threadStart !== undefined && opts.allowedCalls.includes("CreateThread");
     const ram: SharedRam = {
       hostAddress: this.ram.hostAddress,
@@ -396,6 +400,15 @@ export class Instance {
       }
       Deno.removeSignalListener("SIGURG", onSignal);
     }
+  }
+
+  /** The hypercalls this process served (a restore counts from zero), and how much of guest RAM is resident. */
+  stats(): { hypercalls: HypercallTotals; residentPages: number; pages: number } {
+    return {
+      hypercalls: this.#hypercalls?.totals() ?? noHypercalls(),
+      residentPages: this.#closed ? 0 : this.ram.residentPages(),
+      pages: this.ram.size / PAGE,
+    };
   }
 
   /**

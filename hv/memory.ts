@@ -11,6 +11,7 @@ import {
   PROT_READ,
   PROT_WRITE,
 } from "../ffi/libc.ts";
+import { PAGE } from "../guest/memory_map.ts";
 
 /** A guest address or length the host refused to touch. */
 export class GuestAccessError extends Error {
@@ -45,6 +46,18 @@ export class GuestRam {
     ) {
       throw new GuestAccessError(address, length, this.size);
     }
+  }
+
+  /**
+   * Pages of guest RAM in host memory now (mincore): those the guest touched, and for a guest
+   * mapped from a snapshot file the file's pages in the page cache, which its clones share.
+   */
+  residentPages(): number {
+    const vec = new Uint8Array(Math.ceil(this.size / PAGE));
+    check("mincore guest RAM", libc().mincore(Deno.UnsafePointer.create(this.hostAddress), BigInt(this.size), vec));
+    let resident = 0;
+    for (const v of vec) resident += v & 1;
+    return resident;
   }
 
   /** A checked window onto guest memory; writes through it land in the guest. */

@@ -186,6 +186,7 @@ function run(init: VcpuInit, control: ControlBlock, times: { firstExitAt?: numbe
   const hypercall = (nr: number, frame: number): VcpuReport | undefined => {
     lastCall = nr;
     serving = { nr, frame };
+    const calledAt = performance.now();
     try {
       if (own.serves(nr)) own.dispatch(nr, frame, thread);
       else {
@@ -203,6 +204,7 @@ function run(init: VcpuInit, control: ControlBlock, times: { firstExitAt?: numbe
     } finally {
       serving = undefined;
       restoredDeadline = undefined;
+      control.hypercalls.record(nr, performance.now() - calledAt);
     }
     if (end) {
       // The thread's stack goes back to the app's free memory, which the hypervisor must see too.

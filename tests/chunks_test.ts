@@ -11,7 +11,8 @@ import { Instances } from "../hv/daemon/instances.ts";
 import { Metrics } from "../hv/daemon/metrics.ts";
 import { Records } from "../hv/daemon/records.ts";
 import { StoredSnapshots } from "../hv/daemon/snapshots.ts";
-import { guestMemoryMiB } from "../tools/daemon_cli.ts";
+import { checkBundle, guestMemoryMiB } from "../tools/daemon_cli.ts";
+import { UploadedBundles } from "../hv/daemon/bundles.ts";
 import { openSnapshot, writeSnapshot } from "../hv/snapshot_file.ts";
 import { PAGE } from "../guest/memory_map.ts";
 
@@ -90,6 +91,7 @@ Deno.test("over HTTP with the daemon's token, a second transfer of a snapshot se
     const app = daemonApi(
       new Instances(new Records(`${dir}/state`), [], new Metrics(), { guestMemoryMiB }),
       new StoredSnapshots(`${dir}/state`),
+      await UploadedBundles.open(`${dir}/state`, checkBundle),
       new Metrics(),
       {
         token,

@@ -55,7 +55,7 @@ Deno.test("--max-handles, --overlay-quota and --cpu-limit: the guest gets the Wi
     assert.equal(spin.stdout, "spinning\n");
     assert.match(
       spin.stderr,
-      /used up its CPU-time limit of 5000 ms; stopped 1 thread\(s\):\n  thread \d+ \(vCPU 0\) at RIP/,
+      /used up its CPU-time limit of 5000 ms; stopped 1 thread\(s\):\n {2}thread \d+ \(vCPU 0\) at RIP/,
     );
     for (const [flag, value] of [["--max-handles", "4"], ["--overlay-quota", "lots"], ["--cpu-limit", "soon"]]) {
       const bad = await runGuest("spin", [], [flag, value]);

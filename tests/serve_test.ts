@@ -5,14 +5,24 @@
 
 import assert from "node:assert/strict";
 import fc from "fast-check";
+import { createHash } from "node:crypto";
 import { guestBundle, pvxCli, pvxStart, type RunningPvx } from "./support/guests.ts";
 import { requestControlApi } from "../hv/control_api.ts";
 import { daemonApi } from "../hv/daemon/api.ts";
 import { Instances } from "../hv/daemon/instances.ts";
 import { Metrics } from "../hv/daemon/metrics.ts";
+import {
+  addTotals,
+  HYPERCALL_BUCKETS,
+  HYPERCALL_STATS_BYTES,
+  HypercallStats,
+  noHypercalls,
+} from "../hv/hypercall_stats.ts";
+import { callsByName } from "../abi/calls.ts";
 import { Records } from "../hv/daemon/records.ts";
 import { StoredSnapshots } from "../hv/daemon/snapshots.ts";
-import { guestMemoryMiB } from "../tools/daemon_cli.ts";
+import { checkBundle, guestMemoryMiB } from "../tools/daemon_cli.ts";
+import { UploadedBundles } from "../hv/daemon/bundles.ts";
 import { openApiDocument } from "../hv/daemon/openapi.ts";
 import { fuzzRuns } from "./support/fuzz.ts";
 
@@ -155,6 +165,27 @@ Deno.test("pvx serve: an instance is created, listed, read live and by a late re
     const metrics = (await requestControlApi(daemon.socket, "GET", "/metrics")).body;
     assert.match(metrics, /^pvx_instances\{state="exited"\} 2$/m);
     assert.match(metrics, /^pvx_instance_exits_total\{kind="exit"\} 2$/m);
+    // What the two processes counted and wrote as they ended: counter slept 3 times, 100 ms each; hello never.
+    assert.match(metrics, /^pvx_hypercalls_total\{call="Sleep"\} 3$/m);
+    const calls = [...metrics.matchAll(/^pvx_hypercalls_total\{call="\w+"\} (\d+)$/gm)].reduce((n, m) => n + +m[1], 0);
+    assert.match(metrics, new RegExp(`^pvx_hypercall_seconds_count ${calls}$`, "m"));
+    const fast = Number(/^pvx_hypercall_seconds_bucket\{le="0.01"\} (\d+)$/m.exec(metrics)?.[1]);
+    assert.ok(fast <= calls - 3, `${fast} of ${calls} calls took 10 ms or less, the 3 sleeps among them`);
+    assert.doesNotMatch(metrics, /^pvx_guest_pages_resident\{/m); // none is live
+
+    // Attached, this terminal is its console: what it printed (all of it, with --tail), and typed input.
+    const other = await create(daemon, { bundle: await guestBundle("counter"), args: ["2", "50"] });
+    const attached = pvxStart(["attach", ...host, "--tail", "64", other], { keepOpen: true });
+    await attached.printed("tick 1\n");
+    await attached.type("typed\n");
+    await attached.endInput();
+    const ended = await attached.result;
+    assert.equal(ended.code, 0, ended.stderr);
+    assert.equal(ended.stdout, counted(2, "typed\n"));
+    const stats = await pvxCli(["stats", ...host, other]);
+    assert.equal(stats.code, 0, stats.stderr);
+    assert.match(stats.stdout, /^guest pages resident: 0 /m);
+    assert.match(stats.stdout, /^Sleep +2$/m);
   }));
 
 Deno.test("pvx serve: pause, resume and a snapshot go through the daemon, and the snapshot restores as a new instance", () =>
@@ -172,9 +203,14 @@ Deno.test("pvx serve: pause, resume and a snapshot go through the daemon, and th
     assert.equal(pausedState.threads[0].threadId, 8);
     // It served, so its create was timed.
     const metrics = (await requestControlApi(daemon.socket, "GET", "/metrics")).body;
-    assert.match(metrics, /^pvx_instance_create_seconds_count 1$/m);
-    assert.match(metrics, /^pvx_instance_create_seconds_bucket\{le="\+Inf"\} 1$/m);
+    assert.match(metrics, /^pvx_instance_create_seconds_count\{from="bundle"\} 1$/m);
+    assert.match(metrics, /^pvx_instance_create_seconds_bucket\{from="bundle",le="\+Inf"\} 1$/m);
     assert.match(metrics, /^pvx_instances\{state="paused"\} 1$/m);
+    // Asked of the paused instance's own process: its guest has touched its kernel, stack and image at least.
+    const stats = (await api(daemon, "GET", `/instances/${id}/stats`)).json;
+    const { residentPages } = stats;
+    assert.ok(residentPages >= 4 && residentPages <= (pausedState.memoryMiB * 1024) / 4, JSON.stringify(stats));
+    assert.ok(stats.hypercalls.calls.Sleep >= 1, JSON.stringify(stats)); // "tick 1" is printed after one
     const twice = await api(daemon, "POST", `/instances/${id}/pause`);
     assert.equal(twice.status, 409);
     assert.match(twice.json.error.message, /already paused/);
@@ -191,6 +227,12 @@ Deno.test("pvx serve: pause, resume and a snapshot go through the daemon, and th
     const before = (await logs(daemon, id, "")).stdout;
 
     const restored = await create(daemon, { snapshot: `${dir}/app.snap` });
+    // Blocked on its console until it is fed, it serves: its create is timed, as a restore.
+    while ((await api(daemon, "GET", `/instances/${restored}`)).json.state === "starting") {
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    const restores = (await requestControlApi(daemon.socket, "GET", "/metrics")).body;
+    assert.match(restores, /^pvx_instance_create_seconds_count\{from="snapshot"\} 1$/m);
     await api(daemon, "POST", `/instances/${restored}/stdin?close=true`, "hi\n");
     const second = await api(daemon, "POST", `/instances/${restored}/wait`);
     assert.deepEqual([second.json.exit.code, second.json.exit.kind], [0, "exit"]);
@@ -623,6 +665,55 @@ Deno.test("pvx serve --listen: over TCP a request without the bearer token gets 
   }
 });
 
+Deno.test("pvx serve --listen: a client elsewhere uploads its bundle, which is kept once and deleted once unused", async () => {
+  const tokenDir = await Deno.makeTempDir({ prefix: "pvx-token-" });
+  const tokenFile = `${tokenDir}/token`;
+  await Deno.writeTextFile(tokenFile, crypto.randomUUID());
+  const probe = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = probe.addr.port;
+  probe.close();
+  const remote = ["--host", `http://127.0.0.1:${port}`, "--token-file", tokenFile];
+  try {
+    await withDaemon(async (daemon) => {
+      await daemon.process.printed(`listening on http://127.0.0.1:${port}`);
+      // Over TCP the daemon cannot read the client's files: start sends the bundle itself.
+      const counter = await guestBundle("counter");
+      const started = await pvxCli(["start", ...remote, counter, "--", "2", "50"]);
+      assert.equal(started.code, 0, started.stderr);
+      assert.match(started.stderr, /uploading .*counter\.pvx/);
+      const id = started.stdout.trim();
+      const listed = JSON.parse((await pvxCli(["bundle", "ls", ...remote, "--json"])).stdout);
+      const sha256 = createHash("sha256").update(await Deno.readFile(counter)).digest("hex");
+      assert.deepEqual(listed.map((b: { name: string; sha256: string }) => [b.name, b.sha256]), [["counter", sha256]]);
+      const bundle = listed[0].id;
+      assert.equal(bundle, sha256.slice(0, 12));
+      assert.deepEqual((await api(daemon, "GET", `/instances/${id}`)).json.from, { bundle: listed[0].path });
+      const again = await pvxCli(["bundle", "upload", ...remote, counter]);
+      assert.equal(again.stdout, `${bundle}\n`, again.stderr); // the same bytes are the same bundle
+
+      const inUse = await api(daemon, "DELETE", `/bundles/${bundle}`);
+      assert.equal(inUse.status, 409);
+      assert.match(inUse.json.error.message, new RegExp(`in use by instance ${id}`));
+      const damaged = (await Deno.readFile(counter)).slice(0, 200);
+      const bad = await requestControlApi(daemon.socket, "POST", "/bundles", new TextDecoder().decode(damaged));
+      assert.equal(bad.status, 400, bad.body);
+      assert.equal(JSON.parse(bad.body).error.field, "body");
+      assert.match(JSON.parse(bad.body).error.message, /^the uploaded bundle: offset \d+: /);
+
+      await api(daemon, "POST", `/instances/${id}/stdin?close=true`, "up\n");
+      assert.equal((await api(daemon, "POST", `/instances/${id}/wait`)).json.exit.code, 0);
+      assert.equal((await logs(daemon, id, "")).stdout, counted(2, "up\n"));
+      assert.equal((await pvxCli(["bundle", "rm", ...remote, bundle])).stdout, `${bundle}\n`);
+      assert.equal((await api(daemon, "GET", `/bundles/${bundle}`)).status, 404);
+      const gone = await api(daemon, "POST", "/instances", { bundle });
+      assert.deepEqual([gone.status, gone.json.error.field], [400, "bundle"]);
+      assert.deepEqual([...Deno.readDirSync(`${daemon.stateDir}/bundles`)], []);
+    }, ["--listen", `127.0.0.1:${port}`, "--token-file", tokenFile]);
+  } finally {
+    await Deno.remove(tokenDir, { recursive: true });
+  }
+});
+
 Deno.test("pvx serve: the OpenAPI document names exactly the routes the daemon serves", async () => {
   const dir = await Deno.makeTempDir({ prefix: "pvx-serve-" });
   try {
@@ -630,6 +721,7 @@ Deno.test("pvx serve: the OpenAPI document names exactly the routes the daemon s
     const app = daemonApi(
       new Instances(new Records(dir), ["false"], metrics, { guestMemoryMiB }),
       new StoredSnapshots(dir),
+      await UploadedBundles.open(dir, checkBundle),
       metrics,
     );
     const served = app.routes.filter((r) => r.method !== "ALL").map((r) => `${r.method} ${r.path}`);
@@ -647,6 +739,38 @@ Deno.test("pvx serve: the OpenAPI document names exactly the routes the daemon s
   }
 });
 
+Deno.test("metrics: hypercalls counted from two threads' views add up, and every histogram is cumulative", () => {
+  const buffer = new SharedArrayBuffer(HYPERCALL_STATS_BYTES + 8);
+  const [one, other] = [new HypercallStats(buffer, 8), new HypercallStats(buffer, 8)];
+  const sleep = callsByName.get("Sleep")!.nr, write = callsByName.get("WriteFile")!.nr;
+  one.record(sleep, 150); // 0.15 s: above the 0.1 s bound
+  other.record(write, 0.004); // 4 µs: in the first bucket
+  other.record(write, 20_000); // 20 s: past the last bound
+  const totals = one.totals();
+  assert.deepEqual(totals.calls, { Sleep: 1, WriteFile: 2 });
+  assert.ok(Math.abs(totals.seconds - 20.150004) < 1e-6, String(totals.seconds));
+  const metrics = new Metrics();
+  metrics.created("template", 0.3);
+  metrics.created("template", 3);
+  const text = metrics.render({ running: 1 }, { memoryMiB: 64 }, {
+    hypercalls: addTotals(noHypercalls(), totals),
+    residentPages: { abc: 12 },
+  });
+  const series = (name: string) =>
+    [...text.matchAll(new RegExp(`^${name}_bucket\\{(?:.*,)?le="([^"]+)"\\} (\\d+)$`, "gm"))].map((m) => [m[1], +m[2]]);
+  assert.deepEqual(series("pvx_hypercall_seconds"), [
+    ...HYPERCALL_BUCKETS.map((bound) => [String(bound), bound < 0.15 ? 1 : 2]),
+    ["+Inf", 3],
+  ]);
+  assert.match(text, /^pvx_hypercall_seconds_count 3$/m);
+  assert.match(text, /^pvx_hypercalls_total\{call="WriteFile"\} 2$/m);
+  assert.deepEqual(series("pvx_instance_create_seconds").slice(-3), [["60", 2], ["120", 2], ["+Inf", 2]]);
+  assert.match(text, /^pvx_instance_create_seconds_bucket\{from="template",le="0.25"\} 0$/m);
+  assert.match(text, /^pvx_instance_create_seconds_bucket\{from="template",le="0.5"\} 1$/m);
+  assert.match(text, /^pvx_instance_create_seconds_sum\{from="template"\} 3.3$/m);
+  assert.match(text, /^pvx_guest_pages_resident\{instance="abc"\} 12$/m);
+});
+
 Deno.test("fuzz: no body, query or id makes the daemon answer 500 or create an instance", async () => {
   const dir = await Deno.makeTempDir({ prefix: "pvx-serve-" });
   try {
@@ -654,7 +778,7 @@ Deno.test("fuzz: no body, query or id makes the daemon answer 500 or create an i
     // An instance this made would run `false`: the property is that none is made.
     const instances = new Instances(new Records(dir), ["false"], metrics, { guestMemoryMiB });
     const stored = new StoredSnapshots(dir);
-    const app = daemonApi(instances, stored, metrics);
+    const app = daemonApi(instances, stored, await UploadedBundles.open(dir, checkBundle), metrics);
     const routes = app.routes.filter((r) => r.method !== "ALL");
     const value = fc.oneof(
       fc.jsonValue(),

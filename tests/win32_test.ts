@@ -4,7 +4,7 @@
 import assert from "node:assert/strict";
 import { buildPvxGuest, buildWindowsExe, win32Dir, win32Programs } from "./support/win32.ts";
 import { pvxCli } from "./support/guests.ts";
-import { defaultPackOptions, packApp } from "../tools/pvx.ts";
+import { defaultPackOptions, packApp } from "../tools/pack.ts";
 import { writeBundle } from "../tools/bundle.ts";
 
 const dir = await Deno.makeTempDir({ prefix: "pvx-win32-" });

@@ -8,7 +8,7 @@
 // numbers and their ratio.
 
 import { compileGuest, run } from "./guest_cc.ts";
-import { defaultPackOptions, packApp } from "./pvx.ts";
+import { defaultPackOptions, packApp } from "./pack.ts";
 import { type Bundle, readBundle, writeBundle } from "./bundle.ts";
 import { launchBundle } from "../hv/launch.ts";
 import { prewarm, stopIdleThreads } from "../hv/vcpu_threads.ts";

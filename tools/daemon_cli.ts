@@ -13,6 +13,8 @@ import { DEFAULT_MEMORY_MIB, isPe, parseBundle, readHead } from "./bundle.ts";
 import { Instances } from "../hv/daemon/instances.ts";
 import { Metrics } from "../hv/daemon/metrics.ts";
 import { StoredSnapshots } from "../hv/daemon/snapshots.ts";
+import { type BundleCheck, type UploadedBundle, UploadedBundles } from "../hv/daemon/bundles.ts";
+import { cachedBundle, defaultPackOptions } from "./pack.ts";
 import { daemonApi } from "../hv/daemon/api.ts";
 import { requestControlApi, serveOnSocket } from "../hv/control_api.ts";
 import { parseDuration, parseEnvPairs, parseSize, UsageError } from "./run_options.ts";
@@ -52,6 +54,11 @@ export async function guestMemoryMiB(from: InstanceRecord["from"], memoryMiB?: n
   if (isSealed(await readHead(path))) return maxMemory / MiB;
   return summarizeSnapshot(path).memory.bytes / MiB;
 }
+
+/** An uploaded bundle is checked as `pvx run` checks one: every hash, offset and manifest field. */
+export const checkBundle: BundleCheck = async (bytes, file) => ({
+  name: (await parseBundle(bytes, file)).manifest.name,
+});
 
 /**
  * `pvx serve [--socket PATH] [--listen HOST:PORT --token-file FILE] [--state-dir DIR] [--max-instances N]
@@ -104,6 +111,7 @@ export async function serveCommand(argv: string[]): Promise<number> {
     keyFile,
   );
   const stored = new StoredSnapshots(stateDir);
+  const bundles = await UploadedBundles.open(stateDir, checkBundle);
   const closers: (() => Promise<void>)[] = [];
   if (!tcp || values.socket) {
     // The socket's mode (0600) is its access control: no token.
@@ -112,12 +120,12 @@ export async function serveCommand(argv: string[]): Promise<number> {
     if (await requestControlApi(socket, "GET", "/healthz").then(() => true, () => false)) {
       throw new DaemonError(`${socket}: a daemon is serving there already`);
     }
-    const server = await serveOnSocket(daemonApi(instances, stored, metrics), socket);
+    const server = await serveOnSocket(daemonApi(instances, stored, bundles, metrics), socket);
     closers.push(server.close);
     console.log(`pvx serve: listening on ${socket}`);
   }
   if (tcp) {
-    const app = daemonApi(instances, stored, metrics, { token });
+    const app = daemonApi(instances, stored, bundles, metrics, { token });
     const listening = Promise.withResolvers<Deno.NetAddr>();
     const server = Deno.serve({ ...tcp, onListen: listening.resolve }, app.fetch);
     closers.push(() => server.shutdown());
@@ -140,6 +148,8 @@ export class DaemonError extends Error {
 
 interface Daemon {
   fetch(route: string, init?: RequestInit): Promise<Response>;
+  /** Reached on a Unix socket, so on this machine: it can read a path this client names. */
+  local: boolean;
 }
 
 const clientOptions = {
@@ -162,6 +172,7 @@ async function connect(values: { host?: string; "token-file"?: string }): Promis
     const tokenFile = values["token-file"] ?? Deno.env.get("PVX_TOKEN_FILE");
     const token = tokenFile ? await readToken(tokenFile) : undefined;
     return {
+      local: false,
       fetch: (route, init = {}) =>
         reach(`${host.replace(/\/$/, "")}${route}`, {
           ...init,
@@ -173,6 +184,7 @@ async function connect(values: { host?: string; "token-file"?: string }): Promis
     };
   }
   return {
+    local: true,
     fetch: async (route, init = {}) => {
       // One client per request: it holds the connection, and a long `logs -f` must not be shared.
       const client = Deno.createHttpClient({ proxy: { transport: "unix", path: host } });
@@ -187,11 +199,12 @@ async function connect(values: { host?: string; "token-file"?: string }): Promis
   };
 }
 
-/** One request: its JSON answer, or a DaemonError with the daemon's message. */
-async function call(daemon: Daemon, method: string, route: string, body?: unknown) {
+/** One request (with a JSON `body` or raw `bytes`): its JSON answer, or a DaemonError with the daemon's message. */
+async function call(daemon: Daemon, method: string, route: string, body?: unknown, bytes?: Uint8Array<ArrayBuffer>) {
   const response = await daemon.fetch(route, {
     method,
     ...(body === undefined ? {} : { body: JSON.stringify(body), headers: { "content-type": "application/json" } }),
+    ...(bytes === undefined ? {} : { body: bytes }),
   });
   const text = await response.text();
   let answer;
@@ -265,6 +278,7 @@ export async function startCommand(argv: string[]): Promise<number> {
       timeout: { type: "string" },
       env: { type: "string", multiple: true, default: [] },
       overlay: { type: "string" },
+      upload: { type: "boolean", default: false },
     },
   });
   const end = argv.indexOf("--");
@@ -275,8 +289,9 @@ export async function startCommand(argv: string[]): Promise<number> {
     throw new UsageError("start needs one of: an app, --from <template>, --snapshot <snap>");
   }
   const env = Object.fromEntries(parseEnvPairs(values.env));
-  const answer = await call(await connect(values), "POST", "/instances", {
-    ...(app !== undefined ? { bundle: resolve(app) } : {}),
+  const daemon = await connect(values);
+  const answer = await call(daemon, "POST", "/instances", {
+    ...(app !== undefined ? { bundle: await bundleField(daemon, app, values.upload) } : {}),
     ...(values.from !== undefined ? { template: await pathOrId(values.from) } : {}),
     ...(values.snapshot !== undefined ? { snapshot: await pathOrId(values.snapshot) } : {}),
     ...(args.length ? { args } : {}),
@@ -295,22 +310,18 @@ export async function startCommand(argv: string[]): Promise<number> {
   return 0;
 }
 
-/** `pvx logs [-f] [--tail KiB] ID`: the instance's stdout on stdout, its stderr on stderr. */
-export async function logsCommand(argv: string[]): Promise<number> {
-  const { values, positionals } = parseArgs({
-    args: argv,
-    allowPositionals: true,
-    options: { ...clientOptions, follow: { type: "boolean", short: "f", default: false }, tail: { type: "string" } },
-  });
-  const id = instanceArg("logs", positionals);
-  const q = new URLSearchParams({ follow: String(values.follow), ...(values.tail ? { tail: values.tail } : {}) });
-  const response = await (await connect(values)).fetch(`/instances/${id}/logs?${q}`);
+/**
+ * Copies an instance's console, as GET /instances/ID/logs streams it (SSE), to this process's stdout
+ * and stderr; resolves with how the instance ended, if it ended while streaming.
+ */
+async function copyConsole(daemon: Daemon, id: string, query: Record<string, string>): Promise<Described | undefined> {
+  const response = await daemon.fetch(`/instances/${id}/logs?${new URLSearchParams(query)}`);
   if (response.status >= 400) {
     const e = (await response.json())?.error;
     throw new DaemonError(`${e?.field ? `${e.field}: ` : ""}${e?.message}`);
   }
   const encoder = new TextEncoder();
-  let pending = "";
+  let pending = "", ended: Described | undefined;
   for await (const text of response.body!.pipeThrough(new TextDecoderStream())) {
     pending += text;
     let end;
@@ -323,8 +334,90 @@ export async function logsCommand(argv: string[]): Promise<number> {
       pending = pending.slice(end + 2);
       if (event.event === "stdout") await Deno.stdout.write(encoder.encode(JSON.parse(event.data)));
       if (event.event === "stderr") await Deno.stderr.write(encoder.encode(JSON.parse(event.data)));
+      if (event.event === "exit") ended = JSON.parse(event.data);
     }
   }
+  return ended;
+}
+
+/** `pvx logs [-f] [--tail KiB] ID`: the instance's stdout on stdout, its stderr on stderr. */
+export async function logsCommand(argv: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: { ...clientOptions, follow: { type: "boolean", short: "f", default: false }, tail: { type: "string" } },
+  });
+  const id = instanceArg("logs", positionals);
+  await copyConsole(await connect(values), id, {
+    follow: String(values.follow),
+    ...(values.tail ? { tail: values.tail } : {}),
+  });
+  return 0;
+}
+
+/**
+ * `pvx attach [--tail KiB] [--no-stdin] ID`: this terminal becomes the instance's console, the `docker
+ * attach` way. Its output from now on (or the last KiB with --tail) is copied here; what is typed goes
+ * to its stdin, which is closed at end of input. It ends with the instance's status; Ctrl-C detaches and
+ * leaves the instance running.
+ */
+export async function attachCommand(argv: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: { ...clientOptions, tail: { type: "string", default: "0" }, "no-stdin": { type: "boolean" } },
+  });
+  const id = instanceArg("attach", positionals);
+  const daemon = await connect(values);
+  const detach = new AbortController();
+  const onInterrupt = () => detach.abort();
+  Deno.addSignalListener("SIGINT", onInterrupt);
+  if (!values["no-stdin"]) {
+    forwardStdin(daemon, id, detach.signal).catch((e) => {
+      if (!detach.signal.aborted) console.error(`pvx: attach: input no longer reaches ${positionals[0]}: ${e.message}`);
+    });
+  }
+  try {
+    const ended = await Promise.race([
+      copyConsole(daemon, id, { follow: "true", tail: values.tail }),
+      new Promise<"detached">((resolve) => detach.signal.addEventListener("abort", () => resolve("detached"))),
+    ]);
+    if (ended === "detached") {
+      console.error(`pvx: detached from ${positionals[0]}, which goes on running`);
+      return 0;
+    }
+    const d = ended ?? await call(daemon, "GET", `/instances/${id}`);
+    return d.exit ? d.exit.code & 0xff : EXIT_PVX_ERROR;
+  } finally {
+    Deno.removeSignalListener("SIGINT", onInterrupt);
+    // Reading stdin cannot be cancelled: once this returns, the process exits without waiting for it.
+    detach.abort();
+  }
+}
+
+/** Sends what this process reads on stdin to the instance's, chunk by chunk, and closes it at end of input. */
+async function forwardStdin(daemon: Daemon, id: string, stop: AbortSignal) {
+  const post = (bytes: Uint8Array<ArrayBuffer>, close: boolean) =>
+    call(daemon, "POST", `/instances/${id}/stdin${close ? "?close=true" : ""}`, undefined, bytes);
+  for await (const bytes of Deno.stdin.readable) {
+    if (stop.aborted) return;
+    await post(bytes, false);
+  }
+  if (!stop.aborted) await post(new Uint8Array(), true);
+}
+
+/** `pvx stats ID [--json]`: what the instance's process counted, the way `docker stats` shows a container. */
+export async function statsCommand(argv: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({ args: argv, allowPositionals: true, options: clientOptions });
+  const stats = await call(await connect(values), "GET", `/instances/${instanceArg("stats", positionals)}/stats`);
+  const calls = Object.entries(stats.hypercalls.calls as Record<string, number>).sort(([, a], [, b]) => b - a);
+  const total = calls.reduce((n, [, c]) => n + c, 0);
+  const human = [
+    `guest pages resident: ${stats.residentPages} (${(stats.residentPages * 4) / 1024} MiB)`,
+    `hypercalls: ${total}, ${stats.hypercalls.seconds.toFixed(3)} s in the host`,
+    ...(calls.length ? ["", table([["CALL", "COUNT"], ...calls.map(([name, n]) => [name, String(n)])])] : []),
+  ].join("\n");
+  print(values.json, stats, human);
   return 0;
 }
 
@@ -416,8 +509,8 @@ interface StoredDescribed {
   file: { app?: string; kind?: string; broken?: string };
 }
 
-/** `pvx template ls|inspect|rm` and `pvx snapshot ls|inspect|rm`: what the daemon keeps, the `docker image` way. */
-export async function storedCommand(kind: "template" | "snapshot", argv: string[]): Promise<number> {
+/** `pvx template|snapshot|bundle ls|inspect|rm [ID]`, and `pvx bundle upload APP`: what the daemon keeps. */
+export async function storedCommand(kind: "template" | "snapshot" | "bundle", argv: string[]): Promise<number> {
   const [verb, ...rest] = argv;
   const { values, positionals } = parseArgs({ args: rest, allowPositionals: true, options: clientOptions });
   const daemon = await connect(values);
@@ -425,7 +518,14 @@ export async function storedCommand(kind: "template" | "snapshot", argv: string[
     if (positionals.length !== 1) throw new UsageError(`${kind} ${verb} needs one ${kind} id`);
     return `/${kind}s/${encodeURIComponent(positionals[0])}`;
   };
-  if (verb === "ls") {
+  if (verb === "ls" && kind === "bundle") {
+    const list: UploadedBundle[] = await call(daemon, "GET", "/bundles");
+    const rows = [
+      ["ID", "UPLOADED", "SIZE", "APP", "SHA256"],
+      ...list.map((d) => [d.id, d.uploadedAt, `${(d.bytes / (1 << 20)).toFixed(1)} MiB`, d.name, d.sha256]),
+    ];
+    print(values.json, list, table(rows));
+  } else if (verb === "ls") {
     const list: StoredDescribed[] = await call(daemon, "GET", `/${kind}s`);
     const rows = [
       ["ID", "CREATED", "SIZE", "APP", "FROM"],
@@ -444,10 +544,32 @@ export async function storedCommand(kind: "template" | "snapshot", argv: string[
     const d = await call(daemon, "GET", one());
     console.log(JSON.stringify(d, null, values.json ? undefined : 2));
   } else if (verb === "rm") {
-    const d: StoredDescribed = await call(daemon, "DELETE", one());
+    const d: { id: string } = await call(daemon, "DELETE", one());
     print(values.json, d, d.id);
-  } else throw new UsageError(`${kind} ${verb ?? ""}: expected ls, inspect or rm`);
+  } else if (verb === "upload" && kind === "bundle") {
+    if (positionals.length !== 1) throw new UsageError("bundle upload needs one app.pvx or app.exe");
+    const d = await upload(daemon, positionals[0]);
+    print(values.json, d, d.id);
+  } else {throw new UsageError(
+      `${kind} ${verb ?? ""}: expected ls, inspect${kind === "bundle" ? ", upload" : ""} or rm`,
+    );}
   return 0;
+}
+
+/** What a create names its app by: its path for a daemon on this machine, else (or with --upload) an upload's id. */
+async function bundleField(daemon: Daemon, app: string, forceUpload: boolean): Promise<string> {
+  return forceUpload || !daemon.local ? (await upload(daemon, app)).id : resolve(app);
+}
+
+/**
+ * Sends the bundle at `path` to the daemon (POST /bundles); an exe is packed here first, as `pvx run`
+ * packs one. For a daemon that cannot read this machine's files.
+ */
+async function upload(daemon: Daemon, path: string): Promise<UploadedBundle> {
+  console.error(`pvx: uploading ${path}`);
+  const bundlePath = isPe(await readHead(path)) ? await cachedBundle(path, defaultPackOptions) : path;
+  const bytes = await Deno.readFile(bundlePath);
+  return await call(daemon, "POST", "/bundles", undefined, bytes);
 }
 
 /** `pvx template create APP --ready R [--cpus N] [--env N=V]... [-- args]` without -o: the daemon makes and keeps it. */
@@ -460,6 +582,7 @@ export async function daemonTemplateCommand(argv: string[]): Promise<number> {
       ready: { type: "string" },
       cpus: { type: "string" },
       env: { type: "string", multiple: true, default: [] },
+      upload: { type: "boolean", default: false },
     },
   });
   const end = argv.indexOf("--");
@@ -467,8 +590,9 @@ export async function daemonTemplateCommand(argv: string[]): Promise<number> {
   const [app, ...extra] = end < 0 ? positionals : positionals.slice(0, positionals.length - args.length);
   if (app === undefined || extra.length) throw new UsageError("template create needs one app");
   if (!values.ready) throw new UsageError("template create needs --ready first-input|call|ms:<N>");
-  const d: StoredDescribed = await call(await connect(values), "POST", "/templates", {
-    bundle: resolve(app),
+  const daemon = await connect(values);
+  const d: StoredDescribed = await call(daemon, "POST", "/templates", {
+    bundle: await bundleField(daemon, app, values.upload),
     ready: values.ready,
     ...(args.length ? { args } : {}),
     ...(values.env.length ? { env: Object.fromEntries(parseEnvPairs(values.env)) } : {}),

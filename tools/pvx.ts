@@ -3,9 +3,7 @@
 import { parseArgs } from "node:util";
 import {
   BundleError,
-  DEFAULT_MEMORY_MIB,
   describeBundle,
-  encodeBundle,
   isPe,
   parseBundle,
   readBundle,
@@ -13,15 +11,13 @@ import {
   sha256Hex,
   writeBundle,
 } from "./bundle.ts";
-import { ElfError, parseElf } from "../guest/elf.ts";
+import { ElfError } from "../guest/elf.ts";
 import { launchBundle } from "../hv/launch.ts";
 import { prewarm, stopIdleThreads } from "../hv/vcpu_threads.ts";
 import { describeOutcome, EXIT_PVX_ERROR, exitStatus } from "./report.ts";
-import { ABI_VERSION, callsByName } from "../abi/calls.ts";
-import { analysePe, callsUsedByElf, describeAnalysis } from "./analyse.ts";
-import { basename, dirname, join, resolve } from "node:path";
-import { parsePe, PeError } from "../guest/pe.ts";
-import { cacheRoot } from "./cache_dir.ts";
+import { analysePe, describeAnalysis } from "./analyse.ts";
+import { basename, resolve } from "node:path";
+import { PeError } from "../guest/pe.ts";
 import { AccelError, chooseAccel } from "./accel.ts";
 import { runPvxNested } from "./nested/api_relay.ts";
 import { MissingPiece } from "./nested/image.ts";
@@ -48,6 +44,15 @@ import {
 } from "./snapshot_cli.ts";
 import { overlayCommand } from "./overlay_cli.ts";
 import {
+  cachedBundle,
+  defaultPackOptions,
+  dllsBeside,
+  MissingImportsError,
+  packApp,
+  type PackOptions,
+} from "./pack.ts";
+import {
+  attachCommand,
   changeStateCommand,
   DaemonError,
   daemonSnapshotCommand,
@@ -58,6 +63,7 @@ import {
   rmCommand,
   serveCommand,
   startCommand,
+  statsCommand,
   storedCommand,
   waitCommand,
 } from "./daemon_cli.ts";
@@ -67,6 +73,7 @@ const usage = `usage:
           [--overlay <dir>] [--cpus <N>] [--memory <MiB>] [--accel auto|kvm|nested] [--api <socket>] [-- args...]
   pvx pack <app.elf> -o <app.pvx> [--name <name>] [--memory <MiB>] [--file <host>[:<bundle path>]]... [--arg <a>]...
   pvx run ... --api <socket>      serve the instance's control API (pause, resume, snapshot) on a Unix socket
+  pvx run|restore ... --stats-file <file>   once stopped, write its hypercall counts and latencies there (JSON)
   pvx pause|resume --api <socket>
   pvx snapshot --api <socket> -o <snap> [--diff-from <snap0> | --seal --key-file <key> [--expires <30m|12h|7d>]] [--stop]
                                   --diff-from: only the pages written since snap0, the instance's last snapshot
@@ -84,9 +91,13 @@ const usage = `usage:
                                   a daemon that runs many instances, each in its own process, over an HTTP API
   pvx ps | start <app.pvx|app.exe>|--from <tpl>|--snapshot <snap> [--cpus N] [--timeout T] [--env N=V]... [-- args]
   pvx logs [-f] [--tail <KiB>] <id> | wait <id> | kill <id> | rm [-f] <id> | pause|resume <id>
+  pvx attach [--tail <KiB>] [--no-stdin] <id>   its console here, typed input to its stdin; Ctrl-C detaches
+  pvx stats <id>                  its hypercalls by name, time in the host, guest pages resident
   pvx snapshot <id> [-o <snap>] [--diff-from <snap0|id> | --seal [--expires <T>]] [--stop]   --seal: under serve's key
   pvx template create <app> --ready ... [-- args]    without -o the daemon makes and keeps it
-  pvx template ls|inspect|rm [<id>] | snapshot ls|inspect|rm [<id>]    what the daemon keeps
+  pvx template ls|inspect|rm [<id>] | snapshot ls|inspect|rm [<id>] | bundle ls|inspect|rm [<id>]    what the daemon keeps
+  pvx bundle upload <app.pvx|app.exe>   for a daemon on another machine; start and template create
+                                  upload by themselves over TCP (or with --upload)
                                   clients of pvx serve: --host <socket|http://host:port> (or PVX_HOST), --token-file
                                   <file> (or PVX_TOKEN_FILE), --json for scripts
 A Windows .exe can be given to run (packed on the fly into a cached bundle) and to pack, with [--allow-missing].`;
@@ -158,7 +169,7 @@ async function runApp(
     const bundle = o.memoryMiB === undefined
       ? packed
       : { ...packed, manifest: { ...packed.manifest, memoryMiB: o.memoryMiB } };
-    const api = apiServer(o.api);
+    const api = apiServer(o);
     let session: InstanceSession | undefined;
     let saved: Promise<SnapshotResult> | undefined;
     const snapshotNow = () => {
@@ -205,95 +216,6 @@ async function runApp(
     stopIdleThreads();
   }
 }
-
-export interface PackOptions {
-  name?: string;
-  memoryMiB: number;
-  /** Extra files: "host path" or "host path:bundle path". */
-  files: readonly string[];
-  args: readonly string[];
-  allowMissing: boolean;
-}
-
-/** What `pvx pack` does without options, and what `pvx run app.exe` packs with. */
-export const defaultPackOptions: PackOptions = {
-  memoryMiB: DEFAULT_MEMORY_MIB,
-  files: [],
-  args: [],
-  allowMissing: false,
-};
-
-/** DLLs the exe (and those DLLs) import that sit beside it: Windows would load them from there first. */
-async function dllsBeside(
-  exePath: string,
-  exe: Uint8Array,
-): Promise<{ path: string; bytes: Uint8Array<ArrayBuffer> }[]> {
-  const dir = dirname(exePath);
-  const present = new Map<string, string>();
-  for await (const e of Deno.readDir(dir)) {
-    if (e.isFile && /\.dll$/i.test(e.name)) present.set(e.name.toLowerCase(), e.name);
-  }
-  const found: { path: string; bytes: Uint8Array<ArrayBuffer> }[] = [];
-  const queue = [parsePe(exe, exePath)];
-  while (queue.length) {
-    for (const imp of queue.pop()!.imports) {
-      const name = present.get(imp.dll.toLowerCase());
-      if (!name || found.some((f) => f.path === name)) continue;
-      const bytes = await Deno.readFile(join(dir, name));
-      found.push({ path: name, bytes });
-      queue.push(parsePe(bytes, join(dir, name)));
-    }
-  }
-  return found;
-}
-
-/** Builds a bundle from an ELF built against pvx.h or a Windows exe; the manifest allows exactly the calls it uses. */
-export async function packApp(entryPath: string, o: PackOptions): Promise<Uint8Array> {
-  const entryBytes = await Deno.readFile(entryPath);
-  const entry = basename(entryPath);
-  const files = [{ path: entry, bytes: entryBytes }];
-  for (const spec of o.files) {
-    const colon = spec.indexOf(":");
-    const host = colon < 0 ? spec : spec.slice(0, colon);
-    files.push({ path: colon < 0 ? basename(spec) : spec.slice(colon + 1), bytes: await Deno.readFile(host) });
-  }
-  let allowedCalls: string[];
-  const kind = isPe(entryBytes) ? "pe" : "elf";
-  if (kind === "pe") {
-    files.push(...(await dllsBeside(entryPath, entryBytes)).filter((d) => !files.some((f) => f.path === d.path)));
-    const analysis = analysePe(new Map(files.map((f) => [f.path, f.bytes])), entry);
-    if (analysis.missing.length) {
-      const list = analysis.missing.map((m) => `${m.dll}!${m.name}`).join(", ");
-      if (!o.allowMissing) {
-        throw new MissingImportsError(
-          `${entryPath}: needs imports pvx does not implement: ${list} (--allow-missing runs it anyway; a call to one stops the app)`,
-        );
-      }
-      console.error(`pvx: warning: ${entryPath}: missing imports stop the app if called: ${list}`);
-    }
-    allowedCalls = analysis.usedCalls;
-  } else {
-    parseElf(entryBytes, entryPath);
-    allowedCalls = callsUsedByElf(entryBytes, entryPath);
-    for (const name of allowedCalls) {
-      if (!callsByName.has(name)) {
-        throw new Error(`${entryPath}: uses hypercall ${name}, which ABI v${ABI_VERSION} lacks`);
-      }
-    }
-  }
-  const name = o.name ?? entry.replace(/\.[^.]*$/, "").replace(/[^A-Za-z0-9._-]/g, "_").slice(0, 64);
-  return encodeBundle({
-    name,
-    entry,
-    kind,
-    memoryMiB: o.memoryMiB,
-    abiVersion: ABI_VERSION,
-    allowedCalls,
-    args: [...o.args],
-  }, files);
-}
-
-class MissingImportsError extends Error {}
 
 const packOptions = {
   name: { type: "string" as const },
@@ -343,30 +265,6 @@ async function analyseCommand(argv: string[]): Promise<number> {
   return analysis.missing.length ? 1 : 0;
 }
 
-/**
- * Where `pvx run app.exe` keeps the bundles it packs on the fly, keyed by the
- * content of everything packed, so a second run of the same app reuses one.
- */
-export function bundleCacheDir(): string {
-  return Deno.env.get("PVX_CACHE_DIR") ?? join(cacheRoot(), "bundles");
-}
-
-async function cachedBundle(entryPath: string, o: PackOptions): Promise<string> {
-  const packed = await packApp(entryPath, o);
-  // The key covers the packed bytes: a rebuilt exe, a new DLL or a new pvx all give new bundles.
-  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", packed.slice()));
-  const key = [...digest.subarray(0, 16)].map((b) => b.toString(16).padStart(2, "0")).join("");
-  const path = join(bundleCacheDir(), `${key}.pvx`);
-  try {
-    await Deno.stat(path);
-  } catch (e) {
-    if (!(e instanceof Deno.errors.NotFound)) throw e;
-    await Deno.mkdir(bundleCacheDir(), { recursive: true });
-    await writeBundle(path, packed);
-  }
-  return path;
-}
-
 async function inspectCommand(argv: string[]): Promise<number> {
   const [path] = argv;
   if (!path) throw new UsageError("inspect needs a bundle or a snapshot");
@@ -411,6 +309,10 @@ export async function main(argv: string[]): Promise<number> {
         return await startCommand(rest);
       case "logs":
         return await logsCommand(rest);
+      case "attach":
+        return await attachCommand(rest);
+      case "stats":
+        return await statsCommand(rest);
       case "wait":
         return await waitCommand(rest);
       case "kill":
@@ -421,6 +323,8 @@ export async function main(argv: string[]): Promise<number> {
         return await restoreCommand(rest);
       case "key":
         return await keyCommand(rest);
+      case "bundle":
+        return await storedCommand("bundle", rest);
       case "template": {
         if (["ls", "inspect", "rm"].includes(rest[0])) return await storedCommand("template", rest);
         // Without -o, the template is the daemon's to make and keep.

@@ -52,6 +52,8 @@ export interface RunOptions {
   accel?: string;
   /** Serve the instance's control API on this Unix socket. */
   api?: string;
+  /** Where to write the instance's stats (hypercalls, resident pages) once it has stopped. */
+  statsFile?: string;
 }
 
 export function parseRunOptions(argv: string[]): RunOptions {
@@ -71,6 +73,7 @@ export function parseRunOptions(argv: string[]): RunOptions {
       "allow-missing": { type: "boolean", default: false },
       accel: { type: "string" },
       api: { type: "string" },
+      "stats-file": { type: "string" },
     },
   });
   const cpus = values.cpus === undefined ? undefined : Number(values.cpus);
@@ -121,5 +124,6 @@ export function parseRunOptions(argv: string[]): RunOptions {
     allowMissing: values["allow-missing"],
     accel: values.accel,
     api: values.api,
+    statsFile: values["stats-file"],
   };
 }

@@ -10,6 +10,7 @@ import { loadSealedSnapshot, loadSnapshot, mergeSnapshot, summarizeSnapshot } fr
 import { createKeyFile, isSealed, peekSealedHeader, readKeyFile } from "../hv/sealed_snapshot.ts";
 import { MAGIC, SnapshotError } from "../hv/snapshot_file.ts";
 import { restoreSnapshot } from "../hv/launch.ts";
+import { writeBytesAtomically } from "../hv/atomic_file.ts";
 import { parseBundle, sha256Hex } from "./bundle.ts";
 import { parseRunOptions, UsageError } from "./run_options.ts";
 import { chooseAccel } from "./accel.ts";
@@ -30,16 +31,24 @@ function progressLine(what: string) {
   };
 }
 
-/** The control API of the instance `pvx run --api` or `pvx restore --api` starts, once it has one. */
-export function apiServer(path: string | undefined) {
+/**
+ * The control API of the instance `pvx run --api` or `pvx restore --api` starts, once it has one;
+ * with `statsFile`, what the instance did is written there as it closes (GET /stats's answer).
+ */
+export function apiServer(o: { api?: string; statsFile?: string }) {
   let server: Promise<{ close(): Promise<void> }> | undefined;
+  let session: InstanceSession | undefined;
   return {
-    attach: (session: InstanceSession) => {
-      if (path) {
-        server = serveOnSocket(controlApi(session, progressLine("snapshot")), path);
+    attach: (s: InstanceSession) => {
+      session = s;
+      if (o.api) server = serveOnSocket(controlApi(s, progressLine("snapshot")), o.api);
+    },
+    close: async () => {
+      await (await server)?.close();
+      if (o.statsFile && session) {
+        await writeBytesAtomically(o.statsFile, new TextEncoder().encode(JSON.stringify(session.instance.stats())));
       }
     },
-    close: async () => await (await server)?.close(),
   };
 }
 
@@ -186,7 +195,7 @@ export async function restoreCommand(argv: string[]): Promise<number> {
   } else snapshot = loadSnapshot(path, { verifyMemory: !trusted });
   const interrupt = new AbortController();
   const stopListening = onStopSignals((sig) => interrupt.abort(sig));
-  const api = apiServer(o.api);
+  const api = apiServer(o);
   try {
     const want = { sha256: snapshot.file.manifest.bundle.sha256, path: String(snapshot.file.manifest.meta.bundlePath) };
     const candidates = bundleArg ? [bundleArg] : [want.path, join(dirname(path), basename(want.path))];

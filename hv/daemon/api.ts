@@ -29,13 +29,21 @@ import {
   NoSuchStored,
   type ReadyPoint,
   StoredInUse,
-  type StoredKind,
   type StoredRecord,
   type StoredSnapshots,
   TemplateFailed,
 } from "./snapshots.ts";
 import type { ChunkStore } from "../chunks.ts";
 import { chunksApi } from "./chunks_api.ts";
+import { noHypercalls } from "../hypercall_stats.ts";
+import {
+  BadUpload,
+  BundleInUse,
+  MAX_UPLOAD_BYTES,
+  NoSuchBundle,
+  type UploadedBundle,
+  type UploadedBundles,
+} from "./bundles.ts";
 
 /** A body or query the API refuses (400), naming the field. */
 class BadInput extends Error {
@@ -45,6 +53,24 @@ class BadInput extends Error {
 }
 
 class NoSuchInstance extends Error {}
+
+/** A body past the route's limit (413). */
+class TooLarge extends Error {}
+
+/** The raw body, refused once it passes `limit` bytes, before the rest is read. */
+async function boundedBody(c: Context, limit: number): Promise<Uint8Array<ArrayBuffer>> {
+  const tooLarge = () => new TooLarge(`the body is larger than ${limit} bytes`);
+  if (Number(c.req.header("content-length")) > limit) throw tooLarge();
+  const parts: Uint8Array[] = [];
+  let length = 0;
+  for await (const part of c.req.raw.body ?? []) {
+    if ((length += part.length) > limit) throw tooLarge();
+    parts.push(part);
+  }
+  const bytes = new Uint8Array(length);
+  parts.reduce((at, part) => (bytes.set(part, at), at + part.length), 0);
+  return bytes;
+}
 
 type Body = Record<string, unknown>;
 
@@ -81,17 +107,17 @@ function flag(q: Record<string, string>, name: string): boolean {
   throw new BadInput(name, `must be true or false, not ${describeValue(v)}`);
 }
 
-/** A kept template's or snapshot's id, which a field may give instead of a path. */
+/** A kept template's, snapshot's or uploaded bundle's id, which a field may give instead of a path. */
 const STORED_ID = /^[0-9a-f]{12}$/;
 
-/** The file a field names: an absolute path, or for `kind`, the id of one the daemon keeps. */
-async function existingFile(body: Body, field: string, stored?: StoredSnapshots, kind?: StoredKind): Promise<string> {
+/** The file a field names: an absolute path, or the id of one the daemon keeps, which `byId` finds. */
+async function existingFile(body: Body, field: string, byId?: (id: string) => string): Promise<string> {
   const path = body[field];
-  if (stored && kind && typeof path === "string" && STORED_ID.test(path)) {
+  if (byId && typeof path === "string" && STORED_ID.test(path)) {
     try {
-      return stored.get(kind, path).path;
+      return byId(path);
     } catch (e) {
-      if (e instanceof NoSuchStored) throw new BadInput(field, e.message);
+      if (e instanceof NoSuchStored || e instanceof NoSuchBundle) throw new BadInput(field, e.message);
       throw e;
     }
   }
@@ -149,13 +175,17 @@ function environment(body: Body): Record<string, string> {
   return env as Record<string, string>;
 }
 
-async function createSpec(body: Body, stored: StoredSnapshots): Promise<CreateSpec> {
+async function createSpec(body: Body, stored: StoredSnapshots, bundles: UploadedBundles): Promise<CreateSpec> {
   const given = sources.filter((s) => body[s] !== undefined);
   if (given.length !== 1) {
     throw new BadInput(given[1] ?? "bundle", "give exactly one of bundle, snapshot and template");
   }
   const source = given[0];
-  const path = await existingFile(body, source, stored, source === "bundle" ? undefined : source);
+  const path = await existingFile(
+    body,
+    source,
+    source === "bundle" ? (id) => bundles.get(id).path : (id) => stored.get(source, id).path,
+  );
   const args = stringArray(body, "args");
   const env = environment(body);
   // A snapshot's arguments and environment are in its RAM already, set when the app started.
@@ -201,7 +231,7 @@ async function snapshotRequest(body: Body, stored: StoredSnapshots) {
     // The parent may be a template or a snapshot the daemon keeps.
     const id = body.diffFrom;
     const kind = typeof id === "string" && STORED_ID.test(id) ? stored.byId(id)?.kind : undefined;
-    diffFrom = await existingFile(body, "diffFrom", stored, kind ?? "snapshot");
+    diffFrom = await existingFile(body, "diffFrom", (id) => stored.get(kind ?? "snapshot", id).path);
   }
   // Sealed under the daemon's own key file: a client names no key, and is never sent one.
   const seal = body.seal;
@@ -223,8 +253,8 @@ async function snapshotRequest(body: Body, stored: StoredSnapshots) {
 
 const readyPoint = /^(?:first-input|call|ms:\d{1,9})$/;
 
-async function templateSpec(body: Body) {
-  const bundle = await existingFile(body, "bundle");
+async function templateSpec(body: Body, bundles: UploadedBundles) {
+  const bundle = await existingFile(body, "bundle", (id) => bundles.get(id).path);
   if (typeof body.ready !== "string" || !readyPoint.test(body.ready)) {
     throw new BadInput("ready", `must be first-input, call or ms:<milliseconds>, not ${describeValue(body.ready)}`);
   }
@@ -244,6 +274,7 @@ export interface DaemonApiOptions {
 export function daemonApi(
   instances: Instances,
   stored: StoredSnapshots,
+  bundles: UploadedBundles,
   metrics: Metrics,
   options: DaemonApiOptions = {},
 ): Hono {
@@ -279,11 +310,12 @@ export function daemonApi(
     return c.json({ ok: true });
   });
   app.get("/openapi.json", (c) => c.json(openApiDocument));
-  app.get("/metrics", (c) => {
+  app.get("/metrics", async (c) => {
     query(c, []);
     const { maxInstances, maxMemoryMiB } = instances.capacity;
     const capacity = { memoryMiB: instances.inUse().memoryMiB, maxInstances, maxMemoryMiB };
-    return c.text(metrics.render(instances.countByState(), capacity), 200, {
+    const counts = await instances.counts();
+    return c.text(metrics.render(instances.countByState(), capacity, counts), 200, {
       "content-type": "text/plain; version=0.0.4; charset=utf-8",
     });
   });
@@ -291,7 +323,10 @@ export function daemonApi(
   app.post("/instances", async (c) => {
     const requestedAt = performance.now();
     query(c, []);
-    const instance = await instances.create(await createSpec(await jsonBody(c, createFields), stored), requestedAt);
+    const instance = await instances.create(
+      await createSpec(await jsonBody(c, createFields), stored, bundles),
+      requestedAt,
+    );
     return c.json({ id: instance.record.id, state: instance.record.state }, 201);
   });
   app.get("/instances", (c) => {
@@ -301,6 +336,11 @@ export function daemonApi(
   app.get("/instances/:id", (c) => {
     query(c, []);
     return c.json(find(c).describe());
+  });
+  app.get("/instances/:id/stats", async (c) => {
+    query(c, []);
+    const stats = await find(c).stats();
+    return c.json(stats ?? { hypercalls: noHypercalls(), residentPages: 0 });
   });
   app.delete("/instances/:id", async (c) => {
     const force = flag(query(c, ["force"]), "force");
@@ -358,6 +398,37 @@ export function daemonApi(
     });
   });
 
+  /** Live instances that run it, and the kept templates and snapshots a restore of which reads it. */
+  const bundleUsers = (bundle: UploadedBundle) => [
+    ...instances.list().filter((i) => i.running && "bundle" in i.record.from && i.record.from.bundle === bundle.path)
+      .map((i) => `instance ${i.record.id}`),
+    ...(["template", "snapshot"] as const).flatMap((kind) =>
+      stored.list(kind).filter((r) => {
+        const file = stored.describe(r).file;
+        return "bundle" in file && file.bundle.sha256 === bundle.sha256;
+      }).map((r) => `${kind} ${r.id}`)
+    ),
+  ];
+  app.post("/bundles", async (c) => {
+    query(c, []);
+    const { bundle, created } = await bundles.add(await boundedBody(c, MAX_UPLOAD_BYTES));
+    return c.json(bundle, created ? 201 : 200);
+  });
+  app.get("/bundles", (c) => {
+    query(c, []);
+    return c.json(bundles.list());
+  });
+  app.get("/bundles/:id", (c) => {
+    query(c, []);
+    return c.json(bundles.get(c.req.param("id")!));
+  });
+  app.delete("/bundles/:id", async (c) => {
+    query(c, []);
+    const bundle = bundles.get(c.req.param("id")!);
+    await bundles.remove(bundle, bundleUsers(bundle));
+    return c.json(bundle);
+  });
+
   for (const kind of ["template", "snapshot"] as const) {
     const route = `/${kind}s`;
     app.get(route, (c) => {
@@ -378,17 +449,21 @@ export function daemonApi(
   }
   app.post("/templates", async (c) => {
     query(c, []);
-    const spec = await templateSpec(await jsonBody(c, ["bundle", "ready", "args", "env", "cpus"]));
+    const spec = await templateSpec(await jsonBody(c, ["bundle", "ready", "args", "env", "cpus"]), bundles);
     return c.json(stored.describe(await stored.makeTemplate(instances.pvx, spec.from, spec.cpus)), 201);
   });
 
   app.notFound((c) => c.json(refuse(404, `no route ${c.req.method} ${c.req.path}`).body, 404));
   app.onError((e, c) => {
     if (e instanceof BadInput) return c.json(refuse(400, e.message, e.field).body, 400);
-    if (e instanceof NoSuchInstance || e instanceof NoSuchStored) return c.json(refuse(404, e.message).body, 404);
+    if (e instanceof NoSuchInstance || e instanceof NoSuchStored || e instanceof NoSuchBundle) {
+      return c.json(refuse(404, e.message).body, 404);
+    }
+    if (e instanceof BadUpload) return c.json(refuse(400, e.message, "body").body, 400);
+    if (e instanceof TooLarge) return c.json(refuse(413, e.message, "body").body, 413);
     if (e instanceof BadSource) return c.json(refuse(400, e.message, e.field).body, 400);
     if (e instanceof AtCapacity) return c.json(refuse(e.status, e.message).body, e.status);
-    if (e instanceof StoredInUse) return c.json(refuse(409, e.message).body, 409);
+    if (e instanceof StoredInUse || e instanceof BundleInUse) return c.json(refuse(409, e.message).body, 409);
     if (e instanceof TemplateFailed) return c.json(refuse(422, e.message).body, 422);
     if (e instanceof InstanceConflict) return c.json(refuse(409, e.message).body, 409);
     if (e instanceof InstanceRefused) {

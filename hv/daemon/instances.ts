@@ -7,7 +7,8 @@
 import { join } from "node:path";
 import { callControlApi, ControlApiError, NOT_SERVING } from "../control_api.ts";
 import { ConsoleLog } from "./console.ts";
-import type { Metrics } from "./metrics.ts";
+import type { CreateSource, InstanceCounts, Metrics } from "./metrics.ts";
+import { addTotals, type HypercallTotals, noHypercalls } from "../hypercall_stats.ts";
 import type { ExitKind, InstanceRecord, InstanceState, Records } from "./records.ts";
 
 /** The request does not fit the instance's state (409). */
@@ -56,6 +57,14 @@ const KILL_GRACE_MS = 10_000;
  * nested accelerator each probe is a process in the helper VM, and there a start takes seconds.
  */
 const PROBE_INTERVAL_MS = { first: 50, last: 1000 };
+/** How long a scrape waits for one instance's counts before it reports the last it had. */
+const SCRAPE_WAIT_MS = 5000;
+
+/** An instance process's GET /stats answer (hv/instance.ts `stats`). */
+export interface InstanceStats {
+  hypercalls: HypercallTotals;
+  residentPages: number;
+}
 
 export class Instance {
   readonly console = new ConsoleLog();
@@ -69,6 +78,8 @@ export class Instance {
   private pausedThreads?: { threadId: number; cpu: number; blockedIn?: number }[];
   private exited: Promise<void>;
   private serving: Promise<void>;
+  /** The last counts its process reported: live from its API, then the final ones it wrote as it ended. */
+  private lastStats?: InstanceStats;
 
   constructor(readonly record: InstanceRecord, private readonly registry: Instances) {
     // A record a previous daemon left: there is no process to watch.
@@ -79,6 +90,10 @@ export class Instance {
 
   get socket(): string {
     return join(this.registry.records.home(this.record.id), "api.sock");
+  }
+
+  private get statsFile(): string {
+    return join(this.registry.records.home(this.record.id), "stats.json");
   }
 
   get running(): boolean {
@@ -107,7 +122,10 @@ export class Instance {
       }
     };
     const ended = Promise.all([child.status, pump(child.stdout, "stdout"), pump(child.stderr, "stderr")]);
-    instance.exited = ended.then(([status]) => instance.ended(status));
+    instance.exited = ended.then(async ([status]) => {
+      await instance.readFinalStats();
+      instance.ended(status);
+    });
     instance.serving = instance.probe(requestedAt);
     instance.serving.catch(() => {});
     return instance;
@@ -120,6 +138,8 @@ export class Instance {
       this.socket,
       "--overlay",
       r.overlay,
+      "--stats-file",
+      this.statsFile,
       ...(r.cpus === undefined ? [] : ["--cpus", String(r.cpus)]),
       ...("bundle" in r.from ? ["--memory", String(r.memoryMiB)] : []),
       ...(r.maxHandles === undefined ? [] : ["--max-handles", String(r.maxHandles)]),
@@ -145,7 +165,8 @@ export class Instance {
         const answer = await callControlApi(this.socket, "GET", "/");
         if (this.running) {
           this.setState(answer.state === "paused" ? "paused" : "running");
-          this.registry.metrics.created((performance.now() - requestedAt) / 1000);
+          const from = Object.keys(this.record.from)[0] as CreateSource;
+          this.registry.metrics.created(from, (performance.now() - requestedAt) / 1000);
         }
         return;
       } catch (e) {
@@ -154,6 +175,38 @@ export class Instance {
       await new Promise((resolve) => setTimeout(resolve, interval));
     }
     throw new InstanceConflict(`instance ${this.record.id} exited before its control API served`);
+  }
+
+  /** What the process wrote as it stopped; one that crashed wrote nothing, and its last scrape stands. */
+  private async readFinalStats() {
+    try {
+      const final = JSON.parse(await Deno.readTextFile(this.statsFile)) as InstanceStats;
+      this.lastStats = { hypercalls: final.hypercalls, residentPages: 0 };
+    } catch {
+      if (this.lastStats) this.lastStats.residentPages = 0;
+    }
+  }
+
+  /**
+   * Its counts now: asked of its process while it runs, else the last it reported. A scrape waits
+   * `waitMs` at most and then takes the last answer: under the nested accelerator one ask is a process in
+   * the helper VM, and takes seconds.
+   */
+  async stats(waitMs = Infinity): Promise<InstanceStats | undefined> {
+    if (this.record.state === "running" || this.record.state === "paused") {
+      const asked = callControlApi(this.socket, "GET", "/stats").then(
+        (answer) => this.lastStats = { hypercalls: answer.hypercalls, residentPages: answer.residentPages },
+        () => undefined,
+      );
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const waited = waitMs === Infinity ? asked : Promise.race([
+        asked,
+        new Promise((resolve) => timer = setTimeout(resolve, waitMs)),
+      ]);
+      await waited;
+      clearTimeout(timer);
+    }
+    return this.lastStats;
   }
 
   private ended(status: Deno.CommandStatus) {
@@ -308,6 +361,8 @@ export class Instances {
   private readonly all = new Map<string, Instance>();
   /** Creates that passed the capacity check and are not yet in `all`: counted against it all the same. */
   private pending = { instances: 0, memoryMiB: 0 };
+  /** The hypercalls of instances removed since the daemon started, so that the totals never go down. */
+  private readonly removedHypercalls = noHypercalls();
 
   /**
    * `pvx` is the command that runs tools/pvx.ts (deno, its flags, the script). The
@@ -360,6 +415,21 @@ export class Instances {
 
   get(id: string): Instance | undefined {
     return this.all.get(id);
+  }
+
+  /** What the instances' processes counted, for GET /metrics. */
+  async counts(): Promise<InstanceCounts> {
+    const hypercalls = addTotals(noHypercalls(), this.removedHypercalls);
+    const residentPages: Record<string, number> = {};
+    await Promise.all(
+      this.list().map(async (instance) => {
+        const stats = await instance.stats(SCRAPE_WAIT_MS);
+        if (!stats) return;
+        addTotals(hypercalls, stats.hypercalls);
+        if (instance.running) residentPages[instance.record.id] = stats.residentPages;
+      }),
+    );
+    return { hypercalls, residentPages };
   }
 
   countByState(): Record<InstanceState, number> {
@@ -424,6 +494,8 @@ export class Instances {
       await instance.kill();
     }
     this.all.delete(instance.record.id);
+    const last = await instance.stats();
+    if (last) addTotals(this.removedHypercalls, last.hypercalls);
     await this.records.remove(instance.record);
   }
 

@@ -1,36 +1,66 @@
 // What `GET /metrics` reports, in Prometheus's text exposition format: the
 // instances by state (read from the registry when scraped, so it cannot drift),
-// guest RAM against the daemon's limits, exits by kind, and how long a create
-// takes to reach a serving instance.
+// guest RAM against the daemon's limits, exits by kind, how long a create takes
+// to reach a serving instance (a restore is a create from a snapshot or a
+// template), and what the instances' own processes count: hypercalls by name,
+// their latency, and guest pages resident.
+
+import { HYPERCALL_BUCKETS, type HypercallTotals } from "../hypercall_stats.ts";
 
 /** Upper bounds, in seconds: a create is ~0.1 s on KVM and several seconds under the nested accelerator. */
 const CREATE_BUCKETS = [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120];
 
+/** What an instance is created from, the label that tells a cold start from a restore. */
+export type CreateSource = "bundle" | "template" | "snapshot";
+
+/** What the instances' processes report, summed by the daemon (hv/daemon/instances.ts). */
+export interface InstanceCounts {
+  hypercalls: HypercallTotals;
+  /** Live instances' guest pages resident in host memory, by instance id. */
+  residentPages: Record<string, number>;
+}
+
+export interface Capacity {
+  /** The live instances' guest RAM, and the daemon's limits where it has them. */
+  memoryMiB: number;
+  maxInstances?: number;
+  maxMemoryMiB?: number;
+}
+
+const label = (v: string) => JSON.stringify(v); // Prometheus escapes \, " and newline as JSON does
+
+/** A histogram's series; `counts` has one per bound then the overflow, not cumulative. */
+function histogram(name: string, labels: string, bounds: readonly number[], counts: number[], sum: number) {
+  const at = (le: string) => `${name}_bucket{${labels}${labels ? "," : ""}le="${le}"}`;
+  const inner = labels ? `{${labels}}` : "";
+  let cumulative = 0;
+  return [
+    ...bounds.map((bound, i) => `${at(String(bound))} ${cumulative += counts[i]}`),
+    `${at("+Inf")} ${cumulative += counts[bounds.length]}`,
+    `${name}_sum${inner} ${sum}`,
+    `${name}_count${inner} ${cumulative}`,
+  ];
+}
+
 export class Metrics {
   private readonly exits = new Map<string, number>();
-  private readonly createCounts = CREATE_BUCKETS.map(() => 0);
-  private createSum = 0;
-  private createCount = 0;
+  private readonly creates = new Map<CreateSource, { counts: number[]; sum: number }>();
 
   exited(kind: string) {
     this.exits.set(kind, (this.exits.get(kind) ?? 0) + 1);
   }
 
   /** From the create request to the instance's own control API answering. */
-  created(seconds: number) {
-    CREATE_BUCKETS.forEach((bound, i) => {
-      if (seconds <= bound) this.createCounts[i]++;
-    });
-    this.createSum += seconds;
-    this.createCount++;
+  created(from: CreateSource, seconds: number) {
+    let h = this.creates.get(from);
+    if (!h) this.creates.set(from, h = { counts: Array(CREATE_BUCKETS.length + 1).fill(0), sum: 0 });
+    const bucket = CREATE_BUCKETS.findIndex((bound) => seconds <= bound);
+    h.counts[bucket < 0 ? CREATE_BUCKETS.length : bucket]++;
+    h.sum += seconds;
   }
 
-  /** `capacity` is the live instances' guest RAM and the daemon's limits, where it has them. */
-  render(
-    byState: Record<string, number>,
-    capacity: { memoryMiB: number; maxInstances?: number; maxMemoryMiB?: number },
-  ): string {
-    const label = (v: string) => JSON.stringify(v); // Prometheus escapes \, " and newline as JSON does
+  render(byState: Record<string, number>, capacity: Capacity, counts: InstanceCounts): string {
+    const { hypercalls } = counts;
     return [
       "# HELP pvx_instances Instances the daemon knows, by state.",
       "# TYPE pvx_instances gauge",
@@ -48,15 +78,23 @@ export class Metrics {
         "# TYPE pvx_max_memory_mib gauge",
         `pvx_max_memory_mib ${capacity.maxMemoryMiB}`,
       ]),
+      "# HELP pvx_guest_pages_resident Guest pages of a live instance in host memory (4 KiB each).",
+      "# TYPE pvx_guest_pages_resident gauge",
+      ...Object.entries(counts.residentPages).map(([id, n]) => `pvx_guest_pages_resident{instance=${label(id)}} ${n}`),
       "# HELP pvx_instance_exits_total Instances that ended since the daemon started, by how.",
       "# TYPE pvx_instance_exits_total counter",
       ...[...this.exits].map(([kind, n]) => `pvx_instance_exits_total{kind=${label(kind)}} ${n}`),
-      "# HELP pvx_instance_create_seconds From POST /instances to the instance's control API serving.",
+      "# HELP pvx_instance_create_seconds From POST /instances to the instance's control API serving, by source.",
       "# TYPE pvx_instance_create_seconds histogram",
-      ...CREATE_BUCKETS.map((bound, i) => `pvx_instance_create_seconds_bucket{le="${bound}"} ${this.createCounts[i]}`),
-      `pvx_instance_create_seconds_bucket{le="+Inf"} ${this.createCount}`,
-      `pvx_instance_create_seconds_sum ${this.createSum}`,
-      `pvx_instance_create_seconds_count ${this.createCount}`,
+      ...[...this.creates].flatMap(([from, h]) =>
+        histogram("pvx_instance_create_seconds", `from=${label(from)}`, CREATE_BUCKETS, h.counts, h.sum)
+      ),
+      "# HELP pvx_hypercalls_total Hypercalls the instances made, by call.",
+      "# TYPE pvx_hypercalls_total counter",
+      ...Object.entries(hypercalls.calls).map(([name, n]) => `pvx_hypercalls_total{call=${label(name)}} ${n}`),
+      "# HELP pvx_hypercall_seconds From a hypercall's exit to the guest's return, a blocking call's wait included.",
+      "# TYPE pvx_hypercall_seconds histogram",
+      ...histogram("pvx_hypercall_seconds", "", HYPERCALL_BUCKETS, hypercalls.buckets, hypercalls.seconds),
       "",
     ].join("\n");
   }

@@ -1,6 +1,8 @@
 // The daemon API's OpenAPI 3.1 document, served at GET /openapi.json.
 // tests/serve_test.ts checks that it names exactly the routes hv/daemon/api.ts serves.
 
+import { MAX_UPLOAD_BYTES } from "./bundles.ts";
+
 const error = { $ref: "#/components/schemas/Error" };
 const instance = { $ref: "#/components/schemas/Instance" };
 const stored = { $ref: "#/components/schemas/Stored" };
@@ -11,6 +13,17 @@ const errors = {
   400: answer("a bad body or query; error.field names what was wrong", error),
   404: answer("no such route or instance", error),
   409: answer("the instance's state does not allow it", error),
+};
+const uploaded = {
+  type: "object",
+  properties: {
+    id: { type: "string", description: "the first 12 hex digits of its SHA-256" },
+    sha256: { type: "string" },
+    name: { type: "string", description: "the app's name, from its manifest" },
+    bytes: { type: "integer" },
+    path: { type: "string", description: "where the daemon keeps it" },
+    uploadedAt: { type: "string", format: "date-time" },
+  },
 };
 const onStored = (kind: string) => ({
   get: {
@@ -123,7 +136,8 @@ export const openApiDocument = {
     "/openapi.json": { get: { summary: "this document", responses: { 200: answer("the document", {}) } } },
     "/metrics": {
       get: {
-        summary: "Prometheus text: instances by state, exits by kind, create latency",
+        summary: "Prometheus text: instances by state, exits by kind, create latency by source, hypercalls by " +
+          "name and their latency, guest pages resident",
         responses: { 200: { description: "metrics", content: { "text/plain": { schema: { type: "string" } } } } },
       },
     },
@@ -134,7 +148,7 @@ export const openApiDocument = {
           type: "object",
           additionalProperties: false,
           properties: {
-            bundle: { type: "string", description: "absolute path of a .pvx or .exe" },
+            bundle: { type: "string", description: "absolute path of a .pvx or .exe, or an uploaded bundle's id" },
             snapshot: {
               type: "string",
               description: "a snapshot's absolute path, the id of one the daemon keeps, or a blob sealed under its key",
@@ -185,6 +199,26 @@ export const openApiDocument = {
         parameters: [id, { name: "force", in: "query", schema: { type: "boolean" } }],
       }),
     },
+    "/instances/{id}/stats": {
+      get: onInstance("what its process counted: hypercalls by name, their latency, guest pages resident", {
+        type: "object",
+        properties: {
+          hypercalls: {
+            type: "object",
+            properties: {
+              calls: { type: "object", additionalProperties: { type: "integer" } },
+              buckets: {
+                type: "array",
+                items: { type: "integer" },
+                description: "calls per latency bucket (not cumulative), bounds as /metrics gives them, then +Inf",
+              },
+              seconds: { type: "number" },
+            },
+          },
+          residentPages: { type: "integer", description: "4 KiB guest pages in host memory; 0 once it ended" },
+        },
+      }),
+    },
     "/instances/{id}/pause": { post: onInstance("park every vCPU", instance) },
     "/instances/{id}/resume": { post: onInstance("continue", instance) },
     "/instances/{id}/snapshot": {
@@ -226,6 +260,32 @@ export const openApiDocument = {
         requestBody: { content: { "application/octet-stream": { schema: { type: "string", format: "binary" } } } },
       }),
     },
+    "/bundles": {
+      post: {
+        summary: "keep an uploaded bundle (the .pvx's bytes as the body), for a client whose files the daemon cannot " +
+          "read; create instances and templates from it by its id",
+        requestBody: { content: { "application/octet-stream": { schema: { type: "string", format: "binary" } } } },
+        responses: {
+          200: answer("the same bytes were kept already", uploaded),
+          201: answer("kept", uploaded),
+          400: answer("not a bundle: error.message says where (offset) and why", error),
+          413: answer(`larger than ${MAX_UPLOAD_BYTES} bytes`, error),
+        },
+      },
+      get: {
+        summary: "every uploaded bundle",
+        responses: { 200: answer("the bundles", { type: "array", items: uploaded }) },
+      },
+    },
+    "/bundles/{id}": {
+      get: { summary: "the uploaded bundle", parameters: [id], responses: { 200: answer("it", uploaded), ...errors } },
+      delete: {
+        summary:
+          "delete it: refused (409) while a live instance runs it or a kept template or snapshot restores with it",
+        parameters: [id],
+        responses: { 200: answer("deleted", uploaded), ...errors },
+      },
+    },
     "/templates": {
       post: {
         summary: "boot the bundle, run it to its ready point and keep the snapshot taken there; answers once made",
@@ -234,7 +294,7 @@ export const openApiDocument = {
           required: ["bundle", "ready"],
           additionalProperties: false,
           properties: {
-            bundle: { type: "string", description: "absolute path of a .pvx or .exe" },
+            bundle: { type: "string", description: "absolute path of a .pvx or .exe, or an uploaded bundle's id" },
             ready: { type: "string", description: "first-input, call (PvxReady) or ms:N" },
             args: { type: "array", items: { type: "string" } },
             env: { type: "object", additionalProperties: { type: "string" } },

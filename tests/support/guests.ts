@@ -2,7 +2,7 @@
 // the real `pvx` command in a child process, and collect what it printed.
 
 import { compileGuest } from "../../tools/guest_cc.ts";
-import { defaultPackOptions, packApp } from "../../tools/pvx.ts";
+import { defaultPackOptions, packApp } from "../../tools/pack.ts";
 import { writeBundle } from "../../tools/bundle.ts";
 import { denoJob, NESTED_SOCKET_ENV } from "../../tools/accel.ts";
 import { RemoteRunner } from "../../tools/nested/jobs.ts";
