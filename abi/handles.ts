@@ -2,6 +2,7 @@
 // fds, so a guest can neither forge access to a host descriptor nor learn one.
 
 import type { FindEntry, OpenFile, OpenOptions } from "./fileview.ts";
+import { PlainState } from "./plain_state.ts";
 import { SYNC_HANDLE_BASE } from "./sync_objects.ts";
 import { STD_ERROR_HANDLE, STD_INPUT_HANDLE, STD_OUTPUT_HANDLE } from "./win32.ts";
 
@@ -113,53 +114,31 @@ export class HandleTable {
    * share that is missing) fails the restore, naming the handle.
    */
   static restore(
-    state: HandleTableState,
+    saved: HandleTableState,
     reopen: (path: string, options: OpenOptions) => OpenFile,
     limit = MAX_HANDLES,
   ): HandleTable {
+    const state = new PlainState("snapshot: handles");
     const table = new HandleTable(limit);
     table.#objects.clear();
     try {
-      for (const [handle, h] of state.handles) {
-        if (!Number.isInteger(handle) || handle <= 0 || handle % STEP || handle >= SYNC_HANDLE_BASE) {
-          throw new Error(`handle ${handle} is not one the table hands out`);
+      const { handles, next } = state.record(saved, "");
+      const entries = state.list(handles, "handles");
+      if (entries.length > limit) state.fail("handles", `${entries.length} are open, past this instance's ${limit}`);
+      entries.forEach((entry, i) => {
+        const [rawHandle, rawObject] = state.list(entry, `handles[${i}]`, 2);
+        const handle = state.integer(rawHandle, `handles[${i}] handle`, STEP, SYNC_HANDLE_BASE - 1);
+        if (handle % STEP || table.#objects.has(handle)) {
+          state.fail(`handle ${handle}`, "is not one the table hands out");
         }
-        switch (h.kind) {
-          case "file": {
-            let file: OpenFile;
-            try {
-              file = reopen(h.path, h.options);
-            } catch (e) {
-              throw new Error(
-                `handle 0x${handle.toString(16)} (${h.path}) cannot be opened again: ${(e as Error).message}`,
-              );
-            }
-            table.#objects.set(handle, {
-              kind: "file",
-              file,
-              options: h.options,
-              position: h.position,
-              read: h.options.read,
-              write: h.options.write,
-            });
-            break;
-          }
-          case "find":
-            table.#objects.set(handle, {
-              kind: "find",
-              entries: h.entries.map((e) => ({ ...e, lastWrite: BigInt(e.lastWrite) })),
-              next: h.next,
-            });
-            break;
-          default:
-            table.#objects.set(handle, h);
-        }
-      }
+        const at = `handle 0x${handle.toString(16)}`;
+        table.#objects.set(handle, restoredObject(state, at, state.record(rawObject, at), reopen));
+      });
+      table.#next = state.integer(next, "next", 0, SYNC_HANDLE_BASE - 1);
     } catch (e) {
       table.closeAll();
       throw e;
     }
-    table.#next = state.next;
     return table;
   }
 
@@ -170,5 +149,53 @@ export class HandleTable {
       kind: o.kind,
       ...(o.kind === "file" ? { path: o.file.path, position: o.position } : {}),
     }));
+  }
+}
+
+/** One handle's object from its saved state, its file opened again through `reopen`. */
+function restoredObject(
+  state: PlainState,
+  at: string,
+  h: Record<string, unknown>,
+  reopen: (path: string, options: OpenOptions) => OpenFile,
+): HandleObject {
+  switch (state.oneOf(h.kind, `${at} kind`, ["console", "file", "find", "heap"] as const)) {
+    case "console":
+      return { kind: "console", stream: state.oneOf(h.stream, `${at} stream`, ["stdin", "stdout", "stderr"] as const) };
+    case "heap":
+      return { kind: "heap" };
+    case "find": {
+      const entries = state.list(h.entries, `${at} entries`).map((raw, i) => {
+        const e = state.record(raw, `${at} entries[${i}]`);
+        return {
+          name: state.text(e.name, `${at} entries[${i}] name`),
+          attributes: state.integer(e.attributes, `${at} entries[${i}] attributes`, 0, 0xffffffff),
+          size: state.integer(e.size, `${at} entries[${i}] size`),
+          lastWrite: state.bigint(e.lastWrite, `${at} entries[${i}] lastWrite`),
+        };
+      });
+      return { kind: "find", entries, next: state.integer(h.next, `${at} next`, 0, entries.length) };
+    }
+    case "file": {
+      const path = state.text(h.path, `${at} path`);
+      const o = state.record(h.options, `${at} options`);
+      const options: OpenOptions = {
+        read: state.flag(o.read, `${at} options.read`),
+        write: state.flag(o.write, `${at} options.write`),
+        deleteAccess: state.flag(o.deleteAccess, `${at} options.deleteAccess`),
+        disposition: state.integer(o.disposition, `${at} options.disposition`, 1, 5) as OpenOptions["disposition"],
+        share: state.integer(o.share, `${at} options.share`, 0, 0xffffffff),
+        attributes: state.integer(o.attributes, `${at} options.attributes`, 0, 0xffffffff),
+        flags: state.integer(o.flags, `${at} options.flags`, 0, 0xffffffff),
+      };
+      const position = state.integer(h.position, `${at} position`);
+      let file: OpenFile;
+      try {
+        file = reopen(path, options);
+      } catch (e) {
+        return state.fail(`${at} (${path})`, `cannot be opened again: ${(e as Error).message}`);
+      }
+      return { kind: "file", file, options, position, read: options.read, write: options.write };
+    }
   }
 }

@@ -7,6 +7,7 @@
 // blocks land as low as they fit, so the guest touches few pages, and freeing
 // everything leaves one free block again.
 
+import { PlainState } from "./plain_state.ts";
 import type { HostWrites } from "./host_writes.ts";
 
 /** Block alignment and size unit; what HeapAlloc guarantees on x64. */
@@ -106,22 +107,25 @@ export class GuestHeap {
 
   static restore(ram: Uint8Array, start: number, end: number, data: unknown, writes?: HostWrites): GuestHeap {
     const heap = new GuestHeap(ram, start, end, writes);
-    const { blocks } = (data ?? {}) as Partial<GuestHeapData>;
-    if (!Array.isArray(blocks)) throw new Error(`heap snapshot for [${hex(start)}, ${hex(end)}) has no block list`);
+    const state = new PlainState(`heap snapshot for [${hex(start)}, ${hex(end)})`);
+    const blocks = state.list(state.record(data, "the heap").blocks, "blocks");
     heap.#free.length = 0;
     let previousEnd = start;
-    for (const [address, size] of blocks) {
+    blocks.forEach((block, i) => {
+      const [a, s] = state.list(block, `blocks[${i}]`, 2);
+      const address = state.integer(a, `blocks[${i}] address`, start, end);
+      const size = state.integer(s, `blocks[${i}] size`, 0, end - start);
       const blockEnd = address + spanOf(size);
       if (!(address >= previousEnd && address % ALIGN === 0 && blockEnd <= end)) {
-        throw new Error(
-          `heap snapshot for [${hex(start)}, ${hex(end)}) is corrupt: block ${address} of ${size} bytes ` +
-            "is unaligned, overlaps the one before or ends past the heap",
+        state.fail(
+          `blocks[${i}]`,
+          `is corrupt: block ${address} of ${size} bytes is unaligned, overlaps the one before or ends past the heap`,
         );
       }
       if (address > previousEnd) heap.#free.push({ address: previousEnd, size: address - previousEnd });
       heap.#blocks.set(address, size);
       previousEnd = blockEnd;
-    }
+    });
     if (end > previousEnd) heap.#free.push({ address: previousEnd, size: end - previousEnd });
     return heap;
   }

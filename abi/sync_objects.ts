@@ -8,6 +8,7 @@
 // generation changes when it is closed, which is how a thread blocked on a
 // handle learns that another thread closed it.
 
+import { PlainState } from "./plain_state.ts";
 import { win32Constants, win32Errors } from "./win32.ts";
 
 export const enum SyncKind {
@@ -224,15 +225,19 @@ export class SyncObjects {
   }
 
   /** Fills a new instance's zeroed objects from a snapshot's; `where` names it in errors. */
-  restore(state: SyncObjectsState, where: string): void {
-    if (!Array.isArray(state?.slots)) throw new Error(`${where}: sync objects have no slot list`);
-    for (const [slot, words] of state.slots) {
-      const valid = Number.isInteger(slot) && slot >= 0 && slot < MAX_SYNC_OBJECTS && Array.isArray(words) &&
-        words.length === SLOT && words.every((w) => Number.isInteger(w) && w === (w | 0)) &&
-        words[KIND] >= SyncKind.Free && words[KIND] <= SyncKind.Thread;
-      if (!valid) throw new Error(`${where}: sync object slot ${JSON.stringify(slot)} is not valid`);
+  restore(saved: SyncObjectsState, where: string): void {
+    const state = new PlainState(`${where}: sync objects`);
+    state.list(state.record(saved, "").slots, "slots").forEach((entry, i) => {
+      const [s, w] = state.list(entry, `slots[${i}]`, 2);
+      const slot = state.integer(s, `slots[${i}] slot`, 0, MAX_SYNC_OBJECTS - 1);
+      const words = state.list(w, `slot ${slot}`, SLOT).map((word, j) =>
+        state.integer(word, `slot ${slot}[${j}]`, -(2 ** 31), 2 ** 31 - 1)
+      );
+      if (words[KIND] < SyncKind.Free || words[KIND] > SyncKind.Thread) {
+        state.fail(`slot ${slot}`, "is of no known kind");
+      }
       this.#w.set(words, OBJECTS + SLOT * slot);
-    }
+    });
   }
 
   /** Wakes every blocked thread so it can see that the instance is stopping. */

@@ -20,6 +20,7 @@
 // - Any address outside the region is ERROR_INVALID_ADDRESS, for query too.
 // - VirtualQuery reports Protect 0 for reserved pages and PAGE_NOACCESS for free ones.
 
+import { PlainState } from "./plain_state.ts";
 import { PAGE, pageDown, pageUp } from "../guest/memory_map.ts";
 import type { PageTables, Protection } from "../guest/paging.ts";
 import { Win32Error } from "./dispatch.ts";
@@ -215,20 +216,21 @@ export class VirtualMemory {
     writes?: HostWrites,
   ): VirtualMemory {
     const vm = new VirtualMemory(tables, ram, start, end, writes);
-    const fail = (what: string): never => {
-      throw new Error(`virtual memory snapshot for [${hex(start)}, ${hex(end)}) is corrupt: ${what}`);
-    };
-    const { allocations, pages } = (data ?? {}) as Partial<VirtualMemoryData>;
-    if (!Array.isArray(allocations) || !Array.isArray(pages)) return fail("allocations or pages missing");
+    const state = new PlainState(`virtual memory snapshot for [${hex(start)}, ${hex(end)})`);
+    const fail = (what: string): never => state.fail("", `is corrupt: ${what}`);
+    const saved = state.record(data, "");
+    const allocations = state.list(saved.allocations, "allocations");
+    const pages = state.list(saved.pages, "pages");
     let page = 0;
-    for (const [value, count] of pages) {
-      if (!Number.isInteger(count) || count < 1 || page + count > vm.#pages.length) {
-        fail(`page run of ${count} overflows`);
-      }
+    pages.forEach((run, i) => {
+      const [v, n] = state.list(run, `pages[${i}]`, 2);
+      const value = state.integer(v, `pages[${i}] protection`, 0, 0xffff);
+      const count = state.integer(n, `pages[${i}] count`, 1);
+      if (page + count > vm.#pages.length) fail(`page run of ${count} overflows`);
       if (value !== 0 && !pageAccess.has(value)) fail(`page protection ${value} is invalid`);
       vm.#pages.fill(value, page, page + count);
       page += count;
-    }
+    });
     if (page !== vm.#pages.length) fail(`page runs cover ${page} of ${vm.#pages.length} pages`);
     const checkNothingCommitted = (from: number, to: number) => {
       if (vm.#pages.subarray(vm.#page(from), vm.#page(to)).some((value) => value !== 0)) {
@@ -236,7 +238,11 @@ export class VirtualMemory {
       }
     };
     let previousEnd = start;
-    for (const [base, allocationEnd, protect] of allocations) {
+    allocations.forEach((allocation, i) => {
+      const [b, e, p] = state.list(allocation, `allocations[${i}]`, 3);
+      const base = state.integer(b, `allocations[${i}] base`, start, end);
+      const allocationEnd = state.integer(e, `allocations[${i}] end`, start, end);
+      const protect = state.integer(p, `allocations[${i}] protection`, 0, 0xffff);
       const inOrder = base >= previousEnd && allocationEnd > base && allocationEnd <= end;
       if (!inOrder || base % GRANULARITY || allocationEnd % PAGE || !pageAccess.has(protect)) {
         fail(`allocation [${base}, ${allocationEnd}) protect ${protect} is out of order, unaligned or invalid`);
@@ -244,7 +250,7 @@ export class VirtualMemory {
       checkNothingCommitted(previousEnd, base);
       vm.#allocations.push({ base, end: allocationEnd, protect });
       previousEnd = allocationEnd;
-    }
+    });
     checkNothingCommitted(previousEnd, end);
     return vm;
   }

@@ -6,7 +6,8 @@
 
 import type { ThreadStarter } from "../abi/host.ts";
 import { Win32Error } from "../abi/dispatch.ts";
-import { SyncKind, type SyncObjects, type SyncRef } from "../abi/sync_objects.ts";
+import { MAX_SYNC_OBJECTS, SyncKind, type SyncObjects, type SyncRef } from "../abi/sync_objects.ts";
+import { PlainState } from "../abi/plain_state.ts";
 import type { VirtualMemory } from "../abi/virtual_memory.ts";
 import { win32Constants as W, win32Errors as E } from "../abi/win32.ts";
 import { maxVcpus, PAGE } from "../guest/memory_map.ts";
@@ -130,26 +131,46 @@ export class GuestThreads implements ThreadStarter {
   }
 
   /** Takes back a snapshot's threads; those still suspended start on ResumeThread, the others are restored running. */
-  restore(state: GuestThreadsState, where: string): void {
-    const fail = (what: string): never => {
-      throw new Error(`${where}: ${what}`);
-    };
-    const slot = (cpu: unknown) => Number.isInteger(cpu) && (cpu as number) >= 1 && (cpu as number) < maxVcpus;
-    for (const { start, suspendCount } of state.threads ?? fail("no thread list")) {
-      if (!slot(start?.cpu) || this.#byCpu.has(start.cpu)) fail(`thread on vCPU ${start?.cpu} is not valid`);
-      if (!Number.isInteger(suspendCount) || suspendCount < 0) fail(`thread on vCPU ${start.cpu}: bad suspend count`);
-      this.#byCpu.set(start.cpu, {
-        object: start.object!,
-        suspendCount,
-        start: { ...start, rbx: BigInt(start.rbx), parameter: BigInt(start.parameter) },
+  restore(saved: GuestThreadsState, where: string): void {
+    const state = new PlainState(where);
+    const slot = (value: unknown, path: string) => state.integer(value, path, 1, maxVcpus - 1);
+    // The lower half of the canonical address space: where any guest address of pvx's is.
+    const address = (value: unknown, path: string) => state.integer(value, path, 0, 2 ** 47 - 1);
+    const { threads, stacks, nextId } = state.record(saved, "");
+    state.list(threads, "threads").forEach((raw, i) => {
+      const at = `threads[${i}]`;
+      const thread = state.record(raw, at);
+      const s = state.record(thread.start, `${at} start`);
+      const cpu = slot(s.cpu, `${at} cpu`);
+      if (this.#byCpu.has(cpu)) state.fail(`${at} cpu`, `vCPU ${cpu} has another thread`);
+      const o = state.record(s.object, `${at} object`);
+      const object = {
+        slot: state.integer(o.slot, `${at} object.slot`, 0, MAX_SYNC_OBJECTS - 1),
+        gen: state.integer(o.gen, `${at} object.gen`, 0, 2 ** 31 - 1),
+      };
+      this.#byCpu.set(cpu, {
+        object,
+        suspendCount: state.integer(thread.suspendCount, `${at} suspendCount`, 0, 0x7f),
+        start: {
+          cpu,
+          object,
+          threadId: state.integer(s.threadId, `${at} threadId`, 1, 2 ** 31 - 1),
+          rip: address(s.rip, `${at} rip`),
+          rsp: address(s.rsp, `${at} rsp`),
+          rbx: state.bigint(s.rbx, `${at} rbx`),
+          parameter: state.bigint(s.parameter, `${at} parameter`),
+          gsBase: address(s.gsBase, `${at} gsBase`),
+        },
       });
-    }
-    for (const [cpu, base, end] of state.stacks ?? fail("no stack list")) {
-      if (!slot(cpu) || !(Number.isInteger(base) && Number.isInteger(end) && base < end)) fail(`stack of ${cpu}`);
+    });
+    state.list(stacks, "stacks").forEach((raw, i) => {
+      const [c, b, e] = state.list(raw, `stacks[${i}]`, 3);
+      const cpu = slot(c, `stacks[${i}] vCPU`);
+      const base = address(b, `stacks[${i}] base`), end = address(e, `stacks[${i}] end`);
+      if (base >= end) state.fail(`stacks[${i}]`, `base 0x${base.toString(16)} is not below its end`);
       this.#stacks.set(cpu, { base, end });
-    }
-    if (!Number.isInteger(state.nextId)) fail("nextId is not an integer");
-    this.#nextId = state.nextId;
+    });
+    this.#nextId = state.integer(nextId, "nextId", 1, 2 ** 31 - 1);
   }
 
   /** The thread on `cpu` has ended and its vCPU left the guest for good: the slot, and its stack, are free. */

@@ -14,7 +14,6 @@ import type { PageTables } from "../guest/paging.ts";
 import type { HostWrites } from "../abi/host_writes.ts";
 import { libc, POLLIN } from "../ffi/libc.ts";
 
-/** Structured-cloneable description of an instance's host state at boot. */
 /** An instance's partitions the host services enforce: what the guest gets past them is a Win32 error. */
 export interface HostLimits {
   /** Open handles in the handle table: files, searches, heaps, the console (ERROR_TOO_MANY_OPEN_FILES). */
@@ -23,6 +22,7 @@ export interface HostLimits {
   overlayQuotaBytes?: number;
 }
 
+/** Structured-cloneable description of an instance's host state at boot. */
 export interface HostInit {
   bundleFiles: [string, Uint8Array][];
   overlayDir: string;

@@ -108,11 +108,16 @@ Deno.test("serialize and restore keep blocks and holes; corrupt snapshots are re
   assert.ok(restored.free(blocks[0]) && !restored.free(blocks[0]));
   assert.throws(
     () => GuestHeap.restore(ram, START, END, { blocks: [[START, 20], [START + 16, 1]] }),
-    /heap snapshot for \[0x10000, 0x11000\) is corrupt: block 65552 of 1 bytes/,
+    /heap snapshot for \[0x10000, 0x11000\): blocks\[1\]: is corrupt: block 65552 of 1 bytes/,
   );
   assert.throws(() => GuestHeap.restore(ram, START, END, { blocks: [[END - 16, 17]] }), /ends past the heap/);
   assert.throws(() => GuestHeap.restore(ram, START, END, { blocks: [[START + 4, 1]] }), /is corrupt/);
-  assert.throws(() => GuestHeap.restore(ram, START, END, {}), /has no block list/);
+  assert.throws(() => GuestHeap.restore(ram, START, END, {}), /\): blocks: is not a list/);
+  assert.throws(
+    () => GuestHeap.restore(ram, START, END, { blocks: [[START, 16n]] }),
+    /blocks\[0\] size: is not a whole/,
+  );
+  assert.throws(() => GuestHeap.restore(ram, START, END, { blocks: [5] }), /blocks\[0\]: is not a list/);
 });
 
 /** Which live block an operation aims at (by index), or a forged address. */

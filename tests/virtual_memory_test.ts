@@ -248,11 +248,13 @@ Deno.test("serialize and restore carry the bookkeeping; corrupt snapshots are re
     change(d);
     return () => VirtualMemory.restore(pages, ram, START, END, d);
   };
-  assert.throws(corrupt((d) => d.pages[0][1] += 1), /snapshot for \[0x7f3000, 0xbf3000\) is corrupt: page run/);
+  assert.throws(corrupt((d) => d.pages[0][1] += 1), /snapshot for \[0x7f3000, 0xbf3000\): is corrupt: page run/);
   assert.throws(corrupt((d) => d.allocations[1][0] = d.allocations[0][0]), /is corrupt: allocation .* out of order/);
   assert.throws(corrupt((d) => d.allocations.pop()), /is corrupt: pages in \[0x[0-9a-f]+, 0xbf3000\) are committed/);
   assert.throws(corrupt((d) => d.pages[1][0] = W.PAGE_WRITECOPY), /page protection 8 is invalid/);
-  assert.throws(() => VirtualMemory.restore(pages, ram, START, END, null), /allocations or pages missing/);
+  assert.throws(() => VirtualMemory.restore(pages, ram, START, END, null), /0xbf3000\): is not an object/);
+  assert.throws(corrupt((d) => d.allocations[0] = 7 as never), /: allocations\[0\]: is not a list/);
+  assert.throws(corrupt((d) => d.pages[0][1] = "1" as never), /: pages\[0\] count: is not a whole number/);
   assert.throws(
     () => new VirtualMemory(pages, ram, START + 1, END),
     /region \[0x7f3001, 0xbf3000\) is not page aligned/,
