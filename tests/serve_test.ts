@@ -322,6 +322,51 @@ Deno.test("pvx serve: instances started from one template each get their own con
     }
   }));
 
+Deno.test("pvx serve: an instance sees the host directories shared with it, and one without them does not", () =>
+  withDaemon(async (daemon, dir) => {
+    const [input, output] = [`${dir}/in`, `${dir}/out`];
+    await Deno.mkdir(input);
+    await Deno.mkdir(output);
+    await Deno.writeTextFile(`${input}/msg.txt`, "across the share");
+    const bundle = await guestBundle("share_copy");
+    const refused = async (shares: unknown, field: string) => {
+      const r = await api(daemon, "POST", "/instances", { bundle, shares });
+      assert.deepEqual([r.status, r.json.error.field], [400, field], JSON.stringify(r.json));
+    };
+    await refused([{ hostPath: `${dir}/none`, guestPath: "C:\\in" }], "shares[0].hostPath");
+    await refused([{ hostPath: `${dir}/in/msg.txt`, guestPath: "C:\\in" }], "shares[0].hostPath");
+    await refused([{ hostPath: input, guestPath: "in" }], "shares[0].guestPath");
+    await refused([{ hostPath: input, guestPath: "C:\\in", readOnly: "yes" }], "shares[0].readOnly");
+    await refused([{ hostPath: input, guestPath: "C:\\in", mode: 1 }], "shares[0].mode");
+    await refused("C:\\in", "shares");
+
+    const host = ["--host", daemon.socket];
+    const started = await pvxCli([
+      "start",
+      ...host,
+      "--share",
+      `${input}:C:\\in:ro`,
+      "--share",
+      `${output}:C:\\out`,
+      bundle,
+    ]);
+    assert.equal(started.code, 0, started.stderr);
+    const id = started.stdout.trim();
+    const waited = (await api(daemon, "POST", `/instances/${id}/wait`)).json;
+    const printed = (await logs(daemon, id, "")).stdout;
+    assert.equal(waited.exit.code, 0, printed);
+    assert.equal(printed, "copied across the share\n");
+    assert.equal(await Deno.readTextFile(`${output}/copy.txt`), "across the share");
+    assert.deepEqual(waited.shares, [
+      { hostPath: input, guestPath: "C:\\in", readOnly: true },
+      { hostPath: output, guestPath: "C:\\out", readOnly: false },
+    ]);
+    // The same app, created without them, has no such directory on its drive.
+    const alone = await create(daemon, { bundle });
+    assert.equal((await api(daemon, "POST", `/instances/${alone}/wait`)).json.exit.code, 1);
+    assert.match((await logs(daemon, alone, "")).stdout, /^open C:\\in\\msg\.txt: error [23]\n$/);
+  }));
+
 Deno.test("pvx serve: templates and kept snapshots are resources, deleted only once nothing depends on them", () =>
   withDaemon(async (daemon) => {
     const host = ["--host", daemon.socket];

@@ -15,6 +15,7 @@ import { Metrics } from "../hv/daemon/metrics.ts";
 import { StoredSnapshots } from "../hv/daemon/snapshots.ts";
 import { type BundleCheck, type UploadedBundle, UploadedBundles } from "../hv/daemon/bundles.ts";
 import { cachedBundle, defaultPackOptions } from "./pack.ts";
+import { parseShareSpec } from "../abi/fileview.ts";
 import { daemonApi } from "../hv/daemon/api.ts";
 import { requestControlApi, serveOnSocket } from "../hv/control_api.ts";
 import { parseDuration, parseEnvPairs, parseSize, UsageError } from "./run_options.ts";
@@ -277,6 +278,7 @@ export async function startCommand(argv: string[]): Promise<number> {
       "cpu-limit": { type: "string" },
       timeout: { type: "string" },
       env: { type: "string", multiple: true, default: [] },
+      share: { type: "string", multiple: true, default: [] },
       overlay: { type: "string" },
       upload: { type: "boolean", default: false },
     },
@@ -296,6 +298,7 @@ export async function startCommand(argv: string[]): Promise<number> {
     ...(values.snapshot !== undefined ? { snapshot: await pathOrId(values.snapshot) } : {}),
     ...(args.length ? { args } : {}),
     ...(Object.keys(env).length ? { env } : {}),
+    ...(values.share.length ? { shares: values.share.map(shareField) } : {}),
     ...(values.cpus === undefined ? {} : { cpus: Number(values.cpus) }),
     ...(values.memory === undefined ? {} : { memoryMiB: Number(values.memory) }),
     ...(values["max-handles"] === undefined ? {} : { maxHandles: Number(values["max-handles"]) }),
@@ -554,6 +557,19 @@ export async function storedCommand(kind: "template" | "snapshot" | "bundle", ar
       `${kind} ${verb ?? ""}: expected ls, inspect${kind === "bundle" ? ", upload" : ""} or rm`,
     );}
   return 0;
+}
+
+/** `--share HOST:GUEST[:ro]` as the API takes it, the host directory made absolute. */
+function shareField(spec: string) {
+  let share;
+  try {
+    share = parseShareSpec(
+      spec.startsWith("/") ? spec : `${resolve(spec.slice(0, spec.indexOf(":")))}${spec.slice(spec.indexOf(":"))}`,
+    );
+  } catch (e) {
+    throw new UsageError(`--share ${spec}: ${(e as Error).message}`);
+  }
+  return { hostPath: share.hostPath, guestPath: share.guestPath, ...(share.readOnly ? { readOnly: true } : {}) };
 }
 
 /** What a create names its app by: its path for a daemon on this machine, else (or with --upload) an upload's id. */

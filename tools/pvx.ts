@@ -89,7 +89,8 @@ const usage = `usage:
   pvx overlay merge|sync|reset ...   (pvx overlay for its usage)
   pvx serve [--socket <path>] [--listen <host>:<port> --token-file <file>] [--state-dir <dir>] [--key-file <key>]
                                   a daemon that runs many instances, each in its own process, over an HTTP API
-  pvx ps | start <app.pvx|app.exe>|--from <tpl>|--snapshot <snap> [--cpus N] [--timeout T] [--env N=V]... [-- args]
+  pvx ps | start <app.pvx|app.exe>|--from <tpl>|--snapshot <snap> [--cpus N] [--timeout T] [--env N=V]...
+        [--share <host dir>:<guest dir>[:ro]]... [--upload] [-- args]
   pvx logs [-f] [--tail <KiB>] <id> | wait <id> | kill <id> | rm [-f] <id> | pause|resume <id>
   pvx attach [--tail <KiB>] [--no-stdin] <id>   its console here, typed input to its stdin; Ctrl-C detaches
   pvx stats <id>                  its hypercalls by name, time in the host, guest pages resident

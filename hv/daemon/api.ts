@@ -13,6 +13,7 @@ import { refuse } from "../control_api.ts";
 import { describeValue } from "../describe_value.ts";
 import { maxMemory, maxVcpus, MiB, minMemory } from "../../guest/memory_map.ts";
 import { MAX_HANDLES, MIN_HANDLES } from "../../abi/handles.ts";
+import { parseShareSpec, type ShareSpec } from "../../abi/fileview.ts";
 import {
   AtCapacity,
   BadSource,
@@ -150,6 +151,7 @@ const createFields = [
   "overlayQuotaBytes",
   "cpuLimitMs",
   "timeoutMs",
+  "shares",
   "overlay",
 ] as const;
 const sources = ["bundle", "snapshot", "template"] as const;
@@ -199,6 +201,7 @@ async function createSpec(body: Body, stored: StoredSnapshots, bundles: Uploaded
   if (source !== "bundle" && memoryMiB !== undefined) {
     throw new BadInput("memoryMiB", `a ${source} keeps the guest RAM it was made with`);
   }
+  const shares = await shareList(body);
   const overlay = body.overlay;
   if (overlay !== undefined && (typeof overlay !== "string" || !isAbsolute(overlay))) {
     throw new BadInput("overlay", `must be an absolute path, not ${describeValue(overlay)}`);
@@ -213,8 +216,44 @@ async function createSpec(body: Body, stored: StoredSnapshots, bundles: Uploaded
     maxHandles: optionalInteger(body, "maxHandles", MIN_HANDLES, MAX_HANDLES),
     overlayQuotaBytes: optionalInteger(body, "overlayQuotaBytes", 0, Number.MAX_SAFE_INTEGER),
     cpuLimitMs: optionalInteger(body, "cpuLimitMs", 1, 2 ** 31),
+    ...(shares.length ? { shares } : {}),
     ...(overlay === undefined ? {} : { overlay }),
   };
+}
+
+/** `shares`: [{hostPath, guestPath, readOnly?}], each an existing host directory at a valid guest path. */
+async function shareList(body: Body): Promise<ShareSpec[]> {
+  const v = body.shares ?? [];
+  if (!Array.isArray(v)) throw new BadInput("shares", `must be an array of shares, not ${describeValue(v)}`);
+  const shares = [];
+  for (const [i, raw] of v.entries()) {
+    const at = `shares[${i}]`;
+    const s = typeof raw === "object" && raw !== null && !Array.isArray(raw) ? raw as Body : undefined;
+    const unknown = s && Object.keys(s).find((k) => !["hostPath", "guestPath", "readOnly"].includes(k));
+    if (!s || unknown) {
+      throw new BadInput(unknown ? `${at}.${unknown}` : at, 'must be {"hostPath", "guestPath", "readOnly"?}');
+    }
+    const hostPath = await existingDirectory(s.hostPath, `${at}.hostPath`);
+    if (typeof s.guestPath !== "string") throw new BadInput(`${at}.guestPath`, "must be a guest directory");
+    if (s.readOnly !== undefined && typeof s.readOnly !== "boolean") {
+      throw new BadInput(`${at}.readOnly`, `must be true or false, not ${describeValue(s.readOnly)}`);
+    }
+    try {
+      shares.push(parseShareSpec(`${hostPath}:${s.guestPath}${s.readOnly ? ":ro" : ""}`));
+    } catch (e) {
+      throw new BadInput(`${at}.guestPath`, (e as Error).message);
+    }
+  }
+  return shares;
+}
+
+async function existingDirectory(path: unknown, field: string): Promise<string> {
+  if (typeof path !== "string" || !isAbsolute(path)) {
+    throw new BadInput(field, `must be an absolute path, not ${describeValue(path)}`);
+  }
+  const problem = await Deno.stat(path).then((s) => s.isDirectory ? "" : "is not a directory", (e) => e.message);
+  if (problem) throw new BadInput(field, `${path}: ${problem}`);
+  return path;
 }
 
 /** A snapshot request; without a path, the daemon keeps the snapshot and names it by its id. */

@@ -10,6 +10,7 @@ import { ConsoleLog } from "./console.ts";
 import type { CreateSource, InstanceCounts, Metrics } from "./metrics.ts";
 import { addTotals, type HypercallTotals, noHypercalls } from "../hypercall_stats.ts";
 import type { ExitKind, InstanceRecord, InstanceState, Records } from "./records.ts";
+import type { ShareSpec } from "../../abi/fileview.ts";
 
 /** The request does not fit the instance's state (409). */
 export class InstanceConflict extends Error {}
@@ -46,6 +47,7 @@ export interface CreateSpec {
   overlayQuotaBytes?: number;
   cpuLimitMs?: number;
   timeoutMs?: number;
+  shares?: ShareSpec[];
   /** Kept by the caller; by default the daemon makes one beside the record and removes it with the instance. */
   overlay?: string;
 }
@@ -146,6 +148,7 @@ export class Instance {
       ...(r.overlayQuotaBytes === undefined ? [] : ["--overlay-quota", String(r.overlayQuotaBytes)]),
       ...(r.cpuLimitMs === undefined ? [] : ["--cpu-limit", `${r.cpuLimitMs}ms`]),
       ...(r.timeoutMs === undefined ? [] : ["--timeout", `${r.timeoutMs}ms`]),
+      ...(r.shares ?? []).flatMap((s) => ["--share", `${s.hostPath}:${s.guestPath}${s.readOnly ? ":ro" : ""}`]),
       ...Object.entries(r.env).flatMap(([name, value]) => ["--env", `${name}=${value}`]),
     ];
     if ("bundle" in r.from) return ["run", r.from.bundle, ...options, ...(r.args.length ? ["--", ...r.args] : [])];
@@ -224,7 +227,7 @@ export class Instance {
   }
 
   describe() {
-    const { id, state, from, args, cpus, memoryMiB, maxHandles, overlayQuotaBytes, cpuLimitMs, timeoutMs } =
+    const { id, state, from, args, cpus, memoryMiB, maxHandles, overlayQuotaBytes, cpuLimitMs, timeoutMs, shares } =
       this.record;
     const { overlay, createdAt, pid, exit } = this.record;
     const uptimeMs = this.child ? (this.endedAt ?? performance.now()) - this.startedAt : undefined;
@@ -239,6 +242,7 @@ export class Instance {
       ...(overlayQuotaBytes === undefined ? {} : { overlayQuotaBytes }),
       ...(cpuLimitMs === undefined ? {} : { cpuLimitMs }),
       ...(timeoutMs === undefined ? {} : { timeoutMs }),
+      ...(shares ? { shares } : {}),
       overlay,
       createdAt,
       ...(pid === undefined || !this.running ? {} : { pid }),
@@ -474,6 +478,7 @@ export class Instances {
       ...(spec.overlayQuotaBytes === undefined ? {} : { overlayQuotaBytes: spec.overlayQuotaBytes }),
       ...(spec.cpuLimitMs === undefined ? {} : { cpuLimitMs: spec.cpuLimitMs }),
       ...(spec.timeoutMs === undefined ? {} : { timeoutMs: spec.timeoutMs }),
+      ...(spec.shares?.length ? { shares: spec.shares } : {}),
       overlay,
       ownOverlay: spec.overlay === undefined,
       state: "starting",

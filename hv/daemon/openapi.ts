@@ -14,6 +14,16 @@ const errors = {
   404: answer("no such route or instance", error),
   409: answer("the instance's state does not allow it", error),
 };
+const share = {
+  type: "object",
+  required: ["hostPath", "guestPath"],
+  additionalProperties: false,
+  properties: {
+    hostPath: { type: "string", description: "an absolute path to a directory" },
+    guestPath: { type: "string", description: "where the guest sees it, such as C:\\data" },
+    readOnly: { type: "boolean" },
+  },
+};
 const uploaded = {
   type: "object",
   properties: {
@@ -94,6 +104,7 @@ export const openApiDocument = {
           overlayQuotaBytes: { type: "integer" },
           cpuLimitMs: { type: "integer" },
           timeoutMs: { type: "integer" },
+          shares: { type: "array", items: share },
           overlay: { type: "string" },
           createdAt: { type: "string", format: "date-time" },
           pid: { type: "integer", description: "its process, while it runs" },
@@ -175,6 +186,12 @@ export const openApiDocument = {
               description: "CPU time; past it the instance ends, kind cpu-limit",
             },
             timeoutMs: { type: "integer", minimum: 1 },
+            shares: {
+              type: "array",
+              items: share,
+              description:
+                "host directories the guest sees; a snapshot's or template's must be given the same guest paths",
+            },
             overlay: { type: "string", description: "kept; by default the daemon makes one and rm removes it" },
           },
         }),

@@ -7,6 +7,7 @@
 
 import { join } from "node:path";
 import { writeFileAtomic } from "../../abi/overlay.ts";
+import type { ShareSpec } from "../../abi/fileview.ts";
 
 export type InstanceState = "starting" | "running" | "paused" | "exited" | "lost";
 
@@ -35,6 +36,8 @@ export interface InstanceRecord {
   overlayQuotaBytes?: number;
   cpuLimitMs?: number;
   timeoutMs?: number;
+  /** Host directories the guest sees, as `pvx run --share` gives them; a restore must give the same guest paths. */
+  shares?: ShareSpec[];
   overlay: string;
   /** The daemon made the overlay, and removes it with the instance. */
   ownOverlay: boolean;
