@@ -416,7 +416,7 @@ export async function statsCommand(argv: string[]): Promise<number> {
   const calls = Object.entries(stats.hypercalls.calls as Record<string, number>).sort(([, a], [, b]) => b - a);
   const total = calls.reduce((n, [, c]) => n + c, 0);
   const human = [
-    `guest pages resident: ${stats.residentPages} (${(stats.residentPages * 4) / 1024} MiB)`,
+    `guest pages resident: ${stats.residentPages} (${((stats.residentPages * 4) / 1024).toFixed(1)} MiB)`,
     `hypercalls: ${total}, ${stats.hypercalls.seconds.toFixed(3)} s in the host`,
     ...(calls.length ? ["", table([["CALL", "COUNT"], ...calls.map(([name, n]) => [name, String(n)])])] : []),
   ].join("\n");
@@ -553,9 +553,10 @@ export async function storedCommand(kind: "template" | "snapshot" | "bundle", ar
     if (positionals.length !== 1) throw new UsageError("bundle upload needs one app.pvx or app.exe");
     const d = await upload(daemon, positionals[0]);
     print(values.json, d, d.id);
-  } else {throw new UsageError(
-      `${kind} ${verb ?? ""}: expected ls, inspect${kind === "bundle" ? ", upload" : ""} or rm`,
-    );}
+  } else {
+    const verbs = kind === "bundle" ? "ls, inspect, upload or rm" : "ls, inspect or rm";
+    throw new UsageError(`${kind} ${verb ?? ""}: expected ${verbs}`);
+  }
   return 0;
 }
 
