@@ -598,13 +598,14 @@ Deno.test("pvx serve: bad input is a 400 naming the field, an unknown route or i
   }));
 
 Deno.test("pvx serve: SIGKILL of one instance's process leaves the daemon and the others running; kill and rm", () =>
-  withDaemon(async (daemon) => {
+  withDaemon(async (daemon, dir) => {
     const host = ["--host", daemon.socket];
     const bundle = await guestBundle("counter");
+    const kept = `${dir}/kept-overlay`;
     const [doomed, survivor, killed] = [
       await create(daemon, { bundle, args: ["1", "0"] }),
       await create(daemon, { bundle, args: ["1", "0"] }),
-      await create(daemon, { bundle, args: ["1", "0"] }),
+      await create(daemon, { bundle, args: ["1", "0"], overlay: kept }),
     ];
     for (const id of [doomed, survivor, killed]) await printed(daemon, id, "tick 0\n");
 
@@ -631,6 +632,11 @@ Deno.test("pvx serve: SIGKILL of one instance's process leaves the daemon and th
       const rm = await pvxCli(["rm", ...host, id]);
       assert.equal(rm.stdout, `${id}\n`, rm.stderr);
     }
+    // rm takes the daemon's files of an instance; an overlay the create named is the caller's to keep.
+    for (const id of [doomed, killed]) {
+      await assert.rejects(Deno.stat(`${daemon.stateDir}/instances/${id}`), Deno.errors.NotFound);
+    }
+    assert.ok((await Deno.stat(kept)).isDirectory);
     const left = JSON.parse((await pvxCli(["ps", ...host, "--json"])).stdout);
     assert.deepEqual(left.map((d: { id: string }) => d.id), [survivor]);
     const again = await pvxCli(["rm", ...host, doomed]);

@@ -91,11 +91,11 @@ export class Instance {
   }
 
   get socket(): string {
-    return join(this.registry.records.home(this.record.id), "api.sock");
+    return this.registry.records.socket(this.record.id);
   }
 
   private get statsFile(): string {
-    return join(this.registry.records.home(this.record.id), "stats.json");
+    return this.registry.records.statsFile(this.record.id);
   }
 
   get running(): boolean {

@@ -59,6 +59,16 @@ export class Records {
     return join(this.dir, id);
   }
 
+  /** Where its process serves its control API. */
+  socket(id: string): string {
+    return join(this.home(id), "api.sock");
+  }
+
+  /** Where its process writes what it counted as it ends (`pvx run --stats-file`). */
+  statsFile(id: string): string {
+    return join(this.home(id), "stats.json");
+  }
+
   save(record: InstanceRecord) {
     writeFileAtomic(join(this.dir, `${record.id}.json`), new TextEncoder().encode(JSON.stringify(record)), this.dir);
   }
@@ -66,8 +76,13 @@ export class Records {
   /** Forgets the instance, and its overlay if the daemon made it. */
   async remove(record: InstanceRecord) {
     await Deno.remove(join(this.dir, `${record.id}.json`)).catch(ignoreMissing);
-    if (record.ownOverlay) await Deno.remove(this.home(record.id), { recursive: true }).catch(ignoreMissing);
-    else await Deno.remove(join(this.home(record.id), "api.sock")).catch(ignoreMissing);
+    const home = this.home(record.id);
+    if (record.ownOverlay) return await Deno.remove(home, { recursive: true }).catch(ignoreMissing);
+    // The overlay the create named is the caller's: only the daemon's own files go, then the directory if empty.
+    for (const file of [this.socket(record.id), this.statsFile(record.id)]) {
+      await Deno.remove(file).catch(ignoreMissing);
+    }
+    await Deno.remove(home).catch(() => {});
   }
 
   /**
