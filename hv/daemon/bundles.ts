@@ -61,7 +61,8 @@ export class UploadedBundles {
       const bytes = await Deno.readFile(path);
       try {
         if (sha256Of(bytes) !== sha256) throw new Error("its bytes no longer match its SHA-256");
-        store.keep(await store.described(bytes, path, sha256, (await Deno.stat(path)).mtime));
+        const bundle = await store.described(bytes, sha256, path, path, (await Deno.stat(path)).mtime);
+        store.all.set(bundle.id, bundle);
       } catch (e) {
         console.error(`pvx serve: dropping uploaded bundle ${path}: ${(e as Error).message}`);
         await Deno.remove(path);
@@ -70,14 +71,17 @@ export class UploadedBundles {
     return store;
   }
 
-  private async described(bytes: Uint8Array, path: string, sha256: string, at: Date | null): Promise<UploadedBundle> {
-    const { name } = await this.check(bytes, path);
+  /** Checks `bytes`, naming them `shownAs` in what is wrong, and describes them as kept at `path`. */
+  private async described(
+    bytes: Uint8Array,
+    sha256: string,
+    path: string,
+    shownAs: string,
+    at: Date | null,
+  ): Promise<UploadedBundle> {
+    const { name } = await this.check(bytes, shownAs);
     const uploadedAt = (at ?? new Date()).toISOString();
     return { id: sha256.slice(0, 12), sha256, name, bytes: bytes.length, path, uploadedAt };
-  }
-
-  private keep(bundle: UploadedBundle) {
-    this.all.set(bundle.id, bundle);
   }
 
   /** Keeps `bytes` once checked; `created` is false when the same bytes were kept already. */
@@ -88,13 +92,12 @@ export class UploadedBundles {
     const path = join(this.dir, `${sha256}.pvx`);
     let bundle: UploadedBundle;
     try {
-      bundle = await this.described(bytes, "the uploaded bundle", sha256, null);
+      bundle = await this.described(bytes, sha256, path, "the uploaded bundle", null);
     } catch (e) {
       throw new BadUpload((e as Error).message);
     }
     await writeBytesAtomically(path, bytes);
-    bundle = { ...bundle, path };
-    this.keep(bundle);
+    this.all.set(bundle.id, bundle);
     return { bundle, created: true };
   }
 
