@@ -48,6 +48,11 @@ export async function writeFileAtomically<T>(
 }
 
 /** Writes all of `bytes` to `out`, which may take several writes. */
+/** The write failed because the disk (or the writer's quota) is full. */
+export function isDiskFull(e: unknown): boolean {
+  return /ENOSPC|No space left|EDQUOT|quota exceeded/i.test(String((e as Error)?.message ?? ""));
+}
+
 export async function writeAll(out: Deno.FsFile, bytes: Uint8Array): Promise<void> {
   for (let written = 0; written < bytes.length;) written += await out.write(bytes.subarray(written));
 }

@@ -101,7 +101,7 @@ export async function chunkFile(
  * a temporary file, fsynced and renamed, so a chunk file is always whole; its hash is checked when it is stored
  * and again whenever it is read, so a damaged disk is an error naming the chunk, never wrong bytes.
  */
-export class ChunkStore {
+export class ChunkStore implements ChunkSource {
   constructor(readonly dir: string) {}
 
   #path(id: string): string {
@@ -144,7 +144,9 @@ export class ChunkStore {
   async assemble(recipe: Recipe, path: string): Promise<void> {
     await writeFileAtomically(path, async (out) => {
       for (const ref of recipe.chunks) {
-        const bytes = await this.get(ref.id);
+        const bytes = await this.get(ref.id).catch((e) => {
+          throw e instanceof Deno.errors.NotFound ? new ChunkError(`chunk ${ref.id} at ${ref.offset} is not here`) : e;
+        });
         if (bytes.length !== ref.length) {
           throw new ChunkError(
             `chunk ${ref.id} at ${ref.offset}: ${bytes.length} bytes, the recipe says ${ref.length}`,
@@ -157,6 +159,92 @@ export class ChunkStore {
       await out.truncate(recipe.length);
     });
   }
+}
+
+/** Where a sender reads the chunks it sends: a ChunkStore, or the files it cut them from (FileChunks). */
+export interface ChunkSource {
+  /** Chunk `id`'s bytes, checked against their hash. */
+  get(id: string): Promise<Uint8Array<ArrayBuffer>>;
+}
+
+/**
+ * The chunks of files cut in place: each is read back from its file when sent, so a sender never copies a
+ * snapshot into a store first. A file that changed since it was cut is an error naming it, never wrong bytes.
+ */
+export class FileChunks implements ChunkSource {
+  readonly #where = new Map<string, { path: string; offset: number; length: number }>();
+
+  /** `keep`, if given, keeps a copy of every chunk cut: a host then holds what it once sent, should it come back. */
+  constructor(private readonly keep?: ChunkStore) {}
+
+  /** Cuts `path` (chunkFile) and remembers where each of its chunks is. */
+  add(path: string): Promise<Recipe> {
+    return chunkFile(path, async (ref, bytes) => {
+      this.#where.set(ref.id, { path, offset: ref.offset, length: ref.length });
+      await this.keep?.put(ref.id, bytes);
+    });
+  }
+
+  async get(id: string): Promise<Uint8Array<ArrayBuffer>> {
+    const at = this.#where.get(id);
+    if (!at) throw new ChunkError(`chunk ${id} is in none of the files cut here`);
+    using file = await Deno.open(at.path, { read: true });
+    await file.seek(at.offset, Deno.SeekMode.Start);
+    const bytes = new Uint8Array(at.length);
+    for (let done = 0; done < bytes.length;) {
+      const n = await file.read(bytes.subarray(done));
+      if (n === null) break;
+      done += n;
+    }
+    if (chunkId(bytes) !== id) throw new ChunkError(`${at.path}: changed since it was cut (chunk at ${at.offset})`);
+    return bytes;
+  }
+}
+
+/** A recipe a peer sent that does not describe a file: which field, and why. */
+export class RecipeError extends ChunkError {
+  constructor(readonly field: string, message: string) {
+    super(message);
+  }
+}
+
+/** Bigger than any file pvx moves (a snapshot of the largest guest, with its sections). */
+const MAX_RECIPE_LENGTH = 2 ** 49;
+
+/**
+ * `value` as a Recipe, checked the way ChunkStore.assemble needs it: chunks in order, none overlapping, each 1 to
+ * CHUNK_BYTES long and inside the file, each named by a chunk id. `field` names it in errors.
+ */
+export function parseRecipe(value: unknown, field: string): Recipe {
+  const fail = (at: string, message: string) => new RecipeError(at, message);
+  const object = (v: unknown) => typeof v === "object" && v !== null && !Array.isArray(v);
+  if (!object(value)) throw fail(field, 'must be a recipe: {"length", "chunks": [{"offset", "length", "id"}, ...]}');
+  const { length, chunks, ...others } = value as Record<string, unknown>;
+  const other = Object.keys(others)[0];
+  if (other) throw fail(`${field}.${other}`, "unknown field; expected length, chunks");
+  if (!Number.isSafeInteger(length) || (length as number) < 0 || (length as number) > MAX_RECIPE_LENGTH) {
+    throw fail(`${field}.length`, `must be a whole number of bytes from 0 to 2^49`);
+  }
+  if (!Array.isArray(chunks)) throw fail(`${field}.chunks`, "must be an array of chunks");
+  let end = 0;
+  const refs = chunks.map((c, i): ChunkRef => {
+    const at = `${field}.chunks[${i}]`;
+    if (!object(c)) throw fail(at, 'must be {"offset", "length", "id"}');
+    const { offset, length: size, id, ...rest } = c as Record<string, unknown>;
+    const unknown = Object.keys(rest)[0];
+    if (unknown) throw fail(`${at}.${unknown}`, "unknown field; expected offset, length, id");
+    if (typeof id !== "string" || !SHA256_HEX.test(id)) throw fail(`${at}.id`, "must be 64 lowercase hex digits");
+    if (!Number.isSafeInteger(offset) || (offset as number) < end) {
+      throw fail(`${at}.offset`, `must be a whole number at or after ${end}, where the chunk before ends`);
+    }
+    if (!Number.isSafeInteger(size) || (size as number) < 1 || (size as number) > CHUNK_BYTES) {
+      throw fail(`${at}.length`, `must be from 1 to ${CHUNK_BYTES}`);
+    }
+    end = (offset as number) + (size as number);
+    if (end > (length as number)) throw fail(`${at}.length`, `ends at ${end}, past the file's length ${length}`);
+    return { offset: offset as number, length: size as number, id };
+  });
+  return { length: length as number, chunks: refs };
 }
 
 /** Of `ids`, those `store` does not hold, each once, in the order first asked: what a sender must send. */

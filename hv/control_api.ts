@@ -23,7 +23,7 @@ import { KeyFileError, readKeyFile, type SealKey } from "./sealed_snapshot.ts";
 type ErrorBody = { error: { message: string; field?: string } };
 
 /** An error answer in the shape every pvx API uses (this one and the daemon's, hv/daemon/api.ts). */
-export function refuse<S extends 400 | 401 | 404 | 409 | 413 | 422 | 429 | 500 | 507>(
+export function refuse<S extends 400 | 401 | 404 | 409 | 413 | 422 | 429 | 500 | 502 | 507>(
   status: S,
   message: string,
   field?: string,

@@ -6,7 +6,8 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import { createHash } from "node:crypto";
-import { guestBundle, pvxCli, pvxStart, type RunningPvx } from "./support/guests.ts";
+import { guestBundle, pvxCli, pvxStart } from "./support/guests.ts";
+import { api, create, type Daemon, logs, printed } from "./support/daemon.ts";
 import { requestControlApi } from "../hv/control_api.ts";
 import { daemonApi } from "../hv/daemon/api.ts";
 import { Instances } from "../hv/daemon/instances.ts";
@@ -24,16 +25,11 @@ import { StoredSnapshots } from "../hv/daemon/snapshots.ts";
 import { checkBundle, guestMemoryMiB } from "../tools/daemon_cli.ts";
 import { UploadedBundles } from "../hv/daemon/bundles.ts";
 import { openApiDocument } from "../hv/daemon/openapi.ts";
+import { ChunkStore } from "../hv/chunks.ts";
 import { fuzzRuns } from "./support/fuzz.ts";
 
 const ticks = (n: number) => Array.from({ length: n }, (_, i) => `tick ${i}\n`).join("");
 const counted = (n: number, line: string) => `${ticks(n)}read ${line.length} bytes\ndone\n`;
-
-interface Daemon {
-  socket: string;
-  stateDir: string;
-  process: RunningPvx;
-}
 
 /** A `pvx serve` on a socket in `dir`, once it listens. */
 async function serve(dir: string, options: string[] = []): Promise<Daemon> {
@@ -60,64 +56,6 @@ async function withDaemon(body: (daemon: Daemon, dir: string) => Promise<void>, 
     await Deno.remove(dir, { recursive: true });
   }
 }
-
-/** One request; the answer's status and its body as JSON. */
-async function api(daemon: Daemon, method: string, route: string, body?: unknown) {
-  const r = await requestControlApi(
-    daemon.socket,
-    method,
-    route,
-    typeof body === "string" || body === undefined ? body : JSON.stringify(body),
-  );
-  return { status: r.status, json: JSON.parse(r.body) };
-}
-
-async function create(daemon: Daemon, body: unknown): Promise<string> {
-  const r = await api(daemon, "POST", "/instances", body);
-  assert.equal(r.status, 201, JSON.stringify(r.json));
-  assert.equal(r.json.state, "starting");
-  return r.json.id;
-}
-
-interface Logs {
-  stdout: string;
-  stderr: string;
-  exit?: { state: string; exit: { code: number; kind: string } };
-}
-
-/**
- * Reads GET /instances/ID/logs?QUERY as server-sent events until the stream ends,
- * or until stdout holds `until`.
- */
-async function logs(daemon: Daemon, id: string, query: string, until?: string): Promise<Logs> {
-  const client = Deno.createHttpClient({ proxy: { transport: "unix", path: daemon.socket } });
-  try {
-    const response = await fetch(`http://pvx/instances/${id}/logs?${query}`, { client });
-    assert.equal(response.status, 200);
-    assert.match(response.headers.get("content-type") ?? "", /^text\/event-stream/);
-    const seen: Logs = { stdout: "", stderr: "" };
-    let pending = "";
-    for await (const text of response.body!.pipeThrough(new TextDecoderStream())) {
-      pending += text;
-      for (let end; (end = pending.indexOf("\n\n")) >= 0; pending = pending.slice(end + 2)) {
-        const fields = Object.fromEntries(pending.slice(0, end).split("\n").map((l) => l.split(/: (.*)/s)));
-        const data = JSON.parse(fields.data);
-        if (fields.event === "exit") seen.exit = data;
-        else seen[fields.event as "stdout" | "stderr"] += data;
-      }
-      if (until !== undefined && seen.stdout.includes(until)) {
-        await response.body!.cancel().catch(() => {});
-        return seen;
-      }
-    }
-    if (until !== undefined) throw new Error(`the logs ended before ${JSON.stringify(until)}: ${JSON.stringify(seen)}`);
-    return seen;
-  } finally {
-    client.close();
-  }
-}
-
-const printed = (daemon: Daemon, id: string, text: string) => logs(daemon, id, "follow=true", text);
 
 Deno.test("pvx serve: an instance is created, listed, read live and by a late reader, fed stdin and waited for", () =>
   withDaemon(async (daemon) => {
@@ -774,6 +712,7 @@ Deno.test("pvx serve: the OpenAPI document names exactly the routes the daemon s
       new StoredSnapshots(dir),
       await UploadedBundles.open(dir, checkBundle),
       metrics,
+      { chunks: new ChunkStore(`${dir}/chunks`), migrationDir: `${dir}/migrations` },
     );
     const served = app.routes.filter((r) => r.method !== "ALL").map((r) => `${r.method} ${r.path}`);
     const documented = Object.entries(openApiDocument.paths).flatMap(([path, ops]) =>

@@ -4,7 +4,6 @@
 // component, which can then be saved again, or refuses with a StateError that
 // names the field, never a TypeError or a RangeError from deep inside.
 
-import assert from "node:assert/strict";
 import fc from "fast-check";
 import { GuestHeap } from "../abi/heap.ts";
 import { VirtualMemory } from "../abi/virtual_memory.ts";

@@ -1,5 +1,6 @@
 // `pvx serve`, the daemon (hv/daemon/), and its clients in the Docker shape:
-// `pvx ps`, `start`, `logs`, `kill`, `wait`, `rm`, and `pause|resume|snapshot ID`.
+// `pvx ps`, `start`, `logs`, `kill`, `wait`, `rm`, `pause|resume|snapshot ID`
+// and `migrate ID --to URL`.
 // A client finds the daemon by --host or PVX_HOST: a Unix socket's path, or
 // http://HOST:PORT with the bearer token in --token-file or PVX_TOKEN_FILE.
 
@@ -17,6 +18,7 @@ import { type BundleCheck, type UploadedBundle, UploadedBundles } from "../hv/da
 import { cachedBundle, defaultPackOptions } from "./pack.ts";
 import { parseShareSpec } from "../abi/fileview.ts";
 import { daemonApi } from "../hv/daemon/api.ts";
+import { ChunkStore } from "../hv/chunks.ts";
 import { requestControlApi, serveOnSocket } from "../hv/control_api.ts";
 import { parseDuration, parseEnvPairs, parseSize, UsageError } from "./run_options.ts";
 import { onStopSignals } from "./signals.ts";
@@ -113,6 +115,9 @@ export async function serveCommand(argv: string[]): Promise<number> {
   );
   const stored = new StoredSnapshots(stateDir);
   const bundles = await UploadedBundles.open(stateDir, checkBundle);
+  const migration = { chunks: new ChunkStore(join(stateDir, "chunks")), migrationDir: join(stateDir, "migrations") };
+  // What a killed daemon's migration left half done: no client was told it finished.
+  await Deno.remove(migration.migrationDir, { recursive: true }).catch(() => {});
   const closers: (() => Promise<void>)[] = [];
   if (!tcp || values.socket) {
     // The socket's mode (0600) is its access control: no token.
@@ -121,12 +126,12 @@ export async function serveCommand(argv: string[]): Promise<number> {
     if (await requestControlApi(socket, "GET", "/healthz").then(() => true, () => false)) {
       throw new DaemonError(`${socket}: a daemon is serving there already`);
     }
-    const server = await serveOnSocket(daemonApi(instances, stored, bundles, metrics), socket);
+    const server = await serveOnSocket(daemonApi(instances, stored, bundles, metrics, migration), socket);
     closers.push(server.close);
     console.log(`pvx serve: listening on ${socket}`);
   }
   if (tcp) {
-    const app = daemonApi(instances, stored, bundles, metrics, { token });
+    const app = daemonApi(instances, stored, bundles, metrics, { token, ...migration });
     const listening = Promise.withResolvers<Deno.NetAddr>();
     const server = Deno.serve({ ...tcp, onListen: listening.resolve }, app.fetch);
     closers.push(() => server.shutdown());
@@ -459,6 +464,46 @@ export async function changeStateCommand(command: "pause" | "resume", argv: stri
   const id = instanceArg(`${command} (or ${command} --api <socket>)`, positionals);
   const d: Described = await call(await connect(values), "POST", `/instances/${id}/${command}`);
   print(values.json, d, `${d.id}: ${d.state}`);
+  return 0;
+}
+
+/**
+ * `pvx migrate ID --to URL [--to-token-file FILE] [--max-rounds N]`: moves a running instance to the daemon at URL
+ * (with that daemon's token), which runs it on; this daemon's instance then ends as "migrated".
+ */
+export async function migrateCommand(argv: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: {
+      ...clientOptions,
+      to: { type: "string" },
+      "to-token-file": { type: "string" },
+      "max-rounds": { type: "string" },
+    },
+  });
+  const id = instanceArg("migrate", positionals);
+  if (!values.to) throw new UsageError("migrate needs --to URL: the target daemon, http://HOST:PORT");
+  const maxRounds = values["max-rounds"] === undefined ? undefined : Number(values["max-rounds"]);
+  if (maxRounds !== undefined && !Number.isInteger(maxRounds)) {
+    throw new UsageError(`--max-rounds ${values["max-rounds"]}: expected a whole number of rounds`);
+  }
+  const token = values["to-token-file"] ? await readToken(values["to-token-file"]) : undefined;
+  console.error(`pvx: migrating ${positionals[0]} to ${values.to}...`);
+  const report = await call(await connect(values), "POST", `/instances/${id}/migrate`, {
+    to: values.to,
+    ...(token ? { token } : {}),
+    ...(maxRounds === undefined ? {} : { maxRounds }),
+  });
+  const rounds = report.rounds.map((r: { kind: string; pages: number }) => `${r.kind} ${r.pages}`).join(", ");
+  print(
+    values.json,
+    report,
+    `${positionals[0]}: migrated to ${report.to.url} as ${report.to.instance}\n` +
+      `  rounds    ${report.rounds.length} (pages: ${rounds})${report.converged ? "" : ", not converged"}\n` +
+      `  sent      ${report.bytesSent} bytes in ${report.chunksSent} of ${report.chunks} chunks\n` +
+      `  downtime  ${report.downtimeMs} ms of ${report.totalMs} ms`,
+  );
   return 0;
 }
 

@@ -59,6 +59,7 @@ import {
   daemonTemplateCommand,
   killCommand,
   logsCommand,
+  migrateCommand,
   psCommand,
   rmCommand,
   serveCommand,
@@ -93,6 +94,7 @@ const usage = `usage:
         [--share <host dir>:<guest dir>[:ro]]... [--upload] [-- args]
   pvx logs [-f] [--tail <KiB>] <id> | wait <id> | kill <id> | rm [-f] <id> | pause|resume <id>
   pvx attach [--tail <KiB>] [--no-stdin] <id>   its console here, typed input to its stdin; Ctrl-C detaches
+  pvx migrate <id> --to <url> [--to-token-file <file>] [--max-rounds N]   live, to another pvx serve
   pvx stats <id>                  its hypercalls by name, time in the host, guest pages resident
   pvx snapshot <id> [-o <snap>] [--diff-from <snap0|id> | --seal [--expires <T>]] [--stop]   --seal: under serve's key
   pvx template create <app> --ready ... [-- args]    without -o the daemon makes and keeps it
@@ -314,6 +316,8 @@ export async function main(argv: string[]): Promise<number> {
         return await attachCommand(rest);
       case "stats":
         return await statsCommand(rest);
+      case "migrate":
+        return await migrateCommand(rest);
       case "wait":
         return await waitCommand(rest);
       case "kill":

@@ -15,6 +15,8 @@ try {
     { command: "musl-gcc", packages: ["musl-tools"] },
     // The differential tests run the same Windows programs under Wine.
     { command: "wine", packages: ["wine", "wine64"] },
+    // The migration tests join two network namespaces with a veth pair.
+    { command: "ip", packages: ["iproute2"] },
     // `deno task test:nested` may use the nested accelerator on any host.
     ...nestedNeeds,
   ], "setup");

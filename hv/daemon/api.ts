@@ -34,8 +34,10 @@ import {
   type StoredSnapshots,
   TemplateFailed,
 } from "./snapshots.ts";
-import type { ChunkStore } from "../chunks.ts";
+import { type ChunkStore, RecipeError } from "../chunks.ts";
 import { chunksApi } from "./chunks_api.ts";
+import { IncomingMigrations, MigrationFailed, MigrationSpent, NoSuchMigration, parsePlan } from "./migration_target.ts";
+import { DEFAULT_ROUNDS, MAX_ROUNDS, migrate, MigrationError } from "./migration_source.ts";
 import { noHypercalls } from "../hypercall_stats.ts";
 import {
   BadUpload,
@@ -308,6 +310,28 @@ export interface DaemonApiOptions {
   token?: string;
   /** The chunk store the /chunks routes serve (hv/daemon/chunks_api.ts); without one there are none. */
   chunks?: ChunkStore;
+  /**
+   * Where a migration out of this daemon keeps its round snapshots while it runs. With `chunks`, it makes the
+   * migration routes: /instances/:id/migrate, and /migrations for migrations into this daemon.
+   */
+  migrationDir?: string;
+}
+
+/** The create fields a migration carries over: how the instance ran, but not what its snapshot holds. */
+const migratedFields = ["cpus", "maxHandles", "overlayQuotaBytes", "cpuLimitMs", "timeoutMs", "shares"] as const;
+
+/** `to`: the target daemon's base URL, http or https. */
+function peerUrl(v: unknown): string {
+  let url: URL | undefined;
+  try {
+    url = typeof v === "string" ? new URL(v) : undefined;
+  } catch {
+    // Said below.
+  }
+  if (!url || !/^https?:$/.test(url.protocol) || url.pathname !== "/" || url.search || url.hash) {
+    throw new BadInput("to", `must be a daemon's base URL, http://HOST:PORT, not ${describeValue(v)}`);
+  }
+  return url.origin;
 }
 
 export function daemonApi(
@@ -344,6 +368,9 @@ export function daemonApi(
   }
 
   if (options.chunks) app.route("/chunks", chunksApi(options.chunks));
+  if (options.chunks && options.migrationDir !== undefined) {
+    migrationRoutes(app, instances, stored, bundles, new IncomingMigrations(options.chunks), options.migrationDir);
+  }
   app.get("/healthz", (c) => {
     query(c, []);
     return c.json({ ok: true });
@@ -439,8 +466,10 @@ export function daemonApi(
 
   /** Live instances that run it, and the kept templates and snapshots a restore of which reads it. */
   const bundleUsers = (bundle: UploadedBundle) => [
-    ...instances.list().filter((i) => i.running && "bundle" in i.record.from && i.record.from.bundle === bundle.path)
-      .map((i) => `instance ${i.record.id}`),
+    ...instances.list().filter((i) => {
+      const { from, bundleFile } = i.record;
+      return i.running && ("bundle" in from ? from.bundle : bundleFile) === bundle.path;
+    }).map((i) => `instance ${i.record.id}`),
     ...(["template", "snapshot"] as const).flatMap((kind) =>
       stored.list(kind).filter((r) => {
         const file = stored.describe(r).file;
@@ -504,6 +533,12 @@ export function daemonApi(
     if (e instanceof AtCapacity) return c.json(refuse(e.status, e.message).body, e.status);
     if (e instanceof StoredInUse || e instanceof BundleInUse) return c.json(refuse(409, e.message).body, 409);
     if (e instanceof TemplateFailed) return c.json(refuse(422, e.message).body, 422);
+    if (e instanceof RecipeError) return c.json(refuse(400, e.message, e.field).body, 400);
+    if (e instanceof NoSuchMigration) return c.json(refuse(404, e.message).body, 404);
+    if (e instanceof MigrationSpent) return c.json(refuse(409, e.message).body, 409);
+    if (e instanceof MigrationFailed || e instanceof MigrationError) {
+      return c.json(refuse(e.status, e.message).body, e.status);
+    }
     if (e instanceof InstanceConflict) return c.json(refuse(409, e.message).body, 409);
     if (e instanceof InstanceRefused) {
       const status = e.status === 400 ? 400 : 409;
@@ -512,4 +547,89 @@ export function daemonApi(
     return c.json(refuse(500, `${e.name}: ${e.message}`).body, 500);
   });
   return app;
+}
+
+/**
+ * A migration out of this daemon (POST /instances/:id/migrate), and the routes of one into it: open (POST
+ * /migrations), commit (POST /migrations/:id) and abort (DELETE /migrations/:id). docs/migration.md tells the steps.
+ */
+function migrationRoutes(
+  app: Hono,
+  instances: Instances,
+  stored: StoredSnapshots,
+  bundles: UploadedBundles,
+  incoming: IncomingMigrations,
+  workDir: string,
+) {
+  app.post("/instances/:id/migrate", async (c) => {
+    query(c, []);
+    const instance = instances.get(c.req.param("id")!);
+    if (!instance) throw new NoSuchInstance(`no instance ${describeValue(c.req.param("id"))}`);
+    const body = await jsonBody(c, ["to", "token", "maxRounds"]);
+    const url = peerUrl(body.to);
+    if (body.token !== undefined && (typeof body.token !== "string" || body.token === "")) {
+      throw new BadInput("token", "must be the target daemon's bearer token, a non-empty string");
+    }
+    const maxRounds = optionalInteger(body, "maxRounds", 1, MAX_ROUNDS) ?? DEFAULT_ROUNDS;
+    const to = { url, ...(body.token ? { token: body.token as string } : {}) };
+    const say = (line: string) => console.error(`pvx serve: migrating ${instance.record.id} to ${url}: ${line}`);
+    return c.json(await migrate(instance, { to, maxRounds, keep: incoming.store }, workDir, say));
+  });
+
+  app.post("/migrations", (c) => {
+    query(c, []);
+    return c.json(incoming.open(), 201);
+  });
+  app.delete("/migrations/:id", (c) => {
+    query(c, []);
+    incoming.take(c.req.param("id")!);
+    return c.json({ id: c.req.param("id"), aborted: true });
+  });
+  app.post("/migrations/:id", async (c) => {
+    const requestedAt = performance.now();
+    query(c, []);
+    const body = await jsonBody(c, ["bundle", "chain", "console", "create"]);
+    incoming.take(c.req.param("id")!);
+    const plan = parsePlan(body);
+    const create = body.create ?? {};
+    if (typeof create !== "object" || create === null || Array.isArray(create)) {
+      throw new BadInput("create", `must be an object of ${migratedFields.join(", ")}`);
+    }
+    const unknown = Object.keys(create).find((k) => !(migratedFields as readonly string[]).includes(k));
+    if (unknown) throw new BadInput(`create.${unknown}`, `unknown field; expected one of ${migratedFields.join(", ")}`);
+    const prefixed = async <T>(check: () => Promise<T>) => {
+      try {
+        return await check();
+      } catch (e) {
+        if (e instanceof BadInput) throw new BadInput(`create.${e.field}`, e.message);
+        throw e;
+      }
+    };
+    // A share this host lacks refuses the migration before anything is written.
+    await prefixed(() => shareList(create as Body));
+    const id = await instances.newId();
+    let instance: Instance | undefined;
+    try {
+      const dir = instances.records.migrated(id);
+      await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
+      const files = await incoming.assemble(plan, dir, bundles);
+      const spec = await prefixed(() => createSpec({ ...create, snapshot: files.snapshot }, stored, bundles));
+      instance = await instances.create(
+        { ...spec, id, bundleFile: files.bundleFile, printedBefore: plan.console },
+        requestedAt,
+      );
+      await instance.started();
+      return c.json(instance.describe(), 201);
+    } catch (e) {
+      // The target keeps no half instance.
+      if (instance) {
+        const printed = instance.console.replay(4096).filter((c) => c.stream === "stderr").map((c) => c.text).join("");
+        await instances.remove(instance, true).catch(() => {});
+        if (e instanceof InstanceConflict) {
+          throw new MigrationFailed(422, `its restore here failed: ${printed.trim() || e.message}`);
+        }
+      } else await instances.dropId(id);
+      throw e;
+    }
+  });
 }

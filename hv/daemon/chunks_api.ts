@@ -9,7 +9,8 @@
 import { Hono } from "hono";
 import { refuse } from "../control_api.ts";
 import { describeValue } from "../describe_value.ts";
-import { CHUNK_BYTES, ChunkError, type ChunkStore, lacking } from "../chunks.ts";
+import { isDiskFull } from "../atomic_file.ts";
+import { CHUNK_BYTES, ChunkError, type ChunkSource, type ChunkStore, lacking } from "../chunks.ts";
 
 /** Ids per negotiation: 4 GiB of chunks, about 4.3 MB of JSON. A peer with more asks in batches. */
 export const MAX_IDS_PER_REQUEST = 65536;
@@ -54,6 +55,7 @@ export function chunksApi(store: ChunkStore): Hono {
     try {
       await store.put(id, bytes);
     } catch (e) {
+      if (isDiskFull(e)) return c.json(refuse(507, `this host's disk is full: ${(e as Error).message}`).body, 507);
       if (!(e instanceof ChunkError)) throw e;
       return c.json(refuse(400, e.message).body, 400);
     }
@@ -70,10 +72,59 @@ export function chunksApi(store: ChunkStore): Hono {
   return app;
 }
 
-/** A daemon to send chunks to: its base URL, and its bearer token. */
-export interface ChunkPeer {
+/** Another daemon: its base URL, and its bearer token. */
+export interface Peer {
   url: string;
   token?: string;
+}
+
+/** How long one request to a peer may take: a cut link drops packets silently, and must not hang the sender. */
+export const PEER_TIMEOUT_MS = 120_000;
+
+/** A peer daemon refused a request (its status and message), or could not be reached (status 0). */
+export class PeerError extends Error {
+  override name = "PeerError";
+  constructor(readonly status: number, message: string) {
+    super(message);
+  }
+}
+
+/** One request to `peer`; its JSON answer. Every failure, the network's included, is a PeerError naming the request. */
+export async function callPeer(
+  peer: Peer,
+  method: string,
+  route: string,
+  body?: BodyInit,
+  json = false,
+  timeoutMs = PEER_TIMEOUT_MS,
+  // deno-lint-ignore no-explicit-any
+): Promise<any> {
+  const what = `${peer.url}: ${method} ${route}`;
+  let r: Response;
+  try {
+    r = await fetch(`${peer.url.replace(/\/$/, "")}${route}`, {
+      method,
+      body,
+      signal: AbortSignal.timeout(timeoutMs),
+      headers: {
+        ...(peer.token ? { authorization: `Bearer ${peer.token}` } : {}),
+        ...(json ? { "content-type": "application/json" } : {}),
+      },
+    });
+  } catch (e) {
+    throw new PeerError(0, `${what}: ${(e as Error).message}`);
+  }
+  const text = await r.text().catch((e) => {
+    throw new PeerError(0, `${what}: the answer broke off: ${(e as Error).message}`);
+  });
+  let answer;
+  try {
+    answer = JSON.parse(text);
+  } catch {
+    throw new PeerError(r.status >= 300 ? r.status : 0, `${what}: ${r.status}, not a pvx daemon's JSON answer`);
+  }
+  if (r.status >= 300) throw new PeerError(r.status, `${what}: ${r.status} ${answer?.error?.message ?? ""}`);
+  return answer;
 }
 
 export interface Pushed {
@@ -86,34 +137,22 @@ export interface Pushed {
 }
 
 /**
- * Sends a peer the chunks of `ids` it lacks, read from `store`: asks which (in batches), then PUTs each. Every
- * refusal is a ChunkError with the peer's status and message.
+ * Sends a peer the chunks of `ids` it lacks, read from `source`: asks which (in batches), then PUTs each. Every
+ * refusal is a PeerError with the peer's status and message.
  */
-export async function pushChunks(ids: readonly string[], store: ChunkStore, peer: ChunkPeer): Promise<Pushed> {
-  const headers: Record<string, string> = peer.token ? { authorization: `Bearer ${peer.token}` } : {};
-  const call = async (route: string, init: RequestInit) => {
-    const r = await fetch(`${peer.url.replace(/\/$/, "")}/chunks${route}`, {
-      ...init,
-      headers: { ...headers, ...init.headers as Record<string, string> },
-    });
-    const answer = await r.json().catch(() => ({}));
-    if (r.status >= 300) {
-      throw new ChunkError(`${peer.url}: ${init.method} /chunks${route}: ${r.status} ${answer?.error?.message ?? ""}`);
-    }
-    return answer;
-  };
+export async function pushChunks(ids: readonly string[], source: ChunkSource, peer: Peer): Promise<Pushed> {
   const unique = [...new Set(ids)];
   let sent = 0, bytes = 0;
   for (let at = 0; at < unique.length; at += MAX_IDS_PER_REQUEST) {
     const batch = unique.slice(at, at + MAX_IDS_PER_REQUEST);
-    const { missing } = await call("/missing", {
-      method: "POST",
-      body: JSON.stringify({ chunks: batch }),
-      headers: { "content-type": "application/json" },
-    });
+    const { missing } = await callPeer(peer, "POST", "/chunks/missing", JSON.stringify({ chunks: batch }), true);
+    const asked = new Set(batch);
+    if (!Array.isArray(missing) || missing.some((id) => !asked.has(id))) {
+      throw new PeerError(0, `${peer.url}: POST /chunks/missing: the answer names chunks that were not asked about`);
+    }
     for (const id of missing as string[]) {
-      const chunk = await store.get(id);
-      await call(`/${id}`, { method: "PUT", body: chunk.slice() });
+      const chunk = await source.get(id);
+      await callPeer(peer, "PUT", `/chunks/${id}`, chunk);
       sent++;
       bytes += chunk.length;
     }

@@ -6,10 +6,10 @@
 
 import { join } from "node:path";
 import { callControlApi, ControlApiError, NOT_SERVING } from "../control_api.ts";
-import { ConsoleLog } from "./console.ts";
+import { ConsoleLog, type Stream } from "./console.ts";
 import type { CreateSource, InstanceCounts, Metrics } from "./metrics.ts";
 import { addTotals, type HypercallTotals, noHypercalls } from "../hypercall_stats.ts";
-import type { ExitKind, InstanceRecord, InstanceState, Records } from "./records.ts";
+import type { ExitKind, InstanceRecord, InstanceState, MigratedTo, Records } from "./records.ts";
 import type { ShareSpec } from "../../abi/fileview.ts";
 
 /** The request does not fit the instance's state (409). */
@@ -50,6 +50,12 @@ export interface CreateSpec {
   shares?: ShareSpec[];
   /** Kept by the caller; by default the daemon makes one beside the record and removes it with the instance. */
   overlay?: string;
+  /** Its id, taken with Instances.newId() beforehand; by default a new one. */
+  id?: string;
+  /** For a snapshot's instance: where its bundle is, if not where the snapshot says. */
+  bundleFile?: string;
+  /** What its console printed before it came to this daemon: a migrated instance's, replayed to its readers first. */
+  printedBefore?: { stream: Stream; text: string }[];
 }
 
 /** How long a killed instance has to stop its guest and report before it is killed outright. */
@@ -76,6 +82,7 @@ export class Instance {
   private endedAt?: number;
   private killing = false;
   private stopsAtSnapshot = false;
+  private migratedTo?: MigratedTo;
   /** While paused: each thread and the call it is blocked in, as the instance's API told it. */
   private pausedThreads?: { threadId: number; cpu: number; blockedIn?: number }[];
   private exited: Promise<void>;
@@ -103,8 +110,15 @@ export class Instance {
   }
 
   /** Starts the instance's process; `requestedAt` is when the create request came in. */
-  static spawn(record: InstanceRecord, registry: Instances, requestedAt: number): Instance {
+  static spawn(
+    record: InstanceRecord,
+    registry: Instances,
+    requestedAt: number,
+    printedBefore: CreateSpec["printedBefore"] = [],
+  ): Instance {
     const instance = new Instance(record, registry);
+    const encoder = new TextEncoder();
+    for (const { stream, text } of printedBefore) instance.console.append(stream, encoder.encode(text));
     const child = new Deno.Command(registry.pvx[0], {
       args: [...registry.pvx.slice(1), ...instance.commandLine()],
       stdin: "piped",
@@ -154,7 +168,8 @@ export class Instance {
     if ("bundle" in r.from) return ["run", r.from.bundle, ...options, ...(r.args.length ? ["--", ...r.args] : [])];
     if ("snapshot" in r.from) {
       const key = this.registry.keyFile;
-      return ["restore", r.from.snapshot, ...(key ? ["--key-file", key] : []), ...options];
+      const bundle = r.bundleFile ? ["--bundle", r.bundleFile] : [];
+      return ["restore", r.from.snapshot, ...bundle, ...(key ? ["--key-file", key] : []), ...options];
     }
     return ["run", "--from", r.from.template, ...options];
   }
@@ -214,8 +229,9 @@ export class Instance {
 
   private ended(status: Deno.CommandStatus) {
     this.endedAt = performance.now();
-    const kind = exitKind(status, this.killing, this.stopsAtSnapshot);
-    this.record.exit = { code: status.code, kind, at: new Date().toISOString() };
+    const kind = this.migratedTo ? "migrated" : exitKind(status, this.killing, this.stopsAtSnapshot);
+    const to = this.migratedTo ? { to: this.migratedTo } : {};
+    this.record.exit = { code: status.code, kind, at: new Date().toISOString(), ...to };
     this.setState("exited");
     this.registry.metrics.exited(kind);
     this.console.end();
@@ -250,6 +266,17 @@ export class Instance {
       ...(state === "paused" && this.pausedThreads ? { threads: this.pausedThreads } : {}),
       ...(exit ? { exit } : {}),
     };
+  }
+
+  /** Resolves once its control API serves (its guest is about to run); rejects if it exits first. */
+  started(): Promise<void> {
+    return this.serving;
+  }
+
+  /** Ends it, for good, because `to` runs it now: it exits as "migrated". */
+  async handOver(to: MigratedTo) {
+    this.migratedTo = to;
+    return await this.kill();
   }
 
   /** Resolves once the instance has exited (at once for one that is lost). */
@@ -363,6 +390,7 @@ export interface Capacity {
 
 export class Instances {
   private readonly all = new Map<string, Instance>();
+  private readonly reservedIds = new Set<string>();
   /** Creates that passed the capacity check and are not yet in `all`: counted against it all the same. */
   private pending = { instances: 0, memoryMiB: 0 };
   /** The hypercalls of instances removed since the daemon started, so that the totals never go down. */
@@ -457,11 +485,25 @@ export class Instances {
     }
   }
 
-  private async start(spec: CreateSpec, memoryMiB: number, requestedAt: number): Promise<Instance> {
+  /** An id no instance has, nor any other newId() gave: one a create can be given, with its home made. */
+  async newId(): Promise<string> {
     let id: string;
     do id = [...crypto.getRandomValues(new Uint8Array(6))].map((b) => b.toString(16).padStart(2, "0")).join(""); while (
-      this.all.has(id)
+      this.all.has(id) || this.reservedIds.has(id)
     );
+    this.reservedIds.add(id);
+    await Deno.mkdir(this.records.home(id), { recursive: true, mode: 0o700 });
+    return id;
+  }
+
+  /** Forgets an id newId() gave that no create used, with what was put in its home. */
+  async dropId(id: string) {
+    if (!this.reservedIds.delete(id)) return;
+    await Deno.remove(this.records.home(id), { recursive: true }).catch(() => {});
+  }
+
+  private async start(spec: CreateSpec, memoryMiB: number, requestedAt: number): Promise<Instance> {
+    const id = spec.id ?? await this.newId();
     const home = this.records.home(id);
     await Deno.mkdir(home, { recursive: true, mode: 0o700 });
     const overlay = spec.overlay ?? join(home, "overlay");
@@ -479,12 +521,14 @@ export class Instances {
       ...(spec.cpuLimitMs === undefined ? {} : { cpuLimitMs: spec.cpuLimitMs }),
       ...(spec.timeoutMs === undefined ? {} : { timeoutMs: spec.timeoutMs }),
       ...(spec.shares?.length ? { shares: spec.shares } : {}),
+      ...(spec.bundleFile === undefined ? {} : { bundleFile: spec.bundleFile }),
       overlay,
       ownOverlay: spec.overlay === undefined,
       state: "starting",
     };
-    const instance = Instance.spawn(record, this, requestedAt);
+    const instance = Instance.spawn(record, this, requestedAt, spec.printedBefore);
     this.all.set(id, instance);
+    this.reservedIds.delete(id);
     return instance;
   }
 

@@ -2,6 +2,9 @@
 // tests/serve_test.ts checks that it names exactly the routes hv/daemon/api.ts serves.
 
 import { MAX_UPLOAD_BYTES } from "./bundles.ts";
+import { MAX_IDS_PER_REQUEST } from "./chunks_api.ts";
+import { DEFAULT_ROUNDS, MAX_ROUNDS } from "./migration_source.ts";
+import { MAX_CHAIN } from "./migration_target.ts";
 
 const error = { $ref: "#/components/schemas/Error" };
 const instance = { $ref: "#/components/schemas/Instance" };
@@ -33,6 +36,26 @@ const uploaded = {
     bytes: { type: "integer" },
     path: { type: "string", description: "where the daemon keeps it" },
     uploadedAt: { type: "string", format: "date-time" },
+  },
+};
+const chunkId = { type: "string", pattern: "^[0-9a-f]{64}$" };
+const binary = { content: { "application/octet-stream": { schema: { type: "string", format: "binary" } } } };
+const recipe = {
+  type: "object",
+  required: ["length", "chunks"],
+  additionalProperties: false,
+  description: "a file as chunks; bytes no chunk covers are zero",
+  properties: {
+    length: { type: "integer", minimum: 0 },
+    chunks: {
+      type: "array",
+      items: {
+        type: "object",
+        required: ["offset", "length", "id"],
+        additionalProperties: false,
+        properties: { offset: { type: "integer" }, length: { type: "integer" }, id: chunkId },
+      },
+    },
   },
 };
 const onStored = (kind: string) => ({
@@ -125,6 +148,7 @@ export const openApiDocument = {
                 enum: [
                   "exit",
                   "snapshotted",
+                  "migrated",
                   "timeout",
                   "cpu-limit",
                   "killed",
@@ -276,6 +300,87 @@ export const openApiDocument = {
         parameters: [id, { name: "close", in: "query", schema: { type: "boolean" }, description: "then end it" }],
         requestBody: { content: { "application/octet-stream": { schema: { type: "string", format: "binary" } } } },
       }),
+    },
+    "/instances/{id}/migrate": {
+      post: onInstance(
+        "move the instance to another daemon, live: pre-copy rounds, then a stop-and-copy; it ends here as " +
+          '"migrated" once the target runs it, and runs on untouched if anything fails (502 names what)',
+        { type: "object" },
+        {
+          requestBody: json({
+            type: "object",
+            required: ["to"],
+            additionalProperties: false,
+            properties: {
+              to: { type: "string", description: "the target daemon's base URL, http://HOST:PORT" },
+              token: { type: "string", description: "the target daemon's bearer token" },
+              maxRounds: { type: "integer", minimum: 1, maximum: MAX_ROUNDS, default: DEFAULT_ROUNDS },
+            },
+          }),
+        },
+      ),
+    },
+    "/migrations": {
+      post: {
+        summary: "open a migration into this daemon: a one-time id, good for one commit or abort",
+        responses: { 201: answer("opened", { type: "object" }) },
+      },
+    },
+    "/migrations/{id}": {
+      post: {
+        summary: "commit a migration whose chunks were sent: rebuild the files, restore the instance, answer once " +
+          "it runs; an id not opened here is a 404, one used already a 409",
+        parameters: [id],
+        requestBody: json({
+          type: "object",
+          required: ["bundle", "chain"],
+          additionalProperties: false,
+          properties: {
+            bundle: { type: "object", properties: { sha256: { type: "string" }, recipe } },
+            chain: { type: "array", items: recipe, minItems: 1, maxItems: MAX_CHAIN, description: "full one first" },
+            console: { type: "array", items: { type: "object" }, description: "what it printed so far" },
+            create: {
+              type: "object",
+              description: "cpus, maxHandles, overlayQuotaBytes, cpuLimitMs, timeoutMs, shares",
+            },
+          },
+        }),
+        responses: {
+          201: answer("running here", instance),
+          422: answer("the files or the restore failed here", error),
+          507: answer("this host's disk is full", error),
+          ...errors,
+        },
+      },
+      delete: {
+        summary: "abort an open migration",
+        parameters: [id],
+        responses: { 200: answer("aborted", { type: "object" }), ...errors },
+      },
+    },
+    "/chunks/missing": {
+      post: {
+        summary: "which of these chunks this daemon lacks",
+        requestBody: json({
+          type: "object",
+          additionalProperties: false,
+          properties: { chunks: { type: "array", items: chunkId, maxItems: MAX_IDS_PER_REQUEST } },
+        }),
+        responses: { 200: answer("the lacking ones", { type: "object" }), ...errors },
+      },
+    },
+    "/chunks/{id}": {
+      put: {
+        summary: "keep a chunk: refused unless its bytes hash to the id",
+        parameters: [id],
+        requestBody: binary,
+        responses: {
+          200: answer("kept already", { type: "object" }),
+          201: answer("kept", { type: "object" }),
+          ...errors,
+        },
+      },
+      get: { summary: "a chunk's bytes", parameters: [id], responses: { 200: { description: "bytes", ...binary } } },
     },
     "/bundles": {
       post: {

@@ -15,6 +15,7 @@ export type InstanceState = "starting" | "running" | "paused" | "exited" | "lost
 export type ExitKind =
   | "exit" // the app exited: exitCode is its code
   | "snapshotted" // stopped by a snapshot with stop
+  | "migrated" // moved to another daemon, which runs it on: exit.to says where
   | "timeout" // its timeoutMs expired
   | "cpu-limit" // it used up its cpuLimitMs
   | "killed" // by kill or rm --force
@@ -22,6 +23,12 @@ export type ExitKind =
   | "error" // pvx could not run it (bad bundle or snapshot, KVM error)
   | "interrupted" // its process was signalled by someone other than the daemon
   | "crashed"; // its process died without saying how the app ended
+
+/** Where a migrated instance went: the daemon, and its id there. */
+export interface MigratedTo {
+  url: string;
+  instance: string;
+}
 
 export interface InstanceRecord {
   id: string;
@@ -38,12 +45,14 @@ export interface InstanceRecord {
   timeoutMs?: number;
   /** Host directories the guest sees, as `pvx run --share` gives them; a restore must give the same guest paths. */
   shares?: ShareSpec[];
+  /** Where its restore finds the bundle, when not where the snapshot says: a migrated-in instance's. */
+  bundleFile?: string;
   overlay: string;
   /** The daemon made the overlay, and removes it with the instance. */
   ownOverlay: boolean;
   state: InstanceState;
   pid?: number;
-  exit?: { code: number; kind: ExitKind; at: string };
+  exit?: { code: number; kind: ExitKind; at: string; to?: MigratedTo };
 }
 
 export class Records {
@@ -64,6 +73,11 @@ export class Records {
     return join(this.home(id), "api.sock");
   }
 
+  /** Where the snapshot chain and bundle a migration brought it are put, until it is removed. */
+  migrated(id: string): string {
+    return join(this.home(id), "migrated");
+  }
+
   /** Where its process writes what it counted as it ends (`pvx run --stats-file`). */
   statsFile(id: string): string {
     return join(this.home(id), "stats.json");
@@ -82,6 +96,7 @@ export class Records {
     for (const file of [this.socket(record.id), this.statsFile(record.id)]) {
       await Deno.remove(file).catch(ignoreMissing);
     }
+    await Deno.remove(this.migrated(record.id), { recursive: true }).catch(ignoreMissing);
     await Deno.remove(home).catch(() => {});
   }
 

@@ -102,20 +102,26 @@ export interface RunningPvx {
   type(text: string): Promise<void>;
   endInput(): Promise<void>;
   kill(signal: Deno.Signal): void;
+  pid: number;
   result: Promise<RunResult>;
 }
 
 /**
  * Starts `pvx <args>` and lets a test act on what the guest says while it
- * runs; `input` is its whole stdin, or it is kept open for `type`.
+ * runs; `input` is its whole stdin, or it is kept open for `type`. With
+ * `netns` it runs in that network namespace (`ip netns exec`, which execs it:
+ * a signal reaches pvx itself).
  */
 export function pvxStart(
   args: string[],
   input?: string | { keepOpen: true },
   env: Record<string, string> = {},
+  netns?: string,
 ): RunningPvx {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", pvxScript, ...args],
+  const command = [Deno.execPath(), "run", "-A", pvxScript, ...args];
+  const argv = netns === undefined ? command : ["ip", "netns", "exec", netns, ...command];
+  const child = new Deno.Command(argv[0], {
+    args: argv.slice(1),
     env,
     stdout: "piped",
     stderr: "piped",
@@ -150,6 +156,7 @@ export function pvxStart(
     type: (text) => stdin!.write(new TextEncoder().encode(text)),
     endInput: () => stdin!.close(),
     kill: (signal) => child.kill(signal),
+    pid: child.pid,
     result,
   };
 }

@@ -1,0 +1,199 @@
+// The sending half of a live migration (docs/migration.md). Pre-copy in
+// rounds of snapshots: a full one, then diffs of the pages the guest wrote
+// since the one before (KVM's dirty log), each taken in a brief pause while the
+// guest otherwise runs, and each round's chunks sent as soon as it is taken.
+// The final round is a stop-and-copy: the instance stays paused while its last
+// diff (pages, CPU and host state, overlay) goes over and the target restores
+// the chain. The source instance ends only once the target answers that its
+// copy runs; until then, any failure resumes it where it was.
+
+import { join } from "node:path";
+import { type ChunkStore, FileChunks, type Recipe } from "../chunks.ts";
+import { openSnapshot } from "../snapshot_file.ts";
+import type { SnapshotResult } from "../snapshot.ts";
+import { callPeer, type Peer, PEER_TIMEOUT_MS, PeerError, pushChunks } from "./chunks_api.ts";
+import { RING_BYTES } from "./console.ts";
+import { type Instance, InstanceConflict, InstanceRefused } from "./instances.ts";
+import type { MigratedTo } from "./records.ts";
+
+/** Pre-copy rounds before the final one, unless the request says otherwise. */
+export const DEFAULT_ROUNDS = 4;
+export const MAX_ROUNDS = 32;
+/** Pre-copy stops once a round carried at most this many pages (1 MiB): the final round then carries about that. */
+export const CONVERGED_PAGES = 256;
+
+export interface MigrateRequest {
+  to: Peer;
+  /** This daemon's chunk store: it keeps what it sends, so that a migration back here sends only what changed. */
+  keep?: ChunkStore;
+  /** Pre-copy rounds at most, the first (full) one included, before the stop-and-copy. */
+  maxRounds: number;
+}
+
+export interface Round {
+  kind: "full" | "diff";
+  /** Guest pages the round's snapshot stores. */
+  pages: number;
+  /** Chunk bytes it sent: what the target lacked of it. */
+  bytesSent: number;
+  /** How long the snapshot took, its pause included (the guest runs again after it, but for the final round). */
+  snapshotMs: number;
+}
+
+export interface MigrationReport {
+  id: string;
+  to: MigratedTo;
+  rounds: Round[];
+  /** The last pre-copy round carried at most CONVERGED_PAGES; if not, the rounds ran out first. */
+  converged: boolean;
+  /** Chunk bytes sent in all, and chunks: sent, and in the files' recipes together. */
+  bytesSent: number;
+  chunksSent: number;
+  chunks: number;
+  /** From the final pause until the target answered that its copy runs: no vCPU of the app ran meanwhile. */
+  downtimeMs: number;
+  totalMs: number;
+}
+
+/** A migration that failed, and so left the source instance running (or paused, as it was): what went wrong, where. */
+export class MigrationError extends Error {
+  override name = "MigrationError";
+  /** 502 when the target refused or could not be reached; otherwise the instance's own refusal's. */
+  constructor(readonly status: 409 | 502, message: string) {
+    super(message);
+  }
+}
+
+/** Moves `instance` to `request.to`, working in `workDir`; `progress` is told each step as a line. */
+export async function migrate(
+  instance: Instance,
+  request: MigrateRequest,
+  workDir: string,
+  progress: (line: string) => void = () => {},
+): Promise<MigrationReport> {
+  const startedAt = performance.now();
+  const { to } = request;
+  const wasPaused = instance.record.state === "paused";
+  if (!instance.running) throw new InstanceConflict(`instance ${instance.record.id} is ${instance.record.state}`);
+  const { id } = await callPeer(to, "POST", "/migrations", undefined).catch((e) => {
+    throw failure(e, "opening the migration");
+  });
+  const dir = join(workDir, id);
+  await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
+  const files = new FileChunks(request.keep);
+  const rounds: Round[] = [];
+  const chain: Recipe[] = [];
+  let bundle: { sha256: string; recipe: Recipe } | undefined;
+  let chunks = 0, chunksSent = 0;
+  let paused = wasPaused;
+  let pausedAt = startedAt;
+  let diffs = true;
+
+  const send = async (recipe: Recipe, what: string) => {
+    const pushed = await pushChunks(recipe.chunks.map((c) => c.id), files, to).catch((e) => {
+      throw failure(e, `sending ${what}`);
+    });
+    chunks += pushed.chunks;
+    chunksSent += pushed.sent;
+    return pushed.bytes;
+  };
+  const round = async (final: boolean) => {
+    if (final && !paused) {
+      pausedAt = performance.now();
+      await instance.pause();
+      paused = true;
+    }
+    const path = join(dir, `${String(rounds.length).padStart(2, "0")}.snap`);
+    const diffFrom = rounds.length && diffs
+      ? join(dir, `${String(rounds.length - 1).padStart(2, "0")}.snap`)
+      : undefined;
+    const t0 = performance.now();
+    let saved: SnapshotResult;
+    try {
+      saved = await instance.snapshot({ path, ...(diffFrom ? { diffFrom } : {}) });
+    } catch (e) {
+      // A host whose KVM keeps no dirty log takes only full snapshots: the chunks still spare what did not change.
+      if (!(diffFrom && e instanceof InstanceRefused && /not known/.test(e.message))) throw e;
+      diffs = false;
+      saved = await instance.snapshot({ path });
+    }
+    const snapshotMs = performance.now() - t0;
+    if (!diffs) chain.length = 0;
+    const recipe = await files.add(path);
+    let bytesSent = 0;
+    if (!bundle) {
+      using file = openSnapshot(path);
+      const bundlePath = String(file.manifest.meta.bundlePath);
+      bundle = { sha256: file.manifest.bundle.sha256, recipe: await files.add(bundlePath) };
+      bytesSent += await send(bundle.recipe, `the bundle ${bundlePath}`);
+    }
+    bytesSent += await send(recipe, `round ${rounds.length}`);
+    chain.push(recipe);
+    rounds.push({ kind: saved.kind, pages: saved.pages, bytesSent, snapshotMs: Math.round(snapshotMs * 10) / 10 });
+    progress(
+      `round ${rounds.length}${final ? " (final, paused)" : ""}: ${saved.kind}, ${saved.pages} pages, ` +
+        `${bytesSent} bytes sent`,
+    );
+  };
+
+  let copy: { id?: unknown };
+  let converged = false;
+  try {
+    if (!wasPaused) {
+      await round(false);
+      const carried = () => rounds.at(-1)!.pages;
+      while (
+        rounds.length < request.maxRounds && diffs && carried() > CONVERGED_PAGES &&
+        (rounds.length < 2 || carried() < rounds.at(-2)!.pages)
+      ) await round(false);
+    }
+    converged = rounds.length > 0 && rounds.at(-1)!.pages <= CONVERGED_PAGES;
+    await round(true);
+    const { cpus, maxHandles, overlayQuotaBytes, cpuLimitMs, timeoutMs, shares } = instance.record;
+    const plan = {
+      bundle,
+      chain,
+      console: instance.console.replay(RING_BYTES).map((c) => ({ stream: c.stream, text: c.text })),
+      create: { cpus, maxHandles, overlayQuotaBytes, cpuLimitMs, timeoutMs, shares },
+    };
+    progress(`committing: ${chain.length} snapshot(s) in the chain`);
+    // The target restores before it answers: a new process, which under emulation takes many seconds.
+    copy = await callPeer(to, "POST", `/migrations/${id}`, JSON.stringify(plan), true, 5 * PEER_TIMEOUT_MS).catch(
+      (e) => {
+        throw failure(e, "restoring it there");
+      },
+    );
+  } catch (e) {
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+    // The target keeps nothing of an aborted migration; it may be unreachable, which changes nothing here.
+    await callPeer(to, "DELETE", `/migrations/${id}`, undefined, false, 10_000).catch(() => {});
+    if (paused && !wasPaused && instance.running) await instance.resume().catch(() => {});
+    throw e instanceof MigrationError || e instanceof InstanceConflict || e instanceof InstanceRefused
+      ? e
+      : failure(e, "migrating");
+  }
+  // The target runs it now: from here on, nothing resumes this one.
+  const downtimeMs = performance.now() - pausedAt;
+  const target = { url: to.url, instance: String(copy.id) };
+  await instance.handOver(target);
+  await Deno.remove(dir, { recursive: true }).catch(() => {});
+  progress(`running there as ${target.instance}; this instance has ended`);
+  return {
+    id,
+    to: target,
+    rounds,
+    converged,
+    bytesSent: rounds.reduce((sum, r) => sum + r.bytesSent, 0),
+    chunksSent,
+    chunks,
+    downtimeMs: Math.round(downtimeMs * 10) / 10,
+    totalMs: Math.round((performance.now() - startedAt) * 10) / 10,
+  };
+}
+
+/** `e`, from a step of the migration, as the MigrationError the client gets. */
+function failure(e: unknown, step: string): MigrationError {
+  if (e instanceof MigrationError) return e;
+  const message = `${step}: ${(e as Error).message}`;
+  return new MigrationError(e instanceof PeerError || e instanceof TypeError ? 502 : 409, message);
+}

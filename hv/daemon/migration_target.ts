@@ -1,0 +1,127 @@
+// The receiving half of a live migration (docs/migration.md). A source asks
+// this daemon to open an incoming migration and gets a one-time id; it sends
+// the chunks this host lacks (hv/daemon/chunks_api.ts), then commits that id
+// with its plan: the bundle and the snapshot chain as recipes, and the console
+// so far. The target rebuilds the files from its chunk store, restores the
+// instance, and answers only once the instance runs. An id is good for one
+// commit and for OPEN_FOR_MS: a commit this daemon did not open, or one played
+// again, is refused before anything is written.
+
+import { join } from "node:path";
+import { isDiskFull } from "../atomic_file.ts";
+import { ChunkError, type ChunkStore, parseRecipe, type Recipe, RecipeError } from "../chunks.ts";
+import { createHash } from "node:crypto";
+import type { UploadedBundles } from "./bundles.ts";
+import type { Stream } from "./console.ts";
+
+/** How long an opened migration waits for its commit. */
+export const OPEN_FOR_MS = 10 * 60_000;
+/** Snapshots in one chain: a full one and the diffs of the pre-copy rounds after it. */
+export const MAX_CHAIN = 64;
+
+/** A commit for a migration this daemon did not open, or whose time ran out (404). */
+export class NoSuchMigration extends Error {}
+/** A commit for a migration already committed or aborted: a replay (409). */
+export class MigrationSpent extends Error {}
+/** The plan could not be carried out here: 507 when this host ran out of disk, else 422. */
+export class MigrationFailed extends Error {
+  constructor(readonly status: 422 | 507, message: string) {
+    super(message);
+  }
+}
+
+/** What a source commits: the files as recipes (the chain oldest first), and the console it had printed. */
+export interface MigrationPlan {
+  bundle: { sha256: string; recipe: Recipe };
+  chain: Recipe[];
+  console: { stream: Stream; text: string }[];
+}
+
+const object = (v: unknown): v is Record<string, unknown> => typeof v === "object" && v !== null && !Array.isArray(v);
+
+/** `body`'s plan fields, each checked; a RecipeError names the field that is wrong. */
+export function parsePlan(body: Record<string, unknown>): MigrationPlan {
+  const bundle = body.bundle;
+  if (!object(bundle) || typeof bundle.sha256 !== "string" || !/^[0-9a-f]{64}$/.test(bundle.sha256)) {
+    throw new RecipeError("bundle", 'must be {"sha256": 64 lowercase hex digits, "recipe": ...}');
+  }
+  const extra = Object.keys(bundle).find((k) => k !== "sha256" && k !== "recipe");
+  if (extra) throw new RecipeError(`bundle.${extra}`, "unknown field; expected sha256, recipe");
+  const chain = body.chain;
+  if (!Array.isArray(chain) || chain.length < 1 || chain.length > MAX_CHAIN) {
+    throw new RecipeError("chain", `must be an array of 1 to ${MAX_CHAIN} snapshot recipes, the full one first`);
+  }
+  const console = body.console ?? [];
+  if (!Array.isArray(console)) throw new RecipeError("console", "must be an array of {stream, text}");
+  for (const [i, c] of console.entries()) {
+    const good = object(c) && (c.stream === "stdout" || c.stream === "stderr") && typeof c.text === "string" &&
+      Object.keys(c).length === 2;
+    if (!good) throw new RecipeError(`console[${i}]`, 'must be {"stream": "stdout" or "stderr", "text": string}');
+  }
+  return {
+    bundle: { sha256: bundle.sha256, recipe: parseRecipe(bundle.recipe, "bundle.recipe") },
+    chain: chain.map((r, i) => parseRecipe(r, `chain[${i}]`)),
+    console: console as MigrationPlan["console"],
+  };
+}
+
+export class IncomingMigrations {
+  /** Open migrations, each with when it stops waiting. */
+  readonly #open = new Map<string, number>();
+  readonly #spent = new Set<string>();
+
+  constructor(readonly store: ChunkStore) {}
+
+  open(): { id: string; expiresInMs: number } {
+    const now = Date.now();
+    for (const [id, until] of this.#open) if (until <= now) this.#open.delete(id);
+    const id = crypto.randomUUID();
+    this.#open.set(id, now + OPEN_FOR_MS);
+    return { id, expiresInMs: OPEN_FOR_MS };
+  }
+
+  /** Claims `id` for its one commit (or abort): after this, every other use of it is refused. */
+  take(id: string) {
+    if (this.#spent.has(id)) throw new MigrationSpent(`migration ${id} was already committed or aborted`);
+    const until = this.#open.get(id);
+    if (until === undefined || until <= Date.now()) {
+      this.#open.delete(id);
+      throw new NoSuchMigration(`no open migration ${JSON.stringify(id)}: this daemon did not open it, or it expired`);
+    }
+    this.#open.delete(id);
+    this.#spent.add(id);
+  }
+
+  /**
+   * Rebuilds the plan's files in `dir` from the chunk store: the bundle, kept among the uploaded bundles unless
+   * one with its hash is kept already, and the chain, each snapshot named by its place in it. Returns the bundle's
+   * path and the last snapshot's, which the restore starts from (its parents are found beside it by id).
+   */
+  async assemble(plan: MigrationPlan, dir: string, bundles: UploadedBundles) {
+    try {
+      let bundle = bundles.list().find((b) => b.sha256 === plan.bundle.sha256);
+      if (!bundle) {
+        const path = join(dir, "bundle.pvx");
+        await this.store.assemble(plan.bundle.recipe, path);
+        const bytes = await Deno.readFile(path);
+        const sha256 = createHash("sha256").update(bytes).digest("hex");
+        if (sha256 !== plan.bundle.sha256) {
+          throw new MigrationFailed(
+            422,
+            `the bundle's chunks make a file of SHA-256 ${sha256}, not ${plan.bundle.sha256}`,
+          );
+        }
+        bundle = (await bundles.add(bytes)).bundle;
+        await Deno.remove(path);
+      }
+      const chain = plan.chain.map((_, i) => join(dir, `${String(i).padStart(2, "0")}.snap`));
+      for (const [i, recipe] of plan.chain.entries()) await this.store.assemble(recipe, chain[i]);
+      return { bundleFile: bundle.path, snapshot: chain.at(-1)! };
+    } catch (e) {
+      if (e instanceof MigrationFailed) throw e;
+      if (e instanceof ChunkError) throw new MigrationFailed(422, `rebuilding the instance's files: ${e.message}`);
+      if (isDiskFull(e)) throw new MigrationFailed(507, `this host's disk is full: ${(e as Error).message}`);
+      throw e;
+    }
+  }
+}
