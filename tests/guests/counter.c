@@ -11,16 +11,7 @@ int main(int argc, char **argv, char **envp) {
   int ms = argc > 2 ? parse_int(argv[2]) : 200;
   ULONGLONG last = GetTickCount64();
   for (int i = 0; i < n; i++) {
-    out("tick ");
-    out_i(i);
-    out("\n");
-    Sleep(ms);
-    ULONGLONG now = GetTickCount64();
-    if (now < last + (ULONGLONG)ms) {
-      out("clock ran backwards or slept short\n");
-      return 2;
-    }
-    last = now;
+    if (tick(i, ms, &last)) return 2;
   }
   PvxReady(); /* a template made with --ready call is snapshotted here; elsewhere this does nothing */
   char line[64];

@@ -7,21 +7,13 @@
  */
 #include "util.h"
 
-static int failed(const char *what, int status) {
-  out(what);
-  out(": error ");
-  out_i((int)GetLastError());
-  out("\n");
-  return status;
-}
-
 int main(int argc, char **argv, char **envp) {
   (void)envp;
   int n = argc > 1 ? parse_int(argv[1]) : 20;
   int ms = argc > 2 ? parse_int(argv[2]) : 200;
   HANDLE file = CreateFileW(L"C:\\tally.txt", GENERIC_READ | GENERIC_WRITE, 0, NULL, CREATE_ALWAYS,
                             FILE_ATTRIBUTE_NORMAL, NULL);
-  if (file == INVALID_HANDLE_VALUE) return failed("create C:\\tally.txt", 1);
+  if (file == INVALID_HANDLE_VALUE) return step_failed("create C:\\tally.txt", 1);
   ULONGLONG last = GetTickCount64();
   for (int i = 0; i < n; i++) {
     char line[32];
@@ -35,27 +27,18 @@ int main(int argc, char **argv, char **envp) {
     while (d) line[len++] = digits[--d];
     line[len++] = '\n';
     DWORD wrote = 0;
-    if (!WriteFile(file, line, (DWORD)len, &wrote, NULL) || wrote != (DWORD)len) return failed("write", 2);
-    out("tick ");
-    out_i(i);
-    out("\n");
-    Sleep(ms);
-    ULONGLONG now = GetTickCount64();
-    if (now < last + (ULONGLONG)ms) {
-      out("clock ran backwards or slept short\n");
-      return 3;
-    }
-    last = now;
+    if (!WriteFile(file, line, (DWORD)len, &wrote, NULL) || wrote != (DWORD)len) return step_failed("write", 2);
+    if (tick(i, ms, &last)) return 3;
   }
   char input[64];
   DWORD got = 0;
-  if (!ReadFile(GetStdHandle(STD_INPUT_HANDLE), input, sizeof input, &got, NULL)) return failed("read stdin", 4);
+  if (!ReadFile(GetStdHandle(STD_INPUT_HANDLE), input, sizeof input, &got, NULL)) return step_failed("read stdin", 4);
   LARGE_INTEGER start;
   start.QuadPart = 0;
-  if (!SetFilePointerEx(file, start, NULL, FILE_BEGIN)) return failed("seek", 5);
+  if (!SetFilePointerEx(file, start, NULL, FILE_BEGIN)) return step_failed("seek", 5);
   char text[4096];
   DWORD have = 0;
-  if (!ReadFile(file, text, sizeof text - 1, &have, NULL)) return failed("read back", 6);
+  if (!ReadFile(file, text, sizeof text - 1, &have, NULL)) return step_failed("read back", 6);
   text[have] = 0;
   out("the file holds:\n");
   out(text);
