@@ -40,6 +40,18 @@ export class ChunkError extends Error {
   override name = "ChunkError";
 }
 
+/** Fills `into` from `file` at `offset`, short only where the file ends; how many bytes it read. */
+async function readAt(file: Deno.FsFile, offset: number, into: Uint8Array): Promise<number> {
+  await file.seek(offset, Deno.SeekMode.Start);
+  let done = 0;
+  while (done < into.length) {
+    const n = await file.read(into.subarray(done));
+    if (n === null) break;
+    done += n;
+  }
+  return done;
+}
+
 /**
  * Cuts `[from, to)` of `file` into CHUNK_BYTES pieces starting at `from`, calling `take` with each that is not all
  * zeros (a zero chunk is a hole in the recipe and never sent).
@@ -53,11 +65,9 @@ async function cut(
   const buffer = new Uint8Array(CHUNK_BYTES);
   for (let offset = from; offset < to; offset += CHUNK_BYTES) {
     const piece = buffer.subarray(0, Math.min(CHUNK_BYTES, to - offset));
-    await file.seek(offset, Deno.SeekMode.Start);
-    for (let done = 0; done < piece.length;) {
-      const n = await file.read(piece.subarray(done));
-      if (n === null) throw new ChunkError(`${offset + done}: the file ended while it was being cut into chunks`);
-      done += n;
+    const done = await readAt(file, offset, piece);
+    if (done < piece.length) {
+      throw new ChunkError(`${offset + done}: the file ended while it was being cut into chunks`);
     }
     if (!isZero(piece)) await take({ offset, length: piece.length, id: chunkId(piece) }, piece);
   }
@@ -189,13 +199,9 @@ export class FileChunks implements ChunkSource {
     const at = this.#where.get(id);
     if (!at) throw new ChunkError(`chunk ${id} is in none of the files cut here`);
     using file = await Deno.open(at.path, { read: true });
-    await file.seek(at.offset, Deno.SeekMode.Start);
     const bytes = new Uint8Array(at.length);
-    for (let done = 0; done < bytes.length;) {
-      const n = await file.read(bytes.subarray(done));
-      if (n === null) break;
-      done += n;
-    }
+    // A file cut shorter since reads short, and so fails the hash.
+    await readAt(file, at.offset, bytes);
     if (chunkId(bytes) !== id) throw new ChunkError(`${at.path}: changed since it was cut (chunk at ${at.offset})`);
     return bytes;
   }

@@ -88,6 +88,7 @@ export async function migrate(
   let paused = wasPaused;
   let pausedAt = startedAt;
   let diffs = true;
+  const roundFile = (round: number) => join(dir, `${String(round).padStart(2, "0")}.snap`);
 
   const send = async (recipe: Recipe, what: string) => {
     const pushed = await pushChunks(recipe.chunks.map((c) => c.id), files, to).catch((e) => {
@@ -103,10 +104,8 @@ export async function migrate(
       await instance.pause();
       paused = true;
     }
-    const path = join(dir, `${String(rounds.length).padStart(2, "0")}.snap`);
-    const diffFrom = rounds.length && diffs
-      ? join(dir, `${String(rounds.length - 1).padStart(2, "0")}.snap`)
-      : undefined;
+    const path = roundFile(rounds.length);
+    const diffFrom = rounds.length && diffs ? roundFile(rounds.length - 1) : undefined;
     const t0 = performance.now();
     let saved: SnapshotResult;
     try {
