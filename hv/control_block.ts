@@ -21,7 +21,9 @@ const ATTENTION = 7;
 /** A float64: host milliseconds the guest clock is behind the host's (paused time, a restore's gap). */
 const CLOCK_SHIFT = 8;
 /** Set by the instance, once every vCPU has parked, for the host-services thread to post its state. */
-const STATE_REQUEST = 10, HEADER = 12;
+const STATE_REQUEST = 10;
+/** A float64: the guest clock while a pause is requested, frozen until the resume. */
+const FROZEN_CLOCK = 12, HEADER = 14;
 // Words of one vCPU slot.
 const TID = 0, IN_GUEST = 1, RUN_PAGE_LO = 2, RUN_PAGE_HI = 3;
 const MAIL_STATE = 4, MAIL_NR = 5, MAIL_FRAME = 6, MAIL_LAST_ERROR = 7, MAIL_RESULT = 8, MAIL_THREAD = 9;
@@ -64,6 +66,7 @@ export class ControlBlock {
   readonly hypercalls: HypercallStats;
   readonly #w: Int32Array;
   readonly #clockShift: Float64Array;
+  readonly #frozenClock: Float64Array;
   readonly #text = new TextEncoder();
   #kickNext = 0;
 
@@ -72,6 +75,7 @@ export class ControlBlock {
     this.buffer = from instanceof SharedArrayBuffer ? from : new SharedArrayBuffer(BYTES);
     this.#w = new Int32Array(this.buffer, 0, SYNC_OFFSET / 4);
     this.#clockShift = new Float64Array(this.buffer, 4 * CLOCK_SHIFT, 1);
+    this.#frozenClock = new Float64Array(this.buffer, 4 * FROZEN_CLOCK, 1);
     this.sync = new SyncObjects(this.buffer, SYNC_OFFSET);
     this.hypercalls = new HypercallStats(this.buffer, STATS_OFFSET);
     if (!(from instanceof SharedArrayBuffer)) {
@@ -99,15 +103,22 @@ export class ControlBlock {
     return Atomics.load(this.#w, PAUSE) !== 0;
   }
 
-  /** Every vCPU parks at its next instruction boundary or in the wait it is in (hv/vcpu_worker.ts). */
-  requestPause(): void {
+  /**
+   * Every vCPU parks at its next instruction boundary or in the wait it is in (hv/vcpu_worker.ts). The guest
+   * clock stops now, not when the last vCPU has parked: one that runs on until then reads no time that a
+   * snapshot of the pause, or the resume, would then take back. Returns the guest time it stopped at.
+   */
+  requestPause(): number {
+    // Frozen before the request is seen: whoever sees the pause sees the frozen clock.
+    const now = this.#frozenClock[0] = this.now();
     Atomics.store(this.#w, PAUSE, 1);
     this.#callAttention();
+    return now;
   }
 
-  /** Unparks every vCPU; the guest clock skips the `pausedMs` they were parked. */
-  resume(pausedMs: number): void {
-    this.#clockShift[0] += pausedMs;
+  /** Unparks every vCPU; the guest clock goes on from where the pause stopped it. */
+  resume(): void {
+    this.continueClockFrom(this.#frozenClock[0]);
     Atomics.store(this.#w, PAUSE, 0);
     this.#callAttention();
   }
@@ -153,7 +164,12 @@ export class ControlBlock {
    * backwards across a snapshot and restore.
    */
   now(): number {
-    return performance.timeOrigin + performance.now() - this.#clockShift[0];
+    for (;;) {
+      if (this.pauseRequested()) return this.#frozenClock[0];
+      const now = performance.timeOrigin + performance.now() - this.#clockShift[0];
+      // A pause requested meanwhile froze the clock at a time that may be earlier than this one.
+      if (!this.pauseRequested()) return now;
+    }
   }
 
   /** A restored instance's clock continues from `guestNow`, its clock when the snapshot was taken. */

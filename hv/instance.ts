@@ -94,7 +94,6 @@ export type Outcome =
 interface LiveRun {
   control: ControlBlock;
   pause?: {
-    at: number;
     guestNow: number;
     parked: Map<number, ParkedThread>;
     /** From the thread that keeps it: the only vCPU's, or the host-services thread, asked once all have parked. */
@@ -423,8 +422,7 @@ export class Instance {
     const all = new Promise<void>((resolve) => settled = resolve);
     let askedService = false;
     const pause: NonNullable<LiveRun["pause"]> = live.pause = {
-      at: performance.now(),
-      guestNow: live.control.now(),
+      guestNow: live.control.requestPause(),
       parked: new Map<number, ParkedThread>(),
       settled: () => {
         if (live.ended) return settled();
@@ -438,7 +436,6 @@ export class Instance {
         if (pause.host) settled();
       },
     };
-    live.control.requestPause();
     pause.settled();
     await all;
     if (live.ended) throw new InstanceStateError("the app ended while it was being paused");
@@ -449,9 +446,8 @@ export class Instance {
   resume(): void {
     const live = this.#running();
     if (!live.pause) throw new InstanceStateError("the instance is not paused");
-    const pausedMs = performance.now() - live.pause.at;
     live.pause = undefined;
-    live.control.resume(pausedMs);
+    live.control.resume();
   }
 
   get paused(): boolean {
