@@ -47,6 +47,8 @@ export interface InstanceOptions {
   restore?: PausedState;
   /** A template's ready point: `reached` is called when the app gets there, where it then waits to be paused. */
   ready?: { at: ReadyPoint; reached(): void };
+  /** Park every vCPU before the guest runs an instruction: the instance waits, paused, for a resume. */
+  startPaused?: boolean;
 }
 
 /** What `run` needs of a boot: where the first thread starts and what every vCPU is set up with. */
@@ -383,6 +385,8 @@ export class Instance {
       } else {
         start(first);
       }
+      // Asked before any vCPU's thread has entered the guest: each parks at its first check.
+      if (opts.startPaused) this.pause().catch(() => {});
       await finished;
       if (hostError !== undefined) throw new Error(hostError);
       return outcome!;

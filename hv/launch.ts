@@ -37,6 +37,8 @@ export interface LaunchOptions {
   onSession?: (session: InstanceSession) => void;
   /** A template's ready point, and what to do when the app reaches it (it then waits there to be paused). */
   ready?: InstanceOptions["ready"];
+  /** Start with every vCPU parked, waiting for a resume (a migration's target, until its source lets go). */
+  startPaused?: boolean;
 }
 
 export interface Launched {
@@ -111,6 +113,7 @@ function runOptions(bundle: Bundle, boot: BootState, overlayDir: string, opts: L
     cpus: opts.cpus,
     interrupt: opts.interrupt,
     ready: opts.ready,
+    startPaused: opts.startPaused,
     startedAt: boot.startedAt,
     host: {
       ...boot.host,

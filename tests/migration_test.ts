@@ -2,8 +2,10 @@
 // joined by a veth pair, made here and removed after, each with its own
 // `pvx serve` and state directory, listening on its own address with its own
 // token. The daemons talk to each other only over the veth; the test reaches
-// each over its Unix socket. Faults are real too: a proxy on the path flips a
-// byte of a chunk in flight.
+// each over its Unix socket. Faults are real too: a proxy on the path
+// (support/fault_proxy.ts) flips a byte of a chunk in flight, takes the veth
+// down, kills the target daemon, or loses an answer; a target's state dir on
+// a tiny tmpfs fills up.
 
 import assert from "node:assert/strict";
 import { guestBundle, pvxCli, pvxStart } from "./support/guests.ts";
@@ -54,25 +56,26 @@ async function withTwoHosts(body: (a: Side, b: Side, dir: string) => Promise<voi
   }
 }
 
-/** A `pvx serve` in `side`'s namespace, on its address and on a socket, once it listens. */
-async function serveOn(side: Side, dir: string): Promise<Host> {
+/** A `pvx serve` in `side`'s namespace, on its address and on a socket, once it listens; `flags` go to it. */
+async function serveOn(side: Side, dir: string, flags: string[] = [], port = PORT): Promise<Host> {
   const stateDir = `${dir}/state`;
   await Deno.mkdir(dir, { recursive: true });
   const tokenFile = `${dir}/token`;
   await Deno.writeTextFile(tokenFile, crypto.randomUUID());
   const socket = `${dir}/pvx.sock`;
-  const url = `http://${side.address}:${PORT}`;
+  const url = `http://${side.address}:${port}`;
   const process = pvxStart(
     [
       "serve",
       "--socket",
       socket,
       "--listen",
-      `${side.address}:${PORT}`,
+      `${side.address}:${port}`,
       "--token-file",
       tokenFile,
       "--state-dir",
       stateDir,
+      ...flags,
     ],
     undefined,
     {},
@@ -92,7 +95,7 @@ async function stop(host: Host) {
 }
 
 /** `pvx migrate` of `id` from `from` to `to` (or to `via`, a proxy on the path); its report, or what it printed. */
-async function migrate(from: Host, id: string, to: Host, via?: string) {
+async function migrate(from: Host, id: string, to: Host, via?: string, flags: string[] = []) {
   const r = await pvxCli([
     "migrate",
     "--host",
@@ -103,6 +106,7 @@ async function migrate(from: Host, id: string, to: Host, via?: string) {
     "--to-token-file",
     to.tokenFile,
     "--json",
+    ...flags,
   ]);
   return { ...r, report: r.code === 0 ? JSON.parse(r.stdout) : undefined };
 }
@@ -152,8 +156,8 @@ Deno.test("migration: an app that counts into a file it keeps open moves to anot
     }
   }));
 
-/** A fault_proxy.ts in `side`'s namespace in front of `target`, corrupting its `after`-th chunk, once it listens. */
-async function corruptingProxy(side: Side, target: Host, after: number, port: number) {
+/** A fault_proxy.ts in `side`'s namespace in front of `target`, with `fault` (its arguments), once it listens. */
+async function faultProxy(side: Side, target: Host, port: number, ...fault: string[]) {
   const child = new Deno.Command("ip", {
     args: [
       "netns",
@@ -165,25 +169,59 @@ async function corruptingProxy(side: Side, target: Host, after: number, port: nu
       new URL("./support/fault_proxy.ts", import.meta.url).pathname,
       String(port),
       target.url,
-      String(after),
+      ...fault,
     ],
     stdout: "piped",
     stderr: "inherit",
   }).spawn();
   const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  for (let seen = ""; !seen.includes("proxy: listening");) {
-    const { value, done } = await reader.read();
-    if (done) throw new Error("the fault proxy ended before it listened");
-    seen += value;
-  }
+  let seen = "";
+  const saw = async (line: string) => {
+    while (!seen.includes(line)) {
+      const { value, done } = await reader.read();
+      if (done) return false;
+      seen += value;
+    }
+    return true;
+  };
+  if (!await saw("proxy: listening")) throw new Error("the fault proxy ended before it listened");
   return {
     url: `http://127.0.0.1:${port}`,
+    /** Whether the fault happened: a test that passes without it tested nothing. */
+    faulted: () => saw("proxy: fault"),
     async close() {
-      child.kill("SIGTERM");
+      try {
+        child.kill("SIGTERM");
+      } catch {
+        // It died as the fault's host would.
+      }
       await child.status;
       await reader.cancel().catch(() => {});
     },
   };
+}
+
+/** The last tick `id` printed on `host`. */
+async function lastTick(host: Host, id: string) {
+  return Number([...(await logs(host, id, "")).stdout.matchAll(/tick (\d+)\n/g)].at(-1)![1]);
+}
+
+/** `id` runs on `host`, untouched: it counts on from where it was. */
+async function runsOn(host: Host, id: string) {
+  const described = (await api(host, "GET", `/instances/${id}`)).json;
+  assert.equal(described.state, "running", JSON.stringify({ ...described, ...await logs(host, id, "") }));
+  await printed(host, id, `tick ${await lastTick(host, id) + 1}\n`);
+}
+
+/** `host` holds no instance, and no process of one: a target keeps no half instance. */
+async function holdsNothing(host: Host) {
+  assert.deepEqual((await api(host, "GET", "/instances")).json, []);
+  const home = `${host.stateDir}/instances/`;
+  for (const entry of Deno.readDirSync("/proc")) {
+    if (!/^\d+$/.test(entry.name)) continue;
+    const argv = await Deno.readTextFile(`/proc/${entry.name}/cmdline`).catch(() => "");
+    assert.ok(!argv.includes(home), `process ${entry.name} still runs an instance of ${home}: ${argv}`);
+  }
 }
 
 Deno.test("migration: a chunk corrupted in flight or a wrong token loses nothing; a commit not opened or replayed is refused", () =>
@@ -194,10 +232,8 @@ Deno.test("migration: a chunk corrupted in flight or a wrong token loses nothing
       await printed(a, id, "tick 1\n");
       /** The source instance runs on, untouched, and the target has no instance. */
       const untouched = async (target: Host) => {
-        assert.equal((await api(a, "GET", `/instances/${id}`)).json.state, "running");
-        const last = Number([...(await logs(a, id, "")).stdout.matchAll(/tick (\d+)\n/g)].at(-1)![1]);
-        await printed(a, id, `tick ${last + 1}\n`);
-        assert.deepEqual((await api(target, "GET", "/instances")).json, []);
+        await runsOn(a, id);
+        await holdsNothing(target);
       };
       const fails = async (to: Host, via: string | undefined, pattern: RegExp) => {
         const r = await migrate(a, id, to, via);
@@ -205,9 +241,10 @@ Deno.test("migration: a chunk corrupted in flight or a wrong token loses nothing
         assert.match(r.stderr, pattern);
       };
 
-      const corrupt = await corruptingProxy(sideA, b, 2, 7171);
+      const corrupt = await faultProxy(sideA, b, 7171, "corrupt", "2");
       try {
         await fails(b, corrupt.url, /sending .*PUT \/chunks\/[0-9a-f]{64}: 400 chunk [0-9a-f]{64}: its bytes hash to/);
+        assert.ok(await corrupt.faulted());
       } finally {
         await corrupt.close();
       }
@@ -231,5 +268,131 @@ Deno.test("migration: a chunk corrupted in flight or a wrong token loses nothing
       assert.match(unknown.json.error.message, /did not open it/);
     } finally {
       await Promise.all([stop(a), stop(b)]);
+    }
+  }));
+
+/** A source daemon that waits 2 s for each answer of a target, so that a lost one fails the migration soon. */
+const PATIENCE = ["--peer-timeout", "2s"];
+
+Deno.test("migration: a link cut or a target killed mid-transfer leaves the source running, the target with nothing", () =>
+  withTwoHosts(async (sideA, sideB, dir) => {
+    const a = await serveOn(sideA, `${dir}/a`, PATIENCE);
+    let b = await serveOn(sideB, `${dir}/b`);
+    try {
+      const id = await create(a, { bundle: await guestBundle("tally"), args: ["100000", "50"] });
+      await printed(a, id, "tick 1\n");
+
+      const cut = await faultProxy(sideA, b, 7171, "cut", "3", sideA.dev);
+      try {
+        const r = await migrate(a, id, b, cut.url);
+        assert.equal(r.code, 125, r.stdout);
+        assert.match(r.stderr, /sending round 1: .*PUT \/chunks\/[0-9a-f]{64}: no answer within 2 s/);
+        assert.ok(await cut.faulted());
+      } finally {
+        await cut.close();
+        await sh("ip", "-n", sideA.netns, "link", "set", sideA.dev, "up");
+      }
+      await runsOn(a, id);
+      await holdsNothing(b);
+
+      const kill = await faultProxy(sideA, b, 7172, "kill", "3", String(b.process.pid));
+      try {
+        const r = await migrate(a, id, b, kill.url);
+        assert.equal(r.code, 125, r.stdout);
+        assert.match(r.stderr, /sending round 1: .*PUT \/chunks\/[0-9a-f]{64}: /);
+        assert.ok(await kill.faulted());
+      } finally {
+        await kill.close();
+      }
+      await runsOn(a, id);
+      assert.equal((await b.process.result).code, 137);
+      b = await serveOn(sideB, `${dir}/b`);
+      await holdsNothing(b);
+
+      // With the link back and the target up again, the same instance moves.
+      const moved = await migrate(a, id, b);
+      assert.equal(moved.code, 0, moved.stderr);
+      await runsOn(b, moved.report.to.instance);
+    } finally {
+      await Promise.all([stop(a), stop(b)]);
+    }
+  }));
+
+Deno.test("migration: when the source cannot know whether the target runs the app, exactly one host does", () =>
+  withTwoHosts(async (sideA, sideB, dir) => {
+    const a = await serveOn(sideA, `${dir}/a`, PATIENCE);
+    let b = await serveOn(sideB, `${dir}/b`);
+    try {
+      const id = await create(a, { bundle: await guestBundle("tally"), args: ["100000", "50"] });
+      await printed(a, id, "tick 1\n");
+
+      // The target restored it (paused), but the source never heard: it aborts, the target drops its copy.
+      const lose = await faultProxy(sideA, b, 7171, "lose-commit");
+      try {
+        const r = await migrate(a, id, b, lose.url);
+        assert.equal(r.code, 125, r.stdout);
+        assert.match(r.stderr, /restoring it there: .*POST \/migrations\/[0-9a-f-]{36}: the answer broke off/);
+        assert.ok(await lose.faulted());
+      } finally {
+        await lose.close();
+      }
+      await runsOn(a, id);
+      await holdsNothing(b);
+
+      // The target dies before the start, and so cannot answer the abort either: the source stays paused.
+      const kill = await faultProxy(sideA, b, 7172, "kill-start", String(b.process.pid));
+      try {
+        const r = await migrate(a, id, b, kill.url);
+        assert.equal(r.code, 125, r.stdout);
+        assert.match(r.stderr, /starting it there .*did not answer an abort .*this instance stays paused/);
+        assert.ok(await kill.faulted());
+      } finally {
+        await kill.close();
+      }
+      assert.equal((await api(a, "GET", `/instances/${id}`)).json.state, "paused");
+      // A target daemon that starts again drops the copy its source never let go of, process and all.
+      b = await serveOn(sideB, `${dir}/b`);
+      await holdsNothing(b);
+      assert.equal((await api(a, "POST", `/instances/${id}/resume`)).status, 200);
+      await runsOn(a, id);
+    } finally {
+      await Promise.all([stop(a), stop(b)]);
+    }
+  }));
+
+Deno.test("migration: a target whose disk is full refuses it with a 507, and one that does not converge can fail", () =>
+  withTwoHosts(async (sideA, sideB, dir) => {
+    const full = `${dir}/full`;
+    await Deno.mkdir(full);
+    await sh("mount", "-t", "tmpfs", "-o", "size=192k", "pvx-full", full);
+    const a = await serveOn(sideA, `${dir}/a`);
+    let b: Host | undefined;
+    try {
+      b = await serveOn(sideB, full);
+      const id = await create(a, { bundle: await guestBundle("tally"), args: ["100000", "50"] });
+      await printed(a, id, "tick 1\n");
+      const r = await migrate(a, id, b);
+      assert.equal(r.code, 125, r.stdout);
+      assert.match(r.stderr, /507 this host's disk is full/);
+      await runsOn(a, id);
+      await holdsNothing(b);
+
+      // With one pre-copy round, a full snapshot of 8 MiB written, pre-copy has not converged.
+      const other = await serveOn(sideB, `${dir}/b`, [], PORT + 1);
+      try {
+        const big = await create(a, { bundle: await guestBundle("dirty"), args: ["8"] });
+        await printed(a, big, "committed\n");
+        const r = await migrate(a, big, other, undefined, ["--max-rounds", "1", "--unconverged", "fail"]);
+        assert.equal(r.code, 125, r.stdout);
+        assert.match(r.stderr, /pre-copy did not converge: round 1 still carried \d{4} pages .*the app runs on here/);
+        assert.equal((await api(a, "GET", `/instances/${big}`)).json.state, "running");
+        await printed(a, big, "tick 0\n");
+        await holdsNothing(other);
+      } finally {
+        await stop(other);
+      }
+    } finally {
+      await Promise.all([stop(a), ...(b ? [stop(b)] : [])]);
+      await sh("umount", full);
     }
   }));

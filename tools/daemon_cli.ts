@@ -65,9 +65,10 @@ export const checkBundle: BundleCheck = async (bytes, file) => ({
 
 /**
  * `pvx serve [--socket PATH] [--listen HOST:PORT --token-file FILE] [--state-dir DIR] [--max-instances N]
- * [--max-memory MiB] [--key-file KEY]`: serves until SIGINT or SIGTERM, then kills its instances. It prints where
- * it listens once it does. Past a --max limit, a create is refused (429, 507) rather than the host overcommitted.
- * Sealed snapshots are sealed with, and restored with, KEY.
+ * [--max-memory MiB] [--key-file KEY] [--peer-timeout T]`: serves until SIGINT or SIGTERM, then kills its
+ * instances. It prints where it listens once it does. Past a --max limit, a create is refused (429, 507) rather
+ * than the host overcommitted. Sealed snapshots are sealed with, and restored with, KEY. A migration out of it
+ * waits T (default 120s) for each answer of its target but the commit's, which waits for a restore there.
  */
 export async function serveCommand(argv: string[]): Promise<number> {
   const { values } = parseArgs({
@@ -80,8 +81,12 @@ export async function serveCommand(argv: string[]): Promise<number> {
       "max-instances": { type: "string" },
       "max-memory": { type: "string" },
       "key-file": { type: "string" },
+      "peer-timeout": { type: "string" },
     },
   });
+  const peerTimeoutMs = values["peer-timeout"] === undefined
+    ? undefined
+    : parseDuration(values["peer-timeout"], "--peer-timeout");
   const limit = (name: "max-instances" | "max-memory") => {
     const v = values[name];
     if (v === undefined) return undefined;
@@ -115,7 +120,11 @@ export async function serveCommand(argv: string[]): Promise<number> {
   );
   const stored = new StoredSnapshots(stateDir);
   const bundles = await UploadedBundles.open(stateDir, checkBundle);
-  const migration = { chunks: new ChunkStore(join(stateDir, "chunks")), migrationDir: join(stateDir, "migrations") };
+  const migration = {
+    chunks: new ChunkStore(join(stateDir, "chunks")),
+    migrationDir: join(stateDir, "migrations"),
+    peerTimeoutMs,
+  };
   // What a killed daemon's migration left half done: no client was told it finished.
   await Deno.remove(migration.migrationDir, { recursive: true }).catch(() => {});
   const closers: (() => Promise<void>)[] = [];
@@ -468,8 +477,9 @@ export async function changeStateCommand(command: "pause" | "resume", argv: stri
 }
 
 /**
- * `pvx migrate ID --to URL [--to-token-file FILE] [--max-rounds N]`: moves a running instance to the daemon at URL
- * (with that daemon's token), which runs it on; this daemon's instance then ends as "migrated".
+ * `pvx migrate ID --to URL [--to-token-file FILE] [--max-rounds N] [--unconverged stop-and-copy|fail]`: moves a
+ * running instance to the daemon at URL (with that daemon's token), which runs it on; this daemon's instance then
+ * ends as "migrated".
  */
 export async function migrateCommand(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
@@ -480,6 +490,7 @@ export async function migrateCommand(argv: string[]): Promise<number> {
       to: { type: "string" },
       "to-token-file": { type: "string" },
       "max-rounds": { type: "string" },
+      unconverged: { type: "string" },
     },
   });
   const id = instanceArg("migrate", positionals);
@@ -494,6 +505,7 @@ export async function migrateCommand(argv: string[]): Promise<number> {
     to: values.to,
     ...(token ? { token } : {}),
     ...(maxRounds === undefined ? {} : { maxRounds }),
+    ...(values.unconverged === undefined ? {} : { unconverged: values.unconverged }),
   });
   const rounds = report.rounds.map((r: { kind: string; pages: number }) => `${r.kind} ${r.pages}`).join(", ");
   print(
@@ -502,7 +514,8 @@ export async function migrateCommand(argv: string[]): Promise<number> {
     `${positionals[0]}: migrated to ${report.to.url} as ${report.to.instance}\n` +
       `  rounds    ${report.rounds.length} (pages: ${rounds})${report.converged ? "" : ", not converged"}\n` +
       `  sent      ${report.bytesSent} bytes in ${report.chunksSent} of ${report.chunks} chunks\n` +
-      `  downtime  ${report.downtimeMs} ms of ${report.totalMs} ms`,
+      `  downtime  ${report.downtimeMs} ms of ${report.totalMs} ms (final round ${report.downtime.finalRoundMs} ms, ` +
+      `restore there ${report.downtime.commitMs} ms, start ${report.downtime.startMs} ms)`,
   );
   return 0;
 }

@@ -82,19 +82,21 @@ const usage = `usage:
   pvx key create -o <key>         a new key file for sealed snapshots (32 random bytes, mode 0600)
   pvx snapshot merge <snap> -o <full snap>    a diff and the chain below it, compacted into one full snapshot
   pvx api <socket> GET|POST <route> [< body]   one raw request; prints the status, then the body
-  pvx restore <snap> [--bundle <app.pvx>] [--key-file <key>] [--no-verify] [--api <socket>] [--share ...] [--overlay <dir>] [--timeout ...] [--cpus N]
+  pvx restore <snap> [--bundle <app.pvx>] [--key-file <key>] [--no-verify] [--paused] [--api <socket>] [--share ...] [--overlay <dir>] [--timeout ...] [--cpus N]
   pvx template create <app.pvx|app.exe> -o <tpl> --ready first-input|call|ms:<N> [run options] [-- args...]
   pvx run --from <tpl> [run options]    a new instance from a template (a restore of it)
   pvx inspect <app.pvx|snap|sealed snap>
   pvx analyse <app.exe>
   pvx overlay merge|sync|reset ...   (pvx overlay for its usage)
   pvx serve [--socket <path>] [--listen <host>:<port> --token-file <file>] [--state-dir <dir>] [--key-file <key>]
+        [--peer-timeout <T>]
                                   a daemon that runs many instances, each in its own process, over an HTTP API
   pvx ps | start <app.pvx|app.exe>|--from <tpl>|--snapshot <snap> [--cpus N] [--timeout T] [--env N=V]...
         [--share <host dir>:<guest dir>[:ro]]... [--upload] [-- args]
   pvx logs [-f] [--tail <KiB>] <id> | wait <id> | kill <id> | rm [-f] <id> | pause|resume <id>
   pvx attach [--tail <KiB>] [--no-stdin] <id>   its console here, typed input to its stdin; Ctrl-C detaches
-  pvx migrate <id> --to <url> [--to-token-file <file>] [--max-rounds N]   live, to another pvx serve
+  pvx migrate <id> --to <url> [--to-token-file <file>] [--max-rounds N] [--unconverged stop-and-copy|fail]
+                                  live, to another pvx serve
   pvx stats <id>                  its hypercalls by name, time in the host, guest pages resident
   pvx snapshot <id> [-o <snap>] [--diff-from <snap0|id> | --seal [--expires <T>]] [--stop]   --seal: under serve's key
   pvx template create <app> --ready ... [-- args]    without -o the daemon makes and keeps it

@@ -167,17 +167,19 @@ function takeOption(argv: string[], name: string): [string | undefined, string[]
 }
 
 /**
- * `pvx restore SNAP [--bundle app.pvx] [--key-file KEY] [--no-verify] [run options]`: a new
- * instance, in this process, from a snapshot or a sealed blob (which needs its key). The
+ * `pvx restore SNAP [--bundle app.pvx] [--key-file KEY] [--no-verify] [--paused] [run options]`: a
+ * new instance, in this process, from a snapshot or a sealed blob (which needs its key). The
  * bundle is found by the path it had, or beside the snapshot, and must hash to what the
- * snapshot names.
+ * snapshot names. With --paused no guest instruction runs until a resume through --api.
  */
 export async function restoreCommand(argv: string[]): Promise<number> {
   const [bundleArg, withoutBundle] = takeOption(argv, "--bundle");
   const [keyFile, withoutKey] = takeOption(withoutBundle, "--key-file");
   const trusted = argv.includes("--no-verify");
-  const rest = withoutKey.filter((a) => a !== "--no-verify");
+  const paused = argv.includes("--paused");
+  const rest = withoutKey.filter((a) => a !== "--no-verify" && a !== "--paused");
   const o = parseRunOptions(rest);
+  if (paused && !o.api) throw new UsageError("restore --paused needs --api <socket>: only a resume there starts it");
   const [path, ...extra] = o.positionals;
   if (!path) throw new UsageError("restore needs a snapshot file");
   // These are in the snapshot's RAM already, set when the app started.
@@ -231,6 +233,7 @@ export async function restoreCommand(argv: string[]): Promise<number> {
       interrupt: interrupt.signal,
       bundleFile: { path: await Deno.realPath(bundlePath), sha256: want.sha256 },
       onSession: api.attach,
+      startPaused: paused,
     });
     if (outcome.kind !== "exit") console.error(describeOutcome(outcome, bundle.manifest.name, symbolize));
     return exitStatus(outcome);

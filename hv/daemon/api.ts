@@ -37,7 +37,7 @@ import {
 import { type ChunkStore, RecipeError } from "../chunks.ts";
 import { chunksApi } from "./chunks_api.ts";
 import { IncomingMigrations, MigrationFailed, MigrationSpent, NoSuchMigration, parsePlan } from "./migration_target.ts";
-import { DEFAULT_ROUNDS, MAX_ROUNDS, migrate, MigrationError } from "./migration_source.ts";
+import { DEFAULT_ROUNDS, MAX_ROUNDS, migrate, MigrationError, UNCONVERGED } from "./migration_source.ts";
 import { noHypercalls } from "../hypercall_stats.ts";
 import {
   BadUpload,
@@ -315,6 +315,8 @@ export interface DaemonApiOptions {
    * migration routes: /instances/:id/migrate, and /migrations for migrations into this daemon.
    */
   migrationDir?: string;
+  /** How long a migration out of this daemon waits for each answer of its target (PEER_TIMEOUT_MS by default). */
+  peerTimeoutMs?: number;
 }
 
 /** The create fields a migration carries over: how the instance ran, but not what its snapshot holds. */
@@ -369,7 +371,8 @@ export function daemonApi(
 
   if (options.chunks) app.route("/chunks", chunksApi(options.chunks));
   if (options.chunks && options.migrationDir !== undefined) {
-    migrationRoutes(app, instances, stored, bundles, new IncomingMigrations(options.chunks), options.migrationDir);
+    const incoming = new IncomingMigrations(options.chunks);
+    migrationRoutes(app, instances, stored, bundles, incoming, options.migrationDir, options.peerTimeoutMs);
   }
   app.get("/healthz", (c) => {
     query(c, []);
@@ -560,36 +563,57 @@ function migrationRoutes(
   bundles: UploadedBundles,
   incoming: IncomingMigrations,
   workDir: string,
+  peerTimeoutMs?: number,
 ) {
   app.post("/instances/:id/migrate", async (c) => {
     query(c, []);
     const instance = instances.get(c.req.param("id")!);
     if (!instance) throw new NoSuchInstance(`no instance ${describeValue(c.req.param("id"))}`);
-    const body = await jsonBody(c, ["to", "token", "maxRounds"]);
+    const body = await jsonBody(c, ["to", "token", "maxRounds", "unconverged"]);
     const url = peerUrl(body.to);
     if (body.token !== undefined && (typeof body.token !== "string" || body.token === "")) {
       throw new BadInput("token", "must be the target daemon's bearer token, a non-empty string");
     }
     const maxRounds = optionalInteger(body, "maxRounds", 1, MAX_ROUNDS) ?? DEFAULT_ROUNDS;
-    const to = { url, ...(body.token ? { token: body.token as string } : {}) };
+    const unconverged = body.unconverged ?? UNCONVERGED[0];
+    if (!UNCONVERGED.includes(unconverged as typeof UNCONVERGED[number])) {
+      throw new BadInput("unconverged", `must be ${UNCONVERGED.join(" or ")}, not ${describeValue(unconverged)}`);
+    }
+    const to = {
+      url,
+      ...(body.token ? { token: body.token as string } : {}),
+      ...(peerTimeoutMs === undefined ? {} : { timeoutMs: peerTimeoutMs }),
+    };
     const say = (line: string) => console.error(`pvx serve: migrating ${instance.record.id} to ${url}: ${line}`);
-    return c.json(await migrate(instance, { to, maxRounds, keep: incoming.store }, workDir, say));
+    const request = { to, maxRounds, unconverged: unconverged as typeof UNCONVERGED[number], keep: incoming.store };
+    return c.json(await migrate(instance, request, workDir, say));
   });
 
   app.post("/migrations", (c) => {
     query(c, []);
     return c.json(incoming.open(), 201);
   });
-  app.delete("/migrations/:id", (c) => {
+  app.delete("/migrations/:id", async (c) => {
     query(c, []);
-    incoming.take(c.req.param("id")!);
-    return c.json({ id: c.req.param("id"), aborted: true });
+    const drop = async (id: string) => {
+      const instance = instances.get(id);
+      if (instance) await instances.remove(instance, true);
+    };
+    return c.json({ id: c.req.param("id"), aborted: true, ...await incoming.abort(c.req.param("id")!, drop) });
+  });
+  app.post("/migrations/:id/start", async (c) => {
+    query(c, []);
+    const instance = instances.get(await incoming.committed(c.req.param("id")!));
+    if (!instance) throw new MigrationSpent(`migration ${c.req.param("id")}: its instance was removed here`);
+    return c.json(await instance.takeOver());
   });
   app.post("/migrations/:id", async (c) => {
     const requestedAt = performance.now();
     query(c, []);
     const body = await jsonBody(c, ["bundle", "chain", "console", "create"]);
-    incoming.take(c.req.param("id")!);
+    const migration = c.req.param("id")!;
+    // A commit this daemon did not open, or a replay, is refused before its plan is even read.
+    incoming.expectOpen(migration);
     const plan = parsePlan(body);
     const create = body.create ?? {};
     if (typeof create !== "object" || create === null || Array.isArray(create)) {
@@ -607,29 +631,33 @@ function migrationRoutes(
     };
     // A share this host lacks refuses the migration before anything is written.
     await prefixed(() => shareList(create as Body));
-    const id = await instances.newId();
-    let instance: Instance | undefined;
-    try {
-      const dir = instances.records.migrated(id);
-      await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
-      const files = await incoming.assemble(plan, dir, bundles);
-      const spec = await prefixed(() => createSpec({ ...create, snapshot: files.snapshot }, stored, bundles));
-      instance = await instances.create(
-        { ...spec, id, bundleFile: files.bundleFile, printedBefore: plan.console },
-        requestedAt,
-      );
-      await instance.started();
-      return c.json(instance.describe(), 201);
-    } catch (e) {
-      // The target keeps no half instance.
-      if (instance) {
-        const printed = instance.console.replay(4096).filter((c) => c.stream === "stderr").map((c) => c.text).join("");
-        await instances.remove(instance, true).catch(() => {});
-        if (e instanceof InstanceConflict) {
-          throw new MigrationFailed(422, `its restore here failed: ${printed.trim() || e.message}`);
-        }
-      } else await instances.dropId(id);
-      throw e;
-    }
+    const made = await incoming.commit(migration, async () => {
+      const id = await instances.newId();
+      let instance: Instance | undefined;
+      try {
+        const dir = instances.records.migrated(id);
+        await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
+        const files = await incoming.assemble(plan, dir, bundles);
+        const spec = await prefixed(() => createSpec({ ...create, snapshot: files.snapshot }, stored, bundles));
+        instance = await instances.create(
+          { ...spec, id, bundleFile: files.bundleFile, printedBefore: plan.console, incoming: migration },
+          requestedAt,
+        );
+        await instance.started();
+        return id;
+      } catch (e) {
+        // The target keeps no half instance.
+        if (instance) {
+          const printed = instance.console.replay(4096).filter((c) => c.stream === "stderr").map((c) => c.text)
+            .join("");
+          await instances.remove(instance, true).catch(() => {});
+          if (e instanceof InstanceConflict) {
+            throw new MigrationFailed(422, `its restore here failed: ${printed.trim() || e.message}`);
+          }
+        } else await instances.dropId(id);
+        throw e;
+      }
+    });
+    return c.json(instances.get(made)!.describe(), 201);
   });
 }

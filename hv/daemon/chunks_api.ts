@@ -72,13 +72,14 @@ export function chunksApi(store: ChunkStore): Hono {
   return app;
 }
 
-/** Another daemon: its base URL, and its bearer token. */
+/** Another daemon: its base URL, its bearer token, and how long one request to it may take (PEER_TIMEOUT_MS). */
 export interface Peer {
   url: string;
   token?: string;
+  timeoutMs?: number;
 }
 
-/** How long one request to a peer may take: a cut link drops packets silently, and must not hang the sender. */
+/** How long one request to a peer may take by default: a cut link drops packets silently, and must not hang the sender. */
 export const PEER_TIMEOUT_MS = 120_000;
 
 /** A peer daemon refused a request (its status and message), or could not be reached (status 0). */
@@ -96,7 +97,7 @@ export async function callPeer(
   route: string,
   body?: BodyInit,
   json = false,
-  timeoutMs = PEER_TIMEOUT_MS,
+  timeoutMs = peer.timeoutMs ?? PEER_TIMEOUT_MS,
   // deno-lint-ignore no-explicit-any
 ): Promise<any> {
   const what = `${peer.url}: ${method} ${route}`;
@@ -112,7 +113,8 @@ export async function callPeer(
       },
     });
   } catch (e) {
-    throw new PeerError(0, `${what}: ${(e as Error).message}`);
+    const why = (e as Error).name === "TimeoutError" ? `no answer within ${timeoutMs / 1000} s` : (e as Error).message;
+    throw new PeerError(0, `${what}: ${why}`);
   }
   const text = await r.text().catch((e) => {
     throw new PeerError(0, `${what}: the answer broke off: ${(e as Error).message}`);

@@ -56,6 +56,8 @@ export interface CreateSpec {
   bundleFile?: string;
   /** What its console printed before it came to this daemon: a migrated instance's, replayed to its readers first. */
   printedBefore?: { stream: Stream; text: string }[];
+  /** The migration bringing it here: it is restored paused, and waits for takeOver() (InstanceRecord.incoming). */
+  incoming?: string;
 }
 
 /** How long a killed instance has to stop its guest and report before it is killed outright. */
@@ -169,7 +171,8 @@ export class Instance {
     if ("snapshot" in r.from) {
       const key = this.registry.keyFile;
       const bundle = r.bundleFile ? ["--bundle", r.bundleFile] : [];
-      return ["restore", r.from.snapshot, ...bundle, ...(key ? ["--key-file", key] : []), ...options];
+      const paused = r.incoming ? ["--paused"] : [];
+      return ["restore", r.from.snapshot, ...bundle, ...paused, ...(key ? ["--key-file", key] : []), ...options];
     }
     return ["run", "--from", r.from.template, ...options];
   }
@@ -314,6 +317,15 @@ export class Instance {
     await this.forward("/resume");
     this.setState("running");
     return this.describe();
+  }
+
+  /** A migrated-in instance, restored paused, runs: its source has let go of it, and from now on it is this host's. */
+  async takeOver() {
+    if (this.record.incoming === undefined) return this.describe();
+    const described = await this.resume();
+    delete this.record.incoming;
+    this.registry.records.save(this.record);
+    return described;
   }
 
   async snapshot(request: { path: string; diffFrom?: string; stop?: boolean; seal?: { expiresInMs?: number } }) {
@@ -522,6 +534,7 @@ export class Instances {
       ...(spec.timeoutMs === undefined ? {} : { timeoutMs: spec.timeoutMs }),
       ...(spec.shares?.length ? { shares: spec.shares } : {}),
       ...(spec.bundleFile === undefined ? {} : { bundleFile: spec.bundleFile }),
+      ...(spec.incoming === undefined ? {} : { incoming: spec.incoming }),
       overlay,
       ownOverlay: spec.overlay === undefined,
       state: "starting",

@@ -4,14 +4,17 @@
 // guest otherwise runs, and each round's chunks sent as soon as it is taken.
 // The final round is a stop-and-copy: the instance stays paused while its last
 // diff (pages, CPU and host state, overlay) goes over and the target restores
-// the chain. The source instance ends only once the target answers that its
-// copy runs; until then, any failure resumes it where it was.
+// the chain, paused before its first instruction. Then the source says start,
+// and ends its own instance once the target answers that its copy runs. Until
+// the target has answered the commit, or an abort, the source cannot know that
+// the copy will never run: it resumes only once it knows, and else stays paused
+// rather than let the app run on both hosts.
 
 import { join } from "node:path";
 import { type ChunkStore, FileChunks, type Recipe } from "../chunks.ts";
 import { openSnapshot } from "../snapshot_file.ts";
 import type { SnapshotResult } from "../snapshot.ts";
-import { callPeer, type Peer, PEER_TIMEOUT_MS, PeerError, pushChunks } from "./chunks_api.ts";
+import { callPeer, type Peer, PeerError, pushChunks } from "./chunks_api.ts";
 import { RING_BYTES } from "./console.ts";
 import { type Instance, InstanceConflict, InstanceRefused } from "./instances.ts";
 import type { MigratedTo } from "./records.ts";
@@ -21,6 +24,13 @@ export const DEFAULT_ROUNDS = 4;
 export const MAX_ROUNDS = 32;
 /** Pre-copy stops once a round carried at most this many pages (1 MiB): the final round then carries about that. */
 export const CONVERGED_PAGES = 256;
+/** A commit's answer waits for the target to restore, which under emulation takes many seconds. */
+export const COMMIT_TIMEOUT_MS = 10 * 60_000;
+/** Tries of a start or an abort whose answer did not come: a lost answer leaves the source unsure. */
+const TRIES = 3;
+
+/** When pre-copy did not converge: stop and copy all the same (a longer pause), or give up and run on here. */
+export const UNCONVERGED = ["stop-and-copy", "fail"] as const;
 
 export interface MigrateRequest {
   to: Peer;
@@ -28,6 +38,7 @@ export interface MigrateRequest {
   keep?: ChunkStore;
   /** Pre-copy rounds at most, the first (full) one included, before the stop-and-copy. */
   maxRounds: number;
+  unconverged: typeof UNCONVERGED[number];
 }
 
 export interface Round {
@@ -52,13 +63,18 @@ export interface MigrationReport {
   chunks: number;
   /** From the final pause until the target answered that its copy runs: no vCPU of the app ran meanwhile. */
   downtimeMs: number;
+  /** Of the downtime: the final round's snapshot and send, the commit (the target's restore), and the start. */
+  downtime: { finalRoundMs: number; commitMs: number; startMs: number };
   totalMs: number;
 }
 
-/** A migration that failed, and so left the source instance running (or paused, as it was): what went wrong, where. */
+/**
+ * A migration that failed, and so left the source instance running (or paused, as it was, or as it must stay
+ * when the target could not say that its copy will never run): what went wrong, where.
+ */
 export class MigrationError extends Error {
   override name = "MigrationError";
-  /** 502 when the target refused or could not be reached; otherwise the instance's own refusal's. */
+  /** 502 when the target refused or could not be reached; otherwise the instance's own refusal's, or 409. */
   constructor(readonly status: 409 | 502, message: string) {
     super(message);
   }
@@ -126,7 +142,7 @@ export async function migrate(
       bundle = { sha256: file.manifest.bundle.sha256, recipe: await files.add(bundlePath) };
       bytesSent += await send(bundle.recipe, `the bundle ${bundlePath}`);
     }
-    bytesSent += await send(recipe, `round ${rounds.length}`);
+    bytesSent += await send(recipe, `round ${rounds.length + 1}`);
     chain.push(recipe);
     rounds.push({ kind: saved.kind, pages: saved.pages, bytesSent, snapshotMs: Math.round(snapshotMs * 10) / 10 });
     progress(
@@ -135,8 +151,12 @@ export async function migrate(
     );
   };
 
-  let copy: { id?: unknown };
+  /** The commit went out: from then on the target may hold a copy, until it answers an abort. */
+  let committed = false;
   let converged = false;
+  const downtime = { finalRoundMs: 0, commitMs: 0, startMs: 0 };
+  const since = (t0: number) => Math.round((performance.now() - t0) * 10) / 10;
+  let copy: string;
   try {
     if (!wasPaused) {
       await round(false);
@@ -147,7 +167,16 @@ export async function migrate(
       ) await round(false);
     }
     converged = rounds.length > 0 && rounds.at(-1)!.pages <= CONVERGED_PAGES;
+    if (!converged && !wasPaused && request.unconverged === "fail") {
+      throw new MigrationError(
+        409,
+        `pre-copy did not converge: round ${rounds.length} still carried ${rounds.at(-1)!.pages} pages ` +
+          `(at most ${CONVERGED_PAGES} is converged); with unconverged "fail" the app runs on here`,
+      );
+    }
+    let t0 = performance.now();
     await round(true);
+    downtime.finalRoundMs = since(t0);
     const { cpus, maxHandles, overlayQuotaBytes, cpuLimitMs, timeoutMs, shares } = instance.record;
     const plan = {
       bundle,
@@ -156,24 +185,51 @@ export async function migrate(
       create: { cpus, maxHandles, overlayQuotaBytes, cpuLimitMs, timeoutMs, shares },
     };
     progress(`committing: ${chain.length} snapshot(s) in the chain`);
-    // The target restores before it answers: a new process, which under emulation takes many seconds.
-    copy = await callPeer(to, "POST", `/migrations/${id}`, JSON.stringify(plan), true, 5 * PEER_TIMEOUT_MS).catch(
-      (e) => {
+    committed = true;
+    t0 = performance.now();
+    const made = await callPeer(to, "POST", `/migrations/${id}`, JSON.stringify(plan), true, COMMIT_TIMEOUT_MS)
+      .catch((e) => {
         throw failure(e, "restoring it there");
-      },
-    );
+      });
+    downtime.commitMs = since(t0);
+    copy = String(made.id);
+    t0 = performance.now();
+    await retried(() => callPeer(to, "POST", `/migrations/${id}/start`)).catch((e) => {
+      throw failure(e, `starting it there (instance ${copy})`);
+    });
+    downtime.startMs = since(t0);
   } catch (e) {
     await Deno.remove(dir, { recursive: true }).catch(() => {});
-    // The target keeps nothing of an aborted migration; it may be unreachable, which changes nothing here.
-    await callPeer(to, "DELETE", `/migrations/${id}`, undefined, false, 10_000).catch(() => {});
-    if (paused && !wasPaused && instance.running) await instance.resume().catch(() => {});
-    throw e instanceof MigrationError || e instanceof InstanceConflict || e instanceof InstanceRefused
+    const why = e instanceof MigrationError || e instanceof InstanceConflict || e instanceof InstanceRefused
       ? e
       : failure(e, "migrating");
+    const abort = () => callPeer(to, "DELETE", `/migrations/${id}`);
+    if (!committed) {
+      // Without a commit the target holds only chunks, and the id it opened expires: an abort it misses changes nothing.
+      await abort().catch(() => {});
+    } else {
+      // A 404 is a target that forgot the id: it restarted, and a daemon that starts drops every copy not let go of.
+      const unsure = await retried(abort).then(
+        () => undefined,
+        (a) => a instanceof PeerError && (a.status === 404 || a.status === 409) ? undefined : a as Error,
+      );
+      if (unsure) {
+        progress(`failed, and kept paused: ${why.message}`);
+        throw new MigrationError(
+          502,
+          `${why.message}; and the target did not answer an abort (${unsure.message}), so it may run the app: ` +
+            `this instance stays paused rather than run it twice. See GET /instances on ${to.url}, then resume ` +
+            `or delete this one`,
+        );
+      }
+    }
+    if (paused && !wasPaused && instance.running) await instance.resume().catch(() => {});
+    progress(`failed, and resumed here: ${why.message}`);
+    throw why;
   }
   // The target runs it now: from here on, nothing resumes this one.
-  const downtimeMs = performance.now() - pausedAt;
-  const target = { url: to.url, instance: String(copy.id) };
+  const downtimeMs = since(pausedAt);
+  const target = { url: to.url, instance: copy };
   await instance.handOver(target);
   await Deno.remove(dir, { recursive: true }).catch(() => {});
   progress(`running there as ${target.instance}; this instance has ended`);
@@ -185,9 +241,22 @@ export async function migrate(
     bytesSent: rounds.reduce((sum, r) => sum + r.bytesSent, 0),
     chunksSent,
     chunks,
-    downtimeMs: Math.round(downtimeMs * 10) / 10,
-    totalMs: Math.round((performance.now() - startedAt) * 10) / 10,
+    downtimeMs,
+    downtime,
+    totalMs: since(startedAt),
   };
+}
+
+/** `call`, tried again (up to TRIES in all, a second apart) while its answer is lost on the way; a refusal is final. */
+async function retried<T>(call: () => Promise<T>): Promise<T> {
+  for (let attempt = 1;; attempt++) {
+    try {
+      return await call();
+    } catch (e) {
+      if (!(e instanceof PeerError && e.status === 0) || attempt === TRIES) throw e;
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+    }
+  }
 }
 
 /** `e`, from a step of the migration, as the MigrationError the client gets. */

@@ -2,9 +2,11 @@
 // this daemon to open an incoming migration and gets a one-time id; it sends
 // the chunks this host lacks (hv/daemon/chunks_api.ts), then commits that id
 // with its plan: the bundle and the snapshot chain as recipes, and the console
-// so far. The target rebuilds the files from its chunk store, restores the
-// instance, and answers only once the instance runs. An id is good for one
-// commit and for OPEN_FOR_MS: a commit this daemon did not open, or one played
+// so far. The target rebuilds the files from its chunk store and restores the
+// instance paused, before its first instruction; it runs only when the source,
+// which stays paused meanwhile, says start. Until then an abort drops it, so
+// that the app never runs on both hosts. An id is good for one commit (or
+// abort) and for OPEN_FOR_MS: a commit this daemon did not open, or one played
 // again, is refused before anything is written.
 
 import { join } from "node:path";
@@ -65,31 +67,71 @@ export function parsePlan(body: Record<string, unknown>): MigrationPlan {
   };
 }
 
+/** Where one migration into this daemon stands. */
+type Incoming =
+  | { state: "open"; until: number }
+  /** Committed: `instance` resolves to the id of the instance the commit made, or to undefined if it failed. */
+  | { state: "committed"; instance: Promise<string | undefined> }
+  | { state: "aborted" };
+
 export class IncomingMigrations {
-  /** Open migrations, each with when it stops waiting. */
-  readonly #open = new Map<string, number>();
-  readonly #spent = new Set<string>();
+  readonly #all = new Map<string, Incoming>();
 
   constructor(readonly store: ChunkStore) {}
 
   open(): { id: string; expiresInMs: number } {
     const now = Date.now();
-    for (const [id, until] of this.#open) if (until <= now) this.#open.delete(id);
+    for (const [id, m] of this.#all) if (m.state === "open" && m.until <= now) this.#all.delete(id);
     const id = crypto.randomUUID();
-    this.#open.set(id, now + OPEN_FOR_MS);
+    this.#all.set(id, { state: "open", until: now + OPEN_FOR_MS });
     return { id, expiresInMs: OPEN_FOR_MS };
   }
 
-  /** Claims `id` for its one commit (or abort): after this, every other use of it is refused. */
-  take(id: string) {
-    if (this.#spent.has(id)) throw new MigrationSpent(`migration ${id} was already committed or aborted`);
-    const until = this.#open.get(id);
-    if (until === undefined || until <= Date.now()) {
-      this.#open.delete(id);
+  #find(id: string): Incoming {
+    const m = this.#all.get(id);
+    if (!m || (m.state === "open" && m.until <= Date.now())) {
+      this.#all.delete(id);
       throw new NoSuchMigration(`no open migration ${JSON.stringify(id)}: this daemon did not open it, or it expired`);
     }
-    this.#open.delete(id);
-    this.#spent.add(id);
+    return m;
+  }
+
+  /** Refuses `id` unless it is open: one this daemon did not open, or one committed or aborted already. */
+  expectOpen(id: string) {
+    if (this.#find(id).state !== "open") throw new MigrationSpent(`migration ${id} was already committed or aborted`);
+  }
+
+  /**
+   * Claims `id` for its one commit, which `make` carries out, resolving to the id of the instance it made; after
+   * this, a second commit is refused, and an abort waits for this one and drops what it made.
+   */
+  commit(id: string, make: () => Promise<string>): Promise<string> {
+    this.expectOpen(id);
+    const made = make();
+    this.#all.set(id, { state: "committed", instance: made.catch(() => undefined) });
+    return made;
+  }
+
+  /** The instance a commit of `id` made, for its start; refused if it was not committed, or was aborted since. */
+  async committed(id: string): Promise<string> {
+    const m = this.#find(id);
+    const instance = m.state === "committed" ? await m.instance : undefined;
+    const why = { open: "was not committed", committed: "failed its commit", aborted: "was aborted" }[m.state];
+    if (instance === undefined) throw new MigrationSpent(`migration ${id} ${why}`);
+    return instance;
+  }
+
+  /**
+   * Aborts `id`: an open one is closed; a committed one is waited for, and the instance it made (paused, or
+   * running if its source had said start) is dropped with `drop`. A second abort is refused as a replay.
+   */
+  async abort(id: string, drop: (instance: string) => Promise<void>): Promise<{ dropped?: string }> {
+    const m = this.#find(id);
+    if (m.state === "aborted") throw new MigrationSpent(`migration ${id} was already aborted`);
+    this.#all.set(id, { state: "aborted" });
+    const instance = m.state === "committed" ? await m.instance : undefined;
+    if (instance !== undefined) await drop(instance);
+    return instance === undefined ? {} : { dropped: instance };
   }
 
   /**

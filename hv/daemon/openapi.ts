@@ -3,7 +3,7 @@
 
 import { MAX_UPLOAD_BYTES } from "./bundles.ts";
 import { MAX_IDS_PER_REQUEST } from "./chunks_api.ts";
-import { DEFAULT_ROUNDS, MAX_ROUNDS } from "./migration_source.ts";
+import { DEFAULT_ROUNDS, MAX_ROUNDS, UNCONVERGED } from "./migration_source.ts";
 import { MAX_CHAIN } from "./migration_target.ts";
 
 const error = { $ref: "#/components/schemas/Error" };
@@ -304,7 +304,8 @@ export const openApiDocument = {
     "/instances/{id}/migrate": {
       post: onInstance(
         "move the instance to another daemon, live: pre-copy rounds, then a stop-and-copy; it ends here as " +
-          '"migrated" once the target runs it, and runs on untouched if anything fails (502 names what)',
+          '"migrated" once the target runs it, and runs on untouched if anything fails (502 names what), but ' +
+          "stays paused if the target could not confirm that its copy will never run",
         { type: "object" },
         {
           requestBody: json({
@@ -315,6 +316,11 @@ export const openApiDocument = {
               to: { type: "string", description: "the target daemon's base URL, http://HOST:PORT" },
               token: { type: "string", description: "the target daemon's bearer token" },
               maxRounds: { type: "integer", minimum: 1, maximum: MAX_ROUNDS, default: DEFAULT_ROUNDS },
+              unconverged: {
+                enum: [...UNCONVERGED],
+                default: UNCONVERGED[0],
+                description: "when pre-copy does not converge: stop and copy all the same, or fail (409) and run on",
+              },
             },
           }),
         },
@@ -328,8 +334,8 @@ export const openApiDocument = {
     },
     "/migrations/{id}": {
       post: {
-        summary: "commit a migration whose chunks were sent: rebuild the files, restore the instance, answer once " +
-          "it runs; an id not opened here is a 404, one used already a 409",
+        summary: "commit a migration whose chunks were sent: rebuild the files, restore the instance paused " +
+          "before its first instruction, answer once it serves; an id not opened here is a 404, one used already a 409",
         parameters: [id],
         requestBody: json({
           type: "object",
@@ -346,16 +352,23 @@ export const openApiDocument = {
           },
         }),
         responses: {
-          201: answer("running here", instance),
+          201: answer("restored here, paused until the start", instance),
           422: answer("the files or the restore failed here", error),
           507: answer("this host's disk is full", error),
           ...errors,
         },
       },
       delete: {
-        summary: "abort an open migration",
+        summary: "abort a migration: an open one is closed; a committed one's instance is removed (dropped)",
         parameters: [id],
         responses: { 200: answer("aborted", { type: "object" }), ...errors },
+      },
+    },
+    "/migrations/{id}/start": {
+      post: {
+        summary: "run a committed migration's instance: its source has let go of it (again: no change)",
+        parameters: [id],
+        responses: { 200: answer("running here", instance), ...errors },
       },
     },
     "/chunks/missing": {

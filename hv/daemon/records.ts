@@ -47,6 +47,11 @@ export interface InstanceRecord {
   shares?: ShareSpec[];
   /** Where its restore finds the bundle, when not where the snapshot says: a migrated-in instance's. */
   bundleFile?: string;
+  /**
+   * The migration that brought it, while its source has not yet let go: it waits paused, and is no instance of this
+   * host's until then. A daemon that starts drops such a one, since its source resumes its own copy.
+   */
+  incoming?: string;
   overlay: string;
   /** The daemon made the overlay, and removes it with the instance. */
   ownOverlay: boolean;
@@ -102,10 +107,22 @@ export class Records {
 
   /**
    * Every record a previous daemon left. Those of instances that had not exited
-   * are now `lost`: their process went with that daemon.
+   * are now `lost`: their process went with that daemon. A migration's that its
+   * source had not let go of is dropped, with everything in its home.
    */
   load(): InstanceRecord[] {
-    const records = readJsonRecords<InstanceRecord>(this.dir, "an instance record");
+    const records = readJsonRecords<InstanceRecord>(this.dir, "an instance record").filter((record) => {
+      if (record.incoming === undefined) return true;
+      killOrphan(record.pid, this.home(record.id));
+      for (const path of [this.home(record.id), join(this.dir, `${record.id}.json`)]) {
+        try {
+          Deno.removeSync(path, { recursive: true });
+        } catch (e) {
+          ignoreMissing(e);
+        }
+      }
+      return false;
+    });
     for (const record of records) {
       if (record.state !== "exited" && record.state !== "lost") {
         killOrphan(record.pid, this.home(record.id));

@@ -1,12 +1,40 @@
 // A fault on the path between two daemons, for tests/migration_test.ts: an
-// HTTP proxy that forwards every request to TARGET, but flips one byte of the
-// AFTER-th chunk PUT's body.
+// HTTP proxy that forwards every request to TARGET, with one fault:
 //
-//   deno run -A fault_proxy.ts PORT TARGET AFTER
-// It prints "proxy: listening" once it listens on 127.0.0.1:PORT.
+//   deno run -A fault_proxy.ts PORT TARGET FAULT...
+//     corrupt N        flips one byte of the N-th chunk PUT's body
+//     cut N DEV        takes the link DEV down before it forwards the N-th chunk PUT
+//     kill N PID       kills the target daemon (PID) before the N-th chunk PUT, then dies itself, as its host would
+//     lose-commit      forwards the commit, but breaks off its answer: the target has the instance, the source
+//                      does not know
+//     kill-start PID   forwards the commit, but kills the target daemon instead of forwarding the start, and dies
+//
+// It prints "proxy: listening" once it listens on 127.0.0.1:PORT, and "proxy: fault" when the fault happens.
 
-const [port, target, after] = Deno.args;
+const [port, target, fault, ...faultArgs] = Deno.args;
 let puts = 0;
+
+/** The connection to the source goes the way the target's would if its host died: abruptly, and for good. */
+function dieLikeTheHost(): never {
+  Deno.exit(1);
+}
+
+async function killTarget(pid: number) {
+  Deno.kill(pid, "SIGKILL");
+  while (await Deno.stat(`/proc/${pid}`).then(() => true, () => false)) {
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
+
+async function forward(request: Request, url: URL, body: Uint8Array | undefined) {
+  const headers = new Headers(request.headers);
+  headers.delete("host");
+  return await fetch(`${target}${url.pathname}${url.search}`, {
+    method: request.method,
+    headers,
+    body: body as Uint8Array<ArrayBuffer> | undefined,
+  });
+}
 
 Deno.serve({
   hostname: "127.0.0.1",
@@ -15,11 +43,32 @@ Deno.serve({
 }, async (request) => {
   const url = new URL(request.url);
   const body = request.body ? new Uint8Array(await request.arrayBuffer()) : undefined;
-  if (request.method === "PUT" && url.pathname.startsWith("/chunks/") && ++puts === Number(after)) {
+  const chunk = request.method === "PUT" && url.pathname.startsWith("/chunks/") ? ++puts : 0;
+  const commit = request.method === "POST" && /^\/migrations\/[^/]+$/.test(url.pathname);
+  const start = request.method === "POST" && /^\/migrations\/[^/]+\/start$/.test(url.pathname);
+  const at = chunk > 0 && chunk === Number(faultArgs[0]);
+  if (fault === "corrupt" && at) {
+    console.log("proxy: fault");
     body![body!.length >> 1] ^= 0x40;
   }
-  const headers = new Headers(request.headers);
-  headers.delete("host");
-  const answer = await fetch(`${target}${url.pathname}${url.search}`, { method: request.method, headers, body });
+  if (fault === "cut" && at) {
+    const down = await new Deno.Command("ip", { args: ["link", "set", faultArgs[1], "down"] }).output();
+    if (!down.success) throw new Error(`ip link set ${faultArgs[1]} down failed`);
+    console.log("proxy: fault");
+  }
+  if ((fault === "kill" && at) || (fault === "kill-start" && start)) {
+    await killTarget(Number(faultArgs.at(-1)));
+    console.log("proxy: fault");
+    if (fault === "kill-start") dieLikeTheHost();
+    await forward(request, url, body).catch(dieLikeTheHost);
+  }
+  const answer = await forward(request, url, body);
+  if (fault === "lose-commit" && commit) {
+    await answer.arrayBuffer();
+    console.log("proxy: fault");
+    // The status line goes out, then the body breaks off: the answer is lost on the way.
+    const broken = new ReadableStream({ pull: (c) => c.error(new Error("lost on the way")) });
+    return new Response(broken, { status: answer.status });
+  }
   return new Response(await answer.arrayBuffer(), { status: answer.status, headers: answer.headers });
 });
