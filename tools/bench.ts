@@ -15,6 +15,7 @@ import { prewarm, stopIdleThreads } from "../hv/vcpu_threads.ts";
 import { kvmAccess } from "../hv/kvm_access.ts";
 import { IN_NESTED_ENV, runDenoNested } from "./accel.ts";
 import { defaultNestedVm } from "./nested/vm.ts";
+import { migrations } from "./bench/migrations.ts";
 
 // Figures from the nested accelerator are an emulated CPU's: run everything there, pvx and its
 // baselines alike, so the ratios compare like with like, and label every figure.
@@ -33,9 +34,9 @@ if (!access.ok) {
   Deno.exit(await runDenoNested(["run", "-A", new URL(import.meta.url).pathname, ...args], undefined, vm));
 }
 const label = Deno.env.get(IN_NESTED_ENV) ? "nested (emulated SVM) " : "";
-/** `--only=vmm|threads|windows|snapshots|clones|diffs` runs one part of the bench. */
+/** `--only=vmm|threads|windows|snapshots|clones|diffs|migrations` runs one part of the bench. */
 const only = Deno.args.find((a) => a.startsWith("--only="))?.slice("--only=".length);
-const parts = ["vmm", "threads", "windows", "snapshots", "clones", "diffs"];
+const parts = ["vmm", "threads", "windows", "snapshots", "clones", "diffs", "migrations"];
 if (only !== undefined && !parts.includes(only)) {
   console.error(`pvx bench: --only=${only}: expected one of ${parts.join(", ")}`);
   Deno.exit(2);
@@ -94,8 +95,8 @@ function line(what: string, pvxValue: number, cValue: number, unit: string, goal
 }
 
 async function pack(source: string, dir: string, memoryMiB = defaultPackOptions.memoryMiB): Promise<string> {
-  const name = source.replace(/\.c$/, "");
-  await compileGuest(`${here}${source}`, `${dir}/${name}.elf`);
+  const name = source.replace(/^.*\//, "").replace(/\.c$/, "");
+  await compileGuest(source.startsWith("/") ? source : `${here}${source}`, `${dir}/${name}.elf`);
   await writeBundle(`${dir}/${name}.pvx`, await packApp(`${dir}/${name}.elf`, { ...defaultPackOptions, memoryMiB }));
   return `${dir}/${name}.pvx`;
 }
@@ -436,6 +437,11 @@ try {
   if (wanted("snapshots")) await snapshots(dir);
   if (wanted("clones")) await clones(dir);
   if (wanted("diffs")) await diffSnapshots(dir);
+  if (wanted("migrations")) {
+    const dirty = await pack(new URL("../tests/guests/dirty.c", import.meta.url).pathname, dir, 256);
+    const pvx = [Deno.execPath(), "run", "-A", new URL("./pvx.ts", import.meta.url).pathname];
+    await migrations(dirty, pvx, await Deno.makeTempDir({ dir }), REPEATS, line);
+  }
 } finally {
   stopIdleThreads();
   await Deno.remove(dir, { recursive: true });

@@ -8,7 +8,7 @@ import { Hono } from "hono";
 import type { Context } from "hono";
 import { streamSSE } from "hono/streaming";
 import { timingSafeEqual } from "node:crypto";
-import { isAbsolute } from "node:path";
+import { isAbsolute, join } from "node:path";
 import { refuse } from "../control_api.ts";
 import { describeValue } from "../describe_value.ts";
 import { maxMemory, maxVcpus, MiB, minMemory } from "../../guest/memory_map.ts";
@@ -34,7 +34,7 @@ import {
   type StoredSnapshots,
   TemplateFailed,
 } from "./snapshots.ts";
-import { type ChunkStore, RecipeError } from "../chunks.ts";
+import { type ChunkStore, parseRecipe, RecipeError } from "../chunks.ts";
 import { chunksApi } from "./chunks_api.ts";
 import { IncomingMigrations, MigrationFailed, MigrationSpent, NoSuchMigration, parsePlan } from "./migration_target.ts";
 import { DEFAULT_ROUNDS, MAX_ROUNDS, migrate, MigrationError, UNCONVERGED } from "./migration_source.ts";
@@ -371,7 +371,7 @@ export function daemonApi(
 
   if (options.chunks) app.route("/chunks", chunksApi(options.chunks));
   if (options.chunks && options.migrationDir !== undefined) {
-    const incoming = new IncomingMigrations(options.chunks);
+    const incoming = new IncomingMigrations(options.chunks, join(options.migrationDir, "incoming"));
     migrationRoutes(app, instances, stored, bundles, incoming, options.migrationDir, options.peerTimeoutMs);
   }
   app.get("/healthz", (c) => {
@@ -601,6 +601,13 @@ function migrationRoutes(
     };
     return c.json({ id: c.req.param("id"), aborted: true, ...await incoming.abort(c.req.param("id")!, drop) });
   });
+  app.put("/migrations/:id/chain/:index", async (c) => {
+    query(c, []);
+    const id = c.req.param("id")!, index = Number(c.req.param("index"));
+    incoming.expectOpen(id);
+    await incoming.stage(id, index, parseRecipe(await jsonBody(c, ["length", "chunks"]), "recipe"));
+    return c.json({ id, index, staged: true }, 202);
+  });
   app.post("/migrations/:id/start", async (c) => {
     query(c, []);
     const instance = instances.get(await incoming.committed(c.req.param("id")!));
@@ -631,13 +638,13 @@ function migrationRoutes(
     };
     // A share this host lacks refuses the migration before anything is written.
     await prefixed(() => shareList(create as Body));
-    const made = await incoming.commit(migration, async () => {
+    const made = await incoming.commit(migration, async (staged) => {
       const id = await instances.newId();
       let instance: Instance | undefined;
       try {
         const dir = instances.records.migrated(id);
         await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
-        const files = await incoming.assemble(plan, dir, bundles);
+        const files = await incoming.assemble(plan, dir, bundles, staged);
         const spec = await prefixed(() => createSpec({ ...create, snapshot: files.snapshot }, stored, bundles));
         instance = await instances.create(
           { ...spec, id, bundleFile: files.bundleFile, printedBefore: plan.console, incoming: migration },

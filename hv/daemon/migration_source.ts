@@ -144,6 +144,13 @@ export async function migrate(
     }
     bytesSent += await send(recipe, `round ${rounds.length + 1}`);
     chain.push(recipe);
+    // The target rebuilds a pre-copy round's file while the guest runs on, rather than in the final pause.
+    if (!final) {
+      await callPeer(to, "PUT", `/migrations/${id}/chain/${chain.length - 1}`, JSON.stringify(recipe), true)
+        .catch((e) => {
+          throw failure(e, `staging round ${rounds.length + 1}`);
+        });
+    }
     rounds.push({ kind: saved.kind, pages: saved.pages, bytesSent, snapshotMs: Math.round(snapshotMs * 10) / 10 });
     progress(
       `round ${rounds.length}${final ? " (final, paused)" : ""}: ${saved.kind}, ${saved.pages} pages, ` +

@@ -67,9 +67,18 @@ export function parsePlan(body: Record<string, unknown>): MigrationPlan {
   };
 }
 
+/** A snapshot of the chain rebuilt ahead of the commit, while the source's pre-copy goes on. */
+interface Staged {
+  /** The recipe it was rebuilt from, as JSON: the commit's must be the same for it to be used. */
+  recipe: string;
+  path: string;
+  /** Settles once the file is rebuilt; a failure is the commit's to report. */
+  done: Promise<void>;
+}
+
 /** Where one migration into this daemon stands. */
 type Incoming =
-  | { state: "open"; until: number }
+  | { state: "open"; until: number; staged: Map<number, Staged> }
   /** Committed: `instance` resolves to the id of the instance the commit made, or to undefined if it failed. */
   | { state: "committed"; instance: Promise<string | undefined> }
   | { state: "aborted" };
@@ -77,23 +86,55 @@ type Incoming =
 export class IncomingMigrations {
   readonly #all = new Map<string, Incoming>();
 
-  constructor(readonly store: ChunkStore) {}
+  /** `dir` holds what open migrations rebuild ahead of their commits, a directory each. */
+  constructor(readonly store: ChunkStore, private readonly dir: string) {}
 
   open(): { id: string; expiresInMs: number } {
     const now = Date.now();
-    for (const [id, m] of this.#all) if (m.state === "open" && m.until <= now) this.#all.delete(id);
+    for (const [id, m] of this.#all) if (m.state === "open" && m.until <= now) this.#forget(id);
     const id = crypto.randomUUID();
-    this.#all.set(id, { state: "open", until: now + OPEN_FOR_MS });
+    this.#all.set(id, { state: "open", until: now + OPEN_FOR_MS, staged: new Map() });
     return { id, expiresInMs: OPEN_FOR_MS };
   }
 
   #find(id: string): Incoming {
     const m = this.#all.get(id);
     if (!m || (m.state === "open" && m.until <= Date.now())) {
-      this.#all.delete(id);
+      if (m) this.#forget(id);
       throw new NoSuchMigration(`no open migration ${JSON.stringify(id)}: this daemon did not open it, or it expired`);
     }
     return m;
+  }
+
+  /** Drops an open migration that expired, with what it had rebuilt. */
+  #forget(id: string) {
+    this.#all.delete(id);
+    this.#removeStaged(id);
+  }
+
+  async #removeStaged(id: string) {
+    await Deno.remove(join(this.dir, id), { recursive: true }).catch(() => {});
+    // The directory of them all goes too once empty: a daemon keeps no working files of migrations that ended.
+    await Deno.remove(this.dir).catch(() => {});
+  }
+
+  /**
+   * Starts rebuilding snapshot `index` of open migration `id`'s chain from `recipe`, whose chunks were sent, so
+   * that its commit (which waits for it) need not: the source sends each pre-copy round's as it goes.
+   */
+  async stage(id: string, index: number, recipe: Recipe) {
+    const m = this.#find(id);
+    if (m.state !== "open") throw new MigrationSpent(`migration ${id} was already committed or aborted`);
+    if (!Number.isInteger(index) || index < 0 || index >= MAX_CHAIN) {
+      throw new RecipeError("index", `must be a place in the chain, 0 to ${MAX_CHAIN - 1}`);
+    }
+    await Deno.mkdir(join(this.dir, id), { recursive: true, mode: 0o700 });
+    const path = join(this.dir, id, `${String(index).padStart(2, "0")}.snap`);
+    const previous = m.staged.get(index);
+    // Rebuilt one after another: a restage of a place waits for the file it replaces.
+    const done = (previous?.done ?? Promise.resolve()).catch(() => {}).then(() => this.store.assemble(recipe, path));
+    done.catch(() => {});
+    m.staged.set(index, { recipe: JSON.stringify(recipe), path, done });
   }
 
   /** Refuses `id` unless it is open: one this daemon did not open, or one committed or aborted already. */
@@ -105,9 +146,10 @@ export class IncomingMigrations {
    * Claims `id` for its one commit, which `make` carries out, resolving to the id of the instance it made; after
    * this, a second commit is refused, and an abort waits for this one and drops what it made.
    */
-  commit(id: string, make: () => Promise<string>): Promise<string> {
+  commit(id: string, make: (staged: Map<number, Staged>) => Promise<string>): Promise<string> {
     this.expectOpen(id);
-    const made = make();
+    const { staged } = this.#all.get(id) as Incoming & { state: "open" };
+    const made = make(staged).finally(() => this.#removeStaged(id));
     this.#all.set(id, { state: "committed", instance: made.catch(() => undefined) });
     return made;
   }
@@ -129,6 +171,10 @@ export class IncomingMigrations {
     const m = this.#find(id);
     if (m.state === "aborted") throw new MigrationSpent(`migration ${id} was already aborted`);
     this.#all.set(id, { state: "aborted" });
+    if (m.state === "open") {
+      await Promise.allSettled([...m.staged.values()].map((s) => s.done));
+      await this.#removeStaged(id);
+    }
     const instance = m.state === "committed" ? await m.instance : undefined;
     if (instance !== undefined) await drop(instance);
     return instance === undefined ? {} : { dropped: instance };
@@ -136,10 +182,11 @@ export class IncomingMigrations {
 
   /**
    * Rebuilds the plan's files in `dir` from the chunk store: the bundle, kept among the uploaded bundles unless
-   * one with its hash is kept already, and the chain, each snapshot named by its place in it. Returns the bundle's
-   * path and the last snapshot's, which the restore starts from (its parents are found beside it by id).
+   * one with its hash is kept already, and the chain, each snapshot named by its place in it (one staged ahead
+   * from the same recipe is moved there instead). Returns the bundle's path and the last snapshot's, which the
+   * restore starts from (its parents are found beside it by id).
    */
-  async assemble(plan: MigrationPlan, dir: string, bundles: UploadedBundles) {
+  async assemble(plan: MigrationPlan, dir: string, bundles: UploadedBundles, staged: Map<number, Staged>) {
     try {
       let bundle = bundles.list().find((b) => b.sha256 === plan.bundle.sha256);
       if (!bundle) {
@@ -157,7 +204,13 @@ export class IncomingMigrations {
         await Deno.remove(path);
       }
       const chain = plan.chain.map((_, i) => join(dir, `${String(i).padStart(2, "0")}.snap`));
-      for (const [i, recipe] of plan.chain.entries()) await this.store.assemble(recipe, chain[i]);
+      for (const [i, recipe] of plan.chain.entries()) {
+        const ahead = staged.get(i);
+        if (ahead?.recipe === JSON.stringify(recipe)) {
+          await ahead.done;
+          await Deno.rename(ahead.path, chain[i]);
+        } else await this.store.assemble(recipe, chain[i]);
+      }
       return { bundleFile: bundle.path, snapshot: chain.at(-1)! };
     } catch (e) {
       if (e instanceof MigrationFailed) throw e;

@@ -364,6 +364,14 @@ export const openApiDocument = {
         responses: { 200: answer("aborted", { type: "object" }), ...errors },
       },
     },
+    "/migrations/{id}/chain/{index}": {
+      put: {
+        summary: "rebuild a pre-copy round's snapshot (its place in the chain) from chunks sent, ahead of the commit",
+        parameters: [id, { name: "index", in: "path", required: true, schema: { type: "integer", minimum: 0 } }],
+        requestBody: json(recipe),
+        responses: { 202: answer("being rebuilt; the commit waits for it", { type: "object" }), ...errors },
+      },
+    },
     "/migrations/{id}/start": {
       post: {
         summary: "run a committed migration's instance: its source has let go of it (again: no change)",

@@ -11,13 +11,14 @@ int main(int argc, char **argv, char **envp) {
   ULONGLONG perSecond = (ULONGLONG)(argc > 2 ? parse_int(argv[2]) : 0) << 20;
   unsigned char *p = VirtualAlloc(NULL, bytes, MEM_RESERVE | MEM_COMMIT, PAGE_READWRITE);
   if (!p) return step_failed("VirtualAlloc", 1);
-  for (ULONGLONG i = 0; i < bytes; i += 4096) p[i] = 1;
+  /* Every page its own: the same bytes in two pages would be one chunk, and cost a migration nothing. */
+  for (ULONGLONG i = 0; i < bytes; i += 4096) *(ULONGLONG *)(p + i) = i + 1;
   out("committed\n");
   ULONGLONG start = GetTickCount64(), written = 0, at = 0;
   for (int ticks = 0;;) {
     Sleep(10);
     ULONGLONG elapsed = GetTickCount64() - start;
-    for (; written < perSecond * elapsed / 1000; written += 4096, at = (at + 4096) % bytes) p[at]++;
+    for (; written < perSecond * elapsed / 1000; written += 4096, at = (at + 4096) % bytes) ((ULONGLONG *)(p + at))[1]++;
     if (elapsed >= (ULONGLONG)(ticks + 1) * 1000) {
       out("tick ");
       out_i(ticks++);
