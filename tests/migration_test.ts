@@ -8,8 +8,11 @@
 // a tiny tmpfs fills up.
 
 import assert from "node:assert/strict";
+import { dirname } from "node:path";
 import { guestBundle, pvxCli, pvxStart } from "./support/guests.ts";
 import { api, create, type Daemon, logs, printed } from "./support/daemon.ts";
+import { workersOutput } from "./support/snapshots.ts";
+import { buildWindowsExe } from "./support/win32.ts";
 
 const decoder = new TextDecoder();
 
@@ -151,6 +154,30 @@ Deno.test("migration: an app that counts into a file it keeps open moves to anot
       assert.equal((await logs(a, home, "")).stdout, tally(8));
       // Neither host keeps a migration's working files once it is done.
       for (const host of [a, b]) assert.deepEqual([...Deno.readDirSync(`${host.stateDir}/migrations`)], []);
+    } finally {
+      await Promise.all([stop(a), stop(b)]);
+    }
+  }));
+
+Deno.test("migration: a multi-threaded Windows exe, its workers blocked on events and a mutex, moves there and back", () =>
+  withTwoHosts(async (sideA, sideB, dir) => {
+    const source = new URL("./guests/workers.c", import.meta.url).pathname;
+    const exe = await buildWindowsExe("workers", dir, source, ["-DWINDOWS_EXE", `-I${dirname(source)}`]);
+    const a = await serveOn(sideA, `${dir}/a`), b = await serveOn(sideB, `${dir}/b`);
+    try {
+      const id = await create(a, { bundle: exe });
+      await printed(a, id, "round 1\n");
+      const there = await migrate(a, id, b);
+      assert.equal(there.code, 0, there.stderr);
+      const onB = there.report.to.instance;
+      const back = await migrate(b, onB, a);
+      assert.equal(back.code, 0, back.stderr);
+      const home = back.report.to.instance;
+      await api(a, "POST", `/instances/${home}/stdin?close=true`, "windows\n");
+      const ended = (await api(a, "POST", `/instances/${home}/wait`)).json;
+      assert.deepEqual([ended.exit.code, ended.exit.kind], [0, "exit"], JSON.stringify(await logs(a, home, "")));
+      // Its console, replayed from host to host, is a run's that never moved: no round or step lost or repeated.
+      assert.equal((await logs(a, home, "")).stdout, workersOutput(5, "windows\n"));
     } finally {
       await Promise.all([stop(a), stop(b)]);
     }
