@@ -13,6 +13,7 @@ import { guestBundle, pvxCli, pvxStart } from "./support/guests.ts";
 import { api, create, type Daemon, logs, printed } from "./support/daemon.ts";
 import { workersOutput } from "./support/snapshots.ts";
 import { buildWindowsExe } from "./support/win32.ts";
+import { NESTED_SOCKET_ENV } from "../tools/accel.ts";
 
 const decoder = new TextDecoder();
 
@@ -298,8 +299,12 @@ Deno.test("migration: a chunk corrupted in flight or a wrong token loses nothing
     }
   }));
 
-/** A source daemon that waits 2 s for each answer of a target, so that a lost one fails the migration soon. */
-const PATIENCE = ["--peer-timeout", "2s"];
+/**
+ * A source daemon that waits this long for each answer of its target, so that a lost one fails the migration soon.
+ * Under the nested accelerator an answer that waits on an instance (a start, an abort) takes seconds.
+ */
+const PATIENCE_S = Deno.env.get(NESTED_SOCKET_ENV) ? 60 : 2;
+const PATIENCE = ["--peer-timeout", `${PATIENCE_S}s`];
 
 Deno.test("migration: a link cut or a target killed mid-transfer leaves the source running, the target with nothing", () =>
   withTwoHosts(async (sideA, sideB, dir) => {
@@ -313,7 +318,10 @@ Deno.test("migration: a link cut or a target killed mid-transfer leaves the sour
       try {
         const r = await migrate(a, id, b, cut.url);
         assert.equal(r.code, 125, r.stdout);
-        assert.match(r.stderr, /sending round 1: .*PUT \/chunks\/[0-9a-f]{64}: no answer within 2 s/);
+        assert.match(
+          r.stderr,
+          new RegExp(`sending round 1: .*PUT /chunks/[0-9a-f]{64}: no answer within ${PATIENCE_S} s`),
+        );
         assert.ok(await cut.faulted());
       } finally {
         await cut.close();
