@@ -14,6 +14,7 @@ import { api, create, type Daemon, logs, printed } from "./support/daemon.ts";
 import { workersOutput } from "./support/snapshots.ts";
 import { buildWindowsExe } from "./support/win32.ts";
 import { NESTED_SOCKET_ENV } from "../tools/accel.ts";
+import { requestControlApi } from "../hv/control_api.ts";
 
 const decoder = new TextDecoder();
 
@@ -155,6 +156,12 @@ Deno.test("migration: an app that counts into a file it keeps open moves to anot
       assert.equal((await logs(a, home, "")).stdout, tally(8));
       // Neither host keeps a migration's working files once it is done.
       for (const host of [a, b]) assert.deepEqual([...Deno.readDirSync(`${host.stateDir}/migrations`)], []);
+      for (const [host, trip] of [[a, there], [b, back]] as const) {
+        const metrics = (await requestControlApi(host.socket, "GET", "/metrics")).body;
+        assert.match(metrics, /^pvx_migrations_total\{outcome="moved"\} 1$/m);
+        assert.match(metrics, /^pvx_migration_downtime_seconds_count 1$/m);
+        assert.match(metrics, new RegExp(`^pvx_migration_sent_bytes_total ${trip.report.bytesSent}$`, "m"));
+      }
     } finally {
       await Promise.all([stop(a), stop(b)]);
     }
@@ -390,6 +397,9 @@ Deno.test("migration: when the source cannot know whether the target runs the ap
       await holdsNothing(b);
       assert.equal((await api(a, "POST", `/instances/${id}/resume`)).status, 200);
       await runsOn(a, id);
+      const metrics = (await requestControlApi(a.socket, "GET", "/metrics")).body;
+      assert.match(metrics, /^pvx_migrations_total\{outcome="failed"\} 1$/m);
+      assert.match(metrics, /^pvx_migrations_total\{outcome="kept-paused"\} 1$/m);
     } finally {
       await Promise.all([stop(a), stop(b)]);
     }

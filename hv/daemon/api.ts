@@ -372,7 +372,8 @@ export function daemonApi(
   if (options.chunks) app.route("/chunks", chunksApi(options.chunks));
   if (options.chunks && options.migrationDir !== undefined) {
     const incoming = new IncomingMigrations(options.chunks, join(options.migrationDir, "incoming"));
-    migrationRoutes(app, instances, stored, bundles, incoming, options.migrationDir, options.peerTimeoutMs);
+    const { migrationDir: workDir, peerTimeoutMs } = options;
+    migrationRoutes(app, { instances, stored, bundles, metrics, incoming, workDir, peerTimeoutMs });
   }
   app.get("/healthz", (c) => {
     query(c, []);
@@ -552,19 +553,24 @@ export function daemonApi(
   return app;
 }
 
+/** What the migration routes work with: the daemon's own, and where a migration out of it keeps its files. */
+interface MigrationContext {
+  instances: Instances;
+  stored: StoredSnapshots;
+  bundles: UploadedBundles;
+  metrics: Metrics;
+  incoming: IncomingMigrations;
+  workDir: string;
+  peerTimeoutMs?: number;
+}
+
 /**
  * A migration out of this daemon (POST /instances/:id/migrate), and the routes of one into it: open (POST
- * /migrations), commit (POST /migrations/:id) and abort (DELETE /migrations/:id). docs/migration.md tells the steps.
+ * /migrations), stage a round (PUT /migrations/:id/chain/:n), commit (POST /migrations/:id), start (POST
+ * /migrations/:id/start) and abort (DELETE /migrations/:id). docs/migration.md tells the steps.
  */
-function migrationRoutes(
-  app: Hono,
-  instances: Instances,
-  stored: StoredSnapshots,
-  bundles: UploadedBundles,
-  incoming: IncomingMigrations,
-  workDir: string,
-  peerTimeoutMs?: number,
-) {
+function migrationRoutes(app: Hono, context: MigrationContext) {
+  const { instances, stored, bundles, metrics, incoming, workDir, peerTimeoutMs } = context;
   app.post("/instances/:id/migrate", async (c) => {
     query(c, []);
     const instance = instances.get(c.req.param("id")!);
@@ -586,7 +592,14 @@ function migrationRoutes(
     };
     const say = (line: string) => console.error(`pvx serve: migrating ${instance.record.id} to ${url}: ${line}`);
     const request = { to, maxRounds, unconverged: unconverged as typeof UNCONVERGED[number], keep: incoming.store };
-    return c.json(await migrate(instance, request, workDir, say));
+    try {
+      const report = await migrate(instance, request, workDir, say);
+      metrics.migrated("moved", { downtimeSeconds: report.downtimeMs / 1000, bytesSent: report.bytesSent });
+      return c.json(report);
+    } catch (e) {
+      metrics.migrated(e instanceof MigrationError && e.keptPaused ? "kept-paused" : "failed");
+      throw e;
+    }
   });
 
   app.post("/migrations", (c) => {

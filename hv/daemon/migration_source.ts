@@ -74,8 +74,11 @@ export interface MigrationReport {
  */
 export class MigrationError extends Error {
   override name = "MigrationError";
-  /** 502 when the target refused or could not be reached; otherwise the instance's own refusal's, or 409. */
-  constructor(readonly status: 409 | 502, message: string) {
+  /**
+   * 502 when the target refused or could not be reached; otherwise the instance's own refusal's, or 409.
+   * `keptPaused`: the target did not answer whether it runs the app, so the source instance was left paused.
+   */
+  constructor(readonly status: 409 | 502, message: string, readonly keptPaused = false) {
     super(message);
   }
 }
@@ -227,11 +230,12 @@ export async function migrate(
           `${why.message}; and the target did not answer an abort (${unsure.message}), so it may run the app: ` +
             `this instance stays paused rather than run it twice. See GET /instances on ${to.url}, then resume ` +
             `or delete this one`,
+          true,
         );
       }
     }
     if (paused && !wasPaused && instance.running) await instance.resume().catch(() => {});
-    progress(`failed, and resumed here: ${why.message}`);
+    progress(`failed, and ${wasPaused ? "left paused, as it was" : "resumed here"}: ${why.message}`);
     throw why;
   }
   // The target runs it now: from here on, nothing resumes this one.
