@@ -129,6 +129,8 @@ Deno.test("migration: an app that counts into a file it keeps open moves to anot
 
       const there = await migrate(a, id, b);
       assert.equal(there.code, 0, there.stderr);
+      // Its steps, as they happen, on stderr.
+      assert.match(there.stderr, /^pvx: round 1: full, \d+ pages, \d+ bytes sent\n(.*\n)*pvx: running there as /m);
       const onB = there.report.to.instance;
       assert.deepEqual(there.report.to, { url: b.url, instance: onB });
       assert.ok(there.report.rounds.length >= 1 && there.report.rounds[0].kind === "full", there.stdout);

@@ -332,29 +332,36 @@ export async function startCommand(argv: string[]): Promise<number> {
  * and stderr; resolves with how the instance ended, if it ended while streaming.
  */
 async function copyConsole(daemon: Daemon, id: string, query: Record<string, string>): Promise<Described | undefined> {
-  const response = await daemon.fetch(`/instances/${id}/logs?${new URLSearchParams(query)}`);
+  const encoder = new TextEncoder();
+  let ended: Described | undefined;
+  for await (
+    const { event, data } of serverEvents(await daemon.fetch(`/instances/${id}/logs?${new URLSearchParams(query)}`))
+  ) {
+    if (event === "stdout") await Deno.stdout.write(encoder.encode(data as string));
+    if (event === "stderr") await Deno.stderr.write(encoder.encode(data as string));
+    if (event === "exit") ended = data as Described;
+  }
+  return ended;
+}
+
+/** The events of a server-sent event stream the daemon answered, each with its data parsed; a refusal throws. */
+async function* serverEvents(response: Response): AsyncGenerator<{ event: string; data: unknown }> {
   if (response.status >= 400) {
     const e = (await response.json())?.error;
     throw new DaemonError(`${e?.field ? `${e.field}: ` : ""}${e?.message}`);
   }
-  const encoder = new TextEncoder();
-  let pending = "", ended: Described | undefined;
+  let pending = "";
   for await (const text of response.body!.pipeThrough(new TextDecoderStream())) {
     pending += text;
-    let end;
-    while ((end = pending.indexOf("\n\n")) >= 0) {
-      const event = Object.fromEntries(
+    for (let end; (end = pending.indexOf("\n\n")) >= 0; pending = pending.slice(end + 2)) {
+      const fields = Object.fromEntries(
         pending.slice(0, end).split("\n").map((
           line,
         ) => [line.slice(0, line.indexOf(":")), line.slice(line.indexOf(":") + 2)]),
       );
-      pending = pending.slice(end + 2);
-      if (event.event === "stdout") await Deno.stdout.write(encoder.encode(JSON.parse(event.data)));
-      if (event.event === "stderr") await Deno.stderr.write(encoder.encode(JSON.parse(event.data)));
-      if (event.event === "exit") ended = JSON.parse(event.data);
+      yield { event: fields.event, data: JSON.parse(fields.data) };
     }
   }
-  return ended;
 }
 
 /** `pvx logs [-f] [--tail KiB] ID`: the instance's stdout on stdout, its stderr on stderr. */
@@ -501,12 +508,25 @@ export async function migrateCommand(argv: string[]): Promise<number> {
   }
   const token = values["to-token-file"] ? await readToken(values["to-token-file"]) : undefined;
   console.error(`pvx: migrating ${positionals[0]} to ${values.to}...`);
-  const report = await call(await connect(values), "POST", `/instances/${id}/migrate`, {
+  const body = {
     to: values.to,
     ...(token ? { token } : {}),
     ...(maxRounds === undefined ? {} : { maxRounds }),
     ...(values.unconverged === undefined ? {} : { unconverged: values.unconverged }),
+  };
+  const answer = await (await connect(values)).fetch(`/instances/${id}/migrate?progress=true`, {
+    method: "POST",
+    body: JSON.stringify(body),
+    headers: { "content-type": "application/json" },
   });
+  // deno-lint-ignore no-explicit-any
+  let report: any;
+  for await (const { event, data } of serverEvents(answer)) {
+    if (event === "progress") console.error(`pvx: ${data}`);
+    if (event === "report") report = data;
+    if (event === "error") throw new DaemonError((data as { error: { message: string } }).error.message);
+  }
+  if (!report) throw new DaemonError("the daemon's answer ended before its report");
   const rounds = report.rounds.map((r: { kind: string; pages: number }) => `${r.kind} ${r.pages}`).join(", ");
   print(
     values.json,

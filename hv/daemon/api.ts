@@ -527,30 +527,31 @@ export function daemonApi(
 
   app.notFound((c) => c.json(refuse(404, `no route ${c.req.method} ${c.req.path}`).body, 404));
   app.onError((e, c) => {
-    if (e instanceof BadInput) return c.json(refuse(400, e.message, e.field).body, 400);
-    if (e instanceof NoSuchInstance || e instanceof NoSuchStored || e instanceof NoSuchBundle) {
-      return c.json(refuse(404, e.message).body, 404);
-    }
-    if (e instanceof BadUpload) return c.json(refuse(400, e.message, "body").body, 400);
-    if (e instanceof TooLarge) return c.json(refuse(413, e.message, "body").body, 413);
-    if (e instanceof BadSource) return c.json(refuse(400, e.message, e.field).body, 400);
-    if (e instanceof AtCapacity) return c.json(refuse(e.status, e.message).body, e.status);
-    if (e instanceof StoredInUse || e instanceof BundleInUse) return c.json(refuse(409, e.message).body, 409);
-    if (e instanceof TemplateFailed) return c.json(refuse(422, e.message).body, 422);
-    if (e instanceof RecipeError) return c.json(refuse(400, e.message, e.field).body, 400);
-    if (e instanceof NoSuchMigration) return c.json(refuse(404, e.message).body, 404);
-    if (e instanceof MigrationSpent) return c.json(refuse(409, e.message).body, 409);
-    if (e instanceof MigrationFailed || e instanceof MigrationError) {
-      return c.json(refuse(e.status, e.message).body, e.status);
-    }
-    if (e instanceof InstanceConflict) return c.json(refuse(409, e.message).body, 409);
-    if (e instanceof InstanceRefused) {
-      const status = e.status === 400 ? 400 : 409;
-      return c.json(refuse(status, e.message).body, status);
-    }
-    return c.json(refuse(500, `${e.name}: ${e.message}`).body, 500);
+    const { status, body } = refusalOf(e);
+    return c.json(body, status);
   });
   return app;
+}
+
+/** The answer to a request that threw `e`: a refusal with the status its kind of error has, else a 500. */
+function refusalOf(e: Error) {
+  if (e instanceof BadInput || e instanceof BadSource || e instanceof RecipeError) {
+    return refuse(400, e.message, e.field);
+  }
+  if (e instanceof NoSuchInstance || e instanceof NoSuchStored || e instanceof NoSuchBundle) {
+    return refuse(404, e.message);
+  }
+  if (e instanceof BadUpload) return refuse(400, e.message, "body");
+  if (e instanceof TooLarge) return refuse(413, e.message, "body");
+  if (e instanceof AtCapacity) return refuse(e.status, e.message);
+  if (e instanceof StoredInUse || e instanceof BundleInUse) return refuse(409, e.message);
+  if (e instanceof TemplateFailed) return refuse(422, e.message);
+  if (e instanceof NoSuchMigration) return refuse(404, e.message);
+  if (e instanceof MigrationSpent) return refuse(409, e.message);
+  if (e instanceof MigrationFailed || e instanceof MigrationError) return refuse(e.status, e.message);
+  if (e instanceof InstanceConflict) return refuse(409, e.message);
+  if (e instanceof InstanceRefused) return refuse(e.status === 400 ? 400 : 409, e.message);
+  return refuse(500, `${e.name}: ${e.message}`);
 }
 
 /** What the migration routes work with: the daemon's own, and where a migration out of it keeps its files. */
@@ -572,7 +573,7 @@ interface MigrationContext {
 function migrationRoutes(app: Hono, context: MigrationContext) {
   const { instances, stored, bundles, metrics, incoming, workDir, peerTimeoutMs } = context;
   app.post("/instances/:id/migrate", async (c) => {
-    query(c, []);
+    const progress = flag(query(c, ["progress"]), "progress");
     const instance = instances.get(c.req.param("id")!);
     if (!instance) throw new NoSuchInstance(`no instance ${describeValue(c.req.param("id"))}`);
     const body = await jsonBody(c, ["to", "token", "maxRounds", "unconverged"]);
@@ -590,16 +591,37 @@ function migrationRoutes(app: Hono, context: MigrationContext) {
       ...(body.token ? { token: body.token as string } : {}),
       ...(peerTimeoutMs === undefined ? {} : { timeoutMs: peerTimeoutMs }),
     };
-    const say = (line: string) => console.error(`pvx serve: migrating ${instance.record.id} to ${url}: ${line}`);
+    const log = (line: string) => console.error(`pvx serve: migrating ${instance.record.id} to ${url}: ${line}`);
     const request = { to, maxRounds, unconverged: unconverged as typeof UNCONVERGED[number], keep: incoming.store };
-    try {
-      const report = await migrate(instance, request, workDir, say);
-      metrics.migrated("moved", { downtimeSeconds: report.downtimeMs / 1000, bytesSent: report.bytesSent });
-      return c.json(report);
-    } catch (e) {
-      metrics.migrated(e instanceof MigrationError && e.keptPaused ? "kept-paused" : "failed");
-      throw e;
-    }
+    const moved = async (say: (line: string) => void) => {
+      try {
+        const report = await migrate(instance, request, workDir, say);
+        metrics.migrated("moved", { downtimeSeconds: report.downtimeMs / 1000, bytesSent: report.bytesSent });
+        return report;
+      } catch (e) {
+        metrics.migrated(e instanceof MigrationError && e.keptPaused ? "kept-paused" : "failed");
+        throw e;
+      }
+    };
+    if (!progress) return c.json(await moved(log));
+    // With ?progress: each step as a "progress" event while it runs, then the "report", or an "error" with the
+    // status and body the plain request would have answered.
+    return streamSSE(c, async (stream) => {
+      const said: Promise<void>[] = [];
+      const say = (line: string) => {
+        log(line);
+        said.push(stream.writeSSE({ event: "progress", data: JSON.stringify(line) }));
+      };
+      const outcome = await moved(say).then(
+        (report) => ({ event: "report", data: report }),
+        (e) => {
+          const { status, body } = refusalOf(e);
+          return { event: "error", data: { status, ...body } };
+        },
+      );
+      await Promise.all(said);
+      await stream.writeSSE({ event: outcome.event, data: JSON.stringify(outcome.data) });
+    });
   });
 
   app.post("/migrations", (c) => {

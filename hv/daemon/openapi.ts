@@ -308,6 +308,12 @@ export const openApiDocument = {
           "stays paused if the target could not confirm that its copy will never run",
         { type: "object" },
         {
+          parameters: [id, {
+            name: "progress",
+            in: "query",
+            schema: { type: "boolean" },
+            description: 'answer with server-sent events: "progress" lines, then the "report" or an "error"',
+          }],
           requestBody: json({
             type: "object",
             required: ["to"],
