@@ -641,7 +641,7 @@ function migrationRoutes(app: Hono, context: MigrationContext) {
     const id = c.req.param("id")!, index = Number(c.req.param("index"));
     incoming.expectOpen(id);
     await incoming.stage(id, index, parseRecipe(await jsonBody(c, ["length", "chunks"]), "recipe"));
-    return c.json({ id, index, staged: true }, 202);
+    return c.json({ id, index, staged: true });
   });
   app.post("/migrations/:id/start", async (c) => {
     query(c, []);

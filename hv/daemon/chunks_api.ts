@@ -129,6 +129,9 @@ export async function callPeer(
   return answer;
 }
 
+/** Chunk PUTs a sender keeps in flight to one peer. */
+const PUTS_IN_FLIGHT = 4;
+
 export interface Pushed {
   /** Chunks in the recipe, each counted once. */
   chunks: number;
@@ -152,12 +155,25 @@ export async function pushChunks(ids: readonly string[], source: ChunkSource, pe
     if (!Array.isArray(missing) || missing.some((id) => !asked.has(id))) {
       throw new PeerError(0, `${peer.url}: POST /chunks/missing: the answer names chunks that were not asked about`);
     }
-    for (const id of missing as string[]) {
-      const chunk = await source.get(id);
-      await callPeer(peer, "PUT", `/chunks/${id}`, chunk);
-      sent++;
-      bytes += chunk.length;
-    }
+    // A few PUTs in flight at once: one at a time, each waits out a round trip that the link could fill.
+    const queue = [...missing as string[]];
+    const putter = async () => {
+      for (let id; (id = queue.shift()) !== undefined;) {
+        try {
+          const chunk = await source.get(id);
+          await callPeer(peer, "PUT", `/chunks/${id}`, chunk);
+          sent++;
+          bytes += chunk.length;
+        } catch (e) {
+          queue.length = 0; // the others stop after the PUT they are in
+          throw e;
+        }
+      }
+    };
+    const putters = Array.from({ length: PUTS_IN_FLIGHT }, putter);
+    const settled = await Promise.allSettled(putters);
+    const failed = settled.find((r) => r.status === "rejected");
+    if (failed) throw (failed as PromiseRejectedResult).reason;
   }
   return { chunks: unique.length, sent, bytes };
 }

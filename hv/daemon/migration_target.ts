@@ -72,7 +72,7 @@ interface Staged {
   /** The recipe it was rebuilt from, as JSON: the commit's must be the same for it to be used. */
   recipe: string;
   path: string;
-  /** Settles once the file is rebuilt; a failure is the commit's to report. */
+  /** Settles once the file is rebuilt. */
   done: Promise<void>;
 }
 
@@ -119,8 +119,8 @@ export class IncomingMigrations {
   }
 
   /**
-   * Starts rebuilding snapshot `index` of open migration `id`'s chain from `recipe`, whose chunks were sent, so
-   * that its commit (which waits for it) need not: the source sends each pre-copy round's as it goes.
+   * Rebuilds snapshot `index` of open migration `id`'s chain from `recipe`, whose chunks were sent, so that its
+   * commit need not: the source stages each pre-copy round's while the guest runs on, and waits for it here.
    */
   async stage(id: string, index: number, recipe: Recipe) {
     const m = this.#find(id);
@@ -135,6 +135,9 @@ export class IncomingMigrations {
     const done = (previous?.done ?? Promise.resolve()).catch(() => {}).then(() => this.store.assemble(recipe, path));
     done.catch(() => {});
     m.staged.set(index, { recipe: JSON.stringify(recipe), path, done });
+    await done.catch((e) => {
+      throw failedHere(e, `rebuilding snapshot ${index} of the chain`);
+    });
   }
 
   /** Refuses `id` unless it is open: one this daemon did not open, or one committed or aborted already. */
@@ -213,10 +216,15 @@ export class IncomingMigrations {
       }
       return { bundleFile: bundle.path, snapshot: chain.at(-1)! };
     } catch (e) {
-      if (e instanceof MigrationFailed) throw e;
-      if (e instanceof ChunkError) throw new MigrationFailed(422, `rebuilding the instance's files: ${e.message}`);
-      if (isDiskFull(e)) throw new MigrationFailed(507, `this host's disk is full: ${(e as Error).message}`);
-      throw e;
+      throw failedHere(e, "rebuilding the instance's files");
     }
   }
+}
+
+/** `e`, met while rebuilding files here, as what the source is told: a chunk that is wrong (422), a full disk (507). */
+function failedHere(e: unknown, doing: string): unknown {
+  if (e instanceof MigrationFailed) return e;
+  if (e instanceof ChunkError) return new MigrationFailed(422, `${doing}: ${e.message}`);
+  if (isDiskFull(e)) return new MigrationFailed(507, `this host's disk is full: ${(e as Error).message}`);
+  return e;
 }

@@ -375,7 +375,12 @@ export const openApiDocument = {
         summary: "rebuild a pre-copy round's snapshot (its place in the chain) from chunks sent, ahead of the commit",
         parameters: [id, { name: "index", in: "path", required: true, schema: { type: "integer", minimum: 0 } }],
         requestBody: json(recipe),
-        responses: { 202: answer("being rebuilt; the commit waits for it", { type: "object" }), ...errors },
+        responses: {
+          200: answer("rebuilt", { type: "object" }),
+          422: answer("a chunk is wrong", error),
+          507: answer("this host's disk is full", error),
+          ...errors,
+        },
       },
     },
     "/migrations/{id}/start": {

@@ -13,6 +13,9 @@
 
 const [port, target, fault, ...faultArgs] = Deno.args;
 let puts = 0;
+/** The link is down: what was on its way, and everything after, is never answered, as packets are dropped. */
+let cut = false;
+const never = () => new Promise<never>(() => {});
 
 /** The connection to the source goes the way the target's would if its host died: abruptly, and for good. */
 function dieLikeTheHost(): never {
@@ -52,17 +55,20 @@ Deno.serve({
     body![body!.length >> 1] ^= 0x40;
   }
   if (fault === "cut" && at) {
+    cut = true;
     const down = await new Deno.Command("ip", { args: ["link", "set", faultArgs[1], "down"] }).output();
     if (!down.success) throw new Error(`ip link set ${faultArgs[1]} down failed`);
     console.log("proxy: fault");
   }
+  if (cut) return await never();
   if ((fault === "kill" && at) || (fault === "kill-start" && start)) {
     await killTarget(Number(faultArgs.at(-1)));
     console.log("proxy: fault");
     if (fault === "kill-start") dieLikeTheHost();
     await forward(request, url, body).catch(dieLikeTheHost);
   }
-  const answer = await forward(request, url, body);
+  // One forwarded just before the cut fails fast (no route), where the source would have heard nothing.
+  const answer = await forward(request, url, body).catch((e) => cut ? never() : Promise.reject(e));
   if (fault === "lose-commit" && commit) {
     await answer.arrayBuffer();
     console.log("proxy: fault");
