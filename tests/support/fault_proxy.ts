@@ -4,7 +4,7 @@
 //   deno run -A fault_proxy.ts PORT TARGET FAULT...
 //     corrupt N        flips one byte of the N-th chunk PUT's body
 //     cut N DEV        takes the link DEV down before it forwards the N-th chunk PUT
-//     kill N PID       kills the target daemon (PID) before the N-th chunk PUT, then dies itself, as its host would
+//     kill N PID       kills the target daemon (PID) at the N-th chunk PUT, then dies itself, as its host would
 //     lose-commit      forwards the commit, but breaks off its answer: the target has the instance, the source
 //                      does not know
 //     kill-start PID   forwards the commit, but kills the target daemon instead of forwarding the start, and dies
@@ -15,7 +15,11 @@ const [port, target, fault, ...faultArgs] = Deno.args;
 let puts = 0;
 /** The link is down: what was on its way, and everything after, is never answered, as packets are dropped. */
 let cut = false;
+/** The target daemon is being killed: a forward that fails now fails as the target's host goes down. */
+let killed = false;
 const never = () => new Promise<never>(() => {});
+/** Written at once, unbuffered: the process may end right after. */
+const say = (line: string) => Deno.stdout.writeSync(new TextEncoder().encode(`${line}\n`));
 
 /** The connection to the source goes the way the target's would if its host died: abruptly, and for good. */
 function dieLikeTheHost(): never {
@@ -42,7 +46,7 @@ async function forward(request: Request, url: URL, body: Uint8Array | undefined)
 Deno.serve({
   hostname: "127.0.0.1",
   port: Number(port),
-  onListen: () => console.log("proxy: listening"),
+  onListen: () => say("proxy: listening"),
 }, async (request) => {
   const url = new URL(request.url);
   const body = request.body ? new Uint8Array(await request.arrayBuffer()) : undefined;
@@ -51,27 +55,31 @@ Deno.serve({
   const start = request.method === "POST" && /^\/migrations\/[^/]+\/start$/.test(url.pathname);
   const at = chunk > 0 && chunk === Number(faultArgs[0]);
   if (fault === "corrupt" && at) {
-    console.log("proxy: fault");
+    say("proxy: fault");
     body![body!.length >> 1] ^= 0x40;
   }
   if (fault === "cut" && at) {
     cut = true;
     const down = await new Deno.Command("ip", { args: ["link", "set", faultArgs[1], "down"] }).output();
     if (!down.success) throw new Error(`ip link set ${faultArgs[1]} down failed`);
-    console.log("proxy: fault");
+    say("proxy: fault");
   }
   if (cut) return await never();
   if ((fault === "kill" && at) || (fault === "kill-start" && start)) {
+    // Said first: a forward in flight fails as the target dies, and then this process dies too.
+    say("proxy: fault");
+    killed = true;
     await killTarget(Number(faultArgs.at(-1)));
-    console.log("proxy: fault");
-    if (fault === "kill-start") dieLikeTheHost();
-    await forward(request, url, body).catch(dieLikeTheHost);
+    dieLikeTheHost();
   }
-  // One forwarded just before the cut fails fast (no route), where the source would have heard nothing.
-  const answer = await forward(request, url, body).catch((e) => cut ? never() : Promise.reject(e));
+  // One forwarded just before the fault fails fast: after a cut (no route) the source would have heard nothing, and
+  // after a kill it would have lost the connection.
+  const answer = await forward(request, url, body).catch((e) =>
+    cut ? never() : killed ? dieLikeTheHost() : Promise.reject(e)
+  );
   if (fault === "lose-commit" && commit) {
     await answer.arrayBuffer();
-    console.log("proxy: fault");
+    say("proxy: fault");
     // The status line goes out, then the body breaks off: the answer is lost on the way.
     const broken = new ReadableStream({ pull: (c) => c.error(new Error("lost on the way")) });
     return new Response(broken, { status: answer.status });
