@@ -1,6 +1,7 @@
 // Files that appear whole or not at all: written beside their target, fsynced,
 // then renamed (or linked) into place, the way snapshots, bundles, sealed
-// blobs and key files must be, so a reader never sees a half-written one.
+// blobs and key files must be, so a reader never sees a half-written one;
+// and the loops that write or read a whole buffer, which one call may not.
 
 import { dirname } from "node:path";
 
@@ -47,14 +48,30 @@ export async function writeFileAtomically<T>(
   return result;
 }
 
-/** Writes all of `bytes` to `out`, which may take several writes. */
 /** The write failed because the disk (or the writer's quota) is full. */
 export function isDiskFull(e: unknown): boolean {
   return /ENOSPC|No space left|EDQUOT|quota exceeded/i.test(String((e as Error)?.message ?? ""));
 }
 
+/** Writes all of `bytes` to `out`, which may take several writes. */
 export async function writeAll(out: Deno.FsFile, bytes: Uint8Array): Promise<void> {
   for (let written = 0; written < bytes.length;) written += await out.write(bytes.subarray(written));
+}
+
+/** Fills `into` from `file` at `offset`, which may take several reads; the part filled, short only where the file ends. */
+export async function readAt<B extends ArrayBufferLike>(
+  file: Deno.FsFile,
+  offset: number,
+  into: Uint8Array<B>,
+): Promise<Uint8Array<B>> {
+  await file.seek(offset, Deno.SeekMode.Start);
+  let done = 0;
+  while (done < into.length) {
+    const n = await file.read(into.subarray(done));
+    if (n === null) break;
+    done += n;
+  }
+  return into.subarray(0, done);
 }
 
 /** `writeFileAtomically` of bytes already in hand. */

@@ -7,7 +7,7 @@
 
 import { createHash } from "node:crypto";
 import { join } from "node:path";
-import { writeAll, writeBytesAtomically, writeFileAtomically } from "./atomic_file.ts";
+import { readAt, writeAll, writeBytesAtomically, writeFileAtomically } from "./atomic_file.ts";
 import { openSnapshot, type SnapshotManifest } from "./snapshot_file.ts";
 
 /** Every chunk but a region's last is this long. */
@@ -40,18 +40,6 @@ export class ChunkError extends Error {
   override name = "ChunkError";
 }
 
-/** Fills `into` from `file` at `offset`, short only where the file ends; how many bytes it read. */
-async function readAt(file: Deno.FsFile, offset: number, into: Uint8Array): Promise<number> {
-  await file.seek(offset, Deno.SeekMode.Start);
-  let done = 0;
-  while (done < into.length) {
-    const n = await file.read(into.subarray(done));
-    if (n === null) break;
-    done += n;
-  }
-  return done;
-}
-
 /**
  * Cuts `[from, to)` of `file` into CHUNK_BYTES pieces starting at `from`, calling `take` with each that is not all
  * zeros (a zero chunk is a hole in the recipe and never sent).
@@ -65,7 +53,7 @@ async function cut(
   const buffer = new Uint8Array(CHUNK_BYTES);
   for (let offset = from; offset < to; offset += CHUNK_BYTES) {
     const piece = buffer.subarray(0, Math.min(CHUNK_BYTES, to - offset));
-    const done = await readAt(file, offset, piece);
+    const done = (await readAt(file, offset, piece)).length;
     if (done < piece.length) {
       throw new ChunkError(`${offset + done}: the file ended while it was being cut into chunks`);
     }

@@ -6,7 +6,7 @@
 // "Sealed snapshots".
 
 import { check, cString, libc, MFD_CLOEXEC } from "../ffi/libc.ts";
-import { writeAll, writeBytesAtomically, writeFileAtomically } from "./atomic_file.ts";
+import { readAt, writeAll, writeBytesAtomically, writeFileAtomically } from "./atomic_file.ts";
 import {
   openSnapshotFd,
   packedLength,
@@ -305,22 +305,6 @@ export async function writeSealedSnapshot(
   using snapshot = openSnapshotFd(fd, name);
   const sealed = await sealSnapshot(snapshot, path, key, options);
   return { ...written, fileBytes: sealed.fileBytes, sealed };
-}
-
-/** Reads exactly `into.length` bytes at `offset`, or fewer where the file ends. */
-async function readAt(
-  file: Deno.FsFile,
-  offset: number,
-  into: Uint8Array<ArrayBuffer>,
-): Promise<Uint8Array<ArrayBuffer>> {
-  await file.seek(offset, Deno.SeekMode.Start);
-  let done = 0;
-  while (done < into.length) {
-    const n = await file.read(into.subarray(done));
-    if (n === null) break;
-    done += n;
-  }
-  return into.subarray(0, done);
 }
 
 /**
