@@ -238,6 +238,33 @@ async function faultProxy(side: Side, target: Host, port: number, ...fault: stri
   };
 }
 
+/** `pvx migrate` of `id` from `from` to `to` (or to `via`, a proxy on the path) fails as `pattern` says. */
+async function migrateFails(from: Host, id: string, to: Host, pattern: RegExp, via?: string, flags: string[] = []) {
+  const r = await migrate(from, id, to, via, flags);
+  assert.equal(r.code, 125, r.stdout);
+  assert.match(r.stderr, pattern);
+}
+
+/**
+ * `migrateFails` through a fault proxy in `side`'s namespace on `port`, making `fault`, which must have happened; the
+ * proxy is closed after, whatever happened.
+ */
+async function failsThrough(
+  path: { side: Side; port: number; fault: string[] },
+  from: Host,
+  id: string,
+  to: Host,
+  pattern: RegExp,
+) {
+  const proxy = await faultProxy(path.side, to, path.port, ...path.fault);
+  try {
+    await migrateFails(from, id, to, pattern, proxy.url);
+    assert.ok(await proxy.faulted());
+  } finally {
+    await proxy.close();
+  }
+}
+
 /** The last tick `id` printed on `host`. */
 async function lastTick(host: Host, id: string) {
   return Number([...(await logs(host, id, "")).stdout.matchAll(/tick (\d+)\n/g)].at(-1)![1]);
@@ -272,24 +299,19 @@ Deno.test("migration: a chunk corrupted in flight or a wrong token loses nothing
         await runsOn(a, id);
         await holdsNothing(target);
       };
-      const fails = async (to: Host, via: string | undefined, pattern: RegExp) => {
-        const r = await migrate(a, id, to, via);
-        assert.equal(r.code, 125, r.stdout);
-        assert.match(r.stderr, pattern);
-      };
-
-      const corrupt = await faultProxy(sideA, b, 7171, "corrupt", "2");
-      try {
-        await fails(b, corrupt.url, /sending .*PUT \/chunks\/[0-9a-f]{64}: 400 chunk [0-9a-f]{64}: its bytes hash to/);
-        assert.ok(await corrupt.faulted());
-      } finally {
-        await corrupt.close();
-      }
+      const corrupt = { side: sideA, port: 7171, fault: ["corrupt", "2"] };
+      await failsThrough(
+        corrupt,
+        a,
+        id,
+        b,
+        /sending .*PUT \/chunks\/[0-9a-f]{64}: 400 chunk [0-9a-f]{64}: its bytes hash to/,
+      );
       await untouched(b);
 
       const wrong = { ...b, tokenFile: `${dir}/wrong-token` };
       await Deno.writeTextFile(wrong.tokenFile, "not the token");
-      await fails(wrong, undefined, /opening the migration: .*401 a valid bearer token is required/);
+      await migrateFails(a, id, wrong, /opening the migration: .*401 a valid bearer token is required/);
       await untouched(b);
 
       // A commit or an abort the target did not open, or one it has seen, is refused before anything happens.
@@ -323,31 +345,18 @@ Deno.test("migration: a link cut or a target killed mid-transfer leaves the sour
       const id = await create(a, { bundle: await guestBundle("tally"), args: ["100000", "50"] });
       await printed(a, id, "tick 1\n");
 
-      const cut = await faultProxy(sideA, b, 7171, "cut", "3", sideA.dev);
       try {
-        const r = await migrate(a, id, b, cut.url);
-        assert.equal(r.code, 125, r.stdout);
-        assert.match(
-          r.stderr,
-          new RegExp(`sending round 1: .*PUT /chunks/[0-9a-f]{64}: no answer within ${PATIENCE_S} s`),
-        );
-        assert.ok(await cut.faulted());
+        const cut = { side: sideA, port: 7171, fault: ["cut", "3", sideA.dev] };
+        const silence = new RegExp(`sending round 1: .*PUT /chunks/[0-9a-f]{64}: no answer within ${PATIENCE_S} s`);
+        await failsThrough(cut, a, id, b, silence);
       } finally {
-        await cut.close();
         await sh("ip", "-n", sideA.netns, "link", "set", sideA.dev, "up");
       }
       await runsOn(a, id);
       await holdsNothing(b);
 
-      const kill = await faultProxy(sideA, b, 7172, "kill", "3", String(b.process.pid));
-      try {
-        const r = await migrate(a, id, b, kill.url);
-        assert.equal(r.code, 125, r.stdout);
-        assert.match(r.stderr, /sending round 1: .*PUT \/chunks\/[0-9a-f]{64}: /);
-        assert.ok(await kill.faulted());
-      } finally {
-        await kill.close();
-      }
+      const kill = { side: sideA, port: 7172, fault: ["kill", "3", String(b.process.pid)] };
+      await failsThrough(kill, a, id, b, /sending round 1: .*PUT \/chunks\/[0-9a-f]{64}: /);
       await runsOn(a, id);
       assert.equal((await b.process.result).code, 137);
       b = await serveOn(sideB, `${dir}/b`);
@@ -371,28 +380,20 @@ Deno.test("migration: when the source cannot know whether the target runs the ap
       await printed(a, id, "tick 1\n");
 
       // The target restored it (paused), but the source never heard: it aborts, the target drops its copy.
-      const lose = await faultProxy(sideA, b, 7171, "lose-commit");
-      try {
-        const r = await migrate(a, id, b, lose.url);
-        assert.equal(r.code, 125, r.stdout);
-        assert.match(r.stderr, /restoring it there: .*POST \/migrations\/[0-9a-f-]{36}: the answer broke off/);
-        assert.ok(await lose.faulted());
-      } finally {
-        await lose.close();
-      }
+      const lose = { side: sideA, port: 7171, fault: ["lose-commit"] };
+      await failsThrough(
+        lose,
+        a,
+        id,
+        b,
+        /restoring it there: .*POST \/migrations\/[0-9a-f-]{36}: the answer broke off/,
+      );
       await runsOn(a, id);
       await holdsNothing(b);
 
       // The target dies before the start, and so cannot answer the abort either: the source stays paused.
-      const kill = await faultProxy(sideA, b, 7172, "kill-start", String(b.process.pid));
-      try {
-        const r = await migrate(a, id, b, kill.url);
-        assert.equal(r.code, 125, r.stdout);
-        assert.match(r.stderr, /starting it there .*did not answer an abort .*this instance stays paused/);
-        assert.ok(await kill.faulted());
-      } finally {
-        await kill.close();
-      }
+      const kill = { side: sideA, port: 7172, fault: ["kill-start", String(b.process.pid)] };
+      await failsThrough(kill, a, id, b, /starting it there .*did not answer an abort .*this instance stays paused/);
       assert.equal((await api(a, "GET", `/instances/${id}`)).json.state, "paused");
       // A target daemon that starts again drops the copy its source never let go of, process and all.
       b = await serveOn(sideB, `${dir}/b`);
@@ -418,9 +419,7 @@ Deno.test("migration: a target whose disk is full refuses it with a 507, and one
       b = await serveOn(sideB, full);
       const id = await create(a, { bundle: await guestBundle("tally"), args: ["100000", "50"] });
       await printed(a, id, "tick 1\n");
-      const r = await migrate(a, id, b);
-      assert.equal(r.code, 125, r.stdout);
-      assert.match(r.stderr, /507 this host's disk is full/);
+      await migrateFails(a, id, b, /507 this host's disk is full/);
       await runsOn(a, id);
       await holdsNothing(b);
 
@@ -429,9 +428,8 @@ Deno.test("migration: a target whose disk is full refuses it with a 507, and one
       try {
         const big = await create(a, { bundle: await guestBundle("dirty"), args: ["8"] });
         await printed(a, big, "committed\n");
-        const r = await migrate(a, big, other, undefined, ["--max-rounds", "1", "--unconverged", "fail"]);
-        assert.equal(r.code, 125, r.stdout);
-        assert.match(r.stderr, /pre-copy did not converge: round 1 still carried \d{4} pages .*the app runs on here/);
+        const unconverged = /pre-copy did not converge: round 1 still carried \d{4} pages .*the app runs on here/;
+        await migrateFails(a, big, other, unconverged, undefined, ["--max-rounds", "1", "--unconverged", "fail"]);
         assert.equal((await api(a, "GET", `/instances/${big}`)).json.state, "running");
         await printed(a, big, "tick 0\n");
         await holdsNothing(other);
