@@ -15,7 +15,7 @@ import { prewarm, stopIdleThreads } from "../hv/vcpu_threads.ts";
 import { kvmAccess } from "../hv/kvm_access.ts";
 import { IN_NESTED_ENV, runDenoNested } from "./accel.ts";
 import { defaultNestedVm } from "./nested/vm.ts";
-import { migrations } from "./bench/migrations.ts";
+import { measureMigrations } from "./bench/migrations.ts";
 
 // Figures from the nested accelerator are an emulated CPU's: run everything there, pvx and its
 // baselines alike, so the ratios compare like with like, and label every figure.
@@ -363,6 +363,32 @@ async function diffSnapshots(dir: string): Promise<void> {
   await Deno.remove(sockets, { recursive: true });
 }
 
+/**
+ * Live migration between two daemons here (tools/bench/migrations.ts): a 64 MiB guest's downtime and total time
+ * against a cold start of it through the same daemon, and its bytes sent against its RAM and its first trip.
+ */
+async function migrations(dir: string): Promise<void> {
+  const dirty = await pack(new URL("../tests/guests/dirty.c", import.meta.url).pathname, dir, 256);
+  const pvx = [Deno.execPath(), "run", "-A", new URL("./pvx.ts", import.meta.url).pathname];
+  const { coldMs, rates } = await measureMigrations(dirty, pvx, await Deno.makeTempDir({ dir }), REPEATS);
+  const MiB = 1 << 20, cold = median(coldMs);
+  for (const { rate, trips } of rates) {
+    const downtime = median(trips.map((t) => t.downtimeMs)), first = trips[0].bytesSent / MiB;
+    line(
+      `migration downtime, 64 MiB ${rate ? `dirtying ${rate} MiB/s` : "idle"}`,
+      downtime,
+      cold,
+      "ms",
+      "<= 10 ms",
+      "cold start",
+    );
+    line(`  total time`, median(trips.map((t) => t.totalMs)), cold, "ms", "-", "cold start");
+    line(`  bytes sent, first trip vs guest RAM`, first, 64, "MiB", "~1x", "RAM");
+    const later = trips.slice(1).map((t) => t.bytesSent / MiB);
+    if (later.length) line(`  bytes sent, later trips vs first`, median(later), first, "MiB", "<< 1x", "first");
+  }
+}
+
 const dir = await Deno.makeTempDir({ prefix: "pvx-bench-" });
 try {
   if (wanted("vmm")) {
@@ -437,11 +463,7 @@ try {
   if (wanted("snapshots")) await snapshots(dir);
   if (wanted("clones")) await clones(dir);
   if (wanted("diffs")) await diffSnapshots(dir);
-  if (wanted("migrations")) {
-    const dirty = await pack(new URL("../tests/guests/dirty.c", import.meta.url).pathname, dir, 256);
-    const pvx = [Deno.execPath(), "run", "-A", new URL("./pvx.ts", import.meta.url).pathname];
-    await migrations(dirty, pvx, await Deno.makeTempDir({ dir }), REPEATS, line);
-  }
+  if (wanted("migrations")) await migrations(dir);
 } finally {
   stopIdleThreads();
   await Deno.remove(dir, { recursive: true });

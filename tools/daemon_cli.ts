@@ -161,7 +161,7 @@ export class DaemonError extends Error {
   override name = "DaemonError";
 }
 
-interface Daemon {
+export interface Daemon {
   fetch(route: string, init?: RequestInit): Promise<Response>;
   /** Reached on a Unix socket, so on this machine: it can read a path this client names. */
   local: boolean;
@@ -173,7 +173,7 @@ const clientOptions = {
   json: { type: "boolean" as const, default: false },
 };
 
-async function connect(values: { host?: string; "token-file"?: string }): Promise<Daemon> {
+export async function connect(values: { host?: string; "token-file"?: string }): Promise<Daemon> {
   const host = values.host ?? Deno.env.get("PVX_HOST") ?? defaultSocket();
   const reach = async (url: string, init: RequestInit & { client?: Deno.HttpClient }) => {
     try {
@@ -215,7 +215,13 @@ async function connect(values: { host?: string; "token-file"?: string }): Promis
 }
 
 /** One request (with a JSON `body` or raw `bytes`): its JSON answer, or a DaemonError with the daemon's message. */
-async function call(daemon: Daemon, method: string, route: string, body?: unknown, bytes?: Uint8Array<ArrayBuffer>) {
+export async function call(
+  daemon: Daemon,
+  method: string,
+  route: string,
+  body?: unknown,
+  bytes?: Uint8Array<ArrayBuffer>,
+) {
   const response = await daemon.fetch(route, {
     method,
     ...(body === undefined ? {} : { body: JSON.stringify(body), headers: { "content-type": "application/json" } }),
@@ -345,7 +351,7 @@ async function copyConsole(daemon: Daemon, id: string, query: Record<string, str
 }
 
 /** The events of a server-sent event stream the daemon answered, each with its data parsed; a refusal throws. */
-async function* serverEvents(response: Response): AsyncGenerator<{ event: string; data: unknown }> {
+export async function* serverEvents(response: Response): AsyncGenerator<{ event: string; data: unknown }> {
   if (response.status >= 400) {
     const e = (await response.json())?.error;
     throw new DaemonError(`${e?.field ? `${e.field}: ` : ""}${e?.message}`);
