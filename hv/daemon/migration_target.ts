@@ -123,17 +123,14 @@ export class IncomingMigrations {
    * commit need not: the source stages each pre-copy round's while the guest runs on, and waits for it here.
    */
   async stage(id: string, index: number, recipe: Recipe) {
-    const m = this.#find(id);
-    if (m.state !== "open") throw new MigrationSpent(`migration ${id} was already committed or aborted`);
+    const m = this.#open(id);
     if (!Number.isInteger(index) || index < 0 || index >= MAX_CHAIN) {
       throw new RecipeError("index", `must be a place in the chain, 0 to ${MAX_CHAIN - 1}`);
     }
     await Deno.mkdir(join(this.dir, id), { recursive: true, mode: 0o700 });
     const path = join(this.dir, id, `${String(index).padStart(2, "0")}.snap`);
-    const previous = m.staged.get(index);
-    // Rebuilt one after another: a restage of a place waits for the file it replaces.
-    const done = (previous?.done ?? Promise.resolve()).catch(() => {}).then(() => this.store.assemble(recipe, path));
-    done.catch(() => {});
+    // Written aside and renamed into place (ChunkStore.assemble): a restage of a place never leaves it half written.
+    const done = this.store.assemble(recipe, path);
     m.staged.set(index, { recipe: JSON.stringify(recipe), path, done });
     await done.catch((e) => {
       throw failedHere(e, `rebuilding snapshot ${index} of the chain`);
@@ -142,7 +139,13 @@ export class IncomingMigrations {
 
   /** Refuses `id` unless it is open: one this daemon did not open, or one committed or aborted already. */
   expectOpen(id: string) {
-    if (this.#find(id).state !== "open") throw new MigrationSpent(`migration ${id} was already committed or aborted`);
+    this.#open(id);
+  }
+
+  #open(id: string): Incoming & { state: "open" } {
+    const m = this.#find(id);
+    if (m.state !== "open") throw new MigrationSpent(`migration ${id} was already committed or aborted`);
+    return m;
   }
 
   /**
@@ -150,8 +153,7 @@ export class IncomingMigrations {
    * this, a second commit is refused, and an abort waits for this one and drops what it made.
    */
   commit(id: string, make: (staged: Map<number, Staged>) => Promise<string>): Promise<string> {
-    this.expectOpen(id);
-    const { staged } = this.#all.get(id) as Incoming & { state: "open" };
+    const { staged } = this.#open(id);
     const made = make(staged).finally(() => this.#removeStaged(id));
     this.#all.set(id, { state: "committed", instance: made.catch(() => undefined) });
     return made;
