@@ -336,6 +336,13 @@ function peerUrl(v: unknown): string {
   return url.origin;
 }
 
+/** The instance the request's `:id` names, or a 404. */
+function instanceOf(instances: Instances, c: Context): Instance {
+  const instance = instances.get(c.req.param("id")!);
+  if (!instance) throw new NoSuchInstance(`no instance ${describeValue(c.req.param("id"))}`);
+  return instance;
+}
+
 export function daemonApi(
   instances: Instances,
   stored: StoredSnapshots,
@@ -344,11 +351,7 @@ export function daemonApi(
   options: DaemonApiOptions = {},
 ): Hono {
   const app = new Hono();
-  const find = (c: Context): Instance => {
-    const instance = instances.get(c.req.param("id")!);
-    if (!instance) throw new NoSuchInstance(`no instance ${describeValue(c.req.param("id"))}`);
-    return instance;
-  };
+  const find = (c: Context) => instanceOf(instances, c);
   /** The live instances whose RAM maps `record`'s file: those started from it or from a diff over it. */
   const liveUsers = (record: StoredRecord) =>
     instances.list().filter((i) => {
@@ -574,8 +577,7 @@ function migrationRoutes(app: Hono, context: MigrationContext) {
   const { instances, stored, bundles, metrics, incoming, workDir, peerTimeoutMs } = context;
   app.post("/instances/:id/migrate", async (c) => {
     const progress = flag(query(c, ["progress"]), "progress");
-    const instance = instances.get(c.req.param("id")!);
-    if (!instance) throw new NoSuchInstance(`no instance ${describeValue(c.req.param("id"))}`);
+    const instance = instanceOf(instances, c);
     const body = await jsonBody(c, ["to", "token", "maxRounds", "unconverged"]);
     const url = peerUrl(body.to);
     if (body.token !== undefined && (typeof body.token !== "string" || body.token === "")) {
