@@ -107,6 +107,8 @@ export async function migrate(
   let paused = wasPaused;
   let pausedAt = startedAt;
   let diffs = true;
+  /** Milliseconds since `t0`, to a tenth. */
+  const since = (t0: number) => Math.round((performance.now() - t0) * 10) / 10;
   const roundFile = (round: number) => join(dir, `${String(round).padStart(2, "0")}.snap`);
 
   const send = async (recipe: Recipe, what: string) => {
@@ -135,7 +137,7 @@ export async function migrate(
       diffs = false;
       saved = await instance.snapshot({ path });
     }
-    const snapshotMs = performance.now() - t0;
+    const snapshotMs = since(t0);
     if (!diffs) chain.length = 0;
     const recipe = await files.add(path);
     let bytesSent = 0;
@@ -154,7 +156,7 @@ export async function migrate(
           throw failure(e, `staging round ${rounds.length + 1}`);
         });
     }
-    rounds.push({ kind: saved.kind, pages: saved.pages, bytesSent, snapshotMs: Math.round(snapshotMs * 10) / 10 });
+    rounds.push({ kind: saved.kind, pages: saved.pages, bytesSent, snapshotMs });
     progress(
       `round ${rounds.length}${final ? " (final, paused)" : ""}: ${saved.kind}, ${saved.pages} pages, ` +
         `${bytesSent} bytes sent`,
@@ -165,7 +167,6 @@ export async function migrate(
   let committed = false;
   let converged = false;
   const downtime = { finalRoundMs: 0, commitMs: 0, startMs: 0 };
-  const since = (t0: number) => Math.round((performance.now() - t0) * 10) / 10;
   let copy: string;
   try {
     if (!wasPaused) {
