@@ -64,7 +64,14 @@ export const MAP_FAILED = -1n;
  * (SIGUSR1's default would kill the process).
  */
 export const SIGURG = 23;
-export const POLLIN = 0x1;
+const POLLIN = 0x1;
+const stdinPoll = new Uint8Array(8); // struct pollfd { int fd = 0 (stdin); short events = POLLIN; short revents; }
+new DataView(stdinPoll.buffer).setInt16(4, POLLIN, true);
+
+/** Waits up to `timeoutMs` for stdin: true once it has input, has ended or has failed (a read then says which). */
+export function stdinReady(timeoutMs: number): boolean {
+  return libc().poll(stdinPoll, 1n, timeoutMs) > 0;
+}
 export const SEEK_END = 2;
 /** lseek to the next byte the file stores at or after the offset; holes read as zero and are skipped. */
 export const SEEK_DATA = 3;

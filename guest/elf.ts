@@ -57,7 +57,7 @@ const ELFCLASS64 = 2, ELFDATA2LSB = 1, EV_CURRENT = 1;
 const ET_EXEC = 2, ET_DYN = 3;
 const EM_X86_64 = 62;
 const PT_LOAD = 1, PT_DYNAMIC = 2, PT_INTERP = 3;
-const PF_X = 1, PF_W = 2;
+const PF_X = 1, PF_W = 2, PF_R = 4;
 const SHT_SYMTAB = 2, SHT_STRTAB = 3;
 const STT_OBJECT = 1, STT_FUNC = 2;
 const SHN_UNDEF = 0;
@@ -141,6 +141,36 @@ export function parseElf(bytes: Uint8Array, file: string): ElfImage {
     end: pageUp(last.vaddr + last.memsz),
   };
 }
+
+/**
+ * The smallest static executable: one read-execute PT_LOAD holding the headers and `code`,
+ * entered at the code's first byte, which is `codeAddress(vaddr)`. For guests pvx makes itself.
+ */
+export function writeElf(code: Uint8Array, vaddr = appBase): Uint8Array {
+  const codeAt = EH.size + PH.size;
+  const bytes = new Uint8Array(codeAt + code.length);
+  const v = new DataView(bytes.buffer);
+  bytes.set(ELF_MAGIC);
+  bytes.set([ELFCLASS64, ELFDATA2LSB, EV_CURRENT], EH.class);
+  v.setUint16(EH.type, ET_EXEC, true);
+  v.setUint16(EH.machine, EM_X86_64, true);
+  v.setUint32(EH.version, EV_CURRENT, true);
+  v.setBigUint64(EH.entry, BigInt(vaddr + codeAt), true);
+  v.setBigUint64(EH.phoff, BigInt(EH.size), true);
+  v.setUint16(EH.phentsize, PH.size, true);
+  v.setUint16(EH.phnum, 1, true);
+  v.setUint32(EH.size + PH.type, PT_LOAD, true);
+  v.setUint32(EH.size + PH.flags, PF_R | PF_X, true);
+  v.setBigUint64(EH.size + PH.vaddr, BigInt(vaddr), true);
+  v.setBigUint64(EH.size + PH.filesz, BigInt(bytes.length), true);
+  v.setBigUint64(EH.size + PH.memsz, BigInt(bytes.length), true);
+  v.setBigUint64(EH.size + PH.align, BigInt(PAGE), true);
+  bytes.set(code, codeAt);
+  return bytes;
+}
+
+/** Where writeElf's code lies in the guest. */
+export const codeAddress = (vaddr = appBase) => vaddr + EH.size + PH.size;
 
 function checkHeader(r: Reader): void {
   if (r.length < EH.size) r.fail(0, `file is ${r.length} bytes, shorter than the ${EH.size}-byte ELF header`);

@@ -12,7 +12,7 @@ import type { SyncObjects, WaitControl } from "../abi/sync_objects.ts";
 import type { ModuleTable } from "../abi/handlers/modules.ts";
 import type { PageTables } from "../guest/paging.ts";
 import type { HostWrites } from "../abi/host_writes.ts";
-import { libc, POLLIN } from "../ffi/libc.ts";
+import { libc, stdinReady } from "../ffi/libc.ts";
 
 /** An instance's partitions the host services enforce: what the guest gets past them is a Win32 error. */
 export interface HostLimits {
@@ -66,8 +66,6 @@ const STDIN_POLL_MS = 50;
  * with nothing read yet.
  */
 function processConsole(waits: WaitControl, onFirstRead?: () => void): ConsoleIo {
-  const pollfd = new Uint8Array(8); // struct pollfd { int fd = 0 (stdin); short events; short revents; }
-  new DataView(pollfd.buffer).setInt16(4, POLLIN, true);
   return {
     write: (stream, bytes) => writeAll(stream === "stderr" ? Deno.stderr : Deno.stdout, bytes),
     read: (into) => {
@@ -81,7 +79,7 @@ function processConsole(waits: WaitControl, onFirstRead?: () => void): ConsoleIo
       }
       while (!waits.checkpoint(Infinity)) {
         // Ready, end of input and errors all return > 0; readSync then reports which.
-        if (libc().poll(pollfd, 1n, STDIN_POLL_MS) > 0) return Deno.stdin.readSync(into) ?? 0;
+        if (stdinReady(STDIN_POLL_MS)) return Deno.stdin.readSync(into) ?? 0;
       }
       return 0;
     },

@@ -4,7 +4,7 @@
 
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { ElfError, type ElfImage, loadElf, nearestSymbol, parseElf } from "../guest/elf.ts";
+import { codeAddress, ElfError, type ElfImage, loadElf, nearestSymbol, parseElf, writeElf } from "../guest/elf.ts";
 import { appBase, MiB, PAGE, pageUp } from "../guest/memory_map.ts";
 import { PageTables } from "../guest/paging.ts";
 
@@ -173,6 +173,24 @@ Deno.test("parseElf agrees with readelf and nm on a gcc static executable", () =
   assert.ok(image.symbols.some((s) => s.name === "initialized" && s.size === 32));
   const addresses = image.symbols.map((s) => s.address);
   assert.deepEqual(addresses, addresses.toSorted((a, b) => a - b));
+});
+
+Deno.test("writeElf makes an executable that readelf and parseElf read alike: one R E segment, entered at its code", async () => {
+  const code = new Uint8Array([0x0f, 0x0b]); // ud2
+  const path = await Deno.makeTempFile({ suffix: ".elf" });
+  try {
+    await Deno.writeFile(path, writeElf(code));
+    const headers = await run("readelf", "-hlW", path);
+    assert.equal(numberField(headers, /Entry point address:\s+(0x[0-9a-f]+)/), codeAddress());
+    const loads = [...headers.matchAll(/^\s+LOAD\s+\S+\s+(0x[0-9a-f]+)\s+.*\s(R E)\s+0x1000$/gm)];
+    assert.deepEqual(loads.map((m) => [Number(m[1]), m[2]]), [[appBase, "R E"]], headers);
+    const image = parseElf(writeElf(code), "made");
+    assert.equal(image.entry, codeAddress());
+    assert.deepEqual(image.segments.map((s) => [s.vaddr, s.exec, s.write]), [[appBase, true, false]]);
+    assert.deepEqual(writeElf(code).subarray(codeAddress() - appBase), code);
+  } finally {
+    await Deno.remove(path);
+  }
 });
 
 Deno.test("nearestSymbol names the function an address lies in", () => {

@@ -582,6 +582,54 @@ Deno.test("pvx serve: SIGKILL of one instance's process leaves the daemon and th
     assert.match(again.stderr, /no instance "/);
   }));
 
+/** The processes `pid` started as `pvx warm` (an instance's keeps that name), once there are `count` of them. */
+async function warmProcesses(pid: number, count: number): Promise<number[]> {
+  for (let tries = 0;; tries++) {
+    const children = [...Deno.readDirSync(`/proc/${pid}/task`)].flatMap((task) =>
+      Deno.readTextFileSync(`/proc/${pid}/task/${task.name}/children`).trim().split(" ").filter(Boolean).map(Number)
+    );
+    const warm = children.filter((child) => {
+      try {
+        return Deno.readTextFileSync(`/proc/${child}/cmdline`).split("\0").includes("warm");
+      } catch {
+        return false; // it has just ended
+      }
+    });
+    if (warm.length === count) return warm;
+    if (tries === 2000) throw new Error(`pid ${pid} has ${warm.length} waiting processes, not ${count}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+const exists = (pid: number) => Deno.readTextFile(`/proc/${pid}/stat`).then(() => true, () => false);
+
+Deno.test("pvx serve --warm: a create runs in the process that waited for it, another waits next; none outlives the daemon", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "pvx-serve-" });
+  try {
+    const daemon = await serve(dir, ["--warm", "1"]);
+    const [waiting] = await warmProcesses(daemon.process.pid, 1);
+    const id = await create(daemon, { bundle: await guestBundle("counter"), args: ["1", "0"] });
+    assert.equal((await api(daemon, "GET", `/instances/${id}`)).json.pid, waiting);
+    await printed(daemon, id, "tick 0\n");
+    // The instance's process is still the `pvx warm` it was, beside the new one.
+    const next = (await warmProcesses(daemon.process.pid, 2)).find((pid) => pid !== waiting)!;
+    // The job's line went first on the process's stdin; all the guest reads is what was written to the instance.
+    await api(daemon, "POST", `/instances/${id}/stdin?close=true`, "ok\n");
+    assert.deepEqual((await api(daemon, "POST", `/instances/${id}/wait`)).json.exit.code, 0);
+    assert.equal((await logs(daemon, id, "")).stdout, counted(1, "ok\n"));
+
+    // A waiting process ends when its stdin does, as the daemon's end closes it, even a SIGKILL's.
+    daemon.process.kill("SIGKILL");
+    await daemon.process.result;
+    for (let tries = 0; await exists(next); tries++) {
+      if (tries === 2000) throw new Error(`the waiting process ${next} outlived its daemon`);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("pvx serve: after the daemon is killed, the next one reports its running instances as lost; overlays stay", async () => {
   const dir = await Deno.makeTempDir({ prefix: "pvx-serve-" });
   try {

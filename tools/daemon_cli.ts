@@ -63,12 +63,16 @@ export const checkBundle: BundleCheck = async (bytes, file) => ({
   name: (await parseBundle(bytes, file)).manifest.name,
 });
 
+/** Processes kept waiting for creates: enough for a few in a row, each refilled while its instance starts. */
+const DEFAULT_WARM = 2;
+
 /**
  * `pvx serve [--socket PATH] [--listen HOST:PORT --token-file FILE] [--state-dir DIR] [--max-instances N]
- * [--max-memory MiB] [--key-file KEY] [--peer-timeout T]`: serves until SIGINT or SIGTERM, then kills its
- * instances. It prints where it listens once it does. Past a --max limit, a create is refused (429, 507) rather
+ * [--max-memory MiB] [--key-file KEY] [--peer-timeout T] [--warm N]`: serves until SIGINT or SIGTERM, then kills
+ * its instances. It prints where it listens once it does. Past a --max limit, a create is refused (429, 507) rather
  * than the host overcommitted. Sealed snapshots are sealed with, and restored with, KEY. A migration out of it
- * waits T (default 120s) for each answer of its target but the commit's, which waits for a restore there.
+ * waits T (default 120s) for each answer of its target but the commit's, which waits for a restore there. N
+ * processes (default 2) wait, loaded, for the next creates.
  */
 export async function serveCommand(argv: string[]): Promise<number> {
   const { values } = parseArgs({
@@ -82,6 +86,7 @@ export async function serveCommand(argv: string[]): Promise<number> {
       "max-memory": { type: "string" },
       "key-file": { type: "string" },
       "peer-timeout": { type: "string" },
+      warm: { type: "string", default: String(DEFAULT_WARM) },
     },
   });
   const peerTimeoutMs = values["peer-timeout"] === undefined
@@ -96,6 +101,7 @@ export async function serveCommand(argv: string[]): Promise<number> {
     return Number(v);
   };
   const capacity = { maxInstances: limit("max-instances"), maxMemoryMiB: limit("max-memory"), guestMemoryMiB };
+  if (!/^\d{1,3}$/.test(values.warm)) throw new UsageError(`--warm ${JSON.stringify(values.warm)}: expected 0 to 999`);
   let tcp: { hostname: string; port: number } | undefined;
   if (values.listen !== undefined) {
     const m = /^(.+):(\d{1,5})$/.exec(values.listen);
@@ -117,6 +123,7 @@ export async function serveCommand(argv: string[]): Promise<number> {
     metrics,
     capacity,
     keyFile,
+    Number(values.warm),
   );
   const stored = new StoredSnapshots(stateDir);
   const bundles = await UploadedBundles.open(stateDir, checkBundle);

@@ -13,7 +13,7 @@ import {
 } from "./bundle.ts";
 import { ElfError } from "../guest/elf.ts";
 import { launchBundle } from "../hv/launch.ts";
-import { prewarm, stopIdleThreads } from "../hv/vcpu_threads.ts";
+import { prewarm } from "../hv/vcpu_threads.ts";
 import { describeOutcome, EXIT_PVX_ERROR, exitStatus } from "./report.ts";
 import { analysePe, describeAnalysis } from "./analyse.ts";
 import { basename, resolve } from "node:path";
@@ -43,6 +43,7 @@ import {
   snapshotCommand,
 } from "./snapshot_cli.ts";
 import { overlayCommand } from "./overlay_cli.ts";
+import { warmCommand } from "./warm.ts";
 import {
   cachedBundle,
   defaultPackOptions,
@@ -89,8 +90,9 @@ const usage = `usage:
   pvx analyse <app.exe>
   pvx overlay merge|sync|reset ...   (pvx overlay for its usage)
   pvx serve [--socket <path>] [--listen <host>:<port> --token-file <file>] [--state-dir <dir>] [--key-file <key>]
-        [--peer-timeout <T>]
-                                  a daemon that runs many instances, each in its own process, over an HTTP API
+        [--peer-timeout <T>] [--warm <N>]
+                                  a daemon that runs many instances, each in its own process, over an HTTP API;
+                                  N processes (default 2) wait, loaded, for the next creates
   pvx ps | start <app.pvx|app.exe>|--from <tpl>|--snapshot <snap> [--cpus N] [--timeout T] [--env N=V]...
         [--share <host dir>:<guest dir>[:ro]]... [--upload] [-- args]
   pvx logs [-f] [--tail <KiB>] <id> | wait <id> | kill <id> | rm [-f] <id> | pause|resume <id>
@@ -218,7 +220,6 @@ async function runApp(
   } finally {
     clearTimeout(readyTimer);
     stopListening();
-    stopIdleThreads();
   }
 }
 
@@ -345,6 +346,8 @@ export async function main(argv: string[]): Promise<number> {
         return await apiCommand(rest);
       case "overlay":
         return overlayCommand(rest);
+      case "warm":
+        return await warmCommand(rest, main);
       default:
         throw new UsageError(command ? `unknown command ${command}` : "no command");
     }

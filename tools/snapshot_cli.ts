@@ -17,7 +17,7 @@ import { chooseAccel } from "./accel.ts";
 import { runPvxNested } from "./nested/api_relay.ts";
 import { describeOutcome, exitStatus } from "./report.ts";
 import { onStopSignals } from "./signals.ts";
-import { prewarm, stopIdleThreads } from "../hv/vcpu_threads.ts";
+import { prewarm } from "../hv/vcpu_threads.ts";
 
 function progressLine(what: string) {
   const startedAt = performance.now();
@@ -241,7 +241,6 @@ export async function restoreCommand(argv: string[]): Promise<number> {
     await api.close();
     snapshot.close();
     stopListening();
-    stopIdleThreads();
   }
 }
 

@@ -1,8 +1,9 @@
 // The daemon's instances, each supervised in a child process of its own: a
-// `pvx run|restore --api SOCKET` whose console is piped to the daemon and
-// whose pause, resume and snapshot are forwarded to that socket. A crash of
-// one instance's host side (a KVM error, a bug in a hypercall handler, a
-// SIGKILL) ends that process only: the daemon sees it exit and says so.
+// `pvx run|restore --api SOCKET`, given to a warm process (hv/warm_processes.ts),
+// whose console is piped to the daemon and whose pause, resume and snapshot are
+// forwarded to that socket. A crash of one instance's host side (a KVM error, a
+// bug in a hypercall handler, a SIGKILL) ends that process only: the daemon sees
+// it exit and says so.
 
 import { join } from "node:path";
 import { callControlApi, ControlApiError, NOT_SERVING } from "../control_api.ts";
@@ -11,6 +12,7 @@ import type { CreateSource, InstanceCounts, Metrics } from "./metrics.ts";
 import { addTotals, type HypercallTotals, noHypercalls } from "../hypercall_stats.ts";
 import type { ExitKind, InstanceRecord, InstanceState, MigratedTo, Records } from "./records.ts";
 import type { ShareSpec } from "../../abi/fileview.ts";
+import { WarmProcesses } from "../warm_processes.ts";
 
 /** The request does not fit the instance's state (409). */
 export class InstanceConflict extends Error {}
@@ -121,14 +123,9 @@ export class Instance {
     const instance = new Instance(record, registry);
     const encoder = new TextEncoder();
     for (const { stream, text } of printedBefore) instance.console.append(stream, encoder.encode(text));
-    const child = new Deno.Command(registry.pvx[0], {
-      args: [...registry.pvx.slice(1), ...instance.commandLine()],
-      stdin: "piped",
-      stdout: "piped",
-      stderr: "piped",
-    }).spawn();
+    const { child, stdin } = registry.warm.start({ args: instance.commandLine() });
     instance.child = child;
-    instance.stdin = child.stdin.getWriter();
+    instance.stdin = stdin;
     instance.startedAt = performance.now();
     record.pid = child.pid;
     registry.records.save(record);
@@ -146,6 +143,8 @@ export class Instance {
     });
     instance.serving = instance.probe(requestedAt);
     instance.serving.catch(() => {});
+    // The next warm process starts once this one's guest runs, or once it has ended, rather than slow its start.
+    Promise.race([instance.serving, instance.exited]).finally(() => registry.warm.refill()).catch(() => {});
     return instance;
   }
 
@@ -414,6 +413,7 @@ export class Instances {
    * `pvx` is the command that runs tools/pvx.ts (deno, its flags, the script). The
    * records of a previous daemon are read as they were, and those that were running are lost.
    * `keyFile` is the daemon's key for sealed snapshots: what it seals with, and what it gives restores.
+   * `warm` processes wait, loaded and rehearsed, for the next creates (tools/warm.ts).
    */
   constructor(
     readonly records: Records,
@@ -421,9 +421,13 @@ export class Instances {
     readonly metrics: Metrics,
     readonly capacity: Capacity,
     readonly keyFile?: string,
+    warm = 0,
   ) {
     for (const record of records.load()) this.all.set(record.id, new Instance(record, this));
+    this.warm = new WarmProcesses([...pvx, "warm", "--rehearse"], warm);
   }
+
+  readonly warm: WarmProcesses;
 
   /** Instances that hold guest RAM now, and how much, with the creates under way. */
   inUse(): { instances: number; memoryMiB: number } {
@@ -563,8 +567,11 @@ export class Instances {
     await this.records.remove(instance.record);
   }
 
-  /** Kills every running instance: the daemon is stopping, and their consoles go with it. */
+  /** Kills every running instance, and the warm processes: the daemon is stopping, and their consoles go with it. */
   async stopAll() {
-    await Promise.all(this.list().filter((i) => i.running).map((i) => i.kill().catch(() => {})));
+    await Promise.all([
+      ...this.list().filter((i) => i.running).map((i) => i.kill().catch(() => {})),
+      this.warm.close(),
+    ]);
   }
 }

@@ -14,6 +14,7 @@ import {
   text,
 } from "./protocol.ts";
 import { pump } from "./pump.ts";
+import { WarmProcesses } from "../../hv/warm_processes.ts";
 
 const port = Deno.args[0];
 const input = Deno.stdin;
@@ -26,11 +27,9 @@ interface Job {
 const jobs = new Map<number, Job>();
 
 const pvxScript = new URL("../pvx.ts", import.meta.url).pathname;
-const zygoteScript = new URL("./zygote.ts", import.meta.url).pathname;
 const piped = { stdin: "piped", stdout: "piped", stderr: "piped" } as const;
-let zygote: Deno.ChildProcess | undefined;
-const startZygote = () =>
-  zygote = new Deno.Command(Deno.execPath(), { args: ["run", "-A", zygoteScript], ...piped }).spawn();
+/** Under emulation a Deno start and pvx's loading take seconds: one pvx always waits, loaded, for the next job. */
+const warm = new WarmProcesses([Deno.execPath(), "run", "-A", pvxScript, "warm"], 1);
 
 const isDirectory = (path: string) => {
   try {
@@ -40,18 +39,17 @@ const isDirectory = (path: string) => {
   }
 };
 
-/** The job's process: the waiting zygote when the job is this pvx, else a new one. */
+/** The job's process: the warm pvx when the job is this pvx, else a new one. */
 function spawn(spec: JobSpec): Job {
   // Jobs share the agent's Deno cache, in guest memory, unless they name another.
   const env = { DENO_DIR: Deno.env.get("DENO_DIR") ?? "", ...spec.env };
   const [exe, verb, permissions, script, ...args] = spec.argv;
-  const asZygote = exe === Deno.execPath() && verb === "run" && permissions === "-A" && script === pvxScript;
-  if (zygote && asZygote && env.DENO_DIR === Deno.env.get("DENO_DIR") && isDirectory(spec.cwd)) {
-    const child = zygote;
-    startZygote();
-    const stdin = child.stdin.getWriter();
-    stdin.write(text(JSON.stringify({ args, cwd: spec.cwd, env }) + "\n"));
-    return { child, stdin };
+  const isPvx = exe === Deno.execPath() && verb === "run" && permissions === "-A" && script === pvxScript;
+  if (isPvx && env.DENO_DIR === Deno.env.get("DENO_DIR") && isDirectory(spec.cwd)) {
+    const job = warm.start({ args, cwd: spec.cwd, env });
+    // Under emulation the next job comes long after this one has started, and its pvx would take seconds to load.
+    warm.refill();
+    return job;
   }
   const child = new Deno.Command(exe, { args: spec.argv.slice(1), cwd: spec.cwd, env, clearEnv: true, ...piped })
     .spawn();
@@ -81,7 +79,6 @@ function start(id: number, spec: JobSpec): void {
   })();
 }
 
-startZygote();
 await out.send(0, Kind.Ready);
 for await (const f of readFrames(input, port)) {
   const job = jobs.get(f.job);
@@ -106,7 +103,7 @@ for await (const f of readFrames(input, port)) {
       break;
     case Kind.Shutdown:
       for (const j of jobs.values()) j.child.kill("SIGKILL");
-      zygote?.kill("SIGKILL");
+      await warm.close();
       Deno.exit(0);
   }
 }
