@@ -34,30 +34,34 @@ export function refuse<S extends 400 | 401 | 404 | 409 | 413 | 422 | 429 | 500 |
 export function controlApi(session: InstanceSession, progress?: (done: number, total: number) => void): Hono {
   const app = new Hono();
   const instance = session.instance;
-  const describe = () => ({
-    app: session.boot.app,
-    state: instance.paused ? "paused" : "running",
-    memoryBytes: session.boot.memoryBytes,
-    ...(instance.paused
-      ? {
-        threads: instance.pausedState!.threads.map((t) => ({
-          threadId: t.threadId,
-          cpu: t.cpu,
-          ...(t.pending ? { blockedIn: t.pending.nr } : {}),
-        })),
-      }
-      : {}),
-  });
+  // A pause under way (a restore --paused whose vCPUs are parking) is waited for: its threads are known only then.
+  const describe = async () => {
+    const paused = await instance.settledPause();
+    return {
+      app: session.boot.app,
+      state: paused ? "paused" : "running",
+      memoryBytes: session.boot.memoryBytes,
+      ...(paused
+        ? {
+          threads: paused.threads.map((t) => ({
+            threadId: t.threadId,
+            cpu: t.cpu,
+            ...(t.pending ? { blockedIn: t.pending.nr } : {}),
+          })),
+        }
+        : {}),
+    };
+  };
 
-  app.get("/", (c) => c.json(describe()));
+  app.get("/", async (c) => c.json(await describe()));
   app.get("/stats", (c) => c.json(instance.stats()));
   app.post("/pause", async (c) => {
     await instance.pause();
-    return c.json(describe());
+    return c.json(await describe());
   });
-  app.post("/resume", (c) => {
+  app.post("/resume", async (c) => {
     instance.resume();
-    return c.json(describe());
+    return c.json(await describe());
   });
   app.post("/snapshot", async (c) => {
     let body: unknown;

@@ -102,6 +102,8 @@ interface LiveRun {
     host?: HostState;
     guestThreads?: GuestThreadsState;
     settled: () => void;
+    /** Resolves once every vCPU has parked, or the app has ended. */
+    done: Promise<void>;
   };
   threaded: boolean;
   ended: boolean;
@@ -428,6 +430,7 @@ export class Instance {
     const pause: NonNullable<LiveRun["pause"]> = live.pause = {
       guestNow: live.control.requestPause(),
       parked: new Map<number, ParkedThread>(),
+      done: all,
       settled: () => {
         if (live.ended) return settled();
         const running = [...this.#vcpus].filter(([, slot]) => slot.threadId !== undefined);
@@ -456,6 +459,12 @@ export class Instance {
 
   get paused(): boolean {
     return this.#live?.pause !== undefined;
+  }
+
+  /** The state of a paused instance, once a pause under way has settled; undefined if it is not paused. */
+  async settledPause(): Promise<PausedState | undefined> {
+    await this.#live?.pause?.done;
+    return this.pausedState;
   }
 
   /** The state of a paused instance, once every vCPU has parked. */

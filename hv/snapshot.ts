@@ -122,8 +122,9 @@ export class InstanceSession {
       throw new RangeError("a sealed snapshot is always full: it cannot be a diff");
     }
     const parent = request.diffFrom === undefined ? undefined : this.#checkDiffBase(request.diffFrom);
-    const wasPaused = this.instance.paused;
-    const paused = wasPaused ? this.instance.pausedState! : await this.instance.pause();
+    const pausedBefore = await this.instance.settledPause();
+    const wasPaused = pausedBefore !== undefined;
+    const paused = pausedBefore ?? await this.instance.pause();
     // Taken for a full snapshot too: the next diff counts from this one.
     const dirty = this.instance.takeDirtyPages();
     try {

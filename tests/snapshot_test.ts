@@ -8,6 +8,7 @@ import { dirname } from "node:path";
 import { guestBundle, pvxCli, pvxStart } from "./support/guests.ts";
 import { inTempDirs, snapshotPoints, whenServing, workersOutput } from "./support/snapshots.ts";
 import { buildWindowsExe } from "./support/win32.ts";
+import { type ControlApiError, NOT_SERVING, requestControlApi } from "../hv/control_api.ts";
 
 const ticks = (n: number) => Array.from({ length: n }, (_, i) => `tick ${i}\n`).join("");
 const counted = (n: number, line: string) => `${ticks(n)}read ${line.length} bytes\ndone\n`;
@@ -204,6 +205,52 @@ Deno.test("a multi-threaded app is snapshotted with threads blocked on events, a
     const r = await pvxStart(["restore", `${elsewhere}/app.snap`], "go\n").result;
     assert.equal(r.code, 0, r.stderr);
     assert.equal(first.stdout + r.stdout, workersOutput(5, "go\n"));
+  }));
+
+Deno.test("restore --paused answers from its socket's first moment, paused with every thread, and runs on resume", () =>
+  inTempDirs(async (dir, elsewhere) => {
+    const bundle = `${dir}/workers.pvx`;
+    await Deno.copyFile(await guestBundle("workers"), bundle);
+    const api = `${dir}/api.sock`;
+    const run = pvxStart(["run", "--api", api, bundle, "--", "4", "100"], { keepOpen: true });
+    await run.printed("round 1\n");
+    const snap = await whenServing(["snapshot", "--api", api, "-o", `${elsewhere}/app.snap`, "--stop"]);
+    assert.equal(snap.code, 0, snap.stderr);
+    await run.endInput();
+    const first = await run.result;
+
+    // Its four threads park in Workers that are still loading when the socket appears: ask at once, and again.
+    const restoredApi = `${elsewhere}/api.sock`;
+    const changes = Deno.watchFs(elsewhere);
+    const restored = pvxStart(["restore", `${elsewhere}/app.snap`, "--paused", "--api", restoredApi], {
+      keepOpen: true,
+    });
+    const ask = () =>
+      requestControlApi(restoredApi, "GET", "/").then(
+        (a) => `${a.status} ${a.body}`,
+        (e: ControlApiError) => e.message,
+      );
+    const answers: string[] = [];
+    for await (const _ of changes) {
+      const answer = await ask();
+      if (answer.includes(NOT_SERVING)) continue;
+      answers.push(answer, await ask(), await ask());
+      break;
+    }
+    changes.close();
+    for (const answer of answers) {
+      assert.match(
+        answer,
+        /^200 \{"app":"workers","state":"paused",.*"threads":\[(\{"threadId":\d+,"cpu":\d+.*\}.*){4}\]/,
+      );
+    }
+    const resumed = await pvxCli(["resume", "--api", restoredApi]);
+    assert.equal(resumed.code, 0, resumed.stderr);
+    await restored.type("go\n");
+    await restored.endInput();
+    const r = await restored.result;
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(first.stdout + r.stdout, workersOutput(4, "go\n"));
   }));
 
 Deno.test("a template made at the app's first console read starts any number of fresh instances", () =>
