@@ -5,7 +5,7 @@
 // bug in a hypercall handler, a SIGKILL) ends that process only: the daemon sees
 // it exit and says so.
 
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { callControlApi, ControlApiError, NOT_SERVING } from "../control_api.ts";
 import { ConsoleLog, type Stream } from "./console.ts";
 import type { CreateSource, InstanceCounts, Metrics } from "./metrics.ts";
@@ -178,23 +178,43 @@ export class Instance {
     return ["run", "--from", r.from.template, ...options];
   }
 
-  /** Asks the instance's API until it answers: its socket appears only once its guest is about to run. */
+  /**
+   * Asks the instance's API until it answers: its socket appears only once its guest is about to run. It asks
+   * again at each change in the socket's directory (the socket made, then its mode set), so that a migration's
+   * downtime does not wait out an interval, and after each interval for what a watch can miss.
+   */
   private async probe(requestedAt: number): Promise<void> {
-    let done = false;
-    this.exited.then(() => done = true);
-    for (let interval = PROBE_INTERVAL_MS.first; !done; interval = Math.min(2 * interval, PROBE_INTERVAL_MS.last)) {
-      try {
-        const answer = await callControlApi(this.socket, "GET", "/");
-        if (this.running) {
-          this.setState(answer.state === "paused" ? "paused" : "running");
-          const from = Object.keys(this.record.from)[0] as CreateSource;
-          this.registry.metrics.created(from, (performance.now() - requestedAt) / 1000);
+    let done = false, changed = false, wake = () => {};
+    this.exited.then(() => (done = true, wake()));
+    const changes = Deno.watchFs(dirname(this.socket), { recursive: false });
+    (async () => {
+      for await (const _ of changes) changed = true, wake();
+    })().catch(() => {}); // a watch that breaks leaves the intervals
+    try {
+      for (let interval = PROBE_INTERVAL_MS.first; !done;) {
+        changed = false;
+        try {
+          const answer = await callControlApi(this.socket, "GET", "/");
+          if (this.running) {
+            this.setState(answer.state === "paused" ? "paused" : "running");
+            const from = Object.keys(this.record.from)[0] as CreateSource;
+            this.registry.metrics.created(from, (performance.now() - requestedAt) / 1000);
+          }
+          return;
+        } catch (e) {
+          if (!(e instanceof ControlApiError)) throw e;
         }
-        return;
-      } catch (e) {
-        if (!(e instanceof ControlApiError)) throw e;
+        // A change while that probe was under way is a reason to ask again at once, as one during the wait is.
+        if (changed) continue;
+        let timer: ReturnType<typeof setTimeout> | undefined;
+        const waited = await new Promise<boolean>((resolve) => (
+          wake = () => resolve(false), timer = setTimeout(() => resolve(true), interval)
+        ));
+        clearTimeout(timer);
+        if (waited) interval = Math.min(2 * interval, PROBE_INTERVAL_MS.last);
       }
-      await new Promise((resolve) => setTimeout(resolve, interval));
+    } finally {
+      changes.close();
     }
     throw new InstanceConflict(`instance ${this.record.id} exited before its control API served`);
   }
