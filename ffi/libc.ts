@@ -14,6 +14,8 @@ export const libcSymbols = {
   mmap: { parameters: ["pointer", "usize", "i32", "i32", "i32", "i64"], result: "pointer" },
   // int munmap(void *addr, size_t len);
   munmap: { parameters: ["pointer", "usize"], result: "i32" },
+  // ssize_t read(int fd, void *buf, size_t count);
+  read: { parameters: ["i32", "buffer", "usize"], result: "isize" },
   // ssize_t pread(int fd, void *buf, size_t count, off_t offset);
   pread: { parameters: ["i32", "buffer", "usize", "i64"], result: "isize" },
   // int memfd_create(const char *name, unsigned int flags);
@@ -28,6 +30,8 @@ export const libcSymbols = {
   __errno_location: { parameters: [], result: "pointer" },
   // pid_t getpid(void);
   getpid: { parameters: [], result: "i32" },
+  // pid_t getppid(void);
+  getppid: { parameters: [], result: "i32" },
   // pid_t gettid(void);
   gettid: { parameters: [], result: "i32" },
   // int poll(struct pollfd *fds, nfds_t nfds, int timeout_ms);
@@ -77,6 +81,7 @@ export const SEEK_END = 2;
 export const SEEK_DATA = 3;
 export const SEEK_HOLE = 4;
 /** What SEEK_DATA returns when no data follows the offset. */
+export const EINTR = 4;
 export const ENXIO = 6;
 export const EINVAL = 22;
 

@@ -18,6 +18,7 @@ export interface StartedJob {
 
 export class WarmProcesses {
   readonly #waiting: Deno.ChildProcess[] = [];
+  #closed = false;
 
   /** `command` starts a warm process (`deno run -A pvx.ts warm`, say); every stream of it is piped. */
   constructor(private readonly command: string[], private readonly keep: number) {
@@ -34,7 +35,7 @@ export class WarmProcesses {
   }
 
   refill() {
-    while (this.#waiting.length < this.keep) {
+    while (!this.#closed && this.#waiting.length < this.keep) {
       const child = this.#spawn();
       this.#waiting.push(child);
       // One that dies while it waits (killed, or pvx cannot load) is dropped, not replaced until the next refill.
@@ -61,11 +62,12 @@ export class WarmProcesses {
     return { child, stdin };
   }
 
-  /** Kills the waiting processes, which have nothing of anyone's yet. */
+  /** Ends the waiting processes, which have nothing of anyone's yet, and starts no more. */
   async close() {
+    this.#closed = true;
     const waiting = this.#waiting.splice(0);
     await Promise.all(waiting.map(async (child) => {
-      child.kill("SIGKILL");
+      child.kill("SIGTERM"); // which a rehearsal stops at, and cleans up after
       await Promise.all([
         child.status,
         child.stdin.close().catch(() => {}),

@@ -13,6 +13,8 @@ import {
   type PeExport,
   type PeImage,
   type PeImport,
+  writePe,
+  writtenPe,
 } from "../guest/pe.ts";
 import { appBase, MiB, PAGE } from "../guest/memory_map.ts";
 import { PageTables } from "../guest/paging.ts";
@@ -282,6 +284,30 @@ function checkAgainstObjdump(o: Oracle, image: PeImage): void {
   const rvas = image.symbols.map((s) => s.rva);
   assert.deepEqual(rvas, rvas.toSorted((a, b) => a - b));
 }
+
+Deno.test("writePe makes a console exe that objdump and parsePe read alike: its code, and its imports by name", async () => {
+  const code = new Uint8Array([0x0f, 0x0b]); // ud2
+  const bytes = writePe(code, "KERNEL32.dll", ["GetStdHandle", "ExitProcess"]);
+  const path = await Deno.makeTempFile({ suffix: ".exe" });
+  await Deno.writeFile(path, bytes);
+  const text = await run("/", "x86_64-w64-mingw32-objdump", "-p", path).finally(() => Deno.remove(path));
+  assert.match(text, /^ImageBase\s+0+400000$/m);
+  assert.match(text, /^Subsystem\s+0+3\s/m);
+  const expected = ["GetStdHandle", "ExitProcess"].map((name, i) => ({
+    dll: "KERNEL32.dll",
+    name,
+    hint: 0,
+    iatRva: writtenPe.iat - appBase + 8 * i,
+  }));
+  assert.deepEqual(objdumpImports(text), expected);
+  const image = parsePe(bytes, "written.exe");
+  assert.deepEqual(image.imports, expected);
+  assert.equal(image.imageBase + image.entryRva, writtenPe.code);
+  assert.deepEqual(image.sections.map((s) => [s.name, s.read, s.write, s.exec]), [
+    [".text", true, false, true],
+    [".idata", true, true, false],
+  ]);
+});
 
 Deno.test("parsePe agrees with objdump and nm on a -nostdlib console executable", () => {
   const image = parsePe(consoleExe.bytes, "a.exe");

@@ -617,13 +617,19 @@ Deno.test("pvx serve --warm: a create runs in the process that waited for it, an
     await api(daemon, "POST", `/instances/${id}/stdin?close=true`, "ok\n");
     assert.deepEqual((await api(daemon, "POST", `/instances/${id}/wait`)).json.exit.code, 0);
     assert.equal((await logs(daemon, id, "")).stdout, counted(1, "ok\n"));
+    const paused = await create(daemon, { bundle: await guestBundle("counter"), args: ["1", "0"] });
+    await printed(daemon, paused, "tick 0\n");
+    const { pid } = (await api(daemon, "POST", `/instances/${paused}/pause`)).json;
 
-    // A waiting process ends when its stdin does, as the daemon's end closes it, even a SIGKILL's.
+    // A waiting process ends when its stdin does, as the daemon's end closes it, even a SIGKILL's; an instance's,
+    // which nothing else would end while it is paused, once it sees its daemon gone.
     daemon.process.kill("SIGKILL");
     await daemon.process.result;
-    for (let tries = 0; await exists(next); tries++) {
-      if (tries === 2000) throw new Error(`the waiting process ${next} outlived its daemon`);
-      await new Promise((resolve) => setTimeout(resolve, 50));
+    for (const [what, gone] of [["waiting process", next], ["paused instance's process", pid]] as const) {
+      for (let tries = 0; await exists(gone); tries++) {
+        if (tries === 2000) throw new Error(`the ${what} ${gone} outlived its daemon`);
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
     }
   } finally {
     await Deno.remove(dir, { recursive: true });
