@@ -16,6 +16,7 @@ import { kvmAccess } from "../hv/kvm_access.ts";
 import { IN_NESTED_ENV, runDenoNested } from "./accel.ts";
 import { defaultNestedVm } from "./nested/vm.ts";
 import { measureMigrations } from "./bench/migrations.ts";
+import { measureDaemonStarts } from "./bench/starts.ts";
 
 // Figures from the nested accelerator are an emulated CPU's: run everything there, pvx and its
 // baselines alike, so the ratios compare like with like, and label every figure.
@@ -101,15 +102,20 @@ async function pack(source: string, dir: string, memoryMiB = defaultPackOptions.
   return `${dir}/${name}.pvx`;
 }
 
-/** Milliseconds a whole command takes, start to exit, as a user waits for it. */
+/** Milliseconds a whole command takes, start to exit, as a user waits for it; `input` is all its stdin. */
 async function wallMs(
   cmd: string,
   args: string[],
-  opts: { cwd?: string; env?: Record<string, string> } = {},
+  opts: { cwd?: string; env?: Record<string, string>; input?: string } = {},
 ): Promise<number> {
+  const { input, ...where } = opts;
   const t0 = performance.now();
-  const out = await new Deno.Command(cmd, { args, ...opts, stdout: "null", stderr: "null" }).output();
-  if (!out.success) throw new Error(`${cmd} ${args.join(" ")} exited ${out.code}`);
+  const child = new Deno.Command(cmd, { args, ...where, stdin: "piped", stdout: "null", stderr: "null" }).spawn();
+  const stdin = child.stdin.getWriter();
+  if (input) await stdin.write(new TextEncoder().encode(input));
+  await stdin.close();
+  const status = await child.status;
+  if (!status.success) throw new Error(`${cmd} ${args.join(" ")} exited ${status.code}`);
   return performance.now() - t0;
 }
 
@@ -159,12 +165,17 @@ async function threads(dir: string): Promise<void> {
   line("CreateThread+Wait+CloseHandle vs pthread", median(pvxCreate), median(cCreate), "µs", "-");
 }
 
-/** The same unmodified Windows programs under pvx and under Wine: start-up, and a file copy's throughput. */
+/**
+ * The same unmodified Windows programs under pvx and under Wine: start-up, standalone and through `pvx serve`
+ * (tools/bench/starts.ts), and a file copy's throughput.
+ */
 async function windowsVsWine(dir: string): Promise<void> {
   const mingw = ["-O2", "-nostdlib", "-fno-builtin", "-e", "mainCRTStartup"];
-  const hello = `${dir}/win_hello.exe`, copy = `${dir}/win_copy.exe`;
-  await run("x86_64-w64-mingw32-gcc", [...mingw, "-o", hello, `${here}win_hello.c`, "-lkernel32"]);
-  await run("x86_64-w64-mingw32-gcc", [...mingw, "-o", copy, `${here}win_copy.c`, "-lkernel32"]);
+  const [hello, greet, copy] = ["win_hello", "win_greet", "win_copy"].map((name) => `${dir}/${name}.exe`);
+  for (const exe of [hello, greet, copy]) {
+    const source = `${here}${exe.slice(dir.length + 1, -4)}.c`;
+    await run("x86_64-w64-mingw32-gcc", [...mingw, "-o", exe, source, "-lkernel32"]);
+  }
   const wineEnv = { WINEPREFIX: `${dir}/wine-prefix`, WINEDEBUG: "-all" };
   const pvxEnv = { PVX_CACHE_DIR: `${dir}/bundle-cache` };
   const pvxCli = ["run", "-A", new URL("./pvx.ts", import.meta.url).pathname, "run"];
@@ -172,7 +183,7 @@ async function windowsVsWine(dir: string): Promise<void> {
   await wallMs("wine", [hello], { env: wineEnv }); // creates the prefix, which is no part of a start
   await wallMs(Deno.execPath(), [...pvxCli, hello], { env: pvxEnv }); // packs into the cache once
 
-  const pvxStart: number[] = [], coldWine: number[] = [], warmWine: number[] = [];
+  const pvxStart: number[] = [], coldWine: number[] = [], warmWine: number[] = [], warmWineGreet: number[] = [];
   for (let i = 0; i < REPEATS; i++) {
     pvxStart.push(await wallMs(Deno.execPath(), [...pvxCli, hello], { env: pvxEnv }));
     await stopWineserver();
@@ -182,13 +193,40 @@ async function windowsVsWine(dir: string): Promise<void> {
     .spawn();
   try {
     await wallMs("wine", [hello], { env: wineEnv });
-    for (let i = 0; i < REPEATS; i++) warmWine.push(await wallMs("wine", [hello], { env: wineEnv }));
+    for (let i = 0; i < REPEATS; i++) {
+      warmWine.push(await wallMs("wine", [hello], { env: wineEnv }));
+      warmWineGreet.push(await wallMs("wine", [greet], { env: wineEnv, input: "x\n" }));
+    }
   } finally {
     await stopWineserver();
     await server.status;
   }
   line("Windows hello, start to exit", median(pvxStart), median(coldWine), "ms", "-", "cold Wine");
   line("Windows hello, start to exit", median(pvxStart), median(warmWine), "ms", "< 1x", "warm Wine");
+  const pvx = [Deno.execPath(), "run", "-A", new URL("./pvx.ts", import.meta.url).pathname];
+  const bundles = await Promise.all([hello, greet].map(async (exe) => {
+    const bundle = exe.replace(/\.exe$/, ".pvx");
+    await writeBundle(bundle, await packApp(exe, defaultPackOptions));
+    return bundle;
+  }));
+  const served = await measureDaemonStarts(pvx, await Deno.makeTempDir({ dir }), bundles[0], bundles[1], REPEATS);
+  line(
+    "  via pvx serve, POST /instances to first output",
+    median(served.firstOutput),
+    median(warmWine),
+    "ms",
+    "-",
+    "warm Wine exit",
+  );
+  line("  via pvx serve, POST /instances to exit", median(served.exit), median(warmWine), "ms", "< 1x", "warm Wine");
+  line(
+    "  the same from a template at its first read",
+    median(served.fromTemplate),
+    median(warmWineGreet),
+    "ms",
+    "< 1x",
+    "warm Wine",
+  );
 
   const sizeMiB = 64;
   const source = new Uint8Array(sizeMiB << 20).map((_, i) => i * 31);
@@ -365,24 +403,24 @@ async function diffSnapshots(dir: string): Promise<void> {
 
 /**
  * Live migration between two daemons here (tools/bench/migrations.ts): a 64 MiB guest's downtime and total time
- * against a cold start of it through the same daemon, and its bytes sent against its RAM and its first trip.
+ * against a start of it through the same daemon, and its bytes sent against its RAM and its first trip.
  */
 async function migrations(dir: string): Promise<void> {
   const dirty = await pack(new URL("../tests/guests/dirty.c", import.meta.url).pathname, dir, 256);
   const pvx = [Deno.execPath(), "run", "-A", new URL("./pvx.ts", import.meta.url).pathname];
-  const { coldMs, rates } = await measureMigrations(dirty, pvx, await Deno.makeTempDir({ dir }), REPEATS);
-  const MiB = 1 << 20, cold = median(coldMs);
+  const { startMs, rates } = await measureMigrations(dirty, pvx, await Deno.makeTempDir({ dir }), REPEATS);
+  const MiB = 1 << 20, start = median(startMs);
   for (const { rate, trips } of rates) {
     const downtime = median(trips.map((t) => t.downtimeMs)), first = trips[0].bytesSent / MiB;
     line(
       `migration downtime, 64 MiB ${rate ? `dirtying ${rate} MiB/s` : "idle"}`,
       downtime,
-      cold,
+      start,
       "ms",
       "<= 10 ms",
-      "cold start",
+      "daemon start",
     );
-    line(`  total time`, median(trips.map((t) => t.totalMs)), cold, "ms", "-", "cold start");
+    line(`  total time`, median(trips.map((t) => t.totalMs)), start, "ms", "-", "daemon start");
     line(`  bytes sent, first trip vs guest RAM`, first, 64, "MiB", "~1x", "RAM");
     const later = trips.slice(1).map((t) => t.bytesSent / MiB);
     if (later.length) line(`  bytes sent, later trips vs first`, median(later), first, "MiB", "<< 1x", "first");
