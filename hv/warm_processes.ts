@@ -1,7 +1,7 @@
 // Processes started before they have work (tools/warm.ts, `pvx warm`): a job given to one skips
 // Deno's start and the loading of pvx. The pool keeps `keep` of them waiting, and starts another
-// in the place of each it gives out. One that is still loading takes its job all the same, as it
-// is further along than a new one would be.
+// in the place of each it gives out once its owner says the job is under way. One that is still
+// loading takes its job all the same, as it is further along than a new one would be.
 
 /** A warm process's job, the first line of its stdin: `pvx <args>`, in `cwd` with exactly `env` if given. */
 export interface WarmJob {

@@ -259,6 +259,9 @@ export class Instance {
     this.setState("exited");
     this.registry.metrics.exited(kind);
     this.console.end();
+    // Its end of the pipe, which nothing writes to any more: left open, every instance kept a descriptor.
+    this.stdin?.close().catch(() => {});
+    this.stdin = undefined;
   }
 
   private setState(state: InstanceState) {
