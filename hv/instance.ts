@@ -457,10 +457,6 @@ export class Instance {
     live.control.resume();
   }
 
-  get paused(): boolean {
-    return this.#live?.pause !== undefined;
-  }
-
   /** The state of a paused instance, once a pause under way has settled; undefined if it is not paused. */
   async settledPause(): Promise<PausedState | undefined> {
     await this.#live?.pause?.done;

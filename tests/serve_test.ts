@@ -28,6 +28,7 @@ import { openApiDocument } from "../hv/daemon/openapi.ts";
 import { ChunkStore } from "../hv/chunks.ts";
 import { fuzzRuns } from "./support/fuzz.ts";
 import { NESTED_SOCKET_ENV } from "../tools/accel.ts";
+import { warmChildren } from "../tools/bench/daemons.ts";
 
 const ticks = (n: number) => Array.from({ length: n }, (_, i) => `tick ${i}\n`).join("");
 const counted = (n: number, line: string) => `${ticks(n)}read ${line.length} bytes\ndone\n`;
@@ -586,16 +587,7 @@ Deno.test("pvx serve: SIGKILL of one instance's process leaves the daemon and th
 /** The processes `pid` started as `pvx warm` (an instance's keeps that name), once there are `count` of them. */
 async function warmProcesses(pid: number, count: number): Promise<number[]> {
   for (let tries = 0;; tries++) {
-    const children = [...Deno.readDirSync(`/proc/${pid}/task`)].flatMap((task) =>
-      Deno.readTextFileSync(`/proc/${pid}/task/${task.name}/children`).trim().split(" ").filter(Boolean).map(Number)
-    );
-    const warm = children.filter((child) => {
-      try {
-        return Deno.readTextFileSync(`/proc/${child}/cmdline`).split("\0").includes("warm");
-      } catch {
-        return false; // it has just ended
-      }
-    });
+    const warm = warmChildren(pid);
     if (warm.length === count) return warm;
     if (tries === 2000) throw new Error(`pid ${pid} has ${warm.length} waiting processes, not ${count}`);
     await new Promise((resolve) => setTimeout(resolve, 50));

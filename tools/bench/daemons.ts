@@ -51,25 +51,33 @@ export async function printed(host: Host, id: string, text: string) {
   throw new Error(`instance ${id} ended before it printed ${JSON.stringify(text)}: ${output}`);
 }
 
+/** The processes `pid` started as `pvx warm`, waiting or given a job (an instance's process keeps that name). */
+export function warmChildren(pid: number): number[] {
+  const children = [...Deno.readDirSync(`/proc/${pid}/task`)].flatMap((task) =>
+    Deno.readTextFileSync(`/proc/${pid}/task/${task.name}/children`).trim().split(" ").filter(Boolean).map(Number)
+  );
+  return children.filter((child) => {
+    try {
+      return Deno.readTextFileSync(`/proc/${child}/cmdline`).split("\0").includes("warm");
+    } catch {
+      return false; // it has just ended
+    }
+  });
+}
+
 /**
  * Resolves once `count` of the daemon's `pvx warm` processes wait for a job, their main thread in a
  * read(2) of stdin: the state a create finds on a daemon that has been idle a while.
  */
 export async function warmWaiting(host: Host, count: number) {
-  const pid = host.child.pid;
   const inReadOfStdin = (child: number) => {
     try {
-      return Deno.readTextFileSync(`/proc/${child}/cmdline`).split("\0").includes("warm") &&
-        /^0 0x0 /.test(Deno.readTextFileSync(`/proc/${child}/syscall`));
+      return /^0 0x0 /.test(Deno.readTextFileSync(`/proc/${child}/syscall`));
     } catch {
       return false;
     }
   };
-  for (;;) {
-    const children = [...Deno.readDirSync(`/proc/${pid}/task`)].flatMap((task) =>
-      Deno.readTextFileSync(`/proc/${pid}/task/${task.name}/children`).trim().split(" ").filter(Boolean).map(Number)
-    );
-    if (children.filter(inReadOfStdin).length >= count) return;
+  while (warmChildren(host.child.pid).filter(inReadOfStdin).length < count) {
     await new Promise((resolve) => setTimeout(resolve, 20));
   }
 }
