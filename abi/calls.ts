@@ -50,6 +50,8 @@ export interface CallDef {
 }
 
 const FALSE = 0n;
+/** sizeof(MEMORY_BASIC_INFORMATION) on x64. */
+export const MEMORY_BASIC_INFORMATION_SIZE = 48;
 const INVALID_HANDLE = 0xffffffffffffffffn;
 
 const h = (name: string): Param => ({ name, c: "HANDLE", kind: "handle" });
@@ -526,6 +528,35 @@ export const calls = [
     failure: 0n,
     params: [],
     doc: "The app is ready for work: `pvx template create --ready call` snapshots it here; otherwise it does nothing.",
+  },
+  {
+    nr: 56,
+    name: "VirtualQuery",
+    ret: "SIZE_T",
+    failure: 0n,
+    params: [
+      u64("lpAddress", "LPCVOID"),
+      outStruct("lpBuffer", "PMEMORY_BASIC_INFORMATION", MEMORY_BASIC_INFORMATION_SIZE),
+      u64("dwLength", "SIZE_T"),
+    ],
+    doc: "Describes the pages from lpAddress that share one state and protection; the bytes written.",
+  },
+  {
+    nr: 57,
+    name: "GetFileType",
+    ret: "DWORD",
+    failure: 0n,
+    params: [h("hFile")],
+    doc: "FILE_TYPE_DISK for a file; FILE_TYPE_PIPE for the console, a byte stream in pvx.",
+  },
+  {
+    nr: 58,
+    name: "PvxGetEnvironmentBlock",
+    ret: "DWORD",
+    failure: 0n,
+    params: [u32("nSize"), { name: "lpBuffer", c: "LPWCH", kind: "out", len: "nSize", unit: 2 }],
+    doc: "The environment as Windows lays out its block (NAME=value strings, then an empty one), sorted by name; " +
+      "its length in characters, copied only when nSize holds it all.",
   },
 ] as const satisfies readonly CallDef[];
 

@@ -1,7 +1,14 @@
 // Renders abi/pvx.h, the C view of abi/calls.ts. `deno task gen` rewrites the
 // committed header; tests/abi_test.ts fails when the committed one is stale.
 
-import { ABI_VERSION, type CallDef, calls, FIND_DATA_SIZE, type Param } from "./calls.ts";
+import {
+  ABI_VERSION,
+  type CallDef,
+  calls,
+  FIND_DATA_SIZE,
+  MEMORY_BASIC_INFORMATION_SIZE,
+  type Param,
+} from "./calls.ts";
 import { DOORBELL_BASE } from "./doorbell.ts";
 import { STD_ERROR_HANDLE, STD_INPUT_HANDLE, STD_OUTPUT_HANDLE, win32Constants, win32Errors } from "./win32.ts";
 import { infoBase } from "../guest/memory_map.ts";
@@ -78,7 +85,7 @@ typedef intptr_t (*FARPROC)(void);
 typedef void *LPVOID;
 typedef const void *LPCVOID;
 typedef wchar_t WCHAR;
-typedef WCHAR *LPWSTR;
+typedef WCHAR *LPWSTR, *LPWCH;
 typedef const WCHAR *LPCWSTR;
 typedef struct _OVERLAPPED OVERLAPPED, *LPOVERLAPPED;
 typedef struct _SECURITY_ATTRIBUTES SECURITY_ATTRIBUTES, *LPSECURITY_ATTRIBUTES;
@@ -107,6 +114,18 @@ typedef struct _WIN32_FIND_DATAW {
 } WIN32_FIND_DATAW, *LPWIN32_FIND_DATAW;
 _Static_assert(sizeof(WIN32_FIND_DATAW) == ${FIND_DATA_SIZE}, "WIN32_FIND_DATAW must match the host's layout");
 #define WINAPI
+typedef struct _MEMORY_BASIC_INFORMATION {
+  LPVOID BaseAddress;
+  LPVOID AllocationBase;
+  DWORD AllocationProtect;
+  uint16_t PartitionId;
+  SIZE_T RegionSize;
+  DWORD State;
+  DWORD Protect;
+  DWORD Type;
+} MEMORY_BASIC_INFORMATION, *PMEMORY_BASIC_INFORMATION;
+_Static_assert(sizeof(MEMORY_BASIC_INFORMATION) == ${MEMORY_BASIC_INFORMATION_SIZE}, "MEMORY_BASIC_INFORMATION must match the host's layout");
+
 typedef DWORD (WINAPI *LPTHREAD_START_ROUTINE)(LPVOID lpThreadParameter);
 /* Windows' RTL_CRITICAL_SECTION; the guest runtime (guest/runtime.ts) owns its fields. */
 typedef struct _RTL_CRITICAL_SECTION {

@@ -17,6 +17,8 @@ export type HandleKind = HandleObject["kind"];
 
 /** Windows hands out handles in steps of four and ignores their two low bits (OBJ_HANDLE_TAGBITS), which apps may use as tags. */
 const STEP = 4;
+/** The process heap's handle: the fourth, after the console's three. */
+export const PROCESS_HEAP = 4 * STEP;
 const untagged = (handle: number) => handle - (handle % STEP);
 /**
  * More open handles than any sane app needs; past it CreateFileW fails instead of the host growing without
@@ -42,7 +44,8 @@ export class HandleTable {
   #objects = new Map<number, HandleObject>();
   #next = STEP;
   readonly std: ReadonlyMap<number, number>;
-  readonly processHeap: number;
+  /** Always PROCESS_HEAP: Windows code reads it from the PEB without asking. */
+  readonly processHeap = PROCESS_HEAP;
 
   /** `limit` counts every handle, the three console ones and the process heap's among them. */
   constructor(readonly limit = MAX_HANDLES) {
@@ -51,7 +54,7 @@ export class HandleTable {
       [STD_OUTPUT_HANDLE, this.open({ kind: "console", stream: "stdout" })!],
       [STD_ERROR_HANDLE, this.open({ kind: "console", stream: "stderr" })!],
     ]);
-    this.processHeap = this.open({ kind: "heap" })!;
+    if (this.open({ kind: "heap" }) !== PROCESS_HEAP) throw new Error("the process heap's handle moved");
   }
 
   /** The new handle, or undefined when the table is full. */

@@ -32,7 +32,7 @@ typedef intptr_t (*FARPROC)(void);
 typedef void *LPVOID;
 typedef const void *LPCVOID;
 typedef wchar_t WCHAR;
-typedef WCHAR *LPWSTR;
+typedef WCHAR *LPWSTR, *LPWCH;
 typedef const WCHAR *LPCWSTR;
 typedef struct _OVERLAPPED OVERLAPPED, *LPOVERLAPPED;
 typedef struct _SECURITY_ATTRIBUTES SECURITY_ATTRIBUTES, *LPSECURITY_ATTRIBUTES;
@@ -61,6 +61,18 @@ typedef struct _WIN32_FIND_DATAW {
 } WIN32_FIND_DATAW, *LPWIN32_FIND_DATAW;
 _Static_assert(sizeof(WIN32_FIND_DATAW) == 592, "WIN32_FIND_DATAW must match the host's layout");
 #define WINAPI
+typedef struct _MEMORY_BASIC_INFORMATION {
+  LPVOID BaseAddress;
+  LPVOID AllocationBase;
+  DWORD AllocationProtect;
+  uint16_t PartitionId;
+  SIZE_T RegionSize;
+  DWORD State;
+  DWORD Protect;
+  DWORD Type;
+} MEMORY_BASIC_INFORMATION, *PMEMORY_BASIC_INFORMATION;
+_Static_assert(sizeof(MEMORY_BASIC_INFORMATION) == 48, "MEMORY_BASIC_INFORMATION must match the host's layout");
+
 typedef DWORD (WINAPI *LPTHREAD_START_ROUTINE)(LPVOID lpThreadParameter);
 /* Windows' RTL_CRITICAL_SECTION; the guest runtime (guest/runtime.ts) owns its fields. */
 typedef struct _RTL_CRITICAL_SECTION {
@@ -93,6 +105,7 @@ _Static_assert(sizeof(CRITICAL_SECTION) == 40, "CRITICAL_SECTION must match the 
 #define ERROR_NOT_SAME_DEVICE 17L
 #define ERROR_NO_MORE_FILES 18L
 #define ERROR_WRITE_PROTECT 19L
+#define ERROR_BAD_LENGTH 24L
 #define ERROR_SHARING_VIOLATION 32L
 #define ERROR_HANDLE_EOF 38L
 #define ERROR_NOT_SUPPORTED 50L
@@ -145,6 +158,10 @@ _Static_assert(sizeof(CRITICAL_SECTION) == 40, "CRITICAL_SECTION must match the 
 #define FILE_FLAG_SEQUENTIAL_SCAN 0x8000000u
 #define FILE_FLAG_DELETE_ON_CLOSE 0x4000000u
 #define FILE_FLAG_BACKUP_SEMANTICS 0x2000000u
+#define FILE_TYPE_UNKNOWN 0x0u
+#define FILE_TYPE_DISK 0x1u
+#define FILE_TYPE_CHAR 0x2u
+#define FILE_TYPE_PIPE 0x3u
 #define FILE_BEGIN 0x0u
 #define FILE_CURRENT 0x1u
 #define FILE_END 0x2u
@@ -654,6 +671,30 @@ static inline VOID PvxReady(void) {
   PVX_USES("PvxReady");
   uint64_t f[1] = { 0 };
   pvx_hypercall(55, f);
+}
+
+/* Describes the pages from lpAddress that share one state and protection; the bytes written. */
+static inline SIZE_T VirtualQuery(LPCVOID lpAddress, PMEMORY_BASIC_INFORMATION lpBuffer, SIZE_T dwLength) {
+  PVX_USES("VirtualQuery");
+  uint64_t f[4] = { 0, (uint64_t)(uintptr_t)(lpAddress), (uint64_t)(uintptr_t)(lpBuffer), (uint64_t)(dwLength) };
+  pvx_hypercall(56, f);
+  return (SIZE_T)f[0];
+}
+
+/* FILE_TYPE_DISK for a file; FILE_TYPE_PIPE for the console, a byte stream in pvx. */
+static inline DWORD GetFileType(HANDLE hFile) {
+  PVX_USES("GetFileType");
+  uint64_t f[2] = { 0, (uint64_t)(uintptr_t)(hFile) };
+  pvx_hypercall(57, f);
+  return (DWORD)f[0];
+}
+
+/* The environment as Windows lays out its block (NAME=value strings, then an empty one), sorted by name; its length in characters, copied only when nSize holds it all. */
+static inline DWORD PvxGetEnvironmentBlock(DWORD nSize, LPWCH lpBuffer) {
+  PVX_USES("PvxGetEnvironmentBlock");
+  uint64_t f[3] = { 0, (uint64_t)(nSize), (uint64_t)(uintptr_t)(lpBuffer) };
+  pvx_hypercall(58, f);
+  return (DWORD)f[0];
 }
 
 

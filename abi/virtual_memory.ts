@@ -159,15 +159,21 @@ export class VirtualMemory {
     return old;
   }
 
+  /**
+   * VirtualQuery: the run of pages from `address` that share one state and
+   * protection. Outside the VirtualAlloc region (images, heap, stacks) pvx
+   * knows pages only by their mapping, so each run is its own allocation.
+   */
   query(address: number): MemoryInformation {
     const call = `VirtualQuery(${hex(address)})`;
     checkNumbers(call, address);
-    if (address < this.start || address >= this.end) {
+    if (address >= this.ram.byteLength) {
       throw new VmError(
-        win32Errors.ERROR_INVALID_ADDRESS,
-        `${call}: outside the virtual memory region [${hex(this.start)}, ${hex(this.end)})`,
+        win32Errors.ERROR_INVALID_PARAMETER,
+        `${call}: above the app's highest address ${hex(this.ram.byteLength - 1)}`,
       );
     }
+    if (address < this.start || address >= this.end) return this.#queryMapped(address);
     const baseAddress = pageDown(address);
     const next = this.#indexAfter(address);
     const allocation = this.#allocations[next - 1];
@@ -193,6 +199,32 @@ export class VirtualMemory {
       state: protect ? W.MEM_COMMIT : W.MEM_RESERVE,
       protect,
       type: W.MEM_PRIVATE,
+    };
+  }
+
+  #queryMapped(address: number): MemoryInformation {
+    const baseAddress = pageDown(address);
+    const protectionAt = (a: number) => {
+      const p = this.tables.lookup(a);
+      if (!p) return 0;
+      return p.exec
+        ? (p.write ? W.PAGE_EXECUTE_READWRITE : W.PAGE_EXECUTE_READ)
+        : p.write
+        ? W.PAGE_READWRITE
+        : W.PAGE_READONLY;
+    };
+    const protect = protectionAt(baseAddress);
+    const limit = baseAddress < this.start ? this.start : this.ram.byteLength;
+    let end = baseAddress + PAGE;
+    while (end < limit && protectionAt(end) === protect) end += PAGE;
+    return {
+      baseAddress,
+      allocationBase: protect ? baseAddress : 0,
+      allocationProtect: protect,
+      regionSize: end - baseAddress,
+      state: protect ? W.MEM_COMMIT : W.MEM_FREE,
+      protect: protect || W.PAGE_NOACCESS,
+      type: protect ? W.MEM_PRIVATE : 0,
     };
   }
 

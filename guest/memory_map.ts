@@ -33,9 +33,11 @@ export const pageTableUpdatesSlot = 256;
 export const pageTableUpdates = (cpu: number) => pageTableUpdatesBase + cpu * pageTableUpdatesSlot;
 /** One thread environment block per vCPU (user pages); GS points at the running thread's. */
 export const tebBase = 0xa0000;
+/** Two pages, as on Windows: TlsSlots sit at TEB+0x1480. */
+export const tebSize = 2 * PAGE;
 /** Code pvx writes for a Windows app: kernel32 thunks and the entry trampoline (user, read-execute). */
-export const thunksBase = 0xc0000;
-export const thunksSize = 0x40000;
+export const thunksBase = 0xe0000;
+export const thunksSize = 0x20000;
 /** Page tables come from this pool. */
 export const pageTablePoolBase = 0x100000;
 export const pageTablePoolEnd = 0x400000;

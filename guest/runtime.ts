@@ -3,16 +3,20 @@
 // kernel32 imports) and pvx.h guests (reached through the info page).
 //
 // A critical section is Windows' RTL_CRITICAL_SECTION (40 bytes): LockCount
-// (+8) is a futex-style word, 0 free, 1 held, 2 held with waiters (Drepper,
-// "Futexes Are Tricky", mutex2); RecursionCount (+12) and OwningThread (+16)
-// make it recursive. Taking a free lock costs no exit; only a contended
+// (+8) is a futex-style word, -1 free (as in Windows' static initializers,
+// which Wine's DLLs use), 0 held, 1 held with waiters (Drepper, "Futexes Are
+// Tricky", mutex2, shifted by one); RecursionCount (+12) and OwningThread
+// (+16) make it recursive. Taking a free lock costs no exit; only a contended
 // one waits in the host (PvxWaitOnAddress), so a waiter costs no CPU.
 
 import { type Asm, Reg } from "./x86.ts";
 import { TEB_THREAD_ID } from "./teb.ts";
+import { pebBase } from "./memory_map.ts";
 import { win32Constants } from "../abi/win32.ts";
 
 const LOCK = 8, RECURSION = 12, OWNER = 16;
+/** LockCount's values, as 32-bit immediates. */
+const FREE = 0xffffffff, HELD = 0, CONTENDED = 1;
 /** All SSE exceptions masked, round to nearest. */
 const DEFAULT_MXCSR = 0x1f80;
 /** sizeof(RTL_CRITICAL_SECTION) on x64. */
@@ -27,17 +31,26 @@ interface Routine {
   emit(asm: Asm, thunks: Record<string, number>, label: string): void;
 }
 
+/**
+ * Where every critical section's DebugInfo points: Wine's DLLs label their
+ * locks by writing DebugInfo->Spare[0], and nothing reads it back, so one
+ * scratch block, past the Windows fields of the PEB page, serves them all.
+ */
+export const CRITICAL_SECTION_DEBUG_INFO = pebBase + 0x800;
+
 function initialize(asm: Asm, returnsTrue: boolean): void {
-  for (let at = 0; at < CRITICAL_SECTION_SIZE; at += 8) asm.storeMem64Imm(Reg.rcx, at, 0);
+  for (let at = 8; at < CRITICAL_SECTION_SIZE; at += 8) asm.storeMem64Imm(Reg.rcx, at, 0);
+  asm.storeMem32Imm(Reg.rcx, LOCK, FREE);
+  asm.movImm64(Reg.rax, BigInt(CRITICAL_SECTION_DEBUG_INFO)).storeMem64(Reg.rcx, 0, Reg.rax);
   if (returnsTrue) asm.movImm32(Reg.rax, 1);
   asm.ret();
 }
 
-/** Takes a free lock (0 -> 1) or jumps to `busy`; on success falls through with rdx = our thread id. */
+/** Takes a free lock (FREE -> HELD) or jumps to `busy`; on success falls through with rdx = our thread id. */
 function tryLock(asm: Asm, l: string, busy: string): void {
   asm.movFromGs(Reg.rdx, TEB_THREAD_ID);
   asm.cmpMem64(Reg.rcx, OWNER, Reg.rdx).jcc("e", `${l}.recurse`);
-  asm.zero(Reg.rax).movImm32(Reg.r8, 1).lockCmpxchgMem32(Reg.rcx, LOCK, Reg.r8).jcc("ne", busy);
+  asm.movImm32(Reg.rax, FREE).movImm32(Reg.r8, HELD).lockCmpxchgMem32(Reg.rcx, LOCK, Reg.r8).jcc("ne", busy);
 }
 
 /** Records the new owner (rdx) once the lock word is ours. */
@@ -69,12 +82,12 @@ export const runtimeRoutines = {
       own(asm, l);
       asm.ret();
       asm.label(`${l}.recurse`).incMem32(Reg.rcx, RECURSION).ret();
-      // Mark the lock contended; if it was free in the meantime it is ours.
-      asm.label(`${l}.contended`).movImm32(Reg.rax, 2).xchgMem32(Reg.rcx, LOCK, Reg.rax);
-      asm.test32(Reg.rax, Reg.rax).jcc("e", `${l}.owned`);
-      // PvxWaitOnAddress(&LockCount, 2, INFINITE); two pushes and 40 bytes keep rsp 16-aligned at the call.
+      // Mark the lock contended; if it was free in the meantime (FREE + 1 == 0) it is ours.
+      asm.label(`${l}.contended`).movImm32(Reg.rax, CONTENDED).xchgMem32(Reg.rcx, LOCK, Reg.rax);
+      asm.inc32(Reg.rax).jcc("e", `${l}.owned`);
+      // PvxWaitOnAddress(&LockCount, CONTENDED, INFINITE); two pushes and 40 bytes keep rsp 16-aligned at the call.
       asm.push(Reg.rcx).push(Reg.rdx).subRsp(SHADOW_SPACE + 8);
-      asm.lea(Reg.rcx, Reg.rcx, LOCK).movImm32(Reg.rdx, 2).movImm32(Reg.r8, win32Constants.INFINITE);
+      asm.lea(Reg.rcx, Reg.rcx, LOCK).movImm32(Reg.rdx, CONTENDED).movImm32(Reg.r8, win32Constants.INFINITE);
       asm.movImm64(Reg.rax, BigInt(thunks.PvxWaitOnAddress)).callReg(Reg.rax);
       asm.addRsp(SHADOW_SPACE + 8).pop(Reg.rdx).pop(Reg.rcx).jmp(`${l}.contended`);
     },
@@ -94,9 +107,10 @@ export const runtimeRoutines = {
     emit(asm, thunks, l) {
       asm.decMem32(Reg.rcx, RECURSION).jcc("ne", `${l}.done`);
       asm.storeMem64Imm(Reg.rcx, OWNER, 0);
-      // Old value 1: nobody waits. Otherwise free it and wake a waiter.
-      asm.movImm32(Reg.rax, 0xffffffff).lockXaddMem32(Reg.rcx, LOCK, Reg.rax).dec32(Reg.rax).jcc("e", `${l}.done`);
-      asm.storeMem32Imm(Reg.rcx, LOCK, 0);
+      // Old value HELD: nobody waits, and the decrement freed it. Otherwise free it and wake a waiter.
+      asm.movImm32(Reg.rax, 0xffffffff).lockXaddMem32(Reg.rcx, LOCK, Reg.rax).test32(Reg.rax, Reg.rax);
+      asm.jcc("e", `${l}.done`);
+      asm.storeMem32Imm(Reg.rcx, LOCK, FREE);
       asm.subRsp(SHADOW_SPACE + 8).lea(Reg.rcx, Reg.rcx, LOCK);
       asm.movImm64(Reg.rax, BigInt(thunks.PvxWakeByAddress)).callReg(Reg.rax).addRsp(SHADOW_SPACE + 8);
       asm.label(`${l}.done`).ret();

@@ -9,13 +9,21 @@ import { bindImports, loadPe, nearestPeSymbol, parsePe, type PeImage, type PeImp
 import type { PageTables } from "./paging.ts";
 import { appBase, PAGE, pebBase, thunksBase, thunksSize } from "./memory_map.ts";
 import { type CallDef, callsByName } from "../abi/calls.ts";
+import { writeWide } from "../abi/handlers/strings.ts";
+import { PROCESS_HEAP } from "../abi/handles.ts";
 import type { ModuleTable } from "../abi/handlers/modules.ts";
 import { callsOf, type ThunkWriter } from "./thunks.ts";
 import { kernel32Routine, type RuntimeName, runtimeRoutines, SHADOW_SPACE } from "./runtime.ts";
 
 /** The DLL whose functions are hypercalls. Its name is all an app sees of it. */
 export const KERNEL32 = "kernel32.dll";
+/** The DLLs pvx itself is: their functions are hypercalls, guest runtime routines or exports of RUNTIME_DLL. */
+const PVX_DLLS = new Set([KERNEL32, "kernelbase.dll", "ntdll.dll"]);
+export const isPvxDll = (dll: string) => PVX_DLLS.has(apiSetHost(dll));
+/** pvx's Win32 userland (guest/win32rt), which a Windows app's bundle ships. */
+export const RUNTIME_DLL = "pvxrt.dll";
 const DLL_PROCESS_ATTACH = 1;
+const STATUS_DLL_INIT_FAILED = 0xc0000142;
 /** Where DLLs go: Windows reserves address space in 64 KiB units. */
 const ALLOCATION_GRANULARITY = 0x10000;
 
@@ -44,32 +52,72 @@ export interface WindowsApp {
 export type ImportResolution =
   | { kind: "call"; call: CallDef }
   | { kind: "routine"; routine: RuntimeName }
+  | { kind: "runtime"; name: string }
   | { kind: "dll"; dll: string }
   | { kind: "missing" };
 
 const fold = (name: string) => name.toLowerCase();
 const baseName = (path: string) => path.slice(path.lastIndexOf("/") + 1);
 
-/** How one import would be bound, given the DLLs shipped in `files` (the analyser's view too). */
-export function resolveImport(imp: PeImport, shipped: ReadonlySet<string>): ImportResolution {
-  if (fold(imp.dll) === KERNEL32) {
-    const routine = kernel32Routine(imp.name);
-    if (routine) return { kind: "routine", routine };
-    const call = imp.name === undefined ? undefined : callsByName.get(imp.name);
-    return call && !call.name.startsWith("Pvx") ? { kind: "call", call } : { kind: "missing" };
-  }
-  return shipped.has(fold(imp.dll)) ? { kind: "dll", dll: fold(imp.dll) } : { kind: "missing" };
+/** The DLL an import really names: API sets resolve as Windows' schema resolves them for what pvx provides. */
+export function apiSetHost(dll: string): string {
+  const d = fold(dll);
+  if (d.startsWith("api-ms-win-crt-")) return "ucrtbase.dll";
+  if (d.startsWith("api-ms-win-core-")) return KERNEL32;
+  return d;
 }
 
-/** The hypercalls an import resolved this way lets the app make. */
+/** What the DLLs of an app's bundle offer its imports. */
+export interface ImportSources {
+  /** Shipped DLLs by folded base name, each with its bundle path. */
+  dlls: ReadonlyMap<string, string>;
+  /** Names RUNTIME_DLL exports, when the bundle has it. */
+  runtime: ReadonlySet<string>;
+}
+
+export function importSources(files: ReadonlyMap<string, Uint8Array>): ImportSources {
+  const dlls = new Map(
+    [...files.keys()].filter((p) => fold(p).endsWith(".dll")).map((p) => [fold(baseName(p)), p]),
+  );
+  const runtimePath = dlls.get(RUNTIME_DLL);
+  dlls.delete(RUNTIME_DLL);
+  const runtime = runtimePath === undefined
+    ? new Set<string>()
+    : new Set(parsePe(files.get(runtimePath)!, runtimePath).exports.flatMap((e) => e.name ? [e.name] : []));
+  return { dlls, runtime };
+}
+
+/** The bundle path of RUNTIME_DLL, if `files` carries it. */
+export function runtimePath(files: ReadonlyMap<string, Uint8Array>): string | undefined {
+  return [...files.keys()].find((p) => fold(baseName(p)) === RUNTIME_DLL);
+}
+
+/**
+ * How one import would be bound (the analyser's view too). A function pvx is
+ * comes from the guest routines, then the runtime DLL, then the hypercalls;
+ * the runtime DLL's own imports of kernel32 are the hypercalls beneath it.
+ */
+export function resolveImport(imp: PeImport, sources: ImportSources, importer?: string): ImportResolution {
+  const dll = apiSetHost(imp.dll);
+  if (PVX_DLLS.has(dll)) {
+    const routine = kernel32Routine(imp.name);
+    if (routine) return { kind: "routine", routine };
+    if (imp.name !== undefined && importer !== RUNTIME_DLL && sources.runtime.has(imp.name)) {
+      return { kind: "runtime", name: imp.name };
+    }
+    const call = imp.name === undefined ? undefined : callsByName.get(imp.name);
+    // pvx's own calls are the runtime's to make, never an app's.
+    const allowed = call && (importer === RUNTIME_DLL || !call.name.startsWith("Pvx"));
+    return allowed ? { kind: "call", call } : { kind: "missing" };
+  }
+  return sources.dlls.has(dll) ? { kind: "dll", dll } : { kind: "missing" };
+}
+
+/** The hypercalls an import resolved this way lets the app make (the runtime DLL's own are counted with its imports). */
 export function callsOfImport(r: ImportResolution): string[] {
   if (r.kind === "call") return callsOf(r.call);
   if (r.kind === "routine") return [...runtimeRoutines[r.routine].calls];
   return [];
-}
-
-export function shippedDlls(files: ReadonlyMap<string, Uint8Array>): Map<string, string> {
-  return new Map([...files.keys()].filter((p) => fold(p).endsWith(".dll")).map((p) => [fold(baseName(p)), p]));
 }
 
 function importLabel(imp: PeImport): string {
@@ -84,9 +132,11 @@ export function loadWindowsApp(
   entryPath: string,
   limit: number,
 ): WindowsApp {
-  const dlls = shippedDlls(files);
-  const shipped = new Set(dlls.keys());
+  const sources = importSources(files);
+  const runtime = runtimePath(files);
   const modules: LoadedModule[] = [];
+  /** Dependencies before the modules that import them, as Windows runs their initializers. */
+  const initOrder: LoadedModule[] = [];
   const byName = new Map<string, LoadedModule>();
   let next = appBase;
 
@@ -100,11 +150,13 @@ export function loadWindowsApp(
     const module = { name, base, image };
     modules.push(module);
     byName.set(name, module);
+    bindImports(image, ram, base, (imp) => resolveTo(imp, name));
+    initOrder.push(module);
     return module;
   };
 
   /** The address an export of `dll` stands for, following forwarders ("NTDLL.RtlAllocateHeap"). */
-  const exportAddress = (dll: string, imp: PeImport, depth = 0): number => {
+  const exportAddress = (dll: string, imp: PeImport, depth: number): number => {
     const module = load(dll);
     const ex = module.image.exports.find((e) =>
       imp.name !== undefined ? e.name === imp.name : e.ordinal === imp.ordinal
@@ -113,54 +165,56 @@ export function loadWindowsApp(
     if (ex.forwarder && depth < 8) {
       const dot = ex.forwarder.lastIndexOf(".");
       const target = { dll: `${ex.forwarder.slice(0, dot)}.dll`, name: ex.forwarder.slice(dot + 1), iatRva: 0 };
-      return resolveTo(target, depth + 1);
+      return resolveTo(target, dll, depth + 1);
     }
     return ex.rva === undefined ? thunks.missingImport(importLabel(imp)) : module.base + ex.rva;
   };
 
-  const resolveTo = (imp: PeImport, depth = 0): number => {
-    const r = resolveImport(imp, shipped);
+  const resolveTo = (imp: PeImport, importer: string, depth = 0): number => {
+    const r = resolveImport(imp, sources, importer);
     if (r.kind === "call") return thunks.call(r.call);
     if (r.kind === "routine") return thunks.routine(r.routine);
+    if (r.kind === "runtime") return exportAddress(RUNTIME_DLL, imp, depth);
     if (r.kind === "dll") return exportAddress(r.dll, imp, depth);
     return thunks.missingImport(importLabel(imp));
   };
 
   const load = (dll: string): LoadedModule => {
-    const loaded = byName.get(dll);
-    if (loaded) return loaded;
-    const path = dlls.get(dll)!;
-    const module = place(dll, files.get(path)!, path);
-    bindImports(module.image, ram, module.base, (imp) => resolveTo(imp));
-    return module;
+    const path = dll === RUNTIME_DLL ? runtime! : sources.dlls.get(dll)!;
+    return byName.get(dll) ?? place(dll, files.get(path)!, path);
   };
 
   const exe = place(fold(baseName(entryPath)), files.get(entryPath)!, entryPath);
-  bindImports(exe.image, ram, exe.base, (imp) => resolveTo(imp));
+  // Always there when shipped, so GetProcAddress finds its functions whether or not an import named them.
+  const runtimeModule = runtime === undefined ? undefined : load(RUNTIME_DLL);
 
-  // DllMain of every loaded DLL (dependencies loaded first), then the exe's TLS callbacks, then its entry.
+  // Each module's TLS callbacks and DllMain, dependencies first, then the exe's entry. A DllMain that
+  // fails ends the app as Windows does, with STATUS_DLL_INIT_FAILED.
   const exitProcess = thunks.call(callsByName.get("ExitProcess")!);
-  const initializers: [number, number][] = [];
-  for (const m of modules) {
-    for (const cb of m.image.tls?.callbackRvas ?? []) initializers.push([m.base + cb, m.base]);
-    if (m !== exe && m.image.entryRva) initializers.push([m.base + m.image.entryRva, m.base]);
-  }
   const asm = thunks.asm.alignTo(16);
   const entry = asm.here;
   asm.subRsp(SHADOW_SPACE);
-  for (const [fn, module] of initializers) {
+  const callInitializer = (fn: number, module: number) => {
     asm.movImm64(Reg.rcx, BigInt(module)).movImm32(Reg.rdx, DLL_PROCESS_ATTACH).zero(Reg.r8);
     asm.movImm64(Reg.rax, BigInt(fn)).callReg(Reg.rax);
+  };
+  for (const m of initOrder) {
+    for (const cb of m.image.tls?.callbackRvas ?? []) callInitializer(m.base + cb, m.base);
+    if (m === exe || !m.image.entryRva) continue;
+    callInitializer(m.base + m.image.entryRva, m.base);
+    asm.test32(Reg.rax, Reg.rax).jcc("e", "entry.dllInitFailed");
   }
   asm.movImm64(Reg.rax, BigInt(exe.base + exe.image.entryRva)).callReg(Reg.rax);
-  asm.movReg32(Reg.rcx, Reg.rax).movImm64(Reg.rax, BigInt(exitProcess)).callReg(Reg.rax).ud2();
+  asm.movReg32(Reg.rcx, Reg.rax).label("entry.exit").movImm64(Reg.rax, BigInt(exitProcess)).callReg(Reg.rax).ud2();
+  asm.label("entry.dllInitFailed").movImm32(Reg.rcx, STATUS_DLL_INIT_FAILED).jmp("entry.exit");
   const threadStart = thunks.usedCalls.includes("CreateThread") ? thunks.routine("PvxThreadStart") : undefined;
-  writePeb(ram, pt, exe.base);
+  writePeb(ram, pt, exe.base, entryPath);
 
   const dllExports = (m: LoadedModule): [string | null, number, number][] =>
     m.image.exports.filter((e) => e.rva !== undefined && !e.forwarder).map((
       e,
     ) => [e.name ?? null, e.ordinal, m.base + e.rva!]);
+  const pvxExports = [...thunks.exports, ...runtimeModule ? dllExports(runtimeModule) : []];
   return {
     entry,
     start: appBase,
@@ -171,16 +225,31 @@ export function loadWindowsApp(
     moduleTable: {
       exe: exe.base,
       modules: [
-        [KERNEL32, thunksBase, thunks.exports],
+        ...[...PVX_DLLS].map((name) => [name, thunksBase, pvxExports] as ModuleTable["modules"][number]),
         ...modules.map((m) => [m.name, m.base, dllExports(m)] as ModuleTable["modules"][number]),
       ],
     },
   };
 }
 
-/** The PEB field Windows code reads without asking kernel32 (TEBs: guest/teb.ts). */
-function writePeb(ram: Uint8Array, pt: PageTables, imageBase: number): void {
-  new DataView(ram.buffer, ram.byteOffset, ram.byteLength).setBigUint64(pebBase + 0x10, BigInt(imageBase), true); // ImageBaseAddress
+/** Where, in the PEB's page past Windows' fields, the process parameters and the exe's path go. */
+const PROCESS_PARAMETERS = pebBase + 0xa00, IMAGE_PATH = pebBase + 0xc00;
+const PEB_IMAGE_BASE = 0x10, PEB_PROCESS_PARAMETERS = 0x20, PEB_PROCESS_HEAP = 0x30, PARAMETERS_IMAGE_PATH_NAME = 0x60;
+const MAX_IMAGE_PATH = 260;
+
+/** The PEB fields Windows code and pvx's runtime read without asking the host (TEBs: guest/teb.ts). */
+function writePeb(ram: Uint8Array, pt: PageTables, imageBase: number, entryPath: string): void {
+  const dv = new DataView(ram.buffer, ram.byteOffset, ram.byteLength);
+  dv.setBigUint64(pebBase + PEB_IMAGE_BASE, BigInt(imageBase), true);
+  dv.setBigUint64(pebBase + PEB_PROCESS_PARAMETERS, BigInt(PROCESS_PARAMETERS), true);
+  dv.setBigUint64(pebBase + PEB_PROCESS_HEAP, BigInt(PROCESS_HEAP), true);
+  // The bundle is the root of C:, so the exe's bundle path is its path there.
+  const path = `C:\\${entryPath.replaceAll("/", "\\")}`.slice(0, MAX_IMAGE_PATH - 1);
+  writeWide(ram, IMAGE_PATH, path);
+  const name = PROCESS_PARAMETERS + PARAMETERS_IMAGE_PATH_NAME; // UNICODE_STRING
+  dv.setUint16(name, 2 * path.length, true);
+  dv.setUint16(name + 2, 2 * path.length + 2, true);
+  dv.setBigUint64(name + 8, BigInt(IMAGE_PATH), true);
   pt.map(pebBase, PAGE, { write: true, exec: false });
 }
 

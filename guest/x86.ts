@@ -212,6 +212,10 @@ export class Asm {
     if (a >= 8 || b >= 8) throw new Error("test32 takes rax..rdi only");
     return this.#emit(0x85, 0xc0 | (b << 3) | a);
   }
+  /** inc r32: ZF says it wrapped to zero. */
+  inc32(r: Reg): this {
+    return this.#emit(...(r >= 8 ? [0x41] : []), 0xff, 0xc0 | (r & 7));
+  }
   /** dec r32 */
   dec32(r: Reg): this {
     return this.#emit(...(r >= 8 ? [0x41] : []), 0xff, 0xc8 | (r & 7));

@@ -27,6 +27,7 @@ import {
 } from "../abi/doorbell.ts";
 import { msrs } from "../ffi/kvm.ts";
 import { ControlBlock, THREAD_EXITED } from "./control_block.ts";
+import { TEB_LAST_ERROR, tebAddress } from "../guest/teb.ts";
 import { HostService } from "./host_service.ts";
 
 const INFINITE = win32Constants.INFINITE;
@@ -48,7 +49,18 @@ function run(init: VcpuInit, control: ControlBlock, times: { firstExitAt?: numbe
   const ram = new GuestRam(init.ram.hostAddress, init.ram.size);
   const writes = new HostWrites(init.ram.writes);
   const pages = new PageTables(ram.bytes, init.pageTableRoot, writes);
-  const thread: Thread = { lastError: init.restore?.lastError ?? 0, id: threadId };
+  const lastErrorAt = tebAddress(cpu) + TEB_LAST_ERROR;
+  const thread: Thread = {
+    id: threadId,
+    get lastError() {
+      return ram.view.getUint32(lastErrorAt, true);
+    },
+    set lastError(code: number) {
+      ram.view.setUint32(lastErrorAt, code >>> 0, true);
+      writes.mark(lastErrorAt, 4);
+    },
+  };
+  if (init.restore) thread.lastError = init.restore.lastError;
   /** The hypercall being served, for a snapshot taken while it waits. */
   let serving: { nr: number; frame: number } | undefined;
   /** The last exit was a hypercall's doorbell write, which KVM completes only on the next KVM_RUN. */

@@ -15,7 +15,7 @@ import { FileView } from "../abi/fileview.ts";
 import { GuestHeap } from "../abi/heap.ts";
 import { VirtualMemory } from "../abi/virtual_memory.ts";
 import { PageTables } from "../guest/paging.ts";
-import { maxVcpus, MiB, PAGE, pageTablePoolBase, pageTablePoolEnd, tebBase } from "../guest/memory_map.ts";
+import { maxVcpus, MiB, PAGE, pageTablePoolBase, pageTablePoolEnd, tebBase, tebSize } from "../guest/memory_map.ts";
 import { mapTebs } from "../guest/teb.ts";
 import { threadHandlers } from "../abi/handlers/threads.ts";
 import { SYNC_HANDLE_BASE } from "../abi/sync_objects.ts";
@@ -174,7 +174,7 @@ const managed: Record<string, [number, number][]> = {
   CreateThread: [
     [virtual.start, virtual.start + virtual.size],
     [pageTablePoolBase, pageTablePoolEnd],
-    [tebBase, tebBase + maxVcpus * PAGE],
+    [tebBase, tebBase + maxVcpus * tebSize],
   ],
 };
 

@@ -208,6 +208,32 @@ Deno.test("protect: old protection back, committed pages of one allocation only,
   checkTablesMatchQuery(vm, pages);
 });
 
+Deno.test("outside the VirtualAlloc region, a query describes the pages by their mapping", () => {
+  const { vm } = setup();
+  assert.deepEqual(vm.query(END + 5), {
+    baseAddress: END,
+    allocationBase: END,
+    allocationProtect: W.PAGE_EXECUTE_READ,
+    regionSize: 0xe00000 - END,
+    state: W.MEM_COMMIT,
+    protect: W.PAGE_EXECUTE_READ,
+    type: W.MEM_PRIVATE,
+  });
+  // A mapped run below the region stops where the region starts, whatever the region's pages are.
+  assert.equal(vm.query(0x400000).regionSize, START - 0x400000);
+  assert.equal(vm.query(0x400000).protect, W.PAGE_READWRITE);
+  assert.deepEqual(vm.query(0x123456), {
+    baseAddress: 0x123000,
+    allocationBase: 0,
+    allocationProtect: 0,
+    regionSize: 0x400000 - 0x123000,
+    state: W.MEM_FREE,
+    protect: W.PAGE_NOACCESS,
+    type: 0,
+  });
+  assert.equal(vm.query(0xe00000).regionSize, RAM - 0xe00000);
+});
+
 Deno.test("bad requests: size 0, unknown types, outside the region, out of space", () => {
   const { vm } = setup();
   assert.throws(() => vm.alloc(0, 0, W.MEM_COMMIT, W.PAGE_READWRITE), vmError(E.ERROR_INVALID_PARAMETER, /size is 0/));
@@ -221,7 +247,7 @@ Deno.test("bad requests: size 0, unknown types, outside the region, out of space
     vmError(E.ERROR_INVALID_ADDRESS),
     "not reserved",
   );
-  assert.throws(() => vm.query(END), vmError(E.ERROR_INVALID_ADDRESS, /outside the virtual memory region/));
+  assert.throws(() => vm.query(RAM), vmError(E.ERROR_INVALID_PARAMETER, /above the app's highest address/));
   assert.throws(() => vm.query(-1), vmError(E.ERROR_INVALID_PARAMETER));
   const whole = END - 0x800000;
   assert.throws(() => vm.alloc(0, whole + 1, W.MEM_RESERVE, W.PAGE_READWRITE), vmError(E.ERROR_NOT_ENOUGH_MEMORY));

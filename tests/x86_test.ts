@@ -152,6 +152,7 @@ Deno.test("the atomic and memory-operand instructions of the guest runtime encod
   asm.cmpMem64(Reg.rcx, 16, Reg.rdx).incMem32(Reg.rcx, 12).decMem32(Reg.rcx, 12);
   asm.lockCmpxchgMem32(Reg.rcx, 8, Reg.r8).lockXaddMem32(Reg.rcx, 8, Reg.rax).xchgMem32(Reg.rcx, 8, Reg.rax);
   asm.lea(Reg.rcx, Reg.rcx, 8).test32(Reg.rax, Reg.rax).dec32(Reg.rax).dec32(Reg.r8);
+  asm.inc32(Reg.rax).inc32(Reg.r9);
   asm.loadMem64(Reg.rdi, Reg.rsi, 0).loadMem64(Reg.rax, Reg.rdi, 0).addImm8(Reg.rsi, 8).reloadCr3();
   asm.ldmxcsrFromStack().fninit();
   asm.jcc("e", "top").jcc("ne", "top");
@@ -173,6 +174,8 @@ Deno.test("the atomic and memory-operand instructions of the guest runtime encod
     "test   %eax,%eax",
     "dec    %eax",
     "dec    %r8d",
+    "inc    %eax",
+    "inc    %r9d",
     "mov    0x0(%rsi),%rdi",
     "mov    0x0(%rdi),%rax",
     "add    $0x8,%rsi",

@@ -4,7 +4,7 @@
 
 import { ElfError, parseElf } from "../guest/elf.ts";
 import { parsePe, type PeImage } from "../guest/pe.ts";
-import { callsOfImport, resolveImport, shippedDlls } from "../guest/windows.ts";
+import { callsOfImport, importSources, resolveImport, RUNTIME_DLL, runtimePath } from "../guest/windows.ts";
 
 export function callsUsedByElf(bytes: Uint8Array, file: string): string[] {
   const section = parseElf(bytes, file).sections.find((s) => s.name === ".pvx_calls");
@@ -34,10 +34,9 @@ export interface PeAnalysis {
   missing: ImportEntry[];
 }
 
-/** Static imports of an exe and of every DLL it ships, each marked as pvx would bind it. */
+/** Static imports of an exe, of every DLL it ships and of pvx's runtime DLL, each marked as pvx would bind it. */
 export function analysePe(files: ReadonlyMap<string, Uint8Array>, entry: string): PeAnalysis {
-  const dlls = shippedDlls(files);
-  const shipped = new Set(dlls.keys());
+  const sources = importSources(files);
   const imports: ImportEntry[] = [];
   const used = new Set<string>(["ExitProcess"]); // the entry trampoline ends every app with it
   const seen = new Set<string>();
@@ -47,12 +46,11 @@ export function analysePe(files: ReadonlyMap<string, Uint8Array>, entry: string)
     if (!i) parsed.set(path, i = parsePe(files.get(path)!, path));
     return i;
   };
-  const visit = (path: string) => {
-    const importer = path.slice(path.lastIndexOf("/") + 1);
-    if (seen.has(importer.toLowerCase())) return;
-    seen.add(importer.toLowerCase());
+  const visit = (path: string, importer: string) => {
+    if (seen.has(importer)) return;
+    seen.add(importer);
     for (const imp of image(path).imports) {
-      const r = resolveImport(imp, shipped);
+      const r = resolveImport(imp, sources, importer);
       const name = imp.name ?? `#${imp.ordinal}`;
       let status: ImportEntry["status"] = r.kind === "dll"
         ? "shipped"
@@ -61,16 +59,18 @@ export function analysePe(files: ReadonlyMap<string, Uint8Array>, entry: string)
         : "implemented";
       for (const call of callsOfImport(r)) used.add(call);
       if (r.kind === "dll") {
-        const exports = image(dlls.get(r.dll)!).exports;
+        const exports = image(sources.dlls.get(r.dll)!).exports;
         if (!exports.some((e) => imp.name !== undefined ? e.name === imp.name : e.ordinal === imp.ordinal)) {
           status = "missing";
         }
-        visit(dlls.get(r.dll)!);
+        visit(sources.dlls.get(r.dll)!, r.dll);
       }
       imports.push({ importer, dll: imp.dll, name, status });
     }
   };
-  visit(entry);
+  visit(entry, entry.slice(entry.lastIndexOf("/") + 1).toLowerCase());
+  const runtime = runtimePath(files);
+  if (runtime !== undefined) visit(runtime, RUNTIME_DLL);
   return { imports, usedCalls: [...used].sort(), missing: imports.filter((i) => i.status === "missing") };
 }
 

@@ -8,6 +8,8 @@ import { parseElf } from "../guest/elf.ts";
 import { parsePe } from "../guest/pe.ts";
 import { ABI_VERSION, callsByName } from "../abi/calls.ts";
 import { analysePe, callsUsedByElf } from "./analyse.ts";
+import { apiSetHost, isPvxDll, RUNTIME_DLL } from "../guest/windows.ts";
+import { win32Runtime } from "./win32_runtime.ts";
 import { cacheRoot } from "./cache_dir.ts";
 
 export interface PackOptions {
@@ -17,6 +19,8 @@ export interface PackOptions {
   files: readonly string[];
   args: readonly string[];
   allowMissing: boolean;
+  /** Where system DLLs come from (default WINE_DLL_DIR). */
+  dllDir?: string;
 }
 
 /** What `pvx pack` does without options, and what `pvx run app.exe` packs with. */
@@ -27,27 +31,58 @@ export const defaultPackOptions: PackOptions = {
   allowMissing: false,
 };
 
-/** DLLs the exe (and those DLLs) import that sit beside it: Windows would load them from there first. */
-export async function dllsBeside(
-  exePath: string,
-  exe: Uint8Array,
-): Promise<{ path: string; bytes: Uint8Array<ArrayBuffer> }[]> {
-  const dir = dirname(exePath);
+/** Where system DLLs come from by default: the PE DLLs of Debian's wine64 package. */
+export const WINE_DLL_DIR = "/usr/lib/x86_64-linux-gnu/wine/x86_64-windows";
+
+export interface BundledDll {
+  path: string;
+  bytes: Uint8Array<ArrayBuffer>;
+  /** The host file it was taken from. */
+  from: string;
+  /** Beside the exe (the app's own) or from the DLL source (a system DLL). */
+  source: "app" | "system";
+}
+
+/** File names in `dir` by folded name; none when it does not exist. */
+async function dllNames(dir: string): Promise<Map<string, string>> {
   const present = new Map<string, string>();
-  for await (const e of Deno.readDir(dir)) {
-    if (e.isFile && /\.dll$/i.test(e.name)) present.set(e.name.toLowerCase(), e.name);
+  try {
+    for await (const e of Deno.readDir(dir)) {
+      if (e.isFile && /\.dll$/i.test(e.name)) present.set(e.name.toLowerCase(), e.name);
+    }
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
   }
-  const found: { path: string; bytes: Uint8Array<ArrayBuffer> }[] = [];
+  return present;
+}
+
+/**
+ * The DLLs a Windows exe needs, the transitive closure of its imports: each
+ * from beside the exe when it is there (Windows looks there first), else from
+ * the DLL source; then pvx's runtime DLL. kernel32, ntdll and the core API
+ * sets are pvx's own and never taken.
+ */
+export async function windowsDlls(exePath: string, exe: Uint8Array, dllDir = WINE_DLL_DIR): Promise<BundledDll[]> {
+  const dirs = [
+    { dir: dirname(exePath), names: await dllNames(dirname(exePath)), source: "app" as const },
+    { dir: dllDir, names: await dllNames(dllDir), source: "system" as const },
+  ];
+  const found: BundledDll[] = [];
   const queue = [parsePe(exe, exePath)];
   while (queue.length) {
     for (const imp of queue.pop()!.imports) {
-      const name = present.get(imp.dll.toLowerCase());
-      if (!name || found.some((f) => f.path === name)) continue;
-      const bytes = await Deno.readFile(join(dir, name));
-      found.push({ path: name, bytes });
-      queue.push(parsePe(bytes, join(dir, name)));
+      const wanted = apiSetHost(imp.dll);
+      if (isPvxDll(wanted) || found.some((f) => f.path.toLowerCase() === wanted)) continue;
+      const at = dirs.find((d) => d.names.has(wanted));
+      if (!at) continue; // the analysis reports it missing
+      const name = at.names.get(wanted)!;
+      const from = join(at.dir, name);
+      const bytes = await Deno.readFile(from);
+      found.push({ path: name, bytes, from, source: at.source });
+      queue.push(parsePe(bytes, from));
     }
   }
+  found.push({ path: RUNTIME_DLL, bytes: await win32Runtime(), from: "pvx (guest/win32rt)", source: "system" });
   return found;
 }
 
@@ -64,10 +99,14 @@ export async function packApp(entryPath: string, o: PackOptions): Promise<Uint8A
   let allowedCalls: string[];
   const kind = isPe(entryBytes) ? "pe" : "elf";
   if (kind === "pe") {
-    files.push(...(await dllsBeside(entryPath, entryBytes)).filter((d) => !files.some((f) => f.path === d.path)));
+    const dlls = await windowsDlls(entryPath, entryBytes, o.dllDir);
+    files.push(...dlls.filter((d) => !files.some((f) => f.path === d.path)));
     const analysis = analysePe(new Map(files.map((f) => [f.path, f.bytes])), entry);
-    if (analysis.missing.length) {
-      const list = analysis.missing.map((m) => `${m.dll}!${m.name}`).join(", ");
+    // A system DLL imports far more than an app calls: only the app's own missing imports refuse the pack.
+    const system = new Set(dlls.filter((d) => d.source === "system").map((d) => d.path.toLowerCase()));
+    const missing = analysis.missing.filter((m) => !system.has(m.importer));
+    if (missing.length) {
+      const list = missing.map((m) => `${m.dll}!${m.name}`).join(", ");
       if (!o.allowMissing) {
         throw new MissingImportsError(
           `${entryPath}: needs imports pvx does not implement: ${list} (--allow-missing runs it anyway; a call to one stops the app)`,

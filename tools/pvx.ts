@@ -47,10 +47,10 @@ import { warmCommand } from "./warm.ts";
 import {
   cachedBundle,
   defaultPackOptions,
-  dllsBeside,
   MissingImportsError,
   packApp,
   type PackOptions,
+  windowsDlls,
 } from "./pack.ts";
 import {
   attachCommand,
@@ -87,7 +87,7 @@ const usage = `usage:
   pvx template create <app.pvx|app.exe> -o <tpl> --ready first-input|call|ms:<N> [run options] [-- args...]
   pvx run --from <tpl> [run options]    a new instance from a template (a restore of it)
   pvx inspect <app.pvx|snap|sealed snap>
-  pvx analyse <app.exe>
+  pvx analyse <app.exe> [--dll-dir <dir>]
   pvx overlay merge|sync|reset ...   (pvx overlay for its usage)
   pvx serve [--socket <path>] [--listen <host>:<port> --token-file <file>] [--state-dir <dir>] [--key-file <key>]
         [--peer-timeout <T>] [--warm <N>]
@@ -107,7 +107,8 @@ const usage = `usage:
                                   upload by themselves over TCP (or with --upload)
                                   clients of pvx serve: --host <socket|http://host:port> (or PVX_HOST), --token-file
                                   <file> (or PVX_TOKEN_FILE), --json for scripts
-A Windows .exe can be given to run (packed on the fly into a cached bundle) and to pack, with [--allow-missing].`;
+A Windows .exe can be given to run (packed on the fly into a cached bundle) and to pack, with [--allow-missing]
+and [--dll-dir <dir>]: where system DLLs (msvcrt, ucrtbase, ...) come from, by default Wine's PE DLLs.`;
 
 async function runCommand(argv: string[]): Promise<number> {
   const at = argv.indexOf("--from");
@@ -169,7 +170,7 @@ async function runApp(
     // A Windows exe runs from a bundle packed on the fly (and cached); anything else must be a bundle.
     const head = await readHead(path);
     const bundlePath = isPe(head)
-      ? await cachedBundle(path, { ...defaultPackOptions, allowMissing: o.allowMissing })
+      ? await cachedBundle(path, { ...defaultPackOptions, allowMissing: o.allowMissing, dllDir: o.dllDir })
       : path;
     const bundleBytes = await Deno.readFile(bundlePath);
     const packed = await parseBundle(bundleBytes, bundlePath);
@@ -229,10 +230,18 @@ const packOptions = {
   file: { type: "string" as const, multiple: true as const, default: [] as string[] },
   arg: { type: "string" as const, multiple: true as const, default: [] as string[] },
   "allow-missing": { type: "boolean" as const, default: false },
+  "dll-dir": { type: "string" as const },
 };
 
 function packOptionsFrom(
-  values: { name?: string; memory: string; file: string[]; arg: string[]; "allow-missing": boolean },
+  values: {
+    name?: string;
+    memory: string;
+    file: string[];
+    arg: string[];
+    "allow-missing": boolean;
+    "dll-dir"?: string;
+  },
 ): PackOptions {
   return {
     name: values.name,
@@ -240,6 +249,7 @@ function packOptionsFrom(
     files: values.file,
     args: values.arg,
     allowMissing: values["allow-missing"],
+    dllDir: values["dll-dir"],
   };
 }
 
@@ -259,13 +269,16 @@ async function packCommand(argv: string[]): Promise<number> {
 }
 
 async function analyseCommand(argv: string[]): Promise<number> {
-  const [exePath] = argv;
+  const { values, positionals: [exePath] } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: { "dll-dir": { type: "string" } },
+  });
   if (!exePath) throw new UsageError("analyse needs an .exe");
   const exe = await Deno.readFile(exePath);
-  const files = new Map([
-    [basename(exePath), exe],
-    ...(await dllsBeside(exePath, exe)).map((d) => [d.path, d.bytes] as const),
-  ]);
+  const dlls = await windowsDlls(exePath, exe, values["dll-dir"]);
+  for (const d of dlls) console.log(`bundles ${d.path} from ${d.from} (${d.source})`);
+  const files = new Map([[basename(exePath), exe], ...dlls.map((d) => [d.path, d.bytes] as const)]);
   const analysis = analysePe(files, basename(exePath));
   console.log(describeAnalysis(analysis));
   return analysis.missing.length ? 1 : 0;

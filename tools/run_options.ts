@@ -49,6 +49,8 @@ export interface RunOptions {
   limits: HostLimits;
   cpuLimitMs?: number;
   allowMissing: boolean;
+  /** Where an exe's system DLLs come from when it is packed on the fly. */
+  dllDir?: string;
   accel?: string;
   /** Serve the instance's control API on this Unix socket. */
   api?: string;
@@ -71,6 +73,7 @@ export function parseRunOptions(argv: string[]): RunOptions {
       "overlay-quota": { type: "string" },
       "cpu-limit": { type: "string" },
       "allow-missing": { type: "boolean", default: false },
+      "dll-dir": { type: "string" },
       accel: { type: "string" },
       api: { type: "string" },
       "stats-file": { type: "string" },
@@ -122,6 +125,7 @@ export function parseRunOptions(argv: string[]): RunOptions {
     limits,
     ...(cpuLimit === undefined ? {} : { cpuLimitMs: parseDuration(cpuLimit, "--cpu-limit") }),
     allowMissing: values["allow-missing"],
+    dllDir: values["dll-dir"],
     accel: values.accel,
     api: values.api,
     statsFile: values["stats-file"],

@@ -12,6 +12,8 @@ try {
     { command: "gcc", packages: ["gcc"] },
     { command: "objdump", packages: ["binutils"] },
     { command: "x86_64-w64-mingw32-gcc", packages: ["gcc-mingw-w64-x86-64"] },
+    // The C++ test programs are built the default way, with mingw's g++.
+    { command: "x86_64-w64-mingw32-g++", packages: ["g++-mingw-w64-x86-64"] },
     { command: "musl-gcc", packages: ["musl-tools"] },
     // The differential tests run the same Windows programs under Wine.
     { command: "wine", packages: ["wine", "wine64"] },

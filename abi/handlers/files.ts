@@ -5,6 +5,7 @@ import type { Args, Handler, OutU32 } from "../dispatch.ts";
 import { Win32Error } from "../dispatch.ts";
 import type { Host } from "../host.ts";
 import type { FindEntry } from "../fileview.ts";
+import type { ConsoleStream } from "../handles.ts";
 import { win32Constants as W, win32Errors as E } from "../win32.ts";
 import { FIND_DATA_SIZE } from "../calls.ts";
 import { copyOutWide, writeWide } from "./strings.ts";
@@ -29,6 +30,17 @@ function writeFindData(out: Uint8Array, e: FindEntry): void {
   writeWide(out, FIND.name, e.name.slice(0, 259));
 }
 
+/**
+ * The console's device names, which open the console rather than a file:
+ * CONIN$ and CONOUT$ by name, CON by the access asked for.
+ */
+function consoleDevice(name: string, read: boolean, write: boolean): ConsoleStream | undefined {
+  const device = name.toUpperCase().replace(/^\\\\\.\\/, "");
+  if (device === "CONIN$" || (device === "CON" && read && !write)) return "stdin";
+  if (device === "CONOUT$" || (device === "CON" && write && !read)) return "stdout";
+  return undefined;
+}
+
 export function fileHandlers(host: Host) {
   const file = (a: Args, name = "hFile") => {
     const f = host.handles.get(a[name] as number, "file");
@@ -51,6 +63,12 @@ export function fileHandlers(host: Host) {
       // pvx has no asynchronous I/O; an app that asks for it must not get silently synchronous handles.
       if (flagsAndAttributes & W.FILE_FLAG_OVERLAPPED) throw new Win32Error(E.ERROR_INVALID_PARAMETER);
       const read = (access & READ_RIGHTS) !== 0, write = (access & WRITE_RIGHTS) !== 0;
+      const device = consoleDevice(a.lpFileName as string, read, write);
+      if (device) {
+        const handle = host.handles.open({ kind: "console", stream: device });
+        if (handle === undefined) throw new Win32Error(E.ERROR_TOO_MANY_OPEN_FILES);
+        return handle;
+      }
       const options = {
         read,
         write,
@@ -108,6 +126,12 @@ export function fileHandlers(host: Host) {
       }
       done?.set(n);
       return 1;
+    },
+    GetFileType: (a) => {
+      const kind = host.handles.kindOf(a.hFile as number);
+      if (kind === "console") return W.FILE_TYPE_PIPE;
+      if (kind === "file") return W.FILE_TYPE_DISK;
+      throw new Win32Error(E.ERROR_INVALID_HANDLE);
     },
     CloseHandle: (a) => {
       const h = a.hObject as number;

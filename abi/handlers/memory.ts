@@ -5,6 +5,7 @@ import type { Args, Handler, OutU32 } from "../dispatch.ts";
 import { Win32Error } from "../dispatch.ts";
 import type { Host } from "../host.ts";
 import { win32Constants as W, win32Errors } from "../win32.ts";
+import { MEMORY_BASIC_INFORMATION_SIZE } from "../calls.ts";
 
 /** A SIZE_T or address argument as a number; anything past 2^53 is no valid guest size. */
 function size(value: unknown): number {
@@ -32,6 +33,22 @@ export function memoryHandlers(host: Host) {
     VirtualFree: (a) => {
       host.memory.free(size(a.lpAddress), size(a.dwSize), a.dwFreeType as number);
       return 1;
+    },
+    VirtualQuery: (a) => {
+      if (size(a.dwLength) < MEMORY_BASIC_INFORMATION_SIZE) throw new Win32Error(win32Errors.ERROR_BAD_LENGTH);
+      const info = host.memory.query(size(a.lpAddress));
+      const out = a.lpBuffer as Uint8Array;
+      const dv = new DataView(out.buffer, out.byteOffset, MEMORY_BASIC_INFORMATION_SIZE);
+      dv.setBigUint64(0, BigInt(info.baseAddress), true);
+      dv.setBigUint64(8, BigInt(info.allocationBase), true);
+      dv.setUint32(16, info.allocationProtect, true);
+      dv.setUint32(20, 0, true); // PartitionId and padding
+      dv.setBigUint64(24, BigInt(info.regionSize), true);
+      dv.setUint32(32, info.state, true);
+      dv.setUint32(36, info.protect, true);
+      dv.setUint32(40, info.type, true);
+      dv.setUint32(44, 0, true);
+      return MEMORY_BASIC_INFORMATION_SIZE;
     },
     VirtualProtect: (a) => {
       const old = host.memory.protect(size(a.lpAddress), size(a.dwSize), a.flNewProtect as number);

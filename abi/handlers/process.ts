@@ -4,7 +4,7 @@ import type { Handler } from "../dispatch.ts";
 import { Win32Error } from "../dispatch.ts";
 import type { Host } from "../host.ts";
 import { win32Errors } from "../win32.ts";
-import { copyOutWide } from "./strings.ts";
+import { copyOutWide, writeWide } from "./strings.ts";
 
 export function processHandlers(host: Host) {
   return {
@@ -18,6 +18,14 @@ export function processHandlers(host: Host) {
       const value = host.environment.get((a.lpName as string).toUpperCase());
       if (value === undefined) throw new Win32Error(win32Errors.ERROR_ENVVAR_NOT_FOUND);
       return copyOutWide(a.lpBuffer as Uint8Array, value);
+    },
+    PvxGetEnvironmentBlock: (a) => {
+      const block = [...host.environment].sort(([x], [y]) => x < y ? -1 : x > y ? 1 : 0)
+        .map(([name, value]) => `${name}=${value}\0`).join("") + "\0";
+      const out = a.lpBuffer as Uint8Array;
+      if (out.length / 2 < block.length) return block.length;
+      writeWide(out, 0, block.slice(0, -1));
+      return block.length;
     },
   } satisfies Record<string, Handler>;
 }

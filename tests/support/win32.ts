@@ -91,11 +91,42 @@ export async function buildExeWithDll(outDir: string): Promise<string> {
 }
 
 /** A default mingw build: its CRT imports msvcrt.dll and kernel32 calls pvx does not implement. */
-export async function buildCrtHello(outDir: string): Promise<string> {
+/** A -nostdlib exe that imports absent.dll!Frobnicate, a DLL found neither beside it nor in any DLL source. */
+export async function buildExeImportingAbsentDll(outDir: string): Promise<string> {
+  await Deno.writeTextFile(`${outDir}/absent.def`, "LIBRARY absent.dll\nEXPORTS\nFrobnicate\n");
+  await run("x86_64-w64-mingw32-dlltool", ["-d", `${outDir}/absent.def`, "-l", `${outDir}/libabsent.a`]);
   await Deno.writeTextFile(
-    `${outDir}/crt_hello.c`,
-    '#include <stdio.h>\nint main(void) { printf("hi\\n"); return 0; }\n',
+    `${outDir}/absent.c`,
+    "#include <windows.h>\nvoid WINAPI Frobnicate(void);\nint main(void) { GetLastError(); Frobnicate(); return 0; }\n",
   );
-  await run("x86_64-w64-mingw32-gcc", ["-O2", "-o", `${outDir}/crt_hello.exe`, `${outDir}/crt_hello.c`]);
-  return `${outDir}/crt_hello.exe`;
+  const exe = `${outDir}/absent.exe`;
+  await run("x86_64-w64-mingw32-gcc", [
+    ...mingw,
+    "-e",
+    "mainCRTStartup",
+    "-o",
+    exe,
+    `${outDir}/absent.c`,
+    `${win32Dir}mingw_start.c`,
+    `${outDir}/libabsent.a`,
+    "-lkernel32",
+  ]);
+  return exe;
+}
+
+/** Builds a C or C++ source the default way (msvcrt, mingw's own start-up code), as a user would. */
+export async function buildDefaultMingw(source: string, outDir: string): Promise<string> {
+  const name = source.slice(source.lastIndexOf("/") + 1).replace(/\.[^.]+$/, "");
+  const cxx = /\.(cc|cpp)$/.test(source);
+  const out = `${outDir}/${name}.exe`;
+  await run(cxx ? "x86_64-w64-mingw32-g++" : "x86_64-w64-mingw32-gcc", [
+    "-O2",
+    "-Wall",
+    "-Werror",
+    ...(cxx ? ["-static-libgcc", "-static-libstdc++"] : []),
+    "-o",
+    out,
+    source,
+  ]);
+  return out;
 }

@@ -1,0 +1,137 @@
+/* The process as a Windows app asks about it: pseudo-handles, version and
+ * system information, startup info, the ANSI command line, and the hooks a
+ * C runtime installs. A pvx app is alone in its VM, with no debugger, no
+ * console window and no other process to signal it. */
+#include "codepages.h"
+
+#define PSEUDO_PROCESS ((HANDLE)(LONG_PTR)-1)
+#define PSEUDO_THREAD ((HANDLE)(LONG_PTR)-2)
+#define PROCESS_ID 4 /* guest/teb.ts */
+
+EXPORT HANDLE WINAPI GetCurrentProcess(void) { return PSEUDO_PROCESS; }
+EXPORT HANDLE WINAPI GetCurrentThread(void) { return PSEUDO_THREAD; }
+EXPORT DWORD WINAPI GetCurrentProcessId(void) { return PROCESS_ID; }
+EXPORT BOOL WINAPI IsDebuggerPresent(void) { return FALSE; }
+
+/* Windows 10 (10.0.19045), the version Wine 8 reports by default. */
+EXPORT DWORD WINAPI GetVersion(void) { return (19045u << 16) | (0 << 8) | 10; }
+
+EXPORT BOOL WINAPI GetVersionExW(LPOSVERSIONINFOW v) {
+  if (!v || (v->dwOSVersionInfoSize != sizeof(OSVERSIONINFOW) && v->dwOSVersionInfoSize != sizeof(OSVERSIONINFOEXW))) {
+    SetLastError(ERROR_INSUFFICIENT_BUFFER);
+    return FALSE;
+  }
+  DWORD size = v->dwOSVersionInfoSize;
+  memset(v, 0, size);
+  v->dwOSVersionInfoSize = size;
+  /* Without a manifest, Windows 8.1 and later report 6.2 to an app, as Wine does. */
+  v->dwMajorVersion = 6, v->dwMinorVersion = 2, v->dwBuildNumber = 9200, v->dwPlatformId = VER_PLATFORM_WIN32_NT;
+  if (size == sizeof(OSVERSIONINFOEXW)) ((LPOSVERSIONINFOEXW)v)->wProductType = VER_NT_WORKSTATION;
+  return TRUE;
+}
+
+EXPORT BOOL WINAPI GetVersionExA(LPOSVERSIONINFOA v) {
+  if (!v || (v->dwOSVersionInfoSize != sizeof(OSVERSIONINFOA) && v->dwOSVersionInfoSize != sizeof(OSVERSIONINFOEXA))) {
+    SetLastError(ERROR_INSUFFICIENT_BUFFER);
+    return FALSE;
+  }
+  DWORD size = v->dwOSVersionInfoSize;
+  memset(v, 0, size);
+  v->dwOSVersionInfoSize = size;
+  v->dwMajorVersion = 6, v->dwMinorVersion = 2, v->dwBuildNumber = 9200, v->dwPlatformId = VER_PLATFORM_WIN32_NT;
+  if (size == sizeof(OSVERSIONINFOEXA)) ((LPOSVERSIONINFOEXA)v)->wProductType = VER_NT_WORKSTATION;
+  return TRUE;
+}
+
+/* The features every x86-64 CPU pvx runs on has, and that pvx's guests may use. */
+EXPORT BOOL WINAPI IsProcessorFeaturePresent(DWORD feature) {
+  switch (feature) {
+  case PF_FLOATING_POINT_EMULATED:
+    return FALSE;
+  case PF_COMPARE_EXCHANGE_DOUBLE:
+  case PF_MMX_INSTRUCTIONS_AVAILABLE:
+  case PF_XMMI_INSTRUCTIONS_AVAILABLE:
+  case PF_XMMI64_INSTRUCTIONS_AVAILABLE:
+  case PF_RDTSC_INSTRUCTION_AVAILABLE:
+  case PF_NX_ENABLED:
+  case PF_COMPARE_EXCHANGE128:
+  case PF_FASTFAIL_AVAILABLE:
+    return TRUE;
+  default:
+    return FALSE;
+  }
+}
+
+EXPORT void WINAPI GetSystemInfo(LPSYSTEM_INFO info) {
+  memset(info, 0, sizeof *info);
+  info->wProcessorArchitecture = PROCESSOR_ARCHITECTURE_AMD64;
+  info->dwPageSize = 0x1000;
+  info->lpMinimumApplicationAddress = (LPVOID)0x10000;
+  info->lpMaximumApplicationAddress = (LPVOID)0xffffffff; /* pvx keeps the whole app below 4 GiB */
+  info->dwActiveProcessorMask = 1;
+  info->dwNumberOfProcessors = 1;
+  info->dwProcessorType = PROCESSOR_AMD_X8664;
+  info->dwAllocationGranularity = 0x10000;
+  info->wProcessorLevel = 6;
+}
+EXPORT void WINAPI GetNativeSystemInfo(LPSYSTEM_INFO info) { GetSystemInfo(info); }
+
+/* No window, no redirection through STARTUPINFO: what a console app started from a shell sees. */
+EXPORT void WINAPI GetStartupInfoW(LPSTARTUPINFOW si) {
+  memset(si, 0, sizeof *si);
+  si->cb = sizeof *si;
+}
+EXPORT void WINAPI GetStartupInfoA(LPSTARTUPINFOA si) {
+  memset(si, 0, sizeof *si);
+  si->cb = sizeof *si;
+}
+
+static LPTOP_LEVEL_EXCEPTION_FILTER unhandled_filter;
+EXPORT LPTOP_LEVEL_EXCEPTION_FILTER WINAPI SetUnhandledExceptionFilter(LPTOP_LEVEL_EXCEPTION_FILTER filter) {
+  return __atomic_exchange_n(&unhandled_filter, filter, __ATOMIC_SEQ_CST);
+}
+
+/* Windows mixes a per-process secret in; pvx's guests have no secret from themselves, but a pointer that
+ * was never encoded still decodes to garbage, as code that forgets to encode would find on Windows. */
+#define POINTER_COOKIE 0x5a17c3e9b24d6f81ull
+static ULONG_PTR rotate(ULONG_PTR v, int n) { return (v >> n) | (v << (64 - n)); }
+EXPORT PVOID WINAPI EncodePointer(PVOID p) { return (PVOID)rotate((ULONG_PTR)p ^ POINTER_COOKIE, POINTER_COOKIE & 63); }
+EXPORT PVOID WINAPI DecodePointer(PVOID p) { return (PVOID)(rotate((ULONG_PTR)p, 64 - (POINTER_COOKIE & 63)) ^ POINTER_COOKIE); }
+EXPORT PVOID WINAPI EncodeSystemPointer(PVOID p) { return EncodePointer(p); }
+EXPORT PVOID WINAPI DecodeSystemPointer(PVOID p) { return DecodePointer(p); }
+
+static UINT error_mode;
+EXPORT UINT WINAPI SetErrorMode(UINT mode) { return __atomic_exchange_n(&error_mode, mode, __ATOMIC_SEQ_CST); }
+EXPORT UINT WINAPI GetErrorMode(void) { return error_mode; }
+
+/* Nothing ever sends a pvx app Ctrl-C: its console is a stream, so handlers are accepted and never run. */
+EXPORT BOOL WINAPI SetConsoleCtrlHandler(PHANDLER_ROUTINE handler, BOOL add) {
+  (void)handler, (void)add;
+  return TRUE;
+}
+
+/* x86 keeps instruction caches coherent by itself. */
+EXPORT BOOL WINAPI FlushInstructionCache(HANDLE process, LPCVOID base, SIZE_T size) {
+  (void)process, (void)base, (void)size;
+  return TRUE;
+}
+
+EXPORT DWORD WINAPI GetTickCount(void) { return (DWORD)GetTickCount64(); }
+
+static char *ansi_command_line;
+/* The wide command line in the ANSI code page, converted once and kept for the process's life. */
+EXPORT LPSTR WINAPI GetCommandLineA(void) {
+  char *line = __atomic_load_n(&ansi_command_line, __ATOMIC_ACQUIRE);
+  if (line) return line;
+  LPCWSTR wide = GetCommandLineW();
+  int size = WideCharToMultiByte(CP_ACP, 0, wide, -1, NULL, 0, NULL, NULL);
+  line = HeapAlloc(GetProcessHeap(), 0, size);
+  if (!line) return (LPSTR) "";
+  WideCharToMultiByte(CP_ACP, 0, wide, -1, line, size, NULL, NULL);
+  char *expected = NULL;
+  if (!__atomic_compare_exchange_n(&ansi_command_line, &expected, line, FALSE, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+    HeapFree(GetProcessHeap(), 0, line);
+    return expected;
+  }
+  return line;
+}

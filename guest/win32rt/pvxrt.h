@@ -1,0 +1,36 @@
+/* pvx's Win32 userland: the kernel32 and ntdll functions that need no host.
+ * Built as one DLL (pvxrt.dll) that the loader binds in place of kernel32
+ * and ntdll; what needs the host it imports from kernel32, which the loader
+ * binds to hypercall thunks (guest/windows.ts). */
+#ifndef PVXRT_H
+#define PVXRT_H
+
+/* Our definitions are the DLL's exports, not imports of the real kernel32. */
+#define WINBASEAPI
+#define NTSYSAPI
+#define _KERNEL32_
+#define WIN32_LEAN_AND_MEAN
+#include <windows.h>
+#include <winternl.h>
+
+#define EXPORT __declspec(dllexport)
+
+/* The TEB fields this runtime reads (guest/teb.ts writes them). */
+#define TEB_TLS_SLOTS 0x1480
+#define TLS_SLOTS 64
+
+/* pvx's own calls beneath the runtime (abi/calls.ts). */
+DWORD WINAPI PvxGetEnvironmentBlock(DWORD size, LPWCH buffer);
+
+static inline void *teb(void) {
+  void *t;
+  __asm__("movq %%gs:0x30, %0" : "=r"(t));
+  return t;
+}
+
+void *memset(void *d, int c, SIZE_T n);
+void *memcpy(void *d, const void *s, SIZE_T n);
+SIZE_T pvx_wcslen(const WCHAR *s);
+SIZE_T pvx_strlen(const char *s);
+
+#endif
