@@ -558,6 +558,32 @@ export const calls = [
     doc: "The environment as Windows lays out its block (NAME=value strings, then an empty one), sorted by name; " +
       "its length in characters, copied only when nSize holds it all.",
   },
+  {
+    nr: 59,
+    name: "CreateSemaphoreW",
+    ret: "HANDLE",
+    failure: 0n,
+    params: [
+      { name: "lpSemaphoreAttributes", c: "LPSECURITY_ATTRIBUTES", kind: "null" },
+      u32("lInitialCount", "LONG"),
+      u32("lMaximumCount", "LONG"),
+      { name: "lpName", c: "LPCWSTR", kind: "null" },
+    ],
+    doc:
+      "An unnamed semaphore; 0 <= lInitialCount <= lMaximumCount and 0 < lMaximumCount, else ERROR_INVALID_PARAMETER.",
+  },
+  {
+    nr: 60,
+    name: "ReleaseSemaphore",
+    ret: "BOOL",
+    failure: FALSE,
+    params: [
+      h("hSemaphore"),
+      u32("lReleaseCount", "LONG"),
+      { name: "lpPreviousCount", c: "LPLONG", kind: "outU32", optional: true },
+    ],
+    doc: "Adds lReleaseCount (> 0) to the count; past the maximum it changes nothing (ERROR_TOO_MANY_POSTS).",
+  },
 ] as const satisfies readonly CallDef[];
 
 export type CallName = (typeof calls)[number]["name"];

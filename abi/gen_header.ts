@@ -73,7 +73,7 @@ typedef void VOID;
 typedef int BOOL;
 typedef uint32_t DWORD, *PDWORD, *LPDWORD;
 typedef uint32_t UINT;
-typedef int32_t LONG;
+typedef int32_t LONG, *LPLONG;
 typedef uintptr_t ULONG_PTR;
 typedef int64_t LONGLONG;
 typedef uint64_t ULONGLONG;

@@ -20,7 +20,7 @@ typedef void VOID;
 typedef int BOOL;
 typedef uint32_t DWORD, *PDWORD, *LPDWORD;
 typedef uint32_t UINT;
-typedef int32_t LONG;
+typedef int32_t LONG, *LPLONG;
 typedef uintptr_t ULONG_PTR;
 typedef int64_t LONGLONG;
 typedef uint64_t ULONGLONG;
@@ -129,6 +129,7 @@ _Static_assert(sizeof(CRITICAL_SECTION) == 40, "CRITICAL_SECTION must match the 
 #define ERROR_PROC_NOT_FOUND 127L
 #define ERROR_MOD_NOT_FOUND 126L
 #define ERROR_NOT_OWNER 288L
+#define ERROR_TOO_MANY_POSTS 298L
 #define ERROR_TIMEOUT 1460L
 #define GENERIC_READ 0x80000000u
 #define GENERIC_WRITE 0x40000000u
@@ -695,6 +696,22 @@ static inline DWORD PvxGetEnvironmentBlock(DWORD nSize, LPWCH lpBuffer) {
   uint64_t f[3] = { 0, (uint64_t)(nSize), (uint64_t)(uintptr_t)(lpBuffer) };
   pvx_hypercall(58, f);
   return (DWORD)f[0];
+}
+
+/* An unnamed semaphore; 0 <= lInitialCount <= lMaximumCount and 0 < lMaximumCount, else ERROR_INVALID_PARAMETER. */
+static inline HANDLE CreateSemaphoreW(LPSECURITY_ATTRIBUTES lpSemaphoreAttributes, LONG lInitialCount, LONG lMaximumCount, LPCWSTR lpName) {
+  PVX_USES("CreateSemaphoreW");
+  uint64_t f[5] = { 0, (uint64_t)(uintptr_t)(lpSemaphoreAttributes), (uint64_t)(lInitialCount), (uint64_t)(lMaximumCount), (uint64_t)(uintptr_t)(lpName) };
+  pvx_hypercall(59, f);
+  return (HANDLE)(uintptr_t)f[0];
+}
+
+/* Adds lReleaseCount (> 0) to the count; past the maximum it changes nothing (ERROR_TOO_MANY_POSTS). */
+static inline BOOL ReleaseSemaphore(HANDLE hSemaphore, LONG lReleaseCount, LPLONG lpPreviousCount) {
+  PVX_USES("ReleaseSemaphore");
+  uint64_t f[4] = { 0, (uint64_t)(uintptr_t)(hSemaphore), (uint64_t)(lReleaseCount), (uint64_t)(uintptr_t)(lpPreviousCount) };
+  pvx_hypercall(60, f);
+  return (BOOL)f[0];
 }
 
 

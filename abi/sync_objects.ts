@@ -1,4 +1,4 @@
-// Waitable objects (events, mutexes, threads) and address waits, kept in
+// Waitable objects (events, mutexes, semaphores, threads) and address waits, kept in
 // shared memory so every vCPU thread of an instance can wait on them itself:
 // a waiting guest thread blocks its own host thread in Atomics.wait and costs
 // no CPU, and no other thread has to serve the wait.
@@ -16,6 +16,7 @@ export const enum SyncKind {
   Event = 1,
   Mutex = 2,
   Thread = 3,
+  Semaphore = 4,
 }
 
 /** Objects an instance may hold open at once. */
@@ -68,7 +69,10 @@ export class SyncObjects {
   }
 
   /** The handle of a new object, or undefined when all slots are taken. */
-  create(kind: SyncKind, init: { signaled?: boolean; manual?: boolean; owner?: number }): number | undefined {
+  create(
+    kind: SyncKind,
+    init: { signaled?: boolean; manual?: boolean; owner?: number; count?: number; maximum?: number },
+  ): number | undefined {
     return this.#locked(() => {
       for (let slot = 0; slot < MAX_SYNC_OBJECTS; slot++) {
         const at = OBJECTS + SLOT * slot;
@@ -77,7 +81,9 @@ export class SyncObjects {
         this.#w[at + SIGNALED] = init.signaled ? 1 : 0;
         this.#w[at + MANUAL] = init.manual ? 1 : 0;
         this.#w[at + OWNER] = init.owner ?? 0;
-        this.#w[at + COUNT] = init.owner ? 1 : 0;
+        // A mutex counts its owner's recursion, a semaphore its count (its maximum in the owner word).
+        this.#w[at + COUNT] = kind === SyncKind.Semaphore ? init.count ?? 0 : init.owner ? 1 : 0;
+        if (kind === SyncKind.Semaphore) this.#w[at + OWNER] = init.maximum ?? 0;
         this.#w[at + ABANDONED] = 0;
         this.#w[at + EXIT_CODE] = STILL_ACTIVE;
         return SYNC_HANDLE_BASE + 4 * slot;
@@ -127,6 +133,17 @@ export class SyncObjects {
       if (!this.#live(ref) || this.#w[at + OWNER] !== tid) return false;
       if (--this.#w[at + COUNT] === 0) this.#w[at + OWNER] = 0;
       return true;
+    });
+  }
+
+  /** Adds `n` to a semaphore's count: its previous count, or undefined past its maximum (ERROR_TOO_MANY_POSTS). */
+  releaseSemaphore(ref: SyncRef, n: number): number | undefined {
+    return this.#change(() => {
+      const at = this.#at(ref);
+      const count = this.#w[at + COUNT], maximum = this.#w[at + OWNER];
+      if (!this.#live(ref) || n > maximum - count) return undefined;
+      this.#w[at + COUNT] = count + n;
+      return count;
     });
   }
 
@@ -233,7 +250,7 @@ export class SyncObjects {
       const words = state.list(w, `slot ${slot}`, SLOT).map((word, j) =>
         state.integer(word, `slot ${slot}[${j}]`, -(2 ** 31), 2 ** 31 - 1)
       );
-      if (words[KIND] < SyncKind.Free || words[KIND] > SyncKind.Thread) {
+      if (words[KIND] < SyncKind.Free || words[KIND] > SyncKind.Semaphore) {
         state.fail(`slot ${slot}`, "is of no known kind");
       }
       this.#w.set(words, OBJECTS + SLOT * slot);
@@ -265,6 +282,7 @@ export class SyncObjects {
   #available(ref: SyncRef, tid: number): boolean {
     const at = this.#at(ref);
     if (this.#w[at + KIND] === SyncKind.Mutex) return this.#w[at + OWNER] === 0 || this.#w[at + OWNER] === tid;
+    if (this.#w[at + KIND] === SyncKind.Semaphore) return this.#w[at + COUNT] > 0;
     return this.#w[at + SIGNALED] === 1;
   }
 
@@ -281,6 +299,9 @@ export class SyncObjects {
       }
       case SyncKind.Event:
         if (!this.#w[at + MANUAL]) this.#w[at + SIGNALED] = 0;
+        return false;
+      case SyncKind.Semaphore:
+        this.#w[at + COUNT]--;
         return false;
       default:
         return false;

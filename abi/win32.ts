@@ -40,6 +40,7 @@ export const win32Errors = {
   ERROR_PROC_NOT_FOUND: 127,
   ERROR_MOD_NOT_FOUND: 126,
   ERROR_NOT_OWNER: 288,
+  ERROR_TOO_MANY_POSTS: 298,
   ERROR_TIMEOUT: 1460,
 } as const;
 

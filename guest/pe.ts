@@ -94,6 +94,8 @@ export interface PeImage {
   /** Base relocations in directory order. */
   relocations: PeRelocation[];
   tls?: PeTls;
+  /** The exception directory: .pdata's RUNTIME_FUNCTION entries, which the guest's unwinder searches. */
+  functionTable?: { rva: number; size: number };
   /** External symbols and static functions from the COFF symbol table (empty when stripped), sorted by rva. */
   symbols: PeSymbol[];
 }
@@ -151,7 +153,7 @@ const EXPORT_DIRECTORY = {
   size: 40,
 } as const;
 const TLS_DIRECTORY = { start: 0, end: 8, index: 16, callbacks: 24, zeroFill: 32, size: 40 } as const;
-const DIRECTORY = { export: 0, import: 1, baseRelocation: 5, tls: 9, count: 16, entrySize: 8 } as const;
+const DIRECTORY = { export: 0, import: 1, exception: 3, baseRelocation: 5, tls: 9, count: 16, entrySize: 8 } as const;
 
 // Real images stay far below these; anything bigger is a corrupt count,
 // refused before it drives an allocation or a long walk.
@@ -228,6 +230,7 @@ export function parsePe(bytes: Uint8Array, file: string): PeImage {
   const importDirectory = space.directory(DIRECTORY.import, "import", 0);
   const relocationDirectory = space.directory(DIRECTORY.baseRelocation, "base relocation", 0);
   const tlsDirectory = space.directory(DIRECTORY.tls, "TLS", TLS_DIRECTORY.size);
+  const exceptionDirectory = space.directory(DIRECTORY.exception, "exception", 0);
   const exports = exportDirectory ? readExports(space, exportDirectory) : undefined;
   return {
     file,
@@ -252,6 +255,7 @@ export function parsePe(bytes: Uint8Array, file: string): PeImage {
     ...(exports?.dllName !== undefined && { exportDllName: exports.dllName }),
     relocations: relocationDirectory ? readRelocations(space, relocationDirectory) : [],
     ...(tlsDirectory && { tls: readTls(space, tlsDirectory) }),
+    ...(exceptionDirectory && { functionTable: { rva: exceptionDirectory.rva, size: exceptionDirectory.size } }),
     symbols: readSymbols(r, h, sections, strings),
   };
 }

@@ -208,7 +208,7 @@ export function loadWindowsApp(
   asm.movReg32(Reg.rcx, Reg.rax).label("entry.exit").movImm64(Reg.rax, BigInt(exitProcess)).callReg(Reg.rax).ud2();
   asm.label("entry.dllInitFailed").movImm32(Reg.rcx, STATUS_DLL_INIT_FAILED).jmp("entry.exit");
   const threadStart = thunks.usedCalls.includes("CreateThread") ? thunks.routine("PvxThreadStart") : undefined;
-  writePeb(ram, pt, exe.base, entryPath);
+  writePeb(ram, pt, exe.base, entryPath, modules);
 
   const dllExports = (m: LoadedModule): [string | null, number, number][] =>
     m.image.exports.filter((e) => e.rva !== undefined && !e.forwarder).map((
@@ -232,14 +232,37 @@ export function loadWindowsApp(
   };
 }
 
-/** Where, in the PEB's page past Windows' fields, the process parameters and the exe's path go. */
-const PROCESS_PARAMETERS = pebBase + 0xa00, IMAGE_PATH = pebBase + 0xc00;
+/**
+ * Where, in the PEB's page past Windows' fields, the process parameters, the
+ * exe's path and the table of loaded images go; the runtime's unwinder finds
+ * each image's function table through the last (guest/win32rt/seh.c).
+ */
+const PROCESS_PARAMETERS = pebBase + 0xa00, IMAGE_PATH = pebBase + 0xa80, MODULE_TABLE = pebBase + 0xc90;
+export const MODULE_TABLE_OFFSET = MODULE_TABLE - pebBase;
+const MODULE_ENTRY = 24, MAX_MODULES = Math.floor((PAGE - MODULE_TABLE_OFFSET - 8) / MODULE_ENTRY);
 const PEB_IMAGE_BASE = 0x10, PEB_PROCESS_PARAMETERS = 0x20, PEB_PROCESS_HEAP = 0x30, PARAMETERS_IMAGE_PATH_NAME = 0x60;
 const MAX_IMAGE_PATH = 260;
 
 /** The PEB fields Windows code and pvx's runtime read without asking the host (TEBs: guest/teb.ts). */
-function writePeb(ram: Uint8Array, pt: PageTables, imageBase: number, entryPath: string): void {
+function writePeb(
+  ram: Uint8Array,
+  pt: PageTables,
+  imageBase: number,
+  entryPath: string,
+  modules: LoadedModule[],
+): void {
   const dv = new DataView(ram.buffer, ram.byteOffset, ram.byteLength);
+  if (modules.length > MAX_MODULES) {
+    throw new Error(`${entryPath}: ${modules.length} images to load; pvx keeps at most ${MAX_MODULES}`);
+  }
+  dv.setUint32(MODULE_TABLE, modules.length, true);
+  modules.forEach((m, i) => {
+    const at = MODULE_TABLE + 8 + i * MODULE_ENTRY; // { u64 base; u32 size, function table rva, its size, 0 }
+    dv.setBigUint64(at, BigInt(m.base), true);
+    dv.setUint32(at + 8, m.image.sizeOfImage, true);
+    dv.setUint32(at + 12, m.image.functionTable?.rva ?? 0, true);
+    dv.setUint32(at + 16, m.image.functionTable?.size ?? 0, true);
+  });
   dv.setBigUint64(pebBase + PEB_IMAGE_BASE, BigInt(imageBase), true);
   dv.setBigUint64(pebBase + PEB_PROCESS_PARAMETERS, BigInt(PROCESS_PARAMETERS), true);
   dv.setBigUint64(pebBase + PEB_PROCESS_HEAP, BigInt(PROCESS_HEAP), true);

@@ -84,7 +84,10 @@ for (const name of (await win32Programs()).filter((n) => !pvxOnly.has(n))) {
 
 const crtDir = new URL("./crt/", import.meta.url).pathname;
 const crtArgs = ["a", "b c", "-x"];
-const crtStderr: Record<string, string> = { crt: "to stderr\r\n" };
+const crtStderr: Record<string, string> = {
+  crt: "to stderr\r\n",
+  jumps: "pvx: unhandled exception 0xe0000002 in the app: it ends with that code\n",
+};
 
 for await (const e of Deno.readDir(crtDir)) {
   if (!/\.(c|cpp)$/.test(e.name)) continue;

@@ -9,7 +9,7 @@
 
 import { compileGuest, run } from "./guest_cc.ts";
 import { defaultPackOptions, packApp } from "./pack.ts";
-import { type Bundle, readBundle, writeBundle } from "./bundle.ts";
+import { type Bundle, parseBundle, readBundle, writeBundle } from "./bundle.ts";
 import { launchBundle } from "../hv/launch.ts";
 import { prewarm, stopIdleThreads } from "../hv/vcpu_threads.ts";
 import { kvmAccess } from "../hv/kvm_access.ts";
@@ -106,16 +106,16 @@ async function pack(source: string, dir: string, memoryMiB = defaultPackOptions.
 async function wallMs(
   cmd: string,
   args: string[],
-  opts: { cwd?: string; env?: Record<string, string>; input?: string } = {},
+  opts: { cwd?: string; env?: Record<string, string>; input?: string; exitCode?: number } = {},
 ): Promise<number> {
-  const { input, ...where } = opts;
+  const { input, exitCode = 0, ...where } = opts;
   const t0 = performance.now();
   const child = new Deno.Command(cmd, { args, ...where, stdin: "piped", stdout: "null", stderr: "null" }).spawn();
   const stdin = child.stdin.getWriter();
   if (input) await stdin.write(new TextEncoder().encode(input));
   await stdin.close();
   const status = await child.status;
-  if (!status.success) throw new Error(`${cmd} ${args.join(" ")} exited ${status.code}`);
+  if (status.code !== exitCode) throw new Error(`${cmd} ${args.join(" ")} exited ${status.code}`);
   return performance.now() - t0;
 }
 
@@ -241,8 +241,53 @@ async function windowsVsWine(dir: string): Promise<void> {
   }
   line("Windows file copy (1 MiB chunks)", median(pvxCopy), median(wineCopy), "MiB/s", "-", "Wine");
   await stopWineserver();
+  await defaultMingwVsWine(dir, wineEnv, pvxEnv, pvxCli);
   // The server saves the prefix's registry as it exits: let it, before the prefix is deleted.
   await new Deno.Command("wineserver", { args: ["-w"], env: wineEnv }).output();
+}
+
+/**
+ * Default mingw builds, their C runtime (Wine's msvcrt) bundled: the hello's start to exit against cold and warm
+ * Wine, a CRT-heavy program's work against the same under Wine, and what the bundle weighs with its DLLs.
+ */
+async function defaultMingwVsWine(
+  dir: string,
+  wineEnv: Record<string, string>,
+  pvxEnv: Record<string, string>,
+  pvxCli: string[],
+): Promise<void> {
+  const hello = `${dir}/crt_hello.exe`, work = `${dir}/crt_work.exe`;
+  await run("x86_64-w64-mingw32-gcc", ["-O2", "-o", hello, new URL("../tests/crt/hello.c", import.meta.url).pathname]);
+  await run("x86_64-w64-mingw32-gcc", ["-O2", "-o", work, `${here}crt_work.c`]);
+  await wallMs(Deno.execPath(), [...pvxCli, hello], { env: pvxEnv, exitCode: 7 }); // packs into the cache once
+  const stopWineserver = () => new Deno.Command("wineserver", { args: ["-k"], env: wineEnv }).output();
+  const pvxStart: number[] = [], coldWine: number[] = [], warmWine: number[] = [];
+  const pvxWork: number[] = [], wineWork: number[] = [];
+  for (let i = 0; i < REPEATS; i++) {
+    pvxStart.push(await wallMs(Deno.execPath(), [...pvxCli, hello], { env: pvxEnv, exitCode: 7 }));
+    await stopWineserver();
+    coldWine.push(await wallMs("wine", [hello], { env: wineEnv, exitCode: 7 }));
+  }
+  const server = new Deno.Command("wineserver", { args: ["-p", "-f"], env: wineEnv, stdout: "null", stderr: "null" })
+    .spawn();
+  try {
+    await wallMs("wine", [hello], { env: wineEnv, exitCode: 7 });
+    for (let i = 0; i < REPEATS; i++) {
+      warmWine.push(await wallMs("wine", [hello], { env: wineEnv, exitCode: 7 }));
+      pvxWork.push(await cNanoseconds(Deno.execPath(), [...pvxCli, work], undefined, pvxEnv) / 1e6);
+      wineWork.push(await cNanoseconds("wine", [work], undefined, wineEnv) / 1e6);
+    }
+  } finally {
+    await stopWineserver();
+    await server.status;
+  }
+  line("mingw hello (msvcrt), start to exit", median(pvxStart), median(coldWine), "ms", "-", "cold Wine");
+  line("mingw hello (msvcrt), start to exit", median(pvxStart), median(warmWine), "ms", "< 1x", "warm Wine");
+  line("CRT work: format, parse, sort, malloc", median(pvxWork), median(wineWork), "ms", "-", "Wine");
+  const bundle = await parseBundle(await packApp(hello, defaultPackOptions), hello);
+  const sizes = bundle.manifest.files.map((f) => `${f.path} ${(f.size / 1024).toFixed(0)} KiB`).join(", ");
+  const total = bundle.manifest.files.reduce((n, f) => n + f.size, 0);
+  console.log(`${label}mingw hello's bundle: ${(total / 1048576).toFixed(2)} MiB of files (${sizes})`);
 }
 
 /**

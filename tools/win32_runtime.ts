@@ -6,7 +6,7 @@
 import { join } from "node:path";
 import { maxVcpus, tebBase, tebSize } from "../guest/memory_map.ts";
 import { cacheRoot } from "./cache_dir.ts";
-import { RUNTIME_DLL } from "../guest/windows.ts";
+import { MODULE_TABLE_OFFSET, RUNTIME_DLL } from "../guest/windows.ts";
 import { calls } from "../abi/calls.ts";
 import { run } from "./guest_cc.ts";
 
@@ -26,6 +26,7 @@ const flags = [
   `-DPVX_TEB_BASE=${tebBase}`,
   `-DPVX_TEB_SIZE=${tebSize}`,
   `-DPVX_MAX_VCPUS=${maxVcpus}`,
+  `-DPVX_PEB_MODULES=${MODULE_TABLE_OFFSET}`,
 ];
 
 const pvxCalls = () => calls.map((c) => c.name).filter((n) => n.startsWith("Pvx"));

@@ -35,6 +35,11 @@ export function threadObjectHandlers(host: Host) {
     CreateEventW: (a) =>
       created(host.sync.create(SyncKind.Event, { manual: a.bManualReset !== 0, signaled: a.bInitialState !== 0 })),
     CreateMutexW: (a, t) => created(host.sync.create(SyncKind.Mutex, { owner: a.bInitialOwner ? t.id : 0 })),
+    CreateSemaphoreW: (a) => {
+      const count = (a.lInitialCount as number) | 0, maximum = (a.lMaximumCount as number) | 0;
+      if (maximum <= 0 || count < 0 || count > maximum) throw new Win32Error(E.ERROR_INVALID_PARAMETER);
+      return created(host.sync.create(SyncKind.Semaphore, { count, maximum }));
+    },
   } satisfies Record<string, Handler>;
 }
 
@@ -94,6 +99,14 @@ export function threadHandlers(ctx: ThreadContext) {
     ResetEvent: (a) => setEvent(a.hEvent, false),
     ReleaseMutex: (a) => {
       if (!sync.releaseMutex(object(a.hMutex, SyncKind.Mutex), ctx.threadId)) throw new Win32Error(E.ERROR_NOT_OWNER);
+      return 1;
+    },
+    ReleaseSemaphore: (a) => {
+      const n = (a.lReleaseCount as number) | 0;
+      if (n <= 0) throw new Win32Error(E.ERROR_INVALID_PARAMETER);
+      const previous = sync.releaseSemaphore(object(a.hSemaphore, SyncKind.Semaphore), n);
+      if (previous === undefined) throw new Win32Error(E.ERROR_TOO_MANY_POSTS);
+      (a.lpPreviousCount as OutU32 | null)?.set(previous);
       return 1;
     },
     GetExitCodeThread: (a) => {

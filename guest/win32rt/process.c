@@ -91,6 +91,13 @@ EXPORT LPTOP_LEVEL_EXCEPTION_FILTER WINAPI SetUnhandledExceptionFilter(LPTOP_LEV
   return __atomic_exchange_n(&unhandled_filter, filter, __ATOMIC_SEQ_CST);
 }
 
+LPTOP_LEVEL_EXCEPTION_FILTER pvx_unhandled_filter(void) { return __atomic_load_n(&unhandled_filter, __ATOMIC_SEQ_CST); }
+
+void pvx_write_stderr(const char *text) {
+  DWORD written;
+  WriteFile(GetStdHandle(STD_ERROR_HANDLE), text, (DWORD)pvx_strlen(text), &written, NULL);
+}
+
 /* Windows mixes a per-process secret in; pvx's guests have no secret from themselves, but a pointer that
  * was never encoded still decodes to garbage, as code that forgets to encode would find on Windows. */
 #define POINTER_COOKIE 0x5a17c3e9b24d6f81ull

@@ -20,6 +20,7 @@ export const pvxOnly = new Set(["sandbox"]);
 /** Lines where Wine departs from Windows (tests/win32/wine_divergences.md): Wine's line, then Windows'. */
 export const wineDivergences: Record<string, [string, string][]> = {
   memory: [["VirtualFree release twice: error 87", "VirtualFree release twice: error 487"]],
+  sync: [["ReleaseSemaphore 0: ok", "ReleaseSemaphore 0: error 87"]],
 };
 
 /** What Windows would have printed, given what Wine printed. */

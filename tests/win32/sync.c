@@ -145,6 +145,26 @@ static DWORD WINAPI mutex_worker(LPVOID param) {
   return 0;
 }
 
+/* A semaphore of SEMAPHORE_SLOTS lets that many workers in at once, never more. */
+#define SEMAPHORE_SLOTS 2
+static HANDLE semaphore;
+static volatile LONG semaphore_inside, semaphore_most;
+
+static DWORD WINAPI semaphore_worker(LPVOID param) {
+  WaitForSingleObject(start, INFINITE);
+  for (int i = 0; i < 50; i++) {
+    if (WaitForSingleObject(semaphore, INFINITE) != WAIT_OBJECT_0) return 1;
+    LONG inside = InterlockedIncrement(&semaphore_inside);
+    for (LONG most = semaphore_most; inside > most; most = semaphore_most) {
+      InterlockedCompareExchange(&semaphore_most, inside, most);
+    }
+    Sleep(0);
+    InterlockedDecrement(&semaphore_inside);
+    if (!ReleaseSemaphore(semaphore, 1, NULL)) return 2;
+  }
+  return 0;
+}
+
 /* Ends the thread still owning the mutex whenever the wait succeeds. */
 static DWORD WINAPI mutex_wait_0(LPVOID m) {
   return WaitForSingleObject(m, 0);
@@ -309,5 +329,25 @@ int main(void) {
   value("counter", mutex_counter);
   value("two threads inside at once", mutex_overlaps);
   CloseHandle(mutex);
+
+  semaphore = CreateSemaphoreW(NULL, 2, 3, NULL);
+  result("CreateSemaphoreW 2 of at most 3", semaphore != NULL);
+  value("wait, timeout 0", WaitForSingleObject(semaphore, 0));
+  value("wait, timeout 0", WaitForSingleObject(semaphore, 0));
+  value("wait on the empty semaphore, timeout 0", WaitForSingleObject(semaphore, 0));
+  LONG previous = -1;
+  result("ReleaseSemaphore 3", ReleaseSemaphore(semaphore, 3, &previous));
+  value("previous count", previous);
+  result("ReleaseSemaphore 1 past the maximum", ReleaseSemaphore(semaphore, 1, &previous));
+  result("ReleaseSemaphore 0", ReleaseSemaphore(semaphore, 0, NULL));
+  result("ReleaseSemaphore on an event", ReleaseSemaphore(start, 1, NULL));
+  result("CreateSemaphoreW with the count above the maximum", CreateSemaphoreW(NULL, 4, 3, NULL) != NULL);
+  result("CreateSemaphoreW with maximum 0", CreateSemaphoreW(NULL, 0, 0, NULL) != NULL);
+  CloseHandle(semaphore);
+  semaphore = CreateSemaphoreW(NULL, SEMAPHORE_SLOTS, SEMAPHORE_SLOTS, NULL);
+  out("semaphore of 2, 4 threads x 50 entries\n");
+  value("all threads ran and were waited for", run_workers(semaphore_worker, 4));
+  value("more than two threads inside at once", semaphore_most > SEMAPHORE_SLOTS);
+  CloseHandle(semaphore);
   return 0;
 }
