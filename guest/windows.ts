@@ -11,6 +11,7 @@ import { appBase, PAGE, pebBase, thunksBase, thunksSize } from "./memory_map.ts"
 import { type CallDef, callsByName } from "../abi/calls.ts";
 import { writeWide } from "../abi/handlers/strings.ts";
 import { PROCESS_HEAP } from "../abi/handles.ts";
+import { FAULT_ENTRY_EXPORT, PEB_FAULT_ENTRY } from "./exception_frame.ts";
 import type { ModuleTable } from "../abi/handlers/modules.ts";
 import { callsOf, type ThunkWriter } from "./thunks.ts";
 import { kernel32Routine, type RuntimeName, runtimeRoutines, SHADOW_SPACE } from "./runtime.ts";
@@ -73,6 +74,8 @@ export interface ImportSources {
   dlls: ReadonlyMap<string, string>;
   /** Names RUNTIME_DLL exports, when the bundle has it. */
   runtime: ReadonlySet<string>;
+  /** Where in the bundle RUNTIME_DLL is. */
+  runtimePath?: string;
 }
 
 export function importSources(files: ReadonlyMap<string, Uint8Array>): ImportSources {
@@ -81,15 +84,9 @@ export function importSources(files: ReadonlyMap<string, Uint8Array>): ImportSou
   );
   const runtimePath = dlls.get(RUNTIME_DLL);
   dlls.delete(RUNTIME_DLL);
-  const runtime = runtimePath === undefined
-    ? new Set<string>()
-    : new Set(parsePe(files.get(runtimePath)!, runtimePath).exports.flatMap((e) => e.name ? [e.name] : []));
-  return { dlls, runtime };
-}
-
-/** The bundle path of RUNTIME_DLL, if `files` carries it. */
-export function runtimePath(files: ReadonlyMap<string, Uint8Array>): string | undefined {
-  return [...files.keys()].find((p) => fold(baseName(p)) === RUNTIME_DLL);
+  if (runtimePath === undefined) return { dlls, runtime: new Set() };
+  const exports = parsePe(files.get(runtimePath)!, runtimePath).exports.flatMap((e) => e.name ? [e.name] : []);
+  return { dlls, runtime: new Set(exports), runtimePath };
 }
 
 /**
@@ -133,7 +130,7 @@ export function loadWindowsApp(
   limit: number,
 ): WindowsApp {
   const sources = importSources(files);
-  const runtime = runtimePath(files);
+  const runtime = sources.runtimePath;
   const modules: LoadedModule[] = [];
   /** Dependencies before the modules that import them, as Windows runs their initializers. */
   const initOrder: LoadedModule[] = [];
@@ -208,7 +205,9 @@ export function loadWindowsApp(
   asm.movReg32(Reg.rcx, Reg.rax).label("entry.exit").movImm64(Reg.rax, BigInt(exitProcess)).callReg(Reg.rax).ud2();
   asm.label("entry.dllInitFailed").movImm32(Reg.rcx, STATUS_DLL_INIT_FAILED).jmp("entry.exit");
   const threadStart = thunks.usedCalls.includes("CreateThread") ? thunks.routine("PvxThreadStart") : undefined;
-  writePeb(ram, pt, exe.base, entryPath, modules);
+  const faultEntry = runtimeModule?.image.exports.find((e) => e.name === FAULT_ENTRY_EXPORT);
+  const faultAt = faultEntry?.rva === undefined ? 0 : runtimeModule!.base + faultEntry.rva;
+  writePeb(ram, pt, exe.base, entryPath, modules, faultAt);
 
   const dllExports = (m: LoadedModule): [string | null, number, number][] =>
     m.image.exports.filter((e) => e.rva !== undefined && !e.forwarder).map((
@@ -250,6 +249,8 @@ function writePeb(
   imageBase: number,
   entryPath: string,
   modules: LoadedModule[],
+  /** The runtime's fault dispatcher, or 0 (guest/exception_frame.ts). */
+  faultEntry: number,
 ): void {
   const dv = new DataView(ram.buffer, ram.byteOffset, ram.byteLength);
   if (modules.length > MAX_MODULES) {
@@ -266,6 +267,7 @@ function writePeb(
   dv.setBigUint64(pebBase + PEB_IMAGE_BASE, BigInt(imageBase), true);
   dv.setBigUint64(pebBase + PEB_PROCESS_PARAMETERS, BigInt(PROCESS_PARAMETERS), true);
   dv.setBigUint64(pebBase + PEB_PROCESS_HEAP, BigInt(PROCESS_HEAP), true);
+  dv.setBigUint64(pebBase + PEB_FAULT_ENTRY, BigInt(faultEntry), true);
   // The bundle is the root of C:, so the exe's bundle path is its path there.
   const path = `C:\\${entryPath.replaceAll("/", "\\")}`.slice(0, MAX_IMAGE_PATH - 1);
   writeWide(ram, IMAGE_PATH, path);

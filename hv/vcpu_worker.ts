@@ -13,7 +13,7 @@ import { GuestRam } from "./memory.ts";
 import { PageTables } from "../guest/paging.ts";
 import { HostWrites } from "../abi/host_writes.ts";
 import { faultFrameFields, faultFrameSize, kernelModeSregs, STAR, UPDATE_PAGE_TABLES } from "../guest/kernel.ts";
-import { pageTableUpdates } from "../guest/memory_map.ts";
+import { pageTableUpdates, pebBase } from "../guest/memory_map.ts";
 import { AbiViolation, Dispatcher, type Thread } from "../abi/dispatch.ts";
 import type { ThreadContext } from "../abi/host.ts";
 import { threadHandlers } from "../abi/handlers/threads.ts";
@@ -28,6 +28,14 @@ import {
 import { msrs } from "../ffi/kvm.ts";
 import { ControlBlock, THREAD_EXITED } from "./control_block.ts";
 import { TEB_LAST_ERROR, tebAddress } from "../guest/teb.ts";
+import {
+  CONTEXT_SIZE,
+  EXCEPTION_FRAME_SIZE,
+  faultException,
+  PEB_FAULT_ENTRY,
+  TEB_IN_FAULT,
+  writeExceptionFrame,
+} from "../guest/exception_frame.ts";
 import { HostService } from "./host_service.ts";
 
 const INFINITE = win32Constants.INFINITE;
@@ -73,14 +81,49 @@ function run(init: VcpuInit, control: ControlBlock, times: { firstExitAt?: numbe
    * this thread keeps it) goes to the instance, then it waits for resume or
    * stop. `deadline` is set when it parks inside a blocked hypercall.
    */
+  const finishDoorbell = () => {
+    if (!doorbellPending) return;
+    // api.rst: re-entering with immediate_exit finishes the MMIO write without running the guest further.
+    requestImmediateExit(runPage, true);
+    vcpu.run();
+    requestImmediateExit(runPage, false);
+    doorbellPending = false;
+  };
+
+  /**
+   * Hands a fault in the app's own code to its exception handlers
+   * (guest/exception_frame.ts); false when it cannot go there: no runtime
+   * dispatcher, a fault in the kernel, one already being dispatched, or no
+   * stack left to lay the frame on.
+   */
+  const deliverFault = (frame: Record<string, bigint>): boolean => {
+    const entry = ram.view.getBigUint64(pebBase + PEB_FAULT_ENTRY, true);
+    const inFaultAt = tebAddress(cpu) + TEB_IN_FAULT;
+    const exception = faultException(frame);
+    if (!entry || (frame.cs & 3n) !== 3n || !exception || ram.view.getUint32(inFaultAt, true)) return false;
+    const at = Number((frame.rsp & ~15n) - BigInt(EXCEPTION_FRAME_SIZE));
+    if (at < 0 || !pages.accessible(at, EXCEPTION_FRAME_SIZE, true)) return false;
+    doorbellPending = true;
+    finishDoorbell();
+    writeExceptionFrame(ram.view, at, frame, exception);
+    writes.mark(at, EXCEPTION_FRAME_SIZE);
+    ram.view.setUint32(inFaultAt, 1, true);
+    writes.mark(inFaultAt, 4);
+    // Back to user mode; the rest of the state (GS base on the TEB, CR3) is the thread's already.
+    const sregs = vcpu.getSregs();
+    vcpu.setSregs({ ...sregs, cs: init.sregs.cs, ss: init.sregs.ss });
+    const regs = vcpu.getRegs();
+    regs.rip = entry;
+    regs.rsp = BigInt(at);
+    regs.rcx = BigInt(at + CONTEXT_SIZE);
+    regs.rdx = BigInt(at);
+    regs.rflags = (frame.rflags & ~0x100n) | 2n; // no single-step into the dispatcher
+    vcpu.setRegs(regs);
+    return true;
+  };
+
   const park = (deadline?: number) => {
-    if (doorbellPending) {
-      // api.rst: re-entering with immediate_exit finishes the MMIO write without running the guest further.
-      requestImmediateExit(runPage, true);
-      vcpu.run();
-      requestImmediateExit(runPage, false);
-      doorbellPending = false;
-    }
+    finishDoorbell();
     const pending = deadline !== undefined && serving
       ? { ...serving, deadline: deadline === Infinity ? null : deadline }
       : undefined;
@@ -266,7 +309,9 @@ function run(init: VcpuInit, control: ControlBlock, times: { firstExitAt?: numbe
             continue;
           }
           if (exit.isWrite && exit.length === 4 && exit.address === BigInt(FAULT_DOORBELL)) {
-            return { kind: "fault", frame: readFaultFrame(ram, frame) };
+            const fault = readFaultFrame(ram, frame);
+            if (deliverFault(fault)) continue;
+            return { kind: "fault", frame: fault };
           }
           if (exit.isWrite && exit.length === 4 && exit.address === BigInt(MISSING_IMPORT_DOORBELL)) {
             const name = init.missingImports[frame] ?? `import #${frame}`;

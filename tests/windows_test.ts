@@ -37,7 +37,8 @@ async function wine(exe: string, cwd: string, args: string[] = []): Promise<{ co
     stdout: "piped",
     stderr: "null",
     stdin: "null",
-    env: { ...env, WINEPREFIX: winePrefix, WINEDEBUG: "-all" },
+    // A pvx app runs in UTC; Wine takes the host's zone, so it is told UTC too.
+    env: { ...env, WINEPREFIX: winePrefix, WINEDEBUG: "-all", TZ: "UTC" },
   }).output();
   return { code: out.code, stdout: new TextDecoder().decode(out.stdout) };
 }
@@ -112,6 +113,7 @@ Deno.test("a default mingw exe's bundle carries its system DLLs: it runs with th
   const analysed = await pvxCli(["analyse", exe, "--dll-dir", source]);
   assert.match(analysed.stdout, new RegExp(`^bundles msvcrt\\.dll from ${source}/msvcrt\\.dll \\(system\\)$`, "m"));
   assert.match(analysed.stdout, /^bundles pvxrt\.dll from pvx/m);
+  assert.match(analysed.stdout, /^kernel32\/ntdll coverage: \d+ of \d+ imports implemented \(\d+\.\d%\)$/m);
   assert.match(analysed.stdout, /hello\.exe imports msvcrt\.dll:\n( {2}\w+ +\w+\n)* {2}shipped +vfprintf\n/);
   const packed = await pvxCli(["pack", exe, "--dll-dir", source, "-o", `${work}/hello.pvx`]);
   assert.equal(packed.code, 0, packed.stderr);
@@ -125,6 +127,22 @@ Deno.test("a default mingw exe's bundle carries its system DLLs: it runs with th
   const bare = await pvxCli(["pack", exe, "--dll-dir", `${work}/nothing`, "-o", `${work}/bare.pvx`]);
   assert.equal(bare.code, EXIT_PVX_ERROR);
   assert.match(bare.stderr, /needs imports pvx does not implement: .*msvcrt\.dll!vfprintf/);
+});
+
+Deno.test("a fault a default mingw exe does not handle ends it with pvx's report at the faulting instruction", async () => {
+  const work = await Deno.makeTempDir({ dir });
+  await Deno.writeTextFile(
+    `${work}/crash.c`,
+    '#include <stdio.h>\nstatic volatile int *p;\nint main(void) { puts("before"); fflush(stdout); *p = 5; return 0; }\n',
+  );
+  const exe = await buildDefaultMingw(`${work}/crash.c`, work);
+  const ran = await pvxRun(exe, await Deno.makeTempDir({ dir }));
+  assert.equal(ran.stdout, "before\r\n");
+  assert.equal(ran.code, EXIT_GUEST_FAILED);
+  assert.match(
+    ran.stderr,
+    /#PF page fault .*\n {2}at RIP 0x[0-9a-f]+ <crash\.exe!main\+0x[0-9a-f]+>\n {2}write of 0x0 \(NULL pointer\)/,
+  );
 });
 
 Deno.test("a shipped DLL loads, DllMain runs, imports bind by name and ordinal, GetProcAddress finds exports", async () => {

@@ -4,7 +4,7 @@
 
 import { ElfError, parseElf } from "../guest/elf.ts";
 import { parsePe, type PeImage } from "../guest/pe.ts";
-import { callsOfImport, importSources, resolveImport, RUNTIME_DLL, runtimePath } from "../guest/windows.ts";
+import { callsOfImport, importSources, isPvxDll, resolveImport, RUNTIME_DLL } from "../guest/windows.ts";
 
 export function callsUsedByElf(bytes: Uint8Array, file: string): string[] {
   const section = parseElf(bytes, file).sections.find((s) => s.name === ".pvx_calls");
@@ -69,9 +69,16 @@ export function analysePe(files: ReadonlyMap<string, Uint8Array>, entry: string)
     }
   };
   visit(entry, entry.slice(entry.lastIndexOf("/") + 1).toLowerCase());
-  const runtime = runtimePath(files);
-  if (runtime !== undefined) visit(runtime, RUNTIME_DLL);
+  if (sources.runtimePath !== undefined) visit(sources.runtimePath, RUNTIME_DLL);
   return { imports, usedCalls: [...used].sort(), missing: imports.filter((i) => i.status === "missing") };
+}
+
+/** How much of what the app and its DLLs import from kernel32, kernelbase and ntdll pvx implements. */
+export function coverage(a: PeAnalysis): string {
+  const own = a.imports.filter((i) => isPvxDll(i.dll) && i.importer !== RUNTIME_DLL);
+  const done = own.filter((i) => i.status === "implemented").length;
+  const percent = own.length ? (100 * done / own.length).toFixed(1) : "100.0";
+  return `kernel32/ntdll coverage: ${done} of ${own.length} imports implemented (${percent}%)`;
 }
 
 export function describeAnalysis(a: PeAnalysis): string {
@@ -85,6 +92,7 @@ export function describeAnalysis(a: PeAnalysis): string {
     lines.push(`${key}:`);
     for (const e of entries) lines.push(`  ${e.status.padEnd(11)} ${e.name}`);
   }
+  lines.push(coverage(a));
   lines.push(
     a.missing.length
       ? `${a.missing.length} import(s) missing: ${a.missing.map((m) => `${m.dll}!${m.name}`).join(", ")}`

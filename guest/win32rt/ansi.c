@@ -143,3 +143,27 @@ EXPORT DWORD WINAPI GetModuleFileNameA(HMODULE module, LPSTR out, DWORD size) {
   if ((DWORD)len < size) out[len] = 0;
   return len;
 }
+
+EXPORT HMODULE WINAPI LoadLibraryA(LPCSTR name) { WITH_WIDE(name, w, NULL, LoadLibraryW(w)) }
+EXPORT HMODULE WINAPI LoadLibraryExA(LPCSTR name, HANDLE file, DWORD flags) {
+  WITH_WIDE(name, w, NULL, LoadLibraryExW(w, file, flags))
+}
+EXPORT HMODULE WINAPI GetModuleHandleA(LPCSTR name) {
+  if (!name) return GetModuleHandleW(NULL);
+  WITH_WIDE(name, w, NULL, GetModuleHandleW(w))
+}
+
+EXPORT DWORD WINAPI GetTempPathA(DWORD size, LPSTR out) {
+  WCHAR buf[MAX_PATH + 1];
+  DWORD n = GetTempPathW(MAX_PATH + 1, buf);
+  return n && n <= MAX_PATH ? narrow_answer(buf, n, out, size) : 0;
+}
+
+EXPORT UINT WINAPI GetTempFileNameA(LPCSTR dir, LPCSTR prefix, UINT unique, LPSTR out) {
+  LPWSTR wd = wide(dir), wp = wide(prefix);
+  WCHAR name[MAX_PATH];
+  UINT r = wd && (!prefix || wp) ? GetTempFileNameW(wd, wp, unique, name) : 0;
+  if (r && !WideCharToMultiByte(CP_ACP, 0, name, -1, out, MAX_PATH, NULL, NULL)) r = 0;
+  release(wd), release(wp);
+  return r;
+}

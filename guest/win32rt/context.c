@@ -73,3 +73,24 @@ __asm__(".globl pvx_restore_context\n"
         "  pushq 0xf8(%rcx)\n"
         "  movq 0x80(%rcx), %rcx\n"
         "  ret\n");
+
+/* Where the host resumes a thread whose fault goes to the app (guest/exception_frame.ts): rcx = the
+ * EXCEPTION_RECORD, rdx = the CONTEXT at rsp, the faulting rip/cs/rflags/rsp/ss above both. Its unwind info
+ * says so, so an unwind through it (a handler's longjmp, an __except) lands in the faulting frame. The FPU
+ * state is still the faulting code's: it is saved here first. */
+__asm__(".globl pvx_fault_entry\n"
+        ".def pvx_fault_entry; .scl 2; .type 32; .endef\n"
+        ".seh_proc pvx_fault_entry\n"
+        "pvx_fault_entry:\n"
+        ".seh_pushframe\n"
+        ".seh_stackalloc 0x4d0 + 152\n"
+        ".seh_endprologue\n"
+        "  fxsave 0x100(%rdx)\n"
+        "  stmxcsr 0x34(%rdx)\n"
+        "  orl $0x8, 0x30(%rdx)\n" /* CONTEXT_FLOATING_POINT */
+        "  call pvx_dispatch_fault\n"
+        "  ud2\n"
+        ".seh_endproc\n"
+        ".section .drectve\n"
+        ".ascii \" -export:pvx_fault_entry\"\n"
+        ".text\n");

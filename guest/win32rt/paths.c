@@ -153,3 +153,49 @@ EXPORT UINT WINAPI GetDriveTypeA(LPCSTR root) {
   return GetDriveTypeW(root ? w : NULL);
 }
 EXPORT DWORD WINAPI GetLogicalDrives(void) { return 1u << ('C' - 'A'); }
+
+/* %TMP%, else %TEMP%, else the root, as Windows falls back; with the trailing backslash Windows adds. */
+EXPORT DWORD WINAPI GetTempPathW(DWORD size, LPWSTR out) {
+  WCHAR dir[MAX_PATH + 1], full[MAX_PATH + 2];
+  DWORD n = GetEnvironmentVariableW(L"TMP", dir, MAX_PATH + 1);
+  if (!n || n > MAX_PATH) n = GetEnvironmentVariableW(L"TEMP", dir, MAX_PATH + 1);
+  if (!n || n > MAX_PATH) dir[0] = 'C', dir[1] = ':', dir[2] = '\\', dir[3] = 0;
+  n = GetFullPathNameW(dir, MAX_PATH, full, NULL);
+  if (!n || n >= MAX_PATH) return 0;
+  if (full[n - 1] != '\\') full[n++] = '\\', full[n] = 0;
+  if (n + 1 > size) return n + 1;
+  memcpy(out, full, (n + 1) * sizeof(WCHAR));
+  return n;
+}
+
+/* "<dir>\<first 3 of prefix><hex>.TMP": with `unique` as given (the file is not created), else the first free
+ * number from the tick count on, created empty so no one else takes it. */
+EXPORT UINT WINAPI GetTempFileNameW(LPCWSTR dir, LPCWSTR prefix, UINT unique, LPWSTR out) {
+  DWORD len = (DWORD)pvx_wcslen(dir);
+  if (len + 13 >= MAX_PATH) {
+    SetLastError(ERROR_BUFFER_OVERFLOW);
+    return 0;
+  }
+  UINT number = unique ? unique & 0xffff : (GetTickCount() & 0xffff) | 1;
+  for (UINT tries = 0; tries < 0x10000; tries++, number = (number + 1) & 0xffff ? (number + 1) & 0xffff : 1) {
+    DWORD at = len;
+    memcpy(out, dir, len * sizeof(WCHAR));
+    if (at && out[at - 1] != '\\') out[at++] = '\\';
+    for (int i = 0; prefix && i < 3 && prefix[i]; i++) out[at++] = prefix[i];
+    for (int shift = 12; shift >= 0; shift -= 4) {
+      unsigned digit = (number >> shift) & 0xf;
+      if (shift < 12 || digit) out[at++] = "0123456789ABCDEF"[digit];
+    }
+    const WCHAR ext[] = L".TMP";
+    memcpy(out + at, ext, sizeof ext);
+    if (unique) return number;
+    HANDLE h = CreateFileW(out, GENERIC_WRITE, 0, NULL, CREATE_NEW, FILE_ATTRIBUTE_NORMAL, NULL);
+    if (h != INVALID_HANDLE_VALUE) {
+      CloseHandle(h);
+      return number;
+    }
+    if (GetLastError() != ERROR_FILE_EXISTS && GetLastError() != ERROR_ALREADY_EXISTS) return 0;
+  }
+  SetLastError(ERROR_FILE_EXISTS);
+  return 0;
+}

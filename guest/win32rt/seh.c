@@ -5,9 +5,9 @@
  * exception filter; RtlUnwindEx calling termination handlers on its way to
  * the target frame. C++ exceptions and msvcrt's unwinding longjmp rest on it.
  *
- * What pvx leaves out: a fault inside an epilog is unwound as if in the body
- * (only hardware faults land there, and those end the app today); collided
- * unwinds are not detected. */
+ * Hardware faults in the app's code arrive through pvx_fault_entry
+ * (context.c). What pvx leaves out: a fault inside an epilog is unwound as if
+ * in the body; collided unwinds are not detected. */
 #include "pvxrt.h"
 
 /* winnt.h declares the Rtl unwind functions dllimport whatever NTSYSAPI says; here they are defined. */
@@ -270,13 +270,26 @@ EXPORT ULONG WINAPI RemoveVectoredExceptionHandler(PVOID handle) {
 LPTOP_LEVEL_EXCEPTION_FILTER pvx_unhandled_filter(void);
 void pvx_write_stderr(const char *text);
 
-static void unhandled(EXCEPTION_RECORD *rec, CONTEXT *ctx) {
+/* TEB field the host sets while it has handed this thread a fault (guest/exception_frame.ts). */
+#define TEB_IN_FAULT 0x1900
+
+static void set_in_fault(DWORD v) { *(volatile DWORD *)((char *)teb() + TEB_IN_FAULT) = v; }
+
+/* Continues at `ctx`: the exception is dealt with. */
+static void resume(CONTEXT *ctx, EXCEPTION_RECORD *rec) {
+  set_in_fault(0);
+  RtlRestoreContext(ctx, rec);
+}
+
+static void unhandled(EXCEPTION_RECORD *rec, CONTEXT *ctx, BOOL hardware) {
   EXCEPTION_POINTERS ptrs = {rec, ctx};
   LPTOP_LEVEL_EXCEPTION_FILTER filter = pvx_unhandled_filter();
   if (filter) {
     LONG r = filter(&ptrs);
-    if (r == EXCEPTION_CONTINUE_EXECUTION) RtlRestoreContext(ctx, NULL);
+    if (r == EXCEPTION_CONTINUE_EXECUTION) resume(ctx, NULL);
   }
+  /* A fault nobody took faults again where it was, still marked: the host then ends the app with its report. */
+  if (hardware) pvx_restore_context(ctx);
   char msg[96] = "pvx: unhandled exception 0x";
   int at = 27;
   for (int shift = 28; shift >= 0; shift -= 4) msg[at++] = "0123456789abcdef"[(rec->ExceptionCode >> shift) & 0xf];
@@ -287,13 +300,13 @@ static void unhandled(EXCEPTION_RECORD *rec, CONTEXT *ctx) {
   ExitProcess(rec->ExceptionCode);
 }
 
-static void dispatch(EXCEPTION_RECORD *rec, CONTEXT *ctx) {
+static void dispatch(EXCEPTION_RECORD *rec, CONTEXT *ctx, BOOL hardware) {
   EXCEPTION_POINTERS ptrs = {rec, ctx};
   PVECTORED_EXCEPTION_HANDLER handlers[MAX_VECTORED];
   int n = 0;
   for (; n < MAX_VECTORED && vectored[n]; n++) handlers[n] = vectored[n];
   for (int i = 0; i < n; i++)
-    if (handlers[i](&ptrs) == EXCEPTION_CONTINUE_EXECUTION) RtlRestoreContext(ctx, NULL);
+    if (handlers[i](&ptrs) == EXCEPTION_CONTINUE_EXECUTION) resume(ctx, NULL);
 
   CONTEXT walk = *ctx;
   for (;;) {
@@ -306,17 +319,20 @@ static void dispatch(EXCEPTION_RECORD *rec, CONTEXT *ctx) {
     if (r == ExceptionContinueExecution) {
       if (rec->ExceptionFlags & EXCEPTION_NONCONTINUABLE) {
         EXCEPTION_RECORD again = {STATUS_NONCONTINUABLE_EXCEPTION, EXCEPTION_NONCONTINUABLE, rec, rec->ExceptionAddress};
-        unhandled(&again, ctx);
+        unhandled(&again, ctx, FALSE);
       }
-      RtlRestoreContext(ctx, NULL);
+      resume(ctx, NULL);
     }
     if (r != ExceptionContinueSearch && r != ExceptionNestedException) {
       EXCEPTION_RECORD bad = {STATUS_INVALID_DISPOSITION, EXCEPTION_NONCONTINUABLE, rec, rec->ExceptionAddress};
-      unhandled(&bad, ctx);
+      unhandled(&bad, ctx, FALSE);
     }
   }
-  unhandled(rec, ctx);
+  unhandled(rec, ctx, hardware);
 }
+
+/* context.c's pvx_fault_entry: a fault in the app's code, handed over by the host. */
+void pvx_dispatch_fault(EXCEPTION_RECORD *rec, CONTEXT *ctx) { dispatch(rec, ctx, TRUE); }
 
 EXPORT void WINAPI RaiseException(DWORD code, DWORD flags, DWORD nargs, const ULONG_PTR *args) {
   EXCEPTION_RECORD rec = {0};
@@ -330,11 +346,11 @@ EXPORT void WINAPI RaiseException(DWORD code, DWORD flags, DWORD nargs, const UL
   rec.ExceptionAddress = (PVOID)ctx.Rip;
   rec.NumberParameters = nargs > EXCEPTION_MAXIMUM_PARAMETERS ? EXCEPTION_MAXIMUM_PARAMETERS : nargs;
   for (DWORD i = 0; i < rec.NumberParameters; i++) rec.ExceptionInformation[i] = args[i];
-  dispatch(&rec, &ctx);
+  dispatch(&rec, &ctx, FALSE);
 }
 
 EXPORT BOOLEAN NTAPI RtlDispatchException(PEXCEPTION_RECORD rec, PCONTEXT ctx) {
-  dispatch(rec, ctx);
+  dispatch(rec, ctx, FALSE);
   return FALSE;
 }
 
@@ -344,7 +360,7 @@ EXPORT void NTAPI RtlRaiseException(PEXCEPTION_RECORD rec) {
   DISPATCHER_CONTEXT d;
   step(&ctx, UNW_FLAG_NHANDLER, &d);
   rec->ExceptionAddress = (PVOID)ctx.Rip;
-  dispatch(rec, &ctx);
+  dispatch(rec, &ctx, FALSE);
 }
 
 EXPORT void NTAPI RtlUnwindEx(PVOID target_frame, PVOID target_ip, PEXCEPTION_RECORD rec, PVOID retval, PCONTEXT ctx,
@@ -372,7 +388,7 @@ EXPORT void NTAPI RtlUnwindEx(PVOID target_frame, PVOID target_ip, PEXCEPTION_RE
   }
   ctx->Rax = (DWORD64)retval;
   ctx->Rip = (DWORD64)target_ip;
-  RtlRestoreContext(ctx, rec);
+  resume(ctx, rec);
 }
 
 EXPORT void NTAPI RtlUnwind(PVOID target_frame, PVOID target_ip, PEXCEPTION_RECORD rec, PVOID retval) {
