@@ -187,7 +187,11 @@ export function loadWindowsApp(
 
   // Each module's TLS callbacks and DllMain, dependencies first, then the exe's entry. A DllMain that
   // fails ends the app as Windows does, with STATUS_DLL_INIT_FAILED.
-  const exitProcess = thunks.call(callsByName.get("ExitProcess")!);
+  // The runtime's ExitProcess runs each DLL's DLL_PROCESS_DETACH first, as Windows does (guest/win32rt/process.c).
+  const runtimeExit = runtimeModule?.image.exports.find((e) => e.name === "ExitProcess" && e.rva !== undefined);
+  const exitProcess = runtimeExit
+    ? runtimeModule!.base + runtimeExit.rva!
+    : thunks.call(callsByName.get("ExitProcess")!);
   const asm = thunks.asm.alignTo(16);
   const entry = asm.here;
   asm.subRsp(SHADOW_SPACE);
@@ -207,7 +211,7 @@ export function loadWindowsApp(
   const threadStart = thunks.usedCalls.includes("CreateThread") ? thunks.routine("PvxThreadStart") : undefined;
   const faultEntry = runtimeModule?.image.exports.find((e) => e.name === FAULT_ENTRY_EXPORT);
   const faultAt = faultEntry?.rva === undefined ? 0 : runtimeModule!.base + faultEntry.rva;
-  writePeb(ram, pt, exe.base, entryPath, modules, faultAt);
+  writePeb(ram, pt, exe.base, entryPath, initOrder, faultAt);
 
   const dllExports = (m: LoadedModule): [string | null, number, number][] =>
     m.image.exports.filter((e) => e.rva !== undefined && !e.forwarder).map((
@@ -248,6 +252,7 @@ function writePeb(
   pt: PageTables,
   imageBase: number,
   entryPath: string,
+  /** In the order their initializers ran: the runtime detaches them in reverse. */
   modules: LoadedModule[],
   /** The runtime's fault dispatcher, or 0 (guest/exception_frame.ts). */
   faultEntry: number,
@@ -258,11 +263,12 @@ function writePeb(
   }
   dv.setUint32(MODULE_TABLE, modules.length, true);
   modules.forEach((m, i) => {
-    const at = MODULE_TABLE + 8 + i * MODULE_ENTRY; // { u64 base; u32 size, function table rva, its size, 0 }
+    const at = MODULE_TABLE + 8 + i * MODULE_ENTRY; // { u64 base; u32 size, function table rva, its size, entry rva }
     dv.setBigUint64(at, BigInt(m.base), true);
     dv.setUint32(at + 8, m.image.sizeOfImage, true);
     dv.setUint32(at + 12, m.image.functionTable?.rva ?? 0, true);
     dv.setUint32(at + 16, m.image.functionTable?.size ?? 0, true);
+    dv.setUint32(at + 20, m.image.entryRva, true);
   });
   dv.setBigUint64(pebBase + PEB_IMAGE_BASE, BigInt(imageBase), true);
   dv.setBigUint64(pebBase + PEB_PROCESS_PARAMETERS, BigInt(PROCESS_PARAMETERS), true);

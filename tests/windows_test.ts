@@ -92,16 +92,20 @@ const crtStderr: Record<string, string> = {
 
 for await (const e of Deno.readDir(crtDir)) {
   if (!/\.(c|cpp)$/.test(e.name)) continue;
-  Deno.test(`${e.name}, built the default way, prints, exits and leaves files as under Wine`, async () => {
-    const exe = await buildDefaultMingw(`${crtDir}${e.name}`, await Deno.makeTempDir({ dir }));
-    const wineCwd = await Deno.makeTempDir({ dir }), overlay = await Deno.makeTempDir({ dir });
-    const underWine = await wine(exe, wineCwd, crtArgs);
-    const underPvx = await pvxRun(exe, overlay, [], crtArgs);
-    assert.equal(underPvx.stderr, crtStderr[e.name.replace(/\.[^.]+$/, "")] ?? "");
-    assert.equal(underPvx.stdout, underWine.stdout);
-    assert.equal(underPvx.code, underWine.code);
-    assert.deepEqual(await tree(`${overlay}/files`), await tree(wineCwd));
-  });
+  const name = e.name.replace(/\.[^.]+$/, "");
+  // libstdc++ is built for msvcrt, so only the C programs are also built against the Universal CRT.
+  for (const crt of e.name.endsWith(".c") ? ["msvcrt", "ucrt"] as const : ["msvcrt"] as const) {
+    Deno.test(`${e.name}, built the default way against ${crt}, prints, exits and leaves files as under Wine`, async () => {
+      const exe = await buildDefaultMingw(`${crtDir}${e.name}`, await Deno.makeTempDir({ dir }), crt);
+      const wineCwd = await Deno.makeTempDir({ dir }), overlay = await Deno.makeTempDir({ dir });
+      const underWine = await wine(exe, wineCwd, crtArgs);
+      const underPvx = await pvxRun(exe, overlay, [], crtArgs);
+      assert.equal(underPvx.stderr, crtStderr[name] ?? "");
+      assert.equal(underPvx.stdout, underWine.stdout);
+      assert.equal(underPvx.code, underWine.code);
+      assert.deepEqual(await tree(`${overlay}/files`), await tree(wineCwd));
+    });
+  }
 }
 
 Deno.test("a default mingw exe's bundle carries its system DLLs: it runs with the DLL source gone", async () => {

@@ -29,13 +29,20 @@ const flags = [
   `-DPVX_PEB_MODULES=${MODULE_TABLE_OFFSET}`,
 ];
 
-const pvxCalls = () => calls.map((c) => c.name).filter((n) => n.startsWith("Pvx"));
+/**
+ * What the runtime imports by name from beneath it, in .def form: pvx's own
+ * calls (Pvx*), and the ExitProcess hypercall under the runtime's own ExitProcess.
+ */
+const hypercallImports = [
+  ...calls.map((c) => c.name).filter((n) => n.startsWith("Pvx")),
+  "pvx_exit_process == ExitProcess",
+];
 
 async function sources(): Promise<{ names: string[]; key: string }> {
   const names: string[] = [];
   for await (const e of Deno.readDir(sourceDir)) if (e.isFile && /\.[ch]$/.test(e.name)) names.push(e.name);
   names.sort();
-  const parts = [flags.join(" "), pvxCalls().join(" ")];
+  const parts = [flags.join(" "), hypercallImports.join(" ")];
   for (const n of names) parts.push(n, await Deno.readTextFile(join(sourceDir, n)));
   const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(parts.join("\0"))));
   return { names, key: [...digest.subarray(0, 12)].map((b) => b.toString(16).padStart(2, "0")).join("") };
@@ -57,9 +64,8 @@ export async function win32Runtime(): Promise<Uint8Array<ArrayBuffer>> {
   const cc = "x86_64-w64-mingw32-gcc";
   try {
     const c = names.filter((n) => n.endsWith(".c")).map((n) => join(sourceDir, n));
-    // pvx's own calls (Pvx*) are kernel32 exports to the runtime: an import library names them.
     const def = join(temp, "pvxcalls.def"), lib = join(temp, "libpvxcalls.a");
-    await Deno.writeTextFile(def, `LIBRARY kernel32.dll\nEXPORTS\n${pvxCalls().join("\n")}\n`);
+    await Deno.writeTextFile(def, `LIBRARY kernel32.dll\nEXPORTS\n${hypercallImports.join("\n")}\n`);
     await run("x86_64-w64-mingw32-dlltool", ["-d", def, "-l", lib]);
     // One compiler per source at once: each spends most of its second parsing <windows.h>.
     const objects = c.map((_, i) => join(temp, `${i}.o`));

@@ -123,6 +123,27 @@ EXPORT BOOL WINAPI FlushInstructionCache(HANDLE process, LPCVOID base, SIZE_T si
   return TRUE;
 }
 
+void WINAPI pvx_exit_process(UINT code); /* the ExitProcess hypercall (tools/win32_runtime.ts) */
+
+/* Windows runs each DLL's DllMain with DLL_PROCESS_DETACH before the process ends, in the reverse of the order
+ * they were attached (a C runtime flushes its streams there). A DllMain that calls ExitProcess ends it at once.
+ * Other threads are not stopped first, as Windows stops them: pvx has no TerminateThread yet. */
+EXPORT void WINAPI ExitProcess(UINT code) {
+  static LONG exiting;
+  if (!__atomic_exchange_n(&exiting, 1, __ATOMIC_SEQ_CST)) {
+    const struct pvx_modules *t = pvx_module_table();
+    char *peb = *(char **)((char *)teb() + 0x60);
+    ULONG64 exe = *(ULONG64 *)(peb + 0x10);
+    for (DWORD i = t->count; i-- > 0;) {
+      if (t->m[i].base == exe || !t->m[i].entry_rva) continue;
+      ((BOOL(WINAPI *)(HINSTANCE, DWORD, LPVOID))(t->m[i].base + t->m[i].entry_rva))((HINSTANCE)t->m[i].base,
+                                                                                    DLL_PROCESS_DETACH, (LPVOID)1);
+    }
+  }
+  pvx_exit_process(code);
+  __builtin_unreachable();
+}
+
 EXPORT DWORD WINAPI GetTickCount(void) { return (DWORD)GetTickCount64(); }
 
 static char *ansi_command_line;

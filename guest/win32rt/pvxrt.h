@@ -28,6 +28,15 @@ static inline void *teb(void) {
   return t;
 }
 
+/* The loader's table of loaded images, in the order their initializers ran (guest/windows.ts, PEB page). */
+struct pvx_module { ULONG64 base; DWORD size, pdata_rva, pdata_size, entry_rva; };
+struct pvx_modules { DWORD count, reserved; struct pvx_module m[]; };
+
+static inline const struct pvx_modules *pvx_module_table(void) {
+  char *peb = *(char **)((char *)teb() + 0x60);
+  return (const struct pvx_modules *)(peb + PVX_PEB_MODULES);
+}
+
 void *memset(void *d, int c, SIZE_T n);
 void *memcpy(void *d, const void *s, SIZE_T n);
 SIZE_T pvx_wcslen(const WCHAR *s);

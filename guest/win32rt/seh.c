@@ -71,17 +71,8 @@ EXPORT void NTAPI RtlRestoreContext(PCONTEXT ctx, PEXCEPTION_RECORD rec) {
   pvx_restore_context(ctx);
 }
 
-/* The loader's table of loaded images (guest/windows.ts: PEB page, after the exe's path). */
-struct pvx_module { ULONG64 base; DWORD size, pdata_rva, pdata_size, reserved; };
-struct pvx_modules { DWORD count, reserved; struct pvx_module m[]; };
-
-static const struct pvx_modules *modules(void) {
-  char *peb = *(char **)((char *)teb() + 0x60);
-  return (const struct pvx_modules *)(peb + PVX_PEB_MODULES);
-}
-
 static const struct pvx_module *module_of(ULONG64 pc) {
-  const struct pvx_modules *t = modules();
+  const struct pvx_modules *t = pvx_module_table();
   for (DWORD i = 0; i < t->count; i++)
     if (pc >= t->m[i].base && pc - t->m[i].base < t->m[i].size) return &t->m[i];
   return NULL;

@@ -115,19 +115,30 @@ export async function buildExeImportingAbsentDll(outDir: string): Promise<string
   return exe;
 }
 
-/** Builds a C or C++ source the default way (msvcrt, mingw's own start-up code), as a user would. */
-export async function buildDefaultMingw(source: string, outDir: string): Promise<string> {
+/**
+ * Builds a C or C++ source the default way, as a user would: mingw's own
+ * start-up code and msvcrt, or (C only) the Universal CRT that MSVC builds
+ * use, imported through its api-ms-win-crt-* API sets.
+ */
+export async function buildDefaultMingw(
+  source: string,
+  outDir: string,
+  crt: "msvcrt" | "ucrt" = "msvcrt",
+): Promise<string> {
   const name = source.slice(source.lastIndexOf("/") + 1).replace(/\.[^.]+$/, "");
   const cxx = /\.(cc|cpp)$/.test(source);
-  const out = `${outDir}/${name}.exe`;
+  const out = `${outDir}/${name}${crt === "ucrt" ? "_ucrt" : ""}.exe`;
+  const ucrt = ["-nodefaultlibs", "-lmingw32", "-lmingwex", "-lucrt", "-lkernel32", "-lgcc"];
   await run(cxx ? "x86_64-w64-mingw32-g++" : "x86_64-w64-mingw32-gcc", [
     "-O2",
     "-Wall",
     "-Werror",
     ...(cxx ? ["-static-libgcc", "-static-libstdc++"] : []),
+    ...(crt === "ucrt" ? ["-D_UCRT"] : []),
     "-o",
     out,
     source,
+    ...(crt === "ucrt" ? ucrt : []),
   ]);
   return out;
 }
