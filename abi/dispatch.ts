@@ -7,6 +7,7 @@ import type { PageTables } from "../guest/paging.ts";
 import { win32Errors } from "./win32.ts";
 import { PAGE } from "../guest/memory_map.ts";
 import type { HostWrites } from "./host_writes.ts";
+import type { SpecialCalls } from "./special_calls.ts";
 
 /** Guest RAM as the host sees it, plus the guest's page tables for access checks. */
 export interface GuestView {
@@ -45,7 +46,6 @@ export class AbiViolation extends Error {
   }
 }
 
-/** A call that failed the Win32 way: the guest gets the call's failure value and this last error. */
 /**
  * A blocking call that a pause reached before it had done anything: the
  * thread parks and makes it again on resume, or on restore from a snapshot.
@@ -54,6 +54,7 @@ export class CallInterrupted extends Error {
   override name = "CallInterrupted";
 }
 
+/** A call that failed the Win32 way: the guest gets the call's failure value and this last error. */
 export class Win32Error extends Error {
   constructor(readonly code: number, message = `Win32 error ${code}`) {
     super(message);
@@ -66,19 +67,27 @@ const hex = (n: number | bigint) => `0x${n.toString(16)}`;
 const MAX_WIDE_STRING = 32767;
 
 export class Dispatcher {
-  readonly #table: ({ call: CallDef; handler: Handler } | undefined)[] = [];
+  readonly #table: ({ call: CallDef; handler: Handler; allowed: boolean } | undefined)[] = [];
 
+  /**
+   * Serves `handlers`. A call outside `allowed` (the manifest's) goes to
+   * `special` when there is one, and stops the guest when there is not.
+   */
   constructor(
     private readonly guest: GuestView,
     handlers: Readonly<Record<string, Handler>>,
     allowed: Iterable<string>,
+    private readonly special?: SpecialCalls,
   ) {
-    for (const name of allowed) {
+    for (const [name, handler] of Object.entries(handlers)) {
       const call = callsByName.get(name);
-      if (!call) throw new Error(`manifest allows unknown hypercall ${name}`);
-      const handler = handlers[name];
-      if (!handler) throw new Error(`hypercall ${name} has no host handler`);
-      this.#table[call.nr] = { call, handler };
+      if (!call) throw new Error(`handler for unknown hypercall ${name}`);
+      this.#table[call.nr] = { call, handler, allowed: false };
+    }
+    for (const name of allowed) {
+      if (!callsByName.has(name)) throw new Error(`manifest allows unknown hypercall ${name}`);
+      const entry = this.#table[callsByName.get(name)!.nr];
+      if (entry) entry.allowed = true;
     }
   }
 
@@ -93,7 +102,7 @@ export class Dispatcher {
    */
   dispatch(nr: number, frame: number, thread: Thread): CallDef {
     const entry = this.#table[nr];
-    if (!entry) {
+    if (!entry || (!entry.allowed && !this.special)) {
       const known = callsByNr[nr];
       throw new AbiViolation(known?.name ?? `#${nr}`, known ? "not allowed by this bundle's manifest" : "no such call");
     }
@@ -107,6 +116,9 @@ export class Dispatcher {
     const view = this.guest.view;
     let ret: number | bigint;
     try {
+      if (!entry.allowed) {
+        this.special!.unseen({ kind: "call", name: call.name }, call.name, win32Errors.ERROR_ACCESS_DENIED);
+      }
       ret = handler(this.#decode(call, frame), thread);
     } catch (e) {
       if (!(e instanceof Win32Error)) throw e;

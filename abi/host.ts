@@ -13,6 +13,7 @@ import { memoryHandlers } from "./handlers/memory.ts";
 import { moduleHandlers, type ModuleTable } from "./handlers/modules.ts";
 import { threadObjectHandlers } from "./handlers/threads.ts";
 import type { SyncObjects, WaitControl } from "./sync_objects.ts";
+import type { SpecialCalls } from "./special_calls.ts";
 
 export interface ConsoleIo {
   write(stream: ConsoleStream, bytes: Uint8Array): void;
@@ -30,6 +31,8 @@ export interface Host {
   readonly environment: ReadonlyMap<string, string>;
   /** Loaded modules and their exports, for GetModuleHandleW and GetProcAddress. */
   readonly modules: ModuleTable;
+  /** Where a lookup, a DLL load or a call the bundle's analysis never saw is decided, and lookups are traced. */
+  readonly special: SpecialCalls;
   /** Guest address of the UTF-16 command line the kernel left on the initial stack. */
   readonly commandLineAddress: number;
   readonly console: ConsoleIo;

@@ -54,7 +54,8 @@ export function checkMemorySize(bytes: number): void {
 /** What boots: a static ELF (argv on a System V stack) or a Windows exe with the DLLs it ships. */
 export type GuestApp =
   | { kind: "elf"; image: ElfImage; bytes: Uint8Array }
-  | { kind: "pe"; files: ReadonlyMap<string, Uint8Array>; entry: string };
+  /** `libraries`: DLLs the app loads by name at run time, which pvx maps at boot (guest/windows.ts). */
+  | { kind: "pe"; files: ReadonlyMap<string, Uint8Array>; entry: string; libraries?: readonly string[] };
 
 export function bootGuest(
   ram: Uint8Array,
@@ -94,7 +95,7 @@ export function bootGuest(
     const stackPointer = writeInitialStack(mem, commandLineAddress, opts.argv, opts.envp, auxv, random);
     image = { start: app.image.start, end: app.image.end, entry: app.image.entry, stackPointer };
   } else {
-    windows = loadWindowsApp(ram, pt, thunks, app.files, app.entry, limit);
+    windows = loadWindowsApp(ram, pt, thunks, app.files, app.entry, limit, app.libraries);
     threadStart = windows.threadStart;
     // Windows code finds its arguments through GetCommandLineW, not on the stack.
     image = {

@@ -48,17 +48,30 @@ export class ThunkWriter {
   readonly missing: string[] = [];
   readonly #missingAt = new Map<string, number>();
 
-  /** The ms-ABI thunk of `call`. */
+  /** The ms-ABI thunk of `call`, which the emitted code then makes. */
   call(call: CallDef): number {
+    for (const name of callsOf(call)) this.#used.add(name);
+    return this.#thunk(call);
+  }
+
+  #thunk(call: CallDef): number {
     let at = this.#thunks.get(call.name);
     if (at === undefined) {
       this.asm.alignTo(16);
       at = this.asm.here;
       emitThunk(this.asm, call);
       this.#thunks.set(call.name, at);
-      for (const name of callsOf(call)) this.#used.add(name);
     }
     return at;
+  }
+
+  /**
+   * A thunk for every call an app may make, so that GetProcAddress finds any
+   * of them; the ones nothing imported are not counted as used, and the
+   * dispatcher takes them to the special call unless the manifest allows them.
+   */
+  exportEveryCall(calls: Iterable<CallDef>): void {
+    for (const call of calls) if (!call.name.startsWith("Pvx")) this.#thunk(call);
   }
 
   /** A guest runtime routine (guest/runtime.ts), with the thunks it calls. */
@@ -93,9 +106,15 @@ export class ThunkWriter {
     return [...this.#used].sort();
   }
 
-  /** kernel32 as a module: each thunk and routine is an export, by name. */
-  get exports(): [string, number, number][] {
-    return [...this.#thunks, ...this.#routines].map(([name, address]) => [name, 0, address]);
+  /** The routines as kernel32's exports, by name. */
+  get routineExports(): [string, number, number][] {
+    return [...this.#routines].map(([name, address]) => [name, 0, address]);
+  }
+
+  /** The call thunks as kernel32's exports, by name. */
+  get callExports(): [string, number, number][] {
+    // pvx's own calls are the runtime's to make (guest/windows.ts resolveImport), never found by a lookup.
+    return [...this.#thunks].filter(([name]) => !name.startsWith("Pvx")).map(([name, address]) => [name, 0, address]);
   }
 
   /** Writes the code into guest memory, user read-execute. */

@@ -3,12 +3,13 @@
 // thunk that turns the Windows x64 calling convention into a hypercall, every
 // other import to a stub that names itself and stops the app, and an entry
 // trampoline runs DllMain and TLS callbacks before the exe's entry point.
+// DLLs the app loads by name at run time are loaded at boot too.
 
 import { Reg } from "./x86.ts";
 import { bindImports, loadPe, nearestPeSymbol, parsePe, type PeImage, type PeImport } from "./pe.ts";
 import type { PageTables } from "./paging.ts";
 import { appBase, PAGE, pebBase, thunksBase, thunksSize } from "./memory_map.ts";
-import { type CallDef, callsByName } from "../abi/calls.ts";
+import { type CallDef, calls, callsByName } from "../abi/calls.ts";
 import { writeWide } from "../abi/handlers/strings.ts";
 import { PROCESS_HEAP } from "../abi/handles.ts";
 import { FAULT_ENTRY_EXPORT, PEB_FAULT_ENTRY } from "./exception_frame.ts";
@@ -128,6 +129,8 @@ export function loadWindowsApp(
   files: ReadonlyMap<string, Uint8Array>,
   entryPath: string,
   limit: number,
+  /** DLLs the app loads by name (its manifest's special-call libraries): those it ships are loaded after the exe. */
+  libraries: readonly string[] = [],
 ): WindowsApp {
   const sources = importSources(files);
   const runtime = sources.runtimePath;
@@ -184,6 +187,8 @@ export function loadWindowsApp(
   const exe = place(fold(baseName(entryPath)), files.get(entryPath)!, entryPath);
   // Always there when shipped, so GetProcAddress finds its functions whether or not an import named them.
   const runtimeModule = runtime === undefined ? undefined : load(RUNTIME_DLL);
+  // pvx loads no code after boot: a LoadLibrary finds these already there, initialized with the rest.
+  for (const dll of libraries) if (sources.dlls.has(dll)) load(dll);
 
   // Each module's TLS callbacks and DllMain, dependencies first, then the exe's entry. A DllMain that
   // fails ends the app as Windows does, with STATUS_DLL_INIT_FAILED.
@@ -217,7 +222,13 @@ export function loadWindowsApp(
     m.image.exports.filter((e) => e.rva !== undefined && !e.forwarder).map((
       e,
     ) => [e.name ?? null, e.ordinal, m.base + e.rva!]);
-  const pvxExports = [...thunks.exports, ...runtimeModule ? dllExports(runtimeModule) : []];
+  thunks.exportEveryCall(calls);
+  // A lookup finds what an import of the name would bind to: a routine, then the runtime's export, then the call.
+  const pvxExports = [
+    ...thunks.routineExports,
+    ...runtimeModule ? dllExports(runtimeModule) : [],
+    ...thunks.callExports,
+  ];
   return {
     entry,
     start: appBase,

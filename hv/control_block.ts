@@ -333,7 +333,8 @@ export class ControlBlock {
         this.#w[at + MAIL_LAST_ERROR] = thread.lastError;
         if ("violation" in r) {
           const text = new Uint8Array(this.buffer, 4 * (at + MAIL_TEXT), MAIL_TEXT_BYTES).fill(0);
-          this.#text.encodeInto(r.violation.slice(0, MAIL_TEXT_BYTES / 4 - 1), text);
+          // Whole characters only, and a NUL left at the end.
+          this.#text.encodeInto(r.violation, text.subarray(0, MAIL_TEXT_BYTES - 1));
           this.#w[at + MAIL_RESULT] = VIOLATION;
         } else {
           this.#w[at + MAIL_RESULT] = r.interrupted ? INTERRUPTED : r.pageTableUpdates;

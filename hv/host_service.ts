@@ -80,7 +80,8 @@ export class HostService {
     this.#dispatcher = new Dispatcher(
       { bytes: ram.bytes, view: ram.view, pages, writes },
       handlers,
-      init.allowedCalls.filter((name) => name in handlers),
+      init.allowedCalls,
+      init.host.specialCalls && this.#host.special,
     );
   }
 

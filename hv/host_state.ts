@@ -10,6 +10,7 @@ import { win32Constants as W } from "../abi/win32.ts";
 import type { ConsoleIo, Host, ThreadStarter } from "../abi/host.ts";
 import type { SyncObjects, WaitControl } from "../abi/sync_objects.ts";
 import type { ModuleTable } from "../abi/handlers/modules.ts";
+import { type SpecialCallRules, SpecialCalls } from "../abi/special_calls.ts";
 import type { PageTables } from "../guest/paging.ts";
 import type { HostWrites } from "../abi/host_writes.ts";
 import { libc, stdinReady } from "../ffi/libc.ts";
@@ -33,7 +34,12 @@ export interface HostInit {
   virtual: { start: number; end: number };
   commandLineAddress: number;
   modules: ModuleTable;
+  /** A Windows app's: what its analysis saw and the manifest's policy. Without them a call outside the manifest stops the app. */
+  specialCalls?: SpecialCallRules;
 }
+
+/** What an app without rules (an ELF guest) gets: it has no dynamic lookups, and nothing unseen goes through. */
+const NO_SPECIAL_CALLS: SpecialCallRules = { policy: "stop", procs: [], libraries: [] };
 
 /** What a snapshot keeps of the host state beyond its HostInit: the bookkeeping that changed since boot. */
 export interface HostState {
@@ -120,6 +126,7 @@ export function createHost(
     environment: new Map(init.environment.map(([k, v]) => [k.toUpperCase(), v])),
     commandLineAddress: init.commandLineAddress,
     modules: init.modules,
+    special: new SpecialCalls(init.specialCalls ?? NO_SPECIAL_CALLS),
     console: processConsole(shared.waits, shared.onFirstRead),
     sync: shared.sync,
     threads: threads(memory),

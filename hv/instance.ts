@@ -246,6 +246,7 @@ export class Instance {
         missingImports: plan.windows?.missingImports ?? [],
         cpuid,
         allowedCalls: [...opts.allowedCalls],
+        specialCalls: opts.host.specialCalls,
         host: threaded ? undefined : opts.host,
         control: control.buffer,
         startedAt: opts.startedAt,

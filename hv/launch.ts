@@ -15,6 +15,7 @@ import { bootSregs } from "../guest/kernel.ts";
 import { unpackOverlay } from "../abi/overlay.ts";
 import { mapSnapshotChain } from "./snapshot_file.ts";
 import { resolve } from "node:path";
+import type { SpecialCallPolicy, SpecialCallRules } from "../abi/special_calls.ts";
 
 export interface LaunchOptions {
   args: readonly string[];
@@ -39,6 +40,8 @@ export interface LaunchOptions {
   ready?: InstanceOptions["ready"];
   /** Start with every vCPU parked, waiting for a resume (a migration's target, until its source lets go). */
   startPaused?: boolean;
+  /** A Windows app's special calls: another policy than its manifest's, and where to trace its lookups. */
+  specialCalls?: { policy?: SpecialCallPolicy; tracePath?: string };
 }
 
 export interface Launched {
@@ -60,7 +63,9 @@ export function symbolizer(elf: ElfImage): (address: number) => string {
 function guestApp(bundle: Bundle): { app: GuestApp; symbolize?: (address: number) => string } {
   const m = bundle.manifest;
   const bytes = bundle.entryBytes();
-  if (m.kind === "pe") return { app: { kind: "pe", files: bundle.files, entry: m.entry } };
+  if (m.kind === "pe") {
+    return { app: { kind: "pe", files: bundle.files, entry: m.entry, libraries: m.specialCalls.libraries } };
+  }
   const image = parseElf(bytes, `${m.name}:${m.entry}`);
   return { app: { kind: "elf", image, bytes }, symbolize: symbolizer(image) };
 }
@@ -105,7 +110,22 @@ export async function launchBundle(bundle: Bundle, opts: LaunchOptions): Promise
   }
 }
 
+/** What a Windows app's lookups may reach: the manifest's rules, under the run's policy and trace when given. */
+function specialCallRules(bundle: Bundle, opts: LaunchOptions): SpecialCallRules | undefined {
+  const m = bundle.manifest;
+  if (m.kind !== "pe") return undefined;
+  const { policy, procs, libraries } = m.specialCalls;
+  const tracePath = opts.specialCalls?.tracePath;
+  return {
+    policy: opts.specialCalls?.policy ?? policy,
+    procs,
+    libraries,
+    ...(tracePath === undefined ? {} : { tracePath: resolve(tracePath) }),
+  };
+}
+
 function runOptions(bundle: Bundle, boot: BootState, overlayDir: string, opts: LaunchOptions) {
+  const specialCalls = specialCallRules(bundle, opts);
   return {
     allowedCalls: bundle.manifest.allowedCalls,
     timeoutMs: opts.timeoutMs,
@@ -121,6 +141,7 @@ function runOptions(bundle: Bundle, boot: BootState, overlayDir: string, opts: L
       overlayDir,
       shares: [...opts.shares ?? []],
       limits: opts.limits ?? {},
+      ...(specialCalls ? { specialCalls } : {}),
     },
   };
 }

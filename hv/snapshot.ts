@@ -40,8 +40,8 @@ export interface BootState {
   threadStart?: number;
   /** GetTickCount64's zero, on the guest clock. */
   startedAt: number;
-  /** HostInit without what the restore supplies: the bundle's files, the overlay directory and the shares. */
-  host: Omit<HostInit, "bundleFiles" | "overlayDir" | "shares">;
+  /** HostInit without what the restore supplies: the bundle's files and special-call rules, the overlay directory, the shares. */
+  host: Omit<HostInit, "bundleFiles" | "overlayDir" | "shares" | "specialCalls">;
   /** The shares the app was run with; a restore must mount the same guest paths. */
   shares: ShareSpec[];
 }

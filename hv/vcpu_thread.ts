@@ -9,6 +9,7 @@ import type { HostInit, HostState } from "./host_state.ts";
 import type { GuestThreadsState } from "./guest_threads.ts";
 import type { VcpuState } from "./vcpu_state.ts";
 import type { SyncRef } from "../abi/sync_objects.ts";
+import type { SpecialCallRules } from "../abi/special_calls.ts";
 
 /** Guest RAM as another thread attaches to it: the mapping, and the bitmap of pages the host writes (HostWrites). */
 export interface SharedRam {
@@ -78,6 +79,8 @@ export interface VcpuInit {
   missingImports: string[];
   cpuid: CpuidEntry[];
   allowedCalls: string[];
+  /** The Windows app's special-call rules (hv/host_state.ts HostInit). */
+  specialCalls?: SpecialCallRules;
   /** Set when this vCPU serves the instance's shared-state calls itself (an app that cannot create threads). */
   host?: HostInit;
   control: SharedArrayBuffer;

@@ -15,6 +15,7 @@ import { HostWrites } from "../abi/host_writes.ts";
 import { faultFrameFields, faultFrameSize, kernelModeSregs, STAR, UPDATE_PAGE_TABLES } from "../guest/kernel.ts";
 import { pageTableUpdates, pebBase } from "../guest/memory_map.ts";
 import { AbiViolation, Dispatcher, type Thread } from "../abi/dispatch.ts";
+import { SpecialCalls } from "../abi/special_calls.ts";
 import type { ThreadContext } from "../abi/host.ts";
 import { threadHandlers } from "../abi/handlers/threads.ts";
 import { win32Constants } from "../abi/win32.ts";
@@ -196,7 +197,8 @@ function run(init: VcpuInit, control: ControlBlock, times: { firstExitAt?: numbe
   const own = new Dispatcher(
     { bytes: ram.bytes, view: ram.view, pages, writes },
     handlers,
-    init.allowedCalls.filter((name) => name in handlers),
+    init.allowedCalls,
+    init.specialCalls && new SpecialCalls(init.specialCalls),
   );
   const rip = () => vcpu.getRegs().rip;
   // A vCPU that ran an earlier thread may still cache translations from before page tables changed while it

@@ -5,6 +5,7 @@ import {
   BundleError,
   describeBundle,
   encodeBundle,
+  FORMAT_VERSION,
   HEADER_SIZE,
   type Manifest,
   MAX_MANIFEST_BYTES,
@@ -29,8 +30,8 @@ const APP = {
   abiVersion: 1,
   allowedCalls: ["write", "exit_group"],
   args: ["--greeting", "hi there"],
-} as const satisfies Omit<Manifest, "files" | "format">;
-const app = (): Omit<Manifest, "files" | "format"> => ({
+} as const satisfies Omit<Manifest, "files" | "format" | "dlls" | "specialCalls">;
+const app = (): Omit<Manifest, "files" | "format" | "dlls" | "specialCalls"> => ({
   ...APP,
   allowedCalls: [...APP.allowedCalls],
   args: [...APP.args],
@@ -52,9 +53,10 @@ function manifestOf(bundle: Uint8Array): { manifest: Manifest; end: number } {
 }
 
 /** A bundle with a header that correctly describes `manifestBytes`, so only what follows the hash is under test. */
-async function assemble(manifestBytes: Uint8Array, payload: Uint8Array): Promise<Uint8Array> {
+async function assemble(manifestBytes: Uint8Array, payload: Uint8Array, version = FORMAT_VERSION): Promise<Uint8Array> {
   const out = new Uint8Array(HEADER_SIZE + manifestBytes.length + payload.length);
   out.set(text("PVXBNDL\0"));
+  new DataView(out.buffer).setUint32(8, version, true);
   new DataView(out.buffer).setUint32(12, manifestBytes.length, true);
   out.set(new Uint8Array(await crypto.subtle.digest("SHA-256", manifestBytes.slice())), 16);
   out.set(manifestBytes, HEADER_SIZE);
@@ -95,6 +97,19 @@ function tmpEntries(dir: string): string[] {
   return [...Deno.readDirSync(dir)].map((e) => e.name).filter((n) => n.includes(".tmp"));
 }
 
+Deno.test("a v0 bundle reads as v1 with no DLL origins and every special call allowed, as v0 ran it", async () => {
+  const bundle = await sampleBundle();
+  const { manifest, end } = manifestOf(bundle);
+  const { dlls: _, specialCalls: __, ...v0 } = { ...manifest, format: 0 };
+  const b = await parseBundle(await assemble(text(JSON.stringify(v0)), bundle.subarray(end), 0), "v0.pvx");
+  assert.deepEqual(b.manifest, { ...manifest, dlls: [], specialCalls: { ...manifest.specialCalls, policy: "allow" } });
+  await assert.rejects(
+    parseBundle(await assemble(text(JSON.stringify(v0)), bundle.subarray(end), 1), "mixed.pvx"),
+    (e) =>
+      e instanceof BundleError && e.message.includes("manifest.format: 0 differs from the header's format version 1"),
+  );
+});
+
 Deno.test("encode, write, read gives back the same manifest and files", async () => {
   const dir = await Deno.makeTempDir();
   try {
@@ -102,8 +117,9 @@ Deno.test("encode, write, read gives back the same manifest and files", async ()
     await writeBundle(path, await sampleBundle());
     const b = await readBundle(path);
     assert.deepEqual(b.manifest, {
-      format: 0,
+      format: 1,
       ...app(),
+      ...NO_WINDOWS,
       files: await Promise.all(FILES.map(async (f) => ({
         path: f.path,
         size: f.bytes.length,
@@ -199,9 +215,9 @@ Deno.test("header refusals", async (t) => {
   await t.step(
     "unsupported version",
     () =>
-      assertRefused(patched(8, (v) => v.setUint32(0, 1, true)), {
+      assertRefused(patched(8, (v) => v.setUint32(0, 2, true)), {
         offset: 8,
-        reason: "format version 1 is not supported",
+        reason: "format version 2 is not supported",
       }),
   );
   await t.step(
@@ -319,10 +335,15 @@ Deno.test("every truncation of a bundle is refused", async () => {
   }
 });
 
+/** What encodeBundle gives a manifest that says nothing of DLLs or special calls. */
+const NO_WINDOWS = { dlls: [], specialCalls: { policy: "deny", procs: [], libraries: [], files: [] } } as const;
+
 function validManifest(): Manifest {
   return {
-    format: 0,
+    format: 1,
     ...app(),
+    dlls: [],
+    specialCalls: { policy: "deny", procs: [], libraries: [], files: [] },
     files: [
       { path: "bin/hello", size: 1, sha256: "a".repeat(64) },
       { path: "lib/libc.so", size: 2, sha256: "b".repeat(64) },
@@ -335,7 +356,54 @@ const SCHEMA_CASES: [string, (m: Record<string, unknown> & Manifest) => unknown,
   ["not an object", () => [], "manifest: must be an object, got an array"],
   ["unknown field", (m) => ({ ...m, signature: "x" }), 'manifest: unknown field "signature"'],
   ["missing field", ({ args: _, ...m }) => m, "manifest.args: missing"],
-  ["format", (m) => ({ ...m, format: 1 }), "manifest.format: must be 0, got 1"],
+  ["format", (m) => ({ ...m, format: 2 }), "manifest.format: must be 0 or 1, got 2"],
+  ["v0 with a v1 field", (m) => ({ ...m, format: 0 }), 'manifest: unknown field "dlls"'],
+  ["dlls missing", ({ dlls: _, ...m }) => m, "manifest.dlls: missing"],
+  [
+    "DLL not among the files",
+    (m) => ({ ...m, dlls: [{ path: "msvcrt.dll", from: "/x/msvcrt.dll" }] }),
+    'manifest.dlls[0].path: "msvcrt.dll" is not a path in manifest.files',
+  ],
+  [
+    "DLL from nowhere",
+    (m) => ({ ...m, dlls: [{ path: "data/x", from: "" }] }),
+    "manifest.dlls[0].from: must not be empty",
+  ],
+  [
+    "DLL twice",
+    (m) => ({ ...m, dlls: [{ path: "data/x", from: "a" }, { path: "data/x", from: "b" }] }),
+    'manifest.dlls.path[1]: "data/x" repeats manifest.dlls.path[0]',
+  ],
+  [
+    "special-call policy",
+    (m) => ({ ...m, specialCalls: { ...m.specialCalls, policy: "ask" } }),
+    'manifest.specialCalls.policy: must be one of "deny", "allow", "stop", got "ask"',
+  ],
+  [
+    "proc without a module",
+    (m) => ({ ...m, specialCalls: { ...m.specialCalls, procs: ["FlsAlloc"] } }),
+    'manifest.specialCalls.procs[0]: must be "module!function", got "FlsAlloc"',
+  ],
+  [
+    "proc of an upper-case module",
+    (m) => ({ ...m, specialCalls: { ...m.specialCalls, procs: ["KERNEL32.dll!FlsAlloc"] } }),
+    "manifest.specialCalls.procs[0]: must be a lower-case file name",
+  ],
+  [
+    "library with a path",
+    (m) => ({ ...m, specialCalls: { ...m.specialCalls, libraries: ["c:\\x.dll"] } }),
+    "manifest.specialCalls.libraries[0]: must be a lower-case file name",
+  ],
+  [
+    "library twice",
+    (m) => ({ ...m, specialCalls: { ...m.specialCalls, libraries: ["a.dll", "a.dll"] } }),
+    'manifest.specialCalls.libraries[1]: "a.dll" repeats manifest.specialCalls.libraries[0]',
+  ],
+  [
+    "special-call field unknown",
+    (m) => ({ ...m, specialCalls: { ...m.specialCalls, calls: [] } }),
+    'manifest.specialCalls: unknown field "calls"',
+  ],
   ["empty name", (m) => ({ ...m, name: "" }), "manifest.name: must be 1..64"],
   ["long name", (m) => ({ ...m, name: "a".repeat(65) }), "manifest.name: must be 1..64"],
   ["name with a slash", (m) => ({ ...m, name: "a/b" }), "manifest.name: must be 1..64"],
@@ -569,7 +637,7 @@ const fuzzManifest = fc.array(
 ).chain((files) =>
   fc.tuple(
     fc.record({
-      format: mostly(fc.constant(0)),
+      format: mostly(fc.constant(1), fc.oneof(fc.constant(0), fc.anything())),
       name: mostly(fc.stringMatching(/^[A-Za-z0-9._-]{1,64}$/), fc.oneof(fc.string({ maxLength: 70 }), fc.anything())),
       entry: mostly(fc.constantFrom(...files.map((f) => (f as { path?: unknown })?.path), "bin/app"), fuzzPath),
       kind: mostly(fc.constantFrom("elf", "pe"), fc.oneof(fc.constantFrom("ELF", ""), fc.anything())),
@@ -581,6 +649,23 @@ const fuzzManifest = fc.array(
       ),
       args: mostly(fc.array(fc.string({ unit: "binary" }))),
       files: mostly(fc.constant(files)),
+      dlls: mostly(fc.array(
+        mostly(fc.record({
+          path: mostly(fc.constantFrom(...files.map((f) => (f as { path?: unknown })?.path), "x.dll")),
+          from: mostly(fc.constantFrom("/usr/lib/x.dll", "pvx"), fc.constantFrom("", 1)),
+        })),
+        { maxLength: 2 },
+      )),
+      specialCalls: mostly(fc.record({
+        policy: mostly(fc.constantFrom("deny", "allow", "stop")),
+        procs: mostly(
+          fc.array(fc.constantFrom("kernel32.dll!FlsAlloc", "msvcrt.dll!#12", "A.dll!x", "a/b!x", "x", "a!"), {
+            maxLength: 3,
+          }),
+        ),
+        libraries: mostly(fc.array(fc.constantFrom("msvcrt.dll", "MSVCRT.DLL", "", "a\\b"), { maxLength: 3 })),
+        files: mostly(fc.array(fc.string(), { maxLength: 2 })),
+      })),
     }),
     sometimes(fc.constantFrom(...Object.keys(validManifest()))),
     sometimes(fc.tuple(fc.string(), fc.anything())),

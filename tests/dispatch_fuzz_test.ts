@@ -9,6 +9,7 @@ import assert from "node:assert/strict";
 import fc from "fast-check";
 import { type CallDef, calls, callsByNr } from "../abi/calls.ts";
 import { AbiViolation, Dispatcher, type Thread } from "../abi/dispatch.ts";
+import { SpecialCalls } from "../abi/special_calls.ts";
 import { HandleTable } from "../abi/handles.ts";
 import { hostHandlers } from "../abi/host.ts";
 import { FileView } from "../abi/fileview.ts";
@@ -229,6 +230,7 @@ Deno.test("random hypercall frames never crash the host nor touch memory they mu
       memory,
       environment: new Map([["HOME", "C:\\"]]),
       commandLineAddress: data.start,
+      special: new SpecialCalls({ policy: "allow", procs: [], libraries: [] }, () => {}),
       modules: { exe: text.start, modules: [["kernel32.dll", 0xc0000, [["GetLastError", 0, 0xc0000]]]] },
       console: { write: (_s, b) => written.push(b.slice()), read: () => 0 },
       sync: control.sync,

@@ -9,6 +9,7 @@ import assert from "node:assert/strict";
 import fc from "fast-check";
 import { callsByName, FIND_DATA_SIZE } from "../abi/calls.ts";
 import { Dispatcher, type Thread } from "../abi/dispatch.ts";
+import { SpecialCalls } from "../abi/special_calls.ts";
 import { SYNC_BYTES, SyncObjects } from "../abi/sync_objects.ts";
 import { HandleTable } from "../abi/handles.ts";
 import { hostHandlers } from "../abi/host.ts";
@@ -118,6 +119,7 @@ class Real {
       environment: new Map(),
       modules: { exe: USER.start, modules: [] },
       commandLineAddress: SCRATCH,
+      special: new SpecialCalls({ policy: "stop", procs: [], libraries: [] }, () => {}),
       console: { write: () => assert.fail("a file call reached the console"), read: () => 0 },
       sync: new SyncObjects(new SharedArrayBuffer(SYNC_BYTES)),
       threads: { create: () => assert.fail("a file call created a thread"), resume: () => undefined },

@@ -115,7 +115,10 @@ Deno.test("a default mingw exe's bundle carries its system DLLs: it runs with th
   await Deno.mkdir(source);
   await Deno.copyFile(`${WINE_DLL_DIR}/msvcrt.dll`, `${source}/msvcrt.dll`);
   const analysed = await pvxCli(["analyse", exe, "--dll-dir", source]);
-  assert.match(analysed.stdout, new RegExp(`^bundles msvcrt\\.dll from ${source}/msvcrt\\.dll \\(system\\)$`, "m"));
+  assert.match(
+    analysed.stdout,
+    new RegExp(`^bundles msvcrt\\.dll from ${source}/msvcrt\\.dll \\(system\\), sha256 [0-9a-f]{64}$`, "m"),
+  );
   assert.match(analysed.stdout, /^bundles pvxrt\.dll from pvx/m);
   assert.match(analysed.stdout, /^kernel32\/ntdll coverage: \d+ of \d+ imports implemented \(\d+\.\d%\)$/m);
   assert.match(analysed.stdout, /hello\.exe imports msvcrt\.dll:\n( {2}\w+ +\w+\n)* {2}shipped +vfprintf\n/);
@@ -152,18 +155,113 @@ Deno.test("a fault a default mingw exe does not handle ends it with pvx's report
 Deno.test("a shipped DLL loads, DllMain runs, imports bind by name and ordinal, GetProcAddress finds exports", async () => {
   const exe = await buildExeWithDll(await Deno.makeTempDir({ dir }));
   const underWine = await wine(exe, await Deno.makeTempDir({ dir }));
-  const underPvx = await pvxRun(exe, await Deno.makeTempDir({ dir }));
+  // What the exe's bytes name is seen; the ordinal and the names made at run time take a trace.
+  const work = await Deno.makeTempDir({ dir }), trace = `${work}/useadder.trace`;
+  const analysed = await pvxCli(["analyse", "--trace", "-o", trace, exe]);
+  assert.equal(analysed.code, 0, analysed.stderr);
+  for (
+    const line of [
+      "adder.dll!#5",
+      "kernel32.dll!QueryPerformanceFrequency",
+      "adder.dll!nope (not found)",
+      "nowhere.dll (not in the bundle)",
+    ]
+  ) assert.ok(analysed.stdout.split("\n").includes(`  ${line}`), line);
+  const packed = await pvxCli(["pack", "--trace", trace, exe, "-o", `${work}/useadder.pvx`]);
+  assert.equal(packed.code, 0, packed.stderr);
+  const underPvx = await pvxCli(["run", `${work}/useadder.pvx`]);
   for (
     const line of [
       "add(2, 3) after DllMain ran = 5",
       "mul(6, 7) by ordinal = 42",
       "GetProcAddress(adder, #5)(3, 4) = 12",
+      "GetProcAddress(kernel32, a name made at run time) works = 1",
     ]
   ) {
     assert.ok(underPvx.stdout.includes(`  ${line}\n`), line);
   }
   assert.equal(underPvx.stdout, underWine.stdout);
+  assert.equal(underPvx.stderr, "");
   assert.equal(underPvx.code, 0);
+  const inspected = await pvxCli(["inspect", `${work}/useadder.pvx`]);
+  assert.match(inspected.stdout, /^special calls: deny, /m);
+  assert.match(inspected.stdout, /^ {2}adder\.dll {2}\/.*\/adder\.dll$/m);
+});
+
+Deno.test("special calls: what the analysis never saw is denied, allowed or stops the app, as the policy says", async (t) => {
+  const exe = await buildExeWithDll(await Deno.makeTempDir({ dir }));
+  const underWine = await wine(exe, await Deno.makeTempDir({ dir }));
+  const unseen = (what: string) => `pvx: special call: ${what}, which the bundle's analysis never saw`;
+  const ordinal = "GetProcAddress(adder.dll, #5)", qpf = "GetProcAddress(kernel32.dll, QueryPerformanceFrequency)";
+  const library = "LoadLibrary(nowhere.dll)";
+
+  await t.step(
+    "deny, the default: the Win32 error the app would get for something absent, and a log line",
+    async () => {
+      const ran = await pvxRun(exe, await Deno.makeTempDir({ dir }));
+      assert.equal(ran.code, 0);
+      const expected = underWine.stdout
+        .replace("GetProcAddress(adder, #5)(3, 4) = 12", "GetProcAddress(adder, #5)(3, 4) = -1")
+        .replace("a name made at run time) works = 1", "a name made at run time) works = 0");
+      assert.notEqual(expected, underWine.stdout);
+      assert.equal(ran.stdout, expected);
+      assert.equal(
+        ran.stderr,
+        [
+          `${unseen(ordinal)}, denied (Win32 error 127; pvx analyse --trace records it)`,
+          `${unseen(qpf)}, denied (Win32 error 127; pvx analyse --trace records it)`,
+          `${unseen(library)}, denied (Win32 error 126; pvx analyse --trace records it)`,
+          "",
+        ].join("\n"),
+      );
+    },
+  );
+
+  await t.step(
+    "allow: the app runs as under Wine, each one logged and traced, the call beyond the manifest too",
+    async () => {
+      const trace = `${await Deno.makeTempDir({ dir })}/trace`;
+      const ran = await pvxRun(exe, await Deno.makeTempDir({ dir }), ["--special-calls", "allow", "--trace", trace]);
+      assert.equal(ran.code, 0);
+      assert.equal(ran.stdout, underWine.stdout);
+      const allowed = (what: string) => `${unseen(what)}, allowed and recorded`;
+      assert.equal(
+        ran.stderr,
+        [allowed(ordinal), allowed(qpf), allowed("hypercall QueryPerformanceFrequency"), allowed(library), ""].join(
+          "\n",
+        ),
+      );
+      const events = (await Deno.readTextFile(trace)).trim().split("\n").map((l) => JSON.parse(l));
+      for (
+        const e of [
+          { kind: "proc", module: "adder.dll", name: "#5", found: true },
+          { kind: "call", name: "QueryPerformanceFrequency" },
+          { kind: "library", name: "nowhere.dll", found: false },
+        ]
+      ) assert.ok(events.some((x) => JSON.stringify(x) === JSON.stringify(e)), JSON.stringify(e));
+    },
+  );
+
+  await t.step("stop: the app ends at the first one, which the report names", async () => {
+    const ran = await pvxRun(exe, await Deno.makeTempDir({ dir }), ["--special-calls", "stop"]);
+    assert.equal(ran.code, EXIT_GUEST_FAILED);
+    assert.ok(ran.stdout.endsWith("GetProcAddress(adder, add)(20, 22) = 42\n"), ran.stdout);
+    assert.match(
+      ran.stderr,
+      /^pvx: useadder was stopped on thread \d+ \(vCPU \d+\) at RIP 0x[0-9a-f]+ <[^>]+> by a special call: GetProcAddress\(adder\.dll, #5\), which the bundle's analysis never saw; the policy is stop\n$/,
+    );
+  });
+
+  await t.step("a pack's policy is the bundle's, and a run may override it", async () => {
+    const bundle = `${await Deno.makeTempDir({ dir })}/useadder.pvx`;
+    assert.equal((await pvxCli(["pack", "--special-calls", "stop", exe, "-o", bundle])).code, 0);
+    assert.equal((await pvxCli(["run", bundle])).code, EXIT_GUEST_FAILED);
+    const allowed = await pvxCli(["run", "--special-calls", "allow", bundle]);
+    assert.equal(allowed.stdout, underWine.stdout);
+    const bad = await pvxCli(["pack", "--special-calls", "ask", exe, "-o", bundle]);
+    assert.equal(bad.code, 2);
+    assert.match(bad.stderr, /--special-calls "ask": expected one of deny, allow, stop/);
+  });
 });
 
 Deno.test("pvx run app.exe packs it once into the bundle cache and reuses it", async () => {

@@ -1,4 +1,4 @@
-// The `.pvx` bundle, format v0: one app (an executable entry plus the files it
+// The `.pvx` bundle, format v1: one app (an executable entry plus the files it
 // needs) and a JSON manifest saying how to run it. Layout and rationale are in
 // docs/bundle.md. Every byte of a bundle is either header, hashed manifest, or
 // a hashed entry at an offset derived from the manifest, so a reader never has
@@ -7,9 +7,12 @@
 import { describeValue } from "../hv/describe_value.ts";
 import { maxMemory, MiB, minMemory } from "../guest/memory_map.ts";
 import { writeBytesAtomically } from "../hv/atomic_file.ts";
+import { SPECIAL_CALL_POLICIES, type SpecialCallPolicy } from "../abi/special_calls.ts";
 
 export const MAGIC = new TextEncoder().encode("PVXBNDL\0");
-export const FORMAT_VERSION = 0;
+export const FORMAT_VERSION = 1;
+/** v0 had no DLL provenance and no special calls; it reads as v1 with none of either (docs/bundle.md). */
+const OLDEST_READABLE_VERSION = 0;
 export const HEADER_SIZE = 48;
 /** The manifest is parsed as JSON in one piece, so its size is what bounds that work. */
 export const MAX_MANIFEST_BYTES = 1 << 20;
@@ -38,8 +41,27 @@ export interface ManifestFile {
   sha256: string;
 }
 
+/** Where a system DLL in the bundle came from, as the packer found it. */
+export interface DllOrigin {
+  /** Its path among `files`. */
+  path: string;
+  /** The host file it was copied from, or "pvx" for pvx's own runtime. */
+  from: string;
+}
+
+/** What a Windows app reaches besides its static imports, and what happens to the rest (abi/special_calls.ts). */
+export interface SpecialCallManifest {
+  policy: SpecialCallPolicy;
+  /** "module!function" (module in lower case, "#N" for an ordinal) its code names or a traced run looked up. */
+  procs: string[];
+  /** DLL names, lower case, its code names or a traced run tried to load. */
+  libraries: string[];
+  /** Paths a traced run opened, as the app spelled them: what its analysis saw, for a reader. */
+  files: string[];
+}
+
 export interface Manifest {
-  format: 0;
+  format: typeof FORMAT_VERSION;
   name: string;
   /** Path of the executable among `files`. */
   entry: string;
@@ -51,7 +73,13 @@ export interface Manifest {
   args: string[];
   /** In the order their bytes follow the manifest. */
   files: ManifestFile[];
+  /** A Windows app's system DLLs (and pvx's runtime), with where each came from. */
+  dlls: DllOrigin[];
+  specialCalls: SpecialCallManifest;
 }
+
+/** What a bundle without special-call rules (v0) gets: every lookup answered, as v0 did, each with a log line. */
+const V0_SPECIAL_CALLS: SpecialCallManifest = { policy: "allow", procs: [], libraries: [], files: [] };
 
 /** A bundle that is malformed, corrupt or inconsistent, and where the problem was found. */
 export class BundleError extends Error {
@@ -68,8 +96,23 @@ export interface Bundle {
   entryBytes(): Uint8Array;
 }
 
-const MANIFEST_FIELDS = ["format", "name", "entry", "kind", "memoryMiB", "abiVersion", "allowedCalls", "args", "files"];
+const V0_MANIFEST_FIELDS = [
+  "format",
+  "name",
+  "entry",
+  "kind",
+  "memoryMiB",
+  "abiVersion",
+  "allowedCalls",
+  "args",
+  "files",
+];
+const MANIFEST_FIELDS = [...V0_MANIFEST_FIELDS, "dlls", "specialCalls"];
 const FILE_FIELDS = ["path", "size", "sha256"];
+const DLL_FIELDS = ["path", "from"];
+const SPECIAL_CALL_FIELDS = ["policy", "procs", "libraries", "files"];
+/** "module!function" or "module!#ordinal": a file name without a path, and an export's name. */
+const PROC_PATTERN = /^[^\\/!\0]+![^\0]+$/;
 
 /**
  * Paths are compared the way a Windows app would see them. Folding through both
@@ -81,9 +124,10 @@ function foldCase(path: string): string {
 }
 
 /**
- * Checks a parsed manifest against every rule of format v0 and returns a fresh
- * copy of it. Unknown fields are refused: a v0 reader that skipped a field a
- * newer writer relies on would run the app wrongly, so new fields need a new format.
+ * Checks a parsed manifest against every rule of its format (v0 or v1) and
+ * returns a fresh v1 copy of it. Unknown fields are refused: a reader that
+ * skipped a field a newer writer relies on would run the app wrongly, so new
+ * fields need a new format.
  */
 export function validateManifest(value: unknown, file: string): Manifest {
   const fail = (field: string, problem: string): never => {
@@ -140,9 +184,14 @@ export function validateManifest(value: unknown, file: string): Manifest {
     return p;
   };
 
-  const m = record(value, "manifest", MANIFEST_FIELDS);
-
-  if (m.format !== FORMAT_VERSION) fail("manifest.format", `must be ${FORMAT_VERSION}, got ${describeValue(m.format)}`);
+  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+    fail("manifest", `must be an object, got ${describeValue(value)}`);
+  }
+  const format = (value as { format?: unknown }).format;
+  if (format !== FORMAT_VERSION && format !== OLDEST_READABLE_VERSION) {
+    fail("manifest.format", `must be ${OLDEST_READABLE_VERSION} or ${FORMAT_VERSION}, got ${describeValue(format)}`);
+  }
+  const m = record(value, "manifest", format === FORMAT_VERSION ? MANIFEST_FIELDS : V0_MANIFEST_FIELDS);
 
   const name = string(m.name, "manifest.name");
   if (name.length < 1 || name.length > MAX_NAME_CHARS || !NAME_PATTERN.test(name)) {
@@ -202,6 +251,57 @@ export function validateManifest(value: unknown, file: string): Manifest {
     );
   }
 
+  const unique = (list: string[], field: string) =>
+    list.forEach((item, i) => {
+      const first = list.indexOf(item);
+      if (first !== i) fail(`${field}[${i}]`, `${describeValue(item)} repeats ${field}[${first}]`);
+    });
+
+  const dlls = format === OLDEST_READABLE_VERSION ? [] : array(m.dlls, "manifest.dlls").map((entry, i): DllOrigin => {
+    const field = `manifest.dlls[${i}]`;
+    const d = record(entry, field, DLL_FIELDS);
+    const p = string(d.path, `${field}.path`);
+    if (!files.some((f) => f.path === p)) fail(`${field}.path`, `${describeValue(p)} is not a path in manifest.files`);
+    const from = string(d.from, `${field}.from`);
+    if (from === "") fail(`${field}.from`, "must not be empty");
+    return { path: p, from };
+  });
+  unique(dlls.map((d) => d.path), "manifest.dlls.path");
+
+  let specialCalls = V0_SPECIAL_CALLS;
+  if (format === FORMAT_VERSION) {
+    const s = record(m.specialCalls, "manifest.specialCalls", SPECIAL_CALL_FIELDS);
+    const policy = s.policy as SpecialCallPolicy;
+    if (!SPECIAL_CALL_POLICIES.includes(policy)) {
+      fail(
+        "manifest.specialCalls.policy",
+        `must be one of ${SPECIAL_CALL_POLICIES.map((p) => `"${p}"`).join(", ")}, got ${describeValue(policy)}`,
+      );
+    }
+    const names = (key: string, check: (v: string) => string | undefined) => {
+      const field = `manifest.specialCalls.${key}`;
+      const list = array(s[key], field).map((v, i) => {
+        const item = string(v, `${field}[${i}]`);
+        const problem = check(item);
+        if (problem) fail(`${field}[${i}]`, `${problem}, got ${describeValue(item)}`);
+        return item;
+      });
+      unique(list, field);
+      return list;
+    };
+    const lowerFile = (v: string) =>
+      v === "" || v !== v.toLowerCase() || /[\\/\0]/.test(v) ? "must be a lower-case file name" : undefined;
+    specialCalls = {
+      policy,
+      procs: names("procs", (v) => {
+        if (!PROC_PATTERN.test(v)) return 'must be "module!function"';
+        return lowerFile(v.slice(0, v.indexOf("!")));
+      }),
+      libraries: names("libraries", lowerFile),
+      files: names("files", (v) => v === "" || v.includes("\0") ? "must be a path without NUL" : undefined),
+    };
+  }
+
   return {
     format: FORMAT_VERSION,
     name,
@@ -212,6 +312,13 @@ export function validateManifest(value: unknown, file: string): Manifest {
     allowedCalls,
     args,
     files,
+    dlls,
+    specialCalls: {
+      ...specialCalls,
+      procs: [...specialCalls.procs],
+      libraries: [...specialCalls.libraries],
+      files: [...specialCalls.files],
+    },
   };
 }
 
@@ -270,8 +377,11 @@ async function parseOwnedBytes(bytes: Uint8Array<ArrayBuffer>, file: string): Pr
 
   const header = new DataView(bytes.buffer, bytes.byteOffset, HEADER_SIZE);
   const version = header.getUint32(VERSION_OFFSET, true);
-  if (version !== FORMAT_VERSION) {
-    fail(VERSION_OFFSET, `format version ${version} is not supported (this reader knows ${FORMAT_VERSION})`);
+  if (version !== FORMAT_VERSION && version !== OLDEST_READABLE_VERSION) {
+    fail(
+      VERSION_OFFSET,
+      `format version ${version} is not supported (this reader knows ${OLDEST_READABLE_VERSION}..${FORMAT_VERSION})`,
+    );
   }
 
   const manifestLength = header.getUint32(MANIFEST_LENGTH_OFFSET, true);
@@ -310,6 +420,10 @@ async function parseOwnedBytes(bytes: Uint8Array<ArrayBuffer>, file: string): Pr
     return fail(HEADER_SIZE, `manifest is not valid JSON: ${(e as Error).message}`);
   }
   const manifest = validateManifest(manifestValue, file);
+  const manifestVersion = (manifestValue as { format: number }).format;
+  if (manifestVersion !== version) {
+    fail(HEADER_SIZE, `manifest.format: ${manifestVersion} differs from the header's format version ${version}`);
+  }
 
   const files = new Map<string, Uint8Array>();
   let offset = manifestEnd;
@@ -344,7 +458,9 @@ export async function readBundle(path: string): Promise<Bundle> {
 
 /** Builds a bundle from `files` in the given order; refuses anything parseBundle would. */
 export async function encodeBundle(
-  manifest: Omit<Manifest, "files" | "format">,
+  manifest:
+    & Omit<Manifest, "files" | "format" | "dlls" | "specialCalls">
+    & Partial<Pick<Manifest, "dlls" | "specialCalls">>,
   files: { path: string; bytes: Uint8Array }[],
 ): Promise<Uint8Array> {
   const contents = files.map((f) => f.bytes.slice());
@@ -360,6 +476,8 @@ export async function encodeBundle(
     files: await Promise.all(
       files.map(async (f, i) => ({ path: f.path, size: contents[i].length, sha256: await sha256Hex(contents[i]) })),
     ),
+    dlls: manifest.dlls ?? [],
+    specialCalls: manifest.specialCalls ?? { policy: "deny", procs: [], libraries: [], files: [] },
   };
   // Checked before serialising so errors show the caller's values (NaN, not the null JSON would make of it). A
   // manifest that passes holds only strings, safe integers and arrays of them, which JSON carries unchanged.
@@ -405,6 +523,22 @@ function displayPath(path: string): string {
   return /^[\p{L}\p{N}\p{P}\p{S}]+$/u.test(path) && !path.includes('"') ? path : JSON.stringify(path);
 }
 
+const LINE_WIDTH = 100;
+
+/** `title` and the items, comma-separated, in lines of at most LINE_WIDTH characters where the items allow. */
+function wrappedList(title: string, items: readonly string[]): string[] {
+  if (items.length === 0) return [`${title}(none)`];
+  const indent = " ".repeat(4);
+  const lines = [title];
+  items.map(displayPath).forEach((item, i) => {
+    const text = i < items.length - 1 ? `${item},` : item;
+    const last = lines.length - 1;
+    if (lines[last].length + 1 + text.length > LINE_WIDTH && lines[last] !== title) lines.push(indent + text);
+    else lines[last] += (lines[last] === title ? "" : " ") + text;
+  });
+  return lines;
+}
+
 /** The human-readable summary `pvx inspect` prints. */
 export function describeBundle(b: Bundle): string {
   const m = b.manifest;
@@ -424,6 +558,17 @@ export function describeBundle(b: Bundle): string {
       `${f.path === m.entry ? "*" : " "} ${formatSize(f.size).padStart(sizeWidth)}  ${f.sha256}  ${displayPath(f.path)}`
     ),
   ];
+  if (m.kind === "pe") {
+    const sc = m.specialCalls;
+    lines.push(
+      `DLLs:          ${m.dlls.length}${m.dlls.length ? " (path, then where it came from)" : ""}`,
+      ...m.dlls.map((d) => `  ${displayPath(d.path)}  ${displayPath(d.from)}`),
+      `special calls: ${sc.policy}, for a lookup or DLL load beyond these`,
+      ...wrappedList(`  looked up (${sc.procs.length}): `, sc.procs),
+      ...wrappedList(`  loaded (${sc.libraries.length}): `, sc.libraries),
+      ...wrappedList(`  opened (${sc.files.length}): `, sc.files),
+    );
+  }
   return lines.join("\n");
 }
 

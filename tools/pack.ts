@@ -2,15 +2,17 @@
 // with the DLLs beside it, packed with a manifest that allows exactly the calls
 // it uses; and the cache of bundles that `pvx run app.exe` packs on the fly.
 
-import { basename, dirname, join } from "node:path";
-import { DEFAULT_MEMORY_MIB, encodeBundle, isPe, writeBundle } from "./bundle.ts";
+import { basename, dirname, join, resolve } from "node:path";
+import { DEFAULT_MEMORY_MIB, encodeBundle, isPe, type Manifest, writeBundle } from "./bundle.ts";
 import { parseElf } from "../guest/elf.ts";
 import { parsePe } from "../guest/pe.ts";
 import { ABI_VERSION, callsByName } from "../abi/calls.ts";
 import { analysePe, callsUsedByElf } from "./analyse.ts";
-import { apiSetHost, isPvxDll, RUNTIME_DLL } from "../guest/windows.ts";
+import { apiSetHost, importSources, isPvxDll, RUNTIME_DLL } from "../guest/windows.ts";
 import { win32Runtime } from "./win32_runtime.ts";
 import { cacheRoot } from "./cache_dir.ts";
+import type { SpecialCallPolicy } from "../abi/special_calls.ts";
+import { callsOfProcs, mergeTrace, namedInCode, noDynamicImports, readTrace } from "./dynamic_imports.ts";
 
 export interface PackOptions {
   name?: string;
@@ -21,6 +23,10 @@ export interface PackOptions {
   allowMissing: boolean;
   /** Where system DLLs come from (default WINE_DLL_DIR). */
   dllDir?: string;
+  /** A Windows app's special-call policy (default deny). */
+  specialCalls?: SpecialCallPolicy;
+  /** Trace files of runs of the app (`pvx run --trace`), merged into what its manifest lets it reach. */
+  traces?: readonly string[];
 }
 
 /** What `pvx pack` does without options, and what `pvx run app.exe` packs with. */
@@ -60,26 +66,32 @@ async function dllNames(dir: string): Promise<Map<string, string>> {
  * The DLLs a Windows exe needs, the transitive closure of its imports: each
  * from beside the exe when it is there (Windows looks there first), else from
  * the DLL source; then pvx's runtime DLL. kernel32, ntdll and the core API
- * sets are pvx's own and never taken.
+ * sets are pvx's own and never taken. `loaded`: DLLs the app loads by name,
+ * taken with their closures when a source has them.
  */
-export async function windowsDlls(exePath: string, exe: Uint8Array, dllDir = WINE_DLL_DIR): Promise<BundledDll[]> {
+export async function windowsDlls(
+  exePath: string,
+  exe: Uint8Array,
+  dllDir = WINE_DLL_DIR,
+  loaded: Iterable<string> = [],
+): Promise<BundledDll[]> {
   const dirs = [
     { dir: dirname(exePath), names: await dllNames(dirname(exePath)), source: "app" as const },
     { dir: dllDir, names: await dllNames(dllDir), source: "system" as const },
   ];
   const found: BundledDll[] = [];
-  const queue = [parsePe(exe, exePath)];
+  const queue = [parsePe(exe, exePath).imports.map((i) => i.dll), [...loaded]];
   while (queue.length) {
-    for (const imp of queue.pop()!.imports) {
-      const wanted = apiSetHost(imp.dll);
+    for (const dll of queue.pop()!) {
+      const wanted = apiSetHost(dll);
       if (isPvxDll(wanted) || found.some((f) => f.path.toLowerCase() === wanted)) continue;
       const at = dirs.find((d) => d.names.has(wanted));
       if (!at) continue; // the analysis reports it missing
       const name = at.names.get(wanted)!;
-      const from = join(at.dir, name);
+      const from = resolve(at.dir, name);
       const bytes = await Deno.readFile(from);
       found.push({ path: name, bytes, from, source: at.source });
-      queue.push(parsePe(bytes, from));
+      queue.push(parsePe(bytes, from).imports.map((i) => i.dll));
     }
   }
   found.push({ path: RUNTIME_DLL, bytes: await win32Runtime(), from: "pvx (guest/win32rt)", source: "system" });
@@ -97,11 +109,15 @@ export async function packApp(entryPath: string, o: PackOptions): Promise<Uint8A
     files.push({ path: colon < 0 ? basename(spec) : spec.slice(colon + 1), bytes: await Deno.readFile(host) });
   }
   let allowedCalls: string[];
+  let windows: Pick<Manifest, "dlls" | "specialCalls"> | undefined;
   const kind = isPe(entryBytes) ? "pe" : "elf";
   if (kind === "pe") {
-    const dlls = await windowsDlls(entryPath, entryBytes, o.dllDir);
+    const traced = noDynamicImports(), tracedCalls = new Set<string>();
+    for (const trace of o.traces ?? []) mergeTrace(traced, await readTrace(trace), tracedCalls);
+    const dlls = await windowsDlls(entryPath, entryBytes, o.dllDir, traced.libraries);
     files.push(...dlls.filter((d) => !files.some((f) => f.path === d.path)));
-    const analysis = analysePe(new Map(files.map((f) => [f.path, f.bytes])), entry);
+    const byPath = new Map(files.map((f) => [f.path, f.bytes]));
+    const analysis = analysePe(byPath, entry);
     // A system DLL imports far more than an app calls: only the app's own missing imports refuse the pack.
     const system = new Set(dlls.filter((d) => d.source === "system").map((d) => d.path.toLowerCase()));
     const missing = analysis.missing.filter((m) => !system.has(m.importer));
@@ -114,7 +130,19 @@ export async function packApp(entryPath: string, o: PackOptions): Promise<Uint8A
       }
       console.error(`pvx: warning: ${entryPath}: missing imports stop the app if called: ${list}`);
     }
-    allowedCalls = analysis.usedCalls;
+    const sources = importSources(byPath);
+    const named = namedInCode(byPath, sources);
+    const procs = new Set([...named.procs, ...traced.procs]);
+    allowedCalls = [...new Set([...analysis.usedCalls, ...callsOfProcs(procs, sources), ...tracedCalls])].sort();
+    windows = {
+      dlls: dlls.map((d) => ({ path: d.path, from: d.from })),
+      specialCalls: {
+        policy: o.specialCalls ?? "deny",
+        procs: [...procs].sort(),
+        libraries: [...new Set([...named.libraries, ...traced.libraries])].sort(),
+        files: [...traced.files].sort(),
+      },
+    };
   } else {
     parseElf(entryBytes, entryPath);
     allowedCalls = callsUsedByElf(entryBytes, entryPath);
@@ -133,6 +161,7 @@ export async function packApp(entryPath: string, o: PackOptions): Promise<Uint8A
     abiVersion: ABI_VERSION,
     allowedCalls,
     args: [...o.args],
+    ...windows,
   }, files);
 }
 

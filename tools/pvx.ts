@@ -16,6 +16,7 @@ import { launchBundle } from "../hv/launch.ts";
 import { prewarm } from "../hv/vcpu_threads.ts";
 import { describeOutcome, EXIT_PVX_ERROR, exitStatus } from "./report.ts";
 import { analysePe, describeAnalysis } from "./analyse.ts";
+import { describeTrace, readTrace, TraceError } from "./dynamic_imports.ts";
 import { basename, resolve } from "node:path";
 import { PeError } from "../guest/pe.ts";
 import { AccelError, chooseAccel } from "./accel.ts";
@@ -23,7 +24,7 @@ import { runPvxNested } from "./nested/api_relay.ts";
 import { MissingPiece } from "./nested/image.ts";
 import { MissingPackages } from "./packages.ts";
 import { onStopSignals } from "./signals.ts";
-import { parseRunOptions, UsageError } from "./run_options.ts";
+import { parseRunOptions, parseSpecialCallPolicy, UsageError } from "./run_options.ts";
 import { SnapshotError } from "../hv/snapshot_file.ts";
 import { isSealed, KeyFileError } from "../hv/sealed_snapshot.ts";
 import { InstanceStateError } from "../hv/instance.ts";
@@ -87,7 +88,9 @@ const usage = `usage:
   pvx template create <app.pvx|app.exe> -o <tpl> --ready first-input|call|ms:<N> [run options] [-- args...]
   pvx run --from <tpl> [run options]    a new instance from a template (a restore of it)
   pvx inspect <app.pvx|snap|sealed snap>
-  pvx analyse <app.exe> [--dll-dir <dir>]
+  pvx analyse <app.exe> [--dll-dir <dir>] [--trace [-o <trace>] [-- args]]
+                                  --trace: runs it with every special call allowed and lists what it looked up at
+                                  run time (GetProcAddress, LoadLibrary) and opened; pack --trace <trace> takes that in
   pvx overlay merge|sync|reset ...   (pvx overlay for its usage)
   pvx serve [--socket <path>] [--listen <host>:<port> --token-file <file>] [--state-dir <dir>] [--key-file <key>]
         [--peer-timeout <T>] [--warm <N>]
@@ -108,7 +111,10 @@ const usage = `usage:
                                   clients of pvx serve: --host <socket|http://host:port> (or PVX_HOST), --token-file
                                   <file> (or PVX_TOKEN_FILE), --json for scripts
 A Windows .exe can be given to run (packed on the fly into a cached bundle) and to pack, with [--allow-missing]
-and [--dll-dir <dir>]: where system DLLs (msvcrt, ucrtbase, ...) come from, by default Wine's PE DLLs.`;
+and [--dll-dir <dir>]: where system DLLs (msvcrt, ucrtbase, ...) come from, by default Wine's PE DLLs.
+A Windows app's special calls, a lookup or DLL load its analysis never saw: pack and run take
+[--special-calls deny|allow|stop] (deny, the default: the Win32 error and a log line; allow: a log line; stop),
+pack [--trace <trace>]... (what traced runs saw is then allowed), run [--trace <trace>] (appends what it looks up).`;
 
 async function runCommand(argv: string[]): Promise<number> {
   const at = argv.indexOf("--from");
@@ -195,6 +201,7 @@ async function runApp(
         cpus: o.cpus,
         limits: o.limits,
         cpuLimitMs: o.cpuLimitMs,
+        specialCalls: o.specialCalls,
         interrupt: interrupt.signal,
         bundleFile: { path: await Deno.realPath(bundlePath), sha256: await sha256Hex(bundleBytes) },
         onSession: (s) => {
@@ -231,6 +238,8 @@ const packOptions = {
   arg: { type: "string" as const, multiple: true as const, default: [] as string[] },
   "allow-missing": { type: "boolean" as const, default: false },
   "dll-dir": { type: "string" as const },
+  "special-calls": { type: "string" as const },
+  trace: { type: "string" as const, multiple: true as const, default: [] as string[] },
 };
 
 function packOptionsFrom(
@@ -241,6 +250,8 @@ function packOptionsFrom(
     arg: string[];
     "allow-missing": boolean;
     "dll-dir"?: string;
+    "special-calls"?: string;
+    trace: string[];
   },
 ): PackOptions {
   return {
@@ -250,6 +261,8 @@ function packOptionsFrom(
     args: values.arg,
     allowMissing: values["allow-missing"],
     dllDir: values["dll-dir"],
+    specialCalls: parseSpecialCallPolicy(values["special-calls"]),
+    traces: values.trace,
   };
 }
 
@@ -268,20 +281,59 @@ async function packCommand(argv: string[]): Promise<number> {
   return 0;
 }
 
+/**
+ * `pvx analyse app.exe [--dll-dir D] [--trace [-o TRACE]] [-- args]`: what the exe imports, what pvx
+ * gives each import and which DLLs it would bundle; with --trace, also what a run of it looked up.
+ */
 async function analyseCommand(argv: string[]): Promise<number> {
-  const { values, positionals: [exePath] } = parseArgs({
+  const { values, positionals: [exePath, ...args] } = parseArgs({
     args: argv,
     allowPositionals: true,
-    options: { "dll-dir": { type: "string" } },
+    options: {
+      "dll-dir": { type: "string" },
+      trace: { type: "boolean", default: false },
+      output: { type: "string", short: "o" },
+    },
   });
   if (!exePath) throw new UsageError("analyse needs an .exe");
+  if (!values.trace && (values.output !== undefined || args.length)) {
+    throw new UsageError("analyse: -o and the app's arguments go with --trace");
+  }
   const exe = await Deno.readFile(exePath);
   const dlls = await windowsDlls(exePath, exe, values["dll-dir"]);
-  for (const d of dlls) console.log(`bundles ${d.path} from ${d.from} (${d.source})`);
+  for (const d of dlls) {
+    console.log(`bundles ${d.path} from ${d.from} (${d.source}), sha256 ${await sha256Hex(d.bytes)}`);
+  }
   const files = new Map([[basename(exePath), exe], ...dlls.map((d) => [d.path, d.bytes] as const)]);
   const analysis = analysePe(files, basename(exePath));
   console.log(describeAnalysis(analysis));
-  return analysis.missing.length ? 1 : 0;
+  if (!values.trace) return analysis.missing.length ? 1 : 0;
+
+  // The run's trace must be where a nested run writes it too: beside the exe, never in a private /tmp.
+  const trace = values.output ?? `${exePath.replace(/\.exe$/i, "")}.trace.jsonl`;
+  await Deno.remove(trace).catch((e) => {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+  });
+  console.error(`pvx: analyse: running ${exePath} with every special call allowed, tracing into ${trace}`);
+  const dllDir = values["dll-dir"] === undefined ? [] : ["--dll-dir", values["dll-dir"]];
+  const status = await runApp("run", [
+    "--special-calls",
+    "allow",
+    "--trace",
+    trace,
+    "--allow-missing",
+    ...dllDir,
+    exePath,
+    "--",
+    ...args,
+  ]);
+  const events = await readTrace(trace).catch((e) => {
+    if (e instanceof Deno.errors.NotFound) return [];
+    throw e;
+  });
+  console.log(describeTrace(events));
+  console.log(`the app exited with status ${status}; pvx pack --trace ${trace} merges what it saw into a bundle`);
+  return status;
 }
 
 async function inspectCommand(argv: string[]): Promise<number> {
@@ -373,7 +425,7 @@ export async function main(argv: string[]): Promise<number> {
     const expected = e instanceof BundleError || e instanceof ElfError || e instanceof PeError ||
       e instanceof MissingImportsError || e instanceof Deno.errors.NotFound || e instanceof AccelError ||
       e instanceof MissingPiece || e instanceof MissingPackages || e instanceof SnapshotError ||
-      e instanceof KeyFileError ||
+      e instanceof KeyFileError || e instanceof TraceError ||
       e instanceof InstanceStateError || e instanceof ControlApiError || e instanceof DaemonError;
     console.error(`pvx: ${expected ? (e as Error).message : e instanceof Error ? e.stack : String(e)}`);
     return EXIT_PVX_ERROR;

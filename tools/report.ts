@@ -5,6 +5,7 @@ import { vectorName } from "../guest/kernel.ts";
 import { nullGuardEnd } from "../guest/memory_map.ts";
 import { registerNames } from "../guest/x86.ts";
 import { signalNumbers } from "./signals.ts";
+import { specialCallStop } from "../abi/special_calls.ts";
 
 export type Symbolize = (address: number) => string;
 
@@ -52,8 +53,12 @@ export function describeOutcome(o: Outcome, app: string, symbolize: Symbolize): 
       ].join("\n");
     case "snapshotted":
       return `pvx: ${app} was stopped after its snapshot was saved to ${o.to}`;
-    case "violation":
-      return `pvx: ${app} broke the hypercall ABI on ${where(o)} at RIP ${at(o.rip)}: ${o.message}`;
+    case "violation": {
+      const special = specialCallStop(o.message);
+      return special === undefined
+        ? `pvx: ${app} broke the hypercall ABI on ${where(o)} at RIP ${at(o.rip)}: ${o.message}`
+        : `pvx: ${app} was stopped on ${where(o)} at RIP ${at(o.rip)} by a special call: ${special}`;
+    }
     case "crash":
       return `pvx: ${app} stopped on ${where(o)}${o.rip === undefined ? "" : ` at RIP ${at(o.rip)}`}: ${o.message}`;
     case "fault": {

@@ -8,6 +8,7 @@ import { parseShareSpec, type ShareSpec } from "../abi/fileview.ts";
 import { maxMemory, maxVcpus, MiB, minMemory } from "../guest/memory_map.ts";
 import { MAX_HANDLES, MIN_HANDLES } from "../abi/handles.ts";
 import type { HostLimits } from "../hv/host_state.ts";
+import { SPECIAL_CALL_POLICIES, type SpecialCallPolicy } from "../abi/special_calls.ts";
 
 /** The command line itself is wrong: pvx prints usage along with it. */
 export class UsageError extends Error {}
@@ -25,6 +26,14 @@ export function parseSize(option: string, text: string): number {
   const m = /^(\d{1,15})([KMG])?$/i.exec(text);
   if (!m) throw new UsageError(`${option} ${JSON.stringify(text)}: expected a size such as 512K, 64M or 2G`);
   return Number(m[1]) * 1024 ** " KMG".indexOf((m[2] ?? " ").toUpperCase());
+}
+
+/** `--special-calls deny|allow|stop`. */
+export function parseSpecialCallPolicy(text: string | undefined): SpecialCallPolicy | undefined {
+  if (text === undefined || (SPECIAL_CALL_POLICIES as readonly string[]).includes(text)) {
+    return text as SpecialCallPolicy | undefined;
+  }
+  throw new UsageError(`--special-calls ${JSON.stringify(text)}: expected one of ${SPECIAL_CALL_POLICIES.join(", ")}`);
 }
 
 /** `--env NAME=VALUE` options as [name, value] pairs. */
@@ -51,6 +60,8 @@ export interface RunOptions {
   allowMissing: boolean;
   /** Where an exe's system DLLs come from when it is packed on the fly. */
   dllDir?: string;
+  /** A Windows app's special calls: another policy than its manifest's, and a file to trace its lookups into. */
+  specialCalls: { policy?: SpecialCallPolicy; tracePath?: string };
   accel?: string;
   /** Serve the instance's control API on this Unix socket. */
   api?: string;
@@ -74,6 +85,8 @@ export function parseRunOptions(argv: string[]): RunOptions {
       "cpu-limit": { type: "string" },
       "allow-missing": { type: "boolean", default: false },
       "dll-dir": { type: "string" },
+      "special-calls": { type: "string" },
+      trace: { type: "string" },
       accel: { type: "string" },
       api: { type: "string" },
       "stats-file": { type: "string" },
@@ -126,6 +139,10 @@ export function parseRunOptions(argv: string[]): RunOptions {
     ...(cpuLimit === undefined ? {} : { cpuLimitMs: parseDuration(cpuLimit, "--cpu-limit") }),
     allowMissing: values["allow-missing"],
     dllDir: values["dll-dir"],
+    specialCalls: {
+      ...(values["special-calls"] === undefined ? {} : { policy: parseSpecialCallPolicy(values["special-calls"]) }),
+      ...(values.trace === undefined ? {} : { tracePath: values.trace }),
+    },
     accel: values.accel,
     api: values.api,
     statsFile: values["stats-file"],

@@ -69,6 +69,7 @@ export function fileHandlers(host: Host) {
         if (handle === undefined) throw new Win32Error(E.ERROR_TOO_MANY_OPEN_FILES);
         return handle;
       }
+      host.special.trace({ kind: "file", path: a.lpFileName as string, write });
       const options = {
         read,
         write,
