@@ -141,8 +141,8 @@ function parseGuestPath(input: string, cwd: readonly string[], pattern = false):
   const parts = rest.split("\\").filter((part) => part !== "");
   parts.forEach((part, i) => {
     if (part === ".") return;
+    // As in Windows, ".." at the root stays there (C:\..\x is C:\x): the drive has no way up.
     if (part === "..") {
-      if (names.length === 0) throw refuse(E.ERROR_ACCESS_DENIED, `leads above ${guestPathString([])}`);
       names.pop();
       return;
     }

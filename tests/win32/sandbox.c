@@ -1,5 +1,6 @@
 /* pvx only (never run under Wine: it would reach the host): every way out of
- * the virtual drive must fail, and with the error a Windows user would expect. */
+ * the virtual drive must fail, with the error a Windows user would expect, or,
+ * as ".." at the root does on Windows, stay inside it. */
 #include "common.h"
 
 static void try_open(const char *what, const WCHAR *path) {
