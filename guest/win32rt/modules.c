@@ -17,6 +17,40 @@ EXPORT BOOL WINAPI FreeLibrary(HMODULE module) { return module != NULL; }
 
 EXPORT BOOL WINAPI DisableThreadLibraryCalls(HMODULE module) { return module != NULL; }
 
+EXPORT DECLSPEC_NORETURN void WINAPI FreeLibraryAndExitThread(HMODULE module, DWORD code) {
+  FreeLibrary(module);
+  ExitThread(code);
+}
+
+/* Pinning and reference counts change nothing (see above); FROM_ADDRESS finds the image holding the address. */
+EXPORT BOOL WINAPI GetModuleHandleExW(DWORD flags, LPCWSTR name, HMODULE *module) {
+  if (!module) {
+    SetLastError(ERROR_INVALID_PARAMETER);
+    return FALSE;
+  }
+  *module = NULL;
+  if (flags & GET_MODULE_HANDLE_EX_FLAG_FROM_ADDRESS) {
+    const struct pvx_modules *t = pvx_module_table();
+    for (DWORD i = 0; i < t->count; i++) {
+      if ((ULONG64)name - t->m[i].base < t->m[i].size) *module = (HMODULE)t->m[i].base;
+    }
+    if (!*module) SetLastError(ERROR_MOD_NOT_FOUND);
+  } else {
+    *module = GetModuleHandleW(name);
+  }
+  return *module != NULL;
+}
+
+EXPORT BOOL WINAPI GetModuleHandleExA(DWORD flags, LPCSTR name, HMODULE *module) {
+  if (!name || (flags & GET_MODULE_HANDLE_EX_FLAG_FROM_ADDRESS)) return GetModuleHandleExW(flags, (LPCWSTR)name, module);
+  WCHAR wide[MAX_PATH];
+  if (!MultiByteToWideChar(CP_ACP, 0, name, -1, wide, MAX_PATH)) {
+    if (module) *module = NULL;
+    return FALSE;
+  }
+  return GetModuleHandleExW(flags, wide, module);
+}
+
 /* A breakpoint is an exception like any other: a handler may take it, else the app ends with its code. */
 EXPORT void WINAPI DebugBreak(void) { RaiseException(EXCEPTION_BREAKPOINT, 0, 0, NULL); }
 

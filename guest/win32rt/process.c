@@ -144,6 +144,16 @@ EXPORT void WINAPI ExitProcess(UINT code) {
   __builtin_unreachable();
 }
 
+/* Unlike ExitProcess, no DLL hears of it. Only this process can be named: pvx has no other. */
+EXPORT BOOL WINAPI TerminateProcess(HANDLE process, UINT code) {
+  if (process != PSEUDO_PROCESS) {
+    SetLastError(ERROR_INVALID_HANDLE);
+    return FALSE;
+  }
+  pvx_exit_process(code);
+  __builtin_unreachable();
+}
+
 EXPORT DWORD WINAPI GetTickCount(void) { return (DWORD)GetTickCount64(); }
 
 static char *ansi_command_line;
