@@ -111,7 +111,8 @@ const STUB_STRIDE = 16;
  * shadows the guest's page tables (PVM always, KVM without EPT/NPT) sees
  * guest writes to them, never the host's, so this is how it learns that the
  * host changed them; the CR3 reload then flushes this vCPU's TLB where the
- * tables are walked in hardware.
+ * tables are walked in hardware. With ecx = 0 it only reloads CR3: how a
+ * vCPU drops translations other vCPUs' changes made stale.
  */
 function emitKernelText(): { code: Uint8Array; updatePageTables: number } {
   const asm = new Asm(kernelTextBase);
@@ -128,9 +129,11 @@ function emitKernelText(): { code: Uint8Array; updatePageTables: number } {
   asm.label("halt").hlt().jmp("halt");
 
   asm.alignTo(STUB_STRIDE).label("update page tables");
+  asm.test32(Reg.rcx, Reg.rcx).jcc("e", "reload cr3");
+  asm.label("next entry");
   asm.loadMem64(Reg.rdi, Reg.rsi, 0).loadMem64(Reg.rax, Reg.rdi, 0).storeMem64(Reg.rdi, 0, Reg.rax);
-  asm.addImm8(Reg.rsi, 8).dec32(Reg.rcx).jcc("ne", "update page tables");
-  asm.reloadCr3().movEdxImm(PAGE_TABLES_UPDATED_DOORBELL).movMemRdxEax().jmp("halt");
+  asm.addImm8(Reg.rsi, 8).dec32(Reg.rcx).jcc("ne", "next entry");
+  asm.label("reload cr3").reloadCr3().movEdxImm(PAGE_TABLES_UPDATED_DOORBELL).movMemRdxEax().jmp("halt");
   const code = asm.finish();
   if (code.length > kernelTextSize) throw new Error("kernel stubs outgrew kernel text");
   return { code, updatePageTables: asm.address("update page tables") };

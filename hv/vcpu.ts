@@ -116,7 +116,6 @@ export type VmExit =
   | { kind: "system-event"; type: number }
   | { kind: "unknown"; reason: number };
 
-const CR3_PWT = 0x8n;
 const segFields = ["type", "present", "dpl", "db", "s", "l", "g", "avl", "unusable"] as const;
 const regNames = kvm_regs.order.map((f) => f.name) as RegName[];
 
@@ -222,18 +221,6 @@ export class Vcpu {
     ioctlBuf(this.#fd, "KVM_GET_SREGS", buf);
     encodeSregs(new DataView(buf.buffer), s);
     ioctlBuf(this.#fd, "KVM_SET_SREGS", buf);
-  }
-
-  /**
-   * Makes the vCPU drop every cached translation after the host rewrote guest
-   * page tables behind its back. Guest code cannot do it from ring 3, and
-   * KVM resets its MMU only when CR3 changes, so flip CR3's PWT bit (which
-   * only sets the caching type of the top-level table).
-   */
-  flushTranslations(): void {
-    const s = this.getSregs();
-    s.cr3 ^= CR3_PWT;
-    this.setSregs(s);
   }
 
   getMsrs(indices: readonly number[]): Map<number, bigint> {

@@ -208,12 +208,13 @@ function run(init: VcpuInit, control: ControlBlock, times: { firstExitAt?: numbe
   let lastCall: number | undefined;
 
   /**
-   * Runs the kernel's page-table update routine over the `count` entries the
-   * host services left in this vCPU's list, then resumes the app where it
-   * was; false when the instance stopped meanwhile.
+   * Runs the kernel's page-table routine (guest/kernel.ts) over the `count`
+   * entries the host services left in this vCPU's list, or with none only to
+   * reload CR3, then resumes the app where it was; false when the instance
+   * stopped meanwhile. A CR3 write by the guest is the flush every x86 TLB
+   * honours; one made through KVM_SET_SREGS rests on KVM's MMU bookkeeping.
    */
-  const updatePageTables = (count: number): boolean => {
-    if (count === 0) return true;
+  const runPageTableRoutine = (count: number): boolean => {
     const regs = vcpu.getRegs(), sregs = vcpu.getSregs();
     vcpu.setSregs(kernelModeSregs(sregs));
     vcpu.setRegs({
@@ -223,17 +224,25 @@ function run(init: VcpuInit, control: ControlBlock, times: { firstExitAt?: numbe
       rcx: BigInt(count),
       rflags: 2n,
     });
-    for (;;) {
+    let done = false;
+    while (!done) {
       const exit = vcpu.run();
-      if (exit.kind === "mmio" && exit.isWrite && exit.address === BigInt(PAGE_TABLES_UPDATED_DOORBELL)) break;
-      if (exit.kind !== "interrupted") {
-        throw new Error(`the kernel's page-table update stopped with a ${exit.kind} exit`);
+      done = exit.kind === "mmio" && exit.isWrite && exit.address === BigInt(PAGE_TABLES_UPDATED_DOORBELL);
+      if (!done && exit.kind !== "interrupted") {
+        throw new Error(`the kernel's page-table routine stopped with a ${exit.kind} exit`);
       }
-      if (control.stopRequested()) return false;
+      if (done) break;
+      if (control.stopRequested()) break;
       requestImmediateExit(runPage, false);
     }
+    // A stopped thread is reported where the app was, not inside the kernel.
     vcpu.setSregs(sregs);
     vcpu.setRegs(regs);
+    return done;
+  };
+  const updatePageTables = (count: number): boolean => {
+    if (count === 0) return true;
+    if (!runPageTableRoutine(count)) return false;
     // This vCPU's TLB is current; others are pulled out of the guest to flush theirs.
     translations = control.invalidateTranslations(cpu);
     return true;
@@ -287,13 +296,14 @@ function run(init: VcpuInit, control: ControlBlock, times: { firstExitAt?: numbe
         if (control.stopRequested()) return { kind: "stopped", rip: rip() };
         continue;
       }
-      const generation = control.tlbGeneration();
-      if (generation !== translations) {
-        vcpu.flushTranslations();
-        translations = generation;
-      }
       let exit: VmExit;
       try {
+        // A flush's own run may take the kick of a later change: look again until none is left.
+        for (let generation = control.tlbGeneration(); generation !== translations;) {
+          if (!runPageTableRoutine(0)) return { kind: "stopped", rip: rip() };
+          translations = generation;
+          generation = control.tlbGeneration();
+        }
         exit = vcpu.run();
         doorbellPending = false;
       } finally {
