@@ -225,14 +225,13 @@ function run(init: VcpuInit, control: ControlBlock, times: { firstExitAt?: numbe
       rflags: 2n,
     });
     let done = false;
-    while (!done) {
+    for (;;) {
       const exit = vcpu.run();
       done = exit.kind === "mmio" && exit.isWrite && exit.address === BigInt(PAGE_TABLES_UPDATED_DOORBELL);
-      if (!done && exit.kind !== "interrupted") {
+      if (done || (exit.kind === "interrupted" && control.stopRequested())) break;
+      if (exit.kind !== "interrupted") {
         throw new Error(`the kernel's page-table routine stopped with a ${exit.kind} exit`);
       }
-      if (done) break;
-      if (control.stopRequested()) break;
       requestImmediateExit(runPage, false);
     }
     // A stopped thread is reported where the app was, not inside the kernel.

@@ -28,13 +28,10 @@ EXPORT BOOL WINAPI GetModuleHandleExW(DWORD flags, LPCWSTR name, HMODULE *module
     SetLastError(ERROR_INVALID_PARAMETER);
     return FALSE;
   }
-  *module = NULL;
   if (flags & GET_MODULE_HANDLE_EX_FLAG_FROM_ADDRESS) {
-    const struct pvx_modules *t = pvx_module_table();
-    for (DWORD i = 0; i < t->count; i++) {
-      if ((ULONG64)name - t->m[i].base < t->m[i].size) *module = (HMODULE)t->m[i].base;
-    }
-    if (!*module) SetLastError(ERROR_MOD_NOT_FOUND);
+    const struct pvx_module *m = pvx_module_of((ULONG64)name);
+    *module = m ? (HMODULE)m->base : NULL;
+    if (!m) SetLastError(ERROR_MOD_NOT_FOUND);
   } else {
     *module = GetModuleHandleW(name);
   }

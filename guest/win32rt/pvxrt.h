@@ -37,6 +37,14 @@ static inline const struct pvx_modules *pvx_module_table(void) {
   return (const struct pvx_modules *)(peb + PVX_PEB_MODULES);
 }
 
+/* The loaded image holding `address`, or NULL. */
+static inline const struct pvx_module *pvx_module_of(ULONG64 address) {
+  const struct pvx_modules *t = pvx_module_table();
+  for (DWORD i = 0; i < t->count; i++)
+    if (address >= t->m[i].base && address - t->m[i].base < t->m[i].size) return &t->m[i];
+  return NULL;
+}
+
 void *memset(void *d, int c, SIZE_T n);
 void *memcpy(void *d, const void *s, SIZE_T n);
 SIZE_T pvx_wcslen(const WCHAR *s);

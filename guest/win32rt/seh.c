@@ -71,22 +71,15 @@ EXPORT void NTAPI RtlRestoreContext(PCONTEXT ctx, PEXCEPTION_RECORD rec) {
   pvx_restore_context(ctx);
 }
 
-static const struct pvx_module *module_of(ULONG64 pc) {
-  const struct pvx_modules *t = pvx_module_table();
-  for (DWORD i = 0; i < t->count; i++)
-    if (pc >= t->m[i].base && pc - t->m[i].base < t->m[i].size) return &t->m[i];
-  return NULL;
-}
-
 EXPORT PVOID NTAPI RtlPcToFileHeader(PVOID pc, PVOID *base) {
-  const struct pvx_module *m = module_of((ULONG64)pc);
+  const struct pvx_module *m = pvx_module_of((ULONG64)pc);
   *base = m ? (PVOID)m->base : NULL;
   return *base;
 }
 
 EXPORT PRUNTIME_FUNCTION NTAPI RtlLookupFunctionEntry(DWORD64 pc, PDWORD64 base, PUNWIND_HISTORY_TABLE history) {
   (void)history;
-  const struct pvx_module *m = module_of(pc);
+  const struct pvx_module *m = pvx_module_of(pc);
   if (!m || !m->pdata_size) {
     *base = 0;
     return NULL;
@@ -216,7 +209,7 @@ EXPORT PEXCEPTION_ROUTINE NTAPI RtlVirtualUnwind(DWORD type, DWORD64 base, DWORD
 /* One frame up from `c`; FALSE once the walk leaves the loaded images (the entry trampoline). */
 static BOOL step(CONTEXT *c, DWORD type, DISPATCHER_CONTEXT *d) {
   DWORD64 base;
-  if (!module_of(c->Rip)) return FALSE;
+  if (!pvx_module_of(c->Rip)) return FALSE;
   d->ControlPc = c->Rip;
   d->FunctionEntry = RtlLookupFunctionEntry(c->Rip, &base, NULL);
   d->ImageBase = base;
