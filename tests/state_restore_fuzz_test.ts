@@ -40,10 +40,13 @@ const mutation = fc.record({ pick: fc.nat(), replacement, remove: fc.boolean() }
 function mutate(state: Json, mutations: { pick: number; replacement: Json; remove: boolean }[]): Json {
   let value = structuredClone(state);
   for (const m of mutations) {
+    // A copy: fast-check hands the same constant ([1, 2], {}) to many runs, and
+    // a later mutation writing into it would leave it changed, even cyclic.
+    const replacement = structuredClone(m.replacement);
     const all = paths(value);
     const path = all[m.pick % all.length];
     if (path.length === 0) {
-      value = m.replacement;
+      value = replacement;
       continue;
     }
     const parent = path.slice(0, -1).reduce((v, k) => (v as Record<string | number, Json>)[k], value) as
@@ -52,7 +55,7 @@ function mutate(state: Json, mutations: { pick: number; replacement: Json; remov
     const key = path[path.length - 1];
     if (m.remove && Array.isArray(parent)) parent.splice(key as number, 1);
     else if (m.remove) delete (parent as Record<string, Json>)[key];
-    else (parent as Record<string | number, Json>)[key] = m.replacement;
+    else (parent as Record<string | number, Json>)[key] = replacement;
   }
   return value;
 }
