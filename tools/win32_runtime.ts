@@ -31,11 +31,13 @@ const flags = [
 
 /**
  * What the runtime imports by name from beneath it, in .def form: pvx's own
- * calls (Pvx*), and the ExitProcess hypercall under the runtime's own ExitProcess.
+ * calls (Pvx*), and the hypercalls beneath the runtime's own function of the
+ * same name (ExitProcess, and GetEnvironmentVariableW until the app changes one).
  */
 const hypercallImports = [
   ...calls.map((c) => c.name).filter((n) => n.startsWith("Pvx")),
   "pvx_exit_process == ExitProcess",
+  "pvx_host_environment_variable == GetEnvironmentVariableW",
 ];
 
 async function sources(): Promise<{ names: string[]; key: string }> {

@@ -81,6 +81,34 @@ EXPORT DWORD WINAPI GetEnvironmentVariableA(LPCSTR name, LPSTR out, DWORD size) 
   return r;
 }
 
+EXPORT BOOL WINAPI SetEnvironmentVariableA(LPCSTR name, LPCSTR value) {
+  LPWSTR n = wide(name), v = wide(value);
+  BOOL r = (!name || n) && (!value || v) ? SetEnvironmentVariableW(n, v) : FALSE;
+  release(n);
+  release(v);
+  return r;
+}
+
+EXPORT DWORD WINAPI ExpandEnvironmentStringsA(LPCSTR src, LPSTR dst, DWORD size) {
+  LPWSTR w = wide(src);
+  if (!w) {
+    if (!src) SetLastError(ERROR_INVALID_PARAMETER);
+    return 0;
+  }
+  DWORD need = ExpandEnvironmentStringsW(w, NULL, 0), r = 0;
+  LPWSTR expanded = HeapAlloc(GetProcessHeap(), 0, need * sizeof(WCHAR));
+  if (expanded) {
+    ExpandEnvironmentStringsW(w, expanded, need);
+    r = narrow_answer(expanded, need - 1, dst, size);
+    if (r < size) r++; /* this one counts the NUL either way */
+    HeapFree(GetProcessHeap(), 0, expanded);
+  } else {
+    SetLastError(ERROR_NOT_ENOUGH_MEMORY);
+  }
+  release(w);
+  return r;
+}
+
 static void narrow_find_data(const WIN32_FIND_DATAW *w, LPWIN32_FIND_DATAA a) {
   a->dwFileAttributes = w->dwFileAttributes;
   a->ftCreationTime = w->ftCreationTime;
