@@ -20,8 +20,9 @@ export function processHandlers(host: Host) {
       return copyOutWide(a.lpBuffer as Uint8Array, value);
     },
     PvxGetEnvironmentBlock: (a) => {
-      const block = [...host.environment].sort(([x], [y]) => x < y ? -1 : x > y ? 1 : 0)
-        .map(([name, value]) => `${name}=${value}\0`).join("") + "\0";
+      const entries = [...host.environment].sort(([x], [y]) => x < y ? -1 : x > y ? 1 : 0)
+        .map(([name, value]) => `${name}=${value}\0`).join("");
+      const block = (entries || "\0") + "\0"; // two NULs end it even when it is empty
       const out = a.lpBuffer as Uint8Array;
       if (out.length / 2 < block.length) return block.length;
       writeWide(out, 0, block.slice(0, -1));

@@ -120,7 +120,8 @@ EXPORT BOOL WINAPI SetEnvironmentVariableW(LPCWSTR name, LPCWSTR value) {
   LPCWSTR at, entry = find(own, name, n, &at);
   SIZE_T before = at - own, old = entry ? pvx_wcslen(entry) + 1 : 0, length = block_length(own);
   SIZE_T added = value ? n + 1 + pvx_wcslen(value) + 1 : 0;
-  LPWSTR block = HeapAlloc(GetProcessHeap(), 0, (length - old + added) * sizeof(WCHAR));
+  /* One NUL more than the rest carries: a block that loses its last variable is still two NULs. */
+  LPWSTR block = HeapAlloc(GetProcessHeap(), 0, (length - old + added + 1) * sizeof(WCHAR));
   if (block) {
     memcpy(block, own, before * sizeof(WCHAR));
     LPWSTR w = block + before;
@@ -131,6 +132,7 @@ EXPORT BOOL WINAPI SetEnvironmentVariableW(LPCWSTR name, LPCWSTR value) {
       w += added;
     }
     memcpy(w, at + old, (length - before - old) * sizeof(WCHAR));
+    w[length - before - old] = 0;
     HeapFree(GetProcessHeap(), 0, own);
     own = block;
   }

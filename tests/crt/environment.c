@@ -1,7 +1,8 @@
 /* The app's own changes to its environment: set, replaced, emptied and
  * removed variables, the names Windows refuses, the block in its order,
- * %expansion%, the ANSI forms, the C runtime's _putenv, and two threads
- * changing it at once. Only variables it sets itself are printed. */
+ * %expansion%, the ANSI forms, the C runtime's _putenv, two threads
+ * changing it at once, and every variable removed. Only variables it sets
+ * itself are printed. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -71,6 +72,25 @@ static void threads(void) {
   printf("two threads set 80 variables at once: %d found\n", found);
 }
 
+static void emptied(void) {
+  wchar_t *env = GetEnvironmentStringsW();
+  for (wchar_t *e = env; *e; e += wcslen(e) + 1) {
+    const wchar_t *eq = wcschr(e + 1, '=');
+    size_t n = eq ? (size_t)(eq - e) : wcslen(e);
+    wchar_t name[512];
+    if (n >= 512) continue;
+    memcpy(name, e, n * sizeof(wchar_t));
+    name[n] = 0;
+    SetEnvironmentVariableW(name, NULL);
+  }
+  FreeEnvironmentStringsW(env);
+  env = GetEnvironmentStringsW();
+  printf("every variable removed: the block starts with %d\n", env[0]); /* Wine ends an empty one with one NUL */
+  FreeEnvironmentStringsW(env);
+  SetEnvironmentVariableW(L"PVX_ENV_AGAIN", L"1");
+  block();
+}
+
 int main(void) {
   set(L"PVX_ENV_B", L"two");
   show(L"PVX_ENV_B");
@@ -113,5 +133,6 @@ int main(void) {
   printf("_putenv removes: %d, getenv: %s, ", put, getenv("PVX_ENV_PUT") ? "set" : "(null)");
   show(L"PVX_ENV_PUT");
   threads();
+  emptied();
   return 0;
 }
