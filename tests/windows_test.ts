@@ -93,10 +93,15 @@ const crtStderr: Record<string, string> = {
 for await (const e of Deno.readDir(crtDir)) {
   if (!/\.(c|cpp)$/.test(e.name)) continue;
   const name = e.name.replace(/\.[^.]+$/, "");
-  // libstdc++ is built for msvcrt, so only the C programs are also built against the Universal CRT.
-  for (const crt of e.name.endsWith(".c") ? ["msvcrt", "ucrt"] as const : ["msvcrt"] as const) {
-    Deno.test(`${e.name}, built the default way against ${crt}, prints, exits and leaves files as under Wine`, async () => {
+  // libstdc++ is built for msvcrt, so only the C programs are also built against the Universal CRT, and as MSVC
+  // links, with VCRUNTIME140.dll too.
+  for (const crt of e.name.endsWith(".c") ? ["msvcrt", "ucrt", "vcruntime"] as const : ["msvcrt"] as const) {
+    const against = crt === "vcruntime" ? "ucrt and VCRUNTIME140 as MSVC links" : crt;
+    Deno.test(`${e.name}, built the default way against ${against}, prints, exits and leaves files as under Wine`, async () => {
       const exe = await buildDefaultMingw(`${crtDir}${e.name}`, await Deno.makeTempDir({ dir }), crt);
+      if (crt === "vcruntime") {
+        assert.match((await pvxCli(["analyse", exe])).stdout, /^bundles vcruntime140\.dll from /m);
+      }
       const wineCwd = await Deno.makeTempDir({ dir }), overlay = await Deno.makeTempDir({ dir });
       const underWine = await wine(exe, wineCwd, crtArgs);
       const underPvx = await pvxRun(exe, overlay, [], crtArgs);

@@ -116,29 +116,62 @@ export async function buildExeImportingAbsentDll(outDir: string): Promise<string
 }
 
 /**
+ * What an MSVC build imports from VCRUNTIME140.dll rather than the Universal
+ * CRT: the memory and string primitives, setjmp/longjmp and the SEH handlers.
+ */
+const vcruntimeImports = [
+  "memchr",
+  "memcmp",
+  "memcpy",
+  "memmove",
+  "memset",
+  "strchr",
+  "strrchr",
+  "strstr",
+  "wcschr",
+  "wcsrchr",
+  "wcsstr",
+  "_setjmp",
+  "longjmp",
+  "__C_specific_handler",
+  "__current_exception",
+  "__current_exception_context",
+];
+
+/**
  * Builds a C or C++ source the default way, as a user would: mingw's own
  * start-up code and msvcrt, or (C only) the Universal CRT that MSVC builds
- * use, imported through its api-ms-win-crt-* API sets.
+ * use, imported through its api-ms-win-crt-* API sets, with or without
+ * VCRUNTIME140.dll beside it, as MSVC links.
  */
 export async function buildDefaultMingw(
   source: string,
   outDir: string,
-  crt: "msvcrt" | "ucrt" = "msvcrt",
+  crt: "msvcrt" | "ucrt" | "vcruntime" = "msvcrt",
 ): Promise<string> {
   const name = source.slice(source.lastIndexOf("/") + 1).replace(/\.[^.]+$/, "");
   const cxx = /\.(cc|cpp)$/.test(source);
-  const out = `${outDir}/${name}${crt === "ucrt" ? "_ucrt" : ""}.exe`;
-  const ucrt = ["-nodefaultlibs", "-lmingw32", "-lmingwex", "-lucrt", "-lkernel32", "-lgcc"];
+  const out = `${outDir}/${name}${crt === "msvcrt" ? "" : `_${crt}`}.exe`;
+  const libs = ["-nodefaultlibs", "-lmingw32", "-lmingwex", "-lucrt", "-lkernel32", "-lgcc"];
+  if (crt === "vcruntime") {
+    // First on the line, so these come from VCRUNTIME140.dll and not from the API sets.
+    await Deno.writeTextFile(
+      `${outDir}/vcruntime140.def`,
+      `LIBRARY VCRUNTIME140.dll\nEXPORTS\n${vcruntimeImports.join("\n")}\n`,
+    );
+    await run("x86_64-w64-mingw32-dlltool", ["-d", `${outDir}/vcruntime140.def`, "-l", `${outDir}/libvcruntime140.a`]);
+    libs.splice(3, 0, `-L${outDir}`, "-lvcruntime140");
+  }
   await run(cxx ? "x86_64-w64-mingw32-g++" : "x86_64-w64-mingw32-gcc", [
     "-O2",
     "-Wall",
     "-Werror",
     ...(cxx ? ["-static-libgcc", "-static-libstdc++"] : []),
-    ...(crt === "ucrt" ? ["-D_UCRT"] : []),
+    ...(crt === "msvcrt" ? [] : ["-D_UCRT"]),
     "-o",
     out,
     source,
-    ...(crt === "ucrt" ? ucrt : []),
+    ...(crt === "msvcrt" ? [] : libs),
   ]);
   return out;
 }
