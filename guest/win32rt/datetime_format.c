@@ -119,6 +119,19 @@ static int finish(struct text *t) {
   return t->n;
 }
 
+/* `st` through `picture`, or through the locale's picture of `locale_type` when there is none. */
+static int render(const SYSTEMTIME *st, LPCWSTR picture, LCTYPE locale_type, BOOL time, DWORD flags, LPWSTR out,
+                  int size) {
+  WCHAR locale_picture[80];
+  if (!picture) {
+    GetLocaleInfoW(LOCALE_USER_DEFAULT, locale_type, locale_picture, ARRAYSIZE(locale_picture));
+    picture = locale_picture;
+  }
+  struct text t = {out, size, 0};
+  format(&t, st, picture, time, flags);
+  return finish(&t);
+}
+
 static int date_format(DWORD flags, const SYSTEMTIME *date, LPCWSTR picture, LPWSTR out, int size) {
   SYSTEMTIME now;
   if (!date) GetLocalTime(&now), date = &now;
@@ -131,15 +144,8 @@ static int date_format(DWORD flags, const SYSTEMTIME *date, LPCWSTR picture, LPW
     SetLastError(ERROR_INVALID_FLAGS);
     return 0;
   }
-  WCHAR locale_picture[80];
-  if (!picture) {
-    LCTYPE type = kinds == DATE_LONGDATE ? LOCALE_SLONGDATE : kinds == DATE_YEARMONTH ? LOCALE_SYEARMONTH : LOCALE_SSHORTDATE;
-    GetLocaleInfoW(LOCALE_USER_DEFAULT, type, locale_picture, ARRAYSIZE(locale_picture));
-    picture = locale_picture;
-  }
-  struct text t = {out, size, 0};
-  format(&t, date, picture, FALSE, 0);
-  return finish(&t);
+  LCTYPE type = kinds == DATE_LONGDATE ? LOCALE_SLONGDATE : kinds == DATE_YEARMONTH ? LOCALE_SYEARMONTH : LOCALE_SSHORTDATE;
+  return render(date, picture, type, FALSE, 0, out, size);
 }
 
 static int time_format(DWORD flags, const SYSTEMTIME *time, LPCWSTR picture, LPWSTR out, int size) {
@@ -155,18 +161,18 @@ static int time_format(DWORD flags, const SYSTEMTIME *time, LPCWSTR picture, LPW
     SetLastError(ERROR_INVALID_FLAGS);
     return 0;
   }
-  WCHAR locale_picture[80];
-  if (!picture) {
-    GetLocaleInfoW(LOCALE_USER_DEFAULT, LOCALE_STIMEFORMAT, locale_picture, ARRAYSIZE(locale_picture));
-    picture = locale_picture;
-  }
-  struct text t = {out, size, 0};
-  format(&t, time, picture, TRUE, flags);
-  return finish(&t);
+  return render(time, picture, LOCALE_STIMEFORMAT, TRUE, flags, out, size);
 }
 
+/* The defaults are valid locales too (locale.c); a NULL name is the user's. */
 static BOOL known_locale(LCID lcid) {
-  if (IsValidLocale(lcid, LCID_SUPPORTED) || lcid == LOCALE_USER_DEFAULT || lcid == LOCALE_SYSTEM_DEFAULT) return TRUE;
+  if (IsValidLocale(lcid, LCID_SUPPORTED)) return TRUE;
+  SetLastError(ERROR_INVALID_PARAMETER);
+  return FALSE;
+}
+
+static BOOL known_locale_name(LPCWSTR name) {
+  if (!name || IsValidLocaleName(name)) return TRUE;
   SetLastError(ERROR_INVALID_PARAMETER);
   return FALSE;
 }
@@ -184,20 +190,12 @@ EXPORT int WINAPI GetTimeFormatW(LCID lcid, DWORD flags, const SYSTEMTIME *time,
 EXPORT int WINAPI GetDateFormatEx(LPCWSTR locale, DWORD flags, const SYSTEMTIME *date, LPCWSTR picture, LPWSTR out,
                                   int size, LPCWSTR calendar) {
   (void)calendar;
-  if (locale && !IsValidLocaleName(locale)) {
-    SetLastError(ERROR_INVALID_PARAMETER);
-    return 0;
-  }
-  return date_format(flags, date, picture, out, size);
+  return known_locale_name(locale) ? date_format(flags, date, picture, out, size) : 0;
 }
 
 EXPORT int WINAPI GetTimeFormatEx(LPCWSTR locale, DWORD flags, const SYSTEMTIME *time, LPCWSTR picture, LPWSTR out,
                                   int size) {
-  if (locale && !IsValidLocaleName(locale)) {
-    SetLastError(ERROR_INVALID_PARAMETER);
-    return 0;
-  }
-  return time_format(flags, time, picture, out, size);
+  return known_locale_name(locale) ? time_format(flags, time, picture, out, size) : 0;
 }
 
 /* The ANSI forms: the picture widened, the answer narrowed, sizes in bytes. */

@@ -11,22 +11,24 @@ static SYSTEMTIME at(WORD y, WORD mo, WORD d, WORD h, WORD mi, WORD s) {
   return st;
 }
 
-static void date(const char *what, DWORD flags, SYSTEMTIME st, const wchar_t *picture) {
+typedef int(WINAPI *format_fn)(LCID, DWORD, const SYSTEMTIME *, LPCWSTR, LPWSTR, int);
+
+static void show(const char *kind, format_fn format, const char *what, DWORD flags, SYSTEMTIME st,
+                 const wchar_t *picture) {
   wchar_t out[128];
   SetLastError(0);
-  int n = GetDateFormatW(LOCALE_USER_DEFAULT, flags, &st, picture, out, 128);
-  printf("date %s: %d", what, n);
+  int n = format(LOCALE_USER_DEFAULT, flags, &st, picture, out, 128);
+  printf("%s %s: %d", kind, what, n);
   if (n) printf(" \"%ls\"", out);
   printf(", error %lu\n", GetLastError());
 }
 
+static void date(const char *what, DWORD flags, SYSTEMTIME st, const wchar_t *picture) {
+  show("date", GetDateFormatW, what, flags, st, picture);
+}
+
 static void time_(const char *what, DWORD flags, SYSTEMTIME st, const wchar_t *picture) {
-  wchar_t out[128];
-  SetLastError(0);
-  int n = GetTimeFormatW(LOCALE_USER_DEFAULT, flags, &st, picture, out, 128);
-  printf("time %s: %d", what, n);
-  if (n) printf(" \"%ls\"", out);
-  printf(", error %lu\n", GetLastError());
+  show("time", GetTimeFormatW, what, flags, st, picture);
 }
 
 int main(void) {
