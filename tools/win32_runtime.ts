@@ -4,7 +4,8 @@
 // host that runs it needs no compiler.
 
 import { join } from "node:path";
-import { maxVcpus, tebBase, tebSize } from "../guest/memory_map.ts";
+import { infoBase, maxVcpus, tebBase, tebSize } from "../guest/memory_map.ts";
+import { infoFields } from "../guest/info.ts";
 import { cacheRoot } from "./cache_dir.ts";
 import { MODULE_TABLE_OFFSET, RUNTIME_DLL } from "../guest/windows.ts";
 import { calls } from "../abi/calls.ts";
@@ -27,6 +28,8 @@ const flags = [
   `-DPVX_TEB_SIZE=${tebSize}`,
   `-DPVX_MAX_VCPUS=${maxVcpus}`,
   `-DPVX_PEB_MODULES=${MODULE_TABLE_OFFSET}`,
+  `-DPVX_INFO_HEAP_START=${infoBase + 8 * infoFields.indexOf("heap_start")}`,
+  `-DPVX_INFO_HEAP_END=${infoBase + 8 * infoFields.indexOf("heap_end")}`,
 ];
 
 /**

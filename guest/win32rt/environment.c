@@ -8,13 +8,8 @@
 DWORD WINAPI pvx_host_environment_variable(LPCWSTR name, LPWSTR out, DWORD size); /* tools/win32_runtime.ts */
 
 static LPWSTR own; /* NULL until the app changes a variable */
-static volatile LONG busy;
-
 /* Held only while a block is read or rebuilt, never across a call that could wait on another thread. */
-static void lock(void) {
-  while (InterlockedExchange(&busy, 1)) Sleep(0);
-}
-static void unlock(void) { InterlockedExchange(&busy, 0); }
+static struct pvx_lock busy;
 
 /* Characters in `block`, both final NULs included. */
 static SIZE_T block_length(LPCWCH block) {
@@ -67,17 +62,17 @@ static LPCWSTR find(LPCWSTR block, LPCWSTR name, SIZE_T n, LPCWSTR *at) {
 }
 
 EXPORT LPWCH WINAPI GetEnvironmentStringsW(void) {
-  lock();
+  pvx_lock(&busy);
   LPWSTR block = own ? copy_block(own) : NULL;
   BOOL changed = own != NULL;
-  unlock();
+  pvx_unlock(&busy);
   return changed ? block : host_block();
 }
 
 EXPORT DWORD WINAPI GetEnvironmentVariableW(LPCWSTR name, LPWSTR out, DWORD size) {
-  lock();
+  pvx_lock(&busy);
   if (!own) {
-    unlock();
+    pvx_unlock(&busy);
     return pvx_host_environment_variable(name, out, size);
   }
   LPCWSTR at, entry = name ? find(own, name, pvx_wcslen(name), &at) : NULL;
@@ -94,7 +89,7 @@ EXPORT DWORD WINAPI GetEnvironmentVariableW(LPCWSTR name, LPWSTR out, DWORD size
       r = n + 1;
     }
   }
-  unlock();
+  pvx_unlock(&busy);
   return r;
 }
 
@@ -109,12 +104,12 @@ EXPORT BOOL WINAPI SetEnvironmentVariableW(LPCWSTR name, LPCWSTR value) {
     return FALSE;
   }
   LPWSTR base = NULL;
-  lock();
+  pvx_lock(&busy);
   if (!own) {
-    unlock();
+    pvx_unlock(&busy);
     base = host_block(); /* fetched unlocked: a hypercall may wait */
     if (!base) return FALSE;
-    lock();
+    pvx_lock(&busy);
     if (!own) own = base, base = NULL;
   }
   LPCWSTR at, entry = find(own, name, n, &at);
@@ -136,7 +131,7 @@ EXPORT BOOL WINAPI SetEnvironmentVariableW(LPCWSTR name, LPCWSTR value) {
     HeapFree(GetProcessHeap(), 0, own);
     own = block;
   }
-  unlock();
+  pvx_unlock(&busy);
   if (base) HeapFree(GetProcessHeap(), 0, base);
   if (!block) SetLastError(ERROR_NOT_ENOUGH_MEMORY);
   return block != NULL;

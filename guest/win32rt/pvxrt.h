@@ -45,6 +45,32 @@ static inline const struct pvx_module *pvx_module_of(ULONG64 address) {
   return NULL;
 }
 
+/* A lock the runtime's own state takes, recursive for the thread that holds
+ * it. A waiter spins briefly, since holders never wait, then yields its vCPU. */
+struct pvx_lock { volatile LONG owner; LONG depth; };
+
+static inline LONG pvx_thread_id(void) {
+  LONG id;
+  __asm__ volatile("movl %%gs:0x48, %0" : "=r"(id)); /* ClientId.UniqueThread, never 0 (guest/teb.ts) */
+  return id;
+}
+
+static inline void pvx_lock(struct pvx_lock *l) {
+  LONG me = pvx_thread_id();
+  if (l->owner == me) {
+    l->depth++;
+    return;
+  }
+  for (unsigned spins = 0; InterlockedCompareExchange(&l->owner, me, 0) != 0; spins++)
+    if (spins < 100) YieldProcessor();
+    else Sleep(0);
+  l->depth = 1;
+}
+
+static inline void pvx_unlock(struct pvx_lock *l) {
+  if (--l->depth == 0) InterlockedExchange(&l->owner, 0);
+}
+
 void *memset(void *d, int c, SIZE_T n);
 void *memcpy(void *d, const void *s, SIZE_T n);
 SIZE_T pvx_wcslen(const WCHAR *s);

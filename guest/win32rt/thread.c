@@ -11,8 +11,4 @@ EXPORT DWORD WINAPI GetLastError(void) {
 
 EXPORT void WINAPI SetLastError(DWORD e) { __asm__ volatile("movl %0, %%gs:0x68" : : "r"(e) : "memory"); }
 
-EXPORT DWORD WINAPI GetCurrentThreadId(void) {
-  DWORD id;
-  __asm__("movl %%gs:0x48, %0" : "=r"(id));
-  return id;
-}
+EXPORT DWORD WINAPI GetCurrentThreadId(void) { return (DWORD)pvx_thread_id(); }
