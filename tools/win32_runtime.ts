@@ -9,6 +9,7 @@ import { infoFields } from "../guest/info.ts";
 import { cacheRoot } from "./cache_dir.ts";
 import { MODULE_TABLE_OFFSET, RUNTIME_DLL } from "../guest/windows.ts";
 import { calls } from "../abi/calls.ts";
+import { DOORBELL_BASE, DOORBELL_SIZE } from "../abi/doorbell.ts";
 import { run } from "./guest_cc.ts";
 
 const sourceDir = new URL("../guest/win32rt/", import.meta.url).pathname;
@@ -30,6 +31,8 @@ const flags = [
   `-DPVX_PEB_MODULES=${MODULE_TABLE_OFFSET}`,
   `-DPVX_INFO_HEAP_START=${infoBase + 8 * infoFields.indexOf("heap_start")}`,
   `-DPVX_INFO_HEAP_END=${infoBase + 8 * infoFields.indexOf("heap_end")}`,
+  `-DPVX_DOORBELL_BASE=${DOORBELL_BASE}ull`,
+  `-DPVX_DOORBELL_SIZE=${DOORBELL_SIZE}`,
 ];
 
 /**

@@ -1,11 +1,32 @@
-/* The IsBad*Ptr probes. Windows answers them by touching the memory under
- * an exception handler; pvx asks VirtualQuery about each page first, so a
- * probe never faults. */
+/* The IsBad*Ptr probes. As on Windows, they touch one byte of each page;
+ * a fault in a probe resumes at pvx_probe_failed (seh.c), so good memory
+ * costs no exit. A thread already inside a fault's dispatch would take a
+ * second fault to the host, which ends the app, so it asks VirtualQuery. */
 #include "pvxrt.h"
 
 #define PAGE 0x1000
 
+/* The write probe ORs in zero atomically: it stores what is there even while another thread changes it. */
+__asm__(".globl pvx_probe_read\n"
+        "pvx_probe_read:\n"
+        "  movb (%rcx), %al\n"
+        "  movl $1, %eax\n"
+        "  ret\n"
+        ".globl pvx_probe_write\n"
+        "pvx_probe_write:\n"
+        "  lock orb $0, (%rcx)\n"
+        "  movl $1, %eax\n"
+        "  ret\n"
+        ".globl pvx_probe_failed\n"
+        "pvx_probe_failed:\n"
+        "  xorl %eax, %eax\n"
+        "  ret\n");
+
 static BOOL page_allows(ULONG_PTR address, BOOL write) {
+  /* The doorbell page is the host's, not memory: a touch there would be taken for a call. */
+  if (address - PVX_DOORBELL_BASE < PVX_DOORBELL_SIZE) return FALSE;
+  if (!*(volatile DWORD *)((char *)teb() + TEB_IN_FAULT))
+    return write ? pvx_probe_write(address) : pvx_probe_read(address);
   MEMORY_BASIC_INFORMATION mbi;
   if (!VirtualQuery((LPCVOID)address, &mbi, sizeof mbi) || mbi.State != MEM_COMMIT) return FALSE;
   DWORD p = mbi.Protect & 0xff;

@@ -18,6 +18,7 @@
 /* The TEB fields this runtime reads (guest/teb.ts writes them). */
 #define TEB_TLS_SLOTS 0x1480
 #define TLS_SLOTS 64
+#define TEB_IN_FAULT 0x1900 /* set while the host has handed this thread a fault (guest/exception_frame.ts) */
 
 /* pvx's own calls beneath the runtime (abi/calls.ts). */
 DWORD WINAPI PvxGetEnvironmentBlock(DWORD size, LPWCH buffer);
@@ -70,6 +71,11 @@ static inline void pvx_lock(struct pvx_lock *l) {
 static inline void pvx_unlock(struct pvx_lock *l) {
   if (--l->depth == 0) InterlockedExchange(&l->owner, 0);
 }
+
+/* memory.c's IsBad*Ptr probes, in this order in .text; a fault in either resumes at pvx_probe_failed (seh.c). */
+BOOL pvx_probe_read(ULONG_PTR address);
+BOOL pvx_probe_write(ULONG_PTR address);
+BOOL pvx_probe_failed(void);
 
 void *memset(void *d, int c, SIZE_T n);
 void *memcpy(void *d, const void *s, SIZE_T n);

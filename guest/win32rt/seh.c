@@ -254,9 +254,6 @@ EXPORT ULONG WINAPI RemoveVectoredExceptionHandler(PVOID handle) {
 LPTOP_LEVEL_EXCEPTION_FILTER pvx_unhandled_filter(void);
 void pvx_write_stderr(const char *text);
 
-/* TEB field the host sets while it has handed this thread a fault (guest/exception_frame.ts). */
-#define TEB_IN_FAULT 0x1900
-
 static void set_in_fault(DWORD v) { *(volatile DWORD *)((char *)teb() + TEB_IN_FAULT) = v; }
 
 /* Continues at `ctx`: the exception is dealt with. */
@@ -285,6 +282,12 @@ static void unhandled(EXCEPTION_RECORD *rec, CONTEXT *ctx, BOOL hardware) {
 }
 
 static void dispatch(EXCEPTION_RECORD *rec, CONTEXT *ctx, BOOL hardware) {
+  /* A probe that faulted answers "bad": its one instruction is all that runs before the fixup. */
+  if (hardware && rec->ExceptionCode == EXCEPTION_ACCESS_VIOLATION && ctx->Rip >= (DWORD64)pvx_probe_read &&
+      ctx->Rip < (DWORD64)pvx_probe_failed) {
+    ctx->Rip = (DWORD64)pvx_probe_failed;
+    resume(ctx, NULL);
+  }
   EXCEPTION_POINTERS ptrs = {rec, ctx};
   PVECTORED_EXCEPTION_HANDLER handlers[MAX_VECTORED];
   int n = 0;

@@ -1,9 +1,12 @@
 /* Hardware faults an app handles itself, built the default way (msvcrt): a
  * vectored handler that commits a reserved page on first touch and retries
  * the instruction; and access violations, divisions by zero and illegal
- * instructions caught by a handler that longjmps out of them. */
+ * instructions caught by a handler that longjmps out of them; and the
+ * IsBad*Ptr probes, which fault inside the runtime, before any handler of
+ * the app's is installed (on Windows a vectored handler would see them). */
 #include <setjmp.h>
 #include <stdio.h>
+#include <string.h>
 #include <windows.h>
 
 static char *lazy;
@@ -48,7 +51,28 @@ static void attempt(const char *what, void (*fn)(void)) {
   }
 }
 
+static void probes(void) {
+  char *page = VirtualAlloc(NULL, 2 * 4096, MEM_RESERVE | MEM_COMMIT, PAGE_READWRITE), *end = page + 4096;
+  DWORD old;
+  VirtualProtect(end, 4096, PAGE_NOACCESS, &old);
+  memcpy(end - 4, "abc", 4);
+  printf("IsBadReadPtr: a page %d, one byte past it %d, NULL %d, NULL for 0 bytes %d\n", IsBadReadPtr(page, 4096),
+         IsBadReadPtr(page, 4097), IsBadReadPtr(NULL, 1), IsBadReadPtr(NULL, 0));
+  BOOL ends = IsBadStringPtrA(end - 4, 100);
+  memset(end - 10, 'x', 10);
+  printf("IsBadStringPtrA: ends in the page %d, runs past it %d, stops at max %d\n", ends,
+         IsBadStringPtrA(end - 10, 11), IsBadStringPtrA(end - 10, 10));
+  printf("IsBadWritePtr: read-write %d, no access %d\n", IsBadWritePtr(page, 4096), IsBadWritePtr(end, 1));
+  VirtualProtect(page, 4096, PAGE_READONLY, &old);
+  printf("read-only: IsBadWritePtr %d, IsBadReadPtr %d, the bytes kept %d\n", IsBadWritePtr(page + 100, 1),
+         IsBadReadPtr(page + 100, 1), end[-1] == 'x' && page[0] == 0);
+  printf("IsBadCodePtr: code %d\n", IsBadCodePtr((FARPROC)probes));
+  VirtualFree(page, 0, MEM_RELEASE);
+  printf("released: IsBadReadPtr %d\n", IsBadReadPtr(page, 1));
+}
+
 int main(void) {
+  probes();
   lazy = VirtualAlloc(NULL, lazy_size, MEM_RESERVE, PAGE_READWRITE);
   PVOID h = AddVectoredExceptionHandler(1, commit_on_touch);
   for (SIZE_T i = 0; i < lazy_size; i += 1024) lazy[i] = (char)i;
