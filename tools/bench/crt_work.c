@@ -29,7 +29,7 @@ int main(void) {
   free(values);
   void *blocks[256] = {0};
   for (int i = 0; i < 400000; i++) {
-    int k = (i * 7919) & 255;
+    unsigned k = ((unsigned)i * 7919u) & 255;
     free(blocks[k]);
     blocks[k] = malloc(16 + (i % 1000));
     memset(blocks[k], i, 16);
