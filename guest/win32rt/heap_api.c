@@ -15,8 +15,7 @@ static struct heap *heaps; /* the private ones */
 static struct pvx_lock heaps_lock;
 
 static HANDLE process_heap_handle(void) {
-  char *peb = *(char **)((char *)teb() + 0x60);
-  return *(HANDLE *)(peb + 0x30); /* PEB.ProcessHeap (guest/windows.ts) */
+  return *(HANDLE *)(peb() + 0x30); /* PEB.ProcessHeap (guest/windows.ts) */
 }
 
 static struct heap *process_heap(void) {
@@ -73,7 +72,6 @@ EXPORT HANDLE WINAPI HeapCreate(DWORD options, SIZE_T initial, SIZE_T maximum) {
     SetLastError(ERROR_NOT_ENOUGH_MEMORY);
     return NULL;
   }
-  if (size < 0x10000) size = 0x10000;
   DWORD protect = options & HEAP_CREATE_ENABLE_EXECUTE ? PAGE_EXECUTE_READWRITE : PAGE_READWRITE;
   struct heap *h = VirtualAlloc(NULL, size, MEM_RESERVE | MEM_COMMIT, protect);
   if (!h) return NULL;

@@ -25,7 +25,7 @@ __asm__(".globl pvx_probe_read\n"
 static BOOL page_allows(ULONG_PTR address, BOOL write) {
   /* The doorbell page is the host's, not memory: a touch there would be taken for a call. */
   if (address - PVX_DOORBELL_BASE < PVX_DOORBELL_SIZE) return FALSE;
-  if (!*(volatile DWORD *)((char *)teb() + TEB_IN_FAULT))
+  if (!*pvx_in_fault())
     return write ? pvx_probe_write(address) : pvx_probe_read(address);
   MEMORY_BASIC_INFORMATION mbi;
   if (!VirtualQuery((LPCVOID)address, &mbi, sizeof mbi) || mbi.State != MEM_COMMIT) return FALSE;

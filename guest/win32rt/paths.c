@@ -82,14 +82,12 @@ EXPORT DWORD WINAPI GetFullPathNameW(LPCWSTR name, DWORD size, LPWSTR out, LPWST
 
 /* The loader leaves the exe's path in the PEB's process parameters (guest/windows.ts). */
 static const UNICODE_STRING *image_path(void) {
-  char *peb = *(char **)((char *)teb() + 0x60);
-  char *params = *(char **)(peb + 0x20);
+  char *params = *(char **)(peb() + 0x20);
   return (const UNICODE_STRING *)(params + 0x60);
 }
 
 EXPORT DWORD WINAPI GetModuleFileNameW(HMODULE module, LPWSTR out, DWORD size) {
-  char *peb = *(char **)((char *)teb() + 0x60);
-  if (module && module != *(HMODULE *)(peb + 0x10)) {
+  if (module && module != *(HMODULE *)(peb() + 0x10)) {
     /* Only the exe's own path is kept; a DLL's module handle is valid but its path is not known here. */
     SetLastError(ERROR_MOD_NOT_FOUND);
     return 0;

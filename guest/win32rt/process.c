@@ -132,8 +132,7 @@ EXPORT void WINAPI ExitProcess(UINT code) {
   static LONG exiting;
   if (!__atomic_exchange_n(&exiting, 1, __ATOMIC_SEQ_CST)) {
     const struct pvx_modules *t = pvx_module_table();
-    char *peb = *(char **)((char *)teb() + 0x60);
-    ULONG64 exe = *(ULONG64 *)(peb + 0x10);
+    ULONG64 exe = *(ULONG64 *)(peb() + 0x10);
     for (DWORD i = t->count; i-- > 0;) {
       if (t->m[i].base == exe || !t->m[i].entry_rva) continue;
       ((BOOL(WINAPI *)(HINSTANCE, DWORD, LPVOID))(t->m[i].base + t->m[i].entry_rva))((HINSTANCE)t->m[i].base,

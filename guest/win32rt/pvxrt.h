@@ -18,7 +18,7 @@
 /* The TEB fields this runtime reads (guest/teb.ts writes them). */
 #define TEB_TLS_SLOTS 0x1480
 #define TLS_SLOTS 64
-#define TEB_IN_FAULT 0x1900 /* set while the host has handed this thread a fault (guest/exception_frame.ts) */
+#define TEB_IN_FAULT 0x1900
 
 /* pvx's own calls beneath the runtime (abi/calls.ts). */
 DWORD WINAPI PvxGetEnvironmentBlock(DWORD size, LPWCH buffer);
@@ -29,13 +29,18 @@ static inline void *teb(void) {
   return t;
 }
 
+/* The process's PEB, at TEB+0x60 (guest/windows.ts writes both). */
+static inline char *peb(void) { return *(char **)((char *)teb() + 0x60); }
+
+/* Set while the host has handed this thread a fault (guest/exception_frame.ts). */
+static inline volatile DWORD *pvx_in_fault(void) { return (volatile DWORD *)((char *)teb() + TEB_IN_FAULT); }
+
 /* The loader's table of loaded images, in the order their initializers ran (guest/windows.ts, PEB page). */
 struct pvx_module { ULONG64 base; DWORD size, pdata_rva, pdata_size, entry_rva; };
 struct pvx_modules { DWORD count, reserved; struct pvx_module m[]; };
 
 static inline const struct pvx_modules *pvx_module_table(void) {
-  char *peb = *(char **)((char *)teb() + 0x60);
-  return (const struct pvx_modules *)(peb + PVX_PEB_MODULES);
+  return (const struct pvx_modules *)(peb() + PVX_PEB_MODULES);
 }
 
 /* The loaded image holding `address`, or NULL. */

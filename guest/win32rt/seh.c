@@ -254,7 +254,7 @@ EXPORT ULONG WINAPI RemoveVectoredExceptionHandler(PVOID handle) {
 LPTOP_LEVEL_EXCEPTION_FILTER pvx_unhandled_filter(void);
 void pvx_write_stderr(const char *text);
 
-static void set_in_fault(DWORD v) { *(volatile DWORD *)((char *)teb() + TEB_IN_FAULT) = v; }
+static void set_in_fault(DWORD v) { *pvx_in_fault() = v; }
 
 /* Continues at `ctx`: the exception is dealt with. */
 static void resume(CONTEXT *ctx, EXCEPTION_RECORD *rec) {

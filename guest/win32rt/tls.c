@@ -8,8 +8,7 @@
 #define PEB_TLS_BITMAP_BITS 0x80
 
 static volatile LONG64 *tls_bitmap(void) {
-  char *peb = *(char **)((char *)teb() + 0x60);
-  return (volatile LONG64 *)(peb + PEB_TLS_BITMAP_BITS);
+  return (volatile LONG64 *)(peb() + PEB_TLS_BITMAP_BITS);
 }
 
 static void **slots_of(char *t) {
