@@ -22,6 +22,8 @@
 
 /* pvx's own calls beneath the runtime (abi/calls.ts). */
 DWORD WINAPI PvxGetEnvironmentBlock(DWORD size, LPWCH buffer);
+BOOL WINAPI PvxWaitOnAddress(volatile LONG *address, LONG compare, DWORD milliseconds);
+VOID WINAPI PvxWakeByAddress(volatile LONG *address);
 
 static inline void *teb(void) {
   void *t;

@@ -17,6 +17,9 @@ export async function win32Programs(): Promise<string[]> {
 /** Programs that must never run under Wine: they probe for ways out of pvx's sandbox, which Wine does not have. */
 export const pvxOnly = new Set(["sandbox"]);
 
+/** Programs that call what pvx's Win32 runtime (guest/win32rt) gives Windows exes and abi/pvx.h does not. */
+export const windowsOnly = new Set(["slim_sync"]);
+
 /** Lines where Wine departs from Windows (tests/win32/wine_divergences.md): Wine's line, then Windows'. */
 export const wineDivergences: Record<string, [string, string][]> = {
   memory: [["VirtualFree release twice: error 87", "VirtualFree release twice: error 487"]],
