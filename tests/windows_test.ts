@@ -157,6 +157,50 @@ Deno.test("a fault a default mingw exe does not handle ends it with pvx's report
   );
 });
 
+Deno.test("what a one-app VM lacks fails with Windows' errors: child processes, pipes, console input events", async () => {
+  const work = await Deno.makeTempDir({ dir });
+  await Deno.writeTextFile(
+    `${work}/alone.c`,
+    `#include <windows.h>
+#include <stdio.h>
+#include <stdlib.h>
+static void show(const char *what, BOOL ok) { printf("%s: %d, error %lu\\n", what, ok, ok ? 0ul : GetLastError()); }
+int main(void) {
+  STARTUPINFOW si = { sizeof si };
+  PROCESS_INFORMATION pi;
+  WCHAR cmd[] = L"cmd /c echo hi";
+  HANDLE r, w, in = GetStdHandle(STD_INPUT_HANDLE);
+  INPUT_RECORD rec;
+  DWORD n, mode;
+  show("CreateProcessW", CreateProcessW(NULL, cmd, NULL, NULL, FALSE, 0, NULL, NULL, &si, &pi));
+  show("CreatePipe", CreatePipe(&r, &w, NULL, 0));
+  show("GetConsoleMode(stdin)", GetConsoleMode(in, &mode));
+  show("ReadConsoleInputW(stdin)", ReadConsoleInputW(in, &rec, 1, &n));
+  show("PeekConsoleInputA(stdin)", PeekConsoleInputA(in, &rec, 1, &n));
+  fflush(stdout);
+  printf("system() = %d\\n", system("echo from a child"));
+  return 0;
+}
+`,
+  );
+  const exe = await buildDefaultMingw(`${work}/alone.c`, work);
+  const ran = await pvxRun(exe, await Deno.makeTempDir({ dir }));
+  assert.equal(ran.stderr, "");
+  assert.equal(
+    ran.stdout,
+    [
+      "CreateProcessW: 0, error 50", // ERROR_NOT_SUPPORTED
+      "CreatePipe: 0, error 50",
+      "GetConsoleMode(stdin): 0, error 6", // ERROR_INVALID_HANDLE: a redirected handle's answer
+      "ReadConsoleInputW(stdin): 0, error 6",
+      "PeekConsoleInputA(stdin): 0, error 6",
+      "system() = -1",
+      "",
+    ].join("\r\n"),
+  );
+  assert.equal(ran.code, 0);
+});
+
 Deno.test("a shipped DLL loads, DllMain runs, imports bind by name and ordinal, GetProcAddress finds exports", async () => {
   const exe = await buildExeWithDll(await Deno.makeTempDir({ dir }));
   const underWine = await wine(exe, await Deno.makeTempDir({ dir }));

@@ -5,17 +5,14 @@
  * as UTF-8, ANSI text as it is. */
 #include "codepages.h"
 
-EXPORT BOOL WINAPI GetConsoleMode(HANDLE h, LPDWORD mode) {
-  (void)h, (void)mode;
+/* What Windows answers a console call on a handle that is not a console. */
+static BOOL not_a_console(void) {
   SetLastError(ERROR_INVALID_HANDLE);
   return FALSE;
 }
 
-EXPORT BOOL WINAPI SetConsoleMode(HANDLE h, DWORD mode) {
-  (void)h, (void)mode;
-  SetLastError(ERROR_INVALID_HANDLE);
-  return FALSE;
-}
+EXPORT BOOL WINAPI GetConsoleMode(HANDLE h, LPDWORD mode) { return (void)h, (void)mode, not_a_console(); }
+EXPORT BOOL WINAPI SetConsoleMode(HANDLE h, DWORD mode) { return (void)h, (void)mode, not_a_console(); }
 
 EXPORT BOOL WINAPI WriteConsoleA(HANDLE h, const void *text, DWORD n, LPDWORD written, LPVOID reserved) {
   (void)reserved;
@@ -53,11 +50,23 @@ EXPORT UINT WINAPI GetConsoleOutputCP(void) { return PVX_OEMCP; }
 EXPORT BOOL WINAPI SetConsoleCP(UINT cp) { return codepage_known(cp); }
 EXPORT BOOL WINAPI SetConsoleOutputCP(UINT cp) { return codepage_known(cp); }
 
+/* Input events (keys, mouse, resizes) come only from a console window, and pvx's console is a byte stream. */
 EXPORT BOOL WINAPI GetNumberOfConsoleInputEvents(HANDLE h, LPDWORD events) {
-  (void)h, (void)events;
-  SetLastError(ERROR_INVALID_HANDLE);
-  return FALSE;
+  return (void)h, (void)events, not_a_console();
 }
+EXPORT BOOL WINAPI ReadConsoleInputA(HANDLE h, PINPUT_RECORD records, DWORD n, LPDWORD read) {
+  return (void)h, (void)records, (void)n, (void)read, not_a_console();
+}
+EXPORT BOOL WINAPI ReadConsoleInputW(HANDLE h, PINPUT_RECORD records, DWORD n, LPDWORD read) {
+  return (void)h, (void)records, (void)n, (void)read, not_a_console();
+}
+EXPORT BOOL WINAPI PeekConsoleInputA(HANDLE h, PINPUT_RECORD records, DWORD n, LPDWORD read) {
+  return (void)h, (void)records, (void)n, (void)read, not_a_console();
+}
+EXPORT BOOL WINAPI PeekConsoleInputW(HANDLE h, PINPUT_RECORD records, DWORD n, LPDWORD read) {
+  return (void)h, (void)records, (void)n, (void)read, not_a_console();
+}
+EXPORT BOOL WINAPI FlushConsoleInputBuffer(HANDLE h) { return (void)h, not_a_console(); }
 
 EXPORT BOOL WINAPI VerifyConsoleIoHandle(HANDLE h) {
   (void)h;

@@ -172,3 +172,34 @@ EXPORT LPSTR WINAPI GetCommandLineA(void) {
   }
   return line;
 }
+
+/* A pvx instance is one app in its own VM: there is no second process to
+ * start. CreateProcess fails as Windows' unsupported requests do, so a
+ * runtime's system() or _spawn() reports the failure to the app rather than
+ * the app being stopped. CreatePipe fails the same way for now: a pipe
+ * between the app's own threads needs a host pipe object pvx lacks. */
+static BOOL alone_in_the_vm(void) {
+  SetLastError(ERROR_NOT_SUPPORTED);
+  return FALSE;
+}
+
+EXPORT BOOL WINAPI CreateProcessW(LPCWSTR app, LPWSTR command, LPSECURITY_ATTRIBUTES process_sa,
+                                  LPSECURITY_ATTRIBUTES thread_sa, BOOL inherit, DWORD flags, LPVOID environment,
+                                  LPCWSTR directory, LPSTARTUPINFOW startup, LPPROCESS_INFORMATION info) {
+  (void)app, (void)command, (void)process_sa, (void)thread_sa, (void)inherit, (void)flags, (void)environment;
+  (void)directory, (void)startup, (void)info;
+  return alone_in_the_vm();
+}
+
+EXPORT BOOL WINAPI CreateProcessA(LPCSTR app, LPSTR command, LPSECURITY_ATTRIBUTES process_sa,
+                                  LPSECURITY_ATTRIBUTES thread_sa, BOOL inherit, DWORD flags, LPVOID environment,
+                                  LPCSTR directory, LPSTARTUPINFOA startup, LPPROCESS_INFORMATION info) {
+  (void)app, (void)command, (void)process_sa, (void)thread_sa, (void)inherit, (void)flags, (void)environment;
+  (void)directory, (void)startup, (void)info;
+  return alone_in_the_vm();
+}
+
+EXPORT BOOL WINAPI CreatePipe(PHANDLE read, PHANDLE write, LPSECURITY_ATTRIBUTES sa, DWORD size) {
+  (void)read, (void)write, (void)sa, (void)size;
+  return alone_in_the_vm();
+}
