@@ -70,6 +70,8 @@ const securityAttributes = u64("lpSecurityAttributes", "LPSECURITY_ATTRIBUTES");
 
 /** sizeof(WIN32_FIND_DATAW) on x64 Windows. */
 export const FIND_DATA_SIZE = 592;
+/** sizeof(BY_HANDLE_FILE_INFORMATION) on x64 Windows. */
+export const BY_HANDLE_INFO_SIZE = 52;
 
 export const calls = [
   {
@@ -583,6 +585,14 @@ export const calls = [
       { name: "lpPreviousCount", c: "LPLONG", kind: "outU32", optional: true },
     ],
     doc: "Adds lReleaseCount (> 0) to the count; past the maximum it changes nothing (ERROR_TOO_MANY_POSTS).",
+  },
+  {
+    nr: 61,
+    name: "GetFileInformationByHandle",
+    ret: "BOOL",
+    failure: FALSE,
+    params: [h("hFile"), outStruct("lpFileInformation", "LPBY_HANDLE_FILE_INFORMATION", BY_HANDLE_INFO_SIZE)],
+    doc: "Attributes, times, size and a file index that is the same for every handle to one file.",
   },
 ] as const satisfies readonly CallDef[];
 

@@ -1163,6 +1163,17 @@ export class FileView {
     return hostCall(`GetFileAttributes ${quote(path)}`, () => this.#attributesOf(this.#existing(path)));
   }
 
+  /**
+   * What GetFileInformationByHandle tells of an open file, found by its path;
+   * `identity` names the file itself, so two handles to one file agree.
+   */
+  fileInformation(path: string): FindEntry & { identity: string } {
+    return hostCall(`GetFileInformationByHandle ${quote(path)}`, () => {
+      const node = this.#existing(path);
+      return { ...this.#findEntry(node.names.at(-1) ?? "", node), identity: this.#drive.identity(node) };
+    });
+  }
+
   find(pattern: string): FindEntry[] {
     return hostCall(`FindFirstFile ${quote(pattern)}`, () => {
       const names = parseGuestPath(pattern, this.#cwd, true);

@@ -3,6 +3,7 @@
 
 import {
   ABI_VERSION,
+  BY_HANDLE_INFO_SIZE,
   type CallDef,
   calls,
   FIND_DATA_SIZE,
@@ -113,6 +114,19 @@ typedef struct _WIN32_FIND_DATAW {
   WCHAR cAlternateFileName[14];
 } WIN32_FIND_DATAW, *LPWIN32_FIND_DATAW;
 _Static_assert(sizeof(WIN32_FIND_DATAW) == ${FIND_DATA_SIZE}, "WIN32_FIND_DATAW must match the host's layout");
+typedef struct _BY_HANDLE_FILE_INFORMATION {
+  DWORD dwFileAttributes;
+  FILETIME ftCreationTime;
+  FILETIME ftLastAccessTime;
+  FILETIME ftLastWriteTime;
+  DWORD dwVolumeSerialNumber;
+  DWORD nFileSizeHigh;
+  DWORD nFileSizeLow;
+  DWORD nNumberOfLinks;
+  DWORD nFileIndexHigh;
+  DWORD nFileIndexLow;
+} BY_HANDLE_FILE_INFORMATION, *LPBY_HANDLE_FILE_INFORMATION;
+_Static_assert(sizeof(BY_HANDLE_FILE_INFORMATION) == ${BY_HANDLE_INFO_SIZE}, "BY_HANDLE_FILE_INFORMATION must match the host's layout");
 #define WINAPI
 typedef struct _MEMORY_BASIC_INFORMATION {
   LPVOID BaseAddress;

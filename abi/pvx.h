@@ -60,6 +60,19 @@ typedef struct _WIN32_FIND_DATAW {
   WCHAR cAlternateFileName[14];
 } WIN32_FIND_DATAW, *LPWIN32_FIND_DATAW;
 _Static_assert(sizeof(WIN32_FIND_DATAW) == 592, "WIN32_FIND_DATAW must match the host's layout");
+typedef struct _BY_HANDLE_FILE_INFORMATION {
+  DWORD dwFileAttributes;
+  FILETIME ftCreationTime;
+  FILETIME ftLastAccessTime;
+  FILETIME ftLastWriteTime;
+  DWORD dwVolumeSerialNumber;
+  DWORD nFileSizeHigh;
+  DWORD nFileSizeLow;
+  DWORD nNumberOfLinks;
+  DWORD nFileIndexHigh;
+  DWORD nFileIndexLow;
+} BY_HANDLE_FILE_INFORMATION, *LPBY_HANDLE_FILE_INFORMATION;
+_Static_assert(sizeof(BY_HANDLE_FILE_INFORMATION) == 52, "BY_HANDLE_FILE_INFORMATION must match the host's layout");
 #define WINAPI
 typedef struct _MEMORY_BASIC_INFORMATION {
   LPVOID BaseAddress;
@@ -711,6 +724,14 @@ static inline BOOL ReleaseSemaphore(HANDLE hSemaphore, LONG lReleaseCount, LPLON
   PVX_USES("ReleaseSemaphore");
   uint64_t f[4] = { 0, (uint64_t)(uintptr_t)(hSemaphore), (uint64_t)(lReleaseCount), (uint64_t)(uintptr_t)(lpPreviousCount) };
   pvx_hypercall(60, f);
+  return (BOOL)f[0];
+}
+
+/* Attributes, times, size and a file index that is the same for every handle to one file. */
+static inline BOOL GetFileInformationByHandle(HANDLE hFile, LPBY_HANDLE_FILE_INFORMATION lpFileInformation) {
+  PVX_USES("GetFileInformationByHandle");
+  uint64_t f[3] = { 0, (uint64_t)(uintptr_t)(hFile), (uint64_t)(uintptr_t)(lpFileInformation) };
+  pvx_hypercall(61, f);
   return (BOOL)f[0];
 }
 

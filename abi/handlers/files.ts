@@ -7,7 +7,7 @@ import type { Host } from "../host.ts";
 import type { FindEntry } from "../fileview.ts";
 import type { ConsoleStream } from "../handles.ts";
 import { win32Constants as W, win32Errors as E } from "../win32.ts";
-import { FIND_DATA_SIZE } from "../calls.ts";
+import { BY_HANDLE_INFO_SIZE, FIND_DATA_SIZE } from "../calls.ts";
 import { copyOutWide, writeWide } from "./strings.ts";
 
 // Specific access rights that imply reading, writing or deleting, besides the GENERIC_* ones.
@@ -28,6 +28,45 @@ function writeFindData(out: Uint8Array, e: FindEntry): void {
   dv.setUint32(FIND.sizeHigh, Math.floor(e.size / 2 ** 32), true);
   dv.setUint32(FIND.sizeLow, e.size >>> 0, true);
   writeWide(out, FIND.name, e.name.slice(0, 259));
+}
+
+/** BY_HANDLE_FILE_INFORMATION field offsets (x64 Windows). */
+const BY_HANDLE = {
+  attributes: 0,
+  creation: 4,
+  access: 12,
+  write: 20,
+  volume: 28,
+  sizeHigh: 32,
+  sizeLow: 36,
+  links: 40,
+  indexHigh: 44,
+  indexLow: 48,
+} as const;
+/** The drive's volume serial number, as GetVolumeInformation would give it: "PVX1". */
+const VOLUME_SERIAL = 0x50565831;
+
+/** FNV-1a, 64-bit: a stable file index from a file's identity. */
+function fileIndex(identity: string): bigint {
+  let hash = 0xcbf29ce484222325n;
+  for (const byte of new TextEncoder().encode(identity)) {
+    hash = BigInt.asUintN(64, (hash ^ BigInt(byte)) * 0x100000001b3n);
+  }
+  return hash;
+}
+
+function writeHandleInfo(out: Uint8Array, e: FindEntry & { identity: string }): void {
+  out.fill(0, 0, BY_HANDLE_INFO_SIZE);
+  const dv = new DataView(out.buffer, out.byteOffset, BY_HANDLE_INFO_SIZE);
+  dv.setUint32(BY_HANDLE.attributes, e.attributes, true);
+  for (const at of [BY_HANDLE.creation, BY_HANDLE.access, BY_HANDLE.write]) dv.setBigUint64(at, e.lastWrite, true);
+  dv.setUint32(BY_HANDLE.volume, VOLUME_SERIAL, true);
+  dv.setUint32(BY_HANDLE.sizeHigh, Math.floor(e.size / 2 ** 32), true);
+  dv.setUint32(BY_HANDLE.sizeLow, e.size >>> 0, true);
+  dv.setUint32(BY_HANDLE.links, 1, true);
+  const index = fileIndex(e.identity);
+  dv.setUint32(BY_HANDLE.indexHigh, Number(index >> 32n), true);
+  dv.setUint32(BY_HANDLE.indexLow, Number(index & 0xffffffffn), true);
 }
 
 /**
@@ -188,6 +227,10 @@ export function fileHandlers(host: Host) {
     CreateDirectoryW: (a) => ok(() => host.files.createDirectory(a.lpPathName as string)),
     RemoveDirectoryW: (a) => ok(() => host.files.removeDirectory(a.lpPathName as string)),
     GetFileAttributesW: (a) => host.files.attributes(a.lpFileName as string),
+    GetFileInformationByHandle: (a) => {
+      writeHandleInfo(a.lpFileInformation as Uint8Array, host.files.fileInformation(file(a).file.path));
+      return 1;
+    },
     FindFirstFileW: (a) => {
       const entries = host.files.find(a.lpFileName as string);
       const handle = host.handles.open({ kind: "find", entries, next: 1 });

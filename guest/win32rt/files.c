@@ -1,4 +1,6 @@
-/* The legacy 32-bit file-pointer and size calls, on top of their 64-bit forms. */
+/* The legacy 32-bit file-pointer and size calls, on top of their 64-bit
+ * forms, and what a handle tells of its file (times, ntdll's information
+ * classes), on top of GetFileInformationByHandle. */
 #include "pvxrt.h"
 
 EXPORT DWORD WINAPI SetFilePointer(HANDLE h, LONG distance, PLONG distance_high, DWORD method) {
@@ -21,4 +23,54 @@ EXPORT DWORD WINAPI GetFileSize(HANDLE h, LPDWORD high) {
   if (high) *high = size.HighPart;
   if (size.LowPart == INVALID_FILE_SIZE) SetLastError(NO_ERROR);
   return size.LowPart;
+}
+
+EXPORT BOOL WINAPI GetFileTime(HANDLE h, LPFILETIME creation, LPFILETIME access, LPFILETIME write) {
+  BY_HANDLE_FILE_INFORMATION info;
+  if (!GetFileInformationByHandle(h, &info)) return FALSE;
+  if (creation) *creation = info.ftCreationTime;
+  if (access) *access = info.ftLastAccessTime;
+  if (write) *write = info.ftLastWriteTime;
+  return TRUE;
+}
+
+#define STATUS_INVALID_INFO_CLASS ((NTSTATUS)0xC0000003)
+#define STATUS_INFO_LENGTH_MISMATCH ((NTSTATUS)0xC0000004)
+#define ALLOCATION_UNIT 4096 /* what a 4 KiB-cluster NTFS volume rounds a file's allocation to */
+
+static LONGLONG filetime_value(FILETIME t) { return (LONGLONG)(((ULONG64)t.dwHighDateTime << 32) | t.dwLowDateTime); }
+
+/* The classes a C runtime asks about an open file: basic (times and
+ * attributes), standard (sizes, links, directory) and its position. */
+EXPORT NTSTATUS NTAPI NtQueryInformationFile(HANDLE h, PIO_STATUS_BLOCK io, PVOID out, ULONG length,
+                                             FILE_INFORMATION_CLASS cls) {
+  ULONG needed = cls == FileBasicInformation      ? sizeof(FILE_BASIC_INFORMATION)
+                 : cls == FileStandardInformation ? sizeof(FILE_STANDARD_INFORMATION)
+                 : cls == FilePositionInformation ? sizeof(FILE_POSITION_INFORMATION)
+                                                  : 0;
+  if (!needed) return STATUS_INVALID_INFO_CLASS;
+  if (length < needed) return STATUS_INFO_LENGTH_MISMATCH;
+  BY_HANDLE_FILE_INFORMATION info;
+  LARGE_INTEGER zero = { .QuadPart = 0 }, position;
+  if (cls == FilePositionInformation ? !SetFilePointerEx(h, zero, &position, FILE_CURRENT)
+                                     : !GetFileInformationByHandle(h, &info))
+    return STATUS_INVALID_HANDLE; /* the one way either fails on a handle pvx gave out */
+  LONGLONG size = ((LONGLONG)info.nFileSizeHigh << 32) | info.nFileSizeLow;
+  if (cls == FileBasicInformation) {
+    FILE_BASIC_INFORMATION *b = out;
+    b->CreationTime.QuadPart = filetime_value(info.ftCreationTime);
+    b->LastAccessTime.QuadPart = filetime_value(info.ftLastAccessTime);
+    b->LastWriteTime.QuadPart = b->ChangeTime.QuadPart = filetime_value(info.ftLastWriteTime);
+    b->FileAttributes = info.dwFileAttributes;
+  } else if (cls == FileStandardInformation) {
+    FILE_STANDARD_INFORMATION *s = out;
+    s->AllocationSize.QuadPart = (size + ALLOCATION_UNIT - 1) & -(LONGLONG)ALLOCATION_UNIT;
+    s->EndOfFile.QuadPart = size;
+    s->NumberOfLinks = info.nNumberOfLinks;
+    s->DeletePending = FALSE;
+    s->Directory = (info.dwFileAttributes & FILE_ATTRIBUTE_DIRECTORY) != 0;
+  } else ((FILE_POSITION_INFORMATION *)out)->CurrentByteOffset = position;
+  io->Status = STATUS_SUCCESS;
+  io->Information = needed;
+  return STATUS_SUCCESS;
 }

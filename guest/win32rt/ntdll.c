@@ -3,8 +3,6 @@
  * module, so every DLL is pinned). */
 #include "pvxrt.h"
 
-#define STATUS_SUCCESS ((NTSTATUS)0)
-
 #define TICKS_PER_SECOND 10000000ull
 #define TICKS_1601_TO_1970 116444736000000000ull
 

@@ -14,6 +14,7 @@
 #include <winternl.h>
 
 #define EXPORT __declspec(dllexport)
+#define STATUS_SUCCESS ((NTSTATUS)0)
 
 /* The TEB fields this runtime reads (guest/teb.ts writes them). */
 #define TEB_TLS_SLOTS 0x1480
