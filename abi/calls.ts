@@ -594,6 +594,19 @@ export const calls = [
     params: [h("hFile"), outStruct("lpFileInformation", "LPBY_HANDLE_FILE_INFORMATION", BY_HANDLE_INFO_SIZE)],
     doc: "Attributes, times, size and a file index that is the same for every handle to one file.",
   },
+  {
+    nr: 62,
+    name: "GetDiskFreeSpaceExW",
+    ret: "BOOL",
+    failure: FALSE,
+    params: [
+      wstr("lpDirectoryName", true),
+      outStruct("lpFreeBytesAvailableToCaller", "PULARGE_INTEGER", 8, true),
+      outStruct("lpTotalNumberOfBytes", "PULARGE_INTEGER", 8, true),
+      outStruct("lpTotalNumberOfFreeBytes", "PULARGE_INTEGER", 8, true),
+    ],
+    doc: "The space under a directory (NULL: the current one): the host filesystem's, capped by the overlay's quota.",
+  },
 ] as const satisfies readonly CallDef[];
 
 export type CallName = (typeof calls)[number]["name"];

@@ -19,6 +19,7 @@ import {
   writeFileAtomic,
 } from "./overlay.ts";
 import { DiskQuota, filesBytes } from "./disk_quota.ts";
+import { statfsSync } from "node:fs";
 
 /**
  * A call on the drive failed the Win32 way; `code` is what GetLastError returns. It is a
@@ -564,6 +565,24 @@ class Drive {
     if (!host) return { size: node.layer === "drive" ? node.bundle?.bytes?.length ?? 0 : 0, lastWrite: filetime(null) };
     const info = Deno.statSync(host);
     return { size: node.isDir ? 0 : info.size, lastWrite: filetime(info.mtime) };
+  }
+
+  /**
+   * The space a directory's files may take, in bytes: the host filesystem
+   * under it (its share's, or the overlay's), and for the overlay no more than
+   * its quota leaves.
+   */
+  freeSpace(dir: Node): { available: number; total: number; free: number } {
+    const fs = statfsSync(dir.layer === "share" ? dir.real : this.#overlay.files);
+    const unit = Number(fs.bsize);
+    let available = Number(fs.bavail) * unit, total = Number(fs.blocks) * unit, free = Number(fs.bfree) * unit;
+    if (dir.layer !== "share" && this.quota) {
+      const left = Math.max(0, this.quota.limit - this.quota.used);
+      available = Math.min(available, left);
+      free = Math.min(free, left);
+      total = Math.min(total, this.quota.limit);
+    }
+    return { available, total, free };
   }
 
   /** The root, mount points and the directories above them cannot be removed or renamed. */
@@ -1171,6 +1190,15 @@ export class FileView {
     return hostCall(`GetFileInformationByHandle ${quote(path)}`, () => {
       const node = this.#existing(path);
       return { ...this.#findEntry(node.names.at(-1) ?? "", node), identity: this.#drive.identity(node) };
+    });
+  }
+
+  /** GetDiskFreeSpaceEx of the directory `path` names, or of the current one. */
+  freeSpace(path: string | null): { available: number; total: number; free: number } {
+    return hostCall(`GetDiskFreeSpaceEx ${path === null ? "(current directory)" : quote(path)}`, () => {
+      const node = this.#existing(path ?? ".");
+      if (!node.isDir) throw new FileViewError(E.ERROR_DIRECTORY, `${path} is a file, not a directory`);
+      return this.#drive.freeSpace(node);
     });
   }
 

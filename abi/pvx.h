@@ -43,6 +43,13 @@ typedef union _LARGE_INTEGER {
   };
   LONGLONG QuadPart;
 } LARGE_INTEGER, *PLARGE_INTEGER;
+typedef union _ULARGE_INTEGER {
+  struct {
+    DWORD LowPart;
+    DWORD HighPart;
+  };
+  ULONGLONG QuadPart;
+} ULARGE_INTEGER, *PULARGE_INTEGER;
 typedef struct _FILETIME {
   DWORD dwLowDateTime;
   DWORD dwHighDateTime;
@@ -732,6 +739,14 @@ static inline BOOL GetFileInformationByHandle(HANDLE hFile, LPBY_HANDLE_FILE_INF
   PVX_USES("GetFileInformationByHandle");
   uint64_t f[3] = { 0, (uint64_t)(uintptr_t)(hFile), (uint64_t)(uintptr_t)(lpFileInformation) };
   pvx_hypercall(61, f);
+  return (BOOL)f[0];
+}
+
+/* The space under a directory (NULL: the current one): the host filesystem's, capped by the overlay's quota. */
+static inline BOOL GetDiskFreeSpaceExW(LPCWSTR lpDirectoryName, PULARGE_INTEGER lpFreeBytesAvailableToCaller, PULARGE_INTEGER lpTotalNumberOfBytes, PULARGE_INTEGER lpTotalNumberOfFreeBytes) {
+  PVX_USES("GetDiskFreeSpaceExW");
+  uint64_t f[5] = { 0, (uint64_t)(uintptr_t)(lpDirectoryName), (uint64_t)(uintptr_t)(lpFreeBytesAvailableToCaller), (uint64_t)(uintptr_t)(lpTotalNumberOfBytes), (uint64_t)(uintptr_t)(lpTotalNumberOfFreeBytes) };
+  pvx_hypercall(62, f);
   return (BOOL)f[0];
 }
 

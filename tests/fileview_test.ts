@@ -844,6 +844,10 @@ Deno.test("the overlay's quota: a write, a copy-up or a resize past it is ERROR_
     assert.equal(decode(read("readme.txt")), "HELLO bundle");
     assert.equal(decode(read("data\\config.txt")), "key=value");
     assert.equal(read("b.txt").length, 43);
+    // The drive's free space is what the quota leaves; a share's is its own filesystem's.
+    assert.deepEqual(v.freeSpace("C:\\"), { available: 0, total: quota, free: 0 });
+    assert.ok(v.freeSpace("C:\\shared").total > quota);
+    expectCode(E.ERROR_DIRECTORY, () => v.freeSpace("readme.txt"));
     // A view over the same overlay, as after a restore, counts what it holds from the start.
     const again = view();
     expectCode(

@@ -231,6 +231,24 @@ export function fileHandlers(host: Host) {
       writeHandleInfo(a.lpFileInformation as Uint8Array, host.files.fileInformation(file(a).file.path));
       return 1;
     },
+    GetDiskFreeSpaceExW: (a) => {
+      const space = host.files.freeSpace(a.lpDirectoryName as string | null);
+      const fields = [
+        [a.lpFreeBytesAvailableToCaller, space.available],
+        [a.lpTotalNumberOfBytes, space.total],
+        [a.lpTotalNumberOfFreeBytes, space.free],
+      ] as const;
+      for (const [out, bytes] of fields) {
+        if (out) {
+          new DataView((out as Uint8Array).buffer, (out as Uint8Array).byteOffset, 8).setBigUint64(
+            0,
+            BigInt(bytes),
+            true,
+          );
+        }
+      }
+      return 1;
+    },
     FindFirstFileW: (a) => {
       const entries = host.files.find(a.lpFileName as string);
       const handle = host.handles.open({ kind: "find", entries, next: 1 });

@@ -195,3 +195,13 @@ EXPORT UINT WINAPI GetTempFileNameA(LPCSTR dir, LPCSTR prefix, UINT unique, LPST
   release(wd), release(wp);
   return r;
 }
+
+EXPORT BOOL WINAPI GetDiskFreeSpaceExA(LPCSTR dir, PULARGE_INTEGER available, PULARGE_INTEGER total,
+                                       PULARGE_INTEGER free) {
+  WITH_WIDE(dir, w, FALSE, GetDiskFreeSpaceExW(w, available, total, free))
+}
+
+EXPORT BOOL WINAPI GetDiskFreeSpaceA(LPCSTR root, LPDWORD sectors_per_cluster, LPDWORD bytes_per_sector,
+                                     LPDWORD free_clusters, LPDWORD total_clusters) {
+  WITH_WIDE(root, w, FALSE, GetDiskFreeSpaceW(w, sectors_per_cluster, bytes_per_sector, free_clusters, total_clusters))
+}

@@ -197,3 +197,24 @@ EXPORT UINT WINAPI GetTempFileNameW(LPCWSTR dir, LPCWSTR prefix, UINT unique, LP
   SetLastError(ERROR_FILE_EXISTS);
   return 0;
 }
+
+/* The legacy form in clusters of eight 512-byte sectors, as NTFS formats a
+ * volume by default; counts past 32 bits stop at the largest DWORD. */
+#define BYTES_PER_SECTOR 512
+#define SECTORS_PER_CLUSTER 8
+
+static DWORD clusters(ULONGLONG bytes) {
+  ULONGLONG n = bytes / (BYTES_PER_SECTOR * SECTORS_PER_CLUSTER);
+  return n > 0xffffffffu ? 0xffffffffu : (DWORD)n;
+}
+
+EXPORT BOOL WINAPI GetDiskFreeSpaceW(LPCWSTR root, LPDWORD sectors_per_cluster, LPDWORD bytes_per_sector,
+                                     LPDWORD free_clusters, LPDWORD total_clusters) {
+  ULARGE_INTEGER available, total;
+  if (!GetDiskFreeSpaceExW(root, &available, &total, NULL)) return FALSE;
+  if (sectors_per_cluster) *sectors_per_cluster = SECTORS_PER_CLUSTER;
+  if (bytes_per_sector) *bytes_per_sector = BYTES_PER_SECTOR;
+  if (free_clusters) *free_clusters = clusters(available.QuadPart);
+  if (total_clusters) *total_clusters = clusters(total.QuadPart);
+  return TRUE;
+}

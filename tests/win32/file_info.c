@@ -1,7 +1,8 @@
 /* What a handle tells of its file: GetFileInformationByHandle (attributes,
  * size, links, an index shared by every handle to one file), GetFileTime,
  * and ntdll's NtQueryInformationFile classes that C runtimes ask for, with
- * their errors. No time or index is printed, only how they relate. */
+ * their errors; and the free space of the drive. No time, index or size of
+ * the disk is printed, only how they relate. */
 #include "common.h"
 #include <winternl.h>
 
@@ -93,6 +94,23 @@ int main(void) {
   status("an unknown class", query(f, &io, &standard, sizeof standard, (FILE_INFORMATION_CLASS)0x7f));
   CloseHandle(dir);
   CloseHandle(f);
+
+  ULARGE_INTEGER available, total, free;
+  result("GetDiskFreeSpaceExW(NULL)", GetDiskFreeSpaceExW(NULL, &available, &total, &free));
+  value("available <= free <= total", available.QuadPart <= free.QuadPart && free.QuadPart <= total.QuadPart);
+  value("total > 0", total.QuadPart > 0);
+  result("GetDiskFreeSpaceExW(C:\\), only the total", GetDiskFreeSpaceExW(L"C:\\", NULL, &total, NULL));
+  result("GetDiskFreeSpaceExA(C:\\)", GetDiskFreeSpaceExA("C:\\", &available, NULL, NULL));
+  result("GetDiskFreeSpaceExW, a directory that is not there",
+         GetDiskFreeSpaceExW(L"C:\\no such dir\\", &available, &total, &free));
+  result("GetDiskFreeSpaceExW, inside a directory that is not there",
+         GetDiskFreeSpaceExW(L"C:\\no such dir\\deeper\\", &available, NULL, NULL));
+  result("GetDiskFreeSpaceExW, a file", GetDiskFreeSpaceExW(L"info.txt", &available, NULL, NULL));
+  DWORD spc = 0, bps = 0, free_clusters = 0, clusters = 0;
+  result("GetDiskFreeSpaceW(C:\\)", GetDiskFreeSpaceW(L"C:\\", &spc, &bps, &free_clusters, &clusters));
+  value("bytes per sector", bps);
+  value("free clusters <= clusters", free_clusters <= clusters);
+  result("GetDiskFreeSpaceA(NULL)", GetDiskFreeSpaceA(NULL, &spc, &bps, &free_clusters, &clusters));
 
   result("GetFileInformationByHandle, a closed handle", GetFileInformationByHandle(f, &info));
   result("GetFileTime, a closed handle", GetFileTime(f, &created, NULL, NULL));
