@@ -607,6 +607,14 @@ export const calls = [
     ],
     doc: "The space under a directory (NULL: the current one): the host filesystem's, capped by the overlay's quota.",
   },
+  {
+    nr: 63,
+    name: "PvxSetFileTime",
+    ret: "BOOL",
+    failure: FALSE,
+    params: [h("hFile"), u64("ftLastAccessTime", "ULONGLONG"), u64("ftLastWriteTime", "ULONGLONG")],
+    doc: "Sets a file's access and write times (FILETIME values; 0 or ~0 leaves one as it is); needs write access.",
+  },
 ] as const satisfies readonly CallDef[];
 
 export type CallName = (typeof calls)[number]["name"];

@@ -62,6 +62,8 @@ export interface OpenFile {
   size(): number;
   /** SetEndOfFile */
   setSize(size: number): void;
+  /** SetFileTime: the times to set, each null to leave as it is. */
+  setTimes(access: Date | null, write: Date | null): void;
   flush(): void;
   /** Releases this handle's share of the file; the last close of a DELETE_ON_CLOSE file deletes it. */
   close(): void;
@@ -73,6 +75,12 @@ export interface FindEntry {
   size: number;
   /** FILETIME: 100 ns units since 1601. */
   lastWrite: bigint;
+}
+
+/** What GetFileInformationByHandle tells; `identity` names the file itself, so two handles to one file agree. */
+export interface FileInformation extends FindEntry {
+  lastAccess: bigint;
+  identity: string;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -295,6 +303,11 @@ const UNIX_EPOCH_FILETIME = 116444736000000000n;
 function filetime(mtime: Date | null): bigint {
   const t = UNIX_EPOCH_FILETIME + BigInt(mtime?.getTime() ?? 0) * 10000n;
   return t < 0n ? 0n : t;
+}
+
+/** A FILETIME as a Date, to the millisecond the host filesystem keeps. */
+export function filetimeDate(t: bigint): Date {
+  return new Date(Number((t - UNIX_EPOCH_FILETIME) / 10000n));
 }
 
 function readAt(file: Deno.FsFile, into: Uint8Array, position: number): number {
@@ -583,6 +596,12 @@ class Drive {
       total = Math.min(total, this.quota.limit);
     }
     return { available, total, free };
+  }
+
+  /** When the file was last read, as the host keeps it; a bundle file was never, and reports the Unix epoch too. */
+  lastAccess(node: Node): bigint {
+    const host = node.layer === "share" ? node.real : node.overlay;
+    return filetime(host ? Deno.statSync(host).atime : null);
   }
 
   /** The root, mount points and the directories above them cannot be removed or renamed. */
@@ -893,6 +912,13 @@ class Handle implements OpenFile {
     this.#io("FlushFileBuffers", "write", () => this.#node.writableFile().syncSync());
   }
 
+  setTimes(access: Date | null, write: Date | null): void {
+    this.#io("SetFileTime", "write", () => {
+      const file = this.#node.writableFile(), now = file.statSync();
+      file.utimeSync(access ?? now.atime ?? new Date(), write ?? now.mtime ?? new Date());
+    });
+  }
+
   close(): void {
     this.#checkOpen("CloseHandle");
     this.#closed = true;
@@ -1182,14 +1208,15 @@ export class FileView {
     return hostCall(`GetFileAttributes ${quote(path)}`, () => this.#attributesOf(this.#existing(path)));
   }
 
-  /**
-   * What GetFileInformationByHandle tells of an open file, found by its path;
-   * `identity` names the file itself, so two handles to one file agree.
-   */
-  fileInformation(path: string): FindEntry & { identity: string } {
+  /** What GetFileInformationByHandle tells of an open file, found by its path. */
+  fileInformation(path: string): FileInformation {
     return hostCall(`GetFileInformationByHandle ${quote(path)}`, () => {
       const node = this.#existing(path);
-      return { ...this.#findEntry(node.names.at(-1) ?? "", node), identity: this.#drive.identity(node) };
+      return {
+        ...this.#findEntry(node.names.at(-1) ?? "", node),
+        lastAccess: this.#drive.lastAccess(node),
+        identity: this.#drive.identity(node),
+      };
     });
   }
 

@@ -750,6 +750,14 @@ static inline BOOL GetDiskFreeSpaceExW(LPCWSTR lpDirectoryName, PULARGE_INTEGER 
   return (BOOL)f[0];
 }
 
+/* Sets a file's access and write times (FILETIME values; 0 or ~0 leaves one as it is); needs write access. */
+static inline BOOL PvxSetFileTime(HANDLE hFile, ULONGLONG ftLastAccessTime, ULONGLONG ftLastWriteTime) {
+  PVX_USES("PvxSetFileTime");
+  uint64_t f[4] = { 0, (uint64_t)(uintptr_t)(hFile), (uint64_t)(ftLastAccessTime), (uint64_t)(ftLastWriteTime) };
+  pvx_hypercall(63, f);
+  return (BOOL)f[0];
+}
+
 
 /* Critical sections run in the guest (guest/runtime.ts, reached through the
  * info page); only a contended one waits in the host. */

@@ -4,7 +4,7 @@
 import type { Args, Handler, OutU32 } from "../dispatch.ts";
 import { Win32Error } from "../dispatch.ts";
 import type { Host } from "../host.ts";
-import type { FindEntry } from "../fileview.ts";
+import { type FileInformation, filetimeDate, type FindEntry } from "../fileview.ts";
 import type { ConsoleStream } from "../handles.ts";
 import { win32Constants as W, win32Errors as E } from "../win32.ts";
 import { BY_HANDLE_INFO_SIZE, FIND_DATA_SIZE } from "../calls.ts";
@@ -55,11 +55,13 @@ function fileIndex(identity: string): bigint {
   return hash;
 }
 
-function writeHandleInfo(out: Uint8Array, e: FindEntry & { identity: string }): void {
+function writeHandleInfo(out: Uint8Array, e: FileInformation): void {
   out.fill(0, 0, BY_HANDLE_INFO_SIZE);
   const dv = new DataView(out.buffer, out.byteOffset, BY_HANDLE_INFO_SIZE);
   dv.setUint32(BY_HANDLE.attributes, e.attributes, true);
-  for (const at of [BY_HANDLE.creation, BY_HANDLE.access, BY_HANDLE.write]) dv.setBigUint64(at, e.lastWrite, true);
+  // Linux keeps no creation time: the last write stands in for it, as in find data.
+  for (const at of [BY_HANDLE.creation, BY_HANDLE.write]) dv.setBigUint64(at, e.lastWrite, true);
+  dv.setBigUint64(BY_HANDLE.access, e.lastAccess, true);
   dv.setUint32(BY_HANDLE.volume, VOLUME_SERIAL, true);
   dv.setUint32(BY_HANDLE.sizeHigh, Math.floor(e.size / 2 ** 32), true);
   dv.setUint32(BY_HANDLE.sizeLow, e.size >>> 0, true);
@@ -229,6 +231,12 @@ export function fileHandlers(host: Host) {
     GetFileAttributesW: (a) => host.files.attributes(a.lpFileName as string),
     GetFileInformationByHandle: (a) => {
       writeHandleInfo(a.lpFileInformation as Uint8Array, host.files.fileInformation(file(a).file.path));
+      return 1;
+    },
+    PvxSetFileTime: (a) => {
+      // 0 and ~0 leave a time as it is, as on Windows.
+      const date = (t: bigint) => t === 0n || t === 0xffffffffffffffffn ? null : filetimeDate(t);
+      file(a).file.setTimes(date(a.ftLastAccessTime as bigint), date(a.ftLastWriteTime as bigint));
       return 1;
     },
     GetDiskFreeSpaceExW: (a) => {

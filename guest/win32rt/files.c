@@ -74,3 +74,10 @@ EXPORT NTSTATUS NTAPI NtQueryInformationFile(HANDLE h, PIO_STATUS_BLOCK io, PVOI
   io->Information = needed;
   return STATUS_SUCCESS;
 }
+
+/* Linux keeps no creation time to set, so only the access and write times
+ * change; a NULL pointer, or a time of 0 or ~0, leaves one as it is. */
+EXPORT BOOL WINAPI SetFileTime(HANDLE h, const FILETIME *creation, const FILETIME *access, const FILETIME *write) {
+  (void)creation;
+  return PvxSetFileTime(h, access ? (ULONGLONG)filetime_value(*access) : 0, write ? (ULONGLONG)filetime_value(*write) : 0);
+}

@@ -25,6 +25,7 @@
 DWORD WINAPI PvxGetEnvironmentBlock(DWORD size, LPWCH buffer);
 BOOL WINAPI PvxWaitOnAddress(volatile LONG *address, LONG compare, DWORD milliseconds);
 VOID WINAPI PvxWakeByAddress(volatile LONG *address);
+BOOL WINAPI PvxSetFileTime(HANDLE h, ULONGLONG access, ULONGLONG write);
 
 static inline void *teb(void) {
   void *t;

@@ -64,6 +64,26 @@ int main(void) {
   value("and GetFileAttributesExW's", ft(by_name.ftLastWriteTime) == written);
   result("GetFileTime, every pointer NULL", GetFileTime(f, NULL, NULL, NULL));
 
+  FILETIME y2020 = { 0x69050000u, 0x01d5c036u }; /* 2020-01-01 00:00 UTC */
+  FILETIME y2021 = { 0x0c358000u, 0x01d6dfd1u }; /* 2021-01-01 00:00 UTC */
+  result("SetFileTime, the write time to 2020", SetFileTime(f, NULL, NULL, &y2020));
+  GetFileTime(f, NULL, &accessed, &wrote);
+  value("GetFileTime reads it back", ft(wrote) == ft(y2020));
+  result("SetFileTime, the access time to 2021", SetFileTime(f, NULL, &y2021, NULL));
+  GetFileTime(f, NULL, &accessed, &wrote);
+  value("both read back", ft(accessed) == ft(y2021) && ft(wrote) == ft(y2020));
+  result("SetFileTime, every pointer NULL", SetFileTime(f, NULL, NULL, NULL));
+  GetFileTime(f, NULL, NULL, &wrote);
+  value("the write time is unchanged", ft(wrote) == ft(y2020));
+  GetFileAttributesExW(L"info.txt", GetFileExInfoStandard, &by_name);
+  value("GetFileAttributesExW sees 2020", ft(by_name.ftLastWriteTime) == ft(y2020));
+  HANDLE reader = CreateFileW(L"info.txt", GENERIC_READ, FILE_SHARE_READ | FILE_SHARE_WRITE, NULL, OPEN_EXISTING, 0,
+                              NULL);
+  result("SetFileTime through a read-only handle", SetFileTime(reader, NULL, NULL, &y2021));
+  CloseHandle(reader);
+  GetFileTime(f, NULL, NULL, &wrote); /* Wine let the read-only handle change it: compare with what is there */
+  written = ft(wrote);
+
   HANDLE dir = CreateFileW(L".", GENERIC_READ, FILE_SHARE_READ | FILE_SHARE_WRITE, NULL, OPEN_EXISTING,
                            FILE_FLAG_BACKUP_SEMANTICS, NULL);
   open_result("CreateFileW . (a directory)", dir);
