@@ -318,7 +318,7 @@ static DECLSPEC_NORETURN DWORD WINAPI wait_thread(LPVOID unused) {
         enqueue(w);
         continue;
       }
-      if (count < MAXIMUM_WAIT_OBJECTS) {
+      if (count <= MAX_WAITS) {
         handles[count] = w->handle;
         owners[count++] = w;
       }
