@@ -93,10 +93,10 @@ export function describeAnalysis(a: PeAnalysis): string {
     for (const e of entries) lines.push(`  ${e.status.padEnd(11)} ${e.name}`);
   }
   lines.push(coverage(a));
+  // Several of the app's DLLs may import one missing function; it is one thing to implement.
+  const missing = [...new Set(a.missing.map((m) => `${m.dll}!${m.name}`))];
   lines.push(
-    a.missing.length
-      ? `${a.missing.length} import(s) missing: ${a.missing.map((m) => `${m.dll}!${m.name}`).join(", ")}`
-      : "every import is available",
+    missing.length ? `${missing.length} import(s) missing: ${missing.join(", ")}` : "every import is available",
   );
   return lines.join("\n");
 }
