@@ -157,7 +157,7 @@ Deno.test("a fault a default mingw exe does not handle ends it with pvx's report
   );
 });
 
-Deno.test("what a one-app VM lacks fails with Windows' errors: child processes, pipes, console input events", async () => {
+Deno.test("what a one-app VM and its drive lack fails with Windows' errors: child processes, pipes, console input events, links", async () => {
   const work = await Deno.makeTempDir({ dir });
   await Deno.writeTextFile(
     `${work}/alone.c`,
@@ -177,6 +177,8 @@ int main(void) {
   show("GetConsoleMode(stdin)", GetConsoleMode(in, &mode));
   show("ReadConsoleInputW(stdin)", ReadConsoleInputW(in, &rec, 1, &n));
   show("PeekConsoleInputA(stdin)", PeekConsoleInputA(in, &rec, 1, &n));
+  show("CreateSymbolicLinkW", CreateSymbolicLinkW(L"link.txt", L"target.txt", 0));
+  show("CreateHardLinkA", CreateHardLinkA("link.txt", "target.txt", NULL));
   fflush(stdout);
   printf("system() = %d\\n", system("echo from a child"));
   return 0;
@@ -194,6 +196,8 @@ int main(void) {
       "GetConsoleMode(stdin): 0, error 6", // ERROR_INVALID_HANDLE: a redirected handle's answer
       "ReadConsoleInputW(stdin): 0, error 6",
       "PeekConsoleInputA(stdin): 0, error 6",
+      "CreateSymbolicLinkW: 0, error 1314", // ERROR_PRIVILEGE_NOT_HELD: a standard user's answer
+      "CreateHardLinkA: 0, error 1", // ERROR_INVALID_FUNCTION: a volume without hard links
       "system() = -1",
       "",
     ].join("\r\n"),

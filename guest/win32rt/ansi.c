@@ -36,6 +36,13 @@ static DWORD narrow_answer(LPCWSTR w, DWORD n, LPSTR out, DWORD size) {
   release(w);                         \
   return r;
 
+/* Two names, for calls that answer FALSE on failure. */
+#define WITH_WIDE2(a, wa, b, wb, call)                      \
+  LPWSTR wa = wide(a), wb = wide(b);                        \
+  BOOL r = (!a || wa) && (!b || wb) ? (BOOL)(call) : FALSE; \
+  release(wa), release(wb);                                 \
+  return r;
+
 EXPORT HANDLE WINAPI CreateFileA(LPCSTR name, DWORD access, DWORD share, LPSECURITY_ATTRIBUTES sa, DWORD disposition,
                                  DWORD flags, HANDLE tmpl) {
   WITH_WIDE(name, w, INVALID_HANDLE_VALUE, CreateFileW(w, access, share, sa, disposition, flags, tmpl))
@@ -52,10 +59,16 @@ EXPORT BOOL WINAPI GetFileAttributesExA(LPCSTR name, GET_FILEEX_INFO_LEVELS leve
 }
 
 EXPORT BOOL WINAPI MoveFileExA(LPCSTR from, LPCSTR to, DWORD flags) {
-  LPWSTR wf = wide(from), wt = wide(to);
-  BOOL r = (!from || wf) && (!to || wt) ? MoveFileExW(wf, wt, flags) : FALSE;
-  release(wf), release(wt);
-  return r;
+  WITH_WIDE2(from, wf, to, wt, MoveFileExW(wf, wt, flags))
+}
+EXPORT BOOL WINAPI CopyFileA(LPCSTR from, LPCSTR to, BOOL fail_if_exists) {
+  WITH_WIDE2(from, wf, to, wt, CopyFileW(wf, wt, fail_if_exists))
+}
+EXPORT BOOLEAN WINAPI CreateSymbolicLinkA(LPCSTR link, LPCSTR target, DWORD flags) {
+  WITH_WIDE2(link, wl, target, wt, CreateSymbolicLinkW(wl, wt, flags))
+}
+EXPORT BOOL WINAPI CreateHardLinkA(LPCSTR link, LPCSTR existing, LPSECURITY_ATTRIBUTES sa) {
+  WITH_WIDE2(link, wl, existing, we, CreateHardLinkW(wl, we, sa))
 }
 EXPORT BOOL WINAPI MoveFileA(LPCSTR from, LPCSTR to) { return MoveFileExA(from, to, MOVEFILE_COPY_ALLOWED); }
 EXPORT BOOL WINAPI MoveFileW(LPCWSTR from, LPCWSTR to) { return MoveFileExW(from, to, MOVEFILE_COPY_ALLOWED); }

@@ -18,7 +18,7 @@ export async function win32Programs(): Promise<string[]> {
 export const pvxOnly = new Set(["sandbox"]);
 
 /** Programs that call what pvx's Win32 runtime (guest/win32rt) gives Windows exes and abi/pvx.h does not. */
-export const windowsOnly = new Set(["delay_load", "file_info", "ntdll_format", "slim_sync", "threadpool"]);
+export const windowsOnly = new Set(["copy_file", "delay_load", "file_info", "ntdll_format", "slim_sync", "threadpool"]);
 
 /** Lines where Wine departs from Windows (tests/win32/wine_divergences.md): Wine's line, then Windows'. */
 export const wineDivergences: Record<string, [string, string][]> = {
