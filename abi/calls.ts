@@ -67,6 +67,13 @@ const outStruct = (name: string, c: string, size: number, optional = false): Par
 });
 const overlapped: Param = { name: "lpOverlapped", c: "LPOVERLAPPED", kind: "null" };
 const securityAttributes = u64("lpSecurityAttributes", "LPSECURITY_ATTRIBUTES");
+const lockRange = [
+  h("hFile"),
+  u32("dwFileOffsetLow"),
+  u32("dwFileOffsetHigh"),
+  u32("nNumberOfBytesToLockLow"),
+  u32("nNumberOfBytesToLockHigh"),
+];
 
 /** sizeof(WIN32_FIND_DATAW) on x64 Windows. */
 export const FIND_DATA_SIZE = 592;
@@ -614,6 +621,22 @@ export const calls = [
     failure: FALSE,
     params: [h("hFile"), u64("ftLastAccessTime", "ULONGLONG"), u64("ftLastWriteTime", "ULONGLONG")],
     doc: "Sets a file's access and write times (FILETIME values; 0 or ~0 leaves one as it is); needs write access.",
+  },
+  {
+    nr: 64,
+    name: "LockFile",
+    ret: "BOOL",
+    failure: FALSE,
+    params: lockRange,
+    doc: "Locks a byte range (it may lie past the end) against every other handle's reads, writes and locks.",
+  },
+  {
+    nr: 65,
+    name: "UnlockFile",
+    ret: "BOOL",
+    failure: FALSE,
+    params: lockRange,
+    doc: "Unlocks exactly a range this handle locked.",
   },
 ] as const satisfies readonly CallDef[];
 

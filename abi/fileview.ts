@@ -64,9 +64,21 @@ export interface OpenFile {
   setSize(size: number): void;
   /** SetFileTime: the times to set, each null to leave as it is. */
   setTimes(access: Date | null, write: Date | null): void;
+  /** LockFile: `length` bytes from `offset`, held against every other handle's reads, writes and locks. */
+  lock(range: ByteRange): void;
+  /** UnlockFile: exactly a range this handle locked. */
+  unlock(range: ByteRange): void;
+  /** The ranges this handle holds, in the order it locked them: what a snapshot keeps. */
+  locks(): ByteRange[];
   flush(): void;
   /** Releases this handle's share of the file; the last close of a DELETE_ON_CLOSE file deletes it. */
   close(): void;
+}
+
+/** Byte offsets up to 2^64, as Windows locks take them, so bigint. */
+export interface ByteRange {
+  offset: bigint;
+  length: bigint;
 }
 
 export interface FindEntry {
@@ -769,9 +781,22 @@ function sharePermits(share: number, access: Access): boolean {
     (!access.delete || (share & W.FILE_SHARE_DELETE) !== 0);
 }
 
+/** Where the bytes a lock may cover end: 2^64, past the last offset Windows has. */
+const LOCK_SPACE_END = 1n << 64n;
+
+/**
+ * Whether two ranges share a byte, or a range of no bytes lies inside the other: Windows' rule, by which
+ * a lock of no bytes conflicts with a lock around it but not with one that starts at its offset.
+ */
+function overlaps(a: ByteRange, b: ByteRange): boolean {
+  return a.offset < b.offset + b.length && b.offset < a.offset + a.length;
+}
+
 /** One file or directory as all its handles see it: shared data, so every handle sees every write. */
 class OpenNode {
   readonly handles = new Set<Handle>();
+  /** Byte-range locks, each held by one handle against all the others. */
+  readonly locks: { owner: Handle; range: ByteRange }[] = [];
   deleteOnClose = false;
   #bytes?: Uint8Array;
   #host?: { file: Deno.FsFile; writable: boolean; quota?: DiskQuota };
@@ -839,9 +864,16 @@ class OpenNode {
     return this.#host.file;
   }
 
+  /** The lock that keeps `handle` from reading or writing `range`, if any; a lock of no bytes guards no data. */
+  lockAgainst(handle: Handle, range: ByteRange): ByteRange | undefined {
+    return this.locks.find((l) => l.owner !== handle && l.range.length > 0n && overlaps(l.range, range))?.range;
+  }
+
   /** True when that was the last handle, and the data is let go. */
   release(handle: Handle): boolean {
     this.handles.delete(handle);
+    // Windows lets a closed handle's locks go, whoever else still has the file open.
+    for (let i = this.locks.length - 1; i >= 0; i--) if (this.locks[i].owner === handle) this.locks.splice(i, 1);
     if (this.handles.size > 0) return false;
     this.closeData();
     return true;
@@ -886,14 +918,32 @@ class Handle implements OpenFile {
   }
 
   read(into: Uint8Array, position: number): number {
-    return this.#io("ReadFile", "read", () => this.#node.read(into, checkedPosition(position, into.length)));
+    return this.#io("ReadFile", "read", () => {
+      const at = this.#unlockedPosition("ReadFile", position, into.length);
+      return this.#node.read(into, at);
+    });
   }
 
   write(from: Uint8Array, position: number): number {
     return this.#io("WriteFile", "write", () => {
-      const at = checkedPosition(position, from.length);
+      const at = this.#unlockedPosition("WriteFile", position, from.length);
       return this.#node.resize(at + from.length, true, `WriteFile ${this.path}`, (f) => writeAt(f, from, at));
     });
+  }
+
+  /** Windows' locks are mandatory: I/O through this handle may not touch a range another handle locked. */
+  #unlockedPosition(operation: string, position: number, length: number): number {
+    const at = checkedPosition(position, length);
+    const lock = length > 0 ? this.#node.lockAgainst(this, { offset: BigInt(at), length: BigInt(length) }) : undefined;
+    if (lock) {
+      throw new FileViewError(
+        E.ERROR_LOCK_VIOLATION,
+        `${operation} ${this.path}: bytes ${at}..${at + length} meet ${
+          describeRange(lock)
+        }, locked through another handle`,
+      );
+    }
+    return at;
   }
 
   size(): number {
@@ -919,6 +969,52 @@ class Handle implements OpenFile {
     });
   }
 
+  lock(range: ByteRange): void {
+    this.#checkLockable("LockFile");
+    const where = `LockFile ${this.path} ${describeRange(range)}`;
+    if (range.offset < 0n || range.length < 0n || range.offset + range.length > LOCK_SPACE_END) {
+      throw new FileViewError(E.ERROR_INVALID_PARAMETER, `${where}: the range ends past byte 2^64`);
+    }
+    const held = this.#node.locks.find((l) => overlaps(l.range, range));
+    if (held) {
+      const whose = held.owner === this ? "this handle" : "another handle";
+      throw new FileViewError(E.ERROR_LOCK_VIOLATION, `${where}: ${describeRange(held.range)} is locked by ${whose}`);
+    }
+    this.#node.locks.push({ owner: this, range: { ...range } });
+  }
+
+  unlock(range: ByteRange): void {
+    this.#checkLockable("UnlockFile");
+    const i = this.#node.locks.findIndex((l) =>
+      l.owner === this && l.range.offset === range.offset && l.range.length === range.length
+    );
+    if (i < 0) {
+      throw new FileViewError(
+        E.ERROR_NOT_LOCKED,
+        `UnlockFile ${this.path} ${describeRange(range)}: this handle holds no lock of exactly that range`,
+      );
+    }
+    this.#node.locks.splice(i, 1);
+  }
+
+  locks(): ByteRange[] {
+    return this.#node.locks.filter((l) => l.owner === this).map((l) => ({ ...l.range }));
+  }
+
+  /** NTFS locks data: a handle that can neither read nor write it cannot lock it. */
+  #checkLockable(operation: string): void {
+    this.#checkOpen(operation);
+    if (this.isDirectory) {
+      throw new FileViewError(E.ERROR_INVALID_FUNCTION, `${operation} ${this.path}: it is a directory`);
+    }
+    if (!this.access.read && !this.access.write) {
+      throw new FileViewError(
+        E.ERROR_ACCESS_DENIED,
+        `${operation} ${this.path}: the handle has neither read nor write access`,
+      );
+    }
+  }
+
   close(): void {
     this.#checkOpen("CloseHandle");
     this.#closed = true;
@@ -928,6 +1024,10 @@ class Handle implements OpenFile {
   #checkOpen(operation: string): void {
     if (this.#closed) throw new FileViewError(E.ERROR_INVALID_HANDLE, `${operation} on closed handle ${this.path}`);
   }
+}
+
+function describeRange(range: ByteRange): string {
+  return `bytes ${range.offset}..${range.offset + range.length}`;
 }
 
 function checkedPosition(position: number, length: number): number {

@@ -31,7 +31,8 @@ export const MIN_HANDLES = 5;
 /** A handle as a snapshot keeps it: an open file by its guest path, never by a host descriptor. */
 export type HandleState =
   | { kind: "console"; stream: ConsoleStream }
-  | { kind: "file"; path: string; options: OpenOptions; position: number }
+  /** `locks` (absent before pvx kept them): the handle's LockFile ranges, 64-bit numbers as decimal strings. */
+  | { kind: "file"; path: string; options: OpenOptions; position: number; locks?: { offset: string; length: string }[] }
   | { kind: "find"; entries: (Omit<FindEntry, "lastWrite"> & { lastWrite: string })[]; next: number }
   | { kind: "heap" };
 
@@ -97,7 +98,13 @@ export class HandleTable {
     const handles = [...this.#objects].map(([handle, o]): [number, HandleState] => {
       switch (o.kind) {
         case "file":
-          return [handle, { kind: "file", path: o.file.path, options: o.options, position: o.position }];
+          return [handle, {
+            kind: "file",
+            path: o.file.path,
+            options: o.options,
+            position: o.position,
+            locks: o.file.locks().map((l) => ({ offset: l.offset.toString(), length: l.length.toString() })),
+          }];
         case "find":
           return [handle, {
             kind: "find",
@@ -192,11 +199,24 @@ function restoredObject(
         flags: state.integer(o.flags, `${at} options.flags`, 0, 0xffffffff),
       };
       const position = state.integer(h.position, `${at} position`);
+      const locks = state.list(h.locks ?? [], `${at} locks`).map((raw, i) => {
+        const l = state.record(raw, `${at} locks[${i}]`);
+        return {
+          offset: state.bigint(l.offset, `${at} locks[${i}] offset`),
+          length: state.bigint(l.length, `${at} locks[${i}] length`),
+        };
+      });
       let file: OpenFile;
       try {
         file = reopen(path, options);
       } catch (e) {
         return state.fail(`${at} (${path})`, `cannot be opened again: ${(e as Error).message}`);
+      }
+      try {
+        for (const range of locks) file.lock(range);
+      } catch (e) {
+        file.close();
+        return state.fail(`${at} (${path}) locks`, (e as Error).message);
       }
       return { kind: "file", file, options, position, read: options.read, write: options.write };
     }

@@ -127,6 +127,7 @@ _Static_assert(sizeof(CRITICAL_SECTION) == 40, "CRITICAL_SECTION must match the 
 #define ERROR_WRITE_PROTECT 19L
 #define ERROR_BAD_LENGTH 24L
 #define ERROR_SHARING_VIOLATION 32L
+#define ERROR_LOCK_VIOLATION 33L
 #define ERROR_HANDLE_EOF 38L
 #define ERROR_NOT_SUPPORTED 50L
 #define ERROR_BAD_NETPATH 53L
@@ -139,6 +140,7 @@ _Static_assert(sizeof(CRITICAL_SECTION) == 40, "CRITICAL_SECTION must match the 
 #define ERROR_INVALID_NAME 123L
 #define ERROR_NEGATIVE_SEEK 131L
 #define ERROR_DIR_NOT_EMPTY 145L
+#define ERROR_NOT_LOCKED 158L
 #define ERROR_BUSY 170L
 #define ERROR_ALREADY_EXISTS 183L
 #define ERROR_ENVVAR_NOT_FOUND 203L
@@ -755,6 +757,22 @@ static inline BOOL PvxSetFileTime(HANDLE hFile, ULONGLONG ftLastAccessTime, ULON
   PVX_USES("PvxSetFileTime");
   uint64_t f[4] = { 0, (uint64_t)(uintptr_t)(hFile), (uint64_t)(ftLastAccessTime), (uint64_t)(ftLastWriteTime) };
   pvx_hypercall(63, f);
+  return (BOOL)f[0];
+}
+
+/* Locks a byte range (it may lie past the end) against every other handle's reads, writes and locks. */
+static inline BOOL LockFile(HANDLE hFile, DWORD dwFileOffsetLow, DWORD dwFileOffsetHigh, DWORD nNumberOfBytesToLockLow, DWORD nNumberOfBytesToLockHigh) {
+  PVX_USES("LockFile");
+  uint64_t f[6] = { 0, (uint64_t)(uintptr_t)(hFile), (uint64_t)(dwFileOffsetLow), (uint64_t)(dwFileOffsetHigh), (uint64_t)(nNumberOfBytesToLockLow), (uint64_t)(nNumberOfBytesToLockHigh) };
+  pvx_hypercall(64, f);
+  return (BOOL)f[0];
+}
+
+/* Unlocks exactly a range this handle locked. */
+static inline BOOL UnlockFile(HANDLE hFile, DWORD dwFileOffsetLow, DWORD dwFileOffsetHigh, DWORD nNumberOfBytesToLockLow, DWORD nNumberOfBytesToLockHigh) {
+  PVX_USES("UnlockFile");
+  uint64_t f[6] = { 0, (uint64_t)(uintptr_t)(hFile), (uint64_t)(dwFileOffsetLow), (uint64_t)(dwFileOffsetHigh), (uint64_t)(nNumberOfBytesToLockLow), (uint64_t)(nNumberOfBytesToLockHigh) };
+  pvx_hypercall(65, f);
   return (BOOL)f[0];
 }
 

@@ -4,6 +4,7 @@
 // component, which can then be saved again, or refuses with a StateError that
 // names the field, never a TypeError or a RangeError from deep inside.
 
+import assert from "node:assert/strict";
 import fc from "fast-check";
 import { GuestHeap } from "../abi/heap.ts";
 import { VirtualMemory } from "../abi/virtual_memory.ts";
@@ -112,7 +113,7 @@ Deno.test("fuzz: a mutated virtual memory state restores or is refused by name",
   });
 });
 
-Deno.test("fuzz: a mutated handle table restores or is refused by name, its files opened again", async () => {
+Deno.test("fuzz: a mutated handle table restores or is refused by name, its files opened again with their locks", async () => {
   const overlayDir = await Deno.makeTempDir({ prefix: "pvx-state-" });
   try {
     const view = new FileView({ bundleFiles: new Map(), overlayDir, shares: [] });
@@ -126,8 +127,10 @@ Deno.test("fuzz: a mutated handle table restores or is refused by name, its file
       flags: 0,
     };
     const { file } = view.open("C:\\data.txt", options);
+    file.lock({ offset: 3n, length: 5n });
+    file.lock({ offset: 1n << 40n, length: 0n });
     const table = new HandleTable();
-    table.open({ kind: "file", file, options, position: 7, read: true, write: true });
+    const handle = table.open({ kind: "file", file, options, position: 7, read: true, write: true })!;
     table.open({
       kind: "find",
       entries: [{ name: "data.txt", attributes: 32, size: 0, lastWrite: 1n << 60n }],
@@ -138,6 +141,17 @@ Deno.test("fuzz: a mutated handle table restores or is refused by name, its file
     table.closeAll();
     const reopen = (path: string, o: Parameters<FileView["open"]>[1]) =>
       view.open(path, { ...o, disposition: W.OPEN_EXISTING }).file;
+
+    const restored = HandleTable.restore(saved, reopen);
+    assert.deepEqual(restored.get(handle, "file")!.file.locks(), [
+      { offset: 3n, length: 5n },
+      { offset: 1n << 40n, length: 0n },
+    ]);
+    const other = view.open("C:\\data.txt", options).file;
+    assert.throws(() => other.read(new Uint8Array(2), 6), /locked through another handle/, "the lock still holds");
+    other.close();
+    restored.closeAll();
+
     refusesOrRestores(saved, (s) => {
       const restored = HandleTable.restore(s as never, reopen);
       return {

@@ -4,7 +4,7 @@
 import type { Args, Handler, OutU32 } from "../dispatch.ts";
 import { Win32Error } from "../dispatch.ts";
 import type { Host } from "../host.ts";
-import { type FileInformation, filetimeDate, type FindEntry } from "../fileview.ts";
+import { type ByteRange, type FileInformation, filetimeDate, type FindEntry } from "../fileview.ts";
 import type { ConsoleStream } from "../handles.ts";
 import { win32Constants as W, win32Errors as E } from "../win32.ts";
 import { BY_HANDLE_INFO_SIZE, FIND_DATA_SIZE } from "../calls.ts";
@@ -82,11 +82,24 @@ function consoleDevice(name: string, read: boolean, write: boolean): ConsoleStre
   return undefined;
 }
 
+function lockRange(a: Args): ByteRange {
+  const wide = (low: unknown, high: unknown) => BigInt(high as number) << 32n | BigInt(low as number);
+  return {
+    offset: wide(a.dwFileOffsetLow, a.dwFileOffsetHigh),
+    length: wide(a.nNumberOfBytesToLockLow, a.nNumberOfBytesToLockHigh),
+  };
+}
+
 export function fileHandlers(host: Host) {
   const file = (a: Args, name = "hFile") => {
     const f = host.handles.get(a[name] as number, "file");
     if (!f) throw new Win32Error(E.ERROR_INVALID_HANDLE);
     return f;
+  };
+  // The console is a character device, which NT answers STATUS_INVALID_DEVICE_REQUEST.
+  const lockable = (a: Args) => {
+    if (host.handles.kindOf(a.hFile as number) === "console") throw new Win32Error(E.ERROR_INVALID_FUNCTION);
+    return file(a).file;
   };
   const ok = (action: () => void) => {
     action();
@@ -239,6 +252,8 @@ export function fileHandlers(host: Host) {
       file(a).file.setTimes(date(a.ftLastAccessTime as bigint), date(a.ftLastWriteTime as bigint));
       return 1;
     },
+    LockFile: (a) => ok(() => lockable(a).lock(lockRange(a))),
+    UnlockFile: (a) => ok(() => lockable(a).unlock(lockRange(a))),
     GetDiskFreeSpaceExW: (a) => {
       const space = host.files.freeSpace(a.lpDirectoryName as string | null);
       const fields = [

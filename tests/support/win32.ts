@@ -25,6 +25,19 @@ export const wineDivergences: Record<string, [string, string][]> = {
   memory: [["VirtualFree release twice: error 87", "VirtualFree release twice: error 487"]],
   sync: [["ReleaseSemaphore 0: ok", "ReleaseSemaphore 0: error 87"]],
   file_info: [["SetFileTime through a read-only handle: ok", "SetFileTime through a read-only handle: error 5"]],
+  lock_file: [
+    ...[
+      "b reads 12..16",
+      "b writes 18..22, across the lock's end",
+      "a writes 22..24, b's lock",
+      "a third handle reads 25..27, b's lock",
+    ].map((line): [string, string] => [`${line}: ok`, `${line}: error 33`]),
+    ...[
+      "UnlockFile 10..15 through a, part of a lock",
+      "UnlockFile 10..20 through b, a's lock",
+      "UnlockFile 10..20 through a again",
+    ].map((line): [string, string] => [`${line}: error 33`, `${line}: error 158`]),
+  ],
 };
 
 /** What Windows would have printed, given what Wine printed. */
