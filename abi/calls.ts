@@ -638,6 +638,14 @@ export const calls = [
     params: lockRange,
     doc: "Unlocks exactly a range this handle locked.",
   },
+  {
+    nr: 66,
+    name: "FlushProcessWriteBuffers",
+    ret: "VOID",
+    failure: 0n,
+    params: [],
+    doc: "Returns once every other thread in the guest has been pulled out of it, which drains its write buffer.",
+  },
 ] as const satisfies readonly CallDef[];
 
 export type CallName = (typeof calls)[number]["name"];

@@ -71,6 +71,8 @@ export interface ThreadContext {
   ready(): void;
   exitProcess(code: number): void;
   exitThread(code: number): void;
+  /** FlushProcessWriteBuffers: returns once every other thread running in the guest has been through a VM exit. */
+  serializeOtherThreads(): void;
 }
 
 /** Quotes argv the way Windows' CommandLineToArgvW reads it back. */

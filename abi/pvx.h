@@ -776,6 +776,13 @@ static inline BOOL UnlockFile(HANDLE hFile, DWORD dwFileOffsetLow, DWORD dwFileO
   return (BOOL)f[0];
 }
 
+/* Returns once every other thread in the guest has been pulled out of it, which drains its write buffer. */
+static inline VOID FlushProcessWriteBuffers(void) {
+  PVX_USES("FlushProcessWriteBuffers");
+  uint64_t f[1] = { 0 };
+  pvx_hypercall(66, f);
+}
+
 
 /* Critical sections run in the guest (guest/runtime.ts, reached through the
  * info page); only a contended one waits in the host. */

@@ -27,6 +27,8 @@ const FROZEN_CLOCK = 12, HEADER = 14;
 // Words of one vCPU slot.
 const TID = 0, IN_GUEST = 1, RUN_PAGE_LO = 2, RUN_PAGE_HI = 3;
 const MAIL_STATE = 4, MAIL_NR = 5, MAIL_FRAME = 6, MAIL_LAST_ERROR = 7, MAIL_RESULT = 8, MAIL_THREAD = 9;
+/** Counts the vCPU's returns from KVM_RUN, so a thread that kicked it can tell it has been out. */
+const EXITS = 10;
 const MAIL_TEXT = 16, MAIL_TEXT_BYTES = 192, CPU_WORDS = MAIL_TEXT + MAIL_TEXT_BYTES / 4;
 const CPUS = HEADER;
 const SYNC_OFFSET = 4 * (CPUS + CPU_WORDS * maxVcpus);
@@ -48,6 +50,8 @@ const enum ServiceState {
 /** A mailbox "call number" that is not a hypercall: the sender's thread has ended. */
 export const THREAD_EXITED = -1;
 
+/** How often a thread waiting for a kicked vCPU to leave the guest checks that the vCPU still has a thread. */
+const DETACH_CHECK_MS = 100;
 /** How long a vCPU waits for a run token before it preempts one that holds it. */
 const TIME_SLICE_MS = 10;
 
@@ -222,6 +226,12 @@ export class ControlBlock {
     return true;
   }
 
+  /** KVM_RUN returned on vCPU `cpu`: whatever it ran has been through a VM exit. */
+  returnedFromGuest(cpu: number): void {
+    Atomics.add(this.#w, this.#cpu(cpu) + EXITS, 1);
+    Atomics.notify(this.#w, this.#cpu(cpu) + EXITS);
+  }
+
   leftGuest(cpu: number): void {
     Atomics.store(this.#w, this.#cpu(cpu) + IN_GUEST, 0);
     Atomics.add(this.#w, RUN_TOKENS, 1);
@@ -247,15 +257,42 @@ export class ControlBlock {
 
   /**
    * Page tables changed: every other vCPU flushes its TLB before it next
-   * enters, and those inside are pulled out now; returns the new generation,
-   * which the caller (having flushed its own) is up to date with.
+   * enters, and those inside are pulled out, and waited for, now, so no
+   * other thread still runs on a translation the caller's next step may
+   * make stale (the shootdown a kernel waits for); returns the new
+   * generation, which the caller (having flushed its own) is up to date with.
    */
   invalidateTranslations(self: number): number {
     const generation = Atomics.add(this.#w, TLB_GEN, 1) + 1;
-    for (let cpu = 0; cpu < maxVcpus; cpu++) {
-      if (cpu !== self && Atomics.load(this.#w, this.#cpu(cpu) + IN_GUEST) === 1) this.kick(cpu);
-    }
+    this.pullOutOthers(self);
     return generation;
+  }
+
+  /**
+   * Kicks every vCPU but `self` that is in the guest and returns once each
+   * has come back from KVM_RUN since. A VM exit drains that processor's
+   * store buffer, which is what FlushProcessWriteBuffers promises.
+   */
+  pullOutOthers(self: number): void {
+    const inside: { cpu: number; exits: number }[] = [];
+    for (let cpu = 0; cpu < maxVcpus; cpu++) {
+      const at = this.#cpu(cpu);
+      if (cpu === self || Atomics.load(this.#w, at + IN_GUEST) !== 1) continue;
+      inside.push({ cpu, exits: Atomics.load(this.#w, at + EXITS) });
+      this.kick(cpu);
+    }
+    for (const { cpu, exits } of inside) {
+      const at = this.#cpu(cpu);
+      while (Atomics.load(this.#w, at + IN_GUEST) === 1 && Atomics.load(this.#w, at + EXITS) === exits) {
+        // Every kick ends a KVM_RUN (immediate_exit covers a thread about to enter); the timeout only checks
+        // for a thread that detached without leaving, as one that died does.
+        if (Atomics.wait(this.#w, at + EXITS, exits, DETACH_CHECK_MS) === "timed-out" && !this.#attached(cpu)) break;
+      }
+    }
+  }
+
+  #attached(cpu: number): boolean {
+    return Atomics.load(this.#w, this.#cpu(cpu) + TID) !== 0;
   }
 
   // --- guest threads ---

@@ -186,6 +186,7 @@ function run(init: VcpuInit, control: ControlBlock, times: { firstExitAt?: numbe
       // The snapshot's pause finds this thread here; a restore makes the call again, outside a template.
       while (!waits.checkpoint(Infinity)) control.sleepUntil(Infinity);
     },
+    serializeOtherThreads: () => control.pullOutOthers(cpu),
     exitProcess: (code) => end = { kind: "exit", code },
     exitThread: (code) => {
       control.sync.threadExited(threadId, code, init.thread.object);
@@ -201,6 +202,18 @@ function run(init: VcpuInit, control: ControlBlock, times: { firstExitAt?: numbe
     init.specialCalls && new SpecialCalls(init.specialCalls),
   );
   const rip = () => vcpu.getRegs().rip;
+  /**
+   * Every return clears immediate_exit before it counts (ControlBlock.pullOutOthers): a kick before the
+   * clear is answered by this return, and one after it ends the next KVM_RUN at once.
+   */
+  const runGuest = (): VmExit => {
+    try {
+      return vcpu.run();
+    } finally {
+      requestImmediateExit(runPage, false);
+      control.returnedFromGuest(cpu);
+    }
+  };
   // A vCPU that ran an earlier thread may still cache translations from before page tables changed while it
   // was idle (KVM_SET_SREGS with the same CR3 flushes nothing): it flushes before it first enters.
   let translations = init.fresh ? control.tlbGeneration() : undefined;
@@ -226,13 +239,12 @@ function run(init: VcpuInit, control: ControlBlock, times: { firstExitAt?: numbe
     });
     let done = false;
     for (;;) {
-      const exit = vcpu.run();
+      const exit = runGuest();
       done = exit.kind === "mmio" && exit.isWrite && exit.address === BigInt(PAGE_TABLES_UPDATED_DOORBELL);
       if (done || (exit.kind === "interrupted" && control.stopRequested())) break;
       if (exit.kind !== "interrupted") {
         throw new Error(`the kernel's page-table routine stopped with a ${exit.kind} exit`);
       }
-      requestImmediateExit(runPage, false);
     }
     // A stopped thread is reported where the app was, not inside the kernel.
     vcpu.setSregs(sregs);
@@ -303,7 +315,7 @@ function run(init: VcpuInit, control: ControlBlock, times: { firstExitAt?: numbe
           translations = generation;
           generation = control.tlbGeneration();
         }
-        exit = vcpu.run();
+        exit = runGuest();
         doorbellPending = false;
       } finally {
         control.leftGuest(cpu);
@@ -347,7 +359,6 @@ function run(init: VcpuInit, control: ControlBlock, times: { firstExitAt?: numbe
         case "interrupted":
           if (control.stopRequested()) return { kind: "stopped", rip: rip() };
           // A kick for preemption, a TLB flush or a pause: all are handled on the way back in.
-          requestImmediateExit(runPage, false);
           continue;
         case "hlt":
           return { kind: "crash", message: "guest executed HLT with interrupts off: it can never resume", rip: rip() };

@@ -222,6 +222,8 @@ Deno.test("random hypercall frames never crash the host nor touch memory they mu
       ready: () => {},
       exitProcess: (c) => exitCode = c,
       exitThread: (c) => exitCode = c,
+      // No other vCPU runs here: the real one's wait would be for nobody.
+      serializeOtherThreads: () => control.pullOutOthers(0),
     }),
     ...hostHandlers({
       handles: new HandleTable(),

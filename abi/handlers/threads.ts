@@ -75,6 +75,10 @@ export function threadHandlers(ctx: ThreadContext) {
       ctx.exitThread(a.dwExitCode as number);
       return 0;
     },
+    FlushProcessWriteBuffers: () => {
+      ctx.serializeOtherThreads();
+      return 0;
+    },
     GetLastError: (_a, t) => t.lastError,
     SetLastError: (a, t) => {
       t.lastError = a.dwErrCode as number;

@@ -151,6 +151,15 @@ static DWORD WINAPI block_forever(LPVOID param) {
   return 0;
 }
 
+static volatile LONG spin_stop, spins;
+
+/* Computes without a call, so nothing but a kick takes its vCPU out of the guest. */
+static DWORD WINAPI spin(LPVOID param) {
+  (void)param;
+  while (!spin_stop) spins++;
+  return 0;
+}
+
 int main(void) {
   DWORD *data = VirtualAlloc(NULL, 2 * ITEMS * sizeof(DWORD), MEM_RESERVE | MEM_COMMIT, PAGE_READWRITE);
   result("VirtualAlloc the array", data != NULL);
@@ -265,6 +274,15 @@ int main(void) {
   result("GetExitCodeThread on an event", GetExitCodeThread(done, &code));
   CloseHandle(done);
   CloseHandle(go);
+
+  /* FlushProcessWriteBuffers waits for every other thread to leave the guest once, a spinning one too. */
+  HANDLE spinner = CreateThread(NULL, 0, spin, NULL, 0, NULL);
+  while (!spins) Sleep(0);
+  for (int i = 0; i < 20; i++) FlushProcessWriteBuffers();
+  result("FlushProcessWriteBuffers 20 times beside a spinning thread", TRUE);
+  spin_stop = 1;
+  value("the spinner, stopped, ends", WaitForSingleObject(spinner, INFINITE));
+  CloseHandle(spinner);
 
   /* Returning from main ends the process even with threads still waiting. */
   never = CreateEventW(NULL, TRUE, FALSE, NULL);
