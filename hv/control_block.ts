@@ -257,14 +257,14 @@ export class ControlBlock {
 
   /**
    * Page tables changed: every other vCPU flushes its TLB before it next
-   * enters, and those inside are pulled out, and waited for, now, so no
-   * other thread still runs on a translation the caller's next step may
-   * make stale (the shootdown a kernel waits for); returns the new
-   * generation, which the caller (having flushed its own) is up to date with.
+   * enters, and those inside are pulled out now; returns the new generation,
+   * which the caller (having flushed its own) is up to date with.
    */
   invalidateTranslations(self: number): number {
     const generation = Atomics.add(this.#w, TLB_GEN, 1) + 1;
-    this.pullOutOthers(self);
+    for (let cpu = 0; cpu < maxVcpus; cpu++) {
+      if (cpu !== self && Atomics.load(this.#w, this.#cpu(cpu) + IN_GUEST) === 1) this.kick(cpu);
+    }
     return generation;
   }
 
