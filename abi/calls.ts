@@ -646,6 +646,14 @@ export const calls = [
     params: [],
     doc: "Returns once every other thread in the guest has been pulled out of it, which drains its write buffer.",
   },
+  {
+    nr: 67,
+    name: "SetFileAttributesW",
+    ret: "BOOL",
+    failure: FALSE,
+    params: [wstr("lpFileName"), u32("dwFileAttributes")],
+    doc: "Sets a file's READONLY, HIDDEN, SYSTEM and ARCHIVE attributes; the others, and a directory's, are not kept.",
+  },
 ] as const satisfies readonly CallDef[];
 
 export type CallName = (typeof calls)[number]["name"];

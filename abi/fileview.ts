@@ -19,6 +19,7 @@ import {
   writeFileAtomic,
 } from "./overlay.ts";
 import { DiskQuota, filesBytes } from "./disk_quota.ts";
+import { attributesMode, modeAttributes } from "./file_attributes.ts";
 import { statfsSync } from "node:fs";
 
 /**
@@ -461,6 +462,11 @@ class Share {
   }
 }
 
+/** Linux always reports a mode. */
+function hostMode(path: string): number {
+  return Deno.statSync(path).mode!;
+}
+
 /** An existing file or directory on the merged drive. */
 type Node = DriveNode | ShareNode;
 
@@ -590,6 +596,21 @@ class Drive {
     if (!host) return { size: node.layer === "drive" ? node.bundle?.bytes?.length ?? 0 : 0, lastWrite: filetime(null) };
     const info = Deno.statSync(host);
     return { size: node.isDir ? 0 : info.size, lastWrite: filetime(info.mtime) };
+  }
+
+  /** The attributes a file keeps (abi/file_attributes.ts): a bundle file is archived only, a directory keeps none. */
+  keptAttributes(node: Node): number {
+    if (node.isDir) return 0;
+    if (node.layer === "drive") return node.overlay ? modeAttributes(hostMode(node.overlay)) : W.FILE_ATTRIBUTE_ARCHIVE;
+    return modeAttributes(hostMode(node.real), true) | (node.share.readOnly ? W.FILE_ATTRIBUTE_READONLY : 0);
+  }
+
+  /** SetFileAttributes: a bundle file is copied up first, for the overlay to hold them; a directory keeps none. */
+  setKeptAttributes(node: Node, attributes: number): void {
+    if (node.isDir) return this.checkWritable(node);
+    const path = this.#writablePath(node), mode = hostMode(path);
+    const wanted = attributesMode(mode, attributes, node.layer === "share");
+    if (wanted !== (mode & 0o7777)) Deno.chmodSync(path, wanted);
   }
 
   /**
@@ -1175,7 +1196,8 @@ export class FileView {
       const truncates = o.disposition === W.CREATE_ALWAYS || o.disposition === W.TRUNCATE_EXISTING;
       const deleteOnClose = (o.flags & W.FILE_FLAG_DELETE_ON_CLOSE) !== 0;
       const access: Access = { read: o.read, write: o.write, delete: o.deleteAccess || deleteOnClose };
-      const lookup = this.#drive.resolve(parseGuestPath(path, this.#cwd));
+      const names = parseGuestPath(path, this.#cwd);
+      const lookup = this.#drive.resolve(names);
       let node: Node;
       if (lookup.found) {
         node = lookup.node;
@@ -1184,7 +1206,15 @@ export class FileView {
           throw refuse(E.ERROR_ACCESS_DENIED, "it is a directory; opening one needs FILE_FLAG_BACKUP_SEMANTICS");
         }
         if (node.isDir && truncates) throw refuse(E.ERROR_ACCESS_DENIED, "a directory cannot be truncated");
-        if (access.write || access.delete || truncates) this.#drive.checkWritable(node);
+        const kept = this.#drive.keptAttributes(node);
+        if (access.write || access.delete || truncates) {
+          this.#drive.checkWritable(node);
+          if (kept & W.FILE_ATTRIBUTE_READONLY) throw refuse(E.ERROR_ACCESS_DENIED, "the file is read-only");
+        }
+        const hidden = kept & (W.FILE_ATTRIBUTE_HIDDEN | W.FILE_ATTRIBUTE_SYSTEM);
+        if (o.disposition === W.CREATE_ALWAYS && (hidden & ~o.attributes) !== 0) {
+          throw refuse(E.ERROR_ACCESS_DENIED, "CREATE_ALWAYS of a hidden or system file must ask for those attributes");
+        }
       } else {
         const mustExist = o.disposition === W.OPEN_EXISTING || o.disposition === W.TRUNCATE_EXISTING;
         if (mustExist || !lookup.parent) throw this.#missing(lookup, path);
@@ -1206,6 +1236,12 @@ export class FileView {
           if (truncates && lookup.found) shared.resize(0, false, `CreateFile ${quote(path)}`, (f) => f.truncateSync(0));
         },
       );
+      // A new file takes the attributes asked for, so does one CREATE_ALWAYS replaces; the handle that made a
+      // read-only file may still write it. The node is looked up again: the open may have copied it up.
+      if (!node.isDir && (!lookup.found || o.disposition === W.CREATE_ALWAYS)) {
+        const opened = this.#drive.resolve(names);
+        if (opened.found) this.#drive.setKeptAttributes(opened.node, o.attributes | W.FILE_ATTRIBUTE_ARCHIVE);
+      }
       return { file, existed: lookup.found };
     });
   }
@@ -1303,7 +1339,12 @@ export class FileView {
     });
   }
 
-  /** ARCHIVE for files (plus READONLY in read-only shares), DIRECTORY for directories. */
+  /** SetFileAttributes: READONLY, HIDDEN, SYSTEM and ARCHIVE stay with a file (abi/file_attributes.ts); the rest do not. */
+  setAttributes(path: string, attributes: number): void {
+    hostCall(`SetFileAttributes ${quote(path)}`, () => this.#drive.setKeptAttributes(this.#existing(path), attributes));
+  }
+
+  /** The attributes a file keeps (NORMAL when it has none), or DIRECTORY for a directory. */
   attributes(path: string): number {
     return hostCall(`GetFileAttributes ${quote(path)}`, () => this.#attributesOf(this.#existing(path)));
   }
@@ -1380,6 +1421,9 @@ export class FileView {
   /** What DeleteFileW and RemoveDirectoryW check beyond the kind of entry, then the removal. */
   #remove(node: Node): void {
     this.#checkRemovable(node);
+    if (this.#drive.keptAttributes(node) & W.FILE_ATTRIBUTE_READONLY) {
+      throw new FileViewError(E.ERROR_ACCESS_DENIED, `${guestPathString(node.names)} is read-only`);
+    }
     const key = this.#drive.identity(node);
     this.#drive.remove(node);
     this.#open.detach(key);
@@ -1390,9 +1434,9 @@ export class FileView {
     this.#open.checkAdmits(this.#drive.identity(node), DELETING, SHARE_ALL, guestPathString(node.names));
   }
 
+  /** A file with none of the attributes is NORMAL, as Windows reports it. */
   #attributesOf(node: Node): number {
-    if (node.isDir) return W.FILE_ATTRIBUTE_DIRECTORY;
-    return W.FILE_ATTRIBUTE_ARCHIVE | (node.layer === "share" && node.share.readOnly ? W.FILE_ATTRIBUTE_READONLY : 0);
+    return node.isDir ? W.FILE_ATTRIBUTE_DIRECTORY : this.#drive.keptAttributes(node) || W.FILE_ATTRIBUTE_NORMAL;
   }
 
   #findEntry(name: string, node: Node): FindEntry {

@@ -13,6 +13,8 @@
 // trace, so merging or syncing cannot delete a copy an earlier merge or sync made of it.
 
 import { createHash } from "node:crypto";
+import { attributesMode, KEPT_ATTRIBUTES, modeAttributes } from "./file_attributes.ts";
+import { win32Constants } from "./win32.ts";
 import { dirname } from "node:path";
 
 /** An overlay directory or its content is not what pvx writes; the message names the path and the problem. */
@@ -291,6 +293,8 @@ interface Entry {
   isDir: boolean;
   /** Milliseconds since 1970, what Deno reports and sets. */
   mtime: number;
+  /** A file's kept DOS attributes, from its mode (abi/file_attributes.ts). */
+  attributes: number;
   size: number;
   /** In compareNames order; empty for a file. */
   children: Entry[];
@@ -310,7 +314,8 @@ function readOverlay(dir: string): OverlayContent {
     if (problem) throw new OverlayError(`${paths.whiteouts}: whiteout ${JSON.stringify(names)}: ${problem}`);
   }
   const read = (host: string, names: string[], info: Deno.FileInfo): Entry => {
-    const entry = { names, host, isDir: info.isDirectory, mtime: mtimeOf(info) };
+    const attributes = info.isDirectory ? 0 : modeAttributes(info.mode!);
+    const entry = { names, host, isDir: info.isDirectory, mtime: mtimeOf(info), attributes };
     if (!info.isDirectory) return { ...entry, size: info.size, children: [] };
     const byKey = new Map<string, string>();
     const children = listDir(host).sort((a, b) => compareNames(a.name, b.name)).map((child) => {
@@ -522,7 +527,8 @@ function execute(steps: readonly Step[], tempFor: (target: string) => string, on
     if (step.op === "delete") Deno.removeSync(step.host, { recursive: true });
     else if (step.op === "mkdir") Deno.mkdirSync(step.host);
     else if (step.op === "copy") {
-      replaceAtomic(step.host, tempFor(step.host), (file) => {
+      const temp = tempFor(step.host);
+      replaceAtomic(step.host, temp, (file) => {
         using from = Deno.openSync(step.from, { read: true });
         const buffer = new Uint8Array(COPY_CHUNK);
         for (let n = from.readSync(buffer); n !== null; n = from.readSync(buffer)) {
@@ -530,6 +536,8 @@ function execute(steps: readonly Step[], tempFor: (target: string) => string, on
           progress.bytes += n;
           onProgress?.(progress);
         }
+        // The mode holds the file's attributes (abi/file_attributes.ts): the copy keeps them.
+        Deno.chmodSync(temp, from.statSync().mode! & 0o7777);
         file.utimeSync(new Date(step.mtime), new Date(step.mtime));
       });
     }
@@ -708,15 +716,20 @@ export function resetOverlay(dir: string, o: { ifLargerThan?: number } = {}): Re
 //
 // All integers little-endian. One encoding per overlay (entries and whiteouts sorted, none
 // repeated), so equal overlays give equal bytes and a snapshot's hash means something.
-//   magic "PVXOVLY\0" | u32 version 1 | u32 entry count | u32 whiteout count
-//   entry:    u8 kind (1 directory, 2 file) | path | i64 mtime (ms since 1970) | file: u64 size, bytes
+//   magic "PVXOVLY\0" | u32 version 2 | u32 entry count | u32 whiteout count
+//   entry:    u8 kind (1 directory, 2 file) | path | i64 mtime (ms since 1970) | file: u8 attributes, u64 size, bytes
+//   (attributes: FILE_ATTRIBUTE_READONLY, HIDDEN, SYSTEM and ARCHIVE bits; version 1, still read, has none,
+//   and its files are archived)
 //   whiteout: path
 //   path:     u16 component count (>= 1) | per component: u8 length (>= 1) + UTF-8
 //   SHA-256 of all bytes before it
 // Entries come in comparePaths order, so a directory precedes what it holds.
 
 const ARCHIVE_MAGIC = new TextEncoder().encode("PVXOVLY\0");
-const ARCHIVE_VERSION = 1;
+const ARCHIVE_VERSION = 2;
+/** Before files kept their attributes. */
+const ARCHIVE_VERSION_WITHOUT_ATTRIBUTES = 1;
+const FILE_ATTRIBUTE_ARCHIVE = win32Constants.FILE_ATTRIBUTE_ARCHIVE;
 const KIND_DIR = 1;
 const KIND_FILE = 2;
 const MAX_DEPTH = 0xffff;
@@ -796,6 +809,7 @@ export function packOverlay(dir: string): Uint8Array {
     w.path(entry.names, entry.host);
     w.i64(entry.mtime);
     if (entry.isDir) continue;
+    w.u8(entry.attributes);
     // What was read is what is described, even if the file changed since it was listed.
     const bytes = Deno.readFileSync(entry.host);
     w.u64(bytes.length);
@@ -808,6 +822,7 @@ export function packOverlay(dir: string): Uint8Array {
 interface ArchiveEntry {
   names: string[];
   mtime: number;
+  attributes: number;
   /** undefined for a directory */
   bytes?: Uint8Array;
 }
@@ -882,8 +897,11 @@ function parseArchive(bytes: Uint8Array, where: string): { entries: ArchiveEntry
   const magic = r.take(ARCHIVE_MAGIC.length, "the magic");
   if (magic.some((b, i) => b !== ARCHIVE_MAGIC[i])) r.fail(0, "bad magic: not a packed overlay");
   const version = r.u32("the version");
-  if (version !== ARCHIVE_VERSION) {
-    r.fail(8, `version ${version} is not supported (this reader knows ${ARCHIVE_VERSION})`);
+  if (version !== ARCHIVE_VERSION && version !== ARCHIVE_VERSION_WITHOUT_ATTRIBUTES) {
+    r.fail(
+      8,
+      `version ${version} is not supported (this reader knows ${ARCHIVE_VERSION_WITHOUT_ATTRIBUTES} and ${ARCHIVE_VERSION})`,
+    );
   }
   const entryCount = r.u32("the entry count");
   const whiteoutCount = r.u32("the whiteout count");
@@ -925,14 +943,24 @@ function parseArchive(bytes: Uint8Array, where: string): { entries: ArchiveEntry
       r.fail(timeAt, `${what} ${shown}: time ${mtime} ms is out of range`);
     }
     if (kind === KIND_DIR) {
-      entries.push({ names, mtime: Number(mtime) });
+      entries.push({ names, mtime: Number(mtime), attributes: 0 });
       continue;
+    }
+    const attributesAt = r.offset;
+    const attributes = version === ARCHIVE_VERSION_WITHOUT_ATTRIBUTES
+      ? FILE_ATTRIBUTE_ARCHIVE
+      : r.u8(`${what}'s attributes`);
+    if (attributes & ~KEPT_ATTRIBUTES) {
+      r.fail(
+        attributesAt,
+        `${what} ${shown}: attributes 0x${attributes.toString(16)} hold more than READONLY, HIDDEN, SYSTEM and ARCHIVE`,
+      );
     }
     const sizeAt = r.offset;
     const size = r.u64(`${what}'s size`);
     const remaining = bytes.length - r.offset;
     if (size > BigInt(remaining)) r.fail(sizeAt, `truncated: ${what} ${shown} has ${size} bytes, ${remaining} remain`);
-    entries.push({ names, mtime: Number(mtime), bytes: r.take(Number(size), `${what}'s bytes`) });
+    entries.push({ names, mtime: Number(mtime), attributes, bytes: r.take(Number(size), `${what}'s bytes`) });
   }
 
   const whiteouts: string[][] = [];
@@ -999,6 +1027,7 @@ export function unpackOverlay(bytes: Uint8Array, dir: string, where: string): vo
       }
       using file = Deno.openSync(hostPath(entry), { write: true, createNew: true });
       writeAll(file, entry.bytes);
+      Deno.chmodSync(hostPath(entry), attributesMode(file.statSync().mode!, entry.attributes));
       file.syncSync();
       setTime(entry);
     }

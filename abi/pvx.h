@@ -783,6 +783,14 @@ static inline VOID FlushProcessWriteBuffers(void) {
   pvx_hypercall(66, f);
 }
 
+/* Sets a file's READONLY, HIDDEN, SYSTEM and ARCHIVE attributes; the others, and a directory's, are not kept. */
+static inline BOOL SetFileAttributesW(LPCWSTR lpFileName, DWORD dwFileAttributes) {
+  PVX_USES("SetFileAttributesW");
+  uint64_t f[3] = { 0, (uint64_t)(uintptr_t)(lpFileName), (uint64_t)(dwFileAttributes) };
+  pvx_hypercall(67, f);
+  return (BOOL)f[0];
+}
+
 
 /* Critical sections run in the guest (guest/runtime.ts, reached through the
  * info page); only a contended one waits in the host. */

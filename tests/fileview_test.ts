@@ -855,3 +855,34 @@ Deno.test("the overlay's quota: a write, a copy-up or a resize past it is ERROR_
       () => again.open("c.txt", options({ write: true, disposition: W.CREATE_NEW })).file.write(new Uint8Array(1), 0),
     );
   }));
+
+Deno.test("attributes: a bundle file is copied up to keep them, a share file keeps READONLY in its write bit, a restart sees them", () =>
+  withDrive(({ view, share, overlay, bundle, reopen }) => {
+    const { FILE_ATTRIBUTE_READONLY: READONLY, FILE_ATTRIBUTE_HIDDEN: HIDDEN, FILE_ATTRIBUTE_ARCHIVE: ARCHIVE } = W;
+    assert.equal(view.attributes("readme.txt"), ARCHIVE);
+    view.setAttributes("readme.txt", READONLY | HIDDEN);
+    assert.equal(view.attributes("readme.txt"), READONLY | HIDDEN);
+    assert.equal(
+      Deno.statSync(`${overlay}/files/readme.txt`).mode! & 0o1201,
+      0o1001,
+      "copied up: no write, o+x, sticky",
+    );
+    assert.equal(decode(bundle.get("readme.txt")!), "hello bundle");
+    assert.equal(readAll(view, "readme.txt"), "hello bundle");
+    expectCode(E.ERROR_ACCESS_DENIED, () => view.open("readme.txt", options({ write: true })), "write");
+    expectCode(E.ERROR_ACCESS_DENIED, () => view.delete("readme.txt"), "delete");
+    view.move("readme.txt", "renamed.txt", false);
+    assert.equal(reopen().attributes("renamed.txt"), READONLY | HIDDEN, "a restart reads them from the mode");
+
+    view.setAttributes("shared\\Host.txt", READONLY | HIDDEN);
+    assert.equal(Deno.statSync(`${share}/Host.txt`).mode! & 0o201, 0, "the owner's write bit only");
+    assert.equal(view.attributes("shared\\Host.txt"), READONLY | ARCHIVE, "a share keeps nothing but READONLY");
+    view.setAttributes("shared\\Host.txt", 0);
+    assert.equal(Deno.statSync(`${share}/Host.txt`).mode! & 0o200, 0o200);
+    Deno.chmodSync(`${share}/Host.txt`, 0o755);
+    assert.equal(view.attributes("shared\\Host.txt"), ARCHIVE, "the host's execute bits are not HIDDEN or SYSTEM");
+    expectCode(E.ERROR_ACCESS_DENIED, () => view.setAttributes("mnt\\ro\\locked.txt", 0), "a read-only share");
+    expectCode(E.ERROR_FILE_NOT_FOUND, () => view.setAttributes("missing.txt", 0));
+    view.setAttributes("data", HIDDEN);
+    assert.equal(view.attributes("data"), W.FILE_ATTRIBUTE_DIRECTORY, "a directory keeps none");
+  }));

@@ -539,7 +539,14 @@ Deno.test("pack and unpack: a deterministic archive that rebuilds the overlay ex
 interface Crafted {
   magic?: string;
   version?: number;
-  entries?: { kind: number; names: (string | number[])[]; mtime?: number; bytes?: string; size?: number }[];
+  entries?: {
+    kind: number;
+    names: (string | number[])[];
+    mtime?: number;
+    attributes?: number;
+    bytes?: string;
+    size?: number;
+  }[];
   whiteouts?: (string | number[])[][];
   trailing?: number;
   corrupt?: boolean;
@@ -565,7 +572,8 @@ function craft(c: Crafted): Uint8Array {
     }
   };
   parts.push(...encode(c.magic ?? "PVXOVLY\0"));
-  u(c.version ?? 1, 4);
+  const version = c.version ?? 2;
+  u(version, 4);
   u(c.entries?.length ?? 0, 4);
   u(c.whiteouts?.length ?? 0, 4);
   for (const e of c.entries ?? []) {
@@ -573,6 +581,7 @@ function craft(c: Crafted): Uint8Array {
     path(e.names);
     u(e.mtime ?? at(0), 8);
     if (e.kind !== 2) continue;
+    if (version >= 2) u(e.attributes ?? W.FILE_ATTRIBUTE_ARCHIVE, 1);
     const content = encode(e.bytes ?? "");
     u(e.size ?? content.length, 8);
     parts.push(...content);
@@ -603,7 +612,7 @@ Deno.test("unpack: each malformed field is an OverlayArchiveError naming where, 
     const file = (names: string[], bytes = "") => ({ kind: 2, names, bytes });
     // After the 20-byte header, an entry's name starts at 23: kind (1), component count (2).
     refused({ magic: "PVXBNDL\0" }, /bad magic/, 0);
-    refused({ version: 2 }, /version 2 is not supported/, 8);
+    refused({ version: 3 }, /version 3 is not supported/, 8);
     refused({ entries: [{ kind: 3, names: ["a"] }] }, /entry 0: kind 3/, 20);
     refused({ entries: [{ kind: 1, names: [] }] }, /entry 0 has no components/, 21);
     refused({ entries: [dir([".."])] }, /component 0: "\.\." is not a file name/, 23);
@@ -623,20 +632,50 @@ Deno.test("unpack: each malformed field is an OverlayArchiveError naming where, 
     );
     refused({ entries: [{ kind: 1, names: ["a"], mtime: 9e15 }] }, /time 9000000000000000 ms is out of range/, 25);
     refused(
+      { entries: [{ kind: 2, names: ["a"], bytes: "abc", attributes: 0x10 }] },
+      /entry 0 C:\\a: attributes 0x10 hold more than READONLY, HIDDEN, SYSTEM and ARCHIVE/,
+      33,
+    );
+    refused(
       { entries: [{ kind: 2, names: ["a"], bytes: "abc", size: 40 }] },
       /truncated: entry 0 C:\\a has 40 bytes/,
-      33,
+      34,
     );
     refused({ whiteouts: [["a"], ["a", "b"]] }, /whiteout 1 C:\\a\\b repeats or is under an earlier whiteout/);
     refused({ whiteouts: [["b"], ["a"]] }, /whiteout 1 C:\\a is not after C:\\b/);
-    // The 42 bytes before the hash: header 20, kind 1, count 2, length 1, "a", time 8, size 8, "x".
-    refused({ entries: [file(["a"], "x")], corrupt: true }, /SHA-256 mismatch/, 42);
+    // The 43 bytes before the hash: header 20, kind 1, count 2, length 1, "a", time 8, attributes 1, size 8, "x".
+    refused({ entries: [file(["a"], "x")], corrupt: true }, /SHA-256 mismatch/, 43);
     refused({ trailing: 3 }, /3 bytes after the SHA-256/, 52);
 
     // A leading BOM is part of the name, not an encoding mark to drop.
     const bom = craft({ entries: [file(["\uFEFFa"], "bom")] });
     unpackOverlay(bom, `${root}/bom`, where);
     assert.deepEqual(packOverlay(`${root}/bom`), bom);
+  }));
+
+Deno.test("a file's attributes travel in the archive and through a merge; a version 1 archive, without them, unpacks", () =>
+  withTemp((root) => {
+    const entries = [
+      { kind: 2, names: ["hidden.txt"], bytes: "h", attributes: W.FILE_ATTRIBUTE_HIDDEN | W.FILE_ATTRIBUTE_SYSTEM },
+      { kind: 2, names: ["new.txt"], bytes: "n" },
+      { kind: 2, names: ["plain.txt"], bytes: "p", attributes: 0 },
+      { kind: 2, names: ["ro.txt"], bytes: "r", attributes: W.FILE_ATTRIBUTE_READONLY },
+    ];
+    const archive = craft({ entries });
+    unpackOverlay(archive, `${root}/a`, "test");
+    const mode = (name: string, dir = "a") => Deno.statSync(`${root}/${dir}/files/${name}`).mode! & 0o777;
+    assert.equal(mode("ro.txt") & 0o200, 0, "read-only: no owner write");
+    assert.equal(mode("hidden.txt") & 0o011, 0o011, "hidden and system: the others' and the group's execute");
+    assert.equal(Deno.statSync(`${root}/a/files/plain.txt`).mode! & 0o1000, 0o1000, "not archived: sticky");
+    assert.equal(mode("new.txt") & 0o211, 0o200);
+    assert.deepEqual(packOverlay(`${root}/a`), archive, "packed again, byte for byte");
+
+    makeOverlay(`${root}/b`, {});
+    mergeOverlay(`${root}/a`, `${root}/b`);
+    assert.deepEqual([mode("ro.txt", "b"), mode("hidden.txt", "b")], [mode("ro.txt"), mode("hidden.txt")]);
+
+    unpackOverlay(craft({ version: 1, entries: entries.map(({ attributes: _, ...e }) => e) }), `${root}/old`, "v1");
+    assert.deepEqual(packOverlay(`${root}/old`), craft({ entries: entries.map(({ attributes: _, ...e }) => e) }));
   }));
 
 Deno.test("unpack: every truncation of a real archive is refused as truncated", () =>

@@ -242,6 +242,7 @@ export function fileHandlers(host: Host) {
     CreateDirectoryW: (a) => ok(() => host.files.createDirectory(a.lpPathName as string)),
     RemoveDirectoryW: (a) => ok(() => host.files.removeDirectory(a.lpPathName as string)),
     GetFileAttributesW: (a) => host.files.attributes(a.lpFileName as string),
+    SetFileAttributesW: (a) => ok(() => host.files.setAttributes(a.lpFileName as string, a.dwFileAttributes as number)),
     GetFileInformationByHandle: (a) => {
       writeHandleInfo(a.lpFileInformation as Uint8Array, host.files.fileInformation(file(a).file.path));
       return 1;

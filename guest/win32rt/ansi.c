@@ -52,6 +52,10 @@ EXPORT BOOL WINAPI CreateDirectoryA(LPCSTR name, LPSECURITY_ATTRIBUTES sa) {
   WITH_WIDE(name, w, FALSE, CreateDirectoryW(w, sa))
 }
 EXPORT BOOL WINAPI RemoveDirectoryA(LPCSTR name) { WITH_WIDE(name, w, FALSE, RemoveDirectoryW(w)) }
+
+EXPORT BOOL WINAPI SetFileAttributesA(LPCSTR name, DWORD attributes) {
+  WITH_WIDE(name, w, FALSE, SetFileAttributesW(w, attributes))
+}
 EXPORT DWORD WINAPI GetFileAttributesA(LPCSTR name) { WITH_WIDE(name, w, INVALID_FILE_ATTRIBUTES, GetFileAttributesW(w)) }
 EXPORT BOOL WINAPI SetCurrentDirectoryA(LPCSTR name) { WITH_WIDE(name, w, FALSE, SetCurrentDirectoryW(w)) }
 EXPORT BOOL WINAPI GetFileAttributesExA(LPCSTR name, GET_FILEEX_INFO_LEVELS level, LPVOID info) {
