@@ -9,6 +9,7 @@ import { kvmAccess } from "../hv/kvm_access.ts";
 import { ACCEL_ENV, accelChoices, NESTED_SOCKET_ENV } from "./accel.ts";
 import { RestartingVm } from "./nested/vm.ts";
 import { serveJobs } from "./nested/jobs.ts";
+import { type Failed, failuresInJunit, rerunArgs, testFiles } from "./test_reruns.ts";
 
 // Everything but --accel goes to `deno test` as it is.
 const testArgs = [...Deno.args];
@@ -60,9 +61,10 @@ if (nested) {
  */
 const MAX_RERUNS = 3;
 
-/** Runs `deno test` over `args`; the files with a failing test, from its JUnit report. */
-async function denoTest(args: string[]): Promise<{ code: number; failedFiles: string[] }> {
+/** Runs `deno test` over `args`; what failed, from its JUnit report. */
+async function denoTest(args: string[]): Promise<{ code: number; failed: Failed[] }> {
   const report = join(scratch, "junit.xml");
+  await Deno.remove(report).catch(() => {});
   const test = new Deno.Command(Deno.execPath(), {
     args: ["test", "-A", "--no-check", "--parallel", `--junit-path=${report}`, ...args],
     env,
@@ -70,29 +72,35 @@ async function denoTest(args: string[]): Promise<{ code: number; failedFiles: st
   }).spawn();
   const { code } = await test.status;
   const xml = await Deno.readTextFile(report).catch(() => "");
-  const failedFiles = [...xml.matchAll(/<testsuite name="([^"]+)"[^>]* failures="([1-9]\d*)"/g)].map((m) => m[1]);
-  return { code, failedFiles };
+  return { code, failed: failuresInJunit(xml, testFiles(args)) };
 }
 
 let code: number;
 try {
   let failuresBefore = vm?.failures.length ?? 0;
   let run = await denoTest(testArgs);
-  // A helper VM that died (an emulator fault, not a test's) fails whatever it was running: those files
+  // A helper VM that died (an emulator fault, not a test's) fails whatever it was running: those tests
   // run again on the VM booted in its place, up to MAX_RERUNS times, and the run says so. A failure
   // with no VM death in that attempt is the test's, and ends the run.
-  for (let rerun = 1; vm && vm.failures.length > failuresBefore && run.code !== 0 && run.failedFiles.length; rerun++) {
+  const passThrough = testArgs.filter((a) => /^--[^=]+=/.test(a) && !a.startsWith("--filter="));
+  for (let rerun = 1; vm && vm.failures.length > failuresBefore && run.code !== 0 && run.failed.length; rerun++) {
     const why = vm.failures.slice(failuresBefore).join("; ");
     if (rerun > MAX_RERUNS) {
       console.error(`pvx test: the nested VM failed during the last of ${MAX_RERUNS} reruns too (${why})`);
       break;
     }
+    const what = run.failed.map((f) => f.tests.length ? `${f.tests.length} test(s) of ${f.file}` : f.file);
     console.error(
-      `pvx test: the nested VM failed during this run (${why}); running ${run.failedFiles.join(", ")} ` +
+      `pvx test: the nested VM failed during this run (${why}); running ${what.join(", ")} ` +
         `again on a new one (rerun ${rerun} of at most ${MAX_RERUNS})`,
     );
     failuresBefore = vm.failures.length;
-    run = await denoTest(testArgs.filter((a) => /^--[^=]+=/.test(a)).concat(run.failedFiles));
+    const results = [];
+    for (const args of rerunArgs(passThrough, run.failed)) results.push(await denoTest(args));
+    run = {
+      code: results.find((r) => r.code !== 0)?.code ?? 0,
+      failed: results.flatMap((r) => r.failed),
+    };
   }
   code = run.code;
 } finally {
