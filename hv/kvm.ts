@@ -1,7 +1,20 @@
 // Thin typed wrappers over /dev/kvm: one method per ioctl, every failure a
 // SysError naming the ioctl and its errno (the kvm-ioctls shape).
 
-import { check, cString, libc, MAP_FAILED, MAP_SHARED, O_CLOEXEC, O_RDWR, PROT_READ, PROT_WRITE } from "../ffi/libc.ts";
+import {
+  check,
+  cString,
+  EINTR,
+  lastErrno,
+  libc,
+  MAP_FAILED,
+  MAP_SHARED,
+  O_CLOEXEC,
+  O_RDWR,
+  PROT_READ,
+  PROT_WRITE,
+  SysError,
+} from "../ffi/libc.ts";
 import {
   ioctls,
   KVM_API_VERSION,
@@ -18,11 +31,24 @@ import {
 
 type IoctlName = keyof typeof ioctls;
 
+/**
+ * Every ioctl here but KVM_RUN (vcpu.ts), whose EINTR is how a kick arrives, is begun again when a
+ * signal interrupts it: KVM_CREATE_VM, for one, returns EINTR to a process that a profiler's SIGPROF
+ * or a child's SIGCHLD reaches while KVM sets the VM up, having done nothing.
+ */
+function restarted(name: IoctlName, call: () => number): number {
+  for (;;) {
+    const result = call();
+    if (result !== -1) return result;
+    const errno = lastErrno();
+    if (errno !== EINTR) throw new SysError(name, errno);
+  }
+}
 function ioctlBuf(fd: number, name: IoctlName, buf: Uint8Array): number {
-  return check(name, libc().ioctl(fd, ioctls[name], buf));
+  return restarted(name, () => libc().ioctl(fd, ioctls[name], buf));
 }
 function ioctlInt(fd: number, name: IoctlName, arg: number | bigint = 0): number {
-  return check(name, libc().ioctl_int(fd, ioctls[name], BigInt(arg)));
+  return restarted(name, () => libc().ioctl_int(fd, ioctls[name], BigInt(arg)));
 }
 
 export interface CpuidEntry {

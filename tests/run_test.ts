@@ -2,7 +2,7 @@
 // command on real KVM. Each test looks at what a user would see.
 
 import assert from "node:assert/strict";
-import { guestBundle, pvxCli, pvxStart, runGuest } from "./support/guests.ts";
+import { guestBundle, pvxCli, pvxScript, pvxStart, runGuest, whereKvm } from "./support/guests.ts";
 import { EXIT_GUEST_FAILED, EXIT_PVX_ERROR, EXIT_TIMEOUT } from "../tools/report.ts";
 import { encodeBundle, readBundle, writeBundle } from "../tools/bundle.ts";
 
@@ -14,6 +14,27 @@ Deno.test("hello: argv, the Windows command line and the exit code reach the gue
     'argc=4\nargv[0]=hello\nargv[1]=one\nargv[2]=two words\nargv[3]=q"uote\ncmdline=hello one "two words" "q\\"uote"\n',
   );
   assert.equal(r.code, 4);
+});
+
+Deno.test("a signal that interrupts KVM setting the VM up (a profiler's SIGPROF every millisecond) is no failure", async () => {
+  const profiles = await Deno.makeTempDir({ prefix: "pvx-profile-" });
+  try {
+    // Nested, KVM_CREATE_VM took long enough for a SIGPROF to end it with EINTR in two runs of three.
+    const r = await whereKvm([
+      "run",
+      "-A",
+      "--cpu-prof",
+      `--cpu-prof-dir=${profiles}`,
+      pvxScript,
+      "run",
+      await guestBundle("hello"),
+    ]);
+    assert.equal(r.stderr, "");
+    assert.match(r.stdout, /^argc=1\n/);
+    assert.equal(r.code, 1);
+  } finally {
+    await Deno.remove(profiles, { recursive: true });
+  }
 });
 
 Deno.test("exit codes: main's return value and ExitProcess both become the process status", async () => {

@@ -10,7 +10,7 @@ import { RemoteRunner } from "../../tools/nested/jobs.ts";
 const guestsDir = new URL("../guests/", import.meta.url).pathname;
 /** How long a `pvx` a test starts may take before the test kills it as hung. */
 const PVX_HANG_MS = 600_000;
-const pvxScript = new URL("../../tools/pvx.ts", import.meta.url).pathname;
+export const pvxScript = new URL("../../tools/pvx.ts", import.meta.url).pathname;
 const built = new Map<string, Promise<string>>();
 let workDir: string | undefined;
 
