@@ -20,7 +20,7 @@ import {
 } from "./overlay.ts";
 import { DiskQuota, filesBytes } from "./disk_quota.ts";
 import { attributesMode, modeAttributes } from "./file_attributes.ts";
-import { statfsSync } from "node:fs";
+import { fileSystemSpace } from "../ffi/libc.ts";
 
 /**
  * A call on the drive failed the Win32 way; `code` is what GetLastError returns. It is a
@@ -619,9 +619,7 @@ class Drive {
    * its quota leaves.
    */
   freeSpace(dir: Node): { available: number; total: number; free: number } {
-    const fs = statfsSync(dir.layer === "share" ? dir.real : this.#overlay.files);
-    const unit = Number(fs.bsize);
-    let available = Number(fs.bavail) * unit, total = Number(fs.blocks) * unit, free = Number(fs.bfree) * unit;
+    let { available, total, free } = fileSystemSpace(dir.layer === "share" ? dir.real : this.#overlay.files);
     if (dir.layer !== "share" && this.quota) {
       const left = Math.max(0, this.quota.limit - this.quota.used);
       available = Math.min(available, left);

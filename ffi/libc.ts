@@ -1,5 +1,9 @@
 // The libc symbols pvx calls, each with its C prototype. Every call is
 // synchronous: a `nonblocking` call would hop threads, which KVM punishes.
+// statvfs and getrusage stand in for node:fs and node:process, which would cost
+// every pvx process and vCPU thread the loading of Deno's Node layer.
+
+import { array, struct } from "./layout.ts";
 
 export const libcSymbols = {
   // int open(const char *path, int flags, mode_t mode);
@@ -40,6 +44,10 @@ export const libcSymbols = {
   sched_yield: { parameters: [], result: "i32" },
   // int tgkill(pid_t tgid, pid_t tid, int sig);
   tgkill: { parameters: ["i32", "i32", "i32"], result: "i32" },
+  // int statvfs(const char *path, struct statvfs *buf);
+  statvfs: { parameters: ["buffer", "buffer"], result: "i32" },
+  // int getrusage(int who, struct rusage *usage);
+  getrusage: { parameters: ["i32", "buffer"], result: "i32" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 let lib: Deno.DynamicLibrary<typeof libcSymbols> | undefined;
@@ -134,4 +142,69 @@ export function check(operation: string, result: number): number {
 /** NUL-terminated C string in a buffer kept alive by the caller. */
 export function cString(s: string): Uint8Array {
   return new TextEncoder().encode(s + "\0");
+}
+
+/** <sys/statvfs.h> on x86-64 glibc. */
+export const statvfs = struct("struct statvfs", [
+  ["f_bsize", "u64"],
+  ["f_frsize", "u64"],
+  ["f_blocks", "u64"],
+  ["f_bfree", "u64"],
+  ["f_bavail", "u64"],
+  ["f_files", "u64"],
+  ["f_ffree", "u64"],
+  ["f_favail", "u64"],
+  ["f_fsid", "u64"],
+  ["f_flag", "u64"],
+  ["f_namemax", "u64"],
+  ["__f_spare", array("i32", 6)],
+]);
+
+export const timeval = struct("struct timeval", [["tv_sec", "i64"], ["tv_usec", "i64"]]);
+
+/** <sys/resource.h>: the two times pvx reads, and the size the kernel fills. */
+export const rusage = struct("struct rusage", [
+  ["ru_utime", timeval],
+  ["ru_stime", timeval],
+  ["ru_maxrss", "i64"],
+  ["ru_ixrss", "i64"],
+  ["ru_idrss", "i64"],
+  ["ru_isrss", "i64"],
+  ["ru_minflt", "i64"],
+  ["ru_majflt", "i64"],
+  ["ru_nswap", "i64"],
+  ["ru_inblock", "i64"],
+  ["ru_oublock", "i64"],
+  ["ru_msgsnd", "i64"],
+  ["ru_msgrcv", "i64"],
+  ["ru_nsignals", "i64"],
+  ["ru_nvcsw", "i64"],
+  ["ru_nivcsw", "i64"],
+]);
+
+export const libcLayouts = [statvfs, timeval, rusage] as const;
+
+/** The filesystem's space under `path`, in bytes, as statvfs(3) reports it to an unprivileged user. */
+export function fileSystemSpace(path: string): { total: number; free: number; available: number } {
+  const buf = new Uint8Array(statvfs.size);
+  check(`statvfs ${path}`, libc().statvfs(cString(path), buf));
+  const dv = new DataView(buf.buffer);
+  const u64 = (name: string) => Number(dv.getBigUint64(statvfs.fields[name].offset, true));
+  const unit = u64("f_frsize");
+  return { total: u64("f_blocks") * unit, free: u64("f_bfree") * unit, available: u64("f_bavail") * unit };
+}
+
+const RUSAGE_SELF = 0;
+
+/** The CPU time this process has used, in microseconds, user and system together. */
+export function processCpuMicros(): number {
+  const buf = new Uint8Array(rusage.size);
+  check("getrusage", libc().getrusage(RUSAGE_SELF, buf));
+  const dv = new DataView(buf.buffer);
+  const micros = (name: string) => {
+    const at = rusage.fields[name].offset;
+    return Number(dv.getBigInt64(at + timeval.fields.tv_sec.offset, true)) * 1e6 +
+      Number(dv.getBigInt64(at + timeval.fields.tv_usec.offset, true));
+  };
+  return micros("ru_utime") + micros("ru_stime");
 }

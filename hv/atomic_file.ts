@@ -3,7 +3,7 @@
 // blobs and key files must be, so a reader never sees a half-written one;
 // and the loops that write or read a whole buffer, which one call may not.
 
-import { dirname } from "node:path";
+import { dirname } from "../abi/host_path.ts";
 
 export interface AtomicWriteOptions {
   /** The file's mode (before the umask), set when the temporary file is created, so it is never wider. */

@@ -6,7 +6,7 @@
 // "Content-addressed chunks".
 
 import { createHash } from "node:crypto";
-import { join } from "node:path";
+import { join } from "../abi/host_path.ts";
 import { readAt, writeAll, writeBytesAtomically, writeFileAtomically } from "./atomic_file.ts";
 import { openSnapshot, type SnapshotManifest } from "./snapshot_file.ts";
 

@@ -3,8 +3,7 @@
 // exits, faults or breaks the ABI on any thread, or times out: every vCPU is
 // then pulled out of the guest and out of any wait (hv/control_block.ts).
 
-import { cpuUsage } from "node:process";
-import { libc } from "../ffi/libc.ts";
+import { libc, processCpuMicros } from "../ffi/libc.ts";
 import { Kvm, mapKvmRun, type Vm } from "./kvm.ts";
 import { type GuestRam, mapGuestRam, unmapGuestRam } from "./memory.ts";
 import type {
@@ -541,10 +540,7 @@ export class Instance {
  * limit, so it stops the guest within a tenth of the limit (and at most 250 ms) past it.
  */
 function watchCpuTime(limitMs: number, exceeded: () => void): ReturnType<typeof setInterval> {
-  const usedMs = () => {
-    const u = cpuUsage();
-    return (u.user + u.system) / 1000;
-  };
+  const usedMs = () => processCpuMicros() / 1000;
   const from = usedMs();
   return setInterval(() => {
     if (usedMs() - from >= limitMs) exceeded();

@@ -12,9 +12,9 @@ import type { HostLimits } from "./host_state.ts";
 import { FIRST_THREAD_ID } from "./guest_threads.ts";
 import { type BootState, type BundleFile, InstanceSession, type LoadedSnapshot } from "./snapshot.ts";
 import { bootSregs } from "../guest/kernel.ts";
-import { unpackOverlay } from "../abi/overlay.ts";
+import { unpackOverlay } from "../abi/overlay_archive.ts";
 import { mapSnapshotChain } from "./snapshot_file.ts";
-import { resolve } from "node:path";
+import { resolve } from "../abi/host_path.ts";
 import type { SpecialCallPolicy, SpecialCallRules } from "../abi/special_calls.ts";
 
 export interface LaunchOptions {

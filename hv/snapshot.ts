@@ -13,7 +13,7 @@ import type { Instance, PausedState } from "./instance.ts";
 import { InstanceStateError } from "./instance.ts";
 import { decodeVcpuState, encodeVcpuState } from "./vcpu_state.ts";
 import type { ShareSpec } from "../abi/fileview.ts";
-import { packOverlay } from "../abi/overlay.ts";
+import { packOverlay } from "../abi/overlay_archive.ts";
 import {
   HEADER_SIZE,
   mapSnapshotChain,
@@ -25,7 +25,7 @@ import {
 } from "./snapshot_file.ts";
 import { unmapGuestRam } from "./memory.ts";
 import { type SealedBlob, type SealKey, unsealSnapshot, writeSealedSnapshot } from "./sealed_snapshot.ts";
-import { basename, dirname, join, resolve } from "node:path";
+import { basename, dirname, join, resolve } from "../abi/host_path.ts";
 
 /** The version of the "state" section; a reader refuses any other. */
 export const STATE_VERSION = 1;

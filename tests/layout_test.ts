@@ -8,6 +8,7 @@
 
 import assert from "node:assert/strict";
 import * as kvm from "../ffi/kvm.ts";
+import * as libc from "../ffi/libc.ts";
 import type { Field, StructLayout } from "../ffi/layout.ts";
 
 /** One number pvx hard-codes, and the C expression that computes it from the header. */
@@ -84,11 +85,11 @@ function pvxChecks(): Check[] {
   ];
 }
 
-function cProgram(checks: readonly Check[]): string {
+function cProgram(checks: readonly Check[], headers: readonly string[]): string {
   return [
     "#include <stddef.h>",
     "#include <stdio.h>",
-    "#include <linux/kvm.h>",
+    ...headers.map((h) => `#include <${h}>`),
     "int main(void) {",
     ...checks.map((check) => `\tprintf("%llu\\n", (unsigned long long)(${check.c}));`),
     "\treturn 0;",
@@ -105,12 +106,12 @@ async function run(command: string, args: string[]): Promise<string> {
 }
 
 /** What the header says for each check, in order. */
-async function headerValues(checks: readonly Check[]): Promise<bigint[]> {
+async function headerValues(checks: readonly Check[], headers: readonly string[]): Promise<bigint[]> {
   const dir = await Deno.makeTempDir({ prefix: "pvx_layout_" });
   try {
     const source = `${dir}/layout.c`;
     const binary = `${dir}/layout`;
-    await Deno.writeTextFile(source, cProgram(checks));
+    await Deno.writeTextFile(source, cProgram(checks, headers));
     await run("gcc", ["-std=gnu11", "-Wall", "-Werror", "-o", binary, source]);
     const values = (await run(binary, [])).trim().split("\n").map(BigInt);
     assert.equal(values.length, checks.length, "the C program prints one value per check");
@@ -120,8 +121,8 @@ async function headerValues(checks: readonly Check[]): Promise<bigint[]> {
   }
 }
 
-async function mismatches(checks: readonly Check[]): Promise<Mismatch[]> {
-  const header = await headerValues(checks);
+async function mismatches(checks: readonly Check[], headers = ["linux/kvm.h"]): Promise<Mismatch[]> {
+  const header = await headerValues(checks, headers);
   return checks.flatMap((check, i) =>
     check.pvx === header[i] ? [] : [{ what: check.what, pvx: check.pvx, header: header[i] }]
   );
@@ -160,6 +161,14 @@ Deno.test("ffi/kvm.ts layouts, ioctl numbers and constants match <linux/kvm.h>",
   assert.ok(!covered.has("sizeof struct kvm_run"), "kvm_run's size is the exit union offset, not sizeof");
 
   assert.deepEqual(await mismatches(checks), []);
+});
+
+Deno.test("ffi/libc.ts layouts match <sys/statvfs.h> and <sys/resource.h>", async () => {
+  const checks = libc.libcLayouts.flatMap(layoutChecks);
+  for (const what of ["sizeof struct statvfs", "struct statvfs.f_bavail offset", "struct rusage.ru_stime offset"]) {
+    assert.ok(checks.some((check) => check.what === what), `no check for ${what}`);
+  }
+  assert.deepEqual(await mismatches(checks, ["sys/statvfs.h", "sys/resource.h"]), []);
 });
 
 function withField(layout: StructLayout, name: string, change: Partial<Field>): StructLayout {

@@ -7,16 +7,8 @@ import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import fc from "fast-check";
 import { FileView, FileViewError, type OpenOptions } from "../abi/fileview.ts";
-import {
-  mergeOverlay,
-  type MergeReport,
-  OverlayArchiveError,
-  OverlayError,
-  packOverlay,
-  resetOverlay,
-  syncOverlay,
-  unpackOverlay,
-} from "../abi/overlay.ts";
+import { mergeOverlay, type MergeReport, OverlayError, resetOverlay, syncOverlay } from "../abi/overlay.ts";
+import { OverlayArchiveError, packOverlay, unpackOverlay } from "../abi/overlay_archive.ts";
 import { win32Constants as W, win32Errors as E } from "../abi/win32.ts";
 import { overlayCommand } from "../tools/overlay_cli.ts";
 import { fuzzRuns } from "./support/fuzz.ts";

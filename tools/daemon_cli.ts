@@ -5,7 +5,7 @@
 // http://HOST:PORT with the bearer token in --token-file or PVX_TOKEN_FILE.
 
 import { parseArgs } from "node:util";
-import { join, resolve } from "node:path";
+import { join, resolve } from "../abi/host_path.ts";
 import { type InstanceRecord, Records } from "../hv/daemon/records.ts";
 import { summarizeSnapshot } from "../hv/snapshot.ts";
 import { isSealed, readKeyFile } from "../hv/sealed_snapshot.ts";

@@ -2,7 +2,7 @@
 // with the DLLs beside it, packed with a manifest that allows exactly the calls
 // it uses; and the cache of bundles that `pvx run app.exe` packs on the fly.
 
-import { basename, dirname, join, resolve } from "node:path";
+import { basename, dirname, join, resolve } from "../abi/host_path.ts";
 import { DEFAULT_MEMORY_MIB, encodeBundle, isPe, type Manifest, writeBundle } from "./bundle.ts";
 import { parseElf } from "../guest/elf.ts";
 import { parsePe } from "../guest/pe.ts";

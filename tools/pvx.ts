@@ -17,7 +17,7 @@ import { prewarm } from "../hv/vcpu_threads.ts";
 import { describeOutcome, EXIT_PVX_ERROR, exitStatus } from "./report.ts";
 import { analysePe, describeAnalysis } from "./analyse.ts";
 import { describeTrace, readTrace, TraceError } from "./dynamic_imports.ts";
-import { basename, resolve } from "node:path";
+import { basename, resolve } from "../abi/host_path.ts";
 import { PeError } from "../guest/pe.ts";
 import { AccelError, chooseAccel } from "./accel.ts";
 import { runPvxNested } from "./nested/api_relay.ts";

@@ -3,7 +3,7 @@
 // the API server `pvx run --api` starts.
 
 import { parseArgs } from "node:util";
-import { basename, dirname, join, resolve } from "node:path";
+import { basename, dirname, join, resolve } from "../abi/host_path.ts";
 import { callControlApi, controlApi, requestControlApi, serveOnSocket } from "../hv/control_api.ts";
 import type { InstanceSession, SnapshotResult } from "../hv/snapshot.ts";
 import { loadSealedSnapshot, loadSnapshot, mergeSnapshot, summarizeSnapshot } from "../hv/snapshot.ts";

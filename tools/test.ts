@@ -4,7 +4,7 @@
 // finds it through PVX_NESTED_SOCKET, and so do tests/support's KVM helpers.
 //   deno run -A tools/test.ts [--accel auto|kvm|nested] [test files or deno test flags...]
 
-import { join } from "node:path";
+import { join } from "../abi/host_path.ts";
 import { kvmAccess } from "../hv/kvm_access.ts";
 import { ACCEL_ENV, accelChoices, NESTED_SOCKET_ENV } from "./accel.ts";
 import { RestartingVm } from "./nested/vm.ts";

@@ -1,7 +1,7 @@
 // Which tests `pvx test` runs again after the nested VM died under them: read off deno test's
 // JUnit report, so that a death late in a long file costs the tests it broke, not the file.
 
-import { join, resolve } from "node:path";
+import { join, resolve } from "../abi/host_path.ts";
 
 export interface Failed {
   file: string;

@@ -10,7 +10,7 @@
 //
 // The job is the first line of stdin, read a byte at a time so that the rest stays the guest's input.
 
-import { join } from "node:path";
+import { join } from "../abi/host_path.ts";
 import { prewarm } from "../hv/vcpu_threads.ts";
 import { kvmAccess } from "../hv/kvm_access.ts";
 import { EINTR, lastErrno, libc, stdinReady } from "../ffi/libc.ts";

@@ -3,7 +3,7 @@
 // per source change and kept in the cache; a bundle carries its own copy, so a
 // host that runs it needs no compiler.
 
-import { join } from "node:path";
+import { join } from "../abi/host_path.ts";
 import { infoBase, maxVcpus, tebBase, tebSize } from "../guest/memory_map.ts";
 import { infoFields } from "../guest/info.ts";
 import { cacheRoot } from "./cache_dir.ts";

@@ -8,7 +8,7 @@ import { Hono } from "hono";
 import type { Context } from "hono";
 import { streamSSE } from "hono/streaming";
 import { timingSafeEqual } from "node:crypto";
-import { isAbsolute, join } from "node:path";
+import { isAbsolute, join } from "../../abi/host_path.ts";
 import { refuse } from "../control_api.ts";
 import { describeValue } from "../describe_value.ts";
 import { maxMemory, maxVcpus, MiB, minMemory } from "../../guest/memory_map.ts";

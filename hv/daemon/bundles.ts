@@ -7,7 +7,7 @@
 //   <state dir>/bundles/<sha256>.pvx
 
 import { createHash } from "node:crypto";
-import { join } from "node:path";
+import { join } from "../../abi/host_path.ts";
 import { writeBytesAtomically } from "../atomic_file.ts";
 
 /** Larger uploads are refused (413) before they are read: a bundle holds an app, not a disk image. */

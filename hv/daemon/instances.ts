@@ -5,7 +5,7 @@
 // bug in a hypercall handler, a SIGKILL) ends that process only: the daemon sees
 // it exit and says so.
 
-import { dirname, join } from "node:path";
+import { dirname, join } from "../../abi/host_path.ts";
 import { callControlApi, ControlApiError, NOT_SERVING } from "../control_api.ts";
 import { ConsoleLog, type Stream } from "./console.ts";
 import type { CreateSource, InstanceCounts, Metrics } from "./metrics.ts";

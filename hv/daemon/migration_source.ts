@@ -10,7 +10,7 @@
 // the copy will never run: it resumes only once it knows, and else stays paused
 // rather than let the app run on both hosts.
 
-import { join } from "node:path";
+import { join } from "../../abi/host_path.ts";
 import { type ChunkStore, FileChunks, type Recipe } from "../chunks.ts";
 import { openSnapshot } from "../snapshot_file.ts";
 import type { SnapshotResult } from "../snapshot.ts";

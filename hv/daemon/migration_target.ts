@@ -9,7 +9,7 @@
 // abort) and for OPEN_FOR_MS: a commit this daemon did not open, or one played
 // again, is refused before anything is written.
 
-import { join } from "node:path";
+import { join } from "../../abi/host_path.ts";
 import { isDiskFull } from "../atomic_file.ts";
 import { ChunkError, type ChunkStore, parseRecipe, type Recipe, RecipeError } from "../chunks.ts";
 import { createHash } from "node:crypto";

@@ -5,7 +5,7 @@
 //   <state dir>/instances/<id>.json     the record
 //   <state dir>/instances/<id>/         the instance's API socket, and its overlay unless one was given
 
-import { join } from "node:path";
+import { join } from "../../abi/host_path.ts";
 import { writeFileAtomic } from "../../abi/overlay.ts";
 import type { ShareSpec } from "../../abi/fileview.ts";
 

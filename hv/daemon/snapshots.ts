@@ -7,7 +7,7 @@
 //   <state dir>/snapshots/<id>.json   the record, written last: a file without one is a make that did not finish
 //   <state dir>/snapshots/<name>.snap the snapshot file, named before its id is known
 
-import { join } from "node:path";
+import { join } from "../../abi/host_path.ts";
 import { writeFileAtomic } from "../../abi/overlay.ts";
 import { readJsonRecords } from "./records.ts";
 import { type SnapshotResult, type SnapshotSummary, summarizeSnapshot } from "../snapshot.ts";

@@ -3,7 +3,7 @@
 // once per kernel version into ~/.cache/pvx/nested/<version>/, never touching
 // the host's /boot or module tree.
 
-import { join } from "node:path";
+import { join } from "../../abi/host_path.ts";
 import { initScript } from "./init.ts";
 import { cacheRoot } from "../cache_dir.ts";
 import { ensureInstalled, type Need } from "../packages.ts";

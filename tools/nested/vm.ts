@@ -2,7 +2,7 @@
 // its Linux has a real, hardware-style /dev/kvm. It sees the host's root over
 // 9p and runs jobs, each a command with the host's paths, through its agent.
 
-import { join } from "node:path";
+import { join } from "../../abi/host_path.ts";
 import { type NestedImage, nestedImage, qemuBinary } from "./image.ts";
 import {
   decodeText,
