@@ -665,7 +665,8 @@ async function daemonResources(daemon: Daemon) {
 
 Deno.test("pvx serve: 1000 create, wait and rm cycles leave the daemon's descriptors, threads and memory as they were", () =>
   withDaemon(async (daemon) => {
-    const cycles = nested ? 20 : 1000;
+    // Nested, where a cycle takes seconds, 10 still show a descriptor or thread kept per cycle over the slack below.
+    const cycles = nested ? 10 : 1000;
     const bundle = await guestBundle("hello");
     const cycle = async () => {
       const id = await create(daemon, { bundle });
