@@ -41,8 +41,16 @@ export function testFiles(args: string[]): string[] {
     }
   };
   for (const arg of args.filter((a) => !a.startsWith("-"))) {
-    if (Deno.statSync(arg).isDirectory) walk(arg);
-    else files.push(arg);
+    // A flag's value given apart (`--filter name`) is no path.
+    const info = (() => {
+      try {
+        return Deno.statSync(arg);
+      } catch {
+        return undefined;
+      }
+    })();
+    if (info?.isDirectory) walk(arg);
+    else if (info) files.push(arg);
   }
   return files;
 }
