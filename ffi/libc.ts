@@ -184,7 +184,7 @@ export const rusage = struct("struct rusage", [
 
 export const libcLayouts = [statvfs, timeval, rusage] as const;
 
-/** The filesystem's space under `path`, in bytes, as statvfs(3) reports it to an unprivileged user. */
+/** The filesystem's space under `path`, in bytes, as statvfs(3) has it: `free` counts root's reserve, `available` not. */
 export function fileSystemSpace(path: string): { total: number; free: number; available: number } {
   const buf = new Uint8Array(statvfs.size);
   check(`statvfs ${path}`, libc().statvfs(cString(path), buf));
