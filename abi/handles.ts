@@ -1,7 +1,8 @@
 // Guest-visible handles: small numbers in a per-instance table, never host
 // fds, so a guest can neither forge access to a host descriptor nor learn one.
 
-import type { FindEntry, OpenFile, OpenOptions } from "./fileview.ts";
+import type { FindEntry, OpenOptions } from "./fileview.ts";
+import type { OpenFile } from "./open_files.ts";
 import { PlainState } from "./plain_state.ts";
 import { SYNC_HANDLE_BASE } from "./sync_objects.ts";
 import { STD_ERROR_HANDLE, STD_INPUT_HANDLE, STD_OUTPUT_HANDLE } from "./win32.ts";

@@ -13,7 +13,7 @@ import { type CallDef, calls, callsByName } from "../abi/calls.ts";
 import { writeWide } from "../abi/handlers/strings.ts";
 import { PROCESS_HEAP } from "../abi/handles.ts";
 import { FAULT_ENTRY_EXPORT, PEB_FAULT_ENTRY } from "./exception_frame.ts";
-import type { ModuleTable } from "../abi/handlers/modules.ts";
+import type { ModuleTable } from "../abi/handler_context.ts";
 import { callsOf, type ThunkWriter } from "./thunks.ts";
 import { kernel32Routine, type RuntimeName, runtimeRoutines, SHADOW_SPACE } from "./runtime.ts";
 

@@ -4,7 +4,7 @@
 // a thread object its exit signals. Starting the vCPU itself is the
 // instance's job (`launch`), because only the main thread hands out Workers.
 
-import type { ThreadStarter } from "../abi/host.ts";
+import type { ThreadStarter } from "../abi/handler_context.ts";
 import { Win32Error } from "../abi/dispatch.ts";
 import { MAX_SYNC_OBJECTS, SyncKind, type SyncObjects, type SyncRef } from "../abi/sync_objects.ts";
 import { PlainState } from "../abi/plain_state.ts";

@@ -5,7 +5,7 @@
 // every vCPU thread reaches through its mailbox in the ControlBlock.
 
 import { AbiViolation, CallInterrupted, Dispatcher, type Thread } from "../abi/dispatch.ts";
-import { hostHandlers } from "../abi/host.ts";
+import { hostHandlers } from "../abi/host_handlers.ts";
 import { PageTables } from "../guest/paging.ts";
 import { createHost, type HostInit, type HostState, saveHost } from "./host_state.ts";
 import type { WaitControl } from "../abi/sync_objects.ts";
@@ -15,7 +15,7 @@ import { pageTableUpdates, pageTableUpdatesSlot } from "../guest/memory_map.ts";
 import { GuestThreads, type GuestThreadsState } from "./guest_threads.ts";
 import type { SharedRam, ThreadStart } from "./vcpu_thread.ts";
 import { HostWrites } from "../abi/host_writes.ts";
-import type { Host } from "../abi/host.ts";
+import type { Host } from "../abi/handler_context.ts";
 
 export interface HostServiceInit {
   ram: SharedRam;

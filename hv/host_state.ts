@@ -3,13 +3,13 @@
 // the instance's hypercalls.
 
 import { HandleTable, type HandleTableState } from "../abi/handles.ts";
-import { FileView, type ShareSpec } from "../abi/fileview.ts";
+import { FileView } from "../abi/fileview.ts";
+import type { ShareSpec } from "../abi/share.ts";
 import { GuestHeap, type GuestHeapData } from "../abi/heap.ts";
 import { VirtualMemory, type VirtualMemoryData } from "../abi/virtual_memory.ts";
 import { win32Constants as W } from "../abi/win32.ts";
-import type { ConsoleIo, Host, ThreadStarter } from "../abi/host.ts";
+import type { ConsoleIo, Host, ModuleTable, ThreadStarter } from "../abi/handler_context.ts";
 import type { SyncObjects, WaitControl } from "../abi/sync_objects.ts";
-import type { ModuleTable } from "../abi/handlers/modules.ts";
 import { type SpecialCallRules, SpecialCalls } from "../abi/special_calls.ts";
 import type { PageTables } from "../guest/paging.ts";
 import type { HostWrites } from "../abi/host_writes.ts";

@@ -12,7 +12,7 @@ import { callsByNr } from "../abi/calls.ts";
 import type { Instance, PausedState } from "./instance.ts";
 import { InstanceStateError } from "./instance.ts";
 import { decodeVcpuState, encodeVcpuState } from "./vcpu_state.ts";
-import type { ShareSpec } from "../abi/fileview.ts";
+import type { ShareSpec } from "../abi/share.ts";
 import { packOverlay } from "../abi/overlay_archive.ts";
 import {
   HEADER_SIZE,

@@ -16,7 +16,7 @@ import { faultFrameFields, faultFrameSize, kernelModeSregs, STAR, UPDATE_PAGE_TA
 import { pageTableUpdates, pebBase } from "../guest/memory_map.ts";
 import { AbiViolation, Dispatcher, type Thread } from "../abi/dispatch.ts";
 import { SpecialCalls } from "../abi/special_calls.ts";
-import type { ThreadContext } from "../abi/host.ts";
+import type { ThreadContext } from "../abi/handler_context.ts";
 import { threadHandlers } from "../abi/handlers/threads.ts";
 import { win32Constants } from "../abi/win32.ts";
 import { callsByNr } from "../abi/calls.ts";

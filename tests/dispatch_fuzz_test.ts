@@ -11,7 +11,7 @@ import { type CallDef, calls, callsByNr } from "../abi/calls.ts";
 import { AbiViolation, Dispatcher, type Thread } from "../abi/dispatch.ts";
 import { SpecialCalls } from "../abi/special_calls.ts";
 import { HandleTable } from "../abi/handles.ts";
-import { hostHandlers } from "../abi/host.ts";
+import { hostHandlers } from "../abi/host_handlers.ts";
 import { FileView } from "../abi/fileview.ts";
 import { GuestHeap } from "../abi/heap.ts";
 import { VirtualMemory } from "../abi/virtual_memory.ts";

@@ -12,7 +12,7 @@ import { Dispatcher, type Thread } from "../abi/dispatch.ts";
 import { SpecialCalls } from "../abi/special_calls.ts";
 import { SYNC_BYTES, SyncObjects } from "../abi/sync_objects.ts";
 import { HandleTable } from "../abi/handles.ts";
-import { hostHandlers } from "../abi/host.ts";
+import { hostHandlers } from "../abi/host_handlers.ts";
 import { FileView } from "../abi/fileview.ts";
 import { GuestHeap } from "../abi/heap.ts";
 import { VirtualMemory } from "../abi/virtual_memory.ts";

@@ -1,6 +1,9 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { FileView, FileViewError, type OpenFile, type OpenOptions, parseShareSpec } from "../abi/fileview.ts";
+import { FileView, type OpenOptions } from "../abi/fileview.ts";
+import { FileViewError } from "../abi/drive_errors.ts";
+import type { OpenFile } from "../abi/open_files.ts";
+import { parseShareSpec } from "../abi/share.ts";
 import { win32Constants as W, win32Errors as E } from "../abi/win32.ts";
 import { fuzzRuns } from "./support/fuzz.ts";
 

@@ -6,7 +6,8 @@
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import fc from "fast-check";
-import { FileView, FileViewError, type OpenOptions } from "../abi/fileview.ts";
+import { FileView, type OpenOptions } from "../abi/fileview.ts";
+import { FileViewError } from "../abi/drive_errors.ts";
 import { mergeOverlay, type MergeReport, OverlayError, resetOverlay, syncOverlay } from "../abi/overlay.ts";
 import { OverlayArchiveError, packOverlay, unpackOverlay } from "../abi/overlay_archive.ts";
 import { win32Constants as W, win32Errors as E } from "../abi/win32.ts";

@@ -16,7 +16,7 @@ import { Metrics } from "../hv/daemon/metrics.ts";
 import { StoredSnapshots } from "../hv/daemon/snapshots.ts";
 import { type BundleCheck, type UploadedBundle, UploadedBundles } from "../hv/daemon/bundles.ts";
 import { cachedBundle, defaultPackOptions } from "./pack.ts";
-import { parseShareSpec } from "../abi/fileview.ts";
+import { parseShareSpec } from "../abi/share.ts";
 import { daemonApi } from "../hv/daemon/api.ts";
 import { ChunkStore } from "../hv/chunks.ts";
 import { requestControlApi, serveOnSocket } from "../hv/control_api.ts";

@@ -4,7 +4,7 @@
 // API socket.
 
 import { parseArgs } from "node:util";
-import { parseShareSpec, type ShareSpec } from "../abi/fileview.ts";
+import { parseShareSpec, type ShareSpec } from "../abi/share.ts";
 import { maxMemory, maxVcpus, MiB, minMemory } from "../guest/memory_map.ts";
 import { MAX_HANDLES, MIN_HANDLES } from "../abi/handles.ts";
 import type { HostLimits } from "../hv/host_state.ts";

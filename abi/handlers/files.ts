@@ -3,8 +3,10 @@
 
 import type { Args, Handler, OutU32 } from "../dispatch.ts";
 import { Win32Error } from "../dispatch.ts";
-import type { Host } from "../host.ts";
-import { type ByteRange, type FileInformation, filetimeDate, type FindEntry } from "../fileview.ts";
+import type { Host } from "../handler_context.ts";
+import type { FileInformation, FindEntry } from "../fileview.ts";
+import { filetimeDate } from "../filetime.ts";
+import type { ByteRange } from "../open_files.ts";
 import type { ConsoleStream } from "../handles.ts";
 import { win32Constants as W, win32Errors as E } from "../win32.ts";
 import { BY_HANDLE_INFO_SIZE, FIND_DATA_SIZE } from "../calls.ts";

@@ -6,16 +6,8 @@
 
 import type { Handler } from "../dispatch.ts";
 import { Win32Error } from "../dispatch.ts";
-import type { Host } from "../host.ts";
+import type { Host } from "../handler_context.ts";
 import { win32Errors as E } from "../win32.ts";
-
-/** Plain data, so it can cross to whichever thread serves hypercalls. */
-export interface ModuleTable {
-  /** The exe's HMODULE (its base address); for an ELF guest, its image start. */
-  exe: number;
-  /** [lower-case file name, HMODULE, [export name or null, ordinal, address][]]; a module's first name is its own. */
-  modules: [string, number, [string | null, number, number][]][];
-}
 
 /** Windows matches module names case-insensitively, by file name, adding ".dll" when there is no extension. */
 export function moduleKey(name: string): string {

@@ -2,7 +2,7 @@
 
 import type { Handler } from "../dispatch.ts";
 import { Win32Error } from "../dispatch.ts";
-import type { Host } from "../host.ts";
+import type { Host } from "../handler_context.ts";
 import { win32Errors } from "../win32.ts";
 import { copyOutWide, writeWide } from "./strings.ts";
 

@@ -5,7 +5,7 @@
 
 import type { Handler, OutU32 } from "../dispatch.ts";
 import { Win32Error } from "../dispatch.ts";
-import type { Host, ThreadContext } from "../host.ts";
+import type { Host, ThreadContext } from "../handler_context.ts";
 import { SyncKind, type SyncRef } from "../sync_objects.ts";
 import { win32Constants as C, win32Errors as E } from "../win32.ts";
 import { timeHandlers } from "./time.ts";

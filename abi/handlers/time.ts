@@ -1,10 +1,9 @@
 // Clocks: answered on the calling vCPU's own thread.
 
 import type { Handler } from "../dispatch.ts";
-import type { ThreadContext } from "../host.ts";
+import type { ThreadContext } from "../handler_context.ts";
+import { filetime } from "../filetime.ts";
 
-/** 100 ns units between 1601-01-01 (FILETIME's epoch) and 1970-01-01. */
-const FILETIME_UNIX_EPOCH = 116444736000000000n;
 /** QueryPerformanceCounter ticks per second: 10 MHz, what current Windows reports. */
 const QPC_FREQUENCY = 10_000_000n;
 
@@ -15,7 +14,7 @@ function setU64(out: Uint8Array, value: bigint): void {
 export function timeHandlers(ctx: ThreadContext) {
   return {
     GetSystemTimeAsFileTime: (a) => {
-      setU64(a.lpSystemTimeAsFileTime as Uint8Array, FILETIME_UNIX_EPOCH + BigInt(Date.now()) * 10_000n);
+      setU64(a.lpSystemTimeAsFileTime as Uint8Array, filetime(new Date()));
       return 0;
     },
     QueryPerformanceCounter: (a) => {

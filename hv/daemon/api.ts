@@ -13,7 +13,7 @@ import { refuse } from "../control_api.ts";
 import { describeValue } from "../describe_value.ts";
 import { maxMemory, maxVcpus, MiB, minMemory } from "../../guest/memory_map.ts";
 import { MAX_HANDLES, MIN_HANDLES } from "../../abi/handles.ts";
-import { parseShareSpec, type ShareSpec } from "../../abi/fileview.ts";
+import { parseShareSpec, type ShareSpec } from "../../abi/share.ts";
 import {
   AtCapacity,
   BadSource,

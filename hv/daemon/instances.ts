@@ -11,7 +11,7 @@ import { ConsoleLog, type Stream } from "./console.ts";
 import type { CreateSource, InstanceCounts, Metrics } from "./metrics.ts";
 import { addTotals, type HypercallTotals, noHypercalls } from "../hypercall_stats.ts";
 import type { ExitKind, InstanceRecord, InstanceState, MigratedTo, Records } from "./records.ts";
-import type { ShareSpec } from "../../abi/fileview.ts";
+import type { ShareSpec } from "../../abi/share.ts";
 import { WarmProcesses } from "../warm_processes.ts";
 
 /** The request does not fit the instance's state (409). */

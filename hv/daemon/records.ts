@@ -7,7 +7,7 @@
 
 import { join } from "../../abi/host_path.ts";
 import { writeFileAtomic } from "../../abi/overlay.ts";
-import type { ShareSpec } from "../../abi/fileview.ts";
+import type { ShareSpec } from "../../abi/share.ts";
 
 export type InstanceState = "starting" | "running" | "paused" | "exited" | "lost";
 

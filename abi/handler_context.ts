@@ -1,17 +1,10 @@
-// What host handlers may reach, and the table of every call's handler. The
-// handlers themselves live in abi/handlers/, one module per domain.
+// What a host handler may reach. Handlers (abi/handlers/) take one of these, and the hypervisor
+// side (hv/) builds them, so neither side imports the other.
 
-import type { CallName } from "./calls.ts";
-import type { Handler } from "./dispatch.ts";
 import type { ConsoleStream, HandleTable } from "./handles.ts";
 import type { FileView } from "./fileview.ts";
 import type { GuestHeap } from "./heap.ts";
 import type { VirtualMemory } from "./virtual_memory.ts";
-import { processHandlers } from "./handlers/process.ts";
-import { fileHandlers } from "./handlers/files.ts";
-import { memoryHandlers } from "./handlers/memory.ts";
-import { moduleHandlers, type ModuleTable } from "./handlers/modules.ts";
-import { threadObjectHandlers } from "./handlers/threads.ts";
 import type { SyncObjects, WaitControl } from "./sync_objects.ts";
 import type { SpecialCalls } from "./special_calls.ts";
 
@@ -19,6 +12,14 @@ export interface ConsoleIo {
   write(stream: ConsoleStream, bytes: Uint8Array): void;
   /** Blocks until input arrives; 0 at end of input. */
   read(into: Uint8Array): number;
+}
+
+/** The modules loaded at boot, as plain data, so they can cross to whichever thread serves hypercalls. */
+export interface ModuleTable {
+  /** The exe's HMODULE (its base address); for an ELF guest, its image start. */
+  exe: number;
+  /** [lower-case file name, HMODULE, [export name or null, ordinal, address][]]; a module's first name is its own. */
+  modules: [string, number, [string | null, number, number][]][];
 }
 
 /** Everything a handler can touch on the host: nothing else is reachable from the guest. */
@@ -73,33 +74,4 @@ export interface ThreadContext {
   exitThread(code: number): void;
   /** FlushProcessWriteBuffers: returns once every other thread running in the guest has been through a VM exit. */
   serializeOtherThreads(): void;
-}
-
-/** Quotes argv the way Windows' CommandLineToArgvW reads it back. */
-export function windowsCommandLine(argv: readonly string[]): string {
-  return argv.map((arg) => {
-    if (arg !== "" && !/[ \t"]/.test(arg)) return arg;
-    let out = '"';
-    let slashes = 0;
-    for (const ch of arg) {
-      if (ch === "\\") {
-        slashes++;
-        continue;
-      }
-      out += "\\".repeat(ch === '"' ? 2 * slashes + 1 : slashes) + ch;
-      slashes = 0;
-    }
-    return out + "\\".repeat(2 * slashes) + '"';
-  }).join(" ");
-}
-
-/** Handlers of the calls that need the instance's shared state (handle table, drive, memory). */
-export function hostHandlers(host: Host) {
-  return {
-    ...processHandlers(host),
-    ...fileHandlers(host),
-    ...memoryHandlers(host),
-    ...moduleHandlers(host),
-    ...threadObjectHandlers(host),
-  } satisfies Partial<Record<CallName, Handler>>;
 }
