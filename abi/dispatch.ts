@@ -3,17 +3,18 @@
 // (views onto guest memory that were proven mapped), never raw guest pointers.
 
 import { type CallDef, callsByName, callsByNr, frameSize, type Param } from "./calls.ts";
-import type { PageTables } from "../guest/paging.ts";
+import type { AddressSpace } from "./address_space.ts";
 import { win32Errors } from "./win32.ts";
-import { PAGE } from "../guest/memory_map.ts";
+import { PAGE } from "./memory_map.ts";
 import type { HostWrites } from "./host_writes.ts";
+import { AbiViolation, Win32Error } from "./call_errors.ts";
 import type { SpecialCalls } from "./special_calls.ts";
 
 /** Guest RAM as the host sees it, plus the guest's page tables for access checks. */
 export interface GuestView {
   readonly bytes: Uint8Array;
   readonly view: DataView;
-  readonly pages: PageTables;
+  readonly pages: AddressSpace;
   /** Told of every range a handler may write: the frame's result and each out-argument. */
   readonly writes?: HostWrites;
 }
@@ -37,30 +38,6 @@ export interface Thread {
 
 /** Returns the value for the frame's `ret` slot. */
 export type Handler = (args: Args, thread: Thread) => number | bigint;
-
-/** The guest broke the ABI itself (bad frame, unknown or forbidden call): the instance stops. */
-export class AbiViolation extends Error {
-  constructor(readonly call: string, message: string) {
-    super(`hypercall ${call}: ${message}`);
-    this.name = "AbiViolation";
-  }
-}
-
-/**
- * A blocking call that a pause reached before it had done anything: the
- * thread parks and makes it again on resume, or on restore from a snapshot.
- */
-export class CallInterrupted extends Error {
-  override name = "CallInterrupted";
-}
-
-/** A call that failed the Win32 way: the guest gets the call's failure value and this last error. */
-export class Win32Error extends Error {
-  constructor(readonly code: number, message = `Win32 error ${code}`) {
-    super(message);
-    this.name = "Win32Error";
-  }
-}
 
 const hex = (n: number | bigint) => `0x${n.toString(16)}`;
 /** Longest Win32 path (and so the longest string argument) in characters, without the NUL. */

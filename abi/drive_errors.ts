@@ -1,6 +1,6 @@
 // How the drive's failures reach the guest: as Win32 error codes, with messages that say where.
 
-import { Win32Error } from "./dispatch.ts";
+import { Win32Error } from "./call_errors.ts";
 import { win32Errors as E } from "./win32.ts";
 import { OverlayError } from "./overlay.ts";
 import type { DiskQuota } from "./disk_quota.ts";

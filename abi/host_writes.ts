@@ -5,7 +5,7 @@
 // ORs its device writes into KVM's bitmap. One bit per page, in shared memory,
 // because the host-services thread and every vCPU thread write guest RAM.
 
-import { PAGE } from "../guest/memory_map.ts";
+import { PAGE } from "./memory_map.ts";
 
 export class HostWrites {
   readonly #words: Int32Array;

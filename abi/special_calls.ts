@@ -5,7 +5,7 @@
 // LoadLibrary of a DLL the bundle lacks, or a hypercall outside the manifest
 // comes here, and the manifest's policy says what happens to it.
 
-import { AbiViolation, Win32Error } from "./dispatch.ts";
+import { AbiViolation, Win32Error } from "./call_errors.ts";
 
 export const SPECIAL_CALL_POLICIES = ["deny", "allow", "stop"] as const;
 /**

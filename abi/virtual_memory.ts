@@ -21,9 +21,9 @@
 // - VirtualQuery reports Protect 0 for reserved pages and PAGE_NOACCESS for free ones.
 
 import { PlainState } from "./plain_state.ts";
-import { PAGE, pageDown, pageUp } from "../guest/memory_map.ts";
-import type { PageTables, Protection } from "../guest/paging.ts";
-import { Win32Error } from "./dispatch.ts";
+import { PAGE, pageDown, pageUp } from "./memory_map.ts";
+import type { AddressSpace, Protection } from "./address_space.ts";
+import { Win32Error } from "./call_errors.ts";
 import { win32Constants as W, win32Errors } from "./win32.ts";
 import type { HostWrites } from "./host_writes.ts";
 
@@ -81,7 +81,7 @@ export class VirtualMemory {
 
   /** The region [start, end) must be page aligned with its leaf tables reserved; nothing in it may be mapped. */
   constructor(
-    private readonly tables: PageTables,
+    private readonly tables: AddressSpace,
     private readonly ram: Uint8Array,
     private readonly start: number,
     private readonly end: number,
@@ -240,7 +240,7 @@ export class VirtualMemory {
 
   /** Rebuilds the bookkeeping; the page tables and contents come back with the snapshot's RAM. */
   static restore(
-    tables: PageTables,
+    tables: AddressSpace,
     ram: Uint8Array,
     start: number,
     end: number,

@@ -7,14 +7,14 @@ import { bootSregs, writeKernel } from "./kernel.ts";
 import { PageTables } from "./paging.ts";
 import { ABI_VERSION } from "../abi/calls.ts";
 import { INFO_MAGIC, writeInfo } from "./info.ts";
-import { infoBase, maxMemory, MiB, minMemory, PAGE, stackSize } from "./memory_map.ts";
+import { infoBase, maxMemory, MiB, minMemory, PAGE, stackSize } from "../abi/memory_map.ts";
 import { ThunkWriter } from "./thunks.ts";
 import { mapTebs, writeTeb } from "./teb.ts";
 
 const alignDown = (a: number, n: number) => Math.floor(a / n) * n;
 /** VirtualAlloc reserves in 64 KiB units, as on Windows. */
 const ALLOCATION_GRANULARITY = 0x10000;
-import type { Sregs } from "../hv/vcpu.ts";
+import type { Sregs } from "./system_registers.ts";
 import { encodeWide } from "../abi/handlers/strings.ts";
 
 export interface BootPlan {

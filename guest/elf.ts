@@ -4,8 +4,9 @@
 // from deep inside the loader or in writes where the guest did not ask for them.
 
 import { BinaryReader as Reader } from "./binary_reader.ts";
-import { appBase, MiB, PAGE, pageDown, pageUp } from "./memory_map.ts";
-import type { PageTables, Protection } from "./paging.ts";
+import { appBase, MiB, PAGE, pageDown, pageUp } from "../abi/memory_map.ts";
+import type { PageTables } from "./paging.ts";
+import type { Protection } from "../abi/address_space.ts";
 
 export class ElfError extends Error {
   constructor(readonly file: string, readonly offset: number, readonly reason: string) {

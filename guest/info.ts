@@ -1,7 +1,7 @@
 // struct pvx_info: the read-only page at infoBase where the kernel tells the
 // app where its heap and stack are. One u64 per field, in this order.
 
-import { infoBase, PAGE } from "./memory_map.ts";
+import { infoBase, PAGE } from "../abi/memory_map.ts";
 
 export const INFO_MAGIC = 0x4f464e49585650n; // "PVXINFO"
 

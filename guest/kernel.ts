@@ -4,7 +4,7 @@
 // Kernel pages are supervisor-only, so the app can neither read nor rewrite
 // its descriptor tables, stubs or page tables.
 
-import type { Segment, Sregs } from "../hv/vcpu.ts";
+import type { Segment, Sregs } from "./system_registers.ts";
 import { Asm, Reg, registerNames } from "./x86.ts";
 import {
   cpuStacksBase,
@@ -23,7 +23,7 @@ import {
   pageTableUpdatesSlot,
   tssBase,
   tssSlot,
-} from "./memory_map.ts";
+} from "../abi/memory_map.ts";
 import type { PageTables } from "./paging.ts";
 import { DOORBELL_BASE, DOORBELL_SIZE, FAULT_DOORBELL, PAGE_TABLES_UPDATED_DOORBELL } from "../abi/doorbell.ts";
 

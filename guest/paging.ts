@@ -9,8 +9,9 @@
 // boot) therefore never allocates: ranges it will change later are given
 // their leaf tables up front with reserveTables.
 
-import { PAGE, pageTablePoolBase, pageTablePoolEnd } from "./memory_map.ts";
+import { PAGE, pageTablePoolBase, pageTablePoolEnd } from "../abi/memory_map.ts";
 import type { HostWrites } from "../abi/host_writes.ts";
+import type { AddressSpace, Protection } from "../abi/address_space.ts";
 
 // Entry bits, split into the low and high 32-bit halves: guest RAM lies below
 // 4 GiB, so an entry's address fits the low half and NX is the only high bit.
@@ -23,11 +24,6 @@ const LARGE_PAGE = 512 * PAGE;
 
 const hex = (n: number) => `0x${n.toString(16)}`;
 
-export interface Protection {
-  write: boolean;
-  exec: boolean;
-}
-
 /** What maps one address: a 4 KiB entry in a leaf table or a 2 MiB entry in a directory. */
 interface Mapping {
   entry: number;
@@ -35,7 +31,7 @@ interface Mapping {
   size: number;
 }
 
-export class PageTables {
+export class PageTables implements AddressSpace {
   #mem: DataView;
   #next = pageTablePoolBase;
   /**

@@ -5,8 +5,9 @@
 // field, never in a RangeError from deep inside or in writes outside the image.
 
 import { BinaryReader as Reader } from "./binary_reader.ts";
-import { appBase, MiB, PAGE, pageDown } from "./memory_map.ts";
-import type { PageTables, Protection } from "./paging.ts";
+import { appBase, MiB, PAGE, pageDown } from "../abi/memory_map.ts";
+import type { PageTables } from "./paging.ts";
+import type { Protection } from "../abi/address_space.ts";
 
 export class PeError extends Error {
   constructor(readonly file: string, readonly offset: number, readonly reason: string) {

@@ -11,7 +11,7 @@
 
 import { type Asm, Reg } from "./x86.ts";
 import { TEB_THREAD_ID } from "./teb.ts";
-import { pebBase } from "./memory_map.ts";
+import { pebBase } from "../abi/memory_map.ts";
 import { win32Constants } from "../abi/win32.ts";
 
 const LOCK = 8, RECURSION = 12, OWNER = 16;

@@ -2,7 +2,7 @@
 // Windows code reads its stack bounds and ids there without asking kernel32,
 // and the guest runtime's critical sections read the thread id (guest/runtime.ts).
 
-import { maxVcpus, pebBase, tebBase, tebSize } from "./memory_map.ts";
+import { maxVcpus, pebBase, tebBase, tebSize } from "../abi/memory_map.ts";
 import type { PageTables } from "./paging.ts";
 
 /** NT_TIB.Self: how code finds the TEB through GS. */

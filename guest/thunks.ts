@@ -7,7 +7,7 @@ import { Asm, Reg } from "./x86.ts";
 import { type CallDef, callsByName } from "../abi/calls.ts";
 import { DOORBELL_BASE, MISSING_IMPORT_DOORBELL } from "../abi/doorbell.ts";
 import { type RuntimeName, runtimeRoutines, SHADOW_SPACE } from "./runtime.ts";
-import { PAGE, pageUp, thunksBase, thunksSize } from "./memory_map.ts";
+import { PAGE, pageUp, thunksBase, thunksSize } from "../abi/memory_map.ts";
 import type { PageTables } from "./paging.ts";
 
 const REGISTER_ARGS = [Reg.rcx, Reg.rdx, Reg.r8, Reg.r9];

@@ -8,7 +8,7 @@
 import { Reg } from "./x86.ts";
 import { bindImports, loadPe, nearestPeSymbol, parsePe, type PeImage, type PeImport } from "./pe.ts";
 import type { PageTables } from "./paging.ts";
-import { appBase, PAGE, pebBase, thunksBase, thunksSize } from "./memory_map.ts";
+import { appBase, PAGE, pebBase, thunksBase, thunksSize } from "../abi/memory_map.ts";
 import { type CallDef, calls, callsByName } from "../abi/calls.ts";
 import { writeWide } from "../abi/handlers/strings.ts";
 import { PROCESS_HEAP } from "../abi/handles.ts";

@@ -9,9 +9,10 @@
 import { libc, SIGURG } from "../ffi/libc.ts";
 import { requestImmediateExit } from "./vcpu.ts";
 import { SYNC_BYTES, SyncObjects } from "../abi/sync_objects.ts";
-import { AbiViolation, type Thread } from "../abi/dispatch.ts";
+import { type Thread } from "../abi/dispatch.ts";
+import { AbiViolation } from "../abi/call_errors.ts";
 import { callsByNr } from "../abi/calls.ts";
-import { maxVcpus } from "../guest/memory_map.ts";
+import { maxVcpus } from "../abi/memory_map.ts";
 import { HYPERCALL_STATS_BYTES, HypercallStats } from "./hypercall_stats.ts";
 
 // Header words.

@@ -17,7 +17,7 @@ import {
   KVM_MEM_LOG_DIRTY_PAGES,
 } from "../ffi/kvm.ts";
 import { HostWrites } from "../abi/host_writes.ts";
-import { PAGE } from "../guest/memory_map.ts";
+import { PAGE } from "../abi/memory_map.ts";
 import type { Kvm, Vm } from "./kvm.ts";
 import type { GuestRam } from "./memory.ts";
 import { EINVAL, SysError } from "../ffi/libc.ts";

@@ -5,16 +5,30 @@
 // instance's job (`launch`), because only the main thread hands out Workers.
 
 import type { ThreadStarter } from "../abi/handler_context.ts";
-import { Win32Error } from "../abi/dispatch.ts";
+import { Win32Error } from "../abi/call_errors.ts";
 import { MAX_SYNC_OBJECTS, SyncKind, type SyncObjects, type SyncRef } from "../abi/sync_objects.ts";
 import { PlainState } from "../abi/plain_state.ts";
 import type { VirtualMemory } from "../abi/virtual_memory.ts";
 import { win32Constants as W, win32Errors as E } from "../abi/win32.ts";
-import { maxVcpus, PAGE } from "../guest/memory_map.ts";
+import { maxVcpus, PAGE } from "../abi/memory_map.ts";
 import { writeTeb } from "../guest/teb.ts";
 import type { ControlBlock } from "./control_block.ts";
 import type { HostWrites } from "../abi/host_writes.ts";
-import type { ThreadStart } from "./vcpu_thread.ts";
+
+/** Where a guest thread begins: registers, GS base and identity. */
+export interface ThreadStart {
+  cpu: number;
+  threadId: number;
+  /** The thread object its exit signals (none for the first thread). */
+  object?: SyncRef;
+  rip: number;
+  rsp: number;
+  /** The start routine, for guest/runtime.ts's PvxThreadStart. */
+  rbx: bigint;
+  /** The start routine's parameter, in both ABIs' first-argument register. */
+  parameter: bigint;
+  gsBase: number;
+}
 
 /** The first thread's id; later threads count up in fours, as Windows ids do. */
 export const FIRST_THREAD_ID = 8;

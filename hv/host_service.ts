@@ -4,16 +4,18 @@
 // app that can has it on a host-services Worker (hv/host_worker.ts) that
 // every vCPU thread reaches through its mailbox in the ControlBlock.
 
-import { AbiViolation, CallInterrupted, Dispatcher, type Thread } from "../abi/dispatch.ts";
+import { Dispatcher, type Thread } from "../abi/dispatch.ts";
+import { AbiViolation, CallInterrupted } from "../abi/call_errors.ts";
 import { hostHandlers } from "../abi/host_handlers.ts";
 import { PageTables } from "../guest/paging.ts";
 import { createHost, type HostInit, type HostState, saveHost } from "./host_state.ts";
 import type { WaitControl } from "../abi/sync_objects.ts";
 import { GuestRam } from "./memory.ts";
 import type { ControlBlock, ServiceAnswer, ServiceResult } from "./control_block.ts";
-import { pageTableUpdates, pageTableUpdatesSlot } from "../guest/memory_map.ts";
+import { pageTableUpdates, pageTableUpdatesSlot } from "../abi/memory_map.ts";
 import { GuestThreads, type GuestThreadsState } from "./guest_threads.ts";
-import type { SharedRam, ThreadStart } from "./vcpu_thread.ts";
+import type { SharedRam } from "./vcpu_thread.ts";
+import type { ThreadStart } from "./guest_threads.ts";
 import { HostWrites } from "../abi/host_writes.ts";
 import type { Host } from "../abi/handler_context.ts";
 

@@ -13,11 +13,11 @@ import type {
   ServiceMessage,
   SharedRam,
   ThreadRestore,
-  ThreadStart,
   VcpuInit,
   VcpuMessage,
   VcpuReport,
 } from "./vcpu_thread.ts";
+import type { ThreadStart } from "./guest_threads.ts";
 import type { BootPlan } from "../guest/boot.ts";
 import { releaseThread, takeThread } from "./vcpu_threads.ts";
 import type { HostInit, HostState } from "./host_state.ts";
@@ -26,7 +26,7 @@ import type { SyncObjectsState } from "../abi/sync_objects.ts";
 import { ControlBlock } from "./control_block.ts";
 import { type HypercallStats, type HypercallTotals, noHypercalls } from "./hypercall_stats.ts";
 import { DirtyLog } from "./dirty_log.ts";
-import { maxVcpus, PAGE } from "../guest/memory_map.ts";
+import { maxVcpus, PAGE } from "../abi/memory_map.ts";
 import { FIRST_THREAD_ID } from "./guest_threads.ts";
 
 export interface InstanceOptions {

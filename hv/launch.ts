@@ -1,10 +1,10 @@
 // From bundle to outcome: parse the entry, build the guest, run it, clean up.
 
-import type { Bundle } from "../tools/bundle.ts";
+import type { Bundle } from "./bundle.ts";
 import { type ElfImage, nearestSymbol, parseElf } from "../guest/elf.ts";
 import { bootGuest, type GuestApp } from "../guest/boot.ts";
 import { windowsSymbolizer } from "../guest/windows.ts";
-import { MiB } from "../guest/memory_map.ts";
+import { MiB } from "../abi/memory_map.ts";
 import { windowsCommandLine } from "../abi/command_line.ts";
 import type { ShareSpec } from "../abi/share.ts";
 import { Instance, type InstanceOptions, type Outcome } from "./instance.ts";

@@ -11,7 +11,7 @@ import {
   PROT_READ,
   PROT_WRITE,
 } from "../ffi/libc.ts";
-import { PAGE } from "../guest/memory_map.ts";
+import { PAGE } from "../abi/memory_map.ts";
 
 /** A guest address or length the host refused to touch. */
 export class GuestAccessError extends Error {

@@ -5,7 +5,7 @@
 // them into the "state" section of a snapshot (hv/snapshot_file.ts,
 // docs/snapshot.md) and checks them on the way back.
 
-import { PAGE } from "../guest/memory_map.ts";
+import { PAGE } from "../abi/memory_map.ts";
 import type { HostInit, HostState } from "./host_state.ts";
 import type { ParkedThread } from "./vcpu_thread.ts";
 import { callsByNr } from "../abi/calls.ts";

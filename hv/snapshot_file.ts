@@ -21,7 +21,7 @@ import {
   SEEK_HOLE,
   SysError,
 } from "../ffi/libc.ts";
-import { PAGE } from "../guest/memory_map.ts";
+import { PAGE } from "../abi/memory_map.ts";
 import { type GuestRam, mapGuestRamFromFile, overlayGuestRamFromFile, unmapGuestRam } from "./memory.ts";
 
 export const MAGIC = new TextEncoder().encode("PVXSNAP\0");

@@ -33,48 +33,11 @@ import {
   kvm_xcrs,
 } from "../ffi/kvm.ts";
 import type { Field } from "../ffi/layout.ts";
+import type { Segment, Sregs } from "../guest/system_registers.ts";
 import { type CpuidEntry, ioctlBuf, readCpuid, threadXsaveArea } from "./kvm.ts";
 
 export type RegName = keyof typeof kvm_regs.fields & string;
 export type Regs = Record<RegName, bigint>;
-
-export interface Segment {
-  base: bigint;
-  limit: number;
-  selector: number;
-  type: number;
-  present: number;
-  dpl: number;
-  db: number;
-  s: number;
-  l: number;
-  g: number;
-  avl: number;
-  unusable: number;
-}
-export interface DTable {
-  base: bigint;
-  limit: number;
-}
-export interface Sregs {
-  cs: Segment;
-  ds: Segment;
-  es: Segment;
-  fs: Segment;
-  gs: Segment;
-  ss: Segment;
-  tr: Segment;
-  ldt: Segment;
-  gdt: DTable;
-  idt: DTable;
-  cr0: bigint;
-  cr2: bigint;
-  cr3: bigint;
-  cr4: bigint;
-  cr8: bigint;
-  efer: bigint;
-  apicBase: bigint;
-}
 
 /** An extended control register (XCR0 is the only one x86 defines so far). */
 export interface Xcr {

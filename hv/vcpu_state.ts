@@ -10,7 +10,8 @@
 
 import { KVM_MAX_XCRS, kvm_regs, kvm_xsave, msrs } from "../ffi/kvm.ts";
 import type { CpuidEntry } from "./kvm.ts";
-import type { DebugRegs, DTable, RegName, Regs, Segment, Sregs, Vcpu, VcpuEvents, Xcr } from "./vcpu.ts";
+import type { DebugRegs, RegName, Regs, Vcpu, VcpuEvents, Xcr } from "./vcpu.ts";
+import type { DTable, Segment, Sregs } from "../guest/system_registers.ts";
 
 export const VCPU_STATE_VERSION = 1;
 

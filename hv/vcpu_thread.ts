@@ -4,9 +4,9 @@
 // instance's ControlBlock instead (hv/control_block.ts).
 
 import type { CpuidEntry } from "./kvm.ts";
-import type { Sregs } from "./vcpu.ts";
+import type { Sregs } from "../guest/system_registers.ts";
 import type { HostInit, HostState } from "./host_state.ts";
-import type { GuestThreadsState } from "./guest_threads.ts";
+import type { GuestThreadsState, ThreadStart } from "./guest_threads.ts";
 import type { VcpuState } from "./vcpu_state.ts";
 import type { SyncRef } from "../abi/sync_objects.ts";
 import type { SpecialCallRules } from "../abi/special_calls.ts";
@@ -16,21 +16,6 @@ export interface SharedRam {
   hostAddress: bigint;
   size: number;
   writes: SharedArrayBuffer;
-}
-
-/** Where a guest thread begins: registers, GS base and identity. */
-export interface ThreadStart {
-  cpu: number;
-  threadId: number;
-  /** The thread object its exit signals (none for the first thread). */
-  object?: SyncRef;
-  rip: number;
-  rsp: number;
-  /** The start routine, for guest/runtime.ts's PvxThreadStart. */
-  rbx: bigint;
-  /** The start routine's parameter, in both ABIs' first-argument register. */
-  parameter: bigint;
-  gsBase: number;
 }
 
 /** Where `pvx template create` snapshots an app: its first console read, or its PvxReady call. */

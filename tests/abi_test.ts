@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { renderHeader } from "../abi/gen_header.ts";
+import { renderHeader } from "../tools/gen_header.ts";
 import { calls, frameSize } from "../abi/calls.ts";
 import { HYPERCALL_COUNT } from "../abi/doorbell.ts";
 import { guestCflags, run } from "../tools/guest_cc.ts";

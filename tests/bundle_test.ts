@@ -13,7 +13,7 @@ import {
   readBundle,
   validateManifest,
   writeBundle,
-} from "../tools/bundle.ts";
+} from "../hv/bundle.ts";
 
 const FUZZ_RUNS = Number(Deno.env.get("PVX_FUZZ_RUNS") ?? 200);
 if (!Number.isSafeInteger(FUZZ_RUNS) || FUZZ_RUNS < 1) {

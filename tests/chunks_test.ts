@@ -14,7 +14,7 @@ import { StoredSnapshots } from "../hv/daemon/snapshots.ts";
 import { checkBundle, guestMemoryMiB } from "../tools/daemon_cli.ts";
 import { UploadedBundles } from "../hv/daemon/bundles.ts";
 import { openSnapshot, writeSnapshot } from "../hv/snapshot_file.ts";
-import { PAGE } from "../guest/memory_map.ts";
+import { PAGE } from "../abi/memory_map.ts";
 
 const PAGES = 1024; // 4 MiB of guest RAM
 const PRESENT = Array.from({ length: 300 }, (_, i) => (i * 7) % PAGES);

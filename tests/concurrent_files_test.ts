@@ -13,7 +13,7 @@ import { ControlBlock } from "../hv/control_block.ts";
 import { HostService } from "../hv/host_service.ts";
 import { mapGuestRam, unmapGuestRam } from "../hv/memory.ts";
 import { PageTables } from "../guest/paging.ts";
-import { MiB, PAGE } from "../guest/memory_map.ts";
+import { MiB, PAGE } from "../abi/memory_map.ts";
 import { fuzzRuns } from "./support/fuzz.ts";
 import {
   type FileOp,

@@ -8,7 +8,8 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import { type CallDef, calls, callsByNr } from "../abi/calls.ts";
-import { AbiViolation, Dispatcher, type Thread } from "../abi/dispatch.ts";
+import { Dispatcher, type Thread } from "../abi/dispatch.ts";
+import { AbiViolation } from "../abi/call_errors.ts";
 import { SpecialCalls } from "../abi/special_calls.ts";
 import { HandleTable } from "../abi/handles.ts";
 import { hostHandlers } from "../abi/host_handlers.ts";
@@ -16,7 +17,7 @@ import { FileView } from "../abi/fileview.ts";
 import { GuestHeap } from "../abi/heap.ts";
 import { VirtualMemory } from "../abi/virtual_memory.ts";
 import { PageTables } from "../guest/paging.ts";
-import { maxVcpus, MiB, PAGE, pageTablePoolBase, pageTablePoolEnd, tebBase, tebSize } from "../guest/memory_map.ts";
+import { maxVcpus, MiB, PAGE, pageTablePoolBase, pageTablePoolEnd, tebBase, tebSize } from "../abi/memory_map.ts";
 import { mapTebs } from "../guest/teb.ts";
 import { threadHandlers } from "../abi/handlers/threads.ts";
 import { SYNC_HANDLE_BASE } from "../abi/sync_objects.ts";

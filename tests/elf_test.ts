@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import { codeAddress, ElfError, type ElfImage, loadElf, nearestSymbol, parseElf, writeElf } from "../guest/elf.ts";
-import { appBase, MiB, PAGE, pageUp } from "../guest/memory_map.ts";
+import { appBase, MiB, PAGE, pageUp } from "../abi/memory_map.ts";
 import { PageTables } from "../guest/paging.ts";
 
 const fuzzRuns = Number(Deno.env.get("PVX_FUZZ_RUNS") ?? "200");

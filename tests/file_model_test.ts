@@ -19,7 +19,7 @@ import { VirtualMemory } from "../abi/virtual_memory.ts";
 import { encodeWide } from "../abi/handlers/strings.ts";
 import { INVALID_HANDLE_VALUE, win32Constants as W, win32Errors as E } from "../abi/win32.ts";
 import { PageTables } from "../guest/paging.ts";
-import { MiB, PAGE } from "../guest/memory_map.ts";
+import { MiB, PAGE } from "../abi/memory_map.ts";
 import { fuzzRuns } from "./support/fuzz.ts";
 
 // ---------------------------------------------------------------------------------------------

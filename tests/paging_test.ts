@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import { PageTables } from "../guest/paging.ts";
-import { MiB, PAGE, pageTablePoolBase } from "../guest/memory_map.ts";
+import { MiB, PAGE, pageTablePoolBase } from "../abi/memory_map.ts";
 import { fuzzRuns } from "./support/fuzz.ts";
 
 const RAM = 16 * MiB;

@@ -16,7 +16,7 @@ import {
   writePe,
   writtenPe,
 } from "../guest/pe.ts";
-import { appBase, MiB, PAGE } from "../guest/memory_map.ts";
+import { appBase, MiB, PAGE } from "../abi/memory_map.ts";
 import { PageTables } from "../guest/paging.ts";
 import { fuzzRuns } from "./support/fuzz.ts";
 

@@ -4,7 +4,7 @@
 import assert from "node:assert/strict";
 import { guestBundle, pvxCli, pvxScript, pvxStart, runGuest, whereKvm } from "./support/guests.ts";
 import { EXIT_GUEST_FAILED, EXIT_PVX_ERROR, EXIT_TIMEOUT } from "../tools/report.ts";
-import { encodeBundle, readBundle, writeBundle } from "../tools/bundle.ts";
+import { encodeBundle, readBundle, writeBundle } from "../hv/bundle.ts";
 
 Deno.test("hello: argv, the Windows command line and the exit code reach the guest", async () => {
   const r = await runGuest("hello", ["one", "two words", 'q"uote']);

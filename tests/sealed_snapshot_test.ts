@@ -20,7 +20,7 @@ import {
   writeSealedSnapshot,
 } from "../hv/sealed_snapshot.ts";
 import { mapSnapshotChain, openSnapshot, packedLength, writeSnapshot } from "../hv/snapshot_file.ts";
-import { PAGE } from "../guest/memory_map.ts";
+import { PAGE } from "../abi/memory_map.ts";
 import { fuzzRuns } from "./support/fuzz.ts";
 
 const SECRET = "the guest's secret: 7f3a9c";

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import fc from "fast-check";
-import { PAGE } from "../guest/memory_map.ts";
+import { PAGE } from "../abi/memory_map.ts";
 import { unmapGuestRam } from "../hv/memory.ts";
 import {
   checkParent,

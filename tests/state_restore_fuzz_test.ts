@@ -16,7 +16,7 @@ import { GuestThreads } from "../hv/guest_threads.ts";
 import { ControlBlock } from "../hv/control_block.ts";
 import { win32Constants as W } from "../abi/win32.ts";
 import { PageTables } from "../guest/paging.ts";
-import { MiB, PAGE } from "../guest/memory_map.ts";
+import { MiB, PAGE } from "../abi/memory_map.ts";
 import { fuzzRuns } from "./support/fuzz.ts";
 
 type Json = null | boolean | number | string | Json[] | { [key: string]: Json };

@@ -9,7 +9,8 @@ import { kvm_regs, msrs } from "../ffi/kvm.ts";
 import { libc } from "../ffi/libc.ts";
 import { Kvm, mapKvmRun } from "../hv/kvm.ts";
 import { type GuestRam, mapGuestRam, unmapGuestRam } from "../hv/memory.ts";
-import { type RegName, type Regs, type Segment, Vcpu } from "../hv/vcpu.ts";
+import { type RegName, type Regs, Vcpu } from "../hv/vcpu.ts";
+import { type Segment } from "../guest/system_registers.ts";
 import {
   decodeVcpuState,
   encodeVcpuState,
@@ -19,7 +20,7 @@ import {
   VcpuStateError,
 } from "../hv/vcpu_state.ts";
 import { bootSregs, faultFrameFields, vectorName, writeKernel } from "../guest/kernel.ts";
-import { appBase, minMemory, PAGE } from "../guest/memory_map.ts";
+import { appBase, minMemory, PAGE } from "../abi/memory_map.ts";
 import { PageTables } from "../guest/paging.ts";
 import { DOORBELL_BASE, FAULT_DOORBELL } from "../abi/doorbell.ts";
 import { NESTED_SOCKET_ENV } from "../tools/accel.ts";

@@ -1,10 +1,10 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import { type MemoryInformation, VirtualMemory, VmError } from "../abi/virtual_memory.ts";
-import { Win32Error } from "../abi/dispatch.ts";
+import { Win32Error } from "../abi/call_errors.ts";
 import { win32Constants as W, win32Errors as E } from "../abi/win32.ts";
 import { PageTables } from "../guest/paging.ts";
-import { MiB, PAGE } from "../guest/memory_map.ts";
+import { MiB, PAGE } from "../abi/memory_map.ts";
 import { fuzzRuns } from "./support/fuzz.ts";
 
 const RAM = 16 * MiB;

@@ -5,7 +5,7 @@ import assert from "node:assert/strict";
 import { buildPvxGuest, buildWindowsExe, win32Dir, win32Programs, windowsOnly } from "./support/win32.ts";
 import { pvxCli } from "./support/guests.ts";
 import { defaultPackOptions, packApp } from "../tools/pack.ts";
-import { writeBundle } from "../tools/bundle.ts";
+import { writeBundle } from "../hv/bundle.ts";
 
 const dir = await Deno.makeTempDir({ prefix: "pvx-win32-" });
 globalThis.addEventListener("unload", () => Deno.removeSync(dir, { recursive: true }));

@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { Asm, Reg, registerNames } from "../guest/x86.ts";
 import { faultFrameFields, writeKernel } from "../guest/kernel.ts";
-import { kernelTextBase, kernelTextSize, MiB } from "../guest/memory_map.ts";
+import { kernelTextBase, kernelTextSize, MiB } from "../abi/memory_map.ts";
 import { PageTables } from "../guest/paging.ts";
 import { FAULT_DOORBELL } from "../abi/doorbell.ts";
 

@@ -9,7 +9,7 @@
 
 import { compileGuest, run } from "./guest_cc.ts";
 import { defaultPackOptions, packApp } from "./pack.ts";
-import { type Bundle, parseBundle, readBundle, writeBundle } from "./bundle.ts";
+import { type Bundle, parseBundle, readBundle, writeBundle } from "../hv/bundle.ts";
 import { launchBundle } from "../hv/launch.ts";
 import { prewarm, stopIdleThreads } from "../hv/vcpu_threads.ts";
 import { kvmAccess } from "../hv/kvm_access.ts";

@@ -3,7 +3,7 @@
 // it uses; and the cache of bundles that `pvx run app.exe` packs on the fly.
 
 import { basename, dirname, join, resolve } from "../abi/host_path.ts";
-import { DEFAULT_MEMORY_MIB, encodeBundle, isPe, type Manifest, writeBundle } from "./bundle.ts";
+import { DEFAULT_MEMORY_MIB, encodeBundle, isPe, type Manifest, writeBundle } from "../hv/bundle.ts";
 import { parseElf } from "../guest/elf.ts";
 import { parsePe } from "../guest/pe.ts";
 import { ABI_VERSION, callsByName } from "../abi/calls.ts";

@@ -10,7 +10,7 @@ import {
   readHead,
   sha256Hex,
   writeBundle,
-} from "./bundle.ts";
+} from "../hv/bundle.ts";
 import { ElfError } from "../guest/elf.ts";
 import { launchBundle } from "../hv/launch.ts";
 import { prewarm } from "../hv/vcpu_threads.ts";

@@ -2,7 +2,7 @@
 
 import type { Outcome } from "../hv/instance.ts";
 import { vectorName } from "../guest/kernel.ts";
-import { nullGuardEnd } from "../guest/memory_map.ts";
+import { nullGuardEnd } from "../abi/memory_map.ts";
 import { registerNames } from "../guest/x86.ts";
 import { signalNumbers } from "./signals.ts";
 import { specialCallStop } from "../abi/special_calls.ts";

@@ -5,7 +5,7 @@
 
 import { parseArgs } from "node:util";
 import { parseShareSpec, type ShareSpec } from "../abi/share.ts";
-import { maxMemory, maxVcpus, MiB, minMemory } from "../guest/memory_map.ts";
+import { maxMemory, maxVcpus, MiB, minMemory } from "../abi/memory_map.ts";
 import { MAX_HANDLES, MIN_HANDLES } from "../abi/handles.ts";
 import type { HostLimits } from "../hv/host_state.ts";
 import { SPECIAL_CALL_POLICIES, type SpecialCallPolicy } from "../abi/special_calls.ts";

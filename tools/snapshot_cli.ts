@@ -11,7 +11,7 @@ import { createKeyFile, isSealed, peekSealedHeader, readKeyFile } from "../hv/se
 import { MAGIC, SnapshotError } from "../hv/snapshot_file.ts";
 import { restoreSnapshot } from "../hv/launch.ts";
 import { writeBytesAtomically } from "../hv/atomic_file.ts";
-import { parseBundle, sha256Hex } from "./bundle.ts";
+import { parseBundle, sha256Hex } from "../hv/bundle.ts";
 import { parseRunOptions, UsageError } from "./run_options.ts";
 import { chooseAccel } from "./accel.ts";
 import { runPvxNested } from "./nested/api_relay.ts";

@@ -17,11 +17,11 @@ import { EINTR, lastErrno, libc, stdinReady } from "../ffi/libc.ts";
 import type { WarmJob } from "../hv/warm_processes.ts";
 import { codeAddress, writeElf } from "../guest/elf.ts";
 import { writePe, writtenPe } from "../guest/pe.ts";
-import { MiB, minMemory } from "../guest/memory_map.ts";
+import { MiB, minMemory } from "../abi/memory_map.ts";
 import { Asm, Reg } from "../guest/x86.ts";
 import { DOORBELL_BASE } from "../abi/doorbell.ts";
 import { ABI_VERSION, callsByName } from "../abi/calls.ts";
-import { encodeBundle, writeBundle } from "./bundle.ts";
+import { encodeBundle, writeBundle } from "../hv/bundle.ts";
 import { ACCEL_ENV } from "./accel.ts";
 import { analysePe } from "./analyse.ts";
 

@@ -4,7 +4,7 @@
 // host that runs it needs no compiler.
 
 import { join } from "../abi/host_path.ts";
-import { infoBase, maxVcpus, tebBase, tebSize } from "../guest/memory_map.ts";
+import { infoBase, maxVcpus, tebBase, tebSize } from "../abi/memory_map.ts";
 import { infoFields } from "../guest/info.ts";
 import { cacheRoot } from "./cache_dir.ts";
 import { MODULE_TABLE_OFFSET, RUNTIME_DLL } from "../guest/windows.ts";

@@ -2,7 +2,7 @@
 // (abi/fileview.ts). Handles carry their own file pointer, as on Windows.
 
 import type { Args, Handler, OutU32 } from "../dispatch.ts";
-import { Win32Error } from "../dispatch.ts";
+import { Win32Error } from "../call_errors.ts";
 import type { Host } from "../handler_context.ts";
 import type { FileInformation, FindEntry } from "../fileview.ts";
 import { filetimeDate } from "../filetime.ts";

@@ -2,7 +2,7 @@
 // metadata, guest-visible blocks).
 
 import type { Args, Handler, OutU32 } from "../dispatch.ts";
-import { Win32Error } from "../dispatch.ts";
+import { Win32Error } from "../call_errors.ts";
 import type { Host } from "../handler_context.ts";
 import { win32Constants as W, win32Errors } from "../win32.ts";
 import { MEMORY_BASIC_INFORMATION_SIZE } from "../calls.ts";

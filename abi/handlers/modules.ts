@@ -5,7 +5,7 @@
 // is the special call's to decide (abi/special_calls.ts).
 
 import type { Handler } from "../dispatch.ts";
-import { Win32Error } from "../dispatch.ts";
+import { Win32Error } from "../call_errors.ts";
 import type { Host } from "../handler_context.ts";
 import { win32Errors as E } from "../win32.ts";
 

@@ -1,7 +1,7 @@
 // Process-wide facts: standard handles, command line, environment.
 
 import type { Handler } from "../dispatch.ts";
-import { Win32Error } from "../dispatch.ts";
+import { Win32Error } from "../call_errors.ts";
 import type { Host } from "../handler_context.ts";
 import { win32Errors } from "../win32.ts";
 import { copyOutWide, writeWide } from "./strings.ts";

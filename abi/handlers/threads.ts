@@ -4,7 +4,7 @@
 // blocked wait holds up nobody else.
 
 import type { Handler, OutU32 } from "../dispatch.ts";
-import { Win32Error } from "../dispatch.ts";
+import { Win32Error } from "../call_errors.ts";
 import type { Host, ThreadContext } from "../handler_context.ts";
 import { SyncKind, type SyncRef } from "../sync_objects.ts";
 import { win32Constants as C, win32Errors as E } from "../win32.ts";

@@ -11,7 +11,7 @@ import { timingSafeEqual } from "node:crypto";
 import { isAbsolute, join } from "../../abi/host_path.ts";
 import { refuse } from "../control_api.ts";
 import { describeValue } from "../describe_value.ts";
-import { maxMemory, maxVcpus, MiB, minMemory } from "../../guest/memory_map.ts";
+import { maxMemory, maxVcpus, MiB, minMemory } from "../../abi/memory_map.ts";
 import { MAX_HANDLES, MIN_HANDLES } from "../../abi/handles.ts";
 import { parseShareSpec, type ShareSpec } from "../../abi/share.ts";
 import {

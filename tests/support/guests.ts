@@ -3,7 +3,7 @@
 
 import { compileGuest } from "../../tools/guest_cc.ts";
 import { defaultPackOptions, packApp } from "../../tools/pack.ts";
-import { writeBundle } from "../../tools/bundle.ts";
+import { writeBundle } from "../../hv/bundle.ts";
 import { denoJob, NESTED_SOCKET_ENV } from "../../tools/accel.ts";
 import { RemoteRunner } from "../../tools/nested/jobs.ts";
 

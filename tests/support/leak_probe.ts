@@ -4,7 +4,7 @@
 // meanwhile is not counted.
 //   deno run -A leak_probe.ts <bundle> <runs> [guest args...]
 
-import { readBundle } from "../../tools/bundle.ts";
+import { readBundle } from "../../hv/bundle.ts";
 import { launchBundle } from "../../hv/launch.ts";
 
 const [path, runsText, ...args] = Deno.args;

@@ -1,4 +1,5 @@
-// Where the portable kernel puts things in guest memory. Guest virtual
+// Where the portable kernel puts things in guest memory. It is part of the ABI: the dispatcher checks
+// guest pointers against it, and abi/pvx.h hands apps the info block's address. Guest virtual
 // addresses equal guest physical ones (identity map), so a guest pointer is
 // also the address the host checks; everything lives below 4 GiB so a
 // hypercall can carry an address in one 32-bit `out`.

@@ -4,9 +4,9 @@
 // a hashed entry at an offset derived from the manifest, so a reader never has
 // to trust a length or offset that nothing else checks.
 
-import { describeValue } from "../hv/describe_value.ts";
-import { maxMemory, MiB, minMemory } from "../guest/memory_map.ts";
-import { writeBytesAtomically } from "../hv/atomic_file.ts";
+import { describeValue } from "./describe_value.ts";
+import { maxMemory, MiB, minMemory } from "../abi/memory_map.ts";
+import { writeBytesAtomically } from "./atomic_file.ts";
 import { SPECIAL_CALL_POLICIES, type SpecialCallPolicy } from "../abi/special_calls.ts";
 
 export const MAGIC = new TextEncoder().encode("PVXBNDL\0");
