@@ -1,7 +1,7 @@
 // A vCPU, driven by exactly one host thread (the Worker in hv/vcpu_worker.ts):
 // KVM penalises a vCPU that moves between threads.
 
-import { lastErrno, libc, SysError } from "../ffi/libc.ts";
+import { EINTR, lastErrno, libc, SysError } from "../ffi/libc.ts";
 import {
   exitReasons,
   ioctls,
@@ -102,7 +102,7 @@ export class Vcpu {
   run(): VmExit {
     if (libc().ioctl_int(this.#fd, ioctls.KVM_RUN, 0n) === -1) {
       const errno = lastErrno();
-      if (errno === 4 /* EINTR */) return { kind: "interrupted" };
+      if (errno === EINTR) return { kind: "interrupted" };
       throw new SysError("KVM_RUN", errno);
     }
     return this.#decodeExit();
