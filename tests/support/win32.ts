@@ -122,7 +122,6 @@ export async function buildExeWithDll(outDir: string): Promise<string> {
   return exe;
 }
 
-/** A default mingw build: its CRT imports msvcrt.dll and kernel32 calls pvx does not implement. */
 /** A -nostdlib exe that imports absent.dll!Frobnicate, a DLL found neither beside it nor in any DLL source. */
 export async function buildExeImportingAbsentDll(outDir: string): Promise<string> {
   await Deno.writeTextFile(`${outDir}/absent.def`, "LIBRARY absent.dll\nEXPORTS\nFrobnicate\n");

@@ -4,7 +4,7 @@
  * consumers, timeouts in both lock modes), one-time initialisation raced by
  * several threads and retried after a failing callback, and the Ex forms of
  * events and semaphores. Only the main thread prints. */
-#include "common.h"
+#include "threads.h"
 
 #define THREADS 4
 #define ROUNDS 400
@@ -12,30 +12,6 @@
 #define QUEUE 8
 
 static HANDLE start;
-
-static BOOL run_workers(LPTHREAD_START_ROUTINE fn, DWORD count, LPVOID param) {
-  HANDLE t[THREADS];
-  BOOL ok = TRUE;
-  ResetEvent(start);
-  for (DWORD k = 0; k < count; k++) {
-    t[k] = CreateThread(NULL, 0, fn, param, 0, NULL);
-    ok &= t[k] != NULL;
-  }
-  SetEvent(start);
-  ok &= WaitForMultipleObjects(count, t, TRUE, INFINITE) == WAIT_OBJECT_0;
-  for (DWORD k = 0; k < count; k++) CloseHandle(t[k]);
-  return ok;
-}
-
-static DWORD run_one(LPTHREAD_START_ROUTINE fn, LPVOID param) {
-  DWORD code = 0xDEAD;
-  HANDLE t = CreateThread(NULL, 0, fn, param, 0, NULL);
-  if (t == NULL) return code;
-  WaitForSingleObject(t, INFINITE);
-  GetExitCodeThread(t, &code);
-  CloseHandle(t);
-  return code;
-}
 
 static SRWLOCK srw = SRWLOCK_INIT;
 static LONG srw_counter, srw_overlaps;
@@ -195,12 +171,12 @@ static DWORD WINAPI once_worker(LPVOID param) {
 int main(void) {
   start = CreateEventW(NULL, TRUE, FALSE, NULL);
 
-  result("exclusive SRW workers", run_workers(exclusive_worker, THREADS, NULL));
+  result("exclusive SRW workers", run_workers(start, exclusive_worker, THREADS));
   value("counter", srw_counter);
   value("overlaps", srw_overlaps);
 
   srw_counter = 0;
-  result("shared and exclusive SRW workers", run_workers(mixed_worker, THREADS, NULL));
+  result("shared and exclusive SRW workers", run_workers(start, mixed_worker, THREADS));
   value("writer increments", srw_counter);
   value("writer overlapped someone", mixed);
 
@@ -246,7 +222,7 @@ int main(void) {
   value("context left alone", context == (LPVOID)1);
   once_fail = 0;
   once_runs = 0;
-  result("InitOnceExecuteOnce raced by 4 threads", run_workers(once_worker, THREADS, NULL));
+  result("InitOnceExecuteOnce raced by 4 threads", run_workers(start, once_worker, THREADS));
   value("callback runs", once_runs);
   int same = 1;
   for (int k = 0; k < THREADS; k++) same &= once_seen[k] == (LPVOID)(uintptr_t)0x1230;

@@ -3,37 +3,12 @@
  * mutexes (initial owner, recursion, ReleaseMutex by a non-owner, abandoned
  * mutexes). Only the main thread prints; it learns what another thread saw
  * from that thread's exit code or from memory it reads after a wait. */
-#include "common.h"
+#include "threads.h"
 
 #define THREADS 8
 #define ROUNDS 20000
 
 static HANDLE start;
-
-/* Lets every worker begin at once, so they really contend. */
-static BOOL run_workers(LPTHREAD_START_ROUTINE fn, DWORD count) {
-  HANDLE t[THREADS];
-  BOOL ok = TRUE;
-  ResetEvent(start);
-  for (DWORD k = 0; k < count; k++) {
-    t[k] = CreateThread(NULL, 0, fn, (LPVOID)(uintptr_t)k, 0, NULL);
-    ok &= t[k] != NULL;
-  }
-  SetEvent(start);
-  ok &= WaitForMultipleObjects(count, t, TRUE, INFINITE) == WAIT_OBJECT_0;
-  for (DWORD k = 0; k < count; k++) CloseHandle(t[k]);
-  return ok;
-}
-
-static DWORD run_one(LPTHREAD_START_ROUTINE fn, LPVOID param) {
-  DWORD code = 0xDEAD;
-  HANDLE t = CreateThread(NULL, 0, fn, param, 0, NULL);
-  if (t == NULL) return code;
-  WaitForSingleObject(t, INFINITE);
-  GetExitCodeThread(t, &code);
-  CloseHandle(t);
-  return code;
-}
 
 static CRITICAL_SECTION cs;
 static LONG cs_counter, cs_overlaps;
@@ -193,7 +168,7 @@ int main(void) {
 
   InitializeCriticalSection(&cs);
   out("critical section, 8 threads x 20000 increments\n");
-  value("all threads ran and were waited for", run_workers(cs_worker, THREADS));
+  value("all threads ran and were waited for", run_workers(start, cs_worker, THREADS));
   value("counter", cs_counter);
   value("two threads inside at once", cs_overlaps);
 
@@ -247,7 +222,7 @@ int main(void) {
   seen = VirtualAlloc(NULL, THREADS * ROUNDS + 1, MEM_RESERVE | MEM_COMMIT, PAGE_READWRITE);
   out("InterlockedIncrement, 8 threads x 20000\n");
   shared = 0;
-  value("all threads ran and were waited for", run_workers(inc_worker, THREADS));
+  value("all threads ran and were waited for", run_workers(start, inc_worker, THREADS));
   value("value", shared);
   LONG once = 0;
   for (DWORD v = 1; v <= THREADS * ROUNDS; v++) once += seen[v] == 1;
@@ -256,16 +231,16 @@ int main(void) {
 
   out("InterlockedDecrement x 4 threads, InterlockedExchangeAdd +3 x 4 threads, 20000 each\n");
   shared = 0;
-  value("all threads ran and were waited for", run_workers(mixed_worker, THREADS));
+  value("all threads ran and were waited for", run_workers(start, mixed_worker, THREADS));
   value("value", shared);
 
   out("InterlockedCompareExchange loops adding 1..8, 8 threads x 20000\n");
   shared = 0;
-  value("all threads ran and were waited for", run_workers(cas_worker, THREADS));
+  value("all threads ran and were waited for", run_workers(start, cas_worker, THREADS));
   value("value", shared);
 
   out("InterlockedExchange spin lock, 8 threads x 20000\n");
-  value("all threads ran and were waited for", run_workers(spin_worker, THREADS));
+  value("all threads ran and were waited for", run_workers(start, spin_worker, THREADS));
   value("counter", spin_counter);
   value("two threads inside at once", spin_overlaps);
 
@@ -325,7 +300,7 @@ int main(void) {
   value("wait, timeout 0", WaitForSingleObject(mutex, 0));
   result("ReleaseMutex", ReleaseMutex(mutex));
   out("mutex, 4 threads x 1000 increments\n");
-  value("all threads ran and were waited for", run_workers(mutex_worker, 4));
+  value("all threads ran and were waited for", run_workers(start, mutex_worker, 4));
   value("counter", mutex_counter);
   value("two threads inside at once", mutex_overlaps);
   CloseHandle(mutex);
@@ -346,7 +321,7 @@ int main(void) {
   CloseHandle(semaphore);
   semaphore = CreateSemaphoreW(NULL, SEMAPHORE_SLOTS, SEMAPHORE_SLOTS, NULL);
   out("semaphore of 2, 4 threads x 50 entries\n");
-  value("all threads ran and were waited for", run_workers(semaphore_worker, 4));
+  value("all threads ran and were waited for", run_workers(start, semaphore_worker, 4));
   value("more than two threads inside at once", semaphore_most > SEMAPHORE_SLOTS);
   CloseHandle(semaphore);
   return 0;
