@@ -5,6 +5,7 @@
 // to trust a length or offset that nothing else checks.
 
 import { describeValue } from "./describe_value.ts";
+import { manifestJson } from "./manifest_json.ts";
 import { maxMemory, MiB, minMemory } from "../abi/memory_map.ts";
 import { writeBytesAtomically } from "./atomic_file.ts";
 import { SPECIAL_CALL_POLICIES, type SpecialCallPolicy } from "../abi/special_calls.ts";
@@ -406,19 +407,7 @@ async function parseOwnedBytes(bytes: Uint8Array<ArrayBuffer>, file: string): Pr
     );
   }
 
-  let manifestText: string;
-  try {
-    // ignoreBOM keeps a BOM in the text, where JSON.parse refuses it: the writer never emits one.
-    manifestText = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true }).decode(manifestBytes);
-  } catch {
-    return fail(HEADER_SIZE, "manifest is not valid UTF-8");
-  }
-  let manifestValue: unknown;
-  try {
-    manifestValue = JSON.parse(manifestText);
-  } catch (e) {
-    return fail(HEADER_SIZE, `manifest is not valid JSON: ${(e as Error).message}`);
-  }
+  const manifestValue = manifestJson(manifestBytes, (reason) => fail(HEADER_SIZE, reason));
   const manifest = validateManifest(manifestValue, file);
   const manifestVersion = (manifestValue as { format: number }).format;
   if (manifestVersion !== version) {

@@ -6,6 +6,7 @@
 // must read as zero, so a reader never trusts a number that nothing checks.
 
 import { describeValue } from "./describe_value.ts";
+import { manifestJson } from "./manifest_json.ts";
 import { createHash } from "node:crypto";
 import { writeAll, writeFileAtomically } from "./atomic_file.ts";
 import {
@@ -364,19 +365,7 @@ function parseManifest(
     fail(MANIFEST_HASH_OFFSET, `manifest sha256 mismatch: header says ${declared}, manifest bytes hash to ${id}`);
   }
 
-  let text: string;
-  try {
-    // ignoreBOM keeps a BOM in the text, where JSON.parse refuses it: the writer never emits one.
-    text = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true }).decode(manifestBytes);
-  } catch {
-    return fail(HEADER_SIZE, "manifest is not valid UTF-8");
-  }
-  let value: unknown;
-  try {
-    value = JSON.parse(text);
-  } catch (e) {
-    return fail(HEADER_SIZE, `manifest is not valid JSON: ${(e as Error).message}`);
-  }
+  const value = manifestJson(manifestBytes, (reason) => fail(HEADER_SIZE, reason));
   return { id, manifest: validateManifest(value, file, manifestBytes.length) };
 }
 
