@@ -13,34 +13,37 @@ EXPORT HANDLE WINAPI GetCurrentThread(void) { return PSEUDO_THREAD; }
 EXPORT DWORD WINAPI GetCurrentProcessId(void) { return PROCESS_ID; }
 EXPORT BOOL WINAPI IsDebuggerPresent(void) { return FALSE; }
 
-/* Windows 10 (10.0.19045), the version Wine 8 reports by default. */
-EXPORT DWORD WINAPI GetVersion(void) { return (19045u << 16) | (0 << 8) | 10; }
+/* Without a manifest that names Windows 8.1 or 10, Windows 8.1 and later report Windows 8 (6.2, build
+ * 9200) to an app, through GetVersion and GetVersionEx alike. */
+#define APP_MAJOR 6
+#define APP_MINOR 2
+#define APP_BUILD 9200
 
-EXPORT BOOL WINAPI GetVersionExW(LPOSVERSIONINFOW v) {
-  if (!v || (v->dwOSVersionInfoSize != sizeof(OSVERSIONINFOW) && v->dwOSVersionInfoSize != sizeof(OSVERSIONINFOEXW))) {
+EXPORT DWORD WINAPI GetVersion(void) { return (APP_BUILD << 16) | (APP_MINOR << 8) | APP_MAJOR; }
+
+/* What GetVersionExA and W share. Both structures begin with the same five DWORDs (size, major,
+ * minor, build, platform); the service-pack string after them, and so wProductType's offset, differs.
+ * A size that is neither form's fails with ERROR_INSUFFICIENT_BUFFER, as in ReactOS's kernel32. */
+static BOOL fill_version(DWORD *info, DWORD plain_size, DWORD ex_size, size_t product_type_at) {
+  if (!info || (info[0] != plain_size && info[0] != ex_size)) {
     SetLastError(ERROR_INSUFFICIENT_BUFFER);
     return FALSE;
   }
-  DWORD size = v->dwOSVersionInfoSize;
-  memset(v, 0, size);
-  v->dwOSVersionInfoSize = size;
-  /* Without a manifest, Windows 8.1 and later report 6.2 to an app, as Wine does. */
-  v->dwMajorVersion = 6, v->dwMinorVersion = 2, v->dwBuildNumber = 9200, v->dwPlatformId = VER_PLATFORM_WIN32_NT;
-  if (size == sizeof(OSVERSIONINFOEXW)) ((LPOSVERSIONINFOEXW)v)->wProductType = VER_NT_WORKSTATION;
+  DWORD size = info[0];
+  memset(info, 0, size);
+  info[0] = size, info[1] = APP_MAJOR, info[2] = APP_MINOR, info[3] = APP_BUILD, info[4] = VER_PLATFORM_WIN32_NT;
+  if (size == ex_size) ((BYTE *)info)[product_type_at] = VER_NT_WORKSTATION;
   return TRUE;
 }
 
+EXPORT BOOL WINAPI GetVersionExW(LPOSVERSIONINFOW v) {
+  return fill_version((DWORD *)v, sizeof(OSVERSIONINFOW), sizeof(OSVERSIONINFOEXW),
+                      __builtin_offsetof(OSVERSIONINFOEXW, wProductType));
+}
+
 EXPORT BOOL WINAPI GetVersionExA(LPOSVERSIONINFOA v) {
-  if (!v || (v->dwOSVersionInfoSize != sizeof(OSVERSIONINFOA) && v->dwOSVersionInfoSize != sizeof(OSVERSIONINFOEXA))) {
-    SetLastError(ERROR_INSUFFICIENT_BUFFER);
-    return FALSE;
-  }
-  DWORD size = v->dwOSVersionInfoSize;
-  memset(v, 0, size);
-  v->dwOSVersionInfoSize = size;
-  v->dwMajorVersion = 6, v->dwMinorVersion = 2, v->dwBuildNumber = 9200, v->dwPlatformId = VER_PLATFORM_WIN32_NT;
-  if (size == sizeof(OSVERSIONINFOEXA)) ((LPOSVERSIONINFOEXA)v)->wProductType = VER_NT_WORKSTATION;
-  return TRUE;
+  return fill_version((DWORD *)v, sizeof(OSVERSIONINFOA), sizeof(OSVERSIONINFOEXA),
+                      __builtin_offsetof(OSVERSIONINFOEXA, wProductType));
 }
 
 /* The features every x86-64 CPU pvx runs on has, and that pvx's guests may use. */
