@@ -2,10 +2,11 @@ import assert from "node:assert/strict";
 import fc from "fast-check";
 import { FileView, type OpenOptions } from "../abi/fileview.ts";
 import { FileViewError } from "../abi/drive_errors.ts";
-import type { OpenFile } from "../abi/open_files.ts";
+import { type OpenFile, SHARE_ALL } from "../abi/open_files.ts";
 import { parseShareSpec } from "../abi/share.ts";
 import { win32Constants as W, win32Errors as E } from "../abi/win32.ts";
 import { fuzzRuns } from "./support/fuzz.ts";
+import { openOptions } from "./support/open_options.ts";
 
 const encode = (s: string) => new TextEncoder().encode(s);
 const decode = (b: Uint8Array) => new TextDecoder().decode(b);
@@ -16,7 +17,6 @@ const BUNDLE: Record<string, string> = {
   "data/sub/deep.bin": "deep",
   "bin/Tool.exe": "MZ tool",
 };
-const SHARE_ALL = W.FILE_SHARE_READ | W.FILE_SHARE_WRITE | W.FILE_SHARE_DELETE;
 
 interface Drive {
   /** Holds overlay/, share/ (rw, at C:\shared), ro/ (at C:\mnt\ro) and outside/, which no guest may touch. */
@@ -61,19 +61,6 @@ async function withDrive(test: (d: Drive) => void | Promise<void>): Promise<void
   }
 }
 
-function options(o: Partial<OpenOptions> = {}): OpenOptions {
-  return {
-    read: true,
-    write: false,
-    deleteAccess: false,
-    disposition: W.OPEN_EXISTING,
-    share: SHARE_ALL,
-    attributes: 0,
-    flags: 0,
-    ...o,
-  };
-}
-
 function expectCode(code: number, action: () => unknown, what = ""): void {
   assert.throws(action, (e) => {
     assert.ok(e instanceof FileViewError, `${what}: expected FileViewError ${code}, got ${e}`);
@@ -83,7 +70,7 @@ function expectCode(code: number, action: () => unknown, what = ""): void {
 }
 
 function readAll(view: FileView, path: string): string {
-  const { file } = view.open(path, options());
+  const { file } = view.open(path, openOptions());
   try {
     const bytes = new Uint8Array(file.size());
     assert.equal(file.read(bytes, 0), bytes.length);
@@ -94,7 +81,7 @@ function readAll(view: FileView, path: string): string {
 }
 
 function writeFile(view: FileView, path: string, text: string): void {
-  const { file } = view.open(path, options({ write: true, disposition: W.CREATE_ALWAYS }));
+  const { file } = view.open(path, openOptions({ write: true, disposition: W.CREATE_ALWAYS }));
   file.write(encode(text), 0);
   file.close();
 }
@@ -104,7 +91,7 @@ const names = (view: FileView, pattern: string) => view.find(pattern).map((e) =>
 Deno.test("each CreateFile disposition, with the existed flag", () =>
   withDrive(({ view }) => {
     const open = (path: string, disposition: OpenOptions["disposition"], write = true) => {
-      const { file, existed } = view.open(path, options({ write, disposition }));
+      const { file, existed } = view.open(path, openOptions({ write, disposition }));
       const size = file.size();
       file.close();
       return { existed, size };
@@ -131,7 +118,7 @@ Deno.test("each CreateFile disposition, with the existed flag", () =>
 
 Deno.test("read, write, write past the end zero-fills, SetEndOfFile, and handle checks", () =>
   withDrive(({ view }) => {
-    const { file } = view.open("f.bin", options({ write: true, disposition: W.CREATE_NEW }));
+    const { file } = view.open("f.bin", openOptions({ write: true, disposition: W.CREATE_NEW }));
     assert.equal(file.path, "C:\\f.bin");
     assert.equal(file.write(encode("hello"), 0), 5);
     assert.equal(file.write(encode("X"), 10), 1);
@@ -155,11 +142,11 @@ Deno.test("read, write, write past the end zero-fills, SetEndOfFile, and handle 
     expectCode(E.ERROR_INVALID_HANDLE, () => file.read(new Uint8Array(1), 0));
     expectCode(E.ERROR_INVALID_HANDLE, () => file.close());
 
-    const readOnly = view.open("f.bin", options()).file;
+    const readOnly = view.open("f.bin", openOptions()).file;
     expectCode(E.ERROR_ACCESS_DENIED, () => readOnly.write(encode("x"), 0));
     expectCode(E.ERROR_ACCESS_DENIED, () => readOnly.setSize(0));
     readOnly.close();
-    const writeOnly = view.open("f.bin", options({ read: false, write: true })).file;
+    const writeOnly = view.open("f.bin", openOptions({ read: false, write: true })).file;
     expectCode(E.ERROR_ACCESS_DENIED, () => writeOnly.read(new Uint8Array(1), 0));
     writeOnly.close();
   }));
@@ -167,8 +154,8 @@ Deno.test("read, write, write past the end zero-fills, SetEndOfFile, and handle 
 Deno.test("copy-on-write: writing a bundle file changes the view, never the bundle", () =>
   withDrive(({ view, bundle, overlay, reopen }) => {
     const before = new Map([...bundle].map(([path, bytes]) => [path, bytes.slice()]));
-    const reader = view.open("readme.txt", options()).file;
-    const writer = view.open("README.txt", options({ write: true })).file;
+    const reader = view.open("readme.txt", openOptions()).file;
+    const writer = view.open("README.txt", openOptions({ write: true })).file;
     writer.write(encode("HELLO"), 0);
     const seen = new Uint8Array(12);
     reader.read(seen, 0);
@@ -178,10 +165,10 @@ Deno.test("copy-on-write: writing a bundle file changes the view, never the bund
     assert.equal(readAll(view, "readme.txt"), "HELLO bundle");
     assert.equal(Deno.readTextFileSync(`${overlay}/files/readme.txt`), "HELLO bundle");
 
-    const truncated = view.open("data\\config.txt", options({ disposition: W.CREATE_ALWAYS })).file;
+    const truncated = view.open("data\\config.txt", openOptions({ disposition: W.CREATE_ALWAYS })).file;
     truncated.close();
     assert.equal(readAll(view, "data\\config.txt"), "");
-    const extended = view.open("bin\\tool.exe", options({ write: true })).file;
+    const extended = view.open("bin\\tool.exe", openOptions({ write: true })).file;
     extended.setSize(10);
     extended.close();
     assert.equal(readAll(view, "bin\\tool.exe"), "MZ tool\0\0\0");
@@ -195,7 +182,7 @@ Deno.test("copy-on-write: writing a bundle file changes the view, never the bund
 Deno.test("deleting a bundle file hides it, persistently, and the overlay's metadata stays out of sight", () =>
   withDrive(({ view, bundle, overlay, reopen }) => {
     view.delete("README.TXT");
-    expectCode(E.ERROR_FILE_NOT_FOUND, () => view.open("readme.txt", options()));
+    expectCode(E.ERROR_FILE_NOT_FOUND, () => view.open("readme.txt", openOptions()));
     assert.ok(!names(view, "*").includes("readme.txt"));
     assert.deepEqual(view.describe().whiteouts, ["C:\\readme.txt"]);
     assert.deepEqual(JSON.parse(Deno.readTextFileSync(`${overlay}/whiteouts.json`)).whiteouts, [["readme.txt"]]);
@@ -210,26 +197,26 @@ Deno.test("deleting a bundle file hides it, persistently, and the overlay's meta
     assert.equal(decode(bundle.get("readme.txt")!), "hello bundle");
 
     const later = reopen();
-    expectCode(E.ERROR_FILE_NOT_FOUND, () => later.open("readme.txt", options()));
+    expectCode(E.ERROR_FILE_NOT_FOUND, () => later.open("readme.txt", openOptions()));
     assert.deepEqual(names(later, "*"), ["bin", "data", "mnt", "shared"]);
     writeFile(later, "readme.txt", "new");
     assert.equal(readAll(later, "readme.txt"), "new");
     later.delete("readme.txt");
-    expectCode(E.ERROR_FILE_NOT_FOUND, () => later.open("readme.txt", options()), "the bundle copy stays hidden");
+    expectCode(E.ERROR_FILE_NOT_FOUND, () => later.open("readme.txt", openOptions()), "the bundle copy stays hidden");
     expectCode(E.ERROR_FILE_NOT_FOUND, () => later.delete("readme.txt"));
   }));
 
 Deno.test("names are case-insensitive and case-preserving; paths normalize like Windows", () =>
   withDrive(({ view, overlay }) => {
-    const opened = view.open("DATA\\CONFIG.TXT", options()).file;
+    const opened = view.open("DATA\\CONFIG.TXT", openOptions()).file;
     assert.equal(opened.path, "C:\\data\\config.txt");
     opened.close();
     writeFile(view, "MixedCase.TXT", "m");
     assert.ok(names(view, "*").includes("MixedCase.TXT"));
-    const again = view.open("mixedcase.txt", options()).file;
+    const again = view.open("mixedcase.txt", openOptions()).file;
     assert.equal(again.path, "C:\\MixedCase.TXT");
     again.close();
-    expectCode(E.ERROR_FILE_EXISTS, () => view.open("MIXEDCASE.txt", options({ disposition: W.CREATE_NEW })));
+    expectCode(E.ERROR_FILE_EXISTS, () => view.open("MIXEDCASE.txt", openOptions({ disposition: W.CREATE_NEW })));
     writeFile(view, "mixedCASE.txt", "n");
     assert.deepEqual([...Deno.readDirSync(`${overlay}/files`)].map((e) => e.name), ["MixedCase.TXT"]);
     assert.equal(readAll(view, "MixedCase.TXT"), "n");
@@ -250,12 +237,12 @@ Deno.test("moves within and across layers", () =>
   withDrive(({ view, share, bundle, reopen }) => {
     view.move("data\\config.txt", "moved.txt", false);
     assert.equal(readAll(view, "moved.txt"), "key=value");
-    expectCode(E.ERROR_FILE_NOT_FOUND, () => view.open("data\\config.txt", options()));
+    expectCode(E.ERROR_FILE_NOT_FOUND, () => view.open("data\\config.txt", openOptions()));
     assert.equal(decode(bundle.get("data/config.txt")!), "key=value");
 
     view.move("moved.txt", "C:\\shared\\Moved.txt", false);
     assert.equal(Deno.readTextFileSync(`${share}/Moved.txt`), "key=value");
-    expectCode(E.ERROR_FILE_NOT_FOUND, () => view.open("moved.txt", options()));
+    expectCode(E.ERROR_FILE_NOT_FOUND, () => view.open("moved.txt", openOptions()));
     view.move("C:\\shared\\host.txt", "\\back.txt", false);
     assert.equal(readAll(view, "back.txt"), "from the host");
     assert.ok(!Deno.readDirSync(share).some((e) => e.name === "Host.txt"));
@@ -301,25 +288,25 @@ Deno.test("moves within and across layers", () =>
 
 Deno.test("open files and moves: handles follow a rename; without FILE_SHARE_DELETE it is refused", () =>
   withDrive(({ view }) => {
-    const locked = view.open("readme.txt", options({ share: W.FILE_SHARE_READ })).file;
+    const locked = view.open("readme.txt", openOptions({ share: W.FILE_SHARE_READ })).file;
     expectCode(E.ERROR_SHARING_VIOLATION, () => view.move("readme.txt", "other.txt", false));
     locked.close();
-    const file = view.open("readme.txt", options({ share: SHARE_ALL })).file;
+    const file = view.open("readme.txt", openOptions({ share: SHARE_ALL })).file;
     view.move("readme.txt", "other.txt", false);
     assert.equal(file.path, "C:\\other.txt");
     const bytes = new Uint8Array(5);
     file.read(bytes, 0);
     assert.equal(decode(bytes), "hello");
-    expectCode(E.ERROR_SHARING_VIOLATION, () => view.open("other.txt", options({ share: 0 })), "it is still open");
+    expectCode(E.ERROR_SHARING_VIOLATION, () => view.open("other.txt", openOptions({ share: 0 })), "it is still open");
     writeFile(view, "data\\sub\\open.txt", "o");
-    const inside = view.open("data\\sub\\open.txt", options()).file;
+    const inside = view.open("data\\sub\\open.txt", openOptions()).file;
     expectCode(E.ERROR_ACCESS_DENIED, () => view.move("data", "data2", false));
     inside.close();
     view.move("other.txt", "shared\\other.txt", false);
     assert.equal(file.path, "C:\\other.txt", "copied to another layer: the handle keeps the old file");
     file.read(bytes, 0);
     assert.equal(decode(bytes), "hello");
-    view.open("shared\\other.txt", options({ share: 0 })).file.close();
+    view.open("shared\\other.txt", openOptions({ share: 0 })).file.close();
     file.close();
     view.setCurrentDirectory("data\\sub");
     expectCode(E.ERROR_ACCESS_DENIED, () => view.move("\\data", "\\data2", false), "holds the current directory");
@@ -365,15 +352,15 @@ Deno.test("directories: create, remove, not empty, wrong kind, current directory
     assert.equal(view.attributes("data"), W.FILE_ATTRIBUTE_DIRECTORY);
     assert.equal(view.attributes("readme.txt"), W.FILE_ATTRIBUTE_ARCHIVE);
     assert.equal(view.attributes("C:\\"), W.FILE_ATTRIBUTE_DIRECTORY);
-    expectCode(E.ERROR_ACCESS_DENIED, () => view.open("data", options()), "needs FILE_FLAG_BACKUP_SEMANTICS");
-    const dir = view.open("data", options({ flags: W.FILE_FLAG_BACKUP_SEMANTICS })).file;
+    expectCode(E.ERROR_ACCESS_DENIED, () => view.open("data", openOptions()), "needs FILE_FLAG_BACKUP_SEMANTICS");
+    const dir = view.open("data", openOptions({ flags: W.FILE_FLAG_BACKUP_SEMANTICS })).file;
     assert.ok(dir.isDirectory);
     assert.equal(dir.size(), 0);
     expectCode(E.ERROR_INVALID_FUNCTION, () => dir.read(new Uint8Array(1), 0));
     dir.close();
     expectCode(
       E.ERROR_ACCESS_DENIED,
-      () => view.open("data", options({ disposition: W.CREATE_ALWAYS, flags: W.FILE_FLAG_BACKUP_SEMANTICS })),
+      () => view.open("data", openOptions({ disposition: W.CREATE_ALWAYS, flags: W.FILE_FLAG_BACKUP_SEMANTICS })),
     );
   }));
 
@@ -430,7 +417,7 @@ Deno.test("find: wildcards, dot entries, merged layers minus whiteouts, sorted",
 
 Deno.test("sharing violations in both directions, delete sharing and DELETE_ON_CLOSE", () =>
   withDrive(({ view }) => {
-    const open = (path: string, o: Partial<OpenOptions>) => view.open(path, options(o)).file;
+    const open = (path: string, o: Partial<OpenOptions>) => view.open(path, openOptions(o)).file;
     const reader = open("readme.txt", { share: W.FILE_SHARE_READ });
     expectCode(E.ERROR_SHARING_VIOLATION, () =>
       open("readme.txt", { write: true }), "existing share mode excludes write");
@@ -477,7 +464,7 @@ Deno.test("sharing violations in both directions, delete sharing and DELETE_ON_C
 Deno.test("shares: read-write reaches the host directory, read-only refuses every change", () =>
   withDrive(({ view, share, ro }) => {
     assert.equal(readAll(view, "C:\\SHARED\\host.TXT"), "from the host");
-    const f = view.open("shared\\Host.txt", options({ write: true })).file;
+    const f = view.open("shared\\Host.txt", openOptions({ write: true })).file;
     assert.equal(f.path, "C:\\shared\\Host.txt");
     f.write(encode("FROM"), 0);
     f.close();
@@ -496,10 +483,10 @@ Deno.test("shares: read-write reaches the host directory, read-only refuses ever
     assert.equal(view.attributes("mnt\\ro\\locked.txt"), W.FILE_ATTRIBUTE_ARCHIVE | W.FILE_ATTRIBUTE_READONLY);
     assert.equal(view.attributes("mnt\\ro"), W.FILE_ATTRIBUTE_DIRECTORY);
     const denied: [string, () => unknown][] = [
-      ["open for write", () => view.open("mnt\\ro\\locked.txt", options({ write: true }))],
-      ["open for delete", () => view.open("mnt\\ro\\locked.txt", options({ deleteAccess: true }))],
-      ["truncate", () => view.open("mnt\\ro\\locked.txt", options({ disposition: W.CREATE_ALWAYS }))],
-      ["create", () => view.open("mnt\\ro\\new.txt", options({ write: true, disposition: W.CREATE_NEW }))],
+      ["open for write", () => view.open("mnt\\ro\\locked.txt", openOptions({ write: true }))],
+      ["open for delete", () => view.open("mnt\\ro\\locked.txt", openOptions({ deleteAccess: true }))],
+      ["truncate", () => view.open("mnt\\ro\\locked.txt", openOptions({ disposition: W.CREATE_ALWAYS }))],
+      ["create", () => view.open("mnt\\ro\\new.txt", openOptions({ write: true, disposition: W.CREATE_NEW }))],
       ["delete", () => view.delete("mnt\\ro\\locked.txt")],
       ["mkdir", () => view.createDirectory("mnt\\ro\\dir")],
       ["move out", () => view.move("mnt\\ro\\locked.txt", "C:\\stolen.txt", false)],
@@ -528,13 +515,16 @@ Deno.test("symlinks in a share: inside the share they work, out of it they are r
     assert.deepEqual(names(view, "shared\\*"), [".", "..", "file-link", "Host.txt", "inner", "sub"]);
 
     const refused: [string, () => unknown][] = [
-      ["open through /etc", () => view.open("shared\\etc\\passwd", options())],
+      ["open through /etc", () => view.open("shared\\etc\\passwd", openOptions())],
       ["list /etc", () => view.find("shared\\etc\\*")],
-      ["read outside", () => view.open("shared\\secret.txt", options())],
-      ["write outside", () => view.open("shared\\secret.txt", options({ write: true, disposition: W.CREATE_ALWAYS }))],
+      ["read outside", () => view.open("shared\\secret.txt", openOptions())],
+      [
+        "write outside",
+        () => view.open("shared\\secret.txt", openOptions({ write: true, disposition: W.CREATE_ALWAYS })),
+      ],
       [
         "create through a dangling link",
-        () => view.open("shared\\dangling.txt", options({ disposition: W.OPEN_ALWAYS })),
+        () => view.open("shared\\dangling.txt", openOptions({ disposition: W.OPEN_ALWAYS })),
       ],
       ["mkdir through a link", () => view.createDirectory("shared\\out\\x")],
       ["delete through a link", () => view.delete("shared\\out\\secret.txt")],
@@ -553,9 +543,13 @@ Deno.test(".. at the root stays at the root, as in Windows: the drive has no way
     assert.equal(view.fullPath("C:\\..\\x"), "C:\\x");
     assert.equal(view.fullPath("..\\..\\etc\\passwd"), "C:\\etc\\passwd");
     assert.equal(view.fullPath("data\\..\\..\\x"), "C:\\x");
-    expectCode(E.ERROR_PATH_NOT_FOUND, () => view.open("..\\..\\etc\\passwd", options()), "open ..\\..\\etc\\passwd");
-    expectCode(E.ERROR_FILE_NOT_FOUND, () => view.open("C:\\..\\x", options()), "open C:\\..\\x");
-    view.open("..\\..\\up.txt", options({ write: true, disposition: W.CREATE_ALWAYS })).file.close();
+    expectCode(
+      E.ERROR_PATH_NOT_FOUND,
+      () => view.open("..\\..\\etc\\passwd", openOptions()),
+      "open ..\\..\\etc\\passwd",
+    );
+    expectCode(E.ERROR_FILE_NOT_FOUND, () => view.open("C:\\..\\x", openOptions()), "open C:\\..\\x");
+    view.open("..\\..\\up.txt", openOptions({ write: true, disposition: W.CREATE_ALWAYS })).file.close();
     assert.equal(readAll(view, "C:\\up.txt"), "", "created at the drive's root");
     for (const dir of [root, `${root}/outside`]) {
       assert.ok(!Deno.readDirSync(dir).some((e) => e.name === "up.txt"), `nothing in ${dir}`);
@@ -590,8 +584,8 @@ Deno.test("escape attempts fail with the Win32 error Windows would give, for eve
     for (const [path, code] of attempts) {
       const calls: [string, () => unknown][] = [
         ["fullPath", () => view.fullPath(path)],
-        ["open", () => view.open(path, options())],
-        ["create", () => view.open(path, options({ write: true, disposition: W.CREATE_ALWAYS }))],
+        ["open", () => view.open(path, openOptions())],
+        ["create", () => view.open(path, openOptions({ write: true, disposition: W.CREATE_ALWAYS }))],
         ["delete", () => view.delete(path)],
         ["createDirectory", () => view.createDirectory(path)],
         ["find", () => view.find(path)],
@@ -809,7 +803,7 @@ Deno.test("the overlay's quota: a write, a copy-up or a resize past it is ERROR_
       });
     const v = view();
     const create = (path: string) =>
-      v.open(path, options({ write: true, disposition: W.CREATE_ALWAYS, share: W.FILE_SHARE_READ })).file;
+      v.open(path, openOptions({ write: true, disposition: W.CREATE_ALWAYS, share: W.FILE_SHARE_READ })).file;
     const a = create("a.txt");
     assert.equal(a.write(new Uint8Array(50), 0), 50);
     // Rewriting what is there takes nothing more; growing past the quota is refused whole.
@@ -819,16 +813,16 @@ Deno.test("the overlay's quota: a write, a copy-up or a resize past it is ERROR_
     expectCode(E.ERROR_DISK_FULL, () => a.setSize(100), "SetEndOfFile past the quota");
     assert.equal(a.size(), 50);
     // readme.txt (12 bytes) is copied up whole when opened for writing: 62 of 64 bytes.
-    const readme = v.open("readme.txt", options({ write: true })).file;
+    const readme = v.open("readme.txt", openOptions({ write: true })).file;
     readme.write(encode("HELLO"), 0);
-    expectCode(E.ERROR_DISK_FULL, () => v.open("data\\config.txt", options({ write: true })), "copy-up");
+    expectCode(E.ERROR_DISK_FULL, () => v.open("data\\config.txt", openOptions({ write: true })), "copy-up");
     // A share is the user's own directory: not counted.
     const shared = create("C:\\shared\\big.bin");
     assert.equal(shared.write(new Uint8Array(1000), 0), 1000);
     shared.close();
     // Shrinking, truncating and deleting give the bytes back.
     a.setSize(10);
-    v.open("data\\config.txt", options({ write: true })).file.close();
+    v.open("data\\config.txt", openOptions({ write: true })).file.close();
     a.close();
     v.delete("a.txt");
     const b = create("b.txt");
@@ -838,7 +832,7 @@ Deno.test("the overlay's quota: a write, a copy-up or a resize past it is ERROR_
     readme.close();
     // Nothing else broke: every file reads back as written.
     const read = (path: string) => {
-      const f = v.open(path, options()).file;
+      const f = v.open(path, openOptions()).file;
       const into = new Uint8Array(f.size());
       f.read(into, 0);
       f.close();
@@ -855,7 +849,8 @@ Deno.test("the overlay's quota: a write, a copy-up or a resize past it is ERROR_
     const again = view();
     expectCode(
       E.ERROR_DISK_FULL,
-      () => again.open("c.txt", options({ write: true, disposition: W.CREATE_NEW })).file.write(new Uint8Array(1), 0),
+      () =>
+        again.open("c.txt", openOptions({ write: true, disposition: W.CREATE_NEW })).file.write(new Uint8Array(1), 0),
     );
   }));
 
@@ -872,7 +867,7 @@ Deno.test("attributes: a bundle file is copied up to keep them, a share file kee
     );
     assert.equal(decode(bundle.get("readme.txt")!), "hello bundle");
     assert.equal(readAll(view, "readme.txt"), "hello bundle");
-    expectCode(E.ERROR_ACCESS_DENIED, () => view.open("readme.txt", options({ write: true })), "write");
+    expectCode(E.ERROR_ACCESS_DENIED, () => view.open("readme.txt", openOptions({ write: true })), "write");
     expectCode(E.ERROR_ACCESS_DENIED, () => view.delete("readme.txt"), "delete");
     view.move("readme.txt", "renamed.txt", false);
     assert.equal(reopen().attributes("renamed.txt"), READONLY | HIDDEN, "a restart reads them from the mode");

@@ -6,19 +6,19 @@
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import fc from "fast-check";
-import { FileView, type OpenOptions } from "../abi/fileview.ts";
+import { FileView } from "../abi/fileview.ts";
 import { FileViewError } from "../abi/drive_errors.ts";
 import { mergeOverlay, type MergeReport, OverlayError, resetOverlay, syncOverlay } from "../abi/overlay.ts";
 import { OverlayArchiveError, packOverlay, unpackOverlay } from "../abi/overlay_archive.ts";
 import { win32Constants as W, win32Errors as E } from "../abi/win32.ts";
 import { overlayCommand } from "../tools/overlay_cli.ts";
 import { fuzzRuns } from "./support/fuzz.ts";
+import { openOptions } from "./support/open_options.ts";
 
 const encode = (s: string) => new TextEncoder().encode(s);
 const decode = (b: Uint8Array) => new TextDecoder().decode(b);
 /** Explicit times, so which side is newer never depends on how fast the test runs. */
 const at = (seconds: number) => Date.UTC(2024, 0, 1) + seconds * 1000;
-const SHARE_ALL = W.FILE_SHARE_READ | W.FILE_SHARE_WRITE | W.FILE_SHARE_DELETE;
 const BUNDLE: Record<string, string> = {
   "readme.txt": "hello bundle",
   "data/config.txt": "key=value",
@@ -99,21 +99,8 @@ const whiteoutsOf = (dir: string): string[][] => {
 
 const sortedWhiteouts = (dir: string) => whiteoutsOf(dir).map((n) => n.join("\\")).sort();
 
-function options(o: Partial<OpenOptions> = {}): OpenOptions {
-  return {
-    read: true,
-    write: false,
-    deleteAccess: false,
-    disposition: W.OPEN_EXISTING,
-    share: SHARE_ALL,
-    attributes: 0,
-    flags: 0,
-    ...o,
-  };
-}
-
 function readAll(view: FileView, path: string): Uint8Array {
-  const { file } = view.open(path, options());
+  const { file } = view.open(path, openOptions());
   try {
     const bytes = new Uint8Array(file.size());
     assert.equal(file.read(bytes, 0), bytes.length);
@@ -848,7 +835,7 @@ function runGuest(view: FileView, op: GuestOp): void {
   const path = op.path.join("\\");
   switch (op.op) {
     case "write": {
-      const { file } = view.open(path, options({ read: false, write: true, disposition: W.CREATE_ALWAYS }));
+      const { file } = view.open(path, openOptions({ read: false, write: true, disposition: W.CREATE_ALWAYS }));
       try {
         file.write(new Uint8Array(op.bytes), 0);
       } finally {
