@@ -654,6 +654,14 @@ export const calls = [
     params: [wstr("lpFileName"), u32("dwFileAttributes")],
     doc: "Sets a file's READONLY, HIDDEN, SYSTEM and ARCHIVE attributes; the others, and a directory's, are not kept.",
   },
+  {
+    nr: 68,
+    name: "PvxDuplicateHandle",
+    ret: "BOOL",
+    failure: FALSE,
+    params: [h("hSourceHandle"), outStruct("lpTargetHandle", "LPHANDLE", 8, true), u32("dwOptions")],
+    doc: "DuplicateHandle within the app: a console or file handle's twin (a file's shares its position and locks).",
+  },
 ] as const satisfies readonly CallDef[];
 
 export type CallName = (typeof calls)[number]["name"];

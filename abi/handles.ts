@@ -29,9 +29,13 @@ export const MAX_HANDLES = 1 << 16;
 /** The console's three handles and the process heap are open from the start: a cap needs room for one more. */
 export const MIN_HANDLES = 5;
 
-/** A handle as a snapshot keeps it: an open file by its guest path, never by a host descriptor. */
+/**
+ * A handle as a snapshot keeps it: an open file by its guest path, never by a host descriptor. A handle that
+ * DuplicateHandle made names the handle whose object it shares, which the snapshot keeps once.
+ */
 export type HandleState =
   | { kind: "console"; stream: ConsoleStream }
+  | { kind: "duplicate"; of: number }
   /** `locks` (absent before pvx kept them): the handle's LockFile ranges, 64-bit numbers as decimal strings. */
   | { kind: "file"; path: string; options: OpenOptions; position: number; locks?: { offset: string; length: string }[] }
   | { kind: "find"; entries: (Omit<FindEntry, "lastWrite"> & { lastWrite: string })[]; next: number }
@@ -44,6 +48,8 @@ export interface HandleTableState {
 
 export class HandleTable {
   #objects = new Map<number, HandleObject>();
+  /** How many handles refer to each object: more than one after DuplicateHandle. */
+  #handleCounts = new Map<HandleObject, number>();
   #next = STEP;
   readonly std: ReadonlyMap<number, number>;
   /** Always PROCESS_HEAP: Windows code reads it from the PEB without asking. */
@@ -67,8 +73,18 @@ export class HandleTable {
     while (this.#objects.has(this.#next) || this.#next === 0) advance();
     const h = this.#next;
     advance();
-    this.#objects.set(h, object);
+    this.#adopt(h, object);
     return h;
+  }
+
+  /**
+   * DuplicateHandle: a second handle to what `handle` refers to, or undefined when the table is full. A file's
+   * handles then share one position and one set of locks, as Windows' handles to one file object do.
+   */
+  duplicate(handle: number): number | undefined {
+    const o = this.#objects.get(untagged(handle));
+    if (o?.kind !== "console" && o?.kind !== "file") throw new Error(`internal: handle ${handle} is not duplicable`);
+    return this.open(o);
   }
 
   get<K extends HandleKind>(handle: number, kind: K): Extract<HandleObject, { kind: K }> | undefined {
@@ -80,23 +96,34 @@ export class HandleTable {
     return this.#objects.get(untagged(handle))?.kind;
   }
 
-  /** Removes the handle; the caller releases what it referred to. */
+  /** Removes the handle; its object when no other handle refers to it any more, for the caller to release. */
   take(handle: number): HandleObject | undefined {
     const o = this.#objects.get(untagged(handle));
+    if (!o) return undefined;
     this.#objects.delete(untagged(handle));
+    const left = this.#handleCounts.get(o)! - 1;
+    if (left > 0) {
+      this.#handleCounts.set(o, left);
+      return undefined;
+    }
+    this.#handleCounts.delete(o);
     return o;
   }
 
   /** The process is ending: every file it still has open is closed, as Windows does (delete-on-close included). */
   closeAll(): void {
-    for (const [handle, o] of this.#objects) {
-      this.#objects.delete(handle);
-      if (o.kind === "file") o.file.close();
+    for (const handle of [...this.#objects.keys()]) {
+      const o = this.take(handle);
+      if (o?.kind === "file") o.file.close();
     }
   }
 
   save(): HandleTableState {
+    const savedAt = new Map<HandleObject, number>();
     const handles = [...this.#objects].map(([handle, o]): [number, HandleState] => {
+      const first = savedAt.get(o);
+      if (first !== undefined) return [handle, { kind: "duplicate", of: first }];
+      savedAt.set(o, handle);
       switch (o.kind) {
         case "file":
           return [handle, {
@@ -132,25 +159,42 @@ export class HandleTable {
     const state = new PlainState("snapshot: handles");
     const table = new HandleTable(limit);
     table.#objects.clear();
+    table.#handleCounts.clear();
     try {
       const { handles, next } = state.record(saved, "");
       const entries = state.list(handles, "handles");
       if (entries.length > limit) state.fail("handles", `${entries.length} are open, past this instance's ${limit}`);
+      const duplicates: [number, unknown, string][] = [];
       entries.forEach((entry, i) => {
         const [rawHandle, rawObject] = state.list(entry, `handles[${i}]`, 2);
         const handle = state.integer(rawHandle, `handles[${i}] handle`, STEP, SYNC_HANDLE_BASE - 1);
-        if (handle % STEP || table.#objects.has(handle)) {
+        if (handle % STEP || table.#objects.has(handle) || duplicates.some(([h]) => h === handle)) {
           state.fail(`handle ${handle}`, "is not one the table hands out");
         }
         const at = `handle 0x${handle.toString(16)}`;
-        table.#objects.set(handle, restoredObject(state, at, state.record(rawObject, at), reopen));
+        const saved = state.record(rawObject, at);
+        if (saved.kind === "duplicate") duplicates.push([handle, saved.of, at]);
+        else table.#adopt(handle, restoredObject(state, at, saved, reopen));
       });
+      // A duplicate may come before the handle it shares with: they are joined once every object is back.
+      for (const [handle, of, at] of duplicates) {
+        const object = table.#objects.get(state.integer(of, `${at} of`, STEP, SYNC_HANDLE_BASE - 1));
+        const shared = object?.kind === "console" || object?.kind === "file"
+          ? object
+          : state.fail(`${at} of`, `names no console or file handle of the snapshot (${JSON.stringify(of)})`);
+        table.#adopt(handle, shared);
+      }
       table.#next = state.integer(next, "next", 0, SYNC_HANDLE_BASE - 1);
     } catch (e) {
       table.closeAll();
       throw e;
     }
     return table;
+  }
+
+  #adopt(handle: number, object: HandleObject): void {
+    this.#objects.set(handle, object);
+    this.#handleCounts.set(object, (this.#handleCounts.get(object) ?? 0) + 1);
   }
 
   /** Plain data, for snapshots and reports. */

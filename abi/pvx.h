@@ -25,7 +25,7 @@ typedef uintptr_t ULONG_PTR;
 typedef int64_t LONGLONG;
 typedef uint64_t ULONGLONG;
 typedef size_t SIZE_T;
-typedef void *HANDLE;
+typedef void *HANDLE, **LPHANDLE;
 typedef HANDLE HMODULE;
 typedef const char *LPCSTR;
 typedef intptr_t (*FARPROC)(void);
@@ -788,6 +788,14 @@ static inline BOOL SetFileAttributesW(LPCWSTR lpFileName, DWORD dwFileAttributes
   PVX_USES("SetFileAttributesW");
   uint64_t f[3] = { 0, (uint64_t)(uintptr_t)(lpFileName), (uint64_t)(dwFileAttributes) };
   pvx_hypercall(67, f);
+  return (BOOL)f[0];
+}
+
+/* DuplicateHandle within the app: a console or file handle's twin (a file's shares its position and locks). */
+static inline BOOL PvxDuplicateHandle(HANDLE hSourceHandle, LPHANDLE lpTargetHandle, DWORD dwOptions) {
+  PVX_USES("PvxDuplicateHandle");
+  uint64_t f[4] = { 0, (uint64_t)(uintptr_t)(hSourceHandle), (uint64_t)(uintptr_t)(lpTargetHandle), (uint64_t)(dwOptions) };
+  pvx_hypercall(68, f);
   return (BOOL)f[0];
 }
 

@@ -14,7 +14,7 @@ import { SYNC_BYTES, SyncKind, SyncObjects } from "../abi/sync_objects.ts";
 import { StateError } from "../abi/plain_state.ts";
 import { GuestThreads } from "../hv/guest_threads.ts";
 import { ControlBlock } from "../hv/control_block.ts";
-import { win32Constants as W } from "../abi/win32.ts";
+import { STD_OUTPUT_HANDLE, win32Constants as W } from "../abi/win32.ts";
 import { PageTables } from "../guest/paging.ts";
 import { MiB, PAGE } from "../abi/memory_map.ts";
 import { fuzzRuns } from "./support/fuzz.ts";
@@ -131,6 +131,8 @@ Deno.test("fuzz: a mutated handle table restores or is refused by name, its file
     file.lock({ offset: 1n << 40n, length: 0n });
     const table = new HandleTable();
     const handle = table.open({ kind: "file", file, options, position: 7, read: true, write: true })!;
+    const twin = table.duplicate(handle)!;
+    const stdout = table.std.get(STD_OUTPUT_HANDLE)!, stdoutTwin = table.duplicate(stdout)!;
     table.open({
       kind: "find",
       entries: [{ name: "data.txt", attributes: 32, size: 0, lastWrite: 1n << 60n }],
@@ -143,6 +145,9 @@ Deno.test("fuzz: a mutated handle table restores or is refused by name, its file
       view.open(path, { ...o, disposition: W.OPEN_EXISTING }).file;
 
     const restored = HandleTable.restore(saved, reopen);
+    assert.equal(restored.get(twin, "file"), restored.get(handle, "file"), "a duplicate shares its file's object");
+    assert.equal(restored.get(stdoutTwin, "console"), restored.get(stdout, "console"));
+    assert.equal(restored.get(twin, "file")!.position, 7);
     assert.deepEqual(restored.get(handle, "file")!.file.locks(), [
       { offset: 3n, length: 5n },
       { offset: 1n << 40n, length: 0n },

@@ -79,7 +79,7 @@ typedef uintptr_t ULONG_PTR;
 typedef int64_t LONGLONG;
 typedef uint64_t ULONGLONG;
 typedef size_t SIZE_T;
-typedef void *HANDLE;
+typedef void *HANDLE, **LPHANDLE;
 typedef HANDLE HMODULE;
 typedef const char *LPCSTR;
 typedef intptr_t (*FARPROC)(void);

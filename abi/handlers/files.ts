@@ -18,6 +18,7 @@ const READ_RIGHTS = W.GENERIC_READ | W.GENERIC_ALL | FILE_READ_DATA;
 const WRITE_RIGHTS = W.GENERIC_WRITE | W.GENERIC_ALL | FILE_WRITE_DATA | FILE_APPEND_DATA;
 const DELETE_RIGHTS = W.DELETE | W.GENERIC_ALL;
 const MOVEFILE_DELAY_UNTIL_REBOOT = 0x4;
+const DUPLICATE_CLOSE_SOURCE = 0x1;
 
 /** WIN32_FIND_DATAW field offsets (x64 Windows). */
 const FIND = { attributes: 0, creation: 4, access: 12, write: 20, sizeHigh: 28, sizeLow: 32, name: 44 } as const;
@@ -93,6 +94,14 @@ function lockRange(a: Args): ByteRange {
 }
 
 export function fileHandlers(host: Host) {
+  /** CloseHandle of any handle; find handles close with FindClose and the heap never does, as on Windows. */
+  const closeHandle = (h: number) => {
+    if (host.sync.close(h)) return;
+    const kind = host.handles.kindOf(h);
+    if (kind === undefined || kind === "find" || kind === "heap") throw new Win32Error(E.ERROR_INVALID_HANDLE);
+    const o = host.handles.take(h);
+    if (o?.kind === "file") o.file.close();
+  };
   const file = (a: Args, name = "hFile") => {
     const f = host.handles.get(a[name] as number, "file");
     if (!f) throw new Win32Error(E.ERROR_INVALID_HANDLE);
@@ -191,14 +200,32 @@ export function fileHandlers(host: Host) {
       throw new Win32Error(E.ERROR_INVALID_HANDLE);
     },
     CloseHandle: (a) => {
-      const h = a.hObject as number;
-      if (host.sync.close(h)) return 1;
-      const kind = host.handles.kindOf(h);
-      // Find handles close with FindClose and the heap is never closed, as on Windows.
-      if (kind === undefined || kind === "find" || kind === "heap") throw new Win32Error(E.ERROR_INVALID_HANDLE);
-      const o = host.handles.take(h);
-      if (o?.kind === "file") o.file.close();
+      closeHandle(a.hObject as number);
       return 1;
+    },
+    PvxDuplicateHandle: (a) => {
+      const source = a.hSourceHandle as number, out = a.lpTargetHandle as Uint8Array | null;
+      try {
+        const kind = host.handles.kindOf(source);
+        if (host.sync.resolve(source)) {
+          throw new Win32Error(E.ERROR_NOT_SUPPORTED, "DuplicateHandle of an event, mutex, semaphore or thread");
+        }
+        if (kind !== "console" && kind !== "file") throw new Win32Error(E.ERROR_INVALID_HANDLE);
+        if (!out) return 1;
+        const twin = host.handles.duplicate(source);
+        if (twin === undefined) throw new Win32Error(E.ERROR_TOO_MANY_OPEN_FILES);
+        new DataView(out.buffer, out.byteOffset, 8).setBigUint64(0, BigInt(twin), true);
+        return 1;
+      } finally {
+        // Windows closes the source whatever became of the duplicate.
+        if ((a.dwOptions as number) & DUPLICATE_CLOSE_SOURCE) {
+          try {
+            closeHandle(source);
+          } catch (e) {
+            if (!(e instanceof Win32Error)) throw e;
+          }
+        }
+      }
     },
     SetFilePointerEx: (a) => {
       const f = file(a);

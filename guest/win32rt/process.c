@@ -156,6 +156,21 @@ EXPORT BOOL WINAPI TerminateProcess(HANDLE process, UINT code) {
   __builtin_unreachable();
 }
 
+/* Within this process only (pvx has no other), for console and file handles; a file's duplicate shares
+ * its position and locks, as on Windows. The duplicate keeps the source's access whatever is asked. The
+ * pseudo-handles and waitable objects cannot be duplicated yet: ERROR_NOT_SUPPORTED. */
+EXPORT BOOL WINAPI DuplicateHandle(HANDLE source_process, HANDLE source, HANDLE target_process, LPHANDLE target,
+                                   DWORD access, BOOL inherit, DWORD options) {
+  (void)access, (void)inherit;
+  BOOL here = source_process == PSEUDO_PROCESS && target_process == PSEUDO_PROCESS;
+  BOOL pseudo = source == PSEUDO_PROCESS || source == PSEUDO_THREAD;
+  if (here && !pseudo) return PvxDuplicateHandle(source, target, options);
+  /* Windows closes the source whatever becomes of the duplicate. */
+  if (source_process == PSEUDO_PROCESS && !pseudo && (options & DUPLICATE_CLOSE_SOURCE)) CloseHandle(source);
+  SetLastError(here ? ERROR_NOT_SUPPORTED : ERROR_INVALID_HANDLE);
+  return FALSE;
+}
+
 EXPORT DWORD WINAPI GetTickCount(void) { return (DWORD)GetTickCount64(); }
 
 static char *ansi_command_line;

@@ -26,6 +26,7 @@ DWORD WINAPI PvxGetEnvironmentBlock(DWORD size, LPWCH buffer);
 BOOL WINAPI PvxWaitOnAddress(volatile LONG *address, LONG compare, DWORD milliseconds);
 VOID WINAPI PvxWakeByAddress(volatile LONG *address);
 BOOL WINAPI PvxSetFileTime(HANDLE h, ULONGLONG access, ULONGLONG write);
+BOOL WINAPI PvxDuplicateHandle(HANDLE source, LPHANDLE target, DWORD options);
 
 static inline void *teb(void) {
   void *t;

@@ -29,6 +29,7 @@ export const notJudgedByWine = new Set(["file_attributes", "system_info"]);
 export const windowsOnly = new Set([
   "copy_file",
   "delay_load",
+  "duplicate_handle",
   "file_attributes",
   "file_info",
   "ntdll_format",
