@@ -660,7 +660,8 @@ export const calls = [
     ret: "BOOL",
     failure: FALSE,
     params: [h("hSourceHandle"), outStruct("lpTargetHandle", "LPHANDLE", 8, true), u32("dwOptions")],
-    doc: "DuplicateHandle within the app: a console or file handle's twin (a file's shares its position and locks).",
+    doc:
+      "DuplicateHandle within the app, of a console, file or waitable handle; a file's twin shares position and locks.",
   },
 ] as const satisfies readonly CallDef[];
 

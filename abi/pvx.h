@@ -791,7 +791,7 @@ static inline BOOL SetFileAttributesW(LPCWSTR lpFileName, DWORD dwFileAttributes
   return (BOOL)f[0];
 }
 
-/* DuplicateHandle within the app: a console or file handle's twin (a file's shares its position and locks). */
+/* DuplicateHandle within the app, of a console, file or waitable handle; a file's twin shares position and locks. */
 static inline BOOL PvxDuplicateHandle(HANDLE hSourceHandle, LPHANDLE lpTargetHandle, DWORD dwOptions) {
   PVX_USES("PvxDuplicateHandle");
   uint64_t f[4] = { 0, (uint64_t)(uintptr_t)(hSourceHandle), (uint64_t)(uintptr_t)(lpTargetHandle), (uint64_t)(dwOptions) };

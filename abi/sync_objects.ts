@@ -3,10 +3,12 @@
 // a waiting guest thread blocks its own host thread in Atomics.wait and costs
 // no CPU, and no other thread has to serve the wait.
 //
-// A sync handle names its slot (SYNC_HANDLE_BASE + 4 * slot), so a vCPU thread
-// resolves it without asking the thread that owns the handle table. A slot's
-// generation changes when it is closed, which is how a thread blocked on a
-// handle learns that another thread closed it.
+// A sync handle names its slot and which of the object's handles it is
+// (SYNC_HANDLE_BASE + 4 * (copy * MAX_SYNC_OBJECTS + slot)), so a vCPU thread
+// resolves it without asking the thread that owns the handle table. The object
+// made its first handle, DuplicateHandle the others; it is freed with its last
+// one. A slot's generation changes when it is freed, which is how a thread
+// blocked on it learns that another thread closed it.
 
 import { PlainState } from "./plain_state.ts";
 import { win32Constants, win32Errors } from "./win32.ts";
@@ -21,14 +23,19 @@ export const enum SyncKind {
 
 /** Objects an instance may hold open at once. */
 export const MAX_SYNC_OBJECTS = 4096;
+/** Handles one object may have at once: the one that made it and up to 15 duplicates. */
+const COPIES = 16;
 /** Sync handles sit above every handle the handle table hands out. */
 export const SYNC_HANDLE_BASE = 0x4000_0000;
 const BUCKETS = 256;
 
 // Header words.
 const LOCK = 0, EPOCH = 1, HEADER = 2;
-// Words of one object slot.
-const KIND = 0, GEN = 1, SIGNALED = 2, MANUAL = 3, OWNER = 4, COUNT = 5, ABANDONED = 6, EXIT_CODE = 7, SLOT = 8;
+// Words of one object slot; HANDLES has a bit for each of the object's open handles.
+const KIND = 0, GEN = 1, SIGNALED = 2, MANUAL = 3, OWNER = 4, COUNT = 5, ABANDONED = 6, EXIT_CODE = 7, HANDLES = 8;
+const SLOT = 9;
+/** Slots as snapshots before duplicate handles kept them: without HANDLES, a live object has its first handle. */
+const SLOT_BEFORE_HANDLES = 8;
 const OBJECTS = HEADER, ADDRESS_BUCKETS = OBJECTS + SLOT * MAX_SYNC_OBJECTS;
 export const SYNC_BYTES = 4 * (ADDRESS_BUCKETS + BUCKETS);
 
@@ -56,7 +63,10 @@ export interface WaitControl {
 
 /** The slots a snapshot keeps: every one that is in use or has been (its generation tells stale handles apart). */
 export interface SyncObjectsState {
-  /** [slot, the slot's eight words (kind, generation, signalled, manual, owner, count, abandoned, exit code)] */
+  /**
+   * [slot, the slot's nine words (kind, generation, signalled, manual, owner, count, abandoned, exit code, open
+   * handles)]; a snapshot from before DuplicateHandle has the first eight.
+   */
   slots: [number, number[]][];
 }
 
@@ -86,36 +96,57 @@ export class SyncObjects {
         if (kind === SyncKind.Semaphore) this.#w[at + OWNER] = init.maximum ?? 0;
         this.#w[at + ABANDONED] = 0;
         this.#w[at + EXIT_CODE] = STILL_ACTIVE;
-        return SYNC_HANDLE_BASE + 4 * slot;
+        this.#w[at + HANDLES] = 1;
+        return syncHandle(slot, 0);
       }
       return undefined;
     });
   }
 
-  #isSyncHandle(handle: number): boolean {
-    return handle >= SYNC_HANDLE_BASE && handle < SYNC_HANDLE_BASE + 4 * MAX_SYNC_OBJECTS;
-  }
-
   /** The live object `handle` names (tag bits ignored, as Windows does), if it is of one of `kinds`. */
   resolve(handle: number, ...kinds: SyncKind[]): SyncRef | undefined {
-    if (!this.#isSyncHandle(handle)) return undefined;
-    const slot = (handle - SYNC_HANDLE_BASE) >>> 2;
-    const at = OBJECTS + SLOT * slot;
+    const named = handleParts(handle);
+    if (!named) return undefined;
+    const at = OBJECTS + SLOT * named.slot;
     const kind = Atomics.load(this.#w, at + KIND);
     if (kind === SyncKind.Free || (kinds.length && !kinds.includes(kind))) return undefined;
-    return { slot, gen: Atomics.load(this.#w, at + GEN) };
+    if (!(Atomics.load(this.#w, at + HANDLES) & (1 << named.copy))) return undefined;
+    return { slot: named.slot, gen: Atomics.load(this.#w, at + GEN) };
   }
 
-  /** Frees the object; threads waiting on it wake and fail with ERROR_INVALID_HANDLE. */
+  /**
+   * Closes the handle; with the object's last, frees the object, and threads waiting on it wake and fail with
+   * ERROR_INVALID_HANDLE. While another handle stays open, a wait through this one goes on, as on Windows.
+   */
   close(handle: number): boolean {
-    const ref = this.resolve(handle);
-    if (!ref) return false;
-    this.#change(() => {
-      const at = this.#at(ref);
-      this.#w[at + KIND] = SyncKind.Free;
-      this.#w[at + GEN]++;
+    const named = handleParts(handle);
+    if (!named || !this.resolve(handle)) return false;
+    return this.#change(() => {
+      const at = OBJECTS + SLOT * named.slot, bit = 1 << named.copy;
+      if (this.#w[at + KIND] === SyncKind.Free || !(this.#w[at + HANDLES] & bit)) return false;
+      this.#w[at + HANDLES] &= ~bit;
+      if (this.#w[at + HANDLES] === 0) {
+        this.#w[at + KIND] = SyncKind.Free;
+        this.#w[at + GEN]++;
+      }
+      return true;
     });
-    return true;
+  }
+
+  /** DuplicateHandle: another handle to the object `handle` names, or undefined when it has all it may have. */
+  duplicate(handle: number): number | undefined {
+    const named = handleParts(handle);
+    if (!named || !this.resolve(handle)) return undefined;
+    return this.#locked(() => {
+      const at = OBJECTS + SLOT * named.slot, open = this.#w[at + HANDLES];
+      if (this.#w[at + KIND] === SyncKind.Free || !(open & (1 << named.copy))) return undefined;
+      for (let copy = 0; copy < COPIES; copy++) {
+        if (open & (1 << copy)) continue;
+        this.#w[at + HANDLES] = open | (1 << copy);
+        return syncHandle(named.slot, copy);
+      }
+      return undefined;
+    });
   }
 
   setEvent(ref: SyncRef, signaled: boolean): boolean {
@@ -247,11 +278,21 @@ export class SyncObjects {
     state.list(state.record(saved, "").slots, "slots").forEach((entry, i) => {
       const [s, w] = state.list(entry, `slots[${i}]`, 2);
       const slot = state.integer(s, `slots[${i}] slot`, 0, MAX_SYNC_OBJECTS - 1);
-      const words = state.list(w, `slot ${slot}`, SLOT).map((word, j) =>
-        state.integer(word, `slot ${slot}[${j}]`, -(2 ** 31), 2 ** 31 - 1)
-      );
+      const saved = state.list(w, `slot ${slot}`);
+      if (saved.length !== SLOT && saved.length !== SLOT_BEFORE_HANDLES) {
+        state.fail(
+          `slot ${slot}`,
+          `has ${saved.length} words, not ${SLOT} (or ${SLOT_BEFORE_HANDLES} before DuplicateHandle)`,
+        );
+      }
+      const words = saved.map((word, j) => state.integer(word, `slot ${slot}[${j}]`, -(2 ** 31), 2 ** 31 - 1));
       if (words[KIND] < SyncKind.Free || words[KIND] > SyncKind.Semaphore) {
         state.fail(`slot ${slot}`, "is of no known kind");
+      }
+      if (words.length === SLOT_BEFORE_HANDLES) words.push(words[KIND] === SyncKind.Free ? 0 : 1);
+      const open = words[HANDLES];
+      if (open < 0 || open >= 1 << COPIES || (open === 0) !== (words[KIND] === SyncKind.Free)) {
+        state.fail(`slot ${slot}`, `open handles ${open} do not fit an object of kind ${words[KIND]}`);
       }
       this.#w.set(words, OBJECTS + SLOT * slot);
     });
@@ -340,4 +381,15 @@ export class SyncObjects {
       if (Atomics.exchange(this.#w, LOCK, 0) === 2) Atomics.notify(this.#w, LOCK, 1);
     }
   }
+}
+
+function syncHandle(slot: number, copy: number): number {
+  return SYNC_HANDLE_BASE + 4 * (copy * MAX_SYNC_OBJECTS + slot);
+}
+
+/** Which slot, and which of its object's handles, a sync handle names (tag bits ignored); undefined for others. */
+function handleParts(handle: number): { slot: number; copy: number } | undefined {
+  if (handle < SYNC_HANDLE_BASE || handle >= syncHandle(0, COPIES)) return undefined;
+  const index = (handle - SYNC_HANDLE_BASE) >>> 2;
+  return { slot: index % MAX_SYNC_OBJECTS, copy: Math.floor(index / MAX_SYNC_OBJECTS) };
 }

@@ -206,14 +206,16 @@ export function fileHandlers(host: Host) {
     PvxDuplicateHandle: (a) => {
       const source = a.hSourceHandle as number, out = a.lpTargetHandle as Uint8Array | null;
       try {
-        const kind = host.handles.kindOf(source);
-        if (host.sync.resolve(source)) {
-          throw new Win32Error(E.ERROR_NOT_SUPPORTED, "DuplicateHandle of an event, mutex, semaphore or thread");
-        }
-        if (kind !== "console" && kind !== "file") throw new Win32Error(E.ERROR_INVALID_HANDLE);
+        const waitable = host.sync.resolve(source) !== undefined, kind = host.handles.kindOf(source);
+        if (!waitable && kind !== "console" && kind !== "file") throw new Win32Error(E.ERROR_INVALID_HANDLE);
         if (!out) return 1;
-        const twin = host.handles.duplicate(source);
-        if (twin === undefined) throw new Win32Error(E.ERROR_TOO_MANY_OPEN_FILES);
+        const twin = waitable ? host.sync.duplicate(source) : host.handles.duplicate(source);
+        if (twin === undefined) {
+          throw new Win32Error(
+            waitable ? E.ERROR_NOT_ENOUGH_MEMORY : E.ERROR_TOO_MANY_OPEN_FILES,
+            waitable ? "the object has all the handles it may have" : "the handle table is full",
+          );
+        }
         new DataView(out.buffer, out.byteOffset, 8).setBigUint64(0, BigInt(twin), true);
         return 1;
       } finally {

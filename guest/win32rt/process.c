@@ -156,9 +156,9 @@ EXPORT BOOL WINAPI TerminateProcess(HANDLE process, UINT code) {
   __builtin_unreachable();
 }
 
-/* Within this process only (pvx has no other), for console and file handles; a file's duplicate shares
- * its position and locks, as on Windows. The duplicate keeps the source's access whatever is asked. The
- * pseudo-handles and waitable objects cannot be duplicated yet: ERROR_NOT_SUPPORTED. */
+/* Within this process only (pvx has no other), for console, file and waitable handles; a file's duplicate
+ * shares its position and locks, as on Windows. The duplicate keeps the source's access whatever is asked.
+ * The pseudo-handles cannot be duplicated yet: ERROR_NOT_SUPPORTED. */
 EXPORT BOOL WINAPI DuplicateHandle(HANDLE source_process, HANDLE source, HANDLE target_process, LPHANDLE target,
                                    DWORD access, BOOL inherit, DWORD options) {
   (void)access, (void)inherit;

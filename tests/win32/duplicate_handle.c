@@ -1,8 +1,14 @@
 /* DuplicateHandle within the process: a console handle's duplicate writes where it does and outlives
  * it; a file's duplicate shares its position, its locks and its file, which stays open until the last
- * handle closes; DUPLICATE_CLOSE_SOURCE closes the source even when the duplicate fails; and the
- * handles it refuses. */
+ * handle closes; an event's, a mutex's, a semaphore's and a thread's duplicates name the same object,
+ * which outlives the handle that made it; DUPLICATE_CLOSE_SOURCE closes the source even when the
+ * duplicate fails; and the handles it refuses. */
 #include "common.h"
+
+static DWORD WINAPI exit_with_7(LPVOID param) {
+  (void)param;
+  return 7;
+}
 
 static HANDLE self(void) { return GetCurrentProcess(); }
 
@@ -58,6 +64,40 @@ int main(void) {
 
   g = duplicate("duplicate, closing the source", f, DUPLICATE_SAME_ACCESS | DUPLICATE_CLOSE_SOURCE);
   result("close the duplicate", CloseHandle(g));
+
+  HANDLE event = CreateEventW(NULL, TRUE, FALSE, NULL);
+  HANDLE event_twin = duplicate("duplicate an event", event, DUPLICATE_SAME_ACCESS);
+  result("set it through the duplicate", SetEvent(event_twin));
+  value("wait through the source", WaitForSingleObject(event, 0));
+  result("close the source", CloseHandle(event));
+  result("reset it through the duplicate", ResetEvent(event_twin));
+  value("wait through the duplicate", WaitForSingleObject(event_twin, 0));
+  result("close the duplicate", CloseHandle(event_twin));
+  result("close it again", CloseHandle(event_twin));
+
+  HANDLE mutex = CreateMutexW(NULL, TRUE, NULL);
+  HANDLE mutex_twin = duplicate("duplicate an owned mutex", mutex, DUPLICATE_SAME_ACCESS);
+  result("release it through the duplicate", ReleaseMutex(mutex_twin));
+  result("release it again through the source", ReleaseMutex(mutex));
+  CloseHandle(mutex);
+  CloseHandle(mutex_twin);
+
+  HANDLE semaphore = CreateSemaphoreW(NULL, 0, 2, NULL);
+  HANDLE semaphore_twin = duplicate("duplicate a semaphore", semaphore, DUPLICATE_SAME_ACCESS | DUPLICATE_CLOSE_SOURCE);
+  LONG previous = -1;
+  result("release 2 through the duplicate", ReleaseSemaphore(semaphore_twin, 2, &previous));
+  value("its count before", previous);
+  value("wait through the duplicate", WaitForSingleObject(semaphore_twin, 0));
+  CloseHandle(semaphore_twin);
+
+  HANDLE thread = CreateThread(NULL, 0, exit_with_7, NULL, 0, NULL);
+  HANDLE thread_twin = duplicate("duplicate a thread", thread, DUPLICATE_SAME_ACCESS);
+  result("close the thread's first handle", CloseHandle(thread));
+  value("wait for it through the duplicate", WaitForSingleObject(thread_twin, INFINITE));
+  DWORD code = 0;
+  result("its exit code through the duplicate", GetExitCodeThread(thread_twin, &code));
+  value("exit code", code);
+  CloseHandle(thread_twin);
 
   f = CreateFileW(L"shared.txt", GENERIC_READ, 0, NULL, OPEN_EXISTING, 0, NULL);
   HANDLE none = NULL;
