@@ -5,9 +5,9 @@
 //
 // A sync handle names its slot and which of the object's handles it is
 // (SYNC_HANDLE_BASE + 4 * (copy * MAX_SYNC_OBJECTS + slot)), so a vCPU thread
-// resolves it without asking the thread that owns the handle table. The object
-// made its first handle, DuplicateHandle the others; it is freed with its last
-// one. A slot's generation changes when it is freed, which is how a thread
+// resolves it without asking the thread that owns the handle table. The call
+// that made an object gave it its first handle, DuplicateHandle the others; it
+// is freed with its last one. A slot's generation changes when it is freed, which is how a thread
 // blocked on it learns that another thread closed it.
 
 import { PlainState } from "./plain_state.ts";
@@ -278,14 +278,14 @@ export class SyncObjects {
     state.list(state.record(saved, "").slots, "slots").forEach((entry, i) => {
       const [s, w] = state.list(entry, `slots[${i}]`, 2);
       const slot = state.integer(s, `slots[${i}] slot`, 0, MAX_SYNC_OBJECTS - 1);
-      const saved = state.list(w, `slot ${slot}`);
-      if (saved.length !== SLOT && saved.length !== SLOT_BEFORE_HANDLES) {
+      const kept = state.list(w, `slot ${slot}`);
+      if (kept.length !== SLOT && kept.length !== SLOT_BEFORE_HANDLES) {
         state.fail(
           `slot ${slot}`,
-          `has ${saved.length} words, not ${SLOT} (or ${SLOT_BEFORE_HANDLES} before DuplicateHandle)`,
+          `has ${kept.length} words, not ${SLOT} (or ${SLOT_BEFORE_HANDLES} before DuplicateHandle)`,
         );
       }
-      const words = saved.map((word, j) => state.integer(word, `slot ${slot}[${j}]`, -(2 ** 31), 2 ** 31 - 1));
+      const words = kept.map((word, j) => state.integer(word, `slot ${slot}[${j}]`, -(2 ** 31), 2 ** 31 - 1));
       if (words[KIND] < SyncKind.Free || words[KIND] > SyncKind.Semaphore) {
         state.fail(`slot ${slot}`, "is of no known kind");
       }

@@ -1,5 +1,6 @@
 // File and directory calls over the instance's sandboxed virtual drive
-// (abi/fileview.ts). Handles carry their own file pointer, as on Windows.
+// (abi/fileview.ts). Each CreateFileW gives a handle its own file pointer, as on Windows; a duplicate
+// (DuplicateHandle) shares its source's.
 
 import type { Args, Handler, OutU32 } from "../dispatch.ts";
 import { Win32Error } from "../call_errors.ts";
