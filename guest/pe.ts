@@ -1,13 +1,40 @@
-// PE32+ (x86-64 Windows) parsing and loading for console executables and
-// DLLs. The file comes from the user, so every header field and every
+// PE32+ (x86-64 Windows) parsing, for console executables and DLLs; loading
+// them is guest/pe_loader.ts's. The file comes from the user, so every header field and every
 // structure reached through a data directory is checked before it is trusted:
 // a corrupt image ends in a PeError naming the file offset of the offending
 // field, never in a RangeError from deep inside or in writes outside the image.
 
 import { BinaryReader as Reader } from "./binary_reader.ts";
-import { appBase, MiB, PAGE, pageDown } from "../abi/memory_map.ts";
-import type { PageTables } from "./paging.ts";
-import type { Protection } from "../abi/address_space.ts";
+import { MiB, PAGE } from "../abi/memory_map.ts";
+import {
+  COFF,
+  DIRECTORY,
+  DOS,
+  EXPORT_DIRECTORY,
+  IMAGE_DLLCHARACTERISTICS_DYNAMIC_BASE,
+  IMAGE_FILE_DLL,
+  IMAGE_FILE_EXECUTABLE_IMAGE,
+  IMAGE_FILE_MACHINE_AMD64,
+  IMAGE_FILE_MACHINE_I386,
+  IMAGE_FILE_RELOCS_STRIPPED,
+  IMAGE_REL_BASED_ABSOLUTE,
+  IMAGE_REL_BASED_DIR64,
+  IMAGE_SCN_MEM_EXECUTE,
+  IMAGE_SCN_MEM_READ,
+  IMAGE_SCN_MEM_WRITE,
+  IMAGE_SYM_CLASS_EXTERNAL,
+  IMAGE_SYM_CLASS_STATIC,
+  IMAGE_SYM_DTYPE_FUNCTION,
+  IMPORT_DESCRIPTOR,
+  OPT,
+  PE32_MAGIC,
+  PE32_PLUS_MAGIC,
+  SEC,
+  SUBSYSTEM_WINDOWS_CUI,
+  SUBSYSTEM_WINDOWS_GUI,
+  SYM,
+  TLS_DIRECTORY,
+} from "./pe_format.ts";
 
 export class PeError extends Error {
   constructor(readonly file: string, readonly offset: number, readonly reason: string) {
@@ -100,61 +127,6 @@ export interface PeImage {
   /** External symbols and static functions from the COFF symbol table (empty when stripped), sorted by rva. */
   symbols: PeSymbol[];
 }
-
-const IMAGE_FILE_MACHINE_AMD64 = 0x8664;
-const IMAGE_FILE_MACHINE_I386 = 0x14c;
-const PE32_MAGIC = 0x10b, PE32_PLUS_MAGIC = 0x20b;
-const IMAGE_FILE_RELOCS_STRIPPED = 0x1, IMAGE_FILE_EXECUTABLE_IMAGE = 0x2, IMAGE_FILE_DLL = 0x2000;
-const IMAGE_DLLCHARACTERISTICS_DYNAMIC_BASE = 0x40;
-const SUBSYSTEM_WINDOWS_GUI = 2, SUBSYSTEM_WINDOWS_CUI = 3;
-const IMAGE_SCN_MEM_EXECUTE = 0x2000_0000, IMAGE_SCN_MEM_READ = 0x4000_0000, IMAGE_SCN_MEM_WRITE = 0x8000_0000;
-const IMAGE_REL_BASED_ABSOLUTE = 0, IMAGE_REL_BASED_DIR64 = 10;
-const IMAGE_SYM_CLASS_EXTERNAL = 2, IMAGE_SYM_CLASS_STATIC = 3;
-const IMAGE_SYM_DTYPE_FUNCTION = 0x20;
-
-/** Field offsets in the DOS header, the COFF file header and the PE32+ optional header. */
-const DOS = { magic: 0, lfanew: 0x3c, size: 64 } as const;
-const COFF = {
-  machine: 0,
-  numberOfSections: 2,
-  pointerToSymbolTable: 8,
-  numberOfSymbols: 12,
-  sizeOfOptionalHeader: 16,
-  characteristics: 18,
-  size: 20,
-} as const;
-const OPT = {
-  magic: 0,
-  entry: 16,
-  imageBase: 24,
-  sectionAlignment: 32,
-  fileAlignment: 36,
-  sizeOfImage: 56,
-  sizeOfHeaders: 60,
-  subsystem: 68,
-  dllCharacteristics: 70,
-  stackReserve: 72,
-  stackCommit: 80,
-  heapReserve: 88,
-  heapCommit: 96,
-  numberOfRvaAndSizes: 108,
-  dataDirectories: 112,
-} as const;
-const SEC = { virtualSize: 8, rva: 12, rawSize: 16, rawOffset: 20, characteristics: 36, size: 40 } as const;
-const SYM = { value: 8, section: 12, type: 14, storageClass: 16, auxCount: 17, size: 18 } as const;
-const IMPORT_DESCRIPTOR = { lookupTable: 0, name: 12, addressTable: 16, size: 20 } as const;
-const EXPORT_DIRECTORY = {
-  name: 12,
-  ordinalBase: 16,
-  functionCount: 20,
-  nameCount: 24,
-  addressTable: 28,
-  namePointers: 32,
-  ordinalTable: 36,
-  size: 40,
-} as const;
-const TLS_DIRECTORY = { start: 0, end: 8, index: 16, callbacks: 24, zeroFill: 32, size: 40 } as const;
-const DIRECTORY = { export: 0, import: 1, exception: 3, baseRelocation: 5, tls: 9, count: 16, entrySize: 8 } as const;
 
 // Real images stay far below these; anything bigger is a corrupt count,
 // refused before it drives an allocation or a long walk.
@@ -259,80 +231,6 @@ export function parsePe(bytes: Uint8Array, file: string): PeImage {
     ...(exceptionDirectory && { functionTable: { rva: exceptionDirectory.rva, size: exceptionDirectory.size } }),
     symbols: readSymbols(r, h, sections, strings),
   };
-}
-
-/** Where writePe's image lies: its code, and the import address table, one 8-byte slot per import in order. */
-export const writtenPe = { imageBase: appBase, code: appBase + 0x1000, iat: appBase + 0x2000 } as const;
-
-/**
- * The smallest console executable: a .text of `code` (at most 512 bytes), entered at its first byte, and an .idata
- * importing `imports` by name from `dll`. For guests pvx makes itself; it loads only at its ImageBase, where pvx
- * loads an exe.
- */
-export function writePe(code: Uint8Array, dll: string, imports: string[]): Uint8Array {
-  const FILE_ALIGNMENT = 0x200, headersSize = FILE_ALIGNMENT, text = 0x1000, idata = 0x2000;
-  const bytes = new Uint8Array(headersSize + 2 * FILE_ALIGNMENT);
-  const v = new DataView(bytes.buffer);
-  const ascii = (at: number, text: string) => bytes.set(new TextEncoder().encode(text), at);
-  if (code.length > FILE_ALIGNMENT) throw new RangeError(`writePe: ${code.length} bytes of code exceed 512`);
-
-  // .idata: the IAT first, at a place that does not move, then the lookup table, descriptors and names.
-  const slots = 8 * (imports.length + 1);
-  const lookup = idata + slots, descriptors = lookup + slots, dllName = descriptors + 2 * IMPORT_DESCRIPTOR.size;
-  let hints = dllName + dll.length + 1 + 1 & ~1;
-  const raw = (rva: number) => headersSize + FILE_ALIGNMENT + rva - idata;
-  for (const [i, name] of imports.entries()) {
-    v.setBigUint64(raw(idata + 8 * i), BigInt(hints), true);
-    v.setBigUint64(raw(lookup + 8 * i), BigInt(hints), true);
-    ascii(raw(hints) + 2, name); // after its 2-byte hint, 0
-    hints += 2 + name.length + 1 + 1 & ~1;
-  }
-  if (raw(hints) > bytes.length) throw new RangeError("writePe: the import names exceed 512 bytes");
-  v.setUint32(raw(descriptors) + IMPORT_DESCRIPTOR.lookupTable, lookup, true);
-  v.setUint32(raw(descriptors) + IMPORT_DESCRIPTOR.name, dllName, true);
-  v.setUint32(raw(descriptors) + IMPORT_DESCRIPTOR.addressTable, idata, true);
-  ascii(raw(dllName), dll);
-
-  v.setUint16(DOS.magic, 0x5a4d, true);
-  v.setUint32(DOS.lfanew, DOS.size, true);
-  v.setUint32(DOS.size, 0x4550, true);
-  const coff = DOS.size + 4, optional = coff + COFF.size;
-  const optionalSize = OPT.dataDirectories + DIRECTORY.count * DIRECTORY.entrySize;
-  v.setUint16(coff + COFF.machine, IMAGE_FILE_MACHINE_AMD64, true);
-  v.setUint16(coff + COFF.numberOfSections, 2, true);
-  v.setUint16(coff + COFF.sizeOfOptionalHeader, optionalSize, true);
-  v.setUint16(coff + COFF.characteristics, IMAGE_FILE_RELOCS_STRIPPED | IMAGE_FILE_EXECUTABLE_IMAGE, true);
-  v.setUint16(optional + OPT.magic, PE32_PLUS_MAGIC, true);
-  v.setUint32(optional + OPT.entry, text, true);
-  v.setBigUint64(optional + OPT.imageBase, BigInt(writtenPe.imageBase), true);
-  v.setUint32(optional + OPT.sectionAlignment, PAGE, true);
-  v.setUint32(optional + OPT.fileAlignment, FILE_ALIGNMENT, true);
-  v.setUint32(optional + OPT.sizeOfImage, idata + PAGE, true);
-  v.setUint32(optional + OPT.sizeOfHeaders, headersSize, true);
-  v.setUint16(optional + OPT.subsystem, SUBSYSTEM_WINDOWS_CUI, true);
-  v.setBigUint64(optional + OPT.stackReserve, BigInt(MiB), true);
-  v.setBigUint64(optional + OPT.stackCommit, BigInt(PAGE), true);
-  v.setBigUint64(optional + OPT.heapReserve, BigInt(MiB), true);
-  v.setBigUint64(optional + OPT.heapCommit, BigInt(PAGE), true);
-  v.setUint32(optional + OPT.numberOfRvaAndSizes, DIRECTORY.count, true);
-  const importDirectory = optional + OPT.dataDirectories + DIRECTORY.import * DIRECTORY.entrySize;
-  v.setUint32(importDirectory, descriptors, true);
-  v.setUint32(importDirectory + 4, 2 * IMPORT_DESCRIPTOR.size, true);
-  const sections = [
-    { name: ".text", rva: text, flags: IMAGE_SCN_MEM_READ | IMAGE_SCN_MEM_EXECUTE },
-    { name: ".idata", rva: idata, flags: IMAGE_SCN_MEM_READ | IMAGE_SCN_MEM_WRITE },
-  ];
-  for (const [i, section] of sections.entries()) {
-    const at = optional + optionalSize + i * SEC.size;
-    ascii(at, section.name);
-    v.setUint32(at + SEC.virtualSize, FILE_ALIGNMENT, true);
-    v.setUint32(at + SEC.rva, section.rva, true);
-    v.setUint32(at + SEC.rawSize, FILE_ALIGNMENT, true);
-    v.setUint32(at + SEC.rawOffset, headersSize + i * FILE_ALIGNMENT, true);
-    v.setUint32(at + SEC.characteristics, section.flags, true);
-  }
-  bytes.set(code, headersSize);
-  return bytes;
 }
 
 function readHeaders(r: Reader): Headers {
@@ -879,132 +777,4 @@ function symbolName(r: Reader, at: number, strings: StringTable, index: number):
   // A name of up to 8 bytes is stored inline; longer ones are a zero word and a string table offset.
   if (r.u32(at) === 0) return stringTableEntry(r, strings, r.u32(at + 4), at + 4, `symbol ${index} name`);
   return inlineName(r, at);
-}
-
-/**
- * Copies headers and sections to [base, base+sizeOfImage) in guest memory,
- * zero-fills the rest, applies base relocations when base differs from the
- * preferred ImageBase, and maps headers read-only and each section's pages
- * with its protections. Throws PeError if the image does not fit in
- * [appBase, limit) or cannot move to `base`. `bytes` must be the file `image`
- * was parsed from.
- */
-export function loadPe(
-  image: PeImage,
-  bytes: Uint8Array,
-  guestRam: Uint8Array,
-  pageTables: PageTables,
-  base: number,
-  limit: number,
-): void {
-  if (limit > guestRam.length) {
-    throw new RangeError(`loadPe: limit ${hex(limit)} lies beyond the ${hex(guestRam.length)}-byte guest RAM`);
-  }
-  if (base % PAGE !== 0) throw new RangeError(`loadPe: base ${hex(base)} is not page aligned`);
-  // Errors name the header field that decides; PeImage keeps values, not where they were read from.
-  const lfanew = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength).getUint32(DOS.lfanew, true);
-  const coff = lfanew + 4, optional = coff + COFF.size;
-  const end = base + image.sizeOfImage;
-  if (base < appBase || end > limit) {
-    throw new PeError(
-      image.file,
-      optional + OPT.sizeOfImage,
-      `image [${hex(base)}, ${hex(end)}) does not fit in the app region [${hex(appBase)}, ${hex(limit)})`,
-    );
-  }
-  if (base !== image.imageBase && image.relocationsStripped) {
-    throw new PeError(
-      image.file,
-      coff + COFF.characteristics,
-      `relocations are stripped (IMAGE_FILE_RELOCS_STRIPPED): the image loads only at its ImageBase ` +
-        `${hex(image.imageBase)}, not at ${hex(base)}`,
-    );
-  }
-  // Zeroing the whole span first covers each section's tail beyond its file
-  // data and the alignment gaps between sections in one pass.
-  guestRam.fill(0, base, end);
-  guestRam.set(bytes.subarray(0, image.sizeOfHeaders), base);
-  for (const s of image.sections) guestRam.set(bytes.subarray(s.rawOffset, s.rawOffset + s.rawSize), base + s.rva);
-  if (base !== image.imageBase) relocate(image, guestRam, base);
-  for (const [page, protection] of pageProtections(image, base)) pageTables.map(page, PAGE, protection);
-}
-
-function relocate(image: PeImage, guestRam: Uint8Array, base: number): void {
-  const view = new DataView(guestRam.buffer, guestRam.byteOffset, guestRam.byteLength);
-  const delta = BigInt(base) - BigInt(image.imageBase);
-  for (const { rva, type } of image.relocations) {
-    if (type !== IMAGE_REL_BASED_DIR64) continue;
-    const at = base + rva;
-    view.setBigUint64(at, BigInt.asUintN(64, view.getBigUint64(at, true) + delta), true);
-  }
-}
-
-/**
- * x86 has no execute-or-write-only pages, so a section without
- * IMAGE_SCN_MEM_READ is still readable. With SectionAlignment below the page
- * size, sections (and the headers) can share a page, which then gets the union
- * of their permissions since a page carries only one.
- */
-function pageProtections(image: PeImage, base: number): Map<number, Protection> {
-  const pages = new Map<number, Protection>();
-  const regions = [{ rva: 0, virtualSize: image.sizeOfHeaders, write: false, exec: false }, ...image.sections];
-  for (const region of regions) {
-    const start = base + region.rva, end = start + region.virtualSize;
-    for (let page = pageDown(start); page < end; page += PAGE) {
-      const other = pages.get(page);
-      pages.set(page, { write: region.write || (other?.write ?? false), exec: region.exec || (other?.exec ?? false) });
-    }
-  }
-  return pages;
-}
-
-/**
- * Writes each import's resolved guest address into its IAT slot. The IAT may
- * sit in a read-only section (MSVC puts it in .rdata), so this writes guest
- * RAM directly rather than through the guest's page tables.
- */
-export function bindImports(
-  image: PeImage,
-  guestRam: Uint8Array,
-  base: number,
-  resolve: (imp: PeImport) => number,
-): void {
-  if (base + image.sizeOfImage > guestRam.length) {
-    throw new RangeError(
-      `bindImports: image at ${hex(base)} extends beyond the ${hex(guestRam.length)}-byte guest RAM`,
-    );
-  }
-  const view = new DataView(guestRam.buffer, guestRam.byteOffset, guestRam.byteLength);
-  for (const imp of image.imports) {
-    const address = resolve(imp);
-    if (!Number.isSafeInteger(address) || address < 0) {
-      throw new RangeError(`bindImports: ${imp.dll}!${imp.name ?? `#${imp.ordinal}`} resolved to ${address}`);
-    }
-    view.setBigUint64(base + imp.iatRva, BigInt(address), true);
-  }
-}
-
-/**
- * The symbol an address belongs to, for fault reports. COFF symbols carry no
- * size, so the closest preceding symbol only counts if it is in the same
- * section as the address: a fault in .data is not blamed on the last function.
- */
-export function nearestPeSymbol(
-  image: PeImage,
-  base: number,
-  address: number,
-): { name: string; offset: number } | undefined {
-  const rva = address - base;
-  const section = image.sections.find((s) => rva >= s.rva && rva < s.rva + s.virtualSize);
-  if (!section) return undefined;
-  const { symbols } = image;
-  let lo = 0, hi = symbols.length;
-  while (lo < hi) {
-    const mid = (lo + hi) >>> 1;
-    if (symbols[mid].rva <= rva) lo = mid + 1;
-    else hi = mid;
-  }
-  const symbol = symbols[lo - 1];
-  if (!symbol || symbol.rva < section.rva) return undefined;
-  return { name: symbol.name, offset: rva - symbol.rva };
 }

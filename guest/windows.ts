@@ -6,7 +6,8 @@
 // DLLs the app loads by name at run time are loaded at boot too.
 
 import { Reg } from "./x86.ts";
-import { bindImports, loadPe, nearestPeSymbol, parsePe, type PeImage, type PeImport } from "./pe.ts";
+import { parsePe, type PeImage, type PeImport } from "./pe.ts";
+import { bindImports, loadPe, nearestPeSymbol } from "./pe_loader.ts";
 import type { PageTables } from "./paging.ts";
 import { appBase, PAGE, pebBase, thunksBase, thunksSize } from "../abi/memory_map.ts";
 import { type CallDef, calls, callsByName } from "../abi/calls.ts";

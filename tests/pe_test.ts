@@ -4,18 +4,9 @@
 
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import {
-  bindImports,
-  loadPe,
-  nearestPeSymbol,
-  parsePe,
-  PeError,
-  type PeExport,
-  type PeImage,
-  type PeImport,
-  writePe,
-  writtenPe,
-} from "../guest/pe.ts";
+import { parsePe, PeError, type PeExport, type PeImage, type PeImport } from "../guest/pe.ts";
+import { writePe, writtenPe } from "../guest/pe_writer.ts";
+import { bindImports, loadPe, nearestPeSymbol } from "../guest/pe_loader.ts";
 import { appBase, MiB, PAGE } from "../abi/memory_map.ts";
 import { PageTables } from "../guest/paging.ts";
 import { fuzzRuns } from "./support/fuzz.ts";

@@ -16,7 +16,7 @@ import { kvmAccess } from "../hv/kvm_access.ts";
 import { EINTR, lastErrno, libc, stdinReady } from "../ffi/libc.ts";
 import type { WarmJob } from "../hv/warm_processes.ts";
 import { codeAddress, writeElf } from "../guest/elf.ts";
-import { writePe, writtenPe } from "../guest/pe.ts";
+import { writePe, writtenPe } from "../guest/pe_writer.ts";
 import { MiB, minMemory } from "../abi/memory_map.ts";
 import { Asm, Reg } from "../guest/x86.ts";
 import { DOORBELL_BASE } from "../abi/doorbell.ts";
