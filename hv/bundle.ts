@@ -5,7 +5,7 @@
 // to trust a length or offset that nothing else checks.
 
 import { describeValue } from "./describe_value.ts";
-import { manifestJson } from "./manifest_json.ts";
+import { manifestFields, manifestJson } from "./manifest_json.ts";
 import { maxMemory, MiB, minMemory } from "../abi/memory_map.ts";
 import { writeBytesAtomically } from "./atomic_file.ts";
 import { SPECIAL_CALL_POLICIES, type SpecialCallPolicy } from "../abi/special_calls.ts";
@@ -135,38 +135,12 @@ export function validateManifest(value: unknown, file: string): Manifest {
     throw new BundleError(file, HEADER_SIZE, `${field}: ${problem}`);
   };
 
-  const record = (value: unknown, field: string, keys: string[]): Record<string, unknown> => {
-    if (typeof value !== "object" || value === null || Array.isArray(value)) {
-      return fail(field, `must be an object, got ${describeValue(value)}`);
-    }
-    const fields = value as Record<string, unknown>;
-    for (const key of Object.keys(fields)) {
-      if (!keys.includes(key)) fail(field, `unknown field ${JSON.stringify(key)}`);
-    }
-    for (const key of keys) {
-      if (!Object.hasOwn(fields, key)) fail(`${field}.${key}`, "missing");
-    }
-    return fields;
-  };
-
+  const { record, integer, array, ...shapes } = manifestFields(fail);
   const string = (value: unknown, field: string): string => {
-    if (typeof value !== "string") return fail(field, `must be a string, got ${describeValue(value)}`);
+    const s = shapes.string(value, field);
     // A lone surrogate has no UTF-8 form: the guest would see U+FFFD instead of what the manifest says.
-    if (!value.isWellFormed()) fail(field, `${describeValue(value)} contains a lone UTF-16 surrogate`);
-    return value;
-  };
-
-  const integer = (value: unknown, field: string, min: number, max: number): number => {
-    if (typeof value !== "number" || !Number.isInteger(value) || value < min || value > max) {
-      fail(field, `must be an integer in ${min}..${max}, got ${describeValue(value)}`);
-    }
-    // JSON may spell zero "-0"; adding 0 turns it into plain 0, so a manifest equals its own JSON round trip.
-    return (value as number) + 0;
-  };
-
-  const array = (value: unknown, field: string): unknown[] => {
-    if (!Array.isArray(value)) return fail(field, `must be an array, got ${describeValue(value)}`);
-    return value;
+    if (!s.isWellFormed()) fail(field, `${describeValue(s)} contains a lone UTF-16 surrogate`);
+    return s;
   };
 
   const path = (value: unknown, field: string): string => {
@@ -185,10 +159,7 @@ export function validateManifest(value: unknown, file: string): Manifest {
     return p;
   };
 
-  if (typeof value !== "object" || value === null || Array.isArray(value)) {
-    fail("manifest", `must be an object, got ${describeValue(value)}`);
-  }
-  const format = (value as { format?: unknown }).format;
+  const format = shapes.object(value, "manifest").format;
   if (format !== FORMAT_VERSION && format !== OLDEST_READABLE_VERSION) {
     fail("manifest.format", `must be ${OLDEST_READABLE_VERSION} or ${FORMAT_VERSION}, got ${describeValue(format)}`);
   }

@@ -6,7 +6,7 @@
 // must read as zero, so a reader never trusts a number that nothing checks.
 
 import { describeValue } from "./describe_value.ts";
-import { manifestJson } from "./manifest_json.ts";
+import { manifestFields, manifestJson } from "./manifest_json.ts";
 import { createHash } from "node:crypto";
 import { writeAll, writeFileAtomically } from "./atomic_file.ts";
 import {
@@ -123,28 +123,7 @@ export function validateManifest(value: unknown, file: string, manifestLength: n
     throw new SnapshotError(file, HEADER_SIZE, `${field}: ${problem}`);
   };
 
-  const object = (value: unknown, field: string): Record<string, unknown> => {
-    if (typeof value !== "object" || value === null || Array.isArray(value)) {
-      return fail(field, `must be an object, got ${describeValue(value)}`);
-    }
-    return value as Record<string, unknown>;
-  };
-
-  const record = (value: unknown, field: string, keys: string[]): Record<string, unknown> => {
-    const fields = object(value, field);
-    for (const key of Object.keys(fields)) {
-      if (!keys.includes(key)) fail(field, `unknown field ${JSON.stringify(key)}`);
-    }
-    for (const key of keys) {
-      if (!Object.hasOwn(fields, key)) fail(`${field}.${key}`, "missing");
-    }
-    return fields;
-  };
-
-  const string = (value: unknown, field: string): string => {
-    if (typeof value !== "string") return fail(field, `must be a string, got ${describeValue(value)}`);
-    return value;
-  };
+  const { object, record, string, integer, array } = manifestFields(fail);
 
   const sha256 = (value: unknown, field: string): string => {
     const s = string(value, field);
@@ -152,23 +131,10 @@ export function validateManifest(value: unknown, file: string, manifestLength: n
     return s;
   };
 
-  const integer = (value: unknown, field: string, min: number, max: number): number => {
-    if (typeof value !== "number" || !Number.isInteger(value) || value < min || value > max) {
-      fail(field, `must be an integer in ${min}..${max}, got ${describeValue(value)}`);
-    }
-    // JSON may spell zero "-0"; adding 0 turns it into plain 0, so a manifest equals its own JSON round trip.
-    return (value as number) + 0;
-  };
-
   const pages = (value: unknown, field: string, min: number, max: number): number => {
     const n = integer(value, field, min, max);
     if (n % PAGE !== 0) fail(field, `must be a multiple of ${PAGE}, got ${n}`);
     return n;
-  };
-
-  const array = (value: unknown, field: string): unknown[] => {
-    if (!Array.isArray(value)) return fail(field, `must be an array, got ${describeValue(value)}`);
-    return value;
   };
 
   const m = record(value, "manifest", MANIFEST_FIELDS);
