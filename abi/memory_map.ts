@@ -42,6 +42,11 @@ export const thunksSize = 0x20000;
 /** Page tables come from this pool. */
 export const pageTablePoolBase = 0x100000;
 export const pageTablePoolEnd = 0x400000;
+/**
+ * Every guest address pvx maps lies below this: the lower half of the canonical 48-bit address space, as x86-64
+ * user space is; it also keeps addresses exact as JS numbers.
+ */
+export const guestAddressLimit = 2 ** 47;
 /** Lowest address an app image may occupy. */
 export const appBase = 0x400000;
 /** Guest RAM bounds pvx accepts; the top must stay addressable by a 32-bit frame pointer. */

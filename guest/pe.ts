@@ -5,7 +5,7 @@
 // field, never in a RangeError from deep inside or in writes outside the image.
 
 import { BinaryReader as Reader } from "./binary_reader.ts";
-import { MiB, PAGE } from "../abi/memory_map.ts";
+import { guestAddressLimit, MiB, PAGE } from "../abi/memory_map.ts";
 import {
   COFF,
   DIRECTORY,
@@ -138,8 +138,6 @@ const MAX_IMPORTS = 10_000;
 const MAX_EXPORTS = 0x10000;
 const MAX_RELOCATIONS = 1_000_000;
 const MAX_TLS_CALLBACKS = 1000;
-/** x86-64 user space is 47 bits wide; keeping VAs below it also keeps them exact as JS numbers. */
-const USER_ADDRESS_LIMIT = 2 ** 47;
 const IMAGE_BASE_ALIGNMENT = 0x10000;
 
 const hex = (n: number) => `0x${n.toString(16)}`;
@@ -306,7 +304,7 @@ function readHeaders(r: Reader): Headers {
   if (imageBase % IMAGE_BASE_ALIGNMENT !== 0) {
     r.fail(optional + OPT.imageBase, `ImageBase ${hex(imageBase)} is not a multiple of 64 KiB`);
   }
-  if (imageBase + sizeOfImage > USER_ADDRESS_LIMIT) {
+  if (imageBase + sizeOfImage > guestAddressLimit) {
     r.fail(optional + OPT.imageBase, `ImageBase ${hex(imageBase)} puts the image beyond the 47-bit user address space`);
   }
 

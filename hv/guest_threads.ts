@@ -10,7 +10,7 @@ import { MAX_SYNC_OBJECTS, SyncKind, type SyncObjects, type SyncRef } from "../a
 import { PlainState } from "../abi/plain_state.ts";
 import type { VirtualMemory } from "../abi/virtual_memory.ts";
 import { win32Constants as W, win32Errors as E } from "../abi/win32.ts";
-import { maxVcpus, PAGE } from "../abi/memory_map.ts";
+import { guestAddressLimit, maxVcpus, PAGE } from "../abi/memory_map.ts";
 import { writeTeb } from "../guest/teb.ts";
 import type { ControlBlock } from "./control_block.ts";
 import type { HostWrites } from "../abi/host_writes.ts";
@@ -148,8 +148,7 @@ export class GuestThreads implements ThreadStarter {
   restore(saved: GuestThreadsState, where: string): void {
     const state = new PlainState(where);
     const slot = (value: unknown, path: string) => state.integer(value, path, 1, maxVcpus - 1);
-    // The lower half of the canonical address space: where any guest address of pvx's is.
-    const address = (value: unknown, path: string) => state.integer(value, path, 0, 2 ** 47 - 1);
+    const address = (value: unknown, path: string) => state.integer(value, path, 0, guestAddressLimit - 1);
     const { threads, stacks, nextId } = state.record(saved, "");
     state.list(threads, "threads").forEach((raw, i) => {
       const at = `threads[${i}]`;

@@ -2,7 +2,7 @@
 
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { failuresInJunit, rerunArgs, testFiles } from "../tools/test_reruns.ts";
+import { failuresInJunit, MAX_SECOND_TRIES, rerunArgs, secondTry, testFiles } from "../tools/test_reruns.ts";
 
 async function denoTest(dir: string, args: string[]): Promise<{ ran: string[]; xml: string }> {
   const report = join(dir, "junit.xml");
@@ -52,4 +52,17 @@ try { Deno.statSync(${JSON.stringify(join(dir, "loaded"))}); } catch {
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("a second try with the nested VM alive is for a few named tests only", () => {
+  const named = (file: string, ...tests: string[]) => ({ file, tests });
+  assert.deepEqual(secondTry([named("a_test.ts", "one"), named("b_test.ts", "two")]), [
+    "one (a_test.ts)",
+    "two (b_test.ts)",
+  ]);
+  assert.equal(secondTry([named("a_test.ts", "one"), named("c_test.ts")]), undefined, "a file failed whole");
+  const many = Array.from({ length: MAX_SECOND_TRIES + 1 }, (_, k) => `t${k}`);
+  assert.equal(secondTry([named("a_test.ts", ...many)]), undefined, "so many failures are a broken change");
+  assert.deepEqual(secondTry([named("a_test.ts", ...many.slice(1))])?.length, MAX_SECOND_TRIES);
+  assert.equal(secondTry([]), undefined);
 });

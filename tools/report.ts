@@ -2,7 +2,7 @@
 
 import type { Outcome } from "../hv/instance.ts";
 import { vectorName } from "../guest/kernel.ts";
-import { nullGuardEnd } from "../abi/memory_map.ts";
+import { guestAddressLimit, nullGuardEnd } from "../abi/memory_map.ts";
 import { registerNames } from "../guest/x86.ts";
 import { signalNumbers } from "./signals.ts";
 import { specialCallStop } from "../abi/special_calls.ts";
@@ -33,23 +33,28 @@ function registers(frame: Record<string, bigint>): string {
 export function describeOutcome(o: Outcome, app: string, symbolize: Symbolize): string {
   const at = (rip: bigint) => `${hex(rip, 1)} ${symbolize(Number(rip))}`;
   const where = (o: { cpu: number; threadId: number }) => `thread ${o.threadId} (vCPU ${o.cpu})`;
+  // A thread stopped from outside was about to run the instruction at its RIP; one pvx never maps would have
+  // faulted first, so such a RIP is the accelerator's, not the app's.
+  const stopped = (t: { cpu: number; threadId: number; rip: bigint }) =>
+    `  ${where(t)} at RIP ${at(t.rip)}` +
+    (t.rip >= BigInt(guestAddressLimit) ? ", outside any guest mapping: the accelerator lost this vCPU's state" : "");
   switch (o.kind) {
     case "exit":
       return `${app} exited with code ${o.code}`;
     case "timeout":
       return [
         `pvx: ${app} did not finish within ${o.afterMs} ms; stopped ${o.threads.length} thread(s):`,
-        ...o.threads.map((t) => `  ${where(t)} at RIP ${at(t.rip)}`),
+        ...o.threads.map(stopped),
       ].join("\n");
     case "cpu-limit":
       return [
         `pvx: ${app} used up its CPU-time limit of ${o.limitMs} ms; stopped ${o.threads.length} thread(s):`,
-        ...o.threads.map((t) => `  ${where(t)} at RIP ${at(t.rip)}`),
+        ...o.threads.map(stopped),
       ].join("\n");
     case "interrupted":
       return [
         `pvx: ${app} was interrupted by ${o.reason}; stopped ${o.threads.length} thread(s):`,
-        ...o.threads.map((t) => `  ${where(t)} at RIP ${at(t.rip)}`),
+        ...o.threads.map(stopped),
       ].join("\n");
     case "snapshotted":
       return `pvx: ${app} was stopped after its snapshot was saved to ${o.to}`;

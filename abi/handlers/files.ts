@@ -206,10 +206,10 @@ export function fileHandlers(host: Host) {
     },
     PvxDuplicateHandle: (a) => {
       const source = a.hSourceHandle as number, out = a.lpTargetHandle as Uint8Array | null;
-      try {
+      const duplicate = () => {
         const waitable = host.sync.resolve(source) !== undefined, kind = host.handles.kindOf(source);
         if (!waitable && kind !== "console" && kind !== "file") throw new Win32Error(E.ERROR_INVALID_HANDLE);
-        if (!out) return 1;
+        if (!out) return;
         const twin = waitable ? host.sync.duplicate(source) : host.handles.duplicate(source);
         if (twin === undefined) {
           throw new Win32Error(
@@ -218,17 +218,24 @@ export function fileHandlers(host: Host) {
           );
         }
         new DataView(out.buffer, out.byteOffset, 8).setBigUint64(0, BigInt(twin), true);
-        return 1;
-      } finally {
-        // Windows closes the source whatever became of the duplicate.
-        if ((a.dwOptions as number) & DUPLICATE_CLOSE_SOURCE) {
-          try {
-            closeHandle(source);
-          } catch (e) {
-            if (!(e instanceof Win32Error)) throw e;
-          }
+      };
+      // Windows closes the source whatever became of the duplicate.
+      const closeSourceIfAsked = () => {
+        if (!((a.dwOptions as number) & DUPLICATE_CLOSE_SOURCE)) return;
+        try {
+          closeHandle(source);
+        } catch (e) {
+          if (!(e instanceof Win32Error)) throw e;
         }
+      };
+      try {
+        duplicate();
+      } catch (e) {
+        closeSourceIfAsked();
+        throw e;
       }
+      closeSourceIfAsked();
+      return 1;
     },
     SetFilePointerEx: (a) => {
       const f = file(a);
