@@ -7,6 +7,7 @@ import { BinaryReader as Reader } from "./binary_reader.ts";
 import { appBase, MiB, PAGE, pageDown, pageUp } from "../abi/memory_map.ts";
 import type { PageTables } from "./paging.ts";
 import type { Protection } from "../abi/address_space.ts";
+import { upperBound } from "./symbol_search.ts";
 
 export class ElfError extends Error {
   constructor(readonly file: string, readonly offset: number, readonly reason: string) {
@@ -409,12 +410,7 @@ function phdrAddress(image: ElfImage): number {
  */
 export function nearestSymbol(image: ElfImage, address: number): { name: string; offset: number } | undefined {
   const { symbols } = image;
-  let lo = 0, hi = symbols.length;
-  while (lo < hi) {
-    const mid = (lo + hi) >>> 1;
-    if (symbols[mid].address <= address) lo = mid + 1;
-    else hi = mid;
-  }
+  const lo = upperBound(symbols, (s) => s.address, address);
   // Symbols sharing the closest address (aliases, a label inside an object): take one that covers `address`.
   for (let i = lo - 1; i >= 0 && symbols[i].address === symbols[lo - 1].address; i--) {
     const s = symbols[i];

@@ -6,6 +6,7 @@ import type { PageTables } from "./paging.ts";
 import type { Protection } from "../abi/address_space.ts";
 import { PeError, type PeImage, type PeImport } from "./pe.ts";
 import { COFF, DOS, IMAGE_REL_BASED_DIR64, OPT } from "./pe_format.ts";
+import { upperBound } from "./symbol_search.ts";
 
 const hex = (n: number) => `0x${n.toString(16)}`;
 
@@ -126,13 +127,7 @@ export function nearestPeSymbol(
   const section = image.sections.find((s) => rva >= s.rva && rva < s.rva + s.virtualSize);
   if (!section) return undefined;
   const { symbols } = image;
-  let lo = 0, hi = symbols.length;
-  while (lo < hi) {
-    const mid = (lo + hi) >>> 1;
-    if (symbols[mid].rva <= rva) lo = mid + 1;
-    else hi = mid;
-  }
-  const symbol = symbols[lo - 1];
+  const symbol = symbols[upperBound(symbols, (s) => s.rva, rva) - 1];
   if (!symbol || symbol.rva < section.rva) return undefined;
   return { name: symbol.name, offset: rva - symbol.rva };
 }
