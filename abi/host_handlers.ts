@@ -6,6 +6,7 @@ import type { Handler } from "./dispatch.ts";
 import type { Host } from "./handler_context.ts";
 import { processHandlers } from "./handlers/process.ts";
 import { fileHandlers } from "./handlers/files.ts";
+import { handleHandlers } from "./handlers/handles.ts";
 import { memoryHandlers } from "./handlers/memory.ts";
 import { moduleHandlers } from "./handlers/modules.ts";
 import { threadObjectHandlers } from "./handlers/threads.ts";
@@ -14,6 +15,7 @@ import { threadObjectHandlers } from "./handlers/threads.ts";
 export function hostHandlers(host: Host) {
   return {
     ...processHandlers(host),
+    ...handleHandlers(host),
     ...fileHandlers(host),
     ...memoryHandlers(host),
     ...moduleHandlers(host),

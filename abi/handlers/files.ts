@@ -1,6 +1,6 @@
 // File and directory calls over the instance's sandboxed virtual drive
 // (abi/fileview.ts). Each CreateFileW gives a handle its own file pointer, as on Windows; a duplicate
-// (DuplicateHandle) shares its source's.
+// (DuplicateHandle, in handles.ts) shares its source's.
 
 import type { Args, Handler, OutU32 } from "../dispatch.ts";
 import { Win32Error } from "../call_errors.ts";
@@ -19,7 +19,6 @@ const READ_RIGHTS = W.GENERIC_READ | W.GENERIC_ALL | FILE_READ_DATA;
 const WRITE_RIGHTS = W.GENERIC_WRITE | W.GENERIC_ALL | FILE_WRITE_DATA | FILE_APPEND_DATA;
 const DELETE_RIGHTS = W.DELETE | W.GENERIC_ALL;
 const MOVEFILE_DELAY_UNTIL_REBOOT = 0x4;
-const DUPLICATE_CLOSE_SOURCE = 0x1;
 
 /** WIN32_FIND_DATAW field offsets (x64 Windows). */
 const FIND = { attributes: 0, creation: 4, access: 12, write: 20, sizeHigh: 28, sizeLow: 32, name: 44 } as const;
@@ -95,14 +94,6 @@ function lockRange(a: Args): ByteRange {
 }
 
 export function fileHandlers(host: Host) {
-  /** CloseHandle of any handle; find handles close with FindClose and the heap never does, as on Windows. */
-  const closeHandle = (h: number) => {
-    if (host.sync.close(h)) return;
-    const kind = host.handles.kindOf(h);
-    if (kind === undefined || kind === "find" || kind === "heap") throw new Win32Error(E.ERROR_INVALID_HANDLE);
-    const o = host.handles.take(h);
-    if (o?.kind === "file") o.file.close();
-  };
   const file = (a: Args, name = "hFile") => {
     const f = host.handles.get(a[name] as number, "file");
     if (!f) throw new Win32Error(E.ERROR_INVALID_HANDLE);
@@ -199,43 +190,6 @@ export function fileHandlers(host: Host) {
       if (kind === "console") return W.FILE_TYPE_PIPE;
       if (kind === "file") return W.FILE_TYPE_DISK;
       throw new Win32Error(E.ERROR_INVALID_HANDLE);
-    },
-    CloseHandle: (a) => {
-      closeHandle(a.hObject as number);
-      return 1;
-    },
-    PvxDuplicateHandle: (a) => {
-      const source = a.hSourceHandle as number, out = a.lpTargetHandle as Uint8Array | null;
-      const duplicate = () => {
-        const waitable = host.sync.resolve(source) !== undefined, kind = host.handles.kindOf(source);
-        if (!waitable && kind !== "console" && kind !== "file") throw new Win32Error(E.ERROR_INVALID_HANDLE);
-        if (!out) return;
-        const twin = waitable ? host.sync.duplicate(source) : host.handles.duplicate(source);
-        if (twin === undefined) {
-          throw new Win32Error(
-            waitable ? E.ERROR_NOT_ENOUGH_MEMORY : E.ERROR_TOO_MANY_OPEN_FILES,
-            waitable ? "the object has all the handles it may have" : "the handle table is full",
-          );
-        }
-        new DataView(out.buffer, out.byteOffset, 8).setBigUint64(0, BigInt(twin), true);
-      };
-      // Windows closes the source whatever became of the duplicate.
-      const closeSourceIfAsked = () => {
-        if (!((a.dwOptions as number) & DUPLICATE_CLOSE_SOURCE)) return;
-        try {
-          closeHandle(source);
-        } catch (e) {
-          if (!(e instanceof Win32Error)) throw e;
-        }
-      };
-      try {
-        duplicate();
-      } catch (e) {
-        closeSourceIfAsked();
-        throw e;
-      }
-      closeSourceIfAsked();
-      return 1;
     },
     SetFilePointerEx: (a) => {
       const f = file(a);
