@@ -8,7 +8,8 @@
 import { createHash } from "node:crypto";
 import { join } from "../abi/host_path.ts";
 import { readAt, writeAll, writeBytesAtomically, writeFileAtomically } from "./atomic_file.ts";
-import { openSnapshot, type SnapshotManifest } from "./snapshot_file.ts";
+import { type SnapshotManifest } from "./snapshot_format.ts";
+import { openSnapshot } from "./snapshot_file.ts";
 
 /** Every chunk but a region's last is this long. */
 export const CHUNK_BYTES = 64 << 10;

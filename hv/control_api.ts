@@ -17,7 +17,7 @@
 import { Hono } from "hono";
 import type { InstanceSession } from "./snapshot.ts";
 import { InstanceStateError } from "./instance.ts";
-import { SnapshotError } from "./snapshot_file.ts";
+import { SnapshotError } from "./snapshot_format.ts";
 import { KeyFileError, readKeyFile, type SealKey } from "./sealed_snapshot.ts";
 
 type ErrorBody = { error: { message: string; field?: string } };

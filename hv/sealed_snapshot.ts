@@ -7,16 +7,9 @@
 
 import { check, cString, libc, MFD_CLOEXEC } from "../ffi/libc.ts";
 import { readAt, writeAll, writeBytesAtomically, writeFileAtomically } from "./atomic_file.ts";
-import {
-  openSnapshotFd,
-  packedLength,
-  type Snapshot,
-  SnapshotError,
-  type SnapshotInput,
-  SnapshotUnpacker,
-  writeSnapshotInto,
-  type WrittenSnapshot,
-} from "./snapshot_file.ts";
+import { SnapshotError } from "./snapshot_format.ts";
+import { type SnapshotInput, writeSnapshotInto, type WrittenSnapshot } from "./snapshot_writer.ts";
+import { openSnapshotFd, packedLength, type Snapshot, SnapshotUnpacker } from "./snapshot_file.ts";
 
 export const SEAL_MAGIC = new TextEncoder().encode("PVXSEAL\0");
 export const SEAL_VERSION = 1;

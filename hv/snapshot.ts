@@ -14,15 +14,9 @@ import { InstanceStateError } from "./instance.ts";
 import { decodeVcpuState, encodeVcpuState } from "./vcpu_state.ts";
 import type { ShareSpec } from "../abi/share.ts";
 import { packOverlay } from "../abi/overlay_archive.ts";
-import {
-  HEADER_SIZE,
-  mapSnapshotChain,
-  openSnapshot,
-  type Snapshot,
-  SnapshotError,
-  writeSnapshot,
-  type WrittenSnapshot,
-} from "./snapshot_file.ts";
+import { HEADER_SIZE, SnapshotError } from "./snapshot_format.ts";
+import { writeSnapshot, type WrittenSnapshot } from "./snapshot_writer.ts";
+import { mapSnapshotChain, openSnapshot, type Snapshot } from "./snapshot_file.ts";
 import { unmapGuestRam } from "./memory.ts";
 import { type SealedBlob, type SealKey, unsealSnapshot, writeSealedSnapshot } from "./sealed_snapshot.ts";
 import { basename, dirname, join, resolve } from "../abi/host_path.ts";

@@ -13,7 +13,8 @@ import { Records } from "../hv/daemon/records.ts";
 import { StoredSnapshots } from "../hv/daemon/snapshots.ts";
 import { checkBundle, guestMemoryMiB } from "../tools/daemon_cli.ts";
 import { UploadedBundles } from "../hv/daemon/bundles.ts";
-import { openSnapshot, writeSnapshot } from "../hv/snapshot_file.ts";
+import { writeSnapshot } from "../hv/snapshot_writer.ts";
+import { openSnapshot } from "../hv/snapshot_file.ts";
 import { PAGE } from "../abi/memory_map.ts";
 
 const PAGES = 1024; // 4 MiB of guest RAM

@@ -19,7 +19,8 @@ import {
   unsealSnapshot,
   writeSealedSnapshot,
 } from "../hv/sealed_snapshot.ts";
-import { mapSnapshotChain, openSnapshot, packedLength, writeSnapshot } from "../hv/snapshot_file.ts";
+import { writeSnapshot } from "../hv/snapshot_writer.ts";
+import { mapSnapshotChain, openSnapshot, packedLength } from "../hv/snapshot_file.ts";
 import { PAGE } from "../abi/memory_map.ts";
 import { fuzzRuns } from "./support/fuzz.ts";
 

@@ -4,18 +4,14 @@ import fc from "fast-check";
 import { PAGE } from "../abi/memory_map.ts";
 import { unmapGuestRam } from "../hv/memory.ts";
 import {
-  checkParent,
   HEADER_SIZE,
-  mapSnapshotChain,
   MAX_MANIFEST_BYTES,
-  openSnapshot,
-  type Snapshot,
   SnapshotError,
-  type SnapshotInput,
   type SnapshotManifest,
   validateManifest,
-  writeSnapshot,
-} from "../hv/snapshot_file.ts";
+} from "../hv/snapshot_format.ts";
+import { type SnapshotInput, writeSnapshot } from "../hv/snapshot_writer.ts";
+import { checkParent, mapSnapshotChain, openSnapshot, type Snapshot } from "../hv/snapshot_file.ts";
 import { fuzzRuns } from "./support/fuzz.ts";
 
 const BUNDLE_SHA256 = createHash("sha256").update("a pretend bundle").digest("hex");
@@ -783,7 +779,7 @@ Deno.test("a writer killed with SIGKILL mid-write leaves the previous snapshot i
   await inTempDir(async (dir) => {
     const path = `${dir}/app.snap`;
     const old = await writeSnapshot(path, sampleInput());
-    const module = new URL("../hv/snapshot_file.ts", import.meta.url).href;
+    const module = new URL("../hv/snapshot_writer.ts", import.meta.url).href;
     // 256 MiB of non-zero pages: long enough to write that the kill lands in the middle.
     const script = `
       import { writeSnapshot } from ${JSON.stringify(module)};

@@ -25,7 +25,7 @@ import { MissingPiece } from "./nested/image.ts";
 import { MissingPackages } from "./packages.ts";
 import { onStopSignals } from "./signals.ts";
 import { parseRunOptions, parseSpecialCallPolicy, UsageError } from "./run_options.ts";
-import { SnapshotError } from "../hv/snapshot_file.ts";
+import { SnapshotError } from "../hv/snapshot_format.ts";
 import { isSealed, KeyFileError } from "../hv/sealed_snapshot.ts";
 import { InstanceStateError } from "../hv/instance.ts";
 import type { InstanceSession, SnapshotResult } from "../hv/snapshot.ts";

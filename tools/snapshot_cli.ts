@@ -8,7 +8,7 @@ import { callControlApi, controlApi, requestControlApi, serveOnSocket } from "..
 import type { InstanceSession, SnapshotResult } from "../hv/snapshot.ts";
 import { loadSealedSnapshot, loadSnapshot, mergeSnapshot, summarizeSnapshot } from "../hv/snapshot.ts";
 import { createKeyFile, isSealed, peekSealedHeader, readKeyFile } from "../hv/sealed_snapshot.ts";
-import { MAGIC, SnapshotError } from "../hv/snapshot_file.ts";
+import { MAGIC, SnapshotError } from "../hv/snapshot_format.ts";
 import { restoreSnapshot } from "../hv/launch.ts";
 import { writeBytesAtomically } from "../hv/atomic_file.ts";
 import { parseBundle, sha256Hex } from "../hv/bundle.ts";

@@ -11,7 +11,7 @@ import { join } from "../../abi/host_path.ts";
 import { writeFileAtomic } from "../../abi/overlay.ts";
 import { readJsonRecords } from "./records.ts";
 import { type SnapshotResult, type SnapshotSummary, summarizeSnapshot } from "../snapshot.ts";
-import { SnapshotError } from "../snapshot_file.ts";
+import { SnapshotError } from "../snapshot_format.ts";
 
 export type StoredKind = "template" | "snapshot";
 
