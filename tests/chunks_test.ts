@@ -11,7 +11,7 @@ import { Instances } from "../hv/daemon/instances.ts";
 import { Metrics } from "../hv/daemon/metrics.ts";
 import { Records } from "../hv/daemon/records.ts";
 import { StoredSnapshots } from "../hv/daemon/snapshots.ts";
-import { checkBundle, guestMemoryMiB } from "../tools/daemon_cli.ts";
+import { checkBundle, guestMemoryMiB } from "../tools/serve_cli.ts";
 import { UploadedBundles } from "../hv/daemon/bundles.ts";
 import { writeSnapshot } from "../hv/snapshot_writer.ts";
 import { openSnapshot } from "../hv/snapshot_file.ts";

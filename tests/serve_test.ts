@@ -22,7 +22,7 @@ import {
 import { callsByName } from "../abi/calls.ts";
 import { Records } from "../hv/daemon/records.ts";
 import { StoredSnapshots } from "../hv/daemon/snapshots.ts";
-import { checkBundle, guestMemoryMiB } from "../tools/daemon_cli.ts";
+import { checkBundle, guestMemoryMiB } from "../tools/serve_cli.ts";
 import { UploadedBundles } from "../hv/daemon/bundles.ts";
 import { openApiDocument } from "../hv/daemon/openapi.ts";
 import { ChunkStore } from "../hv/chunks.ts";

@@ -1,252 +1,23 @@
-// `pvx serve`, the daemon (hv/daemon/), and its clients in the Docker shape:
-// `pvx ps`, `start`, `logs`, `kill`, `wait`, `rm`, `pause|resume|snapshot ID`
-// and `migrate ID --to URL`.
-// A client finds the daemon by --host or PVX_HOST: a Unix socket's path, or
-// http://HOST:PORT with the bearer token in --token-file or PVX_TOKEN_FILE.
+// The clients of `pvx serve` (tools/serve_cli.ts) in the Docker shape: `pvx ps`, `start`, `logs`, `attach`,
+// `stats`, `kill`, `wait`, `rm`, `pause|resume|snapshot ID`, `migrate ID --to URL`, and the stored templates,
+// snapshots and bundles. How they reach the daemon is tools/daemon_client.ts.
 
 import { parseArgs } from "node:util";
-import { join, resolve } from "../abi/host_path.ts";
-import { type InstanceRecord, Records } from "../hv/daemon/records.ts";
-import { summarizeSnapshot } from "../hv/snapshot.ts";
-import { isSealed, readKeyFile } from "../hv/sealed_snapshot.ts";
-import { maxMemory, MiB } from "../abi/memory_map.ts";
-import { DEFAULT_MEMORY_MIB, isPe, parseBundle, readHead } from "../hv/bundle.ts";
-import { Instances } from "../hv/daemon/instances.ts";
-import { Metrics } from "../hv/daemon/metrics.ts";
-import { StoredSnapshots } from "../hv/daemon/snapshots.ts";
-import { type BundleCheck, type UploadedBundle, UploadedBundles } from "../hv/daemon/bundles.ts";
+import { resolve } from "../abi/host_path.ts";
+import { isPe, readHead } from "../hv/bundle.ts";
+import type { UploadedBundle } from "../hv/daemon/bundles.ts";
 import { cachedBundle, defaultPackOptions } from "./pack.ts";
 import { parseShareSpec } from "../abi/share.ts";
-import { daemonApi } from "../hv/daemon/api.ts";
-import { ChunkStore } from "../hv/chunks.ts";
-import { requestControlApi, serveOnSocket } from "../hv/control_api.ts";
 import { parseDuration, parseEnvPairs, parseSize, UsageError } from "./run_options.ts";
-import { onStopSignals } from "./signals.ts";
 import { EXIT_PVX_ERROR } from "./report.ts";
 import { describeSaved, parseExpiry } from "./snapshot_cli.ts";
-
-const pvxScript = new URL("./pvx.ts", import.meta.url).pathname;
-
-/** `$XDG_STATE_HOME/pvx`, or `~/.local/state/pvx`: instance records and daemon-made overlays survive a reboot. */
-function defaultStateDir(): string {
-  const home = Deno.env.get("HOME") ?? "/tmp";
-  return join(Deno.env.get("XDG_STATE_HOME") ?? join(home, ".local", "state"), "pvx");
-}
-
-/** Where `pvx serve` listens, and clients look, when neither is told. */
-const defaultSocket = () => join(defaultStateDir(), "serve.sock");
-
-async function readToken(file: string): Promise<string> {
-  const token = (await Deno.readTextFile(file)).trim();
-  if (!token) throw new UsageError(`--token-file ${file}: is empty`);
-  return token;
-}
-
-/**
- * The guest RAM an instance of `from` will have, in MiB: what the create asks for, else the bundle's own (an exe
- * is packed with the default), else the snapshot's.
- */
-export async function guestMemoryMiB(from: InstanceRecord["from"], memoryMiB?: number): Promise<number> {
-  if ("bundle" in from) {
-    if (memoryMiB !== undefined) return memoryMiB;
-    const bytes = await Deno.readFile(from.bundle);
-    return isPe(bytes) ? DEFAULT_MEMORY_MIB : (await parseBundle(bytes, from.bundle)).manifest.memoryMiB;
-  }
-  const path = "snapshot" in from ? from.snapshot : from.template;
-  // A sealed blob's RAM size is inside the ciphertext: counted as the most a guest can have, never too little.
-  if (isSealed(await readHead(path))) return maxMemory / MiB;
-  return summarizeSnapshot(path).memory.bytes / MiB;
-}
-
-/** An uploaded bundle is checked as `pvx run` checks one: every hash, offset and manifest field. */
-export const checkBundle: BundleCheck = async (bytes, file) => ({
-  name: (await parseBundle(bytes, file)).manifest.name,
-});
-
-/** Processes kept waiting for creates: enough for a few in a row, each refilled while its instance starts. */
-const DEFAULT_WARM = 2;
-
-/**
- * `pvx serve [--socket PATH] [--listen HOST:PORT --token-file FILE] [--state-dir DIR] [--max-instances N]
- * [--max-memory MiB] [--key-file KEY] [--peer-timeout T] [--warm N]`: serves until SIGINT or SIGTERM, then kills
- * its instances. It prints where it listens once it does. Past a --max limit, a create is refused (429, 507) rather
- * than the host overcommitted. Sealed snapshots are sealed with, and restored with, KEY. A migration out of it
- * waits T (default 120s) for each answer of its target but the commit's, which waits for a restore there. N
- * processes (default 2) wait, loaded, for the next creates.
- */
-export async function serveCommand(argv: string[]): Promise<number> {
-  const { values } = parseArgs({
-    args: argv,
-    options: {
-      socket: { type: "string" },
-      listen: { type: "string" },
-      "token-file": { type: "string" },
-      "state-dir": { type: "string" },
-      "max-instances": { type: "string" },
-      "max-memory": { type: "string" },
-      "key-file": { type: "string" },
-      "peer-timeout": { type: "string" },
-      warm: { type: "string", default: String(DEFAULT_WARM) },
-    },
-  });
-  const peerTimeoutMs = values["peer-timeout"] === undefined
-    ? undefined
-    : parseDuration(values["peer-timeout"], "--peer-timeout");
-  const limit = (name: "max-instances" | "max-memory") => {
-    const v = values[name];
-    if (v === undefined) return undefined;
-    if (!/^[1-9]\d{0,8}$/.test(v)) {
-      throw new UsageError(`--${name} ${JSON.stringify(v)}: expected a whole number above 0`);
-    }
-    return Number(v);
-  };
-  const capacity = { maxInstances: limit("max-instances"), maxMemoryMiB: limit("max-memory"), guestMemoryMiB };
-  if (!/^\d{1,3}$/.test(values.warm)) throw new UsageError(`--warm ${JSON.stringify(values.warm)}: expected 0 to 999`);
-  let tcp: { hostname: string; port: number } | undefined;
-  if (values.listen !== undefined) {
-    const m = /^(.+):(\d{1,5})$/.exec(values.listen);
-    if (!m || Number(m[2]) > 65535) throw new UsageError(`--listen ${values.listen}: expected HOST:PORT`);
-    if (!values["token-file"]) {
-      throw new UsageError("--listen needs --token-file: over TCP every request must carry it");
-    }
-    tcp = { hostname: m[1].replace(/^\[(.*)\]$/, "$1"), port: Number(m[2]) };
-  }
-  const token = values["token-file"] ? await readToken(values["token-file"]) : undefined;
-  const stateDir = resolve(values["state-dir"] ?? defaultStateDir());
-  const metrics = new Metrics();
-  const keyFile = values["key-file"] === undefined ? undefined : resolve(values["key-file"]);
-  // Checked now, so a bad key file stops the daemon at its start rather than failing each sealed snapshot.
-  if (keyFile) await readKeyFile(keyFile);
-  const instances = new Instances(
-    new Records(stateDir),
-    [Deno.execPath(), "run", "-A", pvxScript],
-    metrics,
-    capacity,
-    keyFile,
-    Number(values.warm),
-  );
-  const stored = new StoredSnapshots(stateDir);
-  const bundles = await UploadedBundles.open(stateDir, checkBundle);
-  const migration = {
-    chunks: new ChunkStore(join(stateDir, "chunks")),
-    migrationDir: join(stateDir, "migrations"),
-    peerTimeoutMs,
-  };
-  // What a killed daemon's migration left half done: no client was told it finished.
-  await Deno.remove(migration.migrationDir, { recursive: true }).catch(() => {});
-  const closers: (() => Promise<void>)[] = [];
-  if (!tcp || values.socket) {
-    // The socket's mode (0600) is its access control: no token.
-    const socket = resolve(values.socket ?? join(stateDir, "serve.sock"));
-    // serveOnSocket replaces a stale socket, which must not be a live daemon's.
-    if (await requestControlApi(socket, "GET", "/healthz").then(() => true, () => false)) {
-      throw new DaemonError(`${socket}: a daemon is serving there already`);
-    }
-    const server = await serveOnSocket(daemonApi(instances, stored, bundles, metrics, migration), socket);
-    closers.push(server.close);
-    console.log(`pvx serve: listening on ${socket}`);
-  }
-  if (tcp) {
-    const app = daemonApi(instances, stored, bundles, metrics, { token, ...migration });
-    const listening = Promise.withResolvers<Deno.NetAddr>();
-    const server = Deno.serve({ ...tcp, onListen: listening.resolve }, app.fetch);
-    closers.push(() => server.shutdown());
-    const addr = await listening.promise;
-    console.log(`pvx serve: listening on http://${addr.hostname}:${addr.port}`);
-  }
-  const stop = Promise.withResolvers<void>();
-  const stopListening = onStopSignals(() => stop.resolve());
-  await stop.promise;
-  stopListening();
-  await instances.stopAll();
-  await Promise.all(closers.map((close) => close()));
-  return 0;
-}
-
-/** The daemon refused a request or could not be reached. */
-export class DaemonError extends Error {
-  override name = "DaemonError";
-}
-
-export interface Daemon {
-  fetch(route: string, init?: RequestInit): Promise<Response>;
-  /** Reached on a Unix socket, so on this machine: it can read a path this client names. */
-  local: boolean;
-}
+import { call, connect, type Daemon, DaemonError, readToken, serverEvents } from "./daemon_client.ts";
 
 const clientOptions = {
   host: { type: "string" as const },
   "token-file": { type: "string" as const },
   json: { type: "boolean" as const, default: false },
 };
-
-export async function connect(values: { host?: string; "token-file"?: string }): Promise<Daemon> {
-  const host = values.host ?? Deno.env.get("PVX_HOST") ?? defaultSocket();
-  const reach = async (url: string, init: RequestInit & { client?: Deno.HttpClient }) => {
-    try {
-      return await fetch(url, init);
-    } catch (e) {
-      if (!(e instanceof TypeError)) throw e;
-      throw new DaemonError(`${host}: cannot reach the daemon: ${(e.cause as Error)?.message ?? e.message}`);
-    }
-  };
-  if (/^https?:\/\//.test(host)) {
-    const tokenFile = values["token-file"] ?? Deno.env.get("PVX_TOKEN_FILE");
-    const token = tokenFile ? await readToken(tokenFile) : undefined;
-    return {
-      local: false,
-      fetch: (route, init = {}) =>
-        reach(`${host.replace(/\/$/, "")}${route}`, {
-          ...init,
-          headers: {
-            ...init.headers as Record<string, string>,
-            ...(token ? { authorization: `Bearer ${token}` } : {}),
-          },
-        }),
-    };
-  }
-  return {
-    local: true,
-    fetch: async (route, init = {}) => {
-      // One client per request: it holds the connection, and a long `logs -f` must not be shared.
-      const client = Deno.createHttpClient({ proxy: { transport: "unix", path: host } });
-      const response = await reach(`http://pvx${route}`, { ...init, client }).catch((e) => {
-        client.close();
-        throw e;
-      });
-      // The client is closed once the body has been read to its end.
-      const body = response.body?.pipeThrough(new TransformStream({ flush: () => client.close() }));
-      return new Response(body, response);
-    },
-  };
-}
-
-/** One request (with a JSON `body` or raw `bytes`): its JSON answer, or a DaemonError with the daemon's message. */
-export async function call(
-  daemon: Daemon,
-  method: string,
-  route: string,
-  body?: unknown,
-  bytes?: Uint8Array<ArrayBuffer>,
-) {
-  const response = await daemon.fetch(route, {
-    method,
-    ...(body === undefined ? {} : { body: JSON.stringify(body), headers: { "content-type": "application/json" } }),
-    ...(bytes === undefined ? {} : { body: bytes }),
-  });
-  const text = await response.text();
-  let answer;
-  try {
-    answer = JSON.parse(text);
-  } catch {
-    throw new DaemonError(`the daemon answered ${response.status} with a body that is not JSON: ${text}`);
-  }
-  if (response.status >= 400) {
-    const e = answer?.error;
-    throw new DaemonError(`${e?.field ? `${e.field}: ` : ""}${e?.message ?? `status ${response.status}`}`);
-  }
-  return answer;
-}
 
 interface Described {
   id: string;
@@ -355,26 +126,6 @@ async function copyConsole(daemon: Daemon, id: string, query: Record<string, str
     if (event === "exit") ended = data as Described;
   }
   return ended;
-}
-
-/** The events of a server-sent event stream the daemon answered, each with its data parsed; a refusal throws. */
-export async function* serverEvents(response: Response): AsyncGenerator<{ event: string; data: unknown }> {
-  if (response.status >= 400) {
-    const e = (await response.json())?.error;
-    throw new DaemonError(`${e?.field ? `${e.field}: ` : ""}${e?.message}`);
-  }
-  let pending = "";
-  for await (const text of response.body!.pipeThrough(new TextDecoderStream())) {
-    pending += text;
-    for (let end; (end = pending.indexOf("\n\n")) >= 0; pending = pending.slice(end + 2)) {
-      const fields = Object.fromEntries(
-        pending.slice(0, end).split("\n").map((
-          line,
-        ) => [line.slice(0, line.indexOf(":")), line.slice(line.indexOf(":") + 2)]),
-      );
-      yield { event: fields.event, data: JSON.parse(fields.data) };
-    }
-  }
 }
 
 /** `pvx logs [-f] [--tail KiB] ID`: the instance's stdout on stdout, its stderr on stderr. */

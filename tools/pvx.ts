@@ -56,7 +56,6 @@ import {
 import {
   attachCommand,
   changeStateCommand,
-  DaemonError,
   daemonSnapshotCommand,
   daemonTemplateCommand,
   killCommand,
@@ -64,12 +63,13 @@ import {
   migrateCommand,
   psCommand,
   rmCommand,
-  serveCommand,
   startCommand,
   statsCommand,
   storedCommand,
   waitCommand,
 } from "./daemon_cli.ts";
+import { DaemonError } from "./daemon_client.ts";
+import { serveCommand } from "./serve_cli.ts";
 
 const usage = `usage:
   pvx run <app.pvx> [--timeout <seconds|Nms>] [--share <host dir>:<guest dir>[:ro]]... [--env NAME=VALUE]...

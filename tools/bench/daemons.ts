@@ -2,7 +2,7 @@
 // waits for of them: that one listens, that an instance printed, that the warm
 // processes are waiting for their jobs.
 
-import { connect, type Daemon, serverEvents } from "../daemon_cli.ts";
+import { connect, type Daemon, serverEvents } from "../daemon_client.ts";
 
 export interface Host {
   daemon: Daemon;

@@ -6,7 +6,7 @@
 // app through the same daemon, from its create to its first line: the
 // baseline tools/bench.ts reports them against.
 
-import { call } from "../daemon_cli.ts";
+import { call } from "../daemon_client.ts";
 import { type Host, printed, serve, stop } from "./daemons.ts";
 
 /** What a trip reports (hv/daemon/migration_source.ts MigrationReport), of it what the bench uses. */

@@ -4,7 +4,7 @@
 // template of a hello that waits for a console line first. tools/bench.ts sets
 // them against warm Wine's start of the same programs, measured in the same run.
 
-import { call } from "../daemon_cli.ts";
+import { call } from "../daemon_client.ts";
 import { printed, serve, stop, warmWaiting } from "./daemons.ts";
 
 /** As many as pvx serve keeps by default: each create then finds one waiting. */
