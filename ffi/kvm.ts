@@ -270,7 +270,6 @@ export const ioctls = {
   KVM_CLEAR_DIRTY_LOG: iowr(0xc0, kvm_clear_dirty_log),
 } as const;
 
-export const KVM_CAP_USER_MEMORY = 3;
 export const KVM_CAP_IMMEDIATE_EXIT = 136;
 export const KVM_CAP_XSAVE2 = 208;
 export const KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 = 168;

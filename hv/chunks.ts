@@ -257,9 +257,3 @@ export async function lacking(store: ChunkStore, ids: readonly string[]): Promis
   for (const id of new Set(ids)) if (!(await store.has(id))) missing.push(id);
   return missing;
 }
-
-/** Bytes a transfer of `recipe` sends to a holder lacking `missing`: each missing chunk once. */
-export function bytesToSend(recipe: Recipe, missing: readonly string[]): number {
-  const lengths = new Map(recipe.chunks.map((c) => [c.id, c.length]));
-  return missing.reduce((sum, id) => sum + (lengths.get(id) ?? 0), 0);
-}

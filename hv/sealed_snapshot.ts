@@ -368,12 +368,6 @@ async function openBlob(
   return { header, bytes, aesKey };
 }
 
-/** The metadata of the sealed blob at `path`, checked against `key`: authentic, but perhaps expired. */
-export async function readSealedHeader(path: string, key: SealKey): Promise<SealedHeader> {
-  using blob = await Deno.open(path, { read: true });
-  return (await openBlob(path, blob, key, new Date(0))).header;
-}
-
 /** The metadata of the sealed blob at `path`, unchecked: without the key, nothing vouches for it. */
 export async function peekSealedHeader(path: string): Promise<SealedHeader> {
   using blob = await Deno.open(path, { read: true });
