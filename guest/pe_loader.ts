@@ -4,7 +4,7 @@
 import { appBase, PAGE, pageDown } from "../abi/memory_map.ts";
 import type { PageTables } from "./paging.ts";
 import type { Protection } from "../abi/address_space.ts";
-import { PeError, type PeImage, type PeImport } from "./pe.ts";
+import { PeError, type PeImage, type PeImport } from "./pe_image.ts";
 import { COFF, DOS, IMAGE_REL_BASED_DIR64, OPT } from "./pe_format.ts";
 import { upperBound } from "./symbol_search.ts";
 

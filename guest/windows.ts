@@ -6,7 +6,8 @@
 // DLLs the app loads by name at run time are loaded at boot too.
 
 import { Reg } from "./x86.ts";
-import { parsePe, type PeImage, type PeImport } from "./pe.ts";
+import { parsePe } from "./pe.ts";
+import { type PeImage, type PeImport } from "./pe_image.ts";
 import { bindImports, loadPe, nearestPeSymbol } from "./pe_loader.ts";
 import type { PageTables } from "./paging.ts";
 import { appBase, PAGE, pebBase, thunksBase, thunksSize } from "../abi/memory_map.ts";

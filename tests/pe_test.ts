@@ -4,7 +4,8 @@
 
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { parsePe, PeError, type PeExport, type PeImage, type PeImport } from "../guest/pe.ts";
+import { parsePe } from "../guest/pe.ts";
+import { PeError, type PeExport, type PeImage, type PeImport } from "../guest/pe_image.ts";
 import { writePe, writtenPe } from "../guest/pe_writer.ts";
 import { bindImports, loadPe, nearestPeSymbol } from "../guest/pe_loader.ts";
 import { appBase, MiB, PAGE } from "../abi/memory_map.ts";

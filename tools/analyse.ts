@@ -3,7 +3,8 @@
 // a Windows exe names them in its import table (and its DLLs' tables).
 
 import { ElfError, parseElf } from "../guest/elf.ts";
-import { parsePe, type PeImage } from "../guest/pe.ts";
+import { parsePe } from "../guest/pe.ts";
+import { type PeImage } from "../guest/pe_image.ts";
 import { callsOfImport, importSources, isPvxDll, resolveImport, RUNTIME_DLL } from "../guest/windows.ts";
 
 export function callsUsedByElf(bytes: Uint8Array, file: string): string[] {

@@ -18,7 +18,7 @@ import { describeOutcome, EXIT_PVX_ERROR, exitStatus } from "./report.ts";
 import { analysePe, describeAnalysis } from "./analyse.ts";
 import { describeTrace, readTrace, TraceError } from "./dynamic_imports.ts";
 import { basename, resolve } from "../abi/host_path.ts";
-import { PeError } from "../guest/pe.ts";
+import { PeError } from "../guest/pe_image.ts";
 import { AccelError, chooseAccel } from "./accel.ts";
 import { runPvxNested } from "./nested/api_relay.ts";
 import { MissingPiece } from "./nested/image.ts";
