@@ -5,7 +5,9 @@
 // is reachable.
 
 import { win32Constants as W, win32Errors as E } from "./win32.ts";
-import { fold, foldPath, guestPathString, joinHost, listDir, Overlay, pickEntry, writeFileAtomic } from "./overlay.ts";
+import { fold, foldPath, guestPathString } from "./guest_names.ts";
+import { joinHost, listDir, pickEntry, writeFileAtomic } from "./host_files.ts";
+import { Overlay } from "./overlay.ts";
 import { type DiskQuota, filesBytes } from "./disk_quota.ts";
 import { attributesMode, modeAttributes } from "./file_attributes.ts";
 import { fileSystemSpace } from "../ffi/libc.ts";

@@ -3,7 +3,8 @@
 // rules (abi/open_files.ts) and its choice of error for each refusal.
 
 import { win32Constants as W, win32Errors as E } from "./win32.ts";
-import { compareNames, foldPath, guestPathString, Overlay } from "./overlay.ts";
+import { compareNames, foldPath, guestPathString } from "./guest_names.ts";
+import { Overlay } from "./overlay.ts";
 import { DiskQuota } from "./disk_quota.ts";
 import { FileViewError, hostCall, quote } from "./drive_errors.ts";
 import { isInside, parseGuestPath, wildcardMatcher } from "./guest_path.ts";

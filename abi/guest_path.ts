@@ -1,7 +1,7 @@
 // The guest's path grammar: which names Windows allows, how a path resolves lexically against the
 // current directory, and FindFirstFileW's wildcards. Nothing here touches the host.
 
-import { fold, foldPath, guestPathString } from "./overlay.ts";
+import { fold, foldPath, guestPathString } from "./guest_names.ts";
 import { win32Errors as E } from "./win32.ts";
 import { FileViewError, quote } from "./drive_errors.ts";
 

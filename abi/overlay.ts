@@ -14,7 +14,19 @@
 // Packing into a snapshot's bytes is overlay_archive.ts.
 
 import { modeAttributes } from "./file_attributes.ts";
+import { compareNames, comparePaths, fold, foldPath, guestPathString, nameProblem } from "./guest_names.ts";
 import { dirname } from "./host_path.ts";
+import {
+  isWithin,
+  joinHost,
+  listDir,
+  mtimeOf,
+  pickEntry,
+  replaceAtomic,
+  syncDir,
+  writeAll,
+  writeFileAtomic,
+} from "./host_files.ts";
 
 /** An overlay directory or its content is not what pvx writes; the message names the path and the problem. */
 export class OverlayError extends Error {
@@ -24,134 +36,9 @@ export class OverlayError extends Error {
   }
 }
 
-// ---------------------------------------------------------------------------------------------
-// Guest names
-
-const DRIVE = "C:";
-
-/** The case-insensitive comparison key of a name. */
-export function fold(name: string): string {
-  return name.toUpperCase().toLowerCase();
-}
-
-export function foldPath(names: readonly string[]): string {
-  return names.map(fold).join("\\");
-}
-
-export function guestPathString(names: readonly string[]): string {
-  return `${DRIVE}\\${names.join("\\")}`;
-}
-
-/** Case-insensitive first, so an order never depends on how a host happens to list or sort names. */
-export function compareNames(a: string, b: string): number {
-  return compare(fold(a), fold(b)) || compare(a, b);
-}
-
-/** A directory before what it holds, siblings by compareNames: the order of a depth-first walk. */
-export function comparePaths(a: readonly string[], b: readonly string[]): number {
-  for (let i = 0; i < Math.min(a.length, b.length); i++) {
-    const order = compareNames(a[i], b[i]);
-    if (order !== 0) return order;
-  }
-  return a.length - b.length;
-}
-
-function compare(a: string, b: string): number {
-  return a < b ? -1 : a > b ? 1 : 0;
-}
-
 /** A directory ends in "\" in reports, so a script can tell the kinds apart. */
 function displayPath(names: readonly string[], isDir: boolean): string {
   return guestPathString(names) + (isDir && names.length > 0 ? "\\" : "");
-}
-
-const MAX_NAME_BYTES = 255;
-
-/**
- * Why `name` cannot be one component of an overlay path, if it cannot. Guests cannot make such
- * names, and a host directory or an archive could not hold them unchanged.
- */
-export function nameProblem(name: string): string | undefined {
-  const shown = JSON.stringify(name.length > 80 ? `${name.slice(0, 80)}…` : name);
-  if (name === "" || name === "." || name === "..") return `${shown} is not a file name`;
-  if (/[/\\\0]/.test(name)) return `${shown} contains "/", "\\" or NUL`;
-  if (!name.isWellFormed()) return `${shown} contains a lone UTF-16 surrogate`;
-  const bytes = new TextEncoder().encode(name).length;
-  if (bytes > MAX_NAME_BYTES) return `${shown} is ${bytes} bytes of UTF-8, more than ${MAX_NAME_BYTES}`;
-  return undefined;
-}
-
-// ---------------------------------------------------------------------------------------------
-// Host helpers
-
-export function joinHost(dir: string, name: string): string {
-  return dir.endsWith("/") ? dir + name : `${dir}/${name}`;
-}
-
-export function isWithin(path: string, root: string): boolean {
-  return path === root || path.startsWith(root.endsWith("/") ? root : `${root}/`);
-}
-
-/** The host directory is case-sensitive and the guest is not: the match to use, exact first, then the lowest. */
-export function pickEntry(entries: readonly Deno.DirEntry[], name: string): Deno.DirEntry | undefined {
-  const key = fold(name);
-  let found: Deno.DirEntry | undefined;
-  for (const entry of entries) {
-    if (entry.name === name) return entry;
-    if (fold(entry.name) === key && (!found || entry.name < found.name)) found = entry;
-  }
-  return found;
-}
-
-export function listDir(dir: string): Deno.DirEntry[] {
-  return [...Deno.readDirSync(dir)];
-}
-
-export function mtimeOf(info: Deno.FileInfo): number {
-  return info.mtime?.getTime() ?? 0;
-}
-
-export function writeAll(file: Deno.FsFile, bytes: Uint8Array): void {
-  for (let done = 0; done < bytes.length;) done += file.writeSync(bytes.subarray(done));
-}
-
-/**
- * Persists the names in `dir` (a rename, a new file). Best-effort: some filesystems refuse to fsync
- * a directory, and the content is complete under its name either way; only durability across a
- * power cut is weaker.
- */
-export function syncDir(dir: string): void {
-  try {
-    using handle = Deno.openSync(dir, { read: true });
-    handle.syncSync();
-  } catch {
-    // See above.
-  }
-}
-
-/**
- * Puts new content at `target` so that a crash leaves the old content or the new, never a torn file.
- * `fill` writes it to `temp`, which must be on the same filesystem (rename is only atomic within one).
- */
-function replaceAtomic(target: string, temp: string, fill: (file: Deno.FsFile) => void): void {
-  {
-    using file = Deno.openSync(temp, { write: true, createNew: true });
-    try {
-      fill(file);
-      // Without the fsync, a crash soon after the rename could leave the name pointing at unwritten blocks.
-      file.syncSync();
-    } catch (e) {
-      Deno.removeSync(temp);
-      throw e;
-    }
-  }
-  Deno.renameSync(temp, target);
-  syncDir(dirname(target));
-}
-
-/** `tempDir` must be on the target's filesystem and out of the guest's sight. */
-export function writeFileAtomic(target: string, bytes: Uint8Array, tempDir: string): void {
-  replaceAtomic(target, joinHost(tempDir, crypto.randomUUID()), (file) => writeAll(file, bytes));
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -17,21 +17,9 @@ import { createHash } from "node:crypto";
 import { attributesMode, KEPT_ATTRIBUTES } from "./file_attributes.ts";
 import { win32Constants } from "./win32.ts";
 import { dirname } from "./host_path.ts";
-import {
-  comparePaths,
-  type Entry,
-  foldPath,
-  guestPathString,
-  joinHost,
-  listDir,
-  mtimeOf,
-  nameProblem,
-  Overlay,
-  OverlayError,
-  readOverlay,
-  syncDir,
-  writeAll,
-} from "./overlay.ts";
+import { comparePaths, foldPath, guestPathString, nameProblem } from "./guest_names.ts";
+import { joinHost, listDir, mtimeOf, syncDir, writeAll } from "./host_files.ts";
+import { type Entry, Overlay, OverlayError, readOverlay } from "./overlay.ts";
 
 /** A packed overlay is truncated or malformed: `where` names the bytes, `offset` the spot. */
 export class OverlayArchiveError extends OverlayError {

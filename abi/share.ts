@@ -1,7 +1,8 @@
 // Host directories the user shared into the drive, and the checks that keep every guest name
 // inside the directory shared.
 
-import { guestPathString, isWithin, joinHost, listDir, pickEntry } from "./overlay.ts";
+import { guestPathString } from "./guest_names.ts";
+import { isWithin, joinHost, listDir, pickEntry } from "./host_files.ts";
 import { win32Errors as E } from "./win32.ts";
 import { FileViewError, quote } from "./drive_errors.ts";
 import { isGuestName, parseGuestPath } from "./guest_path.ts";

@@ -5,6 +5,7 @@
 // to trust a length or offset that nothing else checks.
 
 import { describeValue } from "./describe_value.ts";
+import { fold } from "../abi/guest_names.ts";
 import { manifestFields, manifestJson } from "./manifest_json.ts";
 import { maxMemory, MiB, minMemory } from "../abi/memory_map.ts";
 import { writeBytesAtomically } from "./atomic_file.ts";
@@ -116,15 +117,6 @@ const SPECIAL_CALL_FIELDS = ["policy", "procs", "libraries", "files"];
 const PROC_PATTERN = /^[^\\/!\0]+![^\0]+$/;
 
 /**
- * Paths are compared the way a Windows app would see them. Folding through both
- * cases also catches pairs that only meet in one direction (KELVIN SIGN and "k",
- * LONG S and "s"), so this refuses a superset of what Windows calls equal.
- */
-function foldCase(path: string): string {
-  return path.toUpperCase().toLowerCase();
-}
-
-/**
  * Checks a parsed manifest against every rule of its format (v0 or v1) and
  * returns a fresh v1 copy of it. Unknown fields are refused: a reader that
  * skipped a field a newer writer relies on would run the app wrongly, so new
@@ -214,7 +206,7 @@ export function validateManifest(value: unknown, file: string): Manifest {
 
   const entry = string(m.entry, "manifest.entry");
   if (!files.some((f) => f.path === entry)) {
-    const caseTwin = files.findIndex((f) => foldCase(f.path) === foldCase(entry));
+    const caseTwin = files.findIndex((f) => fold(f.path) === fold(entry));
     fail(
       "manifest.entry",
       caseTwin >= 0
@@ -305,7 +297,7 @@ function checkPathsCanCoexist(files: ManifestFile[], fail: (field: string, probl
   files.forEach((f, i) => {
     const field = `manifest.files[${i}].path`;
     const other = (j: number) => `manifest.files[${j}].path ${describeValue(files[j].path)}`;
-    const folded = foldCase(f.path);
+    const folded = fold(f.path);
     const twin = fileByFolded.get(folded);
     if (twin !== undefined) {
       fail(field, `${describeValue(f.path)} collides with ${other(twin)} (paths are compared case-insensitively)`);

@@ -6,7 +6,7 @@
 //   <state dir>/instances/<id>/         the instance's API socket, and its overlay unless one was given
 
 import { join } from "../../abi/host_path.ts";
-import { writeFileAtomic } from "../../abi/overlay.ts";
+import { writeFileAtomic } from "../../abi/host_files.ts";
 import type { ShareSpec } from "../../abi/share.ts";
 
 export type InstanceState = "starting" | "running" | "paused" | "exited" | "lost";

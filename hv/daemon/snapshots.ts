@@ -8,7 +8,7 @@
 //   <state dir>/snapshots/<name>.snap the snapshot file, named before its id is known
 
 import { join } from "../../abi/host_path.ts";
-import { writeFileAtomic } from "../../abi/overlay.ts";
+import { writeFileAtomic } from "../../abi/host_files.ts";
 import { readJsonRecords } from "./records.ts";
 import { type SnapshotResult, type SnapshotSummary, summarizeSnapshot } from "../snapshot.ts";
 import { SnapshotError } from "../snapshot_format.ts";
