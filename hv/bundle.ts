@@ -5,6 +5,14 @@
 // to trust a length or offset that nothing else checks.
 
 import { describeValue } from "./describe_value.ts";
+import {
+  checkHeader,
+  checkManifestHash,
+  HEADER_SIZE,
+  type HeaderRules,
+  headerWithManifest,
+  MANIFEST_LENGTH_OFFSET,
+} from "./file_header.ts";
 import { fold } from "../abi/guest_names.ts";
 import { manifestFields, manifestJson } from "./manifest_json.ts";
 import { maxMemory, MiB, minMemory } from "../abi/memory_map.ts";
@@ -15,13 +23,15 @@ export const MAGIC = new TextEncoder().encode("PVXBNDL\0");
 export const FORMAT_VERSION = 1;
 /** v0 had no DLL provenance and no special calls; it reads as v1 with none of either (docs/bundle.md). */
 const OLDEST_READABLE_VERSION = 0;
-export const HEADER_SIZE = 48;
 /** The manifest is parsed as JSON in one piece, so its size is what bounds that work. */
 export const MAX_MANIFEST_BYTES = 1 << 20;
 
-const VERSION_OFFSET = 8;
-const MANIFEST_LENGTH_OFFSET = 12;
-const MANIFEST_HASH_OFFSET = 16;
+const HEADER_RULES: HeaderRules = {
+  magic: MAGIC,
+  kind: "a .pvx bundle",
+  versions: [OLDEST_READABLE_VERSION, FORMAT_VERSION],
+  maxManifestBytes: MAX_MANIFEST_BYTES,
+};
 const MAX_PATH_BYTES = 255;
 const MIN_MEMORY_MIB = minMemory / MiB;
 const MAX_MEMORY_MIB = maxMemory / MiB;
@@ -323,52 +333,16 @@ export async function sha256Hex(bytes: Uint8Array<ArrayBuffer>): Promise<string>
   return toHex(new Uint8Array(await crypto.subtle.digest("SHA-256", bytes)));
 }
 
-function hexToBytes(hex: string): Uint8Array {
-  return Uint8Array.from(hex.match(/../g)!, (pair) => parseInt(pair, 16));
-}
-
 /** Validates every byte of `bytes`, which the caller must not modify while or after this runs. */
 async function parseOwnedBytes(bytes: Uint8Array<ArrayBuffer>, file: string): Promise<Bundle> {
   const fail = (offset: number, reason: string): never => {
     throw new BundleError(file, offset, reason);
   };
 
-  const magicSeen = bytes.subarray(0, MAGIC.length);
-  if (magicSeen.some((b, i) => b !== MAGIC[i])) fail(0, "bad magic: not a .pvx bundle");
-  if (bytes.length < HEADER_SIZE) {
-    fail(bytes.length, `truncated: the header needs ${HEADER_SIZE} bytes, file has ${bytes.length}`);
-  }
-
-  const header = new DataView(bytes.buffer, bytes.byteOffset, HEADER_SIZE);
-  const version = header.getUint32(VERSION_OFFSET, true);
-  if (version !== FORMAT_VERSION && version !== OLDEST_READABLE_VERSION) {
-    fail(
-      VERSION_OFFSET,
-      `format version ${version} is not supported (this reader knows ${OLDEST_READABLE_VERSION}..${FORMAT_VERSION})`,
-    );
-  }
-
-  const manifestLength = header.getUint32(MANIFEST_LENGTH_OFFSET, true);
-  if (manifestLength > MAX_MANIFEST_BYTES) {
-    fail(MANIFEST_LENGTH_OFFSET, `manifest length ${manifestLength} exceeds the ${MAX_MANIFEST_BYTES}-byte limit`);
-  }
+  const { version, manifestLength } = checkHeader(bytes.subarray(0, HEADER_SIZE), bytes.length, HEADER_RULES, fail);
   const manifestEnd = HEADER_SIZE + manifestLength;
-  if (bytes.length < manifestEnd) {
-    fail(
-      bytes.length,
-      `truncated: the ${manifestLength}-byte manifest at offset ${HEADER_SIZE} ends at ${manifestEnd}`,
-    );
-  }
-
   const manifestBytes = bytes.subarray(HEADER_SIZE, manifestEnd);
-  const declaredHash = bytes.subarray(MANIFEST_HASH_OFFSET, MANIFEST_HASH_OFFSET + 32);
-  const actualHash = new Uint8Array(await crypto.subtle.digest("SHA-256", manifestBytes));
-  if (actualHash.some((b, i) => b !== declaredHash[i])) {
-    fail(
-      MANIFEST_HASH_OFFSET,
-      `manifest sha256 mismatch: header says ${toHex(declaredHash)}, manifest bytes hash to ${toHex(actualHash)}`,
-    );
-  }
+  checkManifestHash(bytes, manifestBytes, fail);
 
   const manifestValue = manifestJson(manifestBytes, (reason) => fail(HEADER_SIZE, reason));
   const manifest = validateManifest(manifestValue, file);
@@ -443,13 +417,7 @@ export async function encodeBundle(
   }
 
   const manifestEnd = HEADER_SIZE + manifestBytes.length;
-  const out = new Uint8Array(manifestEnd + contents.reduce((sum, c) => sum + c.length, 0));
-  const header = new DataView(out.buffer);
-  out.set(MAGIC, 0);
-  header.setUint32(VERSION_OFFSET, FORMAT_VERSION, true);
-  header.setUint32(MANIFEST_LENGTH_OFFSET, manifestBytes.length, true);
-  out.set(hexToBytes(await sha256Hex(manifestBytes)), MANIFEST_HASH_OFFSET);
-  out.set(manifestBytes, HEADER_SIZE);
+  const out = headerWithManifest(MAGIC, FORMAT_VERSION, manifestBytes, contents.reduce((sum, c) => sum + c.length, 0));
   let offset = manifestEnd;
   for (const content of contents) {
     out.set(content, offset);

@@ -4,21 +4,16 @@
 
 import {
   CHUNK_BYTES,
-  FORMAT_VERSION,
-  HEADER_SIZE,
+  HEADER_RULES,
   isZero,
-  MAGIC,
-  MANIFEST_HASH_OFFSET,
-  MANIFEST_LENGTH_OFFSET,
   MAX_FILE_BYTES,
-  MAX_MANIFEST_BYTES,
   sha256Hex,
   SnapshotError,
   type SnapshotManifest,
   validateManifest,
-  VERSION_OFFSET,
 } from "./snapshot_format.ts";
 import { manifestJson } from "./manifest_json.ts";
+import { checkHeader, checkManifestHash, HEADER_SIZE } from "./file_header.ts";
 import { createHash } from "node:crypto";
 import {
   check,
@@ -84,64 +79,29 @@ function readFully<T extends Uint8Array>(fd: number, file: string, offset: numbe
   return into;
 }
 
-/**
- * Checks a snapshot's header, its first HEADER_SIZE bytes (fewer if the file is shorter): magic, version, and a
- * manifest length within bounds and within `fileSize`, the length of the file. Returns the manifest's length.
- */
-function checkHeader(header: Uint8Array, file: string, fileSize: number): number {
-  const fail = (offset: number, reason: string): never => {
-    throw new SnapshotError(file, offset, reason);
-  };
-  if (header.subarray(0, MAGIC.length).some((b, i) => b !== MAGIC[i])) fail(0, "bad magic: not a pvx snapshot");
-  if (fileSize < HEADER_SIZE) {
-    fail(fileSize, `truncated: the header needs ${HEADER_SIZE} bytes, file has ${fileSize}`);
-  }
-  const view = new DataView(header.buffer, header.byteOffset, HEADER_SIZE);
-  const version = view.getUint32(VERSION_OFFSET, true);
-  if (version !== FORMAT_VERSION) {
-    fail(VERSION_OFFSET, `format version ${version} is not supported (this reader knows ${FORMAT_VERSION})`);
-  }
-  const manifestLength = view.getUint32(MANIFEST_LENGTH_OFFSET, true);
-  if (manifestLength > MAX_MANIFEST_BYTES) {
-    fail(MANIFEST_LENGTH_OFFSET, `manifest length ${manifestLength} exceeds the ${MAX_MANIFEST_BYTES}-byte limit`);
-  }
-  const manifestEnd = HEADER_SIZE + manifestLength;
-  if (fileSize < manifestEnd) {
-    fail(fileSize, `truncated: the ${manifestLength}-byte manifest at offset ${HEADER_SIZE} ends at ${manifestEnd}`);
-  }
-  return manifestLength;
-}
+/** A snapshot's refusal at `offset` of `file`. */
+const failIn = (file: string) => (offset: number, reason: string): never => {
+  throw new SnapshotError(file, offset, reason);
+};
 
-/** Checks the manifest's hash (stored in `header`), encoding and schema: the snapshot's id and its manifest. */
+/** Checks the manifest's hash (declared in `header`), encoding and schema: the snapshot's id and its manifest. */
 function parseManifest(
   header: Uint8Array,
   manifestBytes: Uint8Array,
   file: string,
 ): { id: string; manifest: SnapshotManifest } {
-  const fail = (offset: number, reason: string): never => {
-    throw new SnapshotError(file, offset, reason);
-  };
-  const declared = Array.from(
-    header.subarray(MANIFEST_HASH_OFFSET, HEADER_SIZE),
-    (b) => b.toString(16).padStart(2, "0"),
-  ).join("");
-  const id = sha256Hex(manifestBytes);
-  if (id !== declared) {
-    fail(MANIFEST_HASH_OFFSET, `manifest sha256 mismatch: header says ${declared}, manifest bytes hash to ${id}`);
-  }
-
+  const fail = failIn(file);
+  const id = checkManifestHash(header, manifestBytes, fail);
   const value = manifestJson(manifestBytes, (reason) => fail(HEADER_SIZE, reason));
   return { id, manifest: validateManifest(value, file, manifestBytes.length) };
 }
 
 function readManifest(fd: number, file: string): { id: string; manifest: SnapshotManifest } {
-  const fail = (offset: number, reason: string): never => {
-    throw new SnapshotError(file, offset, reason);
-  };
+  const fail = failIn(file);
 
   const fileSize = check(`lseek ${file}`, Number(libc().lseek(fd, 0n, SEEK_END)));
   const header = readFully(fd, file, 0, new Uint8Array(Math.min(fileSize, HEADER_SIZE)));
-  const manifestLength = checkHeader(header, file, fileSize);
+  const { manifestLength } = checkHeader(header, fileSize, HEADER_RULES, fail);
   const manifestEnd = HEADER_SIZE + manifestLength;
   const manifestBytes = readFully(fd, file, HEADER_SIZE, new Uint8Array(manifestLength));
   const { id, manifest } = parseManifest(header, manifestBytes, file);
@@ -329,7 +289,7 @@ export class SnapshotUnpacker {
     let at = 0;
     for (const piece of this.#head) head.set(piece, (at += piece.length) - piece.length);
     // Nothing about the file's length is known yet: only the header's own fields are checked here.
-    const manifestLength = checkHeader(head, this.file, MAX_FILE_BYTES);
+    const { manifestLength } = checkHeader(head, MAX_FILE_BYTES, HEADER_RULES, failIn(this.file));
     if (this.#headBytes < HEADER_SIZE + manifestLength) {
       this.#head = [head];
       return;

@@ -12,21 +12,24 @@ import { createHash } from "node:crypto";
 import { describeValue } from "./describe_value.ts";
 import { manifestFields } from "./manifest_json.ts";
 import { PAGE } from "../abi/memory_map.ts";
+import { HEADER_SIZE, type HeaderRules } from "./file_header.ts";
 
 export const MAGIC = new TextEncoder().encode("PVXSNAP\0");
 export const FORMAT_VERSION = 1;
-export const HEADER_SIZE = 48;
 /**
  * The manifest is parsed as JSON in one piece, so its size bounds that work. It lists one extent per run of
  * present pages, and 32 MiB leaves room for 1 GiB of guest RAM in the worst case (every other page present).
  */
 export const MAX_MANIFEST_BYTES = 32 << 20;
+export const HEADER_RULES: HeaderRules = {
+  magic: MAGIC,
+  kind: "a pvx snapshot",
+  versions: [FORMAT_VERSION],
+  maxManifestBytes: MAX_MANIFEST_BYTES,
+};
 /** Every size and offset stays below this, so that sums of them are exact in a JS number. */
 export const MAX_FILE_BYTES = 2 ** 48;
 
-export const VERSION_OFFSET = 8;
-export const MANIFEST_LENGTH_OFFSET = 12;
-export const MANIFEST_HASH_OFFSET = 16;
 /** Memory is copied, hashed and read in pieces of this size, which bounds the buffers whatever the guest's size. */
 export const CHUNK_BYTES = 4 << 20;
 const KINDS = ["full", "diff"] as const;

@@ -5,19 +5,16 @@ import {
   alignUp,
   CHUNK_BYTES,
   FORMAT_VERSION,
-  HEADER_SIZE,
   isZero,
   MAGIC,
-  MANIFEST_HASH_OFFSET,
-  MANIFEST_LENGTH_OFFSET,
   MAX_MANIFEST_BYTES,
   type MemoryExtent,
   type SectionEntry,
   sha256Hex,
   SnapshotError,
   validateManifest,
-  VERSION_OFFSET,
 } from "./snapshot_format.ts";
+import { HEADER_SIZE, headerWithManifest, MANIFEST_LENGTH_OFFSET } from "./file_header.ts";
 import { describeValue } from "./describe_value.ts";
 import { createHash } from "node:crypto";
 import { writeAll, writeFileAtomically } from "./atomic_file.ts";
@@ -218,13 +215,7 @@ export async function writeSnapshotInto(
   // The header goes last: until then the file starts with zeros, so a temp file left by a killed writer is
   // refused as "bad magic" rather than read as a snapshot with missing pages.
   const manifestBytes = encode(manifestFor(manifestLength, extentHashes, sectionHashes));
-  const header = new Uint8Array(HEADER_SIZE + manifestBytes.length);
-  const view = new DataView(header.buffer);
-  header.set(MAGIC, 0);
-  view.setUint32(VERSION_OFFSET, FORMAT_VERSION, true);
-  view.setUint32(MANIFEST_LENGTH_OFFSET, manifestBytes.length, true);
-  header.set(createHash("sha256").update(manifestBytes).digest(), MANIFEST_HASH_OFFSET);
-  header.set(manifestBytes, HEADER_SIZE);
+  const header = headerWithManifest(MAGIC, FORMAT_VERSION, manifestBytes);
   await place(header, 0);
   const id = sha256Hex(manifestBytes);
   return { id, fileBytes, pages: extents.reduce((sum, e) => sum + e.length, 0) / PAGE };

@@ -6,7 +6,6 @@ import {
   describeBundle,
   encodeBundle,
   FORMAT_VERSION,
-  HEADER_SIZE,
   type Manifest,
   MAX_MANIFEST_BYTES,
   parseBundle,
@@ -14,6 +13,7 @@ import {
   validateManifest,
   writeBundle,
 } from "../hv/bundle.ts";
+import { HEADER_SIZE } from "../hv/file_header.ts";
 
 const FUZZ_RUNS = Number(Deno.env.get("PVX_FUZZ_RUNS") ?? 200);
 if (!Number.isSafeInteger(FUZZ_RUNS) || FUZZ_RUNS < 1) {

@@ -3,13 +3,8 @@ import { createHash } from "node:crypto";
 import fc from "fast-check";
 import { PAGE } from "../abi/memory_map.ts";
 import { unmapGuestRam } from "../hv/memory.ts";
-import {
-  HEADER_SIZE,
-  MAX_MANIFEST_BYTES,
-  SnapshotError,
-  type SnapshotManifest,
-  validateManifest,
-} from "../hv/snapshot_format.ts";
+import { HEADER_SIZE } from "../hv/file_header.ts";
+import { MAX_MANIFEST_BYTES, SnapshotError, type SnapshotManifest, validateManifest } from "../hv/snapshot_format.ts";
 import { type SnapshotInput, writeSnapshot } from "../hv/snapshot_writer.ts";
 import { checkParent, mapSnapshotChain, openSnapshot, type Snapshot } from "../hv/snapshot_file.ts";
 import { fuzzRuns } from "./support/fuzz.ts";
