@@ -393,7 +393,9 @@ Deno.test("pvx serve: past --max-instances a create is a 429, past --max-memory 
     const many = await api(daemon, "POST", "/instances", { bundle: counter, memoryMiB: 8 });
     assert.equal(many.status, 429, JSON.stringify(many.json));
     assert.match(many.json.error.message, /--max-instances 2 is reached: 2 live/);
-    await api(daemon, "POST", `/instances/${second}/kill`);
+    // No grace: SIGKILL at once, so the guest reports nothing and the signal is the status.
+    const killedAtOnce = await api(daemon, "POST", `/instances/${second}/kill?graceMs=0`);
+    assert.deepEqual([killedAtOnce.json.exit.kind, killedAtOnce.json.exit.code], ["killed", 137]);
     const big = await api(daemon, "POST", "/instances", { bundle: counter, memoryMiB: 80 });
     assert.equal(big.status, 507, JSON.stringify(big.json));
     assert.match(
@@ -483,6 +485,8 @@ Deno.test("pvx serve: bad input is a 400 naming the field, an unknown route or i
     await field("GET", `/instances/${id}/logs?since=1`, undefined, "since");
     await field("POST", `/instances/${id}/stdin?close=soon`, "x", "close");
     await field("DELETE", `/instances/${id}?force=perhaps`, undefined, "force");
+    await field("POST", `/instances/${id}/kill?graceMs=soon`, undefined, "graceMs");
+    await field("POST", `/instances/${id}/kill?graceMs=86400001`, undefined, "graceMs");
     await field("POST", `/instances/${id}/snapshot`, { path: "x.snap" }, "path");
     await field("POST", `/instances/${id}/snapshot`, { path: `${dir}/x.snap`, stop: "yes" }, "stop");
     await field("POST", `/instances/${id}/snapshot`, { path: `${dir}/x.snap`, diffFrom: `${dir}/none` }, "diffFrom");
@@ -560,7 +564,8 @@ Deno.test("pvx serve: SIGKILL of one instance's process leaves the daemon and th
     assert.equal(waited.code, 0, waited.stderr);
     assert.equal((await logs(daemon, survivor, "")).stdout, counted(1, "ok\n"));
 
-    const kill = await pvxCli(["kill", ...host, killed]);
+    // A grace no slow machine runs out of: SIGTERM alone stops the guest, and it reports (143).
+    const kill = await pvxCli(["kill", ...host, "--grace", "600", killed]);
     assert.equal(kill.code, 0, kill.stderr);
     assert.equal(kill.stdout, `${killed}: killed 143\n`);
     const metrics = (await requestControlApi(daemon.socket, "GET", "/metrics")).body;
@@ -886,7 +891,9 @@ Deno.test("fuzz: no body, query or id makes the daemon answer 500 or create an i
       fc.jsonValue().map((v) => JSON.stringify(v)),
       fc.string(),
     );
-    const query = fc.dictionary(fc.constantFrom("force", "close", "follow", "tail", "x"), fc.string(), { maxKeys: 3 });
+    const query = fc.dictionary(fc.constantFrom("force", "close", "follow", "tail", "graceMs", "x"), fc.string(), {
+      maxKeys: 3,
+    });
     await fc.assert(
       fc.asyncProperty(fc.constantFrom(...routes), fc.string(), query, body, async (route, id, q, text) => {
         const path = route.path.replace(":id", encodeURIComponent(id) || "none");

@@ -217,10 +217,22 @@ export async function waitCommand(argv: string[]): Promise<number> {
   return d.exit ? d.exit.code & 0xff : EXIT_PVX_ERROR;
 }
 
-/** `pvx kill ID`: stops the guest (SIGTERM to its process, SIGKILL after a grace) and answers once it exited. */
+/**
+ * `pvx kill [--grace T] ID`: stops the guest (SIGTERM to its process, SIGKILL after the grace, 10 s unless given; at
+ * once for 0) and answers once it exited.
+ */
 export async function killCommand(argv: string[]): Promise<number> {
-  const { values, positionals } = parseArgs({ args: argv, allowPositionals: true, options: clientOptions });
-  const d: Described = await call(await connect(values), "POST", `/instances/${instanceArg("kill", positionals)}/kill`);
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: { ...clientOptions, grace: { type: "string" } },
+  });
+  const grace = values.grace === undefined ? "" : `?graceMs=${Math.round(parseDuration(values.grace, "--grace"))}`;
+  const d: Described = await call(
+    await connect(values),
+    "POST",
+    `/instances/${instanceArg("kill", positionals)}/kill${grace}`,
+  );
   print(values.json, d, `${d.id}: ${exitText(d)}`);
   return 0;
 }

@@ -98,7 +98,7 @@ const usage = `usage:
                                   N processes (default 2) wait, loaded, for the next creates
   pvx ps | start <app.pvx|app.exe>|--from <tpl>|--snapshot <snap> [--cpus N] [--timeout T] [--env N=V]...
         [--share <host dir>:<guest dir>[:ro]]... [--upload] [-- args]
-  pvx logs [-f] [--tail <KiB>] <id> | wait <id> | kill <id> | rm [-f] <id> | pause|resume <id>
+  pvx logs [-f] [--tail <KiB>] <id> | wait <id> | kill [--grace T] <id> | rm [-f] <id> | pause|resume <id>
   pvx attach [--tail <KiB>] [--no-stdin] <id>   its console here, typed input to its stdin; Ctrl-C detaches
   pvx migrate <id> --to <url> [--to-token-file <file>] [--max-rounds N] [--unconverged stop-and-copy|fail]
                                   live, to another pvx serve

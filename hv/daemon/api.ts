@@ -11,7 +11,7 @@ import { timingSafeEqual } from "node:crypto";
 import { join } from "../../abi/host_path.ts";
 import { refuse } from "../control_api.ts";
 import { describeValue } from "../describe_value.ts";
-import type { Instances } from "./instances.ts";
+import { type Instances, MAX_KILL_GRACE_MS } from "./instances.ts";
 import type { Metrics } from "./metrics.ts";
 import { RING_BYTES } from "./console.ts";
 import { openApiDocument } from "./openapi.ts";
@@ -29,6 +29,7 @@ import {
   flag,
   instanceOf,
   jsonBody,
+  milliseconds,
   query,
   refusalOf,
   snapshotRequest,
@@ -146,8 +147,8 @@ export function daemonApi(
     return c.json({ ...saved, snapshot: stored.addSnapshot(saved, instance.record.id).id });
   });
   app.post("/instances/:id/kill", async (c) => {
-    query(c, []);
-    return c.json(await find(c).kill());
+    const graceMs = milliseconds(query(c, ["graceMs"]), "graceMs", MAX_KILL_GRACE_MS);
+    return c.json(await find(c).kill(graceMs));
   });
   app.post("/instances/:id/wait", async (c) => {
     query(c, []);

@@ -62,8 +62,10 @@ export interface CreateSpec {
   incoming?: string;
 }
 
-/** How long a killed instance has to stop its guest and report before it is killed outright. */
-const KILL_GRACE_MS = 10_000;
+/** How long a killed instance has, unless told otherwise, to stop its guest and report before it is killed outright. */
+export const KILL_GRACE_MS = 10_000;
+/** The longest grace a kill may give: a day, well inside what setTimeout can wait. */
+export const MAX_KILL_GRACE_MS = 86_400_000;
 /**
  * Between two probes of a starting instance's control API, doubling up to the last: under the
  * nested accelerator each probe is a process in the helper VM, and there a start takes seconds.
@@ -380,12 +382,15 @@ export class Instance {
     }
   }
 
-  /** SIGTERM, which stops the guest and reports how it stood; SIGKILL if that takes longer than the grace. */
-  async kill() {
+  /**
+   * SIGTERM, which stops the guest and reports how it stood; SIGKILL if that takes longer than `graceMs`, and at
+   * once for 0.
+   */
+  async kill(graceMs = KILL_GRACE_MS) {
     if (!this.running) throw new InstanceConflict(`instance ${this.record.id} is ${this.record.state}`);
     this.killing = true;
-    this.child!.kill("SIGTERM");
-    const grace = setTimeout(() => this.child!.kill("SIGKILL"), KILL_GRACE_MS);
+    this.child!.kill(graceMs === 0 ? "SIGKILL" : "SIGTERM");
+    const grace = setTimeout(() => this.child!.kill("SIGKILL"), graceMs);
     try {
       await this.exited;
     } finally {

@@ -5,6 +5,7 @@ import { MAX_UPLOAD_BYTES } from "./bundles.ts";
 import { MAX_IDS_PER_REQUEST } from "./chunks_api.ts";
 import { DEFAULT_ROUNDS, MAX_ROUNDS, UNCONVERGED } from "./migration_source.ts";
 import { MAX_CHAIN } from "./migration_target.ts";
+import { KILL_GRACE_MS, MAX_KILL_GRACE_MS } from "./instances.ts";
 
 const error = { $ref: "#/components/schemas/Error" };
 const instance = { $ref: "#/components/schemas/Instance" };
@@ -292,7 +293,18 @@ export const openApiDocument = {
       ),
     },
     "/instances/{id}/kill": {
-      post: onInstance("SIGTERM (the guest stops and reports), SIGKILL after 10 s; answers once it exited", instance),
+      post: onInstance(
+        "SIGTERM (the guest stops and reports), SIGKILL after the grace; answers once it exited",
+        instance,
+        {
+          parameters: [id, {
+            name: "graceMs",
+            in: "query",
+            schema: { type: "integer", minimum: 0, maximum: MAX_KILL_GRACE_MS, default: KILL_GRACE_MS },
+            description: "how long the guest has to stop and report before SIGKILL; 0 sends SIGKILL at once",
+          }],
+        },
+      ),
     },
     "/instances/{id}/wait": { post: onInstance("answers once the instance has exited", instance) },
     "/instances/{id}/stdin": {
