@@ -9,6 +9,7 @@ import { PAGE } from "./memory_map.ts";
 import type { HostWrites } from "./host_writes.ts";
 import { AbiViolation, Win32Error } from "./call_errors.ts";
 import type { SpecialCalls } from "./special_calls.ts";
+import { hex } from "./hex.ts";
 
 /** Guest RAM as the host sees it, plus the guest's page tables for access checks. */
 export interface GuestView {
@@ -39,7 +40,6 @@ export interface Thread {
 /** Returns the value for the frame's `ret` slot. */
 export type Handler = (args: Args, thread: Thread) => number | bigint;
 
-const hex = (n: number | bigint) => `0x${n.toString(16)}`;
 /** Longest Win32 path (and so the longest string argument) in characters, without the NUL. */
 const MAX_WIDE_STRING = 32767;
 

@@ -9,6 +9,7 @@
 
 import { PlainState } from "./plain_state.ts";
 import type { HostWrites } from "./host_writes.ts";
+import { hex } from "./hex.ts";
 
 /** Block alignment and size unit; what HeapAlloc guarantees on x64. */
 const ALIGN = 16;
@@ -23,8 +24,6 @@ interface Extent {
 export interface GuestHeapData {
   blocks: [number, number][];
 }
-
-const hex = (n: number) => `0x${n.toString(16)}`;
 
 /**
  * Bytes a block of `size` occupies: whole units, at least one so that even a

@@ -26,6 +26,7 @@ import type { AddressSpace, Protection } from "./address_space.ts";
 import { Win32Error } from "./call_errors.ts";
 import { win32Constants as W, win32Errors } from "./win32.ts";
 import type { HostWrites } from "./host_writes.ts";
+import { hex } from "./hex.ts";
 
 /** Reservations start on 64 KiB boundaries, as on Windows. */
 const GRANULARITY = 0x10000;
@@ -39,8 +40,6 @@ const pageAccess = new Map<number, Protection | "none">([
   [W.PAGE_EXECUTE_READ, { write: false, exec: true }],
   [W.PAGE_EXECUTE_READWRITE, { write: true, exec: true }],
 ]);
-
-const hex = (n: number) => `0x${n.toString(16)}`;
 
 /** A failed Virtual* call; `code` is the Win32 error the guest gets. */
 export class VmError extends Win32Error {

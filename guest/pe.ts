@@ -35,6 +35,7 @@ import {
   SYM,
   TLS_DIRECTORY,
 } from "./pe_format.ts";
+import { hex } from "../abi/hex.ts";
 
 // Real images stay far below these; anything bigger is a corrupt count,
 // refused before it drives an allocation or a long walk.
@@ -42,7 +43,6 @@ const MAX_SECTIONS = 96;
 const MAX_IMAGE_BYTES = 1024 * MiB;
 const IMAGE_BASE_ALIGNMENT = 0x10000;
 
-const hex = (n: number) => `0x${n.toString(16)}`;
 const isPowerOfTwo = (n: number) => n > 0 && (n & (n - 1)) === 0;
 const utf8 = new TextDecoder("utf-8");
 

@@ -7,8 +7,7 @@ import type { Protection } from "../abi/address_space.ts";
 import { PeError, type PeImage, type PeImport } from "./pe_image.ts";
 import { COFF, DOS, IMAGE_REL_BASED_DIR64, OPT } from "./pe_format.ts";
 import { upperBound } from "./symbol_search.ts";
-
-const hex = (n: number) => `0x${n.toString(16)}`;
+import { hex } from "../abi/hex.ts";
 
 /**
  * Copies headers and sections to [base, base+sizeOfImage) in guest memory,

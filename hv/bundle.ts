@@ -18,6 +18,7 @@ import { manifestFields, manifestJson } from "./manifest_json.ts";
 import { maxMemory, MiB, minMemory } from "../abi/memory_map.ts";
 import { writeBytesAtomically } from "./atomic_file.ts";
 import { SPECIAL_CALL_POLICIES, type SpecialCallPolicy } from "../abi/special_calls.ts";
+import { hexBytes } from "../abi/hex.ts";
 
 export const MAGIC = new TextEncoder().encode("PVXBNDL\0");
 export const FORMAT_VERSION = 1;
@@ -325,12 +326,8 @@ function checkPathsCanCoexist(files: ManifestFile[], fail: (field: string, probl
   });
 }
 
-function toHex(bytes: Uint8Array): string {
-  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
-}
-
 export async function sha256Hex(bytes: Uint8Array<ArrayBuffer>): Promise<string> {
-  return toHex(new Uint8Array(await crypto.subtle.digest("SHA-256", bytes)));
+  return hexBytes(new Uint8Array(await crypto.subtle.digest("SHA-256", bytes)));
 }
 
 /** Validates every byte of `bytes`, which the caller must not modify while or after this runs. */

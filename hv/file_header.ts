@@ -3,6 +3,7 @@
 // (32 bytes at 16). The JSON manifest follows, and says where everything else in the file is.
 
 import { createHash } from "node:crypto";
+import { hexBytes } from "../abi/hex.ts";
 
 export const HEADER_SIZE = 48;
 export const VERSION_OFFSET = 8;
@@ -20,8 +21,6 @@ export interface HeaderRules {
 }
 
 type Fail = (offset: number, reason: string) => never;
-
-const hex = (bytes: Uint8Array) => Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
 
 /**
  * Checks `header`, the first HEADER_SIZE bytes of a file of `fileSize` bytes (fewer if it is shorter): its magic,
@@ -55,7 +54,7 @@ export function checkHeader(
 
 /** The manifest's SHA-256 in hex, once it matches the one `header` declares. */
 export function checkManifestHash(header: Uint8Array, manifestBytes: Uint8Array, fail: Fail): string {
-  const declared = hex(header.subarray(MANIFEST_HASH_OFFSET, HEADER_SIZE));
+  const declared = hexBytes(header.subarray(MANIFEST_HASH_OFFSET, HEADER_SIZE));
   const actual = createHash("sha256").update(manifestBytes).digest("hex");
   if (actual !== declared) {
     fail(MANIFEST_HASH_OFFSET, `manifest sha256 mismatch: header says ${declared}, manifest bytes hash to ${actual}`);

@@ -10,6 +10,7 @@ import { readAt, writeAll, writeBytesAtomically, writeFileAtomically } from "./a
 import { SnapshotError } from "./snapshot_format.ts";
 import { type SnapshotInput, writeSnapshotInto, type WrittenSnapshot } from "./snapshot_writer.ts";
 import { openSnapshotFd, packedLength, type Snapshot, SnapshotUnpacker } from "./snapshot_file.ts";
+import { hexBytes } from "../abi/hex.ts";
 
 export const SEAL_MAGIC = new TextEncoder().encode("PVXSEAL\0");
 export const SEAL_VERSION = 1;
@@ -65,8 +66,6 @@ export interface SealKey {
   id: Uint8Array<ArrayBuffer>;
   hkdf: CryptoKey;
 }
-
-const hex = (bytes: Uint8Array) => Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
 
 async function importKey(bytes: Uint8Array<ArrayBuffer>, file: string): Promise<SealKey> {
   const hkdf = await crypto.subtle.importKey("raw", bytes, "HKDF", false, ["deriveKey", "deriveBits"]);
@@ -165,8 +164,8 @@ function readHeader(header: Uint8Array<ArrayBuffer>): SealedHeader {
     plaintextLength: Number(view.getBigUint64(FIELD.plaintextLength[0], true)),
     createdAt: new Date(Number(view.getBigUint64(FIELD.createdAt[0], true))),
     ...(expiresAt ? { expiresAt: new Date(expiresAt) } : {}),
-    bundleSha256: hex(field(FIELD.bundleSha256)),
-    keyId: hex(field(FIELD.keyId)),
+    bundleSha256: hexBytes(field(FIELD.bundleSha256)),
+    keyId: hexBytes(field(FIELD.keyId)),
   };
 }
 
@@ -322,7 +321,7 @@ async function openBlob(
   if (header.version !== SEAL_VERSION) {
     fail(FIELD.version[0], `format version ${header.version} is not supported (this reader knows ${SEAL_VERSION})`);
   }
-  const keyId = hex(key.id);
+  const keyId = hexBytes(key.id);
   if (header.keyId !== keyId) {
     fail(
       FIELD.keyId[0],

@@ -15,6 +15,7 @@ import { STD_ERROR_HANDLE, STD_INPUT_HANDLE, STD_OUTPUT_HANDLE, win32Constants, 
 import { infoBase } from "../abi/memory_map.ts";
 import { infoFields } from "../guest/info.ts";
 import { CRITICAL_SECTION_SIZE } from "../guest/runtime.ts";
+import { hex } from "../abi/hex.ts";
 
 const pointerTypes = /^(LP|P)|^(HANDLE|HMODULE|FARPROC)$|\*$/;
 
@@ -45,8 +46,6 @@ static inline ${attrs}${call.ret} ${call.name}(${params}) {
 ${tail}}
 `;
 }
-
-const hex = (n: number) => `0x${n.toString(16)}`;
 
 export function renderHeader(): string {
   const errors = Object.entries(win32Errors).map(([k, v]) => `#define ${k} ${v}L`).join("\n");
