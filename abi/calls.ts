@@ -663,6 +663,14 @@ export const calls = [
     doc:
       "DuplicateHandle within the app, of a console, file or waitable handle; a file's twin shares position and locks.",
   },
+  {
+    nr: 69,
+    name: "PvxOpenCurrentThread",
+    ret: "HANDLE",
+    failure: 0n,
+    params: [],
+    doc: "DuplicateHandle of GetCurrentThread(): a real handle to the calling thread, signalled when it exits.",
+  },
 ] as const satisfies readonly CallDef[];
 
 export type CallName = (typeof calls)[number]["name"];

@@ -70,6 +70,11 @@ export interface ThreadContext {
   sleep(ms: number): void;
   /** PvxReady: where a template is being made, waits there to be paused for its snapshot; else nothing. */
   ready(): void;
+  /**
+   * A new handle to this thread's object, which its exit signals. One is made if the thread has none (the first
+   * thread, or one whose every handle was closed); undefined when no object or handle is left.
+   */
+  openCurrentThread(): number | undefined;
   exitProcess(code: number): void;
   exitThread(code: number): void;
   /** FlushProcessWriteBuffers: returns once every other thread running in the guest has been through a VM exit. */

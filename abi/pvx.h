@@ -799,6 +799,14 @@ static inline BOOL PvxDuplicateHandle(HANDLE hSourceHandle, LPHANDLE lpTargetHan
   return (BOOL)f[0];
 }
 
+/* DuplicateHandle of GetCurrentThread(): a real handle to the calling thread, signalled when it exits. */
+static inline HANDLE PvxOpenCurrentThread(void) {
+  PVX_USES("PvxOpenCurrentThread");
+  uint64_t f[1] = { 0 };
+  pvx_hypercall(69, f);
+  return (HANDLE)(uintptr_t)f[0];
+}
+
 
 /* Critical sections run in the guest (guest/runtime.ts, reached through the
  * info page); only a contended one waits in the host. */

@@ -138,15 +138,31 @@ export class SyncObjects {
     const named = handleParts(handle);
     if (!named || !this.resolve(handle)) return undefined;
     return this.#locked(() => {
-      const at = OBJECTS + SLOT * named.slot, open = this.#w[at + HANDLES];
-      if (this.#w[at + KIND] === SyncKind.Free || !(open & (1 << named.copy))) return undefined;
-      for (let copy = 0; copy < COPIES; copy++) {
-        if (open & (1 << copy)) continue;
-        this.#w[at + HANDLES] = open | (1 << copy);
-        return syncHandle(named.slot, copy);
-      }
-      return undefined;
+      const at = OBJECTS + SLOT * named.slot;
+      if (this.#w[at + KIND] === SyncKind.Free || !(this.#w[at + HANDLES] & (1 << named.copy))) return undefined;
+      return this.#addHandle(named.slot);
     });
+  }
+
+  /**
+   * A new handle to the thread object `ref` names, or, once that is freed (or with none), to a new one: a running
+   * thread's object outlives its handles, as on Windows. Undefined when no object or handle is left.
+   */
+  openThread(ref?: SyncRef): { handle: number; object: SyncRef } | undefined {
+    const live = ref && this.#locked(() => this.#live(ref) ? { handle: this.#addHandle(ref.slot) } : undefined);
+    if (live) return live.handle === undefined ? undefined : { handle: live.handle, object: ref! };
+    const made = this.create(SyncKind.Thread, {});
+    return made === undefined ? undefined : { handle: made, object: this.resolve(made)! };
+  }
+
+  #addHandle(slot: number): number | undefined {
+    const at = OBJECTS + SLOT * slot, open = this.#w[at + HANDLES];
+    for (let copy = 0; copy < COPIES; copy++) {
+      if (open & (1 << copy)) continue;
+      this.#w[at + HANDLES] = open | (1 << copy);
+      return syncHandle(slot, copy);
+    }
+    return undefined;
   }
 
   setEvent(ref: SyncRef, signaled: boolean): boolean {

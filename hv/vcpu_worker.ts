@@ -124,6 +124,8 @@ function run(init: VcpuInit, control: ControlBlock, times: { firstExitAt?: numbe
     return true;
   };
 
+  /** The thread object its exit signals: CreateThread's, or one PvxOpenCurrentThread made; a snapshot keeps it. */
+  let object = init.thread.object;
   const park = (deadline?: number) => {
     finishDoorbell();
     const pending = deadline !== undefined && serving
@@ -132,7 +134,7 @@ function run(init: VcpuInit, control: ControlBlock, times: { firstExitAt?: numbe
     const parked: ParkedThread = {
       cpu,
       threadId,
-      ...(init.thread.object ? { object: init.thread.object } : {}),
+      ...(object ? { object } : {}),
       lastError: thread.lastError,
       vcpu: saveVcpu(vcpu),
       ...(pending ? { pending } : {}),
@@ -189,8 +191,13 @@ function run(init: VcpuInit, control: ControlBlock, times: { firstExitAt?: numbe
     },
     serializeOtherThreads: () => control.pullOutOthers(cpu),
     exitProcess: (code) => end = { kind: "exit", code },
+    openCurrentThread: () => {
+      const opened = control.sync.openThread(object);
+      if (opened) object = opened.object;
+      return opened?.handle;
+    },
     exitThread: (code) => {
-      control.sync.threadExited(threadId, code, init.thread.object);
+      control.sync.threadExited(threadId, code, object);
       // The process ends with its last thread, with that thread's exit code.
       end = control.threadEnded() === 0 ? { kind: "exit", code } : { kind: "thread-exit" };
     },

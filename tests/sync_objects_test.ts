@@ -46,6 +46,25 @@ Deno.test("an object has at most 16 handles, and a closed one's place is taken a
   assert.equal(sync.duplicate(copies[0]), copies[3]);
 });
 
+Deno.test("a thread's own handle names its object while that lives, and a new one that its exit signals after", () => {
+  const sync = objects();
+  const created = sync.create(SyncKind.Thread, {})!;
+  const object = sync.resolve(created)!;
+  const own = sync.openThread(object)!;
+  assert.notEqual(own.handle, created);
+  assert.deepEqual(own.object, object, "while CreateThread's handle is open, the same object");
+  assert.ok(sync.close(created) && sync.close(own.handle));
+  const remade = sync.openThread(object)!;
+  assert.notDeepEqual(remade.object, object, "every handle closed: a new object");
+  assert.equal(sync.exitCode(remade.object), W.STILL_ACTIVE);
+  sync.threadExited(TID, 9, remade.object);
+  assert.deepEqual(sync.wait([remade.handle], false, 0, TID, noWaiting), { code: W.WAIT_OBJECT_0 });
+  assert.equal(sync.exitCode(remade.object), 9);
+  const full = sync.openThread()!;
+  for (let i = 1; i < 16; i++) sync.duplicate(full.handle);
+  assert.equal(sync.openThread(full.object), undefined, "no handle left: nothing, rather than another object");
+});
+
 Deno.test("waiting for all of two handles of one object is refused, as Windows refuses it", () => {
   const sync = objects();
   const event = sync.create(SyncKind.Event, { signaled: true, manual: true })!;

@@ -85,6 +85,11 @@ export function threadHandlers(ctx: ThreadContext) {
       return 0;
     },
     GetCurrentThreadId: () => ctx.threadId,
+    PvxOpenCurrentThread: () => {
+      const handle = ctx.openCurrentThread();
+      if (handle === undefined) throw new Win32Error(E.ERROR_NOT_ENOUGH_MEMORY, "no sync object or handle is left");
+      return handle;
+    },
     Sleep: (a) => {
       ctx.sleep(a.dwMilliseconds as number);
       return 0;

@@ -156,15 +156,23 @@ EXPORT BOOL WINAPI TerminateProcess(HANDLE process, UINT code) {
   __builtin_unreachable();
 }
 
-/* Within this process only (pvx has no other), for console, file and waitable handles; a file's duplicate
- * shares its position and locks, as on Windows. The duplicate keeps the source's access whatever is asked.
- * The pseudo-handles cannot be duplicated yet: ERROR_NOT_SUPPORTED. */
+/* Within this process only (pvx has no other), for console, file and waitable handles, and the current
+ * thread's pseudo-handle; a file's duplicate shares its position and locks, as on Windows. The duplicate
+ * keeps the source's access whatever is asked. The process's pseudo-handle cannot be duplicated yet:
+ * ERROR_NOT_SUPPORTED. */
 EXPORT BOOL WINAPI DuplicateHandle(HANDLE source_process, HANDLE source, HANDLE target_process, LPHANDLE target,
                                    DWORD access, BOOL inherit, DWORD options) {
   (void)access, (void)inherit;
   BOOL here = source_process == PSEUDO_PROCESS && target_process == PSEUDO_PROCESS;
   BOOL pseudo = source == PSEUDO_PROCESS || source == PSEUDO_THREAD;
   if (here && !pseudo) return PvxDuplicateHandle(source, target, options);
+  if (here && source == PSEUDO_THREAD) {
+    /* Closing a pseudo-handle does nothing, so DUPLICATE_CLOSE_SOURCE has nothing to close. */
+    HANDLE thread = PvxOpenCurrentThread();
+    if (thread && target) *target = thread;
+    else if (thread) CloseHandle(thread);
+    return thread != NULL;
+  }
   /* Windows closes the source whatever becomes of the duplicate. */
   if (source_process == PSEUDO_PROCESS && !pseudo && (options & DUPLICATE_CLOSE_SOURCE)) CloseHandle(source);
   SetLastError(here ? ERROR_NOT_SUPPORTED : ERROR_INVALID_HANDLE);

@@ -27,6 +27,7 @@ BOOL WINAPI PvxWaitOnAddress(volatile LONG *address, LONG compare, DWORD millise
 VOID WINAPI PvxWakeByAddress(volatile LONG *address);
 BOOL WINAPI PvxSetFileTime(HANDLE h, ULONGLONG access, ULONGLONG write);
 BOOL WINAPI PvxDuplicateHandle(HANDLE source, LPHANDLE target, DWORD options);
+HANDLE WINAPI PvxOpenCurrentThread(void);
 
 static inline void *teb(void) {
   void *t;

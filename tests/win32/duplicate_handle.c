@@ -1,8 +1,9 @@
 /* DuplicateHandle within the process: a console handle's duplicate writes where it does and outlives
  * it; a file's duplicate shares its position, its locks and its file, which stays open until the last
  * handle closes; an event's, a mutex's, a semaphore's and a thread's duplicates name the same object,
- * which outlives the handle that made it; DUPLICATE_CLOSE_SOURCE closes the source even when the
- * duplicate fails; and the handles it refuses. */
+ * which outlives the handle that made it; a thread's GetCurrentThread() duplicates into a real handle,
+ * the first thread's too and one whose other handles are all closed, which its exit signals;
+ * DUPLICATE_CLOSE_SOURCE closes the source even when the duplicate fails; and the handles it refuses. */
 #include "common.h"
 
 static DWORD WINAPI exit_with_7(LPVOID param) {
@@ -16,6 +17,18 @@ static HANDLE duplicate(const char *what, HANDLE source, DWORD options) {
   HANDLE twin = NULL;
   result(what, DuplicateHandle(self(), source, self(), &twin, 0, FALSE, options));
   return twin;
+}
+
+static HANDLE closed, ready, go, its_own;
+
+/* Waits until its CreateThread handle is closed, so that the handle it makes is the only one. */
+static DWORD WINAPI exit_with_9_through_its_own_handle(LPVOID param) {
+  (void)param;
+  WaitForSingleObject(closed, INFINITE);
+  its_own = duplicate("the thread duplicates its pseudo-handle", GetCurrentThread(), DUPLICATE_SAME_ACCESS);
+  SetEvent(ready);
+  WaitForSingleObject(go, INFINITE);
+  return 9;
 }
 
 static LONGLONG position(HANDLE f) {
@@ -98,6 +111,29 @@ int main(void) {
   result("its exit code through the duplicate", GetExitCodeThread(thread_twin, &code));
   value("exit code", code);
   CloseHandle(thread_twin);
+
+  HANDLE main_thread = duplicate("duplicate the first thread's pseudo-handle", GetCurrentThread(),
+                                 DUPLICATE_SAME_ACCESS | DUPLICATE_CLOSE_SOURCE);
+  value("a real handle", main_thread != NULL && main_thread != GetCurrentThread());
+  result("its exit code", GetExitCodeThread(main_thread, &code));
+  value("exit code (STILL_ACTIVE)", code);
+  value("wait for it (WAIT_TIMEOUT)", WaitForSingleObject(main_thread, 0));
+  result("close it", CloseHandle(main_thread));
+
+  closed = CreateEventW(NULL, TRUE, FALSE, NULL);
+  ready = CreateEventW(NULL, TRUE, FALSE, NULL);
+  go = CreateEventW(NULL, TRUE, FALSE, NULL);
+  result("close a new thread's only handle", CloseHandle(CreateThread(NULL, 0, exit_with_9_through_its_own_handle,
+                                                                      NULL, 0, NULL)));
+  SetEvent(closed);
+  WaitForSingleObject(ready, INFINITE);
+  result("its own handle's exit code", GetExitCodeThread(its_own, &code));
+  value("exit code (STILL_ACTIVE)", code);
+  SetEvent(go);
+  value("wait for it through its own handle", WaitForSingleObject(its_own, INFINITE));
+  result("its exit code through it", GetExitCodeThread(its_own, &code));
+  value("exit code", code);
+  CloseHandle(its_own);
 
   f = CreateFileW(L"shared.txt", GENERIC_READ, 0, NULL, OPEN_EXISTING, 0, NULL);
   HANDLE none = NULL;
