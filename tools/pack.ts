@@ -13,6 +13,7 @@ import { win32Runtime } from "./win32_runtime.ts";
 import { cacheRoot } from "./cache_dir.ts";
 import type { SpecialCallPolicy } from "../abi/special_calls.ts";
 import { callsOfProcs, mergeTrace, namedInCode, noDynamicImports, readTrace } from "./dynamic_imports.ts";
+import { hexBytes } from "../abi/hex.ts";
 
 export interface PackOptions {
   name?: string;
@@ -179,7 +180,7 @@ export async function cachedBundle(entryPath: string, o: PackOptions): Promise<s
   const packed = await packApp(entryPath, o);
   // The key covers the packed bytes: a rebuilt exe, a new DLL or a new pvx all give new bundles.
   const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", packed.slice()));
-  const key = [...digest.subarray(0, 16)].map((b) => b.toString(16).padStart(2, "0")).join("");
+  const key = hexBytes(digest.subarray(0, 16));
   const path = join(bundleCacheDir(), `${key}.pvx`);
   try {
     await Deno.stat(path);

@@ -18,6 +18,7 @@ import { runPvxNested } from "./nested/api_relay.ts";
 import { describeOutcome, exitStatus } from "./report.ts";
 import { onStopSignals } from "./signals.ts";
 import { prewarm } from "../hv/vcpu_threads.ts";
+import { hexBytes } from "../abi/hex.ts";
 
 function progressLine(what: string) {
   const startedAt = performance.now();
@@ -128,7 +129,7 @@ export async function keyCommand(argv: string[]): Promise<number> {
   });
   if (positionals.join(" ") !== "create" || !values.output) throw new UsageError("key create needs -o <key file>");
   const key = await createKeyFile(values.output);
-  console.log(`created ${values.output}: key id ${[...key.id].map((b) => b.toString(16).padStart(2, "0")).join("")}`);
+  console.log(`created ${values.output}: key id ${hexBytes(key.id)}`);
   return 0;
 }
 

@@ -11,6 +11,7 @@ import { MODULE_TABLE_OFFSET, RUNTIME_DLL } from "../guest/windows.ts";
 import { calls } from "../abi/calls.ts";
 import { DOORBELL_BASE, DOORBELL_SIZE } from "../abi/doorbell.ts";
 import { run } from "./guest_cc.ts";
+import { hexBytes } from "../abi/hex.ts";
 
 const sourceDir = new URL("../guest/win32rt/", import.meta.url).pathname;
 
@@ -53,7 +54,7 @@ async function sources(): Promise<{ names: string[]; key: string }> {
   const parts = [flags.join(" "), hypercallImports.join(" ")];
   for (const n of names) parts.push(n, await Deno.readTextFile(join(sourceDir, n)));
   const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(parts.join("\0"))));
-  return { names, key: [...digest.subarray(0, 12)].map((b) => b.toString(16).padStart(2, "0")).join("") };
+  return { names, key: hexBytes(digest.subarray(0, 12)) };
 }
 
 /** The runtime DLL for this pvx, built on first use. */

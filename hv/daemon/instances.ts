@@ -13,6 +13,7 @@ import { addTotals, type HypercallTotals, noHypercalls } from "../hypercall_stat
 import type { ExitKind, InstanceRecord, InstanceState, MigratedTo, Records } from "./records.ts";
 import type { ShareSpec } from "../../abi/share.ts";
 import { WarmProcesses } from "../warm_processes.ts";
+import { hexBytes } from "../../abi/hex.ts";
 
 /** The request does not fit the instance's state (409). */
 export class InstanceConflict extends Error {}
@@ -534,7 +535,7 @@ export class Instances {
   /** An id no instance has, nor any other newId() gave: one a create can be given, with its home made. */
   async newId(): Promise<string> {
     let id: string;
-    do id = [...crypto.getRandomValues(new Uint8Array(6))].map((b) => b.toString(16).padStart(2, "0")).join(""); while (
+    do id = hexBytes(crypto.getRandomValues(new Uint8Array(6))); while (
       this.all.has(id) || this.reservedIds.has(id)
     );
     this.reservedIds.add(id);

@@ -7,6 +7,7 @@ import { join } from "../../abi/host_path.ts";
 import { initScript } from "./init.ts";
 import { cacheRoot } from "../cache_dir.ts";
 import { ensureInstalled, type Need } from "../packages.ts";
+import { hexBytes } from "../../abi/hex.ts";
 
 const progress = (what: string) => console.error(`pvx: ${what}`);
 
@@ -104,7 +105,7 @@ export async function nestedImage(): Promise<NestedImage> {
   const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(recipe)));
   const dir = join(
     nestedCacheDir(),
-    `${pkg}-${[...digest.subarray(0, 4)].map((b) => b.toString(16).padStart(2, "0")).join("")}`,
+    `${pkg}-${hexBytes(digest.subarray(0, 4))}`,
   );
   const image = { version: pkg, kernel: join(dir, "vmlinuz"), initrd: join(dir, "initrd.cpio") };
   if (await exists(join(dir, "ready"))) return image;
