@@ -29,8 +29,8 @@ import {
   flag,
   instanceOf,
   jsonBody,
-  milliseconds,
   query,
+  queryInteger,
   refusalOf,
   snapshotRequest,
   templateSpec,
@@ -147,7 +147,7 @@ export function daemonApi(
     return c.json({ ...saved, snapshot: stored.addSnapshot(saved, instance.record.id).id });
   });
   app.post("/instances/:id/kill", async (c) => {
-    const graceMs = milliseconds(query(c, ["graceMs"]), "graceMs", MAX_KILL_GRACE_MS);
+    const graceMs = queryInteger(query(c, ["graceMs"]), "graceMs", 0, MAX_KILL_GRACE_MS);
     return c.json(await find(c).kill(graceMs));
   });
   app.post("/instances/:id/wait", async (c) => {

@@ -86,14 +86,10 @@ export function flag(q: Record<string, string>, name: string): boolean {
   throw new BadInput(name, `must be true or false, not ${describeValue(v)}`);
 }
 
-/** `?name=N`: whole milliseconds from 0 to `max`; undefined when not given. */
-export function milliseconds(q: Record<string, string>, name: string, max: number): number | undefined {
+/** `?name=N`: checked as optionalInteger checks a body's field, digits read as the number they spell. */
+export function queryInteger(q: Record<string, string>, name: string, min: number, max: number): number | undefined {
   const v = q[name];
-  if (v === undefined) return undefined;
-  if (!/^\d{1,12}$/.test(v) || Number(v) > max) {
-    throw new BadInput(name, `must be whole milliseconds from 0 to ${max}, not ${describeValue(v)}`);
-  }
-  return Number(v);
+  return optionalInteger({ [name]: v !== undefined && /^\d+$/.test(v) ? Number(v) : v }, name, min, max);
 }
 
 /** A kept template's, snapshot's or uploaded bundle's id, which a field may give instead of a path. */
