@@ -390,14 +390,26 @@ export class Instance {
   async kill(graceMs = KILL_GRACE_MS) {
     if (!this.running) throw new InstanceConflict(`instance ${this.record.id} is ${this.record.state}`);
     this.killing = true;
-    this.child!.kill(graceMs === 0 ? "SIGKILL" : "SIGTERM");
-    const grace = setTimeout(() => this.child!.kill("SIGKILL"), graceMs);
+    this.signal(graceMs === 0 ? "SIGKILL" : "SIGTERM");
+    const grace = graceMs === 0 ? undefined : setTimeout(() => this.signal("SIGKILL"), graceMs);
     try {
       await this.exited;
     } finally {
       clearTimeout(grace);
     }
     return this.describe();
+  }
+
+  /**
+   * A process that ended a moment ago, before its exit was seen here, cannot be signalled (Deno throws): it is
+   * already what the signal was for, and its exit is on its way.
+   */
+  private signal(signal: Deno.Signal) {
+    try {
+      this.child!.kill(signal);
+    } catch (e) {
+      if (!(e instanceof TypeError)) throw e;
+    }
   }
 }
 
