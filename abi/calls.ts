@@ -65,6 +65,15 @@ const outStruct = (name: string, c: string, size: number, optional = false): Par
   size,
   optional,
 });
+/** A named object's Open call. pvx checks no access rights: the app is the only process that could be refused. */
+const openByName = <N extends string>(nr: number, name: N, kind: string): CallDef & { name: N } => ({
+  nr,
+  name,
+  ret: "HANDLE",
+  failure: 0n,
+  params: [u32("dwDesiredAccess"), u32("bInheritHandle", "BOOL"), wstr("lpName", true)],
+  doc: `A new handle to the ${kind} of that name (ERROR_FILE_NOT_FOUND when none has it).`,
+});
 const overlapped: Param = { name: "lpOverlapped", c: "LPOVERLAPPED", kind: "null" };
 const securityAttributes = u64("lpSecurityAttributes", "LPSECURITY_ATTRIBUTES");
 const lockRange = [
@@ -412,7 +421,7 @@ export const calls = [
     failure: 0n,
     implies: ["ExitThread"],
     params: [
-      { name: "lpThreadAttributes", c: "LPSECURITY_ATTRIBUTES", kind: "null" },
+      securityAttributes,
       u64("dwStackSize", "SIZE_T"),
       u64("lpStartAddress", "LPTHREAD_START_ROUTINE"),
       u64("lpParameter", "LPVOID"),
@@ -481,12 +490,12 @@ export const calls = [
     ret: "HANDLE",
     failure: 0n,
     params: [
-      { name: "lpEventAttributes", c: "LPSECURITY_ATTRIBUTES", kind: "null" },
+      securityAttributes,
       u32("bManualReset", "BOOL"),
       u32("bInitialState", "BOOL"),
-      { name: "lpName", c: "LPCWSTR", kind: "null" },
+      wstr("lpName", true),
     ],
-    doc: "An unnamed manual- or auto-reset event.",
+    doc: "A manual- or auto-reset event; a name already taken opens its event (ERROR_ALREADY_EXISTS).",
   },
   { nr: 49, name: "SetEvent", ret: "BOOL", failure: FALSE, params: [h("hEvent")], doc: "Signals an event." },
   { nr: 50, name: "ResetEvent", ret: "BOOL", failure: FALSE, params: [h("hEvent")], doc: "Unsignals an event." },
@@ -496,11 +505,11 @@ export const calls = [
     ret: "HANDLE",
     failure: 0n,
     params: [
-      { name: "lpMutexAttributes", c: "LPSECURITY_ATTRIBUTES", kind: "null" },
+      securityAttributes,
       u32("bInitialOwner", "BOOL"),
-      { name: "lpName", c: "LPCWSTR", kind: "null" },
+      wstr("lpName", true),
     ],
-    doc: "An unnamed mutex, owned by the caller when bInitialOwner.",
+    doc: "A mutex, owned by the caller when bInitialOwner; a name already taken opens its mutex, owned or not.",
   },
   {
     nr: 52,
@@ -573,13 +582,13 @@ export const calls = [
     ret: "HANDLE",
     failure: 0n,
     params: [
-      { name: "lpSemaphoreAttributes", c: "LPSECURITY_ATTRIBUTES", kind: "null" },
+      securityAttributes,
       u32("lInitialCount", "LONG"),
       u32("lMaximumCount", "LONG"),
-      { name: "lpName", c: "LPCWSTR", kind: "null" },
+      wstr("lpName", true),
     ],
     doc:
-      "An unnamed semaphore; 0 <= lInitialCount <= lMaximumCount and 0 < lMaximumCount, else ERROR_INVALID_PARAMETER.",
+      "A semaphore, 0 <= lInitialCount <= lMaximumCount and 0 < lMaximumCount (else ERROR_INVALID_PARAMETER); a name already taken opens its semaphore.",
   },
   {
     nr: 60,
@@ -671,6 +680,9 @@ export const calls = [
     params: [],
     doc: "DuplicateHandle of GetCurrentThread(): a real handle to the calling thread, signalled when it exits.",
   },
+  openByName(70, "OpenEventW", "event"),
+  openByName(71, "OpenMutexW", "mutex"),
+  openByName(72, "OpenSemaphoreW", "semaphore"),
 ] as const satisfies readonly CallDef[];
 
 export type CallName = (typeof calls)[number]["name"];

@@ -6,6 +6,7 @@ import type { FileView } from "./fileview.ts";
 import type { GuestHeap } from "./heap.ts";
 import type { VirtualMemory } from "./virtual_memory.ts";
 import type { SyncObjects, WaitControl } from "./sync_objects.ts";
+import type { ObjectNames } from "./object_names.ts";
 import type { SpecialCalls } from "./special_calls.ts";
 
 export interface ConsoleIo {
@@ -39,6 +40,8 @@ export interface Host {
   readonly console: ConsoleIo;
   /** Events, mutexes and thread objects, shared with every vCPU thread. */
   readonly sync: SyncObjects;
+  /** The names of events, mutexes and semaphores. */
+  readonly names: ObjectNames;
   readonly threads: ThreadStarter;
 }
 

@@ -217,6 +217,12 @@ _Static_assert(sizeof(CRITICAL_SECTION) == 40, "CRITICAL_SECTION must match the 
 #define WAIT_FAILED 0xffffffffu
 #define CREATE_SUSPENDED 0x4u
 #define STILL_ACTIVE 0x103u
+#define SYNCHRONIZE 0x100000u
+#define EVENT_MODIFY_STATE 0x2u
+#define EVENT_ALL_ACCESS 0x1f0003u
+#define MUTEX_ALL_ACCESS 0x1f0001u
+#define SEMAPHORE_MODIFY_STATE 0x2u
+#define SEMAPHORE_ALL_ACCESS 0x1f0003u
 #define MAX_PATH 0x104u
 #define MAXIMUM_WAIT_OBJECTS 0x40u
 
@@ -579,9 +585,9 @@ static inline FARPROC GetProcAddress(HMODULE hModule, LPCSTR lpProcName) {
 }
 
 /* Starts a thread on a vCPU of its own (CREATE_SUSPENDED holds it until ResumeThread). */
-static inline HANDLE CreateThread(LPSECURITY_ATTRIBUTES lpThreadAttributes, SIZE_T dwStackSize, LPTHREAD_START_ROUTINE lpStartAddress, LPVOID lpParameter, DWORD dwCreationFlags, LPDWORD lpThreadId) {
+static inline HANDLE CreateThread(LPSECURITY_ATTRIBUTES lpSecurityAttributes, SIZE_T dwStackSize, LPTHREAD_START_ROUTINE lpStartAddress, LPVOID lpParameter, DWORD dwCreationFlags, LPDWORD lpThreadId) {
   PVX_USES("CreateThread"); PVX_USES("ExitThread");
-  uint64_t f[7] = { 0, (uint64_t)(uintptr_t)(lpThreadAttributes), (uint64_t)(dwStackSize), (uint64_t)(uintptr_t)(lpStartAddress), (uint64_t)(uintptr_t)(lpParameter), (uint64_t)(dwCreationFlags), (uint64_t)(uintptr_t)(lpThreadId) };
+  uint64_t f[7] = { 0, (uint64_t)(uintptr_t)(lpSecurityAttributes), (uint64_t)(dwStackSize), (uint64_t)(uintptr_t)(lpStartAddress), (uint64_t)(uintptr_t)(lpParameter), (uint64_t)(dwCreationFlags), (uint64_t)(uintptr_t)(lpThreadId) };
   pvx_hypercall(41, f);
   return (HANDLE)(uintptr_t)f[0];
 }
@@ -634,10 +640,10 @@ static inline DWORD WaitForMultipleObjects(DWORD nCount, const HANDLE * lpHandle
   return (DWORD)f[0];
 }
 
-/* An unnamed manual- or auto-reset event. */
-static inline HANDLE CreateEventW(LPSECURITY_ATTRIBUTES lpEventAttributes, BOOL bManualReset, BOOL bInitialState, LPCWSTR lpName) {
+/* A manual- or auto-reset event; a name already taken opens its event (ERROR_ALREADY_EXISTS). */
+static inline HANDLE CreateEventW(LPSECURITY_ATTRIBUTES lpSecurityAttributes, BOOL bManualReset, BOOL bInitialState, LPCWSTR lpName) {
   PVX_USES("CreateEventW");
-  uint64_t f[5] = { 0, (uint64_t)(uintptr_t)(lpEventAttributes), (uint64_t)(bManualReset), (uint64_t)(bInitialState), (uint64_t)(uintptr_t)(lpName) };
+  uint64_t f[5] = { 0, (uint64_t)(uintptr_t)(lpSecurityAttributes), (uint64_t)(bManualReset), (uint64_t)(bInitialState), (uint64_t)(uintptr_t)(lpName) };
   pvx_hypercall(48, f);
   return (HANDLE)(uintptr_t)f[0];
 }
@@ -658,10 +664,10 @@ static inline BOOL ResetEvent(HANDLE hEvent) {
   return (BOOL)f[0];
 }
 
-/* An unnamed mutex, owned by the caller when bInitialOwner. */
-static inline HANDLE CreateMutexW(LPSECURITY_ATTRIBUTES lpMutexAttributes, BOOL bInitialOwner, LPCWSTR lpName) {
+/* A mutex, owned by the caller when bInitialOwner; a name already taken opens its mutex, owned or not. */
+static inline HANDLE CreateMutexW(LPSECURITY_ATTRIBUTES lpSecurityAttributes, BOOL bInitialOwner, LPCWSTR lpName) {
   PVX_USES("CreateMutexW");
-  uint64_t f[4] = { 0, (uint64_t)(uintptr_t)(lpMutexAttributes), (uint64_t)(bInitialOwner), (uint64_t)(uintptr_t)(lpName) };
+  uint64_t f[4] = { 0, (uint64_t)(uintptr_t)(lpSecurityAttributes), (uint64_t)(bInitialOwner), (uint64_t)(uintptr_t)(lpName) };
   pvx_hypercall(51, f);
   return (HANDLE)(uintptr_t)f[0];
 }
@@ -720,10 +726,10 @@ static inline DWORD PvxGetEnvironmentBlock(DWORD nSize, LPWCH lpBuffer) {
   return (DWORD)f[0];
 }
 
-/* An unnamed semaphore; 0 <= lInitialCount <= lMaximumCount and 0 < lMaximumCount, else ERROR_INVALID_PARAMETER. */
-static inline HANDLE CreateSemaphoreW(LPSECURITY_ATTRIBUTES lpSemaphoreAttributes, LONG lInitialCount, LONG lMaximumCount, LPCWSTR lpName) {
+/* A semaphore, 0 <= lInitialCount <= lMaximumCount and 0 < lMaximumCount (else ERROR_INVALID_PARAMETER); a name already taken opens its semaphore. */
+static inline HANDLE CreateSemaphoreW(LPSECURITY_ATTRIBUTES lpSecurityAttributes, LONG lInitialCount, LONG lMaximumCount, LPCWSTR lpName) {
   PVX_USES("CreateSemaphoreW");
-  uint64_t f[5] = { 0, (uint64_t)(uintptr_t)(lpSemaphoreAttributes), (uint64_t)(lInitialCount), (uint64_t)(lMaximumCount), (uint64_t)(uintptr_t)(lpName) };
+  uint64_t f[5] = { 0, (uint64_t)(uintptr_t)(lpSecurityAttributes), (uint64_t)(lInitialCount), (uint64_t)(lMaximumCount), (uint64_t)(uintptr_t)(lpName) };
   pvx_hypercall(59, f);
   return (HANDLE)(uintptr_t)f[0];
 }
@@ -804,6 +810,30 @@ static inline HANDLE PvxOpenCurrentThread(void) {
   PVX_USES("PvxOpenCurrentThread");
   uint64_t f[1] = { 0 };
   pvx_hypercall(69, f);
+  return (HANDLE)(uintptr_t)f[0];
+}
+
+/* A new handle to the event of that name (ERROR_FILE_NOT_FOUND when none has it). */
+static inline HANDLE OpenEventW(DWORD dwDesiredAccess, BOOL bInheritHandle, LPCWSTR lpName) {
+  PVX_USES("OpenEventW");
+  uint64_t f[4] = { 0, (uint64_t)(dwDesiredAccess), (uint64_t)(bInheritHandle), (uint64_t)(uintptr_t)(lpName) };
+  pvx_hypercall(70, f);
+  return (HANDLE)(uintptr_t)f[0];
+}
+
+/* A new handle to the mutex of that name (ERROR_FILE_NOT_FOUND when none has it). */
+static inline HANDLE OpenMutexW(DWORD dwDesiredAccess, BOOL bInheritHandle, LPCWSTR lpName) {
+  PVX_USES("OpenMutexW");
+  uint64_t f[4] = { 0, (uint64_t)(dwDesiredAccess), (uint64_t)(bInheritHandle), (uint64_t)(uintptr_t)(lpName) };
+  pvx_hypercall(71, f);
+  return (HANDLE)(uintptr_t)f[0];
+}
+
+/* A new handle to the semaphore of that name (ERROR_FILE_NOT_FOUND when none has it). */
+static inline HANDLE OpenSemaphoreW(DWORD dwDesiredAccess, BOOL bInheritHandle, LPCWSTR lpName) {
+  PVX_USES("OpenSemaphoreW");
+  uint64_t f[4] = { 0, (uint64_t)(dwDesiredAccess), (uint64_t)(bInheritHandle), (uint64_t)(uintptr_t)(lpName) };
+  pvx_hypercall(72, f);
   return (HANDLE)(uintptr_t)f[0];
 }
 

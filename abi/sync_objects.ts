@@ -149,10 +149,23 @@ export class SyncObjects {
    * thread's object outlives its handles, as on Windows. Undefined when no object or handle is left.
    */
   openThread(ref?: SyncRef): { handle: number; object: SyncRef } | undefined {
-    const live = ref && this.#locked(() => this.#live(ref) ? { handle: this.#addHandle(ref.slot) } : undefined);
+    const live = ref && this.open(ref);
     if (live) return live.handle === undefined ? undefined : { handle: live.handle, object: ref! };
     const made = this.create(SyncKind.Thread, {});
     return made === undefined ? undefined : { handle: made, object: this.resolve(made)! };
+  }
+
+  /**
+   * Another handle to the object `ref` names (an open by name): undefined once the object is freed, and no handle
+   * while it has all it may have.
+   */
+  open(ref: SyncRef): { handle: number | undefined } | undefined {
+    return this.#locked(() => this.#live(ref) ? { handle: this.#addHandle(ref.slot) } : undefined);
+  }
+
+  /** The kind of the object `ref` names, undefined once it is freed. */
+  kindOf(ref: SyncRef): SyncKind | undefined {
+    return this.#locked(() => this.#live(ref) ? this.#w[this.#at(ref) + KIND] as SyncKind : undefined);
   }
 
   #addHandle(slot: number): number | undefined {

@@ -117,6 +117,13 @@ export const win32Constants = {
   WAIT_FAILED: 0xffffffff,
   CREATE_SUSPENDED: 0x4,
   STILL_ACTIVE: 259,
+  // Access rights of named objects' Open calls, which pvx accepts and does not check.
+  SYNCHRONIZE: 0x100000,
+  EVENT_MODIFY_STATE: 0x2,
+  EVENT_ALL_ACCESS: 0x1f0003,
+  MUTEX_ALL_ACCESS: 0x1f0001,
+  SEMAPHORE_MODIFY_STATE: 0x2,
+  SEMAPHORE_ALL_ACCESS: 0x1f0003,
   MAX_PATH: 260,
   MAXIMUM_WAIT_OBJECTS: 64,
 } as const;

@@ -11,6 +11,7 @@ import { win32Constants as W } from "../abi/win32.ts";
 import type { ConsoleIo, Host, ModuleTable, ThreadStarter } from "../abi/handler_context.ts";
 import type { SyncObjects, WaitControl } from "../abi/sync_objects.ts";
 import { type SpecialCallRules, SpecialCalls } from "../abi/special_calls.ts";
+import { ObjectNames, type ObjectNamesState } from "../abi/object_names.ts";
 import type { PageTables } from "../guest/paging.ts";
 import type { HostWrites } from "../abi/host_writes.ts";
 import { libc, stdinReady } from "../ffi/libc.ts";
@@ -47,6 +48,8 @@ export interface HostState {
   heap: GuestHeapData;
   virtual: VirtualMemoryData;
   currentDirectory: string;
+  /** Absent from snapshots made before objects had names. */
+  names?: ObjectNamesState;
 }
 
 export function saveHost(host: Host): HostState {
@@ -55,6 +58,7 @@ export function saveHost(host: Host): HostState {
     heap: host.heap.serialize(),
     virtual: host.memory.serialize(),
     currentDirectory: host.files.currentDirectory,
+    names: host.names.save(),
   };
 }
 
@@ -129,6 +133,9 @@ export function createHost(
     special: new SpecialCalls(init.specialCalls ?? NO_SPECIAL_CALLS),
     console: processConsole(shared.waits, shared.onFirstRead),
     sync: shared.sync,
+    names: restored?.names
+      ? ObjectNames.restore(shared.sync, restored.names, "snapshot: host")
+      : new ObjectNames(shared.sync),
     threads: threads(memory),
   };
 }

@@ -5,6 +5,7 @@
 // never reads outside mapped guest pages, and never touches memory around
 // guest RAM or host files outside the instance's overlay.
 
+import { ObjectNames } from "../abi/object_names.ts";
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import { type CallDef, calls, callsByNr } from "../abi/calls.ts";
@@ -238,6 +239,7 @@ Deno.test("random hypercall frames never crash the host nor touch memory they mu
       modules: { exe: text.start, modules: [["kernel32.dll", 0xc0000, [["GetLastError", 0, 0xc0000]]]] },
       console: { write: (_s, b) => written.push(b.slice()), read: () => 0 },
       sync: control.sync,
+      names: new ObjectNames(control.sync),
       threads: new GuestThreads(guest.bytes, memory, control, text.start, () => {}),
     }),
   };

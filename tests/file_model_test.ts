@@ -5,6 +5,7 @@
 // where pvx differs in a known, reported way, that one case is left out where
 // the deviation is named (mostly in a command's check()), so the rest keeps running.
 
+import { ObjectNames } from "../abi/object_names.ts";
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import { callsByName, FIND_DATA_SIZE } from "../abi/calls.ts";
@@ -111,6 +112,7 @@ class Real {
   constructor(readonly guest: Guest) {
     guest.reset();
     // Only the file calls are allowed; the heap, virtual memory and modules are there because every Host has them.
+    const sync = new SyncObjects(new SharedArrayBuffer(SYNC_BYTES));
     const handlers = hostHandlers({
       handles: this.handles,
       files: new FileView({ bundleFiles: this.bundle, overlayDir: this.overlayDir, shares: [] }),
@@ -121,7 +123,8 @@ class Real {
       commandLineAddress: SCRATCH,
       special: new SpecialCalls({ policy: "stop", procs: [], libraries: [] }, () => {}),
       console: { write: () => assert.fail("a file call reached the console"), read: () => 0 },
-      sync: new SyncObjects(new SharedArrayBuffer(SYNC_BYTES)),
+      sync,
+      names: new ObjectNames(sync),
       threads: { create: () => assert.fail("a file call created a thread"), resume: () => undefined },
     });
     this.#dispatcher = new Dispatcher(guest, handlers, FILE_CALLS);

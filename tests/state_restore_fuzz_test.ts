@@ -10,6 +10,7 @@ import { GuestHeap } from "../abi/heap.ts";
 import { VirtualMemory } from "../abi/virtual_memory.ts";
 import { HandleTable } from "../abi/handles.ts";
 import { FileView } from "../abi/fileview.ts";
+import { ObjectNames } from "../abi/object_names.ts";
 import { SYNC_BYTES, SyncKind, SyncObjects } from "../abi/sync_objects.ts";
 import { StateError } from "../abi/plain_state.ts";
 import { GuestThreads } from "../hv/guest_threads.ts";
@@ -171,13 +172,21 @@ Deno.test("fuzz: a mutated handle table restores or is refused by name, its file
   }
 });
 
-Deno.test("fuzz: mutated sync objects and guest threads restore or are refused by name", () => {
+Deno.test("fuzz: mutated sync objects, object names and guest threads restore or are refused by name", () => {
   const sync = new SyncObjects(new SharedArrayBuffer(SYNC_BYTES), 0);
   sync.create(SyncKind.Event, { signaled: true, manual: true });
   sync.create(SyncKind.Mutex, { owner: 12 });
   refusesOrRestores(sync.save(), (s) => {
     const restored = new SyncObjects(new SharedArrayBuffer(SYNC_BYTES), 0);
     restored.restore(s as never, "snapshot");
+    return { again: () => restored.save() };
+  });
+
+  const names = new ObjectNames(sync);
+  names.create("Global\\started", SyncKind.Event, () => sync.create(SyncKind.Event, {})!);
+  names.create("lock", SyncKind.Mutex, () => sync.create(SyncKind.Mutex, {})!);
+  refusesOrRestores(names.save(), (s) => {
+    const restored = ObjectNames.restore(sync, s as never, "snapshot");
     return { again: () => restored.save() };
   });
 

@@ -3,16 +3,26 @@
 // existing sync object runs on its own vCPU thread (threadHandlers), so a
 // blocked wait holds up nobody else.
 
-import type { Handler, OutU32 } from "../dispatch.ts";
+import type { Args, Handler, OutU32, Thread } from "../dispatch.ts";
 import { Win32Error } from "../call_errors.ts";
 import type { Host, ThreadContext } from "../handler_context.ts";
-import { SyncKind, type SyncRef } from "../sync_objects.ts";
+import { SyncKind, type SyncObjects, type SyncRef } from "../sync_objects.ts";
 import { win32Constants as C, win32Errors as E } from "../win32.ts";
 import { timeHandlers } from "./time.ts";
 
 export function threadObjectHandlers(host: Host) {
   const created = (handle: number | undefined) => {
     if (handle === undefined) throw new Win32Error(E.ERROR_NOT_ENOUGH_MEMORY);
+    return handle;
+  };
+  /** A create's last error is set either way, as kernel32 does: ERROR_ALREADY_EXISTS when the name had an object. */
+  const named = (a: Args, t: Thread, kind: SyncKind, init: Parameters<SyncObjects["create"]>[1]) => {
+    const { handle, existed } = host.names.create(
+      a.lpName as string | null,
+      kind,
+      () => created(host.sync.create(kind, init)),
+    );
+    t.lastError = existed ? E.ERROR_ALREADY_EXISTS : 0;
     return handle;
   };
   return {
@@ -32,14 +42,17 @@ export function threadObjectHandlers(host: Host) {
       if (previous === undefined) throw new Win32Error(E.ERROR_INVALID_HANDLE);
       return previous;
     },
-    CreateEventW: (a) =>
-      created(host.sync.create(SyncKind.Event, { manual: a.bManualReset !== 0, signaled: a.bInitialState !== 0 })),
-    CreateMutexW: (a, t) => created(host.sync.create(SyncKind.Mutex, { owner: a.bInitialOwner ? t.id : 0 })),
-    CreateSemaphoreW: (a) => {
+    CreateEventW: (a, t) =>
+      named(a, t, SyncKind.Event, { manual: a.bManualReset !== 0, signaled: a.bInitialState !== 0 }),
+    CreateMutexW: (a, t) => named(a, t, SyncKind.Mutex, { owner: a.bInitialOwner ? t.id : 0 }),
+    CreateSemaphoreW: (a, t) => {
       const count = (a.lInitialCount as number) | 0, maximum = (a.lMaximumCount as number) | 0;
       if (maximum <= 0 || count < 0 || count > maximum) throw new Win32Error(E.ERROR_INVALID_PARAMETER);
-      return created(host.sync.create(SyncKind.Semaphore, { count, maximum }));
+      return named(a, t, SyncKind.Semaphore, { count, maximum });
     },
+    OpenEventW: (a) => host.names.open(a.lpName as string | null, SyncKind.Event),
+    OpenMutexW: (a) => host.names.open(a.lpName as string | null, SyncKind.Mutex),
+    OpenSemaphoreW: (a) => host.names.open(a.lpName as string | null, SyncKind.Semaphore),
   } satisfies Record<string, Handler>;
 }
 

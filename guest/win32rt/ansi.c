@@ -1,4 +1,4 @@
-/* The ANSI (...A) forms of the file, directory and environment calls: each
+/* The ANSI (...A) forms of the file, directory, environment and named-object calls: each
  * converts its strings through the ANSI code page (pvx's file APIs are never
  * switched to OEM) and calls the wide form, as kernel32 does. */
 #include "codepages.h"
@@ -221,4 +221,33 @@ EXPORT BOOL WINAPI GetDiskFreeSpaceExA(LPCSTR dir, PULARGE_INTEGER available, PU
 EXPORT BOOL WINAPI GetDiskFreeSpaceA(LPCSTR root, LPDWORD sectors_per_cluster, LPDWORD bytes_per_sector,
                                      LPDWORD free_clusters, LPDWORD total_clusters) {
   WITH_WIDE(root, w, FALSE, GetDiskFreeSpaceW(w, sectors_per_cluster, bytes_per_sector, free_clusters, total_clusters))
+}
+
+EXPORT HANDLE WINAPI CreateEventA(LPSECURITY_ATTRIBUTES sa, BOOL manual, BOOL initial, LPCSTR name) {
+  WITH_WIDE(name, w, NULL, CreateEventW(sa, manual, initial, w))
+}
+EXPORT HANDLE WINAPI CreateEventExA(LPSECURITY_ATTRIBUTES sa, LPCSTR name, DWORD flags, DWORD access) {
+  WITH_WIDE(name, w, NULL, CreateEventExW(sa, w, flags, access))
+}
+EXPORT HANDLE WINAPI CreateMutexA(LPSECURITY_ATTRIBUTES sa, BOOL owner, LPCSTR name) {
+  WITH_WIDE(name, w, NULL, CreateMutexW(sa, owner, w))
+}
+EXPORT HANDLE WINAPI CreateMutexExA(LPSECURITY_ATTRIBUTES sa, LPCSTR name, DWORD flags, DWORD access) {
+  WITH_WIDE(name, w, NULL, CreateMutexExW(sa, w, flags, access))
+}
+EXPORT HANDLE WINAPI CreateSemaphoreA(LPSECURITY_ATTRIBUTES sa, LONG initial, LONG maximum, LPCSTR name) {
+  WITH_WIDE(name, w, NULL, CreateSemaphoreW(sa, initial, maximum, w))
+}
+EXPORT HANDLE WINAPI CreateSemaphoreExA(LPSECURITY_ATTRIBUTES sa, LONG initial, LONG maximum, LPCSTR name,
+                                        DWORD flags, DWORD access) {
+  WITH_WIDE(name, w, NULL, CreateSemaphoreExW(sa, initial, maximum, w, flags, access))
+}
+EXPORT HANDLE WINAPI OpenEventA(DWORD access, BOOL inherit, LPCSTR name) {
+  WITH_WIDE(name, w, NULL, OpenEventW(access, inherit, w))
+}
+EXPORT HANDLE WINAPI OpenMutexA(DWORD access, BOOL inherit, LPCSTR name) {
+  WITH_WIDE(name, w, NULL, OpenMutexW(access, inherit, w))
+}
+EXPORT HANDLE WINAPI OpenSemaphoreA(DWORD access, BOOL inherit, LPCSTR name) {
+  WITH_WIDE(name, w, NULL, OpenSemaphoreW(access, inherit, w))
 }

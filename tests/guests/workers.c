@@ -3,7 +3,8 @@
  * event until the main thread hands it a step, report their steps in turn,
  * with a mutex held and a heap block and a file of their own; between rounds
  * the main thread sleeps. Then it waits for a line on the console, so a test
- * can act while it runs, and it ends once every worker has. It builds as a pvx
+ * can act while it runs, opens the mutex again by its name, and it ends once
+ * every worker has. It builds as a pvx
  * guest and, with -DWINDOWS_EXE, as a Windows exe.
  */
 #include "util.h"
@@ -35,7 +36,7 @@ static DWORD WINAPI worker(LPVOID arg) {
 }
 
 static int run(int rounds, int ms) {
-  lock = CreateMutexW(NULL, FALSE, NULL);
+  lock = CreateMutexW(NULL, FALSE, L"workers-lock");
   HANDLE threads[WORKERS];
   for (int i = 0; i < WORKERS; i++) {
     go[i] = CreateEventW(NULL, FALSE, FALSE, NULL);
@@ -59,6 +60,9 @@ static int run(int rounds, int ms) {
   out("read ");
   out_i(got);
   out(" bytes\n");
+  /* Read after a restore in the snapshot tests: the name must have come through with its mutex. */
+  HANDLE named = OpenMutexW(SYNCHRONIZE, FALSE, L"workers-lock");
+  if (!named || WaitForSingleObject(named, 0) != WAIT_OBJECT_0 || !ReleaseMutex(lock) || !CloseHandle(named)) return 6;
   quit = 1;
   for (int i = 0; i < WORKERS; i++) {
     SetEvent(go[i]);

@@ -32,6 +32,7 @@ export const windowsOnly = new Set([
   "duplicate_handle",
   "file_attributes",
   "file_info",
+  "named_objects",
   "ntdll_format",
   "slim_sync",
   "system_info",
