@@ -445,7 +445,7 @@ export const calls = [
     ret: "BOOL",
     failure: FALSE,
     params: [h("hThread"), { name: "lpExitCode", c: "LPDWORD", kind: "outU32", optional: false }],
-    doc: "A thread's exit code, STILL_ACTIVE while it runs.",
+    doc: "A thread's exit code, STILL_ACTIVE while it runs (GetCurrentThread() always is).",
   },
   {
     nr: 44,
@@ -683,6 +683,14 @@ export const calls = [
   openByName(70, "OpenEventW", "event"),
   openByName(71, "OpenMutexW", "mutex"),
   openByName(72, "OpenSemaphoreW", "semaphore"),
+  {
+    nr: 73,
+    name: "GetThreadId",
+    ret: "DWORD",
+    failure: 0n,
+    params: [h("Thread")],
+    doc: "The id of the thread a handle or GetCurrentThread() names, ended or not.",
+  },
 ] as const satisfies readonly CallDef[];
 
 export type CallName = (typeof calls)[number]["name"];

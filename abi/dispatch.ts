@@ -43,6 +43,15 @@ export type Handler = (args: Args, thread: Thread) => number | bigint;
 /** Longest Win32 path (and so the longest string argument) in characters, without the NUL. */
 const MAX_WIDE_STRING = 32767;
 
+/**
+ * A handle slot as a number: Windows compares handles as sign-extended 32-bit values, so the pseudo-handles
+ * (GetCurrentProcess() is -1, GetCurrentThread() -2) come out negative, and a value that is neither is no handle (0).
+ */
+export function handleValue(raw: bigint): number {
+  if (raw <= 0xffffffffn) return Number(raw);
+  return raw >= 0xffffffff80000000n ? Number(BigInt.asIntN(64, raw)) : 0;
+}
+
 export class Dispatcher {
   readonly #table: ({ call: CallDef; handler: Handler; allowed: boolean } | undefined)[] = [];
 
@@ -125,7 +134,7 @@ export class Dispatcher {
           args[p.name] = raw;
           break;
         case "handle":
-          args[p.name] = raw <= 0xffffffffn ? Number(raw) : -1;
+          args[p.name] = handleValue(raw);
           break;
         case "in":
           args[p.name] = this.#buffer(raw, lengthOf(p) * p.unit, false);

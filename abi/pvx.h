@@ -600,7 +600,7 @@ static inline __attribute__((noreturn)) VOID ExitThread(DWORD dwExitCode) {
   __builtin_unreachable();
 }
 
-/* A thread's exit code, STILL_ACTIVE while it runs. */
+/* A thread's exit code, STILL_ACTIVE while it runs (GetCurrentThread() always is). */
 static inline BOOL GetExitCodeThread(HANDLE hThread, LPDWORD lpExitCode) {
   PVX_USES("GetExitCodeThread");
   uint64_t f[3] = { 0, (uint64_t)(uintptr_t)(hThread), (uint64_t)(uintptr_t)(lpExitCode) };
@@ -835,6 +835,14 @@ static inline HANDLE OpenSemaphoreW(DWORD dwDesiredAccess, BOOL bInheritHandle, 
   uint64_t f[4] = { 0, (uint64_t)(dwDesiredAccess), (uint64_t)(bInheritHandle), (uint64_t)(uintptr_t)(lpName) };
   pvx_hypercall(72, f);
   return (HANDLE)(uintptr_t)f[0];
+}
+
+/* The id of the thread a handle or GetCurrentThread() names, ended or not. */
+static inline DWORD GetThreadId(HANDLE Thread) {
+  PVX_USES("GetThreadId");
+  uint64_t f[2] = { 0, (uint64_t)(uintptr_t)(Thread) };
+  pvx_hypercall(73, f);
+  return (DWORD)f[0];
 }
 
 

@@ -9,6 +9,9 @@
 // that made an object gave it its first handle, DuplicateHandle the others; it
 // is freed with its last one. A slot's generation changes when it is freed, which is how a thread
 // blocked on it learns that another thread closed it.
+//
+// GetCurrentProcess() and GetCurrentThread() name the process and the calling thread, neither of which
+// can end while the caller waits on it: to a wait they are objects that are never signalled.
 
 import { PlainState } from "./plain_state.ts";
 import { win32Constants, win32Errors } from "./win32.ts";
@@ -25,13 +28,16 @@ export const enum SyncKind {
 export const MAX_SYNC_OBJECTS = 4096;
 /** Handles one object may have at once: the one that made it and up to 15 duplicates. */
 const COPIES = 16;
+/** The pseudo-handles, as the dispatcher decodes them (sign-extended, as Windows compares handles). */
+export const CURRENT_PROCESS = -1, CURRENT_THREAD = -2;
 /** Sync handles sit above every handle the handle table hands out. */
 export const SYNC_HANDLE_BASE = 0x4000_0000;
 const BUCKETS = 256;
 
 // Header words.
 const LOCK = 0, EPOCH = 1, HEADER = 2;
-// Words of one object slot; HANDLES has a bit for each of the object's open handles.
+// Words of one object slot; HANDLES has a bit for each of the object's open handles. OWNER is a mutex's
+// owner, a semaphore's maximum and a thread's id.
 const KIND = 0, GEN = 1, SIGNALED = 2, MANUAL = 3, OWNER = 4, COUNT = 5, ABANDONED = 6, EXIT_CODE = 7, HANDLES = 8;
 const SLOT = 9;
 /** Slots as snapshots before duplicate handles kept them: without HANDLES, a live object has its first handle. */
@@ -81,7 +87,7 @@ export class SyncObjects {
   /** The handle of a new object, or undefined when all slots are taken. */
   create(
     kind: SyncKind,
-    init: { signaled?: boolean; manual?: boolean; owner?: number; count?: number; maximum?: number },
+    init: { signaled?: boolean; manual?: boolean; owner?: number; count?: number; maximum?: number; threadId?: number },
   ): number | undefined {
     return this.#locked(() => {
       for (let slot = 0; slot < MAX_SYNC_OBJECTS; slot++) {
@@ -90,10 +96,13 @@ export class SyncObjects {
         this.#w[at + KIND] = kind;
         this.#w[at + SIGNALED] = init.signaled ? 1 : 0;
         this.#w[at + MANUAL] = init.manual ? 1 : 0;
-        this.#w[at + OWNER] = init.owner ?? 0;
-        // A mutex counts its owner's recursion, a semaphore its count (its maximum in the owner word).
+        this.#w[at + OWNER] = kind === SyncKind.Semaphore
+          ? init.maximum ?? 0
+          : kind === SyncKind.Thread
+          ? init.threadId ?? 0
+          : init.owner ?? 0;
+        // A mutex counts its owner's recursion, a semaphore its count.
         this.#w[at + COUNT] = kind === SyncKind.Semaphore ? init.count ?? 0 : init.owner ? 1 : 0;
-        if (kind === SyncKind.Semaphore) this.#w[at + OWNER] = init.maximum ?? 0;
         this.#w[at + ABANDONED] = 0;
         this.#w[at + EXIT_CODE] = STILL_ACTIVE;
         this.#w[at + HANDLES] = 1;
@@ -148,10 +157,10 @@ export class SyncObjects {
    * A new handle to the thread object `ref` names, or, once that is freed (or with none), to a new one: a running
    * thread's object outlives its handles, as on Windows. Undefined when no object or handle is left.
    */
-  openThread(ref?: SyncRef): { handle: number; object: SyncRef } | undefined {
+  openThread(threadId: number, ref?: SyncRef): { handle: number; object: SyncRef } | undefined {
     const live = ref && this.open(ref);
     if (live) return live.handle === undefined ? undefined : { handle: live.handle, object: ref! };
-    const made = this.create(SyncKind.Thread, {});
+    const made = this.create(SyncKind.Thread, { threadId });
     return made === undefined ? undefined : { handle: made, object: this.resolve(made)! };
   }
 
@@ -207,6 +216,12 @@ export class SyncObjects {
     });
   }
 
+  /** A thread object's thread id: 0 for one restored from a snapshot made before objects kept it. */
+  threadId(ref: SyncRef): number | undefined {
+    if (!this.#live(ref)) return undefined;
+    return this.#w[this.#at(ref) + OWNER];
+  }
+
   /** A thread object's exit code, STILL_ACTIVE while the thread runs. */
   exitCode(ref: SyncRef): number | undefined {
     if (!this.#live(ref)) return undefined;
@@ -242,13 +257,14 @@ export class SyncObjects {
     if (handles.length === 0 || handles.length > MAXIMUM_WAIT_OBJECTS) {
       return { error: win32Errors.ERROR_INVALID_PARAMETER };
     }
-    const refs: SyncRef[] = [];
+    /** null: a pseudo-handle, never signalled. */
+    const refs: (SyncRef | null)[] = [];
     for (const h of handles) {
-      const ref = this.resolve(h);
-      if (!ref) return { error: win32Errors.ERROR_INVALID_HANDLE };
+      const ref = h === CURRENT_PROCESS || h === CURRENT_THREAD ? null : this.resolve(h);
+      if (ref === undefined) return { error: win32Errors.ERROR_INVALID_HANDLE };
       refs.push(ref);
     }
-    if (all && new Set(refs.map((r) => r.slot)).size !== refs.length) {
+    if (all && new Set(handles.map((h, i) => refs[i]?.slot ?? h)).size !== refs.length) {
       return { error: win32Errors.ERROR_INVALID_PARAMETER };
     }
     for (;;) {
@@ -336,17 +352,17 @@ export class SyncObjects {
     }
   }
 
-  #tryAcquire(refs: SyncRef[], all: boolean, tid: number): WaitResult | undefined {
-    if (!refs.every((r) => this.#live(r))) return { error: win32Errors.ERROR_INVALID_HANDLE };
-    const ready = refs.map((r) => this.#available(r, tid));
+  #tryAcquire(refs: (SyncRef | null)[], all: boolean, tid: number): WaitResult | undefined {
+    if (!refs.every((r) => r === null || this.#live(r))) return { error: win32Errors.ERROR_INVALID_HANDLE };
+    const ready = refs.map((r) => r !== null && this.#available(r, tid));
     if (all) {
       if (!ready.every(Boolean)) return undefined;
-      const abandoned = refs.map((r) => this.#acquire(r, tid)).indexOf(true);
+      const abandoned = refs.map((r) => this.#acquire(r!, tid)).indexOf(true);
       return { code: abandoned >= 0 ? WAIT_ABANDONED_0 + abandoned : WAIT_OBJECT_0 };
     }
     const i = ready.indexOf(true);
     if (i < 0) return undefined;
-    return { code: (this.#acquire(refs[i], tid) ? WAIT_ABANDONED_0 : WAIT_OBJECT_0) + i };
+    return { code: (this.#acquire(refs[i]!, tid) ? WAIT_ABANDONED_0 : WAIT_OBJECT_0) + i };
   }
 
   #available(ref: SyncRef, tid: number): boolean {

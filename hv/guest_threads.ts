@@ -90,7 +90,8 @@ export class GuestThreads implements ThreadStarter {
     // Each live thread holds a vCPU slot; there are as many as the kernel has TSS slots.
     if (cpu === maxVcpus) throw new Win32Error(E.ERROR_NOT_ENOUGH_MEMORY, `no vCPU slot left for a thread`);
     if (stackSize > MAX_STACK) throw new Win32Error(E.ERROR_NOT_ENOUGH_MEMORY);
-    const handle = this.#sync.create(SyncKind.Thread, {});
+    const threadId = this.#nextId;
+    const handle = this.#sync.create(SyncKind.Thread, { threadId });
     if (handle === undefined) throw new Win32Error(E.ERROR_NOT_ENOUGH_MEMORY);
     let stack: Stack;
     try {
@@ -100,7 +101,6 @@ export class GuestThreads implements ThreadStarter {
       throw e;
     }
     const object = this.#sync.resolve(handle)!;
-    const threadId = this.#nextId;
     this.#nextId += 4;
     const thread: GuestThread = {
       object,

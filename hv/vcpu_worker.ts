@@ -192,7 +192,7 @@ function run(init: VcpuInit, control: ControlBlock, times: { firstExitAt?: numbe
     serializeOtherThreads: () => control.pullOutOthers(cpu),
     exitProcess: (code) => end = { kind: "exit", code },
     openCurrentThread: () => {
-      const opened = control.sync.openThread(object);
+      const opened = control.sync.openThread(threadId, object);
       if (opened) object = opened.object;
       return opened?.handle;
     },

@@ -222,7 +222,7 @@ Deno.test("random hypercall frames never crash the host nor touch memory they mu
       deadline: () => 0,
       sleep: () => {},
       ready: () => {},
-      openCurrentThread: () => control.sync.openThread()?.handle,
+      openCurrentThread: () => control.sync.openThread(FIRST_THREAD_ID)?.handle,
       exitProcess: (c) => exitCode = c,
       exitThread: (c) => exitCode = c,
       // No other vCPU runs here: the real one's wait would be for nobody.

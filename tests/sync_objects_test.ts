@@ -2,7 +2,14 @@
 // last handle closes, and a snapshot from before copies existed still restores.
 
 import assert from "node:assert/strict";
-import { SYNC_BYTES, SyncKind, SyncObjects, type WaitControl } from "../abi/sync_objects.ts";
+import {
+  CURRENT_PROCESS,
+  CURRENT_THREAD,
+  SYNC_BYTES,
+  SyncKind,
+  SyncObjects,
+  type WaitControl,
+} from "../abi/sync_objects.ts";
 import { StateError } from "../abi/plain_state.ts";
 import { win32Constants as W, win32Errors as E } from "../abi/win32.ts";
 
@@ -48,21 +55,34 @@ Deno.test("an object has at most 16 handles, and a closed one's place is taken a
 
 Deno.test("a thread's own handle names its object while that lives, and a new one that its exit signals after", () => {
   const sync = objects();
-  const created = sync.create(SyncKind.Thread, {})!;
+  const created = sync.create(SyncKind.Thread, { threadId: TID })!;
   const object = sync.resolve(created)!;
-  const own = sync.openThread(object)!;
+  const own = sync.openThread(TID, object)!;
+  assert.equal(sync.threadId(object), TID);
   assert.notEqual(own.handle, created);
   assert.deepEqual(own.object, object, "while CreateThread's handle is open, the same object");
   assert.ok(sync.close(created) && sync.close(own.handle));
-  const remade = sync.openThread(object)!;
+  const remade = sync.openThread(TID, object)!;
   assert.notDeepEqual(remade.object, object, "every handle closed: a new object");
+  assert.equal(sync.threadId(remade.object), TID, "of the same thread");
   assert.equal(sync.exitCode(remade.object), W.STILL_ACTIVE);
   sync.threadExited(TID, 9, remade.object);
   assert.deepEqual(sync.wait([remade.handle], false, 0, TID, noWaiting), { code: W.WAIT_OBJECT_0 });
   assert.equal(sync.exitCode(remade.object), 9);
-  const full = sync.openThread()!;
+  const full = sync.openThread(TID)!;
   for (let i = 1; i < 16; i++) sync.duplicate(full.handle);
-  assert.equal(sync.openThread(full.object), undefined, "no handle left: nothing, rather than another object");
+  assert.equal(sync.openThread(TID, full.object), undefined, "no handle left: nothing, rather than another object");
+});
+
+Deno.test("the pseudo-handles of the process and the calling thread are never signalled, beside objects that are", () => {
+  const sync = objects();
+  const event = sync.create(SyncKind.Event, { signaled: true })!;
+  assert.deepEqual(sync.wait([CURRENT_THREAD], false, 0, TID, noWaiting), { code: W.WAIT_TIMEOUT });
+  assert.deepEqual(sync.wait([CURRENT_PROCESS, event], false, 0, TID, noWaiting), { code: W.WAIT_OBJECT_0 + 1 });
+  sync.setEvent(sync.resolve(event)!, true);
+  assert.deepEqual(sync.wait([event, CURRENT_PROCESS], true, 0, TID, noWaiting), { code: W.WAIT_TIMEOUT });
+  assert.deepEqual(sync.wait([event], false, 0, TID, noWaiting), { code: W.WAIT_OBJECT_0 }, "a wait for all took none");
+  assert.deepEqual(sync.wait([-3], false, 0, TID, noWaiting), { error: E.ERROR_INVALID_HANDLE });
 });
 
 Deno.test("waiting for all of two handles of one object is refused, as Windows refuses it", () => {

@@ -3,10 +3,10 @@
 // existing sync object runs on its own vCPU thread (threadHandlers), so a
 // blocked wait holds up nobody else.
 
-import type { Args, Handler, OutU32, Thread } from "../dispatch.ts";
+import { type Args, type Handler, handleValue, type OutU32, type Thread } from "../dispatch.ts";
 import { Win32Error } from "../call_errors.ts";
 import type { Host, ThreadContext } from "../handler_context.ts";
-import { SyncKind, type SyncObjects, type SyncRef } from "../sync_objects.ts";
+import { CURRENT_THREAD, SyncKind, type SyncObjects, type SyncRef } from "../sync_objects.ts";
 import { win32Constants as C, win32Errors as E } from "../win32.ts";
 import { timeHandlers } from "./time.ts";
 
@@ -111,10 +111,7 @@ export function threadHandlers(ctx: ThreadContext) {
     WaitForMultipleObjects: (a) => {
       const bytes = a.lpHandles as Uint8Array;
       const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-      const handles = Array.from({ length: a.nCount as number }, (_, i) => {
-        const h = view.getBigUint64(8 * i, true);
-        return h <= 0xffffffffn ? Number(h) : -1;
-      });
+      const handles = Array.from({ length: a.nCount as number }, (_, i) => handleValue(view.getBigUint64(8 * i, true)));
       return wait(handles, a.bWaitAll !== 0, a.dwMilliseconds as number);
     },
     SetEvent: (a) => setEvent(a.hEvent, true),
@@ -132,10 +129,16 @@ export function threadHandlers(ctx: ThreadContext) {
       return 1;
     },
     GetExitCodeThread: (a) => {
-      const code = sync.exitCode(object(a.hThread, SyncKind.Thread));
+      const code = a.hThread === CURRENT_THREAD ? C.STILL_ACTIVE : sync.exitCode(object(a.hThread, SyncKind.Thread));
       if (code === undefined) throw new Win32Error(E.ERROR_INVALID_HANDLE);
       (a.lpExitCode as OutU32).set(code);
       return 1;
+    },
+    GetThreadId: (a) => {
+      const id = a.Thread === CURRENT_THREAD ? ctx.threadId : sync.threadId(object(a.Thread, SyncKind.Thread));
+      // A thread object restored from a snapshot made before they kept their thread's id has none.
+      if (!id) throw new Win32Error(E.ERROR_INVALID_HANDLE, "the thread object has no id");
+      return id;
     },
     PvxWaitOnAddress: (a) => {
       const word = a.Address as Uint8Array;

@@ -4,13 +4,18 @@
  * console window and no other process to signal it. */
 #include "codepages.h"
 
-#define PSEUDO_PROCESS ((HANDLE)(LONG_PTR)-1)
-#define PSEUDO_THREAD ((HANDLE)(LONG_PTR)-2)
-#define PROCESS_ID 4 /* guest/teb.ts */
-
 EXPORT HANDLE WINAPI GetCurrentProcess(void) { return PSEUDO_PROCESS; }
 EXPORT HANDLE WINAPI GetCurrentThread(void) { return PSEUDO_THREAD; }
 EXPORT DWORD WINAPI GetCurrentProcessId(void) { return PROCESS_ID; }
+
+/* Only this process can be named: pvx has no other. */
+EXPORT DWORD WINAPI GetProcessId(HANDLE process) {
+  if (process == PSEUDO_PROCESS) return PROCESS_ID;
+  SetLastError(ERROR_INVALID_HANDLE);
+  return 0;
+}
+
+EXPORT DWORD WINAPI GetProcessIdOfThread(HANDLE thread) { return GetThreadId(thread) ? PROCESS_ID : 0; }
 EXPORT BOOL WINAPI IsDebuggerPresent(void) { return FALSE; }
 
 /* Without a manifest that names Windows 8.1 or 10, Windows 8.1 and later report Windows 8 (6.2, build

@@ -29,6 +29,11 @@ BOOL WINAPI PvxSetFileTime(HANDLE h, ULONGLONG access, ULONGLONG write);
 BOOL WINAPI PvxDuplicateHandle(HANDLE source, LPHANDLE target, DWORD options);
 HANDLE WINAPI PvxOpenCurrentThread(void);
 
+/* GetCurrentProcess() and GetCurrentThread(), and the process's id (guest/teb.ts). */
+#define PSEUDO_PROCESS ((HANDLE)(LONG_PTR)-1)
+#define PSEUDO_THREAD ((HANDLE)(LONG_PTR)-2)
+#define PROCESS_ID 4
+
 static inline void *teb(void) {
   void *t;
   __asm__("movq %%gs:0x30, %0" : "=r"(t));

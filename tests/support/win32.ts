@@ -36,6 +36,7 @@ export const windowsOnly = new Set([
   "ntdll_format",
   "slim_sync",
   "system_info",
+  "thread_info",
   "threadpool",
 ]);
 
