@@ -453,7 +453,7 @@ export const calls = [
     ret: "DWORD",
     failure: 0xffffffffn,
     params: [h("hThread")],
-    doc: "Lowers a thread's suspend count and returns the previous one; at 0 the thread runs.",
+    doc: "Lowers a thread's suspend count and returns the previous one; at 0 the thread runs again.",
   },
   {
     nr: 45,
@@ -690,6 +690,23 @@ export const calls = [
     failure: 0n,
     params: [h("Thread")],
     doc: "The id of the thread a handle or GetCurrentThread() names, ended or not.",
+  },
+  {
+    nr: 74,
+    name: "SuspendThread",
+    ret: "DWORD",
+    failure: 0xffffffffn,
+    params: [h("hThread")],
+    doc:
+      "Raises a thread's suspend count and returns the previous one; the thread holds at its next instruction boundary.",
+  },
+  {
+    nr: 75,
+    name: "TerminateThread",
+    ret: "BOOL",
+    failure: FALSE,
+    params: [h("hThread"), u32("dwExitCode")],
+    doc: "Ends a thread wherever it is, running no more of its code; the mutexes it holds are abandoned.",
   },
 ] as const satisfies readonly CallDef[];
 

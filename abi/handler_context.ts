@@ -47,10 +47,24 @@ export interface Host {
 
 /** Starts guest threads: each gets a vCPU, a stack and a TEB of its own. */
 export interface ThreadStarter {
-  /** The new thread's handle and id; throws Win32Error when no vCPU slot or memory is left. */
+  /**
+   * The new thread's handle and id; throws Win32Error when no vCPU slot or memory is left. A suspended one waits
+   * on its vCPU for ResumeThread.
+   */
   create(start: bigint, parameter: bigint, stackSize: number, suspended: boolean): { handle: number; threadId: number };
-  /** Lowers the suspend count, starting the thread at 0; the previous count, or undefined for a bad handle. */
-  resume(handle: number): number | undefined;
+}
+
+/**
+ * What one thread may ask of another, by thread id. Each takes effect at the target's next instruction boundary
+ * or in the wait it is in; "ended" for a thread that is not running any more.
+ */
+export interface ThreadControl {
+  /** SuspendThread: the previous count, or "limit" at MAXIMUM_SUSPEND_COUNT. */
+  suspendThread(threadId: number): number | "ended" | "limit";
+  /** ResumeThread: the previous count; the thread runs again once it is 0. */
+  resumeThread(threadId: number): number | "ended";
+  /** TerminateThread: false when the thread has already ended. */
+  terminateThread(threadId: number, code: number): boolean;
 }
 
 /**
@@ -59,6 +73,7 @@ export interface ThreadStarter {
  */
 export interface ThreadContext {
   readonly sync: SyncObjects;
+  readonly threads: ThreadControl;
   readonly threadId: number;
   /** Guest-clock milliseconds when the instance started, for GetTickCount64. */
   readonly startedAt: number;

@@ -140,6 +140,7 @@ _Static_assert(sizeof(CRITICAL_SECTION) == 40, "CRITICAL_SECTION must match the 
 #define ERROR_INVALID_NAME 123L
 #define ERROR_NEGATIVE_SEEK 131L
 #define ERROR_DIR_NOT_EMPTY 145L
+#define ERROR_SIGNAL_REFMSG_EXCEEDED 156L
 #define ERROR_NOT_LOCKED 158L
 #define ERROR_BUSY 170L
 #define ERROR_ALREADY_EXISTS 183L
@@ -608,7 +609,7 @@ static inline BOOL GetExitCodeThread(HANDLE hThread, LPDWORD lpExitCode) {
   return (BOOL)f[0];
 }
 
-/* Lowers a thread's suspend count and returns the previous one; at 0 the thread runs. */
+/* Lowers a thread's suspend count and returns the previous one; at 0 the thread runs again. */
 static inline DWORD ResumeThread(HANDLE hThread) {
   PVX_USES("ResumeThread");
   uint64_t f[2] = { 0, (uint64_t)(uintptr_t)(hThread) };
@@ -843,6 +844,22 @@ static inline DWORD GetThreadId(HANDLE Thread) {
   uint64_t f[2] = { 0, (uint64_t)(uintptr_t)(Thread) };
   pvx_hypercall(73, f);
   return (DWORD)f[0];
+}
+
+/* Raises a thread's suspend count and returns the previous one; the thread holds at its next instruction boundary. */
+static inline DWORD SuspendThread(HANDLE hThread) {
+  PVX_USES("SuspendThread");
+  uint64_t f[2] = { 0, (uint64_t)(uintptr_t)(hThread) };
+  pvx_hypercall(74, f);
+  return (DWORD)f[0];
+}
+
+/* Ends a thread wherever it is, running no more of its code; the mutexes it holds are abandoned. */
+static inline BOOL TerminateThread(HANDLE hThread, DWORD dwExitCode) {
+  PVX_USES("TerminateThread");
+  uint64_t f[3] = { 0, (uint64_t)(uintptr_t)(hThread), (uint64_t)(dwExitCode) };
+  pvx_hypercall(75, f);
+  return (BOOL)f[0];
 }
 
 

@@ -14,6 +14,7 @@ import { AbiViolation } from "../abi/call_errors.ts";
 import { callsByNr } from "../abi/calls.ts";
 import { maxVcpus } from "../abi/memory_map.ts";
 import { HYPERCALL_STATS_BYTES, HypercallStats } from "./hypercall_stats.ts";
+import type { ThreadControl } from "../abi/handler_context.ts";
 
 // Header words.
 const STOP = 0, TLB_GEN = 1, RUN_TOKENS = 2, SERVICE_BELL = 3, SERVICE_QUIT = 4, LIVE_THREADS = 5, PAUSE = 6;
@@ -30,6 +31,11 @@ const TID = 0, IN_GUEST = 1, RUN_PAGE_LO = 2, RUN_PAGE_HI = 3;
 const MAIL_STATE = 4, MAIL_NR = 5, MAIL_FRAME = 6, MAIL_LAST_ERROR = 7, MAIL_RESULT = 8, MAIL_THREAD = 9;
 /** Counts the vCPU's returns from KVM_RUN, so a thread that kicked it can tell it has been out. */
 const EXITS = 10;
+/**
+ * The guest thread on the vCPU (0: none), and what other threads asked of it: how many times it is suspended,
+ * and whether it is to end (TERMINATE), with what code.
+ */
+const GUEST_THREAD = 11, SUSPENDS = 12, TERMINATE = 13, TERMINATE_CODE = 14;
 const MAIL_TEXT = 16, MAIL_TEXT_BYTES = 192, CPU_WORDS = MAIL_TEXT + MAIL_TEXT_BYTES / 4;
 const CPUS = HEADER;
 const SYNC_OFFSET = 4 * (CPUS + CPU_WORDS * maxVcpus);
@@ -55,6 +61,15 @@ export const THREAD_EXITED = -1;
 const DETACH_CHECK_MS = 100;
 /** How long a vCPU waits for a run token before it preempts one that holds it. */
 const TIME_SLICE_MS = 10;
+/** MAXIMUM_SUSPEND_COUNT: how many times over a thread may be suspended. */
+export const MAX_SUSPEND_COUNT = 127;
+
+/** What other threads asked of a guest thread that it has not yet acted on; a snapshot keeps it. */
+export interface ThreadRequests {
+  suspendCount: number;
+  /** TerminateThread's exit code, when one was asked for. */
+  terminate?: number;
+}
 
 /**
  * A served call: how many changed page-table entries the calling vCPU must
@@ -65,7 +80,7 @@ export type ServiceResult = { pageTableUpdates: number; interrupted?: true };
 /** What the host-services thread answers for one mailbox request. */
 export type ServiceAnswer = ServiceResult | { violation: string };
 
-export class ControlBlock {
+export class ControlBlock implements ThreadControl {
   readonly buffer: SharedArrayBuffer;
   readonly sync: SyncObjects;
   readonly hypercalls: HypercallStats;
@@ -142,10 +157,11 @@ export class ControlBlock {
    * instance stops (true), or it pauses (false, early: the caller parks and
    * sleeps again).
    */
-  sleepUntil(deadline: number): boolean {
+  sleepUntil(deadline: number, cpu?: number): boolean {
     for (;;) {
       const attention = Atomics.load(this.#w, ATTENTION);
-      if (this.stopRequested()) return true;
+      // A thread asked to end stops sleeping as the whole instance does.
+      if (this.stopRequested() || (cpu !== undefined && this.terminating(cpu) !== undefined)) return true;
       if (this.pauseRequested()) return false;
       const left = deadline - this.now();
       if (left <= 0) return false;
@@ -153,12 +169,14 @@ export class ControlBlock {
     }
   }
 
-  #callAttention(): void {
+  /** Every vCPU, or only `cpu`'s, looks again at what is asked of it: out of the guest, and out of any wait. */
+  #callAttention(cpu?: number): void {
     Atomics.add(this.#w, ATTENTION, 1);
     Atomics.notify(this.#w, ATTENTION);
     this.sync.wakeAll();
     Atomics.notify(this.#w, RUN_TOKENS);
-    for (let cpu = 0; cpu < maxVcpus; cpu++) this.kick(cpu);
+    if (cpu !== undefined) return this.kick(cpu);
+    for (let c = 0; c < maxVcpus; c++) this.kick(c);
   }
 
   // --- the guest clock ---
@@ -314,6 +332,96 @@ export class ControlBlock {
   /** How many guest threads are left once the caller's has ended. */
   threadEnded(): number {
     return Atomics.sub(this.#w, LIVE_THREADS, 1) - 1;
+  }
+
+  /**
+   * Guest thread `threadId` is on vCPU `cpu` from now on, with what was asked of it before (a snapshot's). Whoever
+   * starts a thread claims its vCPU first, so no handle to it is ever out before another thread can reach it.
+   */
+  claim(cpu: number, threadId: number, requests: ThreadRequests = { suspendCount: 0 }): void {
+    const at = this.#cpu(cpu);
+    Atomics.store(this.#w, at + SUSPENDS, requests.suspendCount);
+    Atomics.store(this.#w, at + TERMINATE_CODE, requests.terminate ?? 0);
+    Atomics.store(this.#w, at + TERMINATE, requests.terminate === undefined ? 0 : 1);
+    Atomics.store(this.#w, at + GUEST_THREAD, threadId);
+  }
+
+  /** The thread on `cpu` has ended: nothing more can be asked of it. */
+  release(cpu: number): void {
+    Atomics.store(this.#w, this.#cpu(cpu) + GUEST_THREAD, 0);
+  }
+
+  requests(cpu: number): ThreadRequests {
+    const code = this.terminating(cpu);
+    return { suspendCount: this.suspendCount(cpu), ...(code === undefined ? {} : { terminate: code }) };
+  }
+
+  suspendCount(cpu: number): number {
+    return Atomics.load(this.#w, this.#cpu(cpu) + SUSPENDS);
+  }
+
+  /** TerminateThread's code for the thread on `cpu`, if it is to end. */
+  terminating(cpu: number): number | undefined {
+    const at = this.#cpu(cpu);
+    return Atomics.load(this.#w, at + TERMINATE) ? Atomics.load(this.#w, at + TERMINATE_CODE) >>> 0 : undefined;
+  }
+
+  suspendThread(threadId: number): number | "ended" | "limit" {
+    const cpu = this.#vcpuOf(threadId);
+    if (cpu === undefined) return "ended";
+    const at = this.#cpu(cpu) + SUSPENDS;
+    for (;;) {
+      const n = Atomics.load(this.#w, at);
+      if (n >= MAX_SUSPEND_COUNT) return "limit";
+      if (Atomics.compareExchange(this.#w, at, n, n + 1) !== n) continue;
+      // A thread in the guest stops at its next exit, one in a wait at its next look: both hold there.
+      if (n === 0) this.#callAttention(cpu);
+      return n;
+    }
+  }
+
+  resumeThread(threadId: number): number | "ended" {
+    const cpu = this.#vcpuOf(threadId);
+    if (cpu === undefined) return "ended";
+    const at = this.#cpu(cpu) + SUSPENDS;
+    for (;;) {
+      const n = Atomics.load(this.#w, at);
+      if (n === 0) return 0;
+      if (Atomics.compareExchange(this.#w, at, n, n - 1) !== n) continue;
+      if (n === 1) this.#callAttention(cpu);
+      return n;
+    }
+  }
+
+  terminateThread(threadId: number, code: number): boolean {
+    const cpu = this.#vcpuOf(threadId);
+    if (cpu === undefined) return false;
+    const at = this.#cpu(cpu);
+    Atomics.store(this.#w, at + TERMINATE_CODE, code | 0);
+    Atomics.store(this.#w, at + TERMINATE, 1);
+    this.#callAttention(cpu);
+    return true;
+  }
+
+  /**
+   * Blocks the thread on `cpu` while it is suspended: until it is resumed or is to end, or the instance stops or
+   * pauses (the caller parks, then holds again).
+   */
+  holdWhileSuspended(cpu: number): void {
+    for (;;) {
+      const attention = Atomics.load(this.#w, ATTENTION);
+      if (this.stopRequested() || this.pauseRequested() || this.terminating(cpu) !== undefined) return;
+      if (this.suspendCount(cpu) === 0) return;
+      Atomics.wait(this.#w, ATTENTION, attention);
+    }
+  }
+
+  #vcpuOf(threadId: number): number | undefined {
+    if (threadId === 0) return undefined;
+    for (let cpu = 0; cpu < maxVcpus; cpu++) {
+      if (Atomics.load(this.#w, this.#cpu(cpu) + GUEST_THREAD) === threadId) return cpu;
+    }
+    return undefined;
   }
 
   // --- the host-services mailboxes ---

@@ -3,6 +3,8 @@
 // from the app's virtual memory with an uncommitted guard page below it, and
 // a thread object its exit signals. Starting the vCPU itself is the
 // instance's job (`launch`), because only the main thread hands out Workers.
+// A thread created suspended starts on its vCPU too, and holds there until
+// ResumeThread, as a thread suspended later does (hv/control_block.ts).
 
 import type { ThreadStarter } from "../abi/handler_context.ts";
 import { Win32Error } from "../abi/call_errors.ts";
@@ -12,7 +14,7 @@ import type { VirtualMemory } from "../abi/virtual_memory.ts";
 import { win32Constants as W, win32Errors as E } from "../abi/win32.ts";
 import { guestAddressLimit, maxVcpus, PAGE } from "../abi/memory_map.ts";
 import { writeTeb } from "../guest/teb.ts";
-import type { ControlBlock } from "./control_block.ts";
+import { type ControlBlock, MAX_SUSPEND_COUNT } from "./control_block.ts";
 import type { HostWrites } from "../abi/host_writes.ts";
 
 /** Where a guest thread begins: registers, GS base and identity. */
@@ -40,7 +42,6 @@ const MAX_STACK = 256 * 1024 * 1024;
 interface GuestThread {
   start: ThreadStart;
   object: SyncRef;
-  suspendCount: number;
 }
 
 /** A stack with its guard page: [base, base + PAGE) reserved, [base + PAGE, end) committed. */
@@ -49,12 +50,16 @@ interface Stack {
   end: number;
 }
 
-/** What a snapshot keeps of the threads an app created: each one's start, whether it waits to be resumed, the stacks. */
+/** What a snapshot keeps of the threads an app created: each one's start, and the stacks. */
 export interface GuestThreadsState {
   /** `rbx` and `parameter` in decimal: JSON has no 64-bit integers. */
   threads: {
     start: Omit<ThreadStart, "rbx" | "parameter"> & { rbx: string; parameter: string };
-    suspendCount: number;
+    /**
+     * Above 0 only in snapshots from before SuspendThread, for a thread created suspended that had not run: it
+     * starts at its entry, held that many times. Every other thread's count is its parked state's.
+     */
+    suspendCount?: number;
   }[];
   /** [vCPU slot, base, end] */
   stacks: [number, number, number][];
@@ -104,7 +109,6 @@ export class GuestThreads implements ThreadStarter {
     this.#nextId += 4;
     const thread: GuestThread = {
       object,
-      suspendCount: suspended ? 1 : 0,
       start: {
         cpu,
         threadId,
@@ -118,38 +122,31 @@ export class GuestThreads implements ThreadStarter {
     };
     this.#byCpu.set(cpu, thread);
     this.control.threadStarted();
-    if (!suspended) this.launch(thread.start);
+    this.control.claim(cpu, threadId, { suspendCount: suspended ? 1 : 0 });
+    this.launch(thread.start);
     return { handle, threadId };
-  }
-
-  resume(handle: number): number | undefined {
-    const ref = this.#sync.resolve(handle, SyncKind.Thread);
-    if (!ref) return undefined;
-    const thread = [...this.#byCpu.values()].find((t) => t.object.slot === ref.slot && t.object.gen === ref.gen);
-    // A thread that has ended, or one pvx did not create (no such handle exists), was never suspended.
-    if (!thread || thread.suspendCount === 0) return 0;
-    const previous = thread.suspendCount--;
-    if (thread.suspendCount === 0) this.launch(thread.start);
-    return previous;
   }
 
   save(): GuestThreadsState {
     return {
-      threads: [...this.#byCpu.values()].map(({ start, suspendCount }) => ({
+      threads: [...this.#byCpu.values()].map(({ start }) => ({
         start: { ...start, rbx: start.rbx.toString(), parameter: start.parameter.toString() },
-        suspendCount,
       })),
       stacks: [...this.#stacks].map(([cpu, stack]) => [cpu, stack.base, stack.end]),
       nextId: this.#nextId,
     };
   }
 
-  /** Takes back a snapshot's threads; those still suspended start on ResumeThread, the others are restored running. */
+  /**
+   * Takes back a snapshot's threads. The instance restores the ones that had run from their parked state; one an
+   * older snapshot kept as created suspended and never run starts now, at its entry, held.
+   */
   restore(saved: GuestThreadsState, where: string): void {
     const state = new PlainState(where);
     const slot = (value: unknown, path: string) => state.integer(value, path, 1, maxVcpus - 1);
     const address = (value: unknown, path: string) => state.integer(value, path, 0, guestAddressLimit - 1);
     const { threads, stacks, nextId } = state.record(saved, "");
+    const neverRun: { start: ThreadStart; suspendCount: number }[] = [];
     state.list(threads, "threads").forEach((raw, i) => {
       const at = `threads[${i}]`;
       const thread = state.record(raw, at);
@@ -161,9 +158,11 @@ export class GuestThreads implements ThreadStarter {
         slot: state.integer(o.slot, `${at} object.slot`, 0, MAX_SYNC_OBJECTS - 1),
         gen: state.integer(o.gen, `${at} object.gen`, 0, 2 ** 31 - 1),
       };
-      this.#byCpu.set(cpu, {
+      const suspendCount = thread.suspendCount === undefined
+        ? 0
+        : state.integer(thread.suspendCount, `${at} suspendCount`, 0, MAX_SUSPEND_COUNT);
+      const restored: GuestThread = {
         object,
-        suspendCount: state.integer(thread.suspendCount, `${at} suspendCount`, 0, 0x7f),
         start: {
           cpu,
           object,
@@ -174,7 +173,9 @@ export class GuestThreads implements ThreadStarter {
           parameter: state.bigint(s.parameter, `${at} parameter`),
           gsBase: address(s.gsBase, `${at} gsBase`),
         },
-      });
+      };
+      this.#byCpu.set(cpu, restored);
+      if (suspendCount > 0) neverRun.push({ start: restored.start, suspendCount });
     });
     state.list(stacks, "stacks").forEach((raw, i) => {
       const [c, b, e] = state.list(raw, `stacks[${i}]`, 3);
@@ -184,6 +185,10 @@ export class GuestThreads implements ThreadStarter {
       this.#stacks.set(cpu, { base, end });
     });
     this.#nextId = state.integer(nextId, "nextId", 1, 2 ** 31 - 1);
+    for (const { start, suspendCount } of neverRun) {
+      this.control.claim(start.cpu, start.threadId, { suspendCount });
+      this.launch(start);
+    }
   }
 
   /** The thread on `cpu` has ended and its vCPU left the guest for good: the slot, and its stack, are free. */

@@ -143,5 +143,4 @@ const noThreads = {
   create(): never {
     throw new Error("CreateThread reached an instance started without thread support");
   },
-  resume: () => undefined,
 };

@@ -379,12 +379,15 @@ export class Instance {
         control.sync.restore(sync, "snapshot: sync objects");
         control.liveThreads = liveThreads;
         control.continueClockFrom(guestNow);
+        // Every thread is reachable by the others (SuspendThread, TerminateThread) before any of them runs.
+        for (const { cpu, threadId, requests } of threads) control.claim(cpu, threadId, requests);
         for (const { cpu, threadId, object, lastError, vcpu, pending } of threads) {
           // Without a host-services thread, the only vCPU keeps the host state.
           const restore = { lastError, vcpu, ...(pending ? { pending } : {}), ...(threaded ? {} : { host }) };
           start({ ...first, cpu, threadId, ...(object ? { object } : {}) }, restore);
         }
       } else {
+        control.claim(first.cpu, first.threadId);
         start(first);
       }
       // Asked before any vCPU's thread has entered the guest: each parks at its first check.
@@ -468,7 +471,11 @@ export class Instance {
     const live = this.#live, pause = live?.pause;
     if (!live || !pause?.host) return undefined;
     return {
-      threads: [...pause.parked.values()].sort((a, b) => a.cpu - b.cpu),
+      // Read once every vCPU has parked: what was asked of a thread after it parked is here too.
+      threads: [...pause.parked.values()].sort((a, b) => a.cpu - b.cpu).map((t) => {
+        const requests = live.control.requests(t.cpu);
+        return requests.suspendCount || requests.terminate !== undefined ? { ...t, requests } : t;
+      }),
       guestNow: pause.guestNow,
       host: pause.host,
       ...(pause.guestThreads ? { guestThreads: pause.guestThreads } : {}),

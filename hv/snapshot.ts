@@ -5,6 +5,7 @@
 // them into the "state" section of a snapshot (hv/snapshot_file.ts,
 // docs/snapshot.md) and checks them on the way back.
 
+import { MAX_SUSPEND_COUNT } from "./control_block.ts";
 import { PAGE } from "../abi/memory_map.ts";
 import type { HostInit, HostState } from "./host_state.ts";
 import type { ParkedThread } from "./vcpu_thread.ts";
@@ -464,6 +465,17 @@ function decodeState(data: unknown, where: string): InstanceState {
     }
     if (pending && pending.deadline !== null && typeof pending.deadline !== "number") {
       fail(`paused.threads[${i}].pending.deadline is not a number or null`);
+    }
+    if (thread.requests !== undefined) {
+      const { suspendCount, terminate } = object(thread.requests, `paused.threads[${i}].requests`);
+      if (
+        !Number.isInteger(suspendCount) || (suspendCount as number) < 0 || (suspendCount as number) > MAX_SUSPEND_COUNT
+      ) {
+        fail(`paused.threads[${i}].requests.suspendCount is not a whole number from 0 to ${MAX_SUSPEND_COUNT}`);
+      }
+      if (terminate !== undefined && !(Number.isInteger(terminate) && (terminate as number) >>> 0 === terminate)) {
+        fail(`paused.threads[${i}].requests.terminate is not a 32-bit exit code`);
+      }
     }
     return {
       ...thread,

@@ -9,6 +9,7 @@ import type { HostInit, HostState } from "./host_state.ts";
 import type { GuestThreadsState, ThreadStart } from "./guest_threads.ts";
 import type { VcpuState } from "./vcpu_state.ts";
 import type { SyncRef } from "../abi/sync_objects.ts";
+import type { ThreadRequests } from "./control_block.ts";
 import type { SpecialCallRules } from "../abi/special_calls.ts";
 
 /** Guest RAM as another thread attaches to it: the mapping, and the bitmap of pages the host writes (HostWrites). */
@@ -38,6 +39,8 @@ export interface ParkedThread {
   lastError: number;
   vcpu: VcpuState;
   pending?: PendingCall;
+  /** What other threads asked of it (SuspendThread, TerminateThread) that it has yet to act on. */
+  requests?: ThreadRequests;
 }
 
 /** A thread to rebuild from a snapshot rather than start at its entry point. */

@@ -145,12 +145,18 @@ function run(init: VcpuInit, control: ControlBlock, times: { firstExitAt?: numbe
     control.waitWhilePaused();
   };
   const reachedReady = () => self.postMessage({ kind: "ready" } satisfies VcpuMessage);
+  /** Stopping the instance, or this thread, asked to end. */
+  const ending = () => control.stopRequested() || control.terminating(cpu) !== undefined;
   const waits: WaitControl = {
     now: () => control.now(),
+    // A suspended thread holds inside its wait, which goes on when it is resumed.
     checkpoint: (deadline) => {
-      if (control.stopRequested()) return true;
-      if (control.pauseRequested()) park(deadline);
-      return control.stopRequested();
+      for (;;) {
+        if (ending()) return true;
+        if (control.pauseRequested()) park(deadline);
+        else if (control.suspendCount(cpu) > 0) control.holdWhileSuspended(cpu);
+        else return false;
+      }
     },
   };
   // An app that cannot create threads is served right here, with no hop to another thread.
@@ -168,6 +174,7 @@ function run(init: VcpuInit, control: ControlBlock, times: { firstExitAt?: numbe
   let end: VcpuReport | undefined;
   const context: ThreadContext = {
     sync: control.sync,
+    threads: control,
     threadId,
     startedAt: init.startedAt,
     waits,
@@ -179,7 +186,7 @@ function run(init: VcpuInit, control: ControlBlock, times: { firstExitAt?: numbe
     sleep: (ms) => {
       if (ms === 0) return libc().sched_yield();
       const deadline = context.deadline(ms);
-      while (!control.sleepUntil(deadline) && control.now() < deadline) {
+      while (!control.sleepUntil(deadline, cpu) && control.now() < deadline) {
         if (waits.checkpoint(deadline)) return;
       }
     },
@@ -187,7 +194,7 @@ function run(init: VcpuInit, control: ControlBlock, times: { firstExitAt?: numbe
       if (init.readyAt !== "call") return;
       reachedReady();
       // The snapshot's pause finds this thread here; a restore makes the call again, outside a template.
-      while (!waits.checkpoint(Infinity)) control.sleepUntil(Infinity);
+      while (!waits.checkpoint(Infinity)) control.sleepUntil(Infinity, cpu);
     },
     serializeOtherThreads: () => control.pullOutOthers(cpu),
     exitProcess: (code) => end = { kind: "exit", code },
@@ -198,6 +205,7 @@ function run(init: VcpuInit, control: ControlBlock, times: { firstExitAt?: numbe
     },
     exitThread: (code) => {
       control.sync.threadExited(threadId, code, object);
+      control.release(cpu);
       // The process ends with its last thread, with that thread's exit code.
       end = control.threadEnded() === 0 ? { kind: "exit", code } : { kind: "thread-exit" };
     },
@@ -291,14 +299,23 @@ function run(init: VcpuInit, control: ControlBlock, times: { firstExitAt?: numbe
       restoredDeadline = undefined;
       control.hypercalls.record(nr, performance.now() - calledAt);
     }
-    if (end) {
-      // The thread's stack goes back to the app's free memory, which the hypervisor must see too.
-      if (end.kind === "thread-exit" && !local) {
-        updatePageTables(control.call(cpu, THREAD_EXITED, 0, thread).pageTableUpdates);
-      }
-      return end;
-    }
+    if (end) return ended();
     if (control.stopRequested()) return { kind: "stopped", rip: rip() };
+    return terminated();
+  };
+  /** The thread has ended: its stack goes back to the app's free memory, which the hypervisor must see too. */
+  const ended = (): VcpuReport => {
+    if (end!.kind === "thread-exit" && !local) {
+      updatePageTables(control.call(cpu, THREAD_EXITED, 0, thread).pageTableUpdates);
+    }
+    return end!;
+  };
+  /** TerminateThread from another thread (or this one): it ends here, with no more of its code run. */
+  const terminated = (): VcpuReport | undefined => {
+    const code = control.terminating(cpu);
+    if (code === undefined || control.stopRequested()) return undefined;
+    context.exitThread(code);
+    return ended();
   };
 
   try {
@@ -307,8 +324,14 @@ function run(init: VcpuInit, control: ControlBlock, times: { firstExitAt?: numbe
     const ended = pending && hypercall(pending.nr, pending.frame);
     if (ended) return ended;
     for (;;) {
+      const gone = terminated();
+      if (gone) return gone;
       if (control.pauseRequested() && !control.stopRequested()) {
         park();
+        continue;
+      }
+      if (control.suspendCount(cpu) > 0 && !ending()) {
+        control.holdWhileSuspended(cpu);
         continue;
       }
       if (!control.enterGuest(cpu)) {

@@ -215,6 +215,7 @@ Deno.test("random hypercall frames never crash the host nor touch memory they mu
   const handlers = {
     ...threadHandlers({
       sync: control.sync,
+      threads: control,
       threadId: FIRST_THREAD_ID,
       startedAt: Date.now(),
       // Waits and sleeps return at once: a random frame must not block the test.

@@ -125,7 +125,7 @@ class Real {
       console: { write: () => assert.fail("a file call reached the console"), read: () => 0 },
       sync,
       names: new ObjectNames(sync),
-      threads: { create: () => assert.fail("a file call created a thread"), resume: () => undefined },
+      threads: { create: () => assert.fail("a file call created a thread") },
     });
     this.#dispatcher = new Dispatcher(guest, handlers, FILE_CALLS);
   }

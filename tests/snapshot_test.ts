@@ -207,6 +207,29 @@ Deno.test("a multi-threaded app is snapshotted with threads blocked on events, a
     assert.equal(first.stdout + r.stdout, workersOutput(5, "go\n"));
   }));
 
+Deno.test("a suspended thread stays suspended through a snapshot and a restore elsewhere, until it is resumed", () =>
+  inTempDirs(async (dir, elsewhere) => {
+    const bundle = `${dir}/suspended.pvx`;
+    await Deno.copyFile(await guestBundle("suspended"), bundle);
+    const api = `${dir}/api.sock`;
+    const run = pvxStart(["run", "--api", api, bundle], { keepOpen: true });
+    await run.printed("suspended\n");
+    const snap = await whenServing(["snapshot", "--api", api, "-o", `${elsewhere}/app.snap`, "--stop"]);
+    assert.equal(snap.code, 0, snap.stderr);
+    assert.match(snap.stdout, /: full, 2 thread\(s\)/);
+    await run.endInput();
+    const first = await run.result;
+    assert.equal(first.code, 0, first.stderr);
+    assert.equal(first.stdout, "suspended\n");
+    await Deno.rename(bundle, `${elsewhere}/suspended.pvx`);
+    const r = await pvxStart(["restore", `${elsewhere}/app.snap`], "go\n").result;
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(
+      r.stdout,
+      "read a line\nthe worker is still suspended\nResumeThread: 1\nworker ran\nworker exited 7\n",
+    );
+  }));
+
 Deno.test("restore --paused answers from its socket's first moment, paused with every thread, and runs on resume", () =>
   inTempDirs(async (dir, elsewhere) => {
     const bundle = `${dir}/workers.pvx`;

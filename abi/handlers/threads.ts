@@ -1,7 +1,7 @@
 // Threads and synchronisation. Creating objects needs the instance's shared
-// state (threadObjectHandlers); everything a thread does to itself or to an
-// existing sync object runs on its own vCPU thread (threadHandlers), so a
-// blocked wait holds up nobody else.
+// state (threadObjectHandlers); everything a thread does to itself, to another
+// thread or to an existing sync object runs on its own vCPU thread
+// (threadHandlers), so a blocked wait holds up nobody else.
 
 import { type Args, type Handler, handleValue, type OutU32, type Thread } from "../dispatch.ts";
 import { Win32Error } from "../call_errors.ts";
@@ -37,11 +37,6 @@ export function threadObjectHandlers(host: Host) {
       (a.lpThreadId as OutU32 | null)?.set(threadId);
       return handle;
     },
-    ResumeThread: (a) => {
-      const previous = host.threads.resume(a.hThread as number);
-      if (previous === undefined) throw new Win32Error(E.ERROR_INVALID_HANDLE);
-      return previous;
-    },
     CreateEventW: (a, t) =>
       named(a, t, SyncKind.Event, { manual: a.bManualReset !== 0, signaled: a.bInitialState !== 0 }),
     CreateMutexW: (a, t) => named(a, t, SyncKind.Mutex, { owner: a.bInitialOwner ? t.id : 0 }),
@@ -62,6 +57,12 @@ export function threadHandlers(ctx: ThreadContext) {
     const ref = sync.resolve(handle as number, kind);
     if (!ref) throw new Win32Error(E.ERROR_INVALID_HANDLE);
     return ref;
+  };
+  const threadIdOf = (handle: unknown) => {
+    const id = handle === CURRENT_THREAD ? ctx.threadId : sync.threadId(object(handle, SyncKind.Thread));
+    // A thread object restored from a snapshot made before they kept their thread's id has none.
+    if (!id) throw new Win32Error(E.ERROR_INVALID_HANDLE, "the thread object has no id");
+    return id;
   };
   const wait = (handles: number[], all: boolean, ms: number) => {
     const r = sync.wait(handles, all, ctx.deadline(ms), ctx.threadId, ctx.waits);
@@ -134,12 +135,19 @@ export function threadHandlers(ctx: ThreadContext) {
       (a.lpExitCode as OutU32).set(code);
       return 1;
     },
-    GetThreadId: (a) => {
-      const id = a.Thread === CURRENT_THREAD ? ctx.threadId : sync.threadId(object(a.Thread, SyncKind.Thread));
-      // A thread object restored from a snapshot made before they kept their thread's id has none.
-      if (!id) throw new Win32Error(E.ERROR_INVALID_HANDLE, "the thread object has no id");
-      return id;
+    GetThreadId: (a) => threadIdOf(a.Thread),
+    SuspendThread: (a) => {
+      const previous = ctx.threads.suspendThread(threadIdOf(a.hThread));
+      if (previous === "ended") throw new Win32Error(E.ERROR_ACCESS_DENIED, "the thread has ended");
+      if (previous === "limit") throw new Win32Error(E.ERROR_SIGNAL_REFMSG_EXCEEDED);
+      return previous;
     },
+    ResumeThread: (a) => {
+      const previous = ctx.threads.resumeThread(threadIdOf(a.hThread));
+      return previous === "ended" ? 0 : previous;
+    },
+    // An ended thread stays ended: Windows answers TRUE and changes nothing.
+    TerminateThread: (a) => (ctx.threads.terminateThread(threadIdOf(a.hThread), a.dwExitCode as number), 1),
     PvxWaitOnAddress: (a) => {
       const word = a.Address as Uint8Array;
       const view = new DataView(word.buffer, word.byteOffset, 4);

@@ -35,6 +35,7 @@ export const windowsOnly = new Set([
   "named_objects",
   "ntdll_format",
   "slim_sync",
+  "suspend_terminate",
   "system_info",
   "thread_info",
   "threadpool",
