@@ -299,12 +299,12 @@ function run(init: VcpuInit, control: ControlBlock, times: { firstExitAt?: numbe
       restoredDeadline = undefined;
       control.hypercalls.record(nr, performance.now() - calledAt);
     }
-    if (end) return ended();
+    if (end) return afterThreadExit();
     if (control.stopRequested()) return { kind: "stopped", rip: rip() };
     return terminated();
   };
   /** The thread has ended: its stack goes back to the app's free memory, which the hypervisor must see too. */
-  const ended = (): VcpuReport => {
+  const afterThreadExit = (): VcpuReport => {
     if (end!.kind === "thread-exit" && !local) {
       updatePageTables(control.call(cpu, THREAD_EXITED, 0, thread).pageTableUpdates);
     }
@@ -315,7 +315,7 @@ function run(init: VcpuInit, control: ControlBlock, times: { firstExitAt?: numbe
     const code = control.terminating(cpu);
     if (code === undefined || control.stopRequested()) return undefined;
     context.exitThread(code);
-    return ended();
+    return afterThreadExit();
   };
 
   try {

@@ -188,44 +188,47 @@ Deno.test("pausing and resuming a busy multi-threaded app changes nothing in its
     assert.equal(r.stdout, workersOutput(rounds, ""), at);
   }));
 
+/**
+ * Runs guest `name` until it prints `at`, snapshots it with --stop, moves its bundle to `elsewhere` and restores it
+ * there with `input` on its console: the snapshot's summary and what each run printed.
+ */
+async function snapshotAndRestoreElsewhere(
+  [dir, elsewhere]: [string, string],
+  name: string,
+  args: string[],
+  at: string,
+  input: string,
+) {
+  const bundle = `${dir}/${name}.pvx`;
+  await Deno.copyFile(await guestBundle(name), bundle);
+  const api = `${dir}/api.sock`;
+  const run = pvxStart(["run", "--api", api, bundle, "--", ...args], { keepOpen: true });
+  await run.printed(at);
+  const snap = await whenServing(["snapshot", "--api", api, "-o", `${elsewhere}/app.snap`, "--stop"]);
+  assert.equal(snap.code, 0, snap.stderr);
+  await run.endInput();
+  const first = await run.result;
+  assert.equal(first.code, 0, first.stderr);
+  await Deno.rename(bundle, `${elsewhere}/${name}.pvx`);
+  const restored = await pvxStart(["restore", `${elsewhere}/app.snap`], input).result;
+  assert.equal(restored.code, 0, restored.stderr);
+  return { summary: snap.stdout, before: first.stdout, after: restored.stdout };
+}
+
 Deno.test("a multi-threaded app is snapshotted with threads blocked on events, a mutex, a sleep and the console", () =>
-  inTempDirs(async (dir, elsewhere) => {
-    const bundle = `${dir}/workers.pvx`;
-    await Deno.copyFile(await guestBundle("workers"), bundle);
-    const api = `${dir}/api.sock`;
-    const run = pvxStart(["run", "--api", api, bundle, "--", "5", "300"], { keepOpen: true });
-    await run.printed("round 2\n");
-    const snap = await whenServing(["snapshot", "--api", api, "-o", `${elsewhere}/app.snap`, "--stop"]);
-    assert.equal(snap.code, 0, snap.stderr);
-    assert.match(snap.stdout, /: full, 4 thread\(s\)/);
-    await run.endInput();
-    const first = await run.result;
-    assert.equal(first.code, 0, first.stderr);
-    await Deno.rename(bundle, `${elsewhere}/workers.pvx`);
-    const r = await pvxStart(["restore", `${elsewhere}/app.snap`], "go\n").result;
-    assert.equal(r.code, 0, r.stderr);
-    assert.equal(first.stdout + r.stdout, workersOutput(5, "go\n"));
+  inTempDirs(async (...dirs) => {
+    const r = await snapshotAndRestoreElsewhere(dirs, "workers", ["5", "300"], "round 2\n", "go\n");
+    assert.match(r.summary, /: full, 4 thread\(s\)/);
+    assert.equal(r.before + r.after, workersOutput(5, "go\n"));
   }));
 
 Deno.test("a suspended thread stays suspended through a snapshot and a restore elsewhere, until it is resumed", () =>
-  inTempDirs(async (dir, elsewhere) => {
-    const bundle = `${dir}/suspended.pvx`;
-    await Deno.copyFile(await guestBundle("suspended"), bundle);
-    const api = `${dir}/api.sock`;
-    const run = pvxStart(["run", "--api", api, bundle], { keepOpen: true });
-    await run.printed("suspended\n");
-    const snap = await whenServing(["snapshot", "--api", api, "-o", `${elsewhere}/app.snap`, "--stop"]);
-    assert.equal(snap.code, 0, snap.stderr);
-    assert.match(snap.stdout, /: full, 2 thread\(s\)/);
-    await run.endInput();
-    const first = await run.result;
-    assert.equal(first.code, 0, first.stderr);
-    assert.equal(first.stdout, "suspended\n");
-    await Deno.rename(bundle, `${elsewhere}/suspended.pvx`);
-    const r = await pvxStart(["restore", `${elsewhere}/app.snap`], "go\n").result;
-    assert.equal(r.code, 0, r.stderr);
+  inTempDirs(async (...dirs) => {
+    const r = await snapshotAndRestoreElsewhere(dirs, "suspended", [], "suspended\n", "go\n");
+    assert.match(r.summary, /: full, 2 thread\(s\)/);
+    assert.equal(r.before, "suspended\n");
     assert.equal(
-      r.stdout,
+      r.after,
       "read a line\nthe worker is still suspended\nResumeThread: 1\nworker ran\nworker exited 7\n",
     );
   }));
