@@ -708,6 +708,15 @@ export const calls = [
     params: [h("hThread"), u32("dwExitCode")],
     doc: "Ends a thread wherever it is, running no more of its code; the mutexes it holds are abandoned.",
   },
+  {
+    nr: 76,
+    name: "PvxLockFileEx",
+    ret: "BOOL",
+    failure: FALSE,
+    params: [h("hFile"), u32("dwFlags"), u64("Offset", "ULONGLONG"), u64("Length", "ULONGLONG")],
+    doc:
+      "LockFileEx's one try: an exclusive lock (LOCKFILE_EXCLUSIVE_LOCK) or a shared one; ERROR_LOCK_VIOLATION when it conflicts.",
+  },
 ] as const satisfies readonly CallDef[];
 
 export type CallName = (typeof calls)[number]["name"];

@@ -36,8 +36,17 @@ export const MIN_HANDLES = 5;
 export type HandleState =
   | { kind: "console"; stream: ConsoleStream }
   | { kind: "duplicate"; of: number }
-  /** `locks` (absent before pvx kept them): the handle's LockFile ranges, 64-bit numbers as decimal strings. */
-  | { kind: "file"; path: string; options: OpenOptions; position: number; locks?: { offset: string; length: string }[] }
+  /**
+   * `locks` (absent before pvx kept them): the handle's locked ranges, 64-bit numbers as decimal strings, `shared`
+   * for LockFileEx's shared locks.
+   */
+  | {
+    kind: "file";
+    path: string;
+    options: OpenOptions;
+    position: number;
+    locks?: { offset: string; length: string; shared?: true }[];
+  }
   | { kind: "find"; entries: (Omit<FindEntry, "lastWrite"> & { lastWrite: string })[]; next: number }
   | { kind: "heap" };
 
@@ -131,7 +140,11 @@ export class HandleTable {
             path: o.file.path,
             options: o.options,
             position: o.position,
-            locks: o.file.locks().map((l) => ({ offset: l.offset.toString(), length: l.length.toString() })),
+            locks: o.file.locks().map((l) => ({
+              offset: l.offset.toString(),
+              length: l.length.toString(),
+              ...(l.shared ? { shared: true as const } : {}),
+            })),
           }];
         case "find":
           return [handle, {
@@ -249,6 +262,7 @@ function restoredObject(
         return {
           offset: state.bigint(l.offset, `${at} locks[${i}] offset`),
           length: state.bigint(l.length, `${at} locks[${i}] length`),
+          shared: l.shared !== undefined && state.flag(l.shared, `${at} locks[${i}] shared`),
         };
       });
       let file: OpenFile;

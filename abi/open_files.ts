@@ -18,12 +18,16 @@ export interface OpenFile {
   setSize(size: number): void;
   /** SetFileTime: the times to set, each null to leave as it is. */
   setTimes(access: Date | null, write: Date | null): void;
-  /** LockFile: `length` bytes from `offset`, held against every other handle's reads, writes and locks. */
-  lock(range: ByteRange): void;
+  /**
+   * LockFile and LockFileEx: `length` bytes from `offset`. An exclusive lock holds against every other handle's
+   * reads, writes and locks; a shared one against every handle's writes (its own too) and exclusive locks, and
+   * against other handles' shared locks not at all.
+   */
+  lock(range: LockRange): void;
   /** UnlockFile: exactly a range this handle locked. */
   unlock(range: ByteRange): void;
   /** The ranges this handle holds, in the order it locked them: what a snapshot keeps. */
-  locks(): ByteRange[];
+  locks(): LockRange[];
   flush(): void;
   /** Releases this handle's share of the file; the last close of a DELETE_ON_CLOSE file deletes it. */
   close(): void;
@@ -33,6 +37,11 @@ export interface OpenFile {
 export interface ByteRange {
   offset: bigint;
   length: bigint;
+}
+
+/** A locked range; LockFile's are exclusive, LockFileEx's either. */
+export interface LockRange extends ByteRange {
+  shared?: boolean;
 }
 
 function readAt(file: Deno.FsFile, into: Uint8Array, position: number): number {
@@ -86,8 +95,8 @@ function overlaps(a: ByteRange, b: ByteRange): boolean {
 /** One file or directory as all its handles see it: shared data, so every handle sees every write. */
 class OpenNode {
   readonly handles = new Set<Handle>();
-  /** Byte-range locks, each held by one handle against all the others. */
-  readonly locks: { owner: Handle; range: ByteRange }[] = [];
+  /** Byte-range locks, each held by one handle. */
+  readonly locks: { owner: Handle; range: LockRange }[] = [];
   deleteOnClose = false;
   #bytes?: Uint8Array;
   #host?: { file: Deno.FsFile; writable: boolean; quota?: DiskQuota };
@@ -155,9 +164,14 @@ class OpenNode {
     return this.#host.file;
   }
 
-  /** The lock that keeps `handle` from reading or writing `range`, if any; a lock of no bytes guards no data. */
-  lockAgainst(handle: Handle, range: ByteRange): ByteRange | undefined {
-    return this.locks.find((l) => l.owner !== handle && l.range.length > 0n && overlaps(l.range, range))?.range;
+  /**
+   * The lock that keeps `handle` from reading or (`write`) writing `range`, if any: another handle's exclusive
+   * lock, or for a write any shared lock, its own too. A lock of no bytes guards no data.
+   */
+  lockAgainst(handle: Handle, range: ByteRange, write: boolean): LockRange | undefined {
+    return this.locks.find((l) =>
+      (l.range.shared ? write : l.owner !== handle) && l.range.length > 0n && overlaps(l.range, range)
+    )?.range;
   }
 
   /** True when that was the last handle, and the data is let go. */
@@ -210,28 +224,29 @@ class Handle implements OpenFile {
 
   read(into: Uint8Array, position: number): number {
     return this.#io("ReadFile", "read", () => {
-      const at = this.#unlockedPosition("ReadFile", position, into.length);
+      const at = this.#unlockedPosition("ReadFile", position, into.length, false);
       return this.#node.read(into, at);
     });
   }
 
   write(from: Uint8Array, position: number): number {
     return this.#io("WriteFile", "write", () => {
-      const at = this.#unlockedPosition("WriteFile", position, from.length);
+      const at = this.#unlockedPosition("WriteFile", position, from.length, true);
       return this.#node.resize(at + from.length, true, `WriteFile ${this.path}`, (f) => writeAt(f, from, at));
     });
   }
 
-  /** Windows' locks are mandatory: I/O through this handle may not touch a range another handle locked. */
-  #unlockedPosition(operation: string, position: number, length: number): number {
+  /** Windows' locks are mandatory: I/O through this handle may not touch a range a lock keeps it from. */
+  #unlockedPosition(operation: string, position: number, length: number, write: boolean): number {
     const at = checkedPosition(position, length);
-    const lock = length > 0 ? this.#node.lockAgainst(this, { offset: BigInt(at), length: BigInt(length) }) : undefined;
+    const range = { offset: BigInt(at), length: BigInt(length) };
+    const lock = length > 0 ? this.#node.lockAgainst(this, range, write) : undefined;
     if (lock) {
       throw new FileViewError(
         E.ERROR_LOCK_VIOLATION,
-        `${operation} ${this.path}: bytes ${at}..${at + length} meet ${
-          describeRange(lock)
-        }, locked through another handle`,
+        `${operation} ${this.path}: bytes ${at}..${at + length} meet ${describeRange(lock)}, ${
+          lock.shared ? "locked shared" : "locked through another handle"
+        }`,
       );
     }
     return at;
@@ -260,18 +275,27 @@ class Handle implements OpenFile {
     });
   }
 
-  lock(range: ByteRange): void {
+  /**
+   * An exclusive lock overlaps no other, its own handle's neither; a shared one may overlap any but another
+   * handle's exclusive lock, as a handle may read what it locked itself (NTFS, and Wine).
+   */
+  lock(range: LockRange): void {
     this.#checkLockable("LockFile");
     const where = `LockFile ${this.path} ${describeRange(range)}`;
     if (range.offset < 0n || range.length < 0n || range.offset + range.length > LOCK_SPACE_END) {
       throw new FileViewError(E.ERROR_INVALID_PARAMETER, `${where}: the range ends past byte 2^64`);
     }
-    const held = this.#node.locks.find((l) => overlaps(l.range, range));
+    const held = this.#node.locks.find((l) =>
+      overlaps(l.range, range) && (!range.shared || (!l.range.shared && l.owner !== this))
+    );
     if (held) {
       const whose = held.owner === this ? "this handle" : "another handle";
       throw new FileViewError(E.ERROR_LOCK_VIOLATION, `${where}: ${describeRange(held.range)} is locked by ${whose}`);
     }
-    this.#node.locks.push({ owner: this, range: { ...range } });
+    this.#node.locks.push({
+      owner: this,
+      range: { offset: range.offset, length: range.length, ...(range.shared ? { shared: true } : {}) },
+    });
   }
 
   unlock(range: ByteRange): void {
@@ -288,7 +312,7 @@ class Handle implements OpenFile {
     this.#node.locks.splice(i, 1);
   }
 
-  locks(): ByteRange[] {
+  locks(): LockRange[] {
     return this.#node.locks.filter((l) => l.owner === this).map((l) => ({ ...l.range }));
   }
 

@@ -218,6 +218,8 @@ _Static_assert(sizeof(CRITICAL_SECTION) == 40, "CRITICAL_SECTION must match the 
 #define WAIT_FAILED 0xffffffffu
 #define CREATE_SUSPENDED 0x4u
 #define STILL_ACTIVE 0x103u
+#define LOCKFILE_FAIL_IMMEDIATELY 0x1u
+#define LOCKFILE_EXCLUSIVE_LOCK 0x2u
 #define SYNCHRONIZE 0x100000u
 #define EVENT_MODIFY_STATE 0x2u
 #define EVENT_ALL_ACCESS 0x1f0003u
@@ -859,6 +861,14 @@ static inline BOOL TerminateThread(HANDLE hThread, DWORD dwExitCode) {
   PVX_USES("TerminateThread");
   uint64_t f[3] = { 0, (uint64_t)(uintptr_t)(hThread), (uint64_t)(dwExitCode) };
   pvx_hypercall(75, f);
+  return (BOOL)f[0];
+}
+
+/* LockFileEx's one try: an exclusive lock (LOCKFILE_EXCLUSIVE_LOCK) or a shared one; ERROR_LOCK_VIOLATION when it conflicts. */
+static inline BOOL PvxLockFileEx(HANDLE hFile, DWORD dwFlags, ULONGLONG Offset, ULONGLONG Length) {
+  PVX_USES("PvxLockFileEx");
+  uint64_t f[5] = { 0, (uint64_t)(uintptr_t)(hFile), (uint64_t)(dwFlags), (uint64_t)(Offset), (uint64_t)(Length) };
+  pvx_hypercall(76, f);
   return (BOOL)f[0];
 }
 

@@ -118,6 +118,8 @@ export const win32Constants = {
   WAIT_FAILED: 0xffffffff,
   CREATE_SUSPENDED: 0x4,
   STILL_ACTIVE: 259,
+  LOCKFILE_FAIL_IMMEDIATELY: 0x1,
+  LOCKFILE_EXCLUSIVE_LOCK: 0x2,
   // Access rights of named objects' Open calls, which pvx accepts and does not check.
   SYNCHRONIZE: 0x100000,
   EVENT_MODIFY_STATE: 0x2,

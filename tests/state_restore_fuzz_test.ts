@@ -130,6 +130,7 @@ Deno.test("fuzz: a mutated handle table restores or is refused by name, its file
     const { file } = view.open("C:\\data.txt", options);
     file.lock({ offset: 3n, length: 5n });
     file.lock({ offset: 1n << 40n, length: 0n });
+    file.lock({ offset: 20n, length: 4n, shared: true });
     const table = new HandleTable();
     const handle = table.open({ kind: "file", file, options, position: 7, read: true, write: true })!;
     const twin = table.duplicate(handle)!;
@@ -152,9 +153,12 @@ Deno.test("fuzz: a mutated handle table restores or is refused by name, its file
     assert.deepEqual(restored.get(handle, "file")!.file.locks(), [
       { offset: 3n, length: 5n },
       { offset: 1n << 40n, length: 0n },
+      { offset: 20n, length: 4n, shared: true },
     ]);
     const other = view.open("C:\\data.txt", options).file;
     assert.throws(() => other.read(new Uint8Array(2), 6), /locked through another handle/, "the lock still holds");
+    assert.equal(other.read(new Uint8Array(2), 21), 0, "a shared lock lets others read");
+    assert.throws(() => other.write(new Uint8Array(2), 21), /locked shared/, "and no one write");
     other.close();
     restored.closeAll();
 

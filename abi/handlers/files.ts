@@ -248,6 +248,14 @@ export function fileHandlers(host: Host) {
     },
     LockFile: (a) => ok(() => lockable(a).lock(lockRange(a))),
     UnlockFile: (a) => ok(() => lockable(a).unlock(lockRange(a))),
+    PvxLockFileEx: (a) =>
+      ok(() =>
+        lockable(a).lock({
+          offset: a.Offset as bigint,
+          length: a.Length as bigint,
+          shared: ((a.dwFlags as number) & W.LOCKFILE_EXCLUSIVE_LOCK) === 0,
+        })
+      ),
     GetDiskFreeSpaceExW: (a) => {
       const space = host.files.freeSpace(a.lpDirectoryName as string | null);
       const fields = [

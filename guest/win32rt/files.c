@@ -1,6 +1,6 @@
 /* The legacy 32-bit file-pointer and size calls, on top of their 64-bit
- * forms, and what a handle tells of its file (times, ntdll's information
- * classes), on top of GetFileInformationByHandle. */
+ * forms, what a handle tells of its file (times, ntdll's information
+ * classes), on top of GetFileInformationByHandle, and LockFileEx's waits. */
 #include "pvxrt.h"
 
 EXPORT DWORD WINAPI SetFilePointer(HANDLE h, LONG distance, PLONG distance_high, DWORD method) {
@@ -80,4 +80,37 @@ EXPORT NTSTATUS NTAPI NtQueryInformationFile(HANDLE h, PIO_STATUS_BLOCK io, PVOI
 EXPORT BOOL WINAPI SetFileTime(HANDLE h, const FILETIME *creation, const FILETIME *access, const FILETIME *write) {
   (void)creation;
   return PvxSetFileTime(h, access ? (ULONGLONG)filetime_value(*access) : 0, write ? (ULONGLONG)filetime_value(*write) : 0);
+}
+
+/* The range an OVERLAPPED gives LockFileEx and UnlockFileEx: they take their offset from it, not the file pointer. */
+static BOOL overlapped_range(DWORD reserved, LPOVERLAPPED at, DWORD low, DWORD high, ULONGLONG *offset,
+                             ULONGLONG *length) {
+  if (reserved || !at) {
+    SetLastError(ERROR_INVALID_PARAMETER);
+    return FALSE;
+  }
+  *offset = ((ULONGLONG)at->OffsetHigh << 32) | at->Offset;
+  *length = ((ULONGLONG)high << 32) | low;
+  return TRUE;
+}
+
+/* How long a waiting LockFileEx sleeps between tries, at most. The host tells no one when a lock goes, so a
+ * waiter looks again, sooner at first: a lock held briefly is taken soon after it goes, a long one costs few
+ * tries. */
+#define LOCK_RETRY_MAX_MS 16
+
+EXPORT BOOL WINAPI LockFileEx(HANDLE file, DWORD flags, DWORD reserved, DWORD low, DWORD high, LPOVERLAPPED at) {
+  ULONGLONG offset, length;
+  if (!overlapped_range(reserved, at, low, high, &offset, &length)) return FALSE;
+  for (DWORD pause = 1;; pause = pause < LOCK_RETRY_MAX_MS ? pause * 2 : LOCK_RETRY_MAX_MS) {
+    if (PvxLockFileEx(file, flags, offset, length)) return TRUE;
+    if ((flags & LOCKFILE_FAIL_IMMEDIATELY) || GetLastError() != ERROR_LOCK_VIOLATION) return FALSE;
+    Sleep(pause);
+  }
+}
+
+EXPORT BOOL WINAPI UnlockFileEx(HANDLE file, DWORD reserved, DWORD low, DWORD high, LPOVERLAPPED at) {
+  ULONGLONG offset, length;
+  if (!overlapped_range(reserved, at, low, high, &offset, &length)) return FALSE;
+  return UnlockFile(file, (DWORD)offset, (DWORD)(offset >> 32), (DWORD)length, (DWORD)(length >> 32));
 }

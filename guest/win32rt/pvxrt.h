@@ -28,6 +28,7 @@ VOID WINAPI PvxWakeByAddress(volatile LONG *address);
 BOOL WINAPI PvxSetFileTime(HANDLE h, ULONGLONG access, ULONGLONG write);
 BOOL WINAPI PvxDuplicateHandle(HANDLE source, LPHANDLE target, DWORD options);
 HANDLE WINAPI PvxOpenCurrentThread(void);
+BOOL WINAPI PvxLockFileEx(HANDLE file, DWORD flags, ULONGLONG offset, ULONGLONG length);
 
 /* GetCurrentProcess() and GetCurrentThread(), and the process's id (guest/teb.ts). */
 #define PSEUDO_PROCESS ((HANDLE)(LONG_PTR)-1)

@@ -32,6 +32,7 @@ export const windowsOnly = new Set([
   "duplicate_handle",
   "file_attributes",
   "file_info",
+  "lock_file_ex",
   "named_objects",
   "ntdll_format",
   "slim_sync",
@@ -46,6 +47,14 @@ export const wineDivergences: Record<string, [string, string][]> = {
   memory: [["VirtualFree release twice: error 87", "VirtualFree release twice: error 487"]],
   sync: [["ReleaseSemaphore 0: ok", "ReleaseSemaphore 0: error 87"]],
   file_info: [["SetFileTime through a read-only handle: ok", "SetFileTime through a read-only handle: error 5"]],
+  lock_file_ex: [
+    ...[
+      "a writes 0..4, its own shared lock",
+      "c writes 12..14, b's shared lock",
+      "b reads 20..24, a's exclusive lock",
+    ].map((line): [string, string] => [`${line}: ok`, `${line}: error 33`]),
+    ["a unlocks 0..10 again: error 33", "a unlocks 0..10 again: error 158"],
+  ],
   lock_file: [
     ...[
       "b reads 12..16",
