@@ -717,6 +717,22 @@ export const calls = [
     doc:
       "LockFileEx's one try: an exclusive lock (LOCKFILE_EXCLUSIVE_LOCK) or a shared one; ERROR_LOCK_VIOLATION when it conflicts.",
   },
+  {
+    nr: 77,
+    name: "PvxOpenCurrentProcess",
+    ret: "HANDLE",
+    failure: 0n,
+    params: [],
+    doc: "DuplicateHandle of GetCurrentProcess(), and OpenProcess of its id: a real handle to the process.",
+  },
+  {
+    nr: 78,
+    name: "GetProcessId",
+    ret: "DWORD",
+    failure: 0n,
+    params: [h("Process")],
+    doc: "The process's id, for GetCurrentProcess() or a real handle to it; 0 and ERROR_INVALID_HANDLE for any other.",
+  },
 ] as const satisfies readonly CallDef[];
 
 export type CallName = (typeof calls)[number]["name"];

@@ -872,6 +872,22 @@ static inline BOOL PvxLockFileEx(HANDLE hFile, DWORD dwFlags, ULONGLONG Offset, 
   return (BOOL)f[0];
 }
 
+/* DuplicateHandle of GetCurrentProcess(), and OpenProcess of its id: a real handle to the process. */
+static inline HANDLE PvxOpenCurrentProcess(void) {
+  PVX_USES("PvxOpenCurrentProcess");
+  uint64_t f[1] = { 0 };
+  pvx_hypercall(77, f);
+  return (HANDLE)(uintptr_t)f[0];
+}
+
+/* The process's id, for GetCurrentProcess() or a real handle to it; 0 and ERROR_INVALID_HANDLE for any other. */
+static inline DWORD GetProcessId(HANDLE Process) {
+  PVX_USES("GetProcessId");
+  uint64_t f[2] = { 0, (uint64_t)(uintptr_t)(Process) };
+  pvx_hypercall(78, f);
+  return (DWORD)f[0];
+}
+
 
 /* Critical sections run in the guest (guest/runtime.ts, reached through the
  * info page); only a contended one waits in the host. */

@@ -1,4 +1,4 @@
-// Waitable objects (events, mutexes, semaphores, threads) and address waits, kept in
+// Waitable objects (events, mutexes, semaphores, threads, the process) and address waits, kept in
 // shared memory so every vCPU thread of an instance can wait on them itself:
 // a waiting guest thread blocks its own host thread in Atomics.wait and costs
 // no CPU, and no other thread has to serve the wait.
@@ -22,6 +22,8 @@ export const enum SyncKind {
   Mutex = 2,
   Thread = 3,
   Semaphore = 4,
+  /** A real handle to the app's process (DuplicateHandle, OpenProcess): never signalled while anyone can wait. */
+  Process = 5,
 }
 
 /** Objects an instance may hold open at once. */
@@ -331,7 +333,7 @@ export class SyncObjects {
         );
       }
       const words = kept.map((word, j) => state.integer(word, `slot ${slot}[${j}]`, -(2 ** 31), 2 ** 31 - 1));
-      if (words[KIND] < SyncKind.Free || words[KIND] > SyncKind.Semaphore) {
+      if (words[KIND] < SyncKind.Free || words[KIND] > SyncKind.Process) {
         state.fail(`slot ${slot}`, "is of no known kind");
       }
       if (words.length === SLOT_BEFORE_HANDLES) words.push(words[KIND] === SyncKind.Free ? 0 : 1);

@@ -47,6 +47,9 @@ export const win32Errors = {
   ERROR_TIMEOUT: 1460,
 } as const;
 
+/** The app's process id: alone in its VM, its process is the only one (guest/teb.ts writes it in every TEB). */
+export const PROCESS_ID = 4;
+
 export const STD_INPUT_HANDLE = 0xfffffff6; // (DWORD)-10
 export const STD_OUTPUT_HANDLE = 0xfffffff5; // (DWORD)-11
 export const STD_ERROR_HANDLE = 0xfffffff4; // (DWORD)-12

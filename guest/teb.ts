@@ -3,6 +3,7 @@
 // and the guest runtime's critical sections read the thread id (guest/runtime.ts).
 
 import { maxVcpus, pebBase, tebBase, tebSize } from "../abi/memory_map.ts";
+import { PROCESS_ID } from "../abi/win32.ts";
 import type { PageTables } from "./paging.ts";
 
 /** NT_TIB.Self: how code finds the TEB through GS. */
@@ -16,8 +17,6 @@ const TEB_STACK_BASE = 0x08, TEB_STACK_LIMIT = 0x10, TEB_PROCESS_ID = 0x40, TEB_
 export const TEB_LAST_ERROR = 0x68;
 /** ClientId.UniqueThread: what GetCurrentThreadId returns. */
 export const TEB_THREAD_ID = 0x48;
-/** The process id every pvx guest sees: it is alone in its VM. */
-export const PROCESS_ID = 4;
 
 export function tebAddress(cpu: number): number {
   if (!Number.isInteger(cpu) || cpu < 0 || cpu >= maxVcpus) {

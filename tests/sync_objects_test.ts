@@ -74,7 +74,7 @@ Deno.test("a thread's own handle names its object while that lives, and a new on
   assert.equal(sync.openThread(TID, full.object), undefined, "no handle left: nothing, rather than another object");
 });
 
-Deno.test("the pseudo-handles of the process and the calling thread are never signalled, beside objects that are", () => {
+Deno.test("the process, by pseudo-handle or real handle, and the calling thread are never signalled, beside objects that are", () => {
   const sync = objects();
   const event = sync.create(SyncKind.Event, { signaled: true })!;
   assert.deepEqual(sync.wait([CURRENT_THREAD], false, 0, TID, noWaiting), { code: W.WAIT_TIMEOUT });
@@ -83,6 +83,8 @@ Deno.test("the pseudo-handles of the process and the calling thread are never si
   assert.deepEqual(sync.wait([event, CURRENT_PROCESS], true, 0, TID, noWaiting), { code: W.WAIT_TIMEOUT });
   assert.deepEqual(sync.wait([event], false, 0, TID, noWaiting), { code: W.WAIT_OBJECT_0 }, "a wait for all took none");
   assert.deepEqual(sync.wait([-3], false, 0, TID, noWaiting), { error: E.ERROR_INVALID_HANDLE });
+  const process = sync.create(SyncKind.Process, {})!;
+  assert.deepEqual(sync.wait([process], false, 0, TID, noWaiting), { code: W.WAIT_TIMEOUT }, "nor is a process handle");
 });
 
 Deno.test("waiting for all of two handles of one object is refused, as Windows refuses it", () => {

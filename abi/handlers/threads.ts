@@ -6,8 +6,8 @@
 import { type Args, type Handler, handleValue, type OutU32, type Thread } from "../dispatch.ts";
 import { Win32Error } from "../call_errors.ts";
 import type { Host, ThreadContext } from "../handler_context.ts";
-import { CURRENT_THREAD, SyncKind, type SyncObjects, type SyncRef } from "../sync_objects.ts";
-import { win32Constants as C, win32Errors as E } from "../win32.ts";
+import { CURRENT_PROCESS, CURRENT_THREAD, SyncKind, type SyncObjects, type SyncRef } from "../sync_objects.ts";
+import { PROCESS_ID, win32Constants as C, win32Errors as E } from "../win32.ts";
 import { timeHandlers } from "./time.ts";
 
 export function threadObjectHandlers(host: Host) {
@@ -136,6 +136,15 @@ export function threadHandlers(ctx: ThreadContext) {
       return 1;
     },
     GetThreadId: (a) => threadIdOf(a.Thread),
+    PvxOpenCurrentProcess: () => {
+      const handle = sync.create(SyncKind.Process, {});
+      if (handle === undefined) throw new Win32Error(E.ERROR_NOT_ENOUGH_MEMORY, "no sync object is left");
+      return handle;
+    },
+    GetProcessId: (a) => {
+      if (a.Process !== CURRENT_PROCESS) object(a.Process, SyncKind.Process);
+      return PROCESS_ID;
+    },
     SuspendThread: (a) => {
       const previous = ctx.threads.suspendThread(threadIdOf(a.hThread));
       if (previous === "ended") throw new Win32Error(E.ERROR_ACCESS_DENIED, "the thread has ended");

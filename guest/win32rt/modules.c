@@ -53,10 +53,7 @@ EXPORT void WINAPI DebugBreak(void) { RaiseException(EXCEPTION_BREAKPOINT, 0, 0,
 
 /* The process itself is the only one: it is running while it asks. */
 EXPORT BOOL WINAPI GetExitCodeProcess(HANDLE process, LPDWORD code) {
-  if (process != GetCurrentProcess()) {
-    SetLastError(ERROR_INVALID_HANDLE);
-    return FALSE;
-  }
+  if (!pvx_this_process(process)) return FALSE;
   *code = STILL_ACTIVE;
   return TRUE;
 }

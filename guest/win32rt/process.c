@@ -8,13 +8,6 @@ EXPORT HANDLE WINAPI GetCurrentProcess(void) { return PSEUDO_PROCESS; }
 EXPORT HANDLE WINAPI GetCurrentThread(void) { return PSEUDO_THREAD; }
 EXPORT DWORD WINAPI GetCurrentProcessId(void) { return PROCESS_ID; }
 
-/* Only this process can be named: pvx has no other. */
-EXPORT DWORD WINAPI GetProcessId(HANDLE process) {
-  if (process == PSEUDO_PROCESS) return PROCESS_ID;
-  SetLastError(ERROR_INVALID_HANDLE);
-  return 0;
-}
-
 EXPORT DWORD WINAPI GetProcessIdOfThread(HANDLE thread) { return GetThreadId(thread) ? PROCESS_ID : 0; }
 EXPORT BOOL WINAPI IsDebuggerPresent(void) { return FALSE; }
 
@@ -153,35 +146,39 @@ EXPORT void WINAPI ExitProcess(UINT code) {
 
 /* Unlike ExitProcess, no DLL hears of it. Only this process can be named: pvx has no other. */
 EXPORT BOOL WINAPI TerminateProcess(HANDLE process, UINT code) {
-  if (process != PSEUDO_PROCESS) {
-    SetLastError(ERROR_INVALID_HANDLE);
-    return FALSE;
-  }
+  if (!pvx_this_process(process)) return FALSE;
   pvx_exit_process(code);
   __builtin_unreachable();
 }
 
-/* Within this process only (pvx has no other), for console, file and waitable handles, and the current
- * thread's pseudo-handle; a file's duplicate shares its position and locks, as on Windows. The duplicate
- * keeps the source's access whatever is asked. The process's pseudo-handle cannot be duplicated yet:
- * ERROR_NOT_SUPPORTED. */
+/* Within this process only (pvx has no other, so both process handles must name it), for console, file and
+ * waitable handles, and the pseudo-handles, which become real handles to the calling thread and to the
+ * process; a file's duplicate shares its position and locks, as on Windows. The duplicate keeps the
+ * source's access whatever is asked. */
 EXPORT BOOL WINAPI DuplicateHandle(HANDLE source_process, HANDLE source, HANDLE target_process, LPHANDLE target,
                                    DWORD access, BOOL inherit, DWORD options) {
   (void)access, (void)inherit;
-  BOOL here = source_process == PSEUDO_PROCESS && target_process == PSEUDO_PROCESS;
-  BOOL pseudo = source == PSEUDO_PROCESS || source == PSEUDO_THREAD;
-  if (here && !pseudo) return PvxDuplicateHandle(source, target, options);
-  if (here && source == PSEUDO_THREAD) {
-    /* Closing a pseudo-handle does nothing, so DUPLICATE_CLOSE_SOURCE has nothing to close. */
-    HANDLE thread = PvxOpenCurrentThread();
-    if (thread && target) *target = thread;
-    else if (thread) CloseHandle(thread);
-    return thread != NULL;
+  BOOL from_here = pvx_this_process(source_process);
+  if (!from_here || !pvx_this_process(target_process)) {
+    /* Windows closes the source whatever becomes of the duplicate. */
+    if (from_here && (options & DUPLICATE_CLOSE_SOURCE)) CloseHandle(source);
+    SetLastError(ERROR_INVALID_HANDLE);
+    return FALSE;
   }
-  /* Windows closes the source whatever becomes of the duplicate. */
-  if (source_process == PSEUDO_PROCESS && !pseudo && (options & DUPLICATE_CLOSE_SOURCE)) CloseHandle(source);
-  SetLastError(here ? ERROR_NOT_SUPPORTED : ERROR_INVALID_HANDLE);
-  return FALSE;
+  if (source != PSEUDO_PROCESS && source != PSEUDO_THREAD) return PvxDuplicateHandle(source, target, options);
+  /* Closing a pseudo-handle does nothing, so DUPLICATE_CLOSE_SOURCE has nothing to close. */
+  HANDLE real = source == PSEUDO_THREAD ? PvxOpenCurrentThread() : PvxOpenCurrentProcess();
+  if (real && target) *target = real;
+  else if (real) CloseHandle(real);
+  return real != NULL;
+}
+
+/* This process is the only one there is to open. */
+EXPORT HANDLE WINAPI OpenProcess(DWORD access, BOOL inherit, DWORD id) {
+  (void)access, (void)inherit;
+  if (id == PROCESS_ID) return PvxOpenCurrentProcess();
+  SetLastError(ERROR_INVALID_PARAMETER);
+  return NULL;
 }
 
 EXPORT DWORD WINAPI GetTickCount(void) { return (DWORD)GetTickCount64(); }

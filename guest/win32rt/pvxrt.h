@@ -29,11 +29,15 @@ BOOL WINAPI PvxSetFileTime(HANDLE h, ULONGLONG access, ULONGLONG write);
 BOOL WINAPI PvxDuplicateHandle(HANDLE source, LPHANDLE target, DWORD options);
 HANDLE WINAPI PvxOpenCurrentThread(void);
 BOOL WINAPI PvxLockFileEx(HANDLE file, DWORD flags, ULONGLONG offset, ULONGLONG length);
+HANDLE WINAPI PvxOpenCurrentProcess(void);
 
 /* GetCurrentProcess() and GetCurrentThread(), and the process's id (guest/teb.ts). */
 #define PSEUDO_PROCESS ((HANDLE)(LONG_PTR)-1)
 #define PSEUDO_THREAD ((HANDLE)(LONG_PTR)-2)
 #define PROCESS_ID 4
+
+/* GetCurrentProcess() or a real handle to the process; else FALSE, with ERROR_INVALID_HANDLE (GetProcessId's). */
+static inline BOOL pvx_this_process(HANDLE process) { return process == PSEUDO_PROCESS || GetProcessId(process) != 0; }
 
 static inline void *teb(void) {
   void *t;

@@ -58,16 +58,10 @@ EXPORT int WINAPI GetThreadPriority(HANDLE thread) {
   return level;
 }
 
-static BOOL this_process(HANDLE process) {
-  if (process == PSEUDO_PROCESS) return TRUE;
-  SetLastError(ERROR_INVALID_HANDLE);
-  return FALSE;
-}
-
-EXPORT DWORD WINAPI GetPriorityClass(HANDLE process) { return this_process(process) ? priority_class : 0; }
+EXPORT DWORD WINAPI GetPriorityClass(HANDLE process) { return pvx_this_process(process) ? priority_class : 0; }
 
 EXPORT BOOL WINAPI SetPriorityClass(HANDLE process, DWORD class) {
-  if (!this_process(process)) return FALSE;
+  if (!pvx_this_process(process)) return FALSE;
   switch (class) {
   case PROCESS_MODE_BACKGROUND_BEGIN:
   case PROCESS_MODE_BACKGROUND_END:
@@ -101,13 +95,13 @@ EXPORT DWORD_PTR WINAPI SetThreadAffinityMask(HANDLE thread, DWORD_PTR mask) {
 }
 
 EXPORT BOOL WINAPI GetProcessAffinityMask(HANDLE process, PDWORD_PTR process_mask, PDWORD_PTR system_mask) {
-  if (!this_process(process)) return FALSE;
+  if (!pvx_this_process(process)) return FALSE;
   *process_mask = *system_mask = ONLY_PROCESSOR;
   return TRUE;
 }
 
 EXPORT BOOL WINAPI SetProcessAffinityMask(HANDLE process, DWORD_PTR mask) {
-  if (!this_process(process)) return FALSE;
+  if (!pvx_this_process(process)) return FALSE;
   if (mask == ONLY_PROCESSOR) return TRUE;
   SetLastError(ERROR_INVALID_PARAMETER);
   return FALSE;

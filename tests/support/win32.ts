@@ -35,6 +35,7 @@ export const windowsOnly = new Set([
   "lock_file_ex",
   "named_objects",
   "ntdll_format",
+  "process_handle",
   "slim_sync",
   "suspend_terminate",
   "system_info",
