@@ -69,7 +69,8 @@ export interface ThreadControl {
 
 /**
  * What the calls answered on the calling vCPU's own thread may touch: the
- * shared sync objects and this thread's identity, never the handle table.
+ * shared sync objects, what one thread may ask of another, and this thread's
+ * identity, never the handle table.
  */
 export interface ThreadContext {
   readonly sync: SyncObjects;

@@ -1,7 +1,7 @@
-// Threads and synchronisation. Creating objects needs the instance's shared
-// state (threadObjectHandlers); everything a thread does to itself, to another
-// thread or to an existing sync object runs on its own vCPU thread
-// (threadHandlers), so a blocked wait holds up nobody else.
+// Threads and synchronisation. Creating threads and named objects needs the
+// instance's shared state (threadObjectHandlers); everything a thread does to
+// itself, to another thread, to the process or to an existing sync object runs
+// on its own vCPU thread (threadHandlers), so a blocked wait holds up nobody else.
 
 import { type Args, type Handler, handleValue, type OutU32, type Thread } from "../dispatch.ts";
 import { Win32Error } from "../call_errors.ts";
