@@ -154,13 +154,12 @@ export class ControlBlock implements ThreadControl {
 
   /**
    * Blocks until the guest clock reaches `deadline` (Infinity = never), the
-   * instance stops (true), or it pauses (false, early: the caller parks and
-   * sleeps again).
+   * instance stops or the thread on `cpu` is to end (true), or it pauses
+   * (false, early: the caller parks and sleeps again).
    */
   sleepUntil(deadline: number, cpu?: number): boolean {
     for (;;) {
       const attention = Atomics.load(this.#w, ATTENTION);
-      // A thread asked to end stops sleeping as the whole instance does.
       if (this.stopRequested() || (cpu !== undefined && this.terminating(cpu) !== undefined)) return true;
       if (this.pauseRequested()) return false;
       const left = deadline - this.now();

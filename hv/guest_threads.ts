@@ -39,11 +39,6 @@ const DEFAULT_STACK = 1024 * 1024;
 const STACK_GRANULARITY = 64 * 1024;
 const MAX_STACK = 256 * 1024 * 1024;
 
-interface GuestThread {
-  start: ThreadStart;
-  object: SyncRef;
-}
-
 /** A stack with its guard page: [base, base + PAGE) reserved, [base + PAGE, end) committed. */
 interface Stack {
   base: number;
@@ -67,7 +62,8 @@ export interface GuestThreadsState {
 }
 
 export class GuestThreads implements ThreadStarter {
-  readonly #byCpu = new Map<number, GuestThread>();
+  /** Each created thread that has not ended, where it began. */
+  readonly #byCpu = new Map<number, ThreadStart>();
   /**
    * Each slot keeps the stack of its last thread for the next one: creating
    * and ending a thread then changes no page table, which would cost the
@@ -107,29 +103,26 @@ export class GuestThreads implements ThreadStarter {
     }
     const object = this.#sync.resolve(handle)!;
     this.#nextId += 4;
-    const thread: GuestThread = {
+    const thread: ThreadStart = {
+      cpu,
+      threadId,
       object,
-      start: {
-        cpu,
-        threadId,
-        object,
-        rip: this.threadStart,
-        rsp: stack.end,
-        rbx: start,
-        parameter,
-        gsBase: this.#writeTeb(cpu, threadId, stack),
-      },
+      rip: this.threadStart,
+      rsp: stack.end,
+      rbx: start,
+      parameter,
+      gsBase: this.#writeTeb(cpu, threadId, stack),
     };
     this.#byCpu.set(cpu, thread);
     this.control.threadStarted();
     this.control.claim(cpu, threadId, { suspendCount: suspended ? 1 : 0 });
-    this.launch(thread.start);
+    this.launch(thread);
     return { handle, threadId };
   }
 
   save(): GuestThreadsState {
     return {
-      threads: [...this.#byCpu.values()].map(({ start }) => ({
+      threads: [...this.#byCpu.values()].map((start) => ({
         start: { ...start, rbx: start.rbx.toString(), parameter: start.parameter.toString() },
       })),
       stacks: [...this.#stacks].map(([cpu, stack]) => [cpu, stack.base, stack.end]),
@@ -161,21 +154,18 @@ export class GuestThreads implements ThreadStarter {
       const suspendCount = thread.suspendCount === undefined
         ? 0
         : state.integer(thread.suspendCount, `${at} suspendCount`, 0, MAX_SUSPEND_COUNT);
-      const restored: GuestThread = {
+      const restored: ThreadStart = {
+        cpu,
         object,
-        start: {
-          cpu,
-          object,
-          threadId: state.integer(s.threadId, `${at} threadId`, 1, 2 ** 31 - 1),
-          rip: address(s.rip, `${at} rip`),
-          rsp: address(s.rsp, `${at} rsp`),
-          rbx: state.bigint(s.rbx, `${at} rbx`),
-          parameter: state.bigint(s.parameter, `${at} parameter`),
-          gsBase: address(s.gsBase, `${at} gsBase`),
-        },
+        threadId: state.integer(s.threadId, `${at} threadId`, 1, 2 ** 31 - 1),
+        rip: address(s.rip, `${at} rip`),
+        rsp: address(s.rsp, `${at} rsp`),
+        rbx: state.bigint(s.rbx, `${at} rbx`),
+        parameter: state.bigint(s.parameter, `${at} parameter`),
+        gsBase: address(s.gsBase, `${at} gsBase`),
       };
       this.#byCpu.set(cpu, restored);
-      if (suspendCount > 0) neverRun.push({ start: restored.start, suspendCount });
+      if (suspendCount > 0) neverRun.push({ start: restored, suspendCount });
     });
     state.list(stacks, "stacks").forEach((raw, i) => {
       const [c, b, e] = state.list(raw, `stacks[${i}]`, 3);

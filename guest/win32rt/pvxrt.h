@@ -31,7 +31,7 @@ HANDLE WINAPI PvxOpenCurrentThread(void);
 BOOL WINAPI PvxLockFileEx(HANDLE file, DWORD flags, ULONGLONG offset, ULONGLONG length);
 HANDLE WINAPI PvxOpenCurrentProcess(void);
 
-/* GetCurrentProcess() and GetCurrentThread(), and the process's id (guest/teb.ts). */
+/* GetCurrentProcess() and GetCurrentThread(), and the process's id (abi/win32.ts PROCESS_ID). */
 #define PSEUDO_PROCESS ((HANDLE)(LONG_PTR)-1)
 #define PSEUDO_THREAD ((HANDLE)(LONG_PTR)-2)
 #define PROCESS_ID 4
